@@ -1,0 +1,59 @@
+"""The one exception tree of verinfer.
+
+::
+
+    Error                   base of everything verinfer raises on purpose
+    ├── VerificationError   a check failed: signature, proof, digest, malformed signed data
+    ├── InputError          a caller passed a value that is malformed or out of range
+    ├── NotFound            the thing asked for does not exist (yet)
+    ├── ConflictError       another writer changed the state this operation was based on
+    └── StorageError        the backing store failed, or holds data that fails its hash check
+
+Verifiers return ``None`` or raise :class:`VerificationError`. Messages name the bad value with
+``!r`` so a user can see what was wrong without a debugger. Third-party exceptions are translated
+at one boundary (``raise InputError(...) from exc``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConflictError",
+    "Error",
+    "InputError",
+    "NotFound",
+    "StorageError",
+    "VerificationError",
+]
+
+
+class Error(Exception):
+    """Base class of every error verinfer raises on purpose."""
+
+    def diagnostics(self) -> str:
+        """A human-readable explanation, including the chain of causes."""
+        lines = [f"{type(self).__name__}: {self}"]
+        cause = self.__cause__
+        while cause is not None:
+            lines.append(f"  caused by {type(cause).__name__}: {cause}")
+            cause = cause.__cause__
+        return "\n".join(lines)
+
+
+class VerificationError(Error):
+    """A verification step failed; the message names the step and the offending value."""
+
+
+class InputError(Error):
+    """A caller-supplied value is malformed or out of range."""
+
+
+class NotFound(Error):  # noqa: N818 - reads better at call sites than NotFoundError
+    """The requested object does not exist."""
+
+
+class ConflictError(Error):
+    """The operation was based on a state that another writer has since changed."""
+
+
+class StorageError(Error):
+    """The store failed, or returned data that does not match its hash."""
