@@ -10,4 +10,13 @@ from verinfer.errors import Error, VerificationError
 
 __version__ = "0.1.0"
 
-__all__ = ["Error", "VerificationError", "__version__", "canonical", "cid", "errors", "merkle", "note"]
+__all__ = [
+    "Error",
+    "VerificationError",
+    "__version__",
+    "canonical",
+    "cid",
+    "errors",
+    "merkle",
+    "note",
+]

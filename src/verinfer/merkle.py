@@ -5,7 +5,7 @@ Pure functions, no I/O. Hashing follows RFC 9162 §2.1.1 (SHA-256 with domain se
 
 Proofs are planned as a list of *ranges* of leaves (RFC 9162 §2.1.3.1 PATH and §2.1.4.1 SUBPROOF);
 the hash of each range is folded from the O(log n) complete subtrees that tile it. A complete
-subtree is a :data:`Node` ``(level, index)`` covering leaves ``[index << level, (index+1) << level)``.
+subtree is a :data:`Node` ``(level, index)``: leaves ``[index << level, (index + 1) << level)``.
 The same plan serves an in-memory list of leaf hashes (the functions named in the public contract)
 and a stored log, which answers node lookups from its tiles (see :mod:`verinfer.log`) instead of
 rehashing subtrees.
@@ -14,7 +14,7 @@ rehashing subtrees.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from verinfer.errors import InputError, VerificationError
 
@@ -32,6 +32,7 @@ __all__ = [
     "inclusion_proof",
     "inclusion_proof_from",
     "leaf_hash",
+    "leaf_hashes",
     "node_hash",
     "range_nodes",
     "root",
@@ -57,6 +58,12 @@ _sha256 = hashlib.sha256
 def leaf_hash(data: bytes) -> bytes:
     """The RFC 9162 hash of a leaf holding ``data``."""
     return _sha256(LEAF_PREFIX + data).digest()
+
+
+def leaf_hashes(entries: Iterable[bytes]) -> list[bytes]:
+    """The leaf hashes of ``entries`` (the batch form of :func:`leaf_hash`)."""
+    sha256, prefix = _sha256, LEAF_PREFIX
+    return [sha256(prefix + data).digest() for data in entries]
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -166,7 +173,7 @@ def consistency_proof_from(size1: int, size2: int, read: NodeReader) -> list[byt
     """The RFC 9162 consistency proof from the tree of ``size1`` leaves to that of ``size2``."""
     if not 0 <= size1 <= size2:
         raise InputError(f"consistency needs 0 <= size1 <= size2, got {size1!r} and {size2!r}")
-    if size1 == 0 or size1 == size2:
+    if size1 in (0, size2):
         return []
     return _hash_ranges(_consistency_ranges(size1, size2), read)
 
@@ -301,7 +308,7 @@ def verify_consistency(
     _check_hash(root2, "root2")
     if not 0 <= size1 <= size2:
         raise VerificationError(f"consistency needs 0 <= size1 <= size2, got {size1}, {size2}")
-    if size1 == size2 or size1 == 0:
+    if size1 in (0, size2):
         if proof:
             raise VerificationError(f"consistency proof must be empty, got {len(proof)} hashes")
         if size1 == size2 and root1 != root2:

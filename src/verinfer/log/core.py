@@ -1,0 +1,392 @@
+"""The log: an append-only RFC 9162 Merkle tree of entries with signed C2SP checkpoints.
+
+Appends happen in batches (group commit): the entries, the stored tiles they change and one new
+signed checkpoint are written in a single transaction, so the signature cost is shared by the
+batch and a crash leaves the last committed checkpoint and everything it covers intact. Every
+checkpoint extends the previous one by construction: only the writer's in-memory frontier, loaded
+from and checked against the latest checkpoint, produces new tree hashes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from verinfer import merkle
+from verinfer.errors import InputError, NotFound, StorageError, VerificationError
+from verinfer.log.postgres import PostgresStore
+from verinfer.log.sqlite import SqliteStore
+from verinfer.log.store import SCHEMA_VERSION, Store
+from verinfer.log.tiles import TILE_HEIGHT, TILE_WIDTH, Frontier, locate, row_offset
+from verinfer.merkle import HASH_SIZE, Node
+from verinfer.note import Checkpoint, Signer, verify_checkpoint
+
+__all__ = ["DEFAULT_CACHE_TILES", "MAX_ENTRY_BYTES", "Appended", "Log", "open_store"]
+
+MAX_ENTRY_BYTES = 0xFFFF  # C2SP entry bundles prefix each entry with a uint16 length
+DEFAULT_CACHE_TILES = 4096  # full stored tiles kept in memory: at most 64 MiB
+_REPLAY_CHUNK = 16 * TILE_WIDTH
+
+
+class _LRU:
+    """A small thread-safe LRU map of immutable stored tiles."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[int, int], value: bytes) -> None:
+        if self._capacity <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+def open_store(location: str) -> Store:
+    """The store at ``location``: a ``postgresql://`` URL, or a data directory for SQLite."""
+    if location.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(location)
+    return SqliteStore.in_directory(location)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """The result of one committed batch: its first index and the checkpoint that covers it."""
+
+    start: int
+    checkpoint: Checkpoint
+    signed_checkpoint: str
+
+    @property
+    def end(self) -> int:
+        """One past the index of the last entry of the batch."""
+        return self.checkpoint.size
+
+
+class Log:
+    """An append-only transparency log stored in a :class:`~verinfer.log.store.Store`.
+
+    Thread-safe: appends are serialized, reads may run at any time and only ever see committed
+    state.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        signer: Signer,
+        *,
+        origin: str | None = None,
+        cache_tiles: int = DEFAULT_CACHE_TILES,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._write_lock = threading.Lock()
+        self._full_tiles = _LRU(cache_tiles)
+        meta = store.read_meta()
+        if not meta:
+            origin = origin or signer.name
+            empty = Checkpoint(origin, 0, merkle.EMPTY_ROOT)
+            store.initialize({"origin": origin, "vkey": signer.vkey}, signer.sign(empty.text))
+            meta = store.read_meta()
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise StorageError(f"unsupported log schema version {meta.get('schema_version')!r}")
+        if meta.get("vkey") != signer.vkey:
+            raise InputError(
+                f"this log is signed by {meta.get('vkey')!r}, not by the given key {signer.vkey!r}"
+            )
+        if origin is not None and origin != meta["origin"]:
+            raise InputError(f"this log's origin is {meta['origin']!r}, not {origin!r}")
+        self.origin: str = meta["origin"]
+        self._frontier = Frontier()  # until loaded, every node is read from the store
+        self._frontier, self._signed = self._load()
+
+    @classmethod
+    def open(
+        cls,
+        location: str | os.PathLike[str],
+        signer: Signer,
+        *,
+        origin: str | None = None,
+        cache_tiles: int = DEFAULT_CACHE_TILES,
+    ) -> Log:
+        """Open (creating if new) the log at a data directory or a ``postgresql://`` URL."""
+        store = open_store(os.fspath(location))
+        try:
+            return cls(store, signer, origin=origin, cache_tiles=cache_tiles)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        """Close the store."""
+        self._store.close()
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Log(origin={self.origin!r}, size={self.size}, store={self._store!r})"
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key that signs this log's checkpoints."""
+        return self._signer.vkey
+
+    @property
+    def size(self) -> int:
+        """The number of committed entries."""
+        return self._frontier.size
+
+    @property
+    def signed_checkpoint(self) -> str:
+        """The latest signed checkpoint note."""
+        return self._signed
+
+    def _load(self) -> tuple[Frontier, str]:
+        """Load the frontier and check it against the latest signed checkpoint."""
+        size, signed = self._store.head()
+        checkpoint = self._check_checkpoint(signed, size)
+        edge_nodes = [
+            (lvl, (size >> lvl) - 1) for lvl in range(size.bit_length()) if size >> lvl & 1
+        ]
+        edge = dict(zip((lvl for lvl, _ in edge_nodes), self._read_nodes(edge_nodes), strict=True))
+        partial = {}
+        for tile_level in range(max(1, (size.bit_length() + TILE_HEIGHT - 1) // TILE_HEIGHT)):
+            count = size >> (TILE_HEIGHT * tile_level)
+            width = count % TILE_WIDTH
+            if width:
+                index = count >> TILE_HEIGHT
+                stored = self._store.read_tiles([(tile_level, index)]).get((tile_level, index))
+                if stored is None or stored[0] != width:
+                    raise StorageError(f"tile ({tile_level}, {index}) does not match size {size}")
+                partial[tile_level] = (index, stored[1])
+        frontier = Frontier(size, edge, partial)
+        if frontier.root != checkpoint.root:
+            raise StorageError(
+                f"the stored tree of size {size} has root {frontier.root.hex()}, but the latest "
+                f"checkpoint says {checkpoint.root.hex()}: the store is corrupt"
+            )
+        return frontier, signed
+
+    def _check_checkpoint(self, signed: str, size: int) -> Checkpoint:
+        try:
+            checkpoint, _ = verify_checkpoint(signed, [self.vkey], origin=self.origin)
+        except VerificationError as exc:
+            raise StorageError(f"stored checkpoint at size {size} does not verify: {exc}") from exc
+        if checkpoint.size != size:
+            raise StorageError(f"stored checkpoint at size {size} says size {checkpoint.size}")
+        return checkpoint
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[bytes]) -> Appended:
+        """Append a batch of entries and commit it with a new signed checkpoint.
+
+        Returns when the batch is durable. On any error nothing of the batch is committed and the
+        log is unchanged.
+        """
+        if not entries:
+            raise InputError("cannot append an empty batch")
+        if set(map(type, entries)) != {bytes} or max(map(len, entries)) > MAX_ENTRY_BYTES:
+            for position, entry in enumerate(entries):
+                if not isinstance(entry, bytes):
+                    raise InputError(f"entry {position} is {type(entry).__name__}, not bytes")
+                if len(entry) > MAX_ENTRY_BYTES:
+                    raise InputError(
+                        f"entry {position} is {len(entry)} bytes; at most {MAX_ENTRY_BYTES}"
+                    )
+        leaf_hashes = merkle.leaf_hashes(entries)
+        with self._write_lock:
+            old = self._frontier
+            new, tiles = old.grow(leaf_hashes)
+            checkpoint = Checkpoint(self.origin, new.size, new.root)
+            signed = self._signer.sign(checkpoint.text)
+            self._store.commit(old.size, entries, tiles, (new.size, signed))
+            self._frontier, self._signed = new, signed
+        return Appended(old.size, checkpoint, signed)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read_tiles(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, bytes]]:
+        """Stored tiles: partial ones from the frontier, full ones from the cache or the store."""
+        frontier = self._frontier  # one immutable snapshot for the whole read
+        found: dict[tuple[int, int], tuple[int, bytes]] = {}
+        missing = set()
+        for key in keys:
+            partial = frontier.tiles.get(key[0])
+            if partial is not None and partial[0] == key[1]:
+                found[key] = ((frontier.size >> (TILE_HEIGHT * key[0])) % TILE_WIDTH, partial[1])
+            elif (cached := self._full_tiles.get(key)) is not None:
+                found[key] = (TILE_WIDTH, cached)
+            else:
+                missing.add(key)
+        if missing:
+            for key, (width, data) in self._store.read_tiles(missing).items():
+                found[key] = (width, data)
+                if width == TILE_WIDTH:  # full tiles never change: safe to keep
+                    self._full_tiles.put(key, data)
+        return found
+
+    def _read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        """Hashes of complete subtrees, from the stored tiles (at most one store read per call)."""
+        places = [locate(level, index) for level, index in nodes]
+        tiles = self._read_tiles({(tl, ti) for tl, ti, _, _ in places})
+        out = []
+        for (level, index), (tile_level, tile_index, row, position) in zip(
+            nodes, places, strict=True
+        ):
+            width, stored = tiles.get((tile_level, tile_index), (0, b""))
+            if position >= width >> row:
+                raise StorageError(f"tree node ({level}, {index}) is missing from the store")
+            offset = row_offset(width, row) + HASH_SIZE * position
+            out.append(stored[offset : offset + HASH_SIZE])
+        return out
+
+    def _check_size(self, size: int | None) -> int:
+        current = self.size
+        if size is None:
+            return current
+        if not 0 <= size <= current:
+            raise InputError(f"tree size {size!r} is outside the log's 0..{current}")
+        return size
+
+    def root(self, size: int | None = None) -> bytes:
+        """The root hash at ``size`` (default: the latest), in O(log n) reads."""
+        return merkle.root_from(self._check_size(size), self._read_nodes)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """The RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries."""
+        tree_size = self._check_size(size)
+        if not 0 <= index < tree_size:
+            raise InputError(f"entry index {index!r} is outside a tree of size {tree_size}")
+        return merkle.inclusion_proof_from(index, tree_size, self._read_nodes)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """The RFC 9162 consistency proof from ``size1`` to ``size2`` (default: the latest)."""
+        tree_size = self._check_size(size2)
+        if not 0 <= size1 <= tree_size:
+            raise InputError(f"tree size {size1!r} is outside 0..{tree_size}")
+        return merkle.consistency_proof_from(size1, tree_size, self._read_nodes)
+
+    def leaf_hash(self, index: int) -> bytes:
+        """The leaf hash of entry ``index``."""
+        if not 0 <= index < self.size:
+            raise NotFound(f"no entry {index!r}; the log has {self.size}")
+        return self._read_nodes([(0, index)])[0]
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        """Entries ``[start, end)``, each checked against its leaf hash."""
+        if not 0 <= start <= end <= self.size:
+            raise InputError(
+                f"entry range [{start!r}, {end!r}) is outside the log's 0..{self.size}"
+            )
+        if start == end:
+            return []
+        data = self._store.read_entries(start, end)
+        if len(data) != end - start:
+            raise StorageError(f"entries [{start}, {end}) are incomplete in the store")
+        expected = self._read_nodes([(0, index) for index in range(start, end)])
+        for index, (entry, leaf) in enumerate(zip(data, expected, strict=True), start):
+            if merkle.leaf_hash(entry) != leaf:
+                raise StorageError(f"entry {index} does not match its leaf hash: store is corrupt")
+        return data
+
+    def entry(self, index: int) -> bytes:
+        """Entry ``index``, checked against its leaf hash."""
+        if not 0 <= index < self.size:
+            raise NotFound(f"no entry {index!r}; the log has {self.size}")
+        return self.entries(index, index + 1)[0]
+
+    def checkpoint_at(self, size: int) -> str:
+        """The signed checkpoint the log issued at ``size``."""
+        signed = self._store.checkpoint(size)
+        if signed is None:
+            raise NotFound(f"the log issued no checkpoint at size {size!r}")
+        return signed
+
+    def checkpoint_sizes(self) -> list[int]:
+        """The sizes at which the log issued checkpoints, ascending."""
+        return self._store.checkpoint_sizes()
+
+    def tile(self, level: int, index: int, width: int | None = None) -> bytes:
+        """The C2SP tile ``tile/<level>/<index>[.p/<width>]`` (row 0 of the stored tile)."""
+        stored = self._store.read_tiles([(level, index)]).get((level, index))
+        wanted = TILE_WIDTH if width is None else width
+        if not 1 <= wanted <= TILE_WIDTH:
+            raise InputError(f"tile width must be 1..256, got {width!r}")
+        if stored is None or stored[0] < wanted:
+            raise NotFound(f"tile {level}/{index} of width {wanted} does not exist (yet)")
+        return stored[1][: HASH_SIZE * wanted]
+
+    def entry_bundle(self, index: int, width: int | None = None) -> bytes:
+        """The C2SP entry bundle ``tile/entries/<index>[.p/<width>]``."""
+        wanted = TILE_WIDTH if width is None else width
+        if not 1 <= wanted <= TILE_WIDTH:
+            raise InputError(f"entry bundle width must be 1..256, got {width!r}")
+        start = index * TILE_WIDTH
+        if index < 0 or start + wanted > self.size:
+            raise NotFound(f"entry bundle {index} of width {wanted} does not exist (yet)")
+        return b"".join(len(e).to_bytes(2, "big") + e for e in self.entries(start, start + wanted))
+
+    # -- auditing ---------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Recompute the whole log from its entries and check every stored hash and checkpoint.
+
+        O(n): meant for audits, tests and recovery, not for serving. Raises
+        :class:`VerificationError` naming the first inconsistency.
+        """
+        size = self.size
+        sizes = self.checkpoint_sizes()
+        boundaries = sorted({*sizes, *range(_REPLAY_CHUNK, size, _REPLAY_CHUNK), size})
+        checkpoints = set(sizes)
+        frontier = Frontier()
+        for end in boundaries:
+            if end > frontier.size:
+                leaves = [merkle.leaf_hash(e) for e in self._store.read_entries(frontier.size, end)]
+                if len(leaves) != end - frontier.size:
+                    raise VerificationError(f"entries below {end} are missing")
+                frontier, rows = frontier.grow(leaves)
+                self._compare_tiles([row for row in rows if row[2] == TILE_WIDTH])
+            if end in checkpoints:
+                # (1) every issued checkpoint is signed by the log and (2) matches the replayed tree
+                try:
+                    checkpoint = self._check_checkpoint(self.checkpoint_at(end), end)
+                except StorageError as exc:
+                    raise VerificationError(str(exc)) from exc
+                if checkpoint.root != frontier.root:
+                    raise VerificationError(f"checkpoint at size {end} does not match the entries")
+        # (3) the partial tiles at the right edge match too (full tiles were compared on the way)
+        self._compare_tiles(
+            [
+                (level, index, (size >> (TILE_HEIGHT * level)) % TILE_WIDTH, data)
+                for level, (index, data) in frontier.tiles.items()
+            ]
+        )
+
+    def _compare_tiles(self, rows: Sequence[tuple[int, int, int, bytes]]) -> None:
+        stored = self._store.read_tiles([(level, index) for level, index, _, _ in rows])
+        for level, index, width, data in rows:
+            if stored.get((level, index)) != (width, data):
+                raise VerificationError(
+                    f"stored tile ({level}, {index}) does not match the entries"
+                )
