@@ -20,7 +20,14 @@ from verinfer.errors import InputError, NotFound, StorageError, VerificationErro
 from verinfer.log.postgres import PostgresStore
 from verinfer.log.sqlite import SqliteStore
 from verinfer.log.store import SCHEMA_VERSION, Store
-from verinfer.log.tiles import TILE_HEIGHT, TILE_WIDTH, Frontier, locate, row_offset
+from verinfer.log.tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    Frontier,
+    locate,
+    row_offset,
+    stored_size,
+)
 from verinfer.merkle import HASH_SIZE, Node
 from verinfer.note import Checkpoint, Signer, verify_checkpoint
 
@@ -176,7 +183,7 @@ class Log:
             if width:
                 index = count >> TILE_HEIGHT
                 stored = self._store.read_tiles([(tile_level, index)]).get((tile_level, index))
-                if stored is None or stored[0] != width:
+                if stored is None or stored[0] != width or len(stored[1]) != stored_size(width):
                     raise StorageError(f"tile ({tile_level}, {index}) does not match size {size}")
                 partial[tile_level] = (index, stored[1])
         frontier = Frontier(size, edge, partial)

@@ -31,8 +31,10 @@ CREATE TABLE IF NOT EXISTS tiles (
 CREATE TABLE IF NOT EXISTS checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL);
 CREATE OR REPLACE FUNCTION verinfer_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'tiles' AND TG_OP = 'UPDATE' AND NEW.width > OLD.width THEN
-        RETURN NEW;
+    IF TG_TABLE_NAME = 'tiles' AND TG_OP = 'UPDATE' THEN  -- PL/pgSQL does not short-circuit
+        IF NEW.width > OLD.width THEN
+            RETURN NEW;
+        END IF;
     END IF;
     RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
 END $$;
