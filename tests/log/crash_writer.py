@@ -1,0 +1,43 @@
+"""A log writer that a crash test kills: ``crash_writer.py LOCATION SKEY MODE PAUSE_AT``.
+
+Appends batches forever and prints ``COMMITTED <size> <root hex>`` after each durable commit.
+In mode ``pause`` the batch number PAUSE_AT stops inside its transaction (entries and tiles
+written, checkpoint not yet) and prints ``IN-TRANSACTION``, so the test can kill it exactly there.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+from verinfer import note
+from verinfer.log import Log
+from verinfer.log.tiles import TileRow
+
+BATCH = 1500
+
+
+def main(location: str, skey: str, mode: str, pause_at: int) -> None:
+    log = Log.open(location, note.Signer(skey))
+    batches = 0
+    if mode == "pause":
+        store = log._store
+        write_tiles = store._upsert_tiles  # type: ignore[attr-defined]
+
+        def paused(tiles: Sequence[TileRow]) -> None:
+            write_tiles(tiles)
+            if batches == pause_at:
+                print("IN-TRANSACTION", flush=True)
+                time.sleep(600)
+
+        store._upsert_tiles = paused  # type: ignore[attr-defined]
+    while True:
+        start = log.size
+        appended = log.append([b"crash-%d-" % i + b"r" * 200 for i in range(start, start + BATCH)])
+        print(f"COMMITTED {appended.end} {appended.checkpoint.root.hex()}", flush=True)
+        batches += 1
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
