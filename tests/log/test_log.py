@@ -1,4 +1,4 @@
-"""The log, through its public interface, against both back ends (SQLite file, PostgreSQL server)."""
+"""The log through its public interface, on both back ends (SQLite file, PostgreSQL server)."""
 
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def test_a_log_opens_only_with_its_own_key_and_origin(
     other = note.Signer(note.generate_key("log.test.verinfer.example/a")[0])
     with pytest.raises(InputError, match="this log is signed by"):
         Log.open(log_location, other)
-    with pytest.raises(InputError, match="origin is 'example.com/log-a'"):
+    with pytest.raises(InputError, match=r"origin is 'example\.com/log-a'"):
         Log.open(log_location, signer, origin="example.com/log-b")
     with Log.open(log_location, signer) as log:
         assert log.origin == "example.com/log-a"
@@ -392,6 +392,6 @@ def test_the_store_refuses_to_rewrite_history(log_location: str, signer: note.Si
             "DELETE FROM checkpoints WHERE size = 0",
             "UPDATE tiles SET width = 1 WHERE level = 0 AND idx = 0",
         ):
-            with pytest.raises(sqlite3.IntegrityError, match="append-only|only ever widen"):
+            with pytest.raises(sqlite3.IntegrityError, match=r"append-only|only ever widen"):
                 db.execute(statement)
         db.close()
