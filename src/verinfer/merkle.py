@@ -86,6 +86,10 @@ def range_nodes(start: int, end: int) -> list[Node]:
     For the ranges that occur in RFC 9162 trees (``start`` aligned to the largest power of two not
     above the width) these descend in size, and the range's hash is their right fold.
     """
+    width = end - start
+    if width > 0 and width & (width - 1) == 0 and start & (width - 1) == 0:
+        level = width.bit_length() - 1  # the common case: one complete subtree
+        return [(level, start >> level)]
     nodes: list[Node] = []
     while start < end:
         level = (end - start).bit_length() - 1

@@ -256,7 +256,7 @@ class Log:
     def _read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
         """Hashes of complete subtrees, from the stored tiles (at most one store read per call)."""
         places = [locate(level, index) for level, index in nodes]
-        tiles = self._read_tiles({(tl, ti) for tl, ti, _, _ in places})
+        tiles = self._read_tiles({(place[0], place[1]) for place in places})
         out = []
         for (level, index), (tile_level, tile_index, row, position) in zip(
             nodes, places, strict=True
