@@ -20,19 +20,27 @@ def dumps(value: Any) -> bytes:
     """The RFC 8785 canonical encoding of ``value``; raises :class:`InputError` if it has none."""
     try:
         return bytes(rfc8785.dumps(value))
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
         raise InputError(f"value has no canonical JSON form: {exc}") from exc
+
+
+_SAFE_INTEGER = 2**53 - 1  # I-JSON: larger integer literals are doubles (RFC 8785 §3.2.2.3)
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _number(literal: str) -> int | float:
+    value = int(literal)
+    return value if -_SAFE_INTEGER <= value <= _SAFE_INTEGER else float(literal)
+
+
 def loads(data: bytes) -> Any:
     """Parse canonical JSON; raise :class:`VerificationError` if ``data`` is not canonical."""
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_int=_number)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise VerificationError(f"malformed canonical JSON: {exc}") from exc
     try:
         again = dumps(value)

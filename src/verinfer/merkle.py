@@ -187,6 +187,10 @@ def consistency_proof_from(size1: int, size2: int, read: NodeReader) -> list[byt
 
 
 def _list_reader(leaf_hashes: Sequence[bytes]) -> NodeReader:
+    for position, value in enumerate(leaf_hashes):
+        if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+            raise InputError(f"leaf hash {position} must be {HASH_SIZE} bytes, got {value!r}")
+
     def subtree(level: int, index: int) -> bytes:
         row = list(leaf_hashes[index << level : (index + 1) << level])
         if len(row) != 1 << level:
@@ -266,6 +270,14 @@ def _check_hash(value: bytes, what: str) -> None:
         raise VerificationError(f"{what} must be {HASH_SIZE} bytes, got {value!r}")
 
 
+def _check_proof(proof: Sequence[bytes]) -> None:
+    if not isinstance(proof, list | tuple):
+        raise VerificationError(f"a proof is a list of hashes, got {type(proof).__name__}")
+    for element in proof:
+        if type(element) is not bytes or len(element) != HASH_SIZE:
+            raise VerificationError(f"proof hash must be {HASH_SIZE} bytes, got {element!r}")
+
+
 def verify_inclusion(
     leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
 ) -> None:
@@ -276,6 +288,7 @@ def verify_inclusion(
     """
     _check_hash(leaf_hash, "leaf hash")
     _check_hash(root, "root")
+    _check_proof(proof)
     if not 0 <= index < size:
         raise VerificationError(f"leaf index {index!r} is outside a tree of size {size!r}")
     fn, sn = index, size - 1
@@ -284,8 +297,6 @@ def verify_inclusion(
     for element in proof:
         if sn == 0:
             raise VerificationError(f"inclusion proof too long: {len(proof)} hashes")
-        if len(element) != HASH_SIZE:
-            raise VerificationError(f"proof hash must be {HASH_SIZE} bytes, got {element!r}")
         if fn & 1 or fn == sn:
             acc = sha256(NODE_PREFIX + element + acc).digest()
             while not fn & 1 and fn:
@@ -310,6 +321,7 @@ def verify_consistency(
     """Check that the tree of ``size1`` leaves with ``root1`` is a prefix of ``size2``/``root2``."""
     _check_hash(root1, "root1")
     _check_hash(root2, "root2")
+    _check_proof(proof)
     if not 0 <= size1 <= size2:
         raise VerificationError(f"consistency needs 0 <= size1 <= size2, got {size1}, {size2}")
     if size1 in (0, size2):
@@ -322,9 +334,6 @@ def verify_consistency(
         return
     if not proof:
         raise VerificationError("consistency proof is empty")
-    for element in proof:
-        if len(element) != HASH_SIZE:
-            raise VerificationError(f"proof hash must be {HASH_SIZE} bytes, got {element!r}")
     path = list(proof)
     if size1 & (size1 - 1) == 0:  # (1) size1 is a power of two: its root is the first node
         path.insert(0, root1)

@@ -139,8 +139,9 @@ class Signer:
             raise InputError(f"malformed skey: bad key name {name!r}")
         try:
             raw = _b64decode(key_b64, "skey")
-        except VerificationError as exc:
-            raise InputError(f"malformed skey for {name!r}: bad base64 key") from exc
+        except VerificationError:
+            # "from None": the cause would quote the private key
+            raise InputError(f"malformed skey for {name!r}: bad base64 key") from None
         if len(raw) != 33 or raw[0] not in _SIGNATURE_LENGTH:
             raise InputError(f"malformed skey for {name!r}: expected an Ed25519 seed")
         self._private = Ed25519PrivateKey.from_private_bytes(raw[1:])
@@ -345,8 +346,13 @@ def attach(signed: str, lines: Iterable[str]) -> str:
     """Add signature lines (e.g. cosignatures) to a signed note, skipping ones it already has."""
     parse(signed)
     present = set(signed.split("\n"))
-    extra = [line for line in lines if line.rstrip("\n") not in present]
-    out = signed + "".join(line if line.endswith("\n") else line + "\n" for line in extra)
+    extra = []
+    for line in lines:
+        bare = line.rstrip("\n")
+        if bare not in present:
+            present.add(bare)
+            extra.append(bare + "\n")
+    out = signed + "".join(extra)
     parse(out)
     return out
 

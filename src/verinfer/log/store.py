@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from verinfer.errors import ConflictError, InputError
+from verinfer.errors import ConflictError, StorageError
 from verinfer.log.tiles import TileRow
 
 __all__ = ["SCHEMA_VERSION", "SQLStore", "Store"]
@@ -112,7 +112,7 @@ class SQLStore(Store):
         with self._lock:
             rows = self._query("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
         if not rows:
-            raise InputError("the log has no checkpoint: it was never initialized")
+            raise StorageError("the log has no checkpoint: it was never initialized")
         return int(rows[0][0]), str(rows[0][1])
 
     def checkpoint(self, size: int) -> str | None:
