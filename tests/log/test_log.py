@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -395,3 +396,26 @@ def test_the_store_refuses_to_rewrite_history(log_location: str, signer: note.Si
             with pytest.raises(sqlite3.IntegrityError, match=r"append-only|only ever widen"):
                 db.execute(statement)
         db.close()
+
+
+def test_an_unreachable_postgres_is_a_storage_error_without_the_password(
+    postgres_server: object, signer: note.Signer
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql://verinfer:s3cret-pw@127.0.0.1:{port}/nowhere?connect_timeout=5"
+    with pytest.raises(StorageError, match="cannot open log database") as caught:
+        Log.open(url, signer)
+    assert "s3cret-pw" not in str(caught.value)
+    assert "s3cret-pw" not in caught.value.diagnostics()
+
+
+def test_a_full_tile_is_served_from_cache_and_store_alike(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    with Log.open(tmp_path / "data", signer) as log:
+        hashes = fill(log, [600])
+        cold = log.tile(0, 1)  # from the store
+        assert log.tile(0, 1) == cold == b"".join(hashes[256:512])  # then from the cache
+        assert log.tile(0, 2, 88) == b"".join(hashes[512:600])  # the partial one, from memory

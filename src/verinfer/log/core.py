@@ -336,7 +336,7 @@ class Log:
 
     def tile(self, level: int, index: int, width: int | None = None) -> bytes:
         """The C2SP tile ``tile/<level>/<index>[.p/<width>]`` (row 0 of the stored tile)."""
-        stored = self._store.read_tiles([(level, index)]).get((level, index))
+        stored = self._read_tiles({(level, index)}).get((level, index))
         wanted = TILE_WIDTH if width is None else width
         if not 1 <= wanted <= TILE_WIDTH:
             raise InputError(f"tile width must be 1..256, got {width!r}")

@@ -15,7 +15,6 @@ from psycopg import errors as pg_errors
 
 from verinfer.errors import ConflictError, StorageError
 from verinfer.log.store import SQLStore
-from verinfer.log.tiles import TileRow
 
 __all__ = ["PostgresStore"]
 
@@ -99,14 +98,10 @@ class PostgresStore(SQLStore):
             for offset, data in enumerate(entries):
                 copy.write_row((start + offset, data))
 
-    def _upsert_tiles(self, tiles: Sequence[TileRow]) -> None:
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # errors are translated by _transaction, the only caller's context
         with self._db.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO tiles (level, idx, width, hashes) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (level, idx) DO UPDATE "
-                "SET width = excluded.width, hashes = excluded.hashes",
-                tiles,
-            )
+            cursor.executemany(sql.replace("?", "%s"), rows)
 
     def close(self) -> None:
         with self._lock:

@@ -15,7 +15,6 @@ from typing import Any
 
 from verinfer.errors import ConflictError, StorageError
 from verinfer.log.store import SQLStore
-from verinfer.log.tiles import TileRow
 
 __all__ = ["FILENAME", "SqliteStore"]
 
@@ -95,18 +94,10 @@ class SqliteStore(SQLStore):
             raise
 
     def _insert_entries(self, start: int, entries: Sequence[bytes]) -> None:
-        rows = zip(range(start, start + len(entries)), entries, strict=True)
+        rows = list(zip(range(start, start + len(entries)), entries, strict=True))
         self._many("INSERT INTO entries (idx, data) VALUES (?, ?)", rows)
 
-    def _upsert_tiles(self, tiles: Sequence[TileRow]) -> None:
-        self._many(
-            "INSERT INTO tiles (level, idx, width, hashes) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (level, idx) DO UPDATE "
-            "SET width = excluded.width, hashes = excluded.hashes",
-            tiles,
-        )
-
-    def _many(self, sql: str, rows: Any) -> None:
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         try:
             self._db.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:

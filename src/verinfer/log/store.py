@@ -96,7 +96,16 @@ class SQLStore(Store):
     def _insert_entries(self, start: int, entries: Sequence[bytes]) -> None: ...
 
     @abstractmethod
-    def _upsert_tiles(self, tiles: Sequence[TileRow]) -> None: ...
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row."""
+
+    def _upsert_tiles(self, tiles: Sequence[TileRow]) -> None:
+        self._many(
+            "INSERT INTO tiles (level, idx, width, hashes) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (level, idx) DO UPDATE "
+            "SET width = excluded.width, hashes = excluded.hashes",
+            tiles,
+        )
 
     def read_meta(self) -> dict[str, str]:
         with self._lock:
