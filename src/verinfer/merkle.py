@@ -29,8 +29,11 @@ __all__ = [
     "consistency_proof_from",
     "edge_root",
     "extend",
+    "fold_right",
+    "inclusion_inner",
     "inclusion_proof",
     "inclusion_proof_from",
+    "inclusion_tail",
     "leaf_hash",
     "leaf_hashes",
     "node_hash",
@@ -100,20 +103,38 @@ def range_nodes(start: int, end: int) -> list[Node]:
     return nodes
 
 
-def _inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
-    """RFC 9162 §2.1.3.1 PATH(index, D[size]) as ranges of leaves, from the leaf up."""
-    ranges = []
-    start, end = 0, size
-    while end - start > 1:
-        k = _split(end - start)
-        if index < start + k:
-            ranges.append((start + k, end))
-            end = start + k
-        else:
-            ranges.append((start, start + k))
-            start += k
-    ranges.reverse()
-    return ranges
+def inclusion_inner(index: int, size: int) -> int:
+    """How many levels up leaf ``index`` and the last leaf of a tree of ``size`` leaves part.
+
+    Below level ``inner - 1`` every node on an RFC 9162 inclusion path has a complete sibling
+    ``(level, (index >> level) ^ 1)``; the rest of the path (:func:`inclusion_tail`) depends
+    only on ``size`` and ``inner``.
+    """
+    return (index ^ (size - 1)).bit_length()
+
+
+def inclusion_tail(size: int, inner: int) -> tuple[list[Node], list[Node]]:
+    """The top of an inclusion path: ``(right, left)``, both lists of complete subtrees.
+
+    ``right`` tiles the (possibly incomplete) right neighbour at level ``inner - 1``, the leaves
+    ``[((size - 1) >> (inner - 1)) << (inner - 1), size)``; its proof entry is their right fold.
+    ``left`` are the left siblings above, from the bottom up; each is one proof entry.
+    """
+    last = size - 1
+    right = []
+    if inner:
+        level = inner - 1
+        right = range_nodes((last >> level) << level, size)
+    left = [(lvl, (last >> lvl) - 1) for lvl in range(inner, last.bit_length()) if last >> lvl & 1]
+    return right, left
+
+
+def fold_right(hashes: Sequence[bytes]) -> bytes:
+    """The hash of a range from the complete subtrees that tile it, left to right."""
+    acc = hashes[-1]
+    for left in reversed(hashes[:-1]):
+        acc = _sha256(NODE_PREFIX + left + acc).digest()
+    return acc
 
 
 def _consistency_ranges(size1: int, size2: int) -> list[tuple[int, int]]:
@@ -148,12 +169,8 @@ def _hash_ranges(ranges: Sequence[tuple[int, int]], read: NodeReader) -> list[by
     out = []
     position = 0
     for plan in plans:
-        hashes = found[position : position + len(plan)]
+        out.append(fold_right(found[position : position + len(plan)]))
         position += len(plan)
-        acc = hashes[-1]
-        for left in reversed(hashes[:-1]):
-            acc = _sha256(NODE_PREFIX + left + acc).digest()
-        out.append(acc)
     return out
 
 
@@ -170,7 +187,17 @@ def inclusion_proof_from(index: int, size: int, read: NodeReader) -> list[bytes]
     """The RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
     if not 0 <= index < size:
         raise InputError(f"leaf index {index!r} is outside a tree of size {size!r}")
-    return _hash_ranges(_inclusion_ranges(index, size), read)
+    inner = inclusion_inner(index, size)
+    siblings = [(level, (index >> level) ^ 1) for level in range(inner - 1)]
+    right, left = inclusion_tail(size, inner)
+    wanted = siblings + right + left
+    found = read(wanted)
+    if len(found) != len(wanted):
+        raise InputError(f"node reader returned {len(found)} hashes for {len(wanted)} nodes")
+    if not right:
+        return found
+    end = len(siblings) + len(right)
+    return [*found[: len(siblings)], fold_right(found[len(siblings) : end]), *found[end:]]
 
 
 def consistency_proof_from(size1: int, size2: int, read: NodeReader) -> list[bytes]:

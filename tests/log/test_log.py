@@ -91,6 +91,24 @@ def test_proofs_verify_against_every_issued_checkpoint(
                     )
 
 
+def test_stored_proofs_equal_the_reference_across_three_tile_levels(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    """The tile-gathering proof path against the generic planner, at every kind of boundary."""
+    rng = random.Random(3)
+    with Log.open(tmp_path / "data", signer) as log:
+        hashes = fill(log, [20_000] * 3 + [10_001])  # 70,001 entries: tiles at levels 0, 1, 2
+        sizes = [1, 2, 3, 255, 256, 257, 511, 512, 65_535, 65_536, 65_537, 70_000, log.size]
+        for size in sizes + rng.sample(range(1, log.size), 20):
+            edges = {0, size - 1, size // 2, 255, 256, 65_535, 65_536} & set(range(size))
+            for index in sorted(edges | set(rng.sample(range(size), min(size, 30)))):
+                expected = merkle.inclusion_proof_from(index, size, log._read_nodes)
+                assert log.inclusion_proof(index, size) == expected, (index, size)
+                assert log.inclusion_proof(index, size) == expected  # again, from the caches
+        for index in [0, 255, 256, 70_000]:  # the reference over the leaf list, at full size
+            assert log.inclusion_proof(index) == merkle.inclusion_proof(index, hashes)
+
+
 def test_reopening_continues_the_same_tree(log_location: str, signer: note.Signer) -> None:
     with Log.open(log_location, signer) as log:
         hashes = fill(log, [300, 1, 44])
@@ -355,8 +373,25 @@ def test_a_truncated_tile_is_caught_on_open(log_location: str, signer: note.Sign
             "UPDATE tiles SET hashes = ? WHERE level = 0 AND idx = 1", (b"\x00" * 40,)
         ),
     )
-    with pytest.raises(StorageError, match=r"tile \(0, 1\) does not match size 300"):
+    with pytest.raises(StorageError, match=r"tile \(0, 1\) is truncated"):
         Log.open(log_location, signer)
+
+
+def test_a_truncated_full_tile_fails_a_proof_not_silently(
+    log_location: str, signer: note.Signer
+) -> None:
+    with Log.open(log_location, signer) as log:
+        fill(log, [600])
+    _tamper(
+        log_location,
+        lambda execute: execute(
+            "UPDATE tiles SET hashes = ? WHERE level = 0 AND idx = 0", (b"\x00" * 40,)
+        ),
+    )
+    with Log.open(log_location, signer) as log:  # the right edge is intact, so it opens
+        for index in (0, 17, 255):
+            with pytest.raises(StorageError, match=r"tile \(0, 0\) is truncated"):
+                log.inclusion_proof(index)
 
 
 def test_a_forged_checkpoint_is_caught_on_open(log_location: str, signer: note.Signer) -> None:

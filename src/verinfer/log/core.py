@@ -9,10 +9,11 @@ from and checked against the latest checkpoint, produces new tree hashes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from verinfer import merkle
@@ -26,6 +27,7 @@ from verinfer.log.tiles import (
     Frontier,
     locate,
     row_offset,
+    siblings,
     stored_size,
 )
 from verinfer.merkle import HASH_SIZE, Node
@@ -36,6 +38,7 @@ __all__ = ["DEFAULT_CACHE_TILES", "MAX_ENTRY_BYTES", "Appended", "Log", "open_st
 MAX_ENTRY_BYTES = 0xFFFF  # C2SP entry bundles prefix each entry with a uint16 length
 DEFAULT_CACHE_TILES = 4096  # full stored tiles kept in memory: at most 64 MiB
 _REPLAY_CHUNK = 16 * TILE_WIDTH
+_TAIL_CACHE = 4096  # tops of inclusion paths: (size, inner) -> hashes; a few per tree size
 
 
 class _LRU:
@@ -47,11 +50,12 @@ class _LRU:
         self._lock = threading.Lock()
 
     def get(self, key: tuple[int, int]) -> bytes | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
+        # lock-free: dict reads are atomic, and a key evicted meanwhile only loses its refresh
+        value = self._items.get(key)
+        if value is not None:
+            with contextlib.suppress(KeyError):
                 self._items.move_to_end(key)
-            return value
+        return value
 
     def put(self, key: tuple[int, int], value: bytes) -> None:
         if self._capacity <= 0:
@@ -103,6 +107,7 @@ class Log:
         self._signer = signer
         self._write_lock = threading.Lock()
         self._full_tiles = _LRU(cache_tiles)
+        self._tails: dict[tuple[int, int], list[bytes]] = {}
         meta = store.read_meta()
         if not meta:
             origin = origin or signer.name
@@ -233,9 +238,11 @@ class Log:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _read_tiles(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, bytes]]:
+    def _read_tiles(
+        self, keys: Iterable[tuple[int, int]], frontier: Frontier | None = None
+    ) -> dict[tuple[int, int], tuple[int, bytes]]:
         """Stored tiles: partial ones from the frontier, full ones from the cache or the store."""
-        frontier = self._frontier  # one immutable snapshot for the whole read
+        frontier = frontier or self._frontier  # one immutable snapshot for the whole read
         found: dict[tuple[int, int], tuple[int, bytes]] = {}
         missing = set()
         for key in keys:
@@ -248,15 +255,19 @@ class Log:
                 missing.add(key)
         if missing:
             for key, (width, data) in self._store.read_tiles(missing).items():
+                if len(data) != stored_size(width):
+                    raise StorageError(f"stored tile {key} is truncated: the store is corrupt")
                 found[key] = (width, data)
                 if width == TILE_WIDTH:  # full tiles never change: safe to keep
                     self._full_tiles.put(key, data)
         return found
 
-    def _read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
-        """Hashes of complete subtrees, from the stored tiles (at most one store read per call)."""
-        places = [locate(level, index) for level, index in nodes]
-        tiles = self._read_tiles({(place[0], place[1]) for place in places})
+    @staticmethod
+    def _nodes_in(
+        tiles: dict[tuple[int, int], tuple[int, bytes]],
+        nodes: Sequence[Node],
+        places: Sequence[tuple[int, int, int, int]],
+    ) -> list[bytes]:
         out = []
         for (level, index), (tile_level, tile_index, row, position) in zip(
             nodes, places, strict=True
@@ -267,6 +278,11 @@ class Log:
             offset = row_offset(width, row) + HASH_SIZE * position
             out.append(stored[offset : offset + HASH_SIZE])
         return out
+
+    def _read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        """Hashes of complete subtrees, from the stored tiles (at most one store read per call)."""
+        places = [locate(level, index) for level, index in nodes]
+        return self._nodes_in(self._read_tiles({(p[0], p[1]) for p in places}), nodes, places)
 
     def _check_size(self, size: int | None) -> int:
         current = self.size
@@ -281,11 +297,54 @@ class Log:
         return merkle.root_from(self._check_size(size), self._read_nodes)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        """The RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries."""
-        tree_size = self._check_size(size)
+        """The RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries.
+
+        The same proof as :func:`verinfer.merkle.inclusion_proof_from`, assembled for the stored
+        layout: the siblings below the path's top come eight at a time out of one stored tile
+        per tile level, and the top of the path, which depends only on the tree size and the
+        level where the path meets the right edge, is computed once and kept.
+        """
+        frontier = self._frontier  # one snapshot: its partial tiles match its size
+        tree_size = frontier.size if size is None else self._check_size(size)
         if not 0 <= index < tree_size:
             raise InputError(f"entry index {index!r} is outside a tree of size {tree_size}")
-        return merkle.inclusion_proof_from(index, tree_size, self._read_nodes)
+        inner = merkle.inclusion_inner(index, tree_size)
+        tail = self._tails.get((tree_size, inner))
+        low = inner - 1  # levels whose sibling is a complete node in the leaf's own tiles
+        keys = []
+        shift = 0
+        while shift < low:
+            shift += TILE_HEIGHT
+            keys.append((len(keys), index >> shift))
+        if tail is None:
+            tail, tiles = self._inclusion_tail(tree_size, inner, keys, frontier)
+        else:
+            tiles = self._read_tiles(keys, frontier)
+        proof: list[bytes] = []
+        for key in keys:
+            width, stored = tiles.get(key, (0, b""))
+            shift = TILE_HEIGHT * key[0]
+            rows = low - shift
+            proof += siblings(stored, width, (index >> shift) & (TILE_WIDTH - 1), min(rows, 8))
+        return proof + tail
+
+    def _inclusion_tail(
+        self, size: int, inner: int, keys: list[tuple[int, int]], frontier: Frontier
+    ) -> tuple[list[bytes], dict[tuple[int, int], tuple[int, bytes]]]:
+        """The top of the inclusion paths that meet the right edge at ``inner`` (then kept),
+        and the stored tiles ``keys`` read in the same store round trip."""
+        right, left = merkle.inclusion_tail(size, inner)
+        nodes = right + left
+        places = [locate(level, node) for level, node in nodes]
+        tiles = self._read_tiles([*keys, *((p[0], p[1]) for p in places)], frontier)
+        hashes = self._nodes_in(tiles, nodes, places)
+        tail = hashes[len(right) :]
+        if right:
+            tail.insert(0, merkle.fold_right(hashes[: len(right)]))
+        if len(self._tails) >= _TAIL_CACHE:
+            self._tails.clear()
+        self._tails[size, inner] = tail
+        return tail, tiles
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
         """The RFC 9162 consistency proof from ``size1`` to ``size2`` (default: the latest)."""

@@ -20,13 +20,16 @@ __all__ = ["FILENAME", "SqliteStore"]
 
 FILENAME = "log.sqlite"
 
+# tiles is a rowid table on purpose: WITHOUT ROWID would keep each ~16 KiB row in its key B-tree,
+# whose interior cells then carry kilobytes of payload; a point read measured 36 us that way and
+# 11-16 us with the (level, idx) key in a separate small index.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tiles (
     level INTEGER NOT NULL, idx INTEGER NOT NULL, width INTEGER NOT NULL, hashes BLOB NOT NULL,
     PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS entries_append_only_update BEFORE UPDATE ON entries
     BEGIN SELECT RAISE(ABORT, 'entries are append-only'); END;

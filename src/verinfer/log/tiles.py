@@ -11,11 +11,13 @@ nothing is rehashed to answer it. Pure: no I/O.
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from verinfer import merkle
-from verinfer.errors import InputError
+from verinfer.errors import InputError, StorageError
 from verinfer.merkle import HASH_SIZE
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "locate",
     "parse_path",
     "row_offset",
+    "siblings",
     "stored_size",
     "tile_path",
 ]
@@ -59,6 +62,36 @@ def row_offset(width: int, row: int) -> int:
 def stored_size(width: int) -> int:
     """Size in bytes of a stored tile whose row 0 holds ``width`` hashes."""
     return row_offset(width, TILE_HEIGHT)
+
+
+def _siblings_getter(position: int) -> Callable[[bytes], tuple[bytes, ...]]:
+    offsets = [
+        row_offset(TILE_WIDTH, row) + HASH_SIZE * ((position >> row) ^ 1)
+        for row in range(TILE_HEIGHT)
+    ]
+    return operator.itemgetter(*(slice(offset, offset + HASH_SIZE) for offset in offsets))
+
+
+_FULL_SIBLINGS = [_siblings_getter(position) for position in range(TILE_WIDTH)]
+_FULL_SIZE = stored_size(TILE_WIDTH)
+
+
+def siblings(stored: bytes, width: int, position: int, rows: int) -> list[bytes]:
+    """The siblings, in rows ``0..rows-1``, of the path up from ``position`` in row 0.
+
+    ``stored`` is a stored tile whose row 0 holds ``width`` hashes. This is the inner part of an
+    inclusion proof, so for a full tile it is one C-level gather of eight slices.
+    """
+    if rows == TILE_HEIGHT and width == TILE_WIDTH and len(stored) == _FULL_SIZE:
+        return list(_FULL_SIBLINGS[position](stored))
+    out = []
+    for row in range(rows):
+        sibling = (position >> row) ^ 1
+        if sibling >= width >> row or len(stored) != stored_size(width):
+            raise StorageError(f"row {row} position {sibling} is missing from a stored tile")
+        offset = row_offset(width, row) + HASH_SIZE * sibling
+        out.append(stored[offset : offset + HASH_SIZE])
+    return out
 
 
 def _encode_index(index: int) -> str:
