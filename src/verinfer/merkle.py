@@ -195,7 +195,7 @@ def inclusion_proof_from(index: int, size: int, read: NodeReader) -> list[bytes]
     if len(found) != len(wanted):
         raise InputError(f"node reader returned {len(found)} hashes for {len(wanted)} nodes")
     if not right:
-        return found
+        return list(found)
     end = len(siblings) + len(right)
     return [*found[: len(siblings)], fold_right(found[len(siblings) : end]), *found[end:]]
 

@@ -311,7 +311,7 @@ class Log:
         inner = merkle.inclusion_inner(index, tree_size)
         tail = self._tails.get((tree_size, inner))
         low = inner - 1  # levels whose sibling is a complete node in the leaf's own tiles
-        keys = []
+        keys: list[tuple[int, int]] = []
         shift = 0
         while shift < low:
             shift += TILE_HEIGHT
