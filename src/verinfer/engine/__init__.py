@@ -1,0 +1,81 @@
+"""The inference engine: ONNX Runtime on the CPU in one pinned, documented configuration.
+
+Every node runs models the same way, so two nodes with the same *engine identity* produce the same
+bytes: CPU execution provider only, sequential execution, ``use_deterministic_compute``, graph
+optimization level "all", and an explicit intra-op thread count. What the configuration cannot pin
+is the CPU kernel set ONNX Runtime dispatches to at run time (AVX-512 and AVX2 kernels round
+differently), so the identity names that *kernel class* too.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+import onnxruntime as ort
+
+from verinfer.errors import InputError
+
+__all__ = ["OPTIMIZATION", "PROVIDER", "identity", "kernel_class", "load_session"]
+
+PROVIDER = "CPUExecutionProvider"
+OPTIMIZATION = "all"
+_LEVELS = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+
+# the instruction-set levels ONNX Runtime's CPU kernels (MLAS) dispatch on, best first
+_KERNEL_FLAGS = (
+    ("amx", {"amx_tile"}),
+    ("avx512vnni", {"avx512f", "avx512_vnni"}),
+    ("avx512", {"avx512f", "avx512bw"}),
+    ("avxvnni", {"avx2", "avx_vnni"}),
+    ("avx2", {"avx2", "fma"}),
+    ("avx", {"avx"}),
+    ("sse4", {"sse4_1"}),
+)
+
+
+@functools.cache
+def kernel_class() -> str:
+    """The CPU kernel class ONNX Runtime will dispatch to on this machine, e.g. ``avx2``."""
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64"):
+        return machine or "unknown"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "x86_64"
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
+    return next((name for name, needed in _KERNEL_FLAGS if needed <= flags), "x86_64")
+
+
+def identity() -> str:
+    """The engine identity string that receipts and manifests record."""
+    return f"onnxruntime-{ort.__version__}/{PROVIDER}/opt-{OPTIMIZATION}/{kernel_class()}"
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """The pinned session options, with ``threads`` intra-op threads."""
+    if threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = _LEVELS[OPTIMIZATION]
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.use_deterministic_compute = True
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: warnings would go to stderr
+    return options
+
+
+def load_session(model: bytes, threads: int = 1) -> ort.InferenceSession:
+    """An ONNX Runtime session for the model bytes, in the pinned configuration."""
+    try:
+        return ort.InferenceSession(model, session_options(threads), providers=[PROVIDER])
+    except Exception as exc:  # ORT raises its own untyped exceptions (Fail, InvalidGraph, ...)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"ONNX Runtime cannot load the model: {message}") from exc

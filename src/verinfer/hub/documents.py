@@ -1,0 +1,395 @@
+"""The hub's signed documents: model manifests and repository changes. Pure: no I/O.
+
+Both are *signed JSON documents*: a C2SP signed note whose text is one line of RFC 8785 canonical
+JSON, signed by the publisher's Ed25519 key; the document's CID is the CID of the whole note's
+bytes, so a CID names the body and its signature together. The JSON names its type and the
+publisher's vkey; the note must carry a valid signature by exactly that key, and the key's name
+must be the repository's owner. See docs/PROTOCOL.md §8.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from verinfer import canonical, cid, note
+from verinfer.errors import InputError, VerificationError
+
+__all__ = [
+    "CHANGE_TYPE",
+    "MANIFEST_TYPE",
+    "Change",
+    "History",
+    "Manifest",
+    "check_repository",
+    "check_version",
+    "now",
+    "parse_ref",
+    "sign_document",
+    "verify_history",
+]
+
+MANIFEST_TYPE = "verinfer.manifest/v1"
+CHANGE_TYPE = "verinfer.repository-change/v1"
+_PART = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+def now() -> str:
+    """The current UTC time as the documents write it (RFC 3339, seconds, ``Z``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_repository(name: object) -> tuple[str, str]:
+    """``(owner, model)`` of a repository name ``owner/model``; raise if malformed."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if len(parts) != 2 or not all(_PART.fullmatch(p) for p in parts):
+        raise InputError(
+            f"malformed repository name {name!r}: expected owner/name, each 1-64 of a-z 0-9 . _ - "
+            f"starting with a letter or digit"
+        )
+    return parts[0], parts[1]
+
+
+def check_version(version: object, what: str = "version") -> str:
+    """A version or tag string: 1-128 of ``A-Za-z0-9._+-``, starting with a letter or digit."""
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise InputError(f"malformed {what} {version!r}: use 1-128 of A-Z a-z 0-9 . _ + -")
+    return version
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``owner/name[@version-or-tag]`` into ``(repository, selector or None)``."""
+    repository, _, selector = ref.partition("@")
+    check_repository(repository)
+    if "@" in ref:
+        check_version(selector, "version or tag")
+        return repository, selector
+    return repository, None
+
+
+def sign_document(body: Mapping[str, Any], signer: note.Signer) -> bytes:
+    """The signed-note bytes of a JSON document."""
+    return signer.sign(canonical.dumps(dict(body)).decode() + "\n").encode()
+
+
+def _open_document(data: bytes, kind: str, expected_type: str) -> tuple[dict[str, Any], str]:
+    """Parse and verify a signed JSON document: ``(body, publisher vkey)``."""
+    try:
+        text, _ = note.parse(data)
+        body = canonical.loads(text.removesuffix("\n").encode())
+    except (VerificationError, InputError) as exc:
+        raise VerificationError(f"malformed {kind}: {exc}") from exc
+    if not isinstance(body, dict) or body.get("type") != expected_type:
+        raise VerificationError(f"malformed {kind}: not a {expected_type} document")
+    publisher = body.get("publisher")
+    try:
+        key = note.VerifierKey.parse(publisher)  # type: ignore[arg-type]
+        note.verify(data, [key])
+    except InputError as exc:
+        raise VerificationError(f"malformed {kind}: bad publisher key: {exc}") from exc
+    except VerificationError as exc:
+        raise VerificationError(f"{kind} signature: {exc}") from exc
+    return body, publisher  # type: ignore[return-value]
+
+
+def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise VerificationError(f"malformed {what}: field {name!r} is {value!r}")
+    return value
+
+
+def _owner_check(repository: str, publisher: str, what: str) -> None:
+    owner, _ = check_repository(repository)
+    if note.VerifierKey.parse(publisher).name != owner:
+        raise VerificationError(
+            f"{what} for {repository!r} is signed by {publisher!r}, whose name is not the "
+            f"repository owner {owner!r}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifests
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A verified, signed model card. ``data`` are its exact bytes and ``cid`` names them."""
+
+    data: bytes
+    body: dict[str, Any] = field(repr=False)
+
+    @property
+    def cid(self) -> str:
+        """The manifest's CID."""
+        return cid.compute(self.data)
+
+    @property
+    def repository(self) -> str:
+        """``owner/name``."""
+        return str(self.body["repository"])
+
+    @property
+    def version(self) -> str:
+        """The version this manifest publishes."""
+        return str(self.body["version"])
+
+    @property
+    def model(self) -> str:
+        """The CID of the model bytes."""
+        return str(self.body["model"])
+
+    @property
+    def publisher(self) -> str:
+        """The vkey that signed the manifest."""
+        return str(self.body["publisher"])
+
+    @classmethod
+    def create(
+        cls,
+        facts: Mapping[str, Any],
+        *,
+        repository: str,
+        version: str,
+        model: str,
+        signer: note.Signer,
+        description: str = "",
+        license: str = "",
+        tags: Sequence[str] = (),
+        time: str | None = None,
+    ) -> Manifest:
+        """Sign a new manifest for ``model`` from the facts the hub's analysis found."""
+        check_repository(repository)
+        check_version(version)
+        for tag in tags:
+            check_version(tag, "tag")
+        body = {
+            "type": MANIFEST_TYPE,
+            "repository": repository,
+            "version": version,
+            "model": model,
+            **{key: facts[key] for key in _FACTS},
+            "description": description,
+            "license": license,
+            "tags": sorted(set(tags)),
+            "publisher": signer.vkey,
+            "time": time or now(),
+        }
+        return cls.from_bytes(sign_document(body, signer))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, expected_cid: str | None = None) -> Manifest:
+        """Parse and verify a signed manifest; raise :class:`VerificationError` on any flaw.
+
+        Checks, in order: (1) the bytes match ``expected_cid`` if given; (2) they are a signed
+        note of canonical JSON of type ``verinfer.manifest/v1``; (3) signed by the publisher key
+        the body names; (4) that key's name is the repository owner; (5) every field is present
+        with the right type.
+        """
+        if expected_cid is not None:
+            cid.verify(expected_cid, data)
+        body, publisher = _open_document(data, "manifest", MANIFEST_TYPE)
+        what = "manifest"
+        try:
+            check_repository(_field(body, "repository", str, what))
+            check_version(_field(body, "version", str, what))
+            cid.digest(_field(body, "model", str, what))
+        except InputError as exc:
+            raise VerificationError(f"malformed manifest: {exc}") from exc
+        _owner_check(body["repository"], publisher, "manifest")
+        for name, kind in _FIELD_TYPES.items():
+            _field(body, name, kind, what)
+        if not _TIME.fullmatch(body["time"]):
+            raise VerificationError(f"malformed manifest: time {body['time']!r}")
+        extra = set(body) - set(_FIELD_TYPES) - {"type", "repository", "version", "model"}
+        if extra:
+            raise VerificationError(f"malformed manifest: unknown fields {sorted(extra)!r}")
+        return cls(data, body)
+
+
+_FACTS = (
+    "size",
+    "format",
+    "ir_version",
+    "opsets",
+    "producer",
+    "inputs",
+    "outputs",
+    "parameters",
+    "operators",
+    "determinism",
+)
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "size": int,
+    "format": str,
+    "ir_version": int,
+    "opsets": dict,
+    "producer": str,
+    "inputs": list,
+    "outputs": list,
+    "parameters": int,
+    "operators": list,
+    "determinism": dict,
+    "description": str,
+    "license": str,
+    "tags": list,
+    "publisher": str,
+    "time": str,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Repository changes
+
+
+@dataclass(frozen=True)
+class Change:
+    """One verified, signed change of a repository: a published version or a moved tag."""
+
+    data: bytes
+    body: dict[str, Any] = field(repr=False)
+
+    @property
+    def cid(self) -> str:
+        """The change's CID; the next change names it as ``prev``."""
+        return cid.compute(self.data)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        repository: str,
+        seq: int,
+        prev: str | None,
+        signer: note.Signer,
+        version: str,
+        manifest: str | None = None,
+        tag: str | None = None,
+        time: str | None = None,
+    ) -> Change:
+        """Sign a change: ``manifest`` publishes ``version``; ``tag`` points a tag at it."""
+        if (manifest is None) == (tag is None):
+            raise InputError("a change either publishes a version (manifest) or moves a tag")
+        body: dict[str, Any] = {
+            "type": CHANGE_TYPE,
+            "repository": repository,
+            "seq": seq,
+            "prev": prev,
+            "publisher": signer.vkey,
+            "time": time or now(),
+            "version": check_version(version),
+        }
+        if manifest is not None:
+            body["action"], body["manifest"] = "publish", manifest
+        else:
+            body["action"], body["tag"] = "tag", check_version(tag, "tag")
+        return cls.from_bytes(sign_document(body, signer))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Change:
+        """Parse and verify one signed change (its place in a history is checked separately)."""
+        body, publisher = _open_document(data, "repository change", CHANGE_TYPE)
+        what = "repository change"
+        try:
+            check_repository(_field(body, "repository", str, what))
+            check_version(_field(body, "version", str, what))
+            _field(body, "seq", int, what)
+            _field(body, "time", str, what)
+            if body.get("prev") is not None:
+                cid.digest(body["prev"])
+            action = body.get("action")
+            if action == "publish":
+                cid.digest(_field(body, "manifest", str, what))
+                expected = {"manifest"}
+            elif action == "tag":
+                check_version(_field(body, "tag", str, what), "tag")
+                expected = {"tag"}
+            else:
+                raise VerificationError(f"malformed repository change: action {action!r}")
+        except InputError as exc:
+            raise VerificationError(f"malformed repository change: {exc}") from exc
+        common = {"type", "repository", "seq", "prev", "publisher", "time", "version", "action"}
+        if set(body) != common | expected:
+            raise VerificationError(f"malformed repository change: fields {sorted(body)!r}")
+        _owner_check(body["repository"], publisher, "repository change")
+        return cls(data, body)
+
+
+@dataclass(frozen=True)
+class History:
+    """A repository's verified state: who owns it, its versions and its tags."""
+
+    repository: str
+    owner: str  # the vkey every change is signed by
+    changes: tuple[Change, ...]
+    versions: dict[str, str]  # version -> manifest CID, in publication order
+    tags: dict[str, str]  # tag -> version
+
+    @property
+    def head(self) -> str | None:
+        """The CID of the latest change, or ``None`` for an empty history."""
+        return self.changes[-1].cid if self.changes else None
+
+    def resolve(self, selector: str | None) -> tuple[str, str]:
+        """``(version, manifest CID)`` for a version or tag (default: the ``latest`` tag)."""
+        selector = selector or "latest"
+        version = selector if selector in self.versions else self.tags.get(selector)
+        if version is None:
+            raise LookupError(selector)
+        return version, self.versions[version]
+
+
+def verify_history(repository: str, changes: Sequence[bytes], owner: str | None = None) -> History:
+    """Verify a repository's whole chain of changes; raise :class:`VerificationError`.
+
+    (1) each change is a valid signed document for this repository; (2) change ``i`` has
+    ``seq == i`` and names the CID of change ``i - 1`` as ``prev``; (3) every change is signed
+    by the same key, the one in change 0, which must be ``owner`` if given (a pinned key);
+    (4) a version is published once and never changes; (5) a tag points at a published version.
+    """
+    check_repository(repository)
+    parsed: list[Change] = []
+    versions: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    prev: str | None = None
+    for seq, data in enumerate(changes):
+        change = Change.from_bytes(data)
+        body = change.body
+        if body["repository"] != repository:
+            raise VerificationError(
+                f"change {seq} belongs to {body['repository']!r}, not {repository!r}"
+            )
+        if body["seq"] != seq or body["prev"] != prev:
+            raise VerificationError(
+                f"change {seq} of {repository!r} is out of place: seq {body['seq']!r}, prev "
+                f"{body['prev']!r} (expected {prev!r}): the history was reordered or cut"
+            )
+        signer = owner if owner is not None else parsed[0].body["publisher"] if parsed else None
+        if signer is not None and body["publisher"] != signer:
+            raise VerificationError(
+                f"change {seq} of {repository!r} is signed by {body['publisher']!r}, not by the "
+                f"owner's key {signer!r}"
+            )
+        version = body["version"]
+        if body["action"] == "publish":
+            if version in versions:
+                raise VerificationError(
+                    f"change {seq} republishes version {version!r} of {repository!r}: "
+                    f"published versions are immutable"
+                )
+            versions[version] = body["manifest"]
+        else:
+            if version not in versions:
+                raise VerificationError(
+                    f"change {seq} points tag {body['tag']!r} at unpublished version {version!r}"
+                )
+            tags[body["tag"]] = version
+        parsed.append(change)
+        prev = change.cid
+    first_owner = parsed[0].body["publisher"] if parsed else (owner or "")
+    return History(repository, first_owner, tuple(parsed), versions, tags)

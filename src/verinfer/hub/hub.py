@@ -1,0 +1,494 @@
+"""The hub: models stored by content, described by signed manifests, named by repositories.
+
+A hub is a data directory: ``blobs/`` holds every model, manifest and repository change by CID;
+``hub.sqlite`` indexes them (which changes make up each repository, which key owns each owner
+name, which manifests are present). The index holds no trust: every read re-verifies the blobs
+and the signatures it returns. The first key seen for an owner name is pinned, so no other key can
+publish under that name here, and a pulled history must extend the local one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from verinfer import cid, note
+from verinfer.errors import ConflictError, InputError, NotFound, StorageError, VerificationError
+from verinfer.hub.blobs import BlobStore, Progress
+from verinfer.hub.documents import (
+    Change,
+    History,
+    Manifest,
+    check_repository,
+    check_version,
+    parse_ref,
+    verify_history,
+)
+from verinfer.hub.onnxmodel import Limits, analyse
+from verinfer.hub.sandbox import Sandbox
+
+__all__ = ["Hub", "Problem", "Source"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, vkey TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    repository TEXT NOT NULL, seq INTEGER NOT NULL, cid TEXT NOT NULL,
+    PRIMARY KEY (repository, seq)
+);
+CREATE TABLE IF NOT EXISTS manifests (
+    cid TEXT PRIMARY KEY, repository TEXT NOT NULL, version TEXT NOT NULL, model TEXT NOT NULL,
+    publisher TEXT NOT NULL, time TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS changes_append_only BEFORE UPDATE ON changes
+    BEGIN SELECT RAISE(ABORT, 'repository changes are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS owners_pinned BEFORE UPDATE ON owners
+    BEGIN SELECT RAISE(ABORT, 'owner keys are pinned'); END;
+"""
+
+
+class Source(Protocol):
+    """Where :meth:`Hub.pull` fetches from: another hub (later, a node over HTTP)."""
+
+    def change_blobs(self, repository: str) -> list[bytes]:
+        """The repository's changes, in order (bytes, unverified)."""
+        ...
+
+    def copy_blob(self, blob: str, into: BlobStore, progress: Progress | None = None) -> None:
+        """Copy a blob into ``into``, which checks it against its CID."""
+        ...
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A finding of :meth:`Hub.verify`: what is wrong and with which object."""
+
+    subject: str
+    message: str
+
+
+class Hub:
+    """A model hub in the data directory ``root``."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        limits: Limits | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.limits = limits or Limits()
+        self.blobs = BlobStore(self.root / "blobs")
+        self._sandbox = sandbox
+        self._own_sandbox = sandbox is None
+        self._lock = threading.Lock()
+        path = self.root / "hub.sqlite"
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open hub index {str(path)!r}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"Hub({str(self.root)!r})"
+
+    def close(self) -> None:
+        """Close the index and stop the sandbox this hub started."""
+        self._db.close()
+        if self._own_sandbox and self._sandbox is not None:
+            self._sandbox.close()
+
+    def __enter__(self) -> Hub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- index --------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"hub index: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                raise ConflictError(f"hub index changed meanwhile: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StorageError(f"hub index: {exc}") from exc
+
+    def pinned_owner(self, owner: str) -> str | None:
+        """The vkey pinned for an owner name here, if any."""
+        rows = self._query("SELECT vkey FROM owners WHERE owner = ?", (owner,))
+        return str(rows[0][0]) if rows else None
+
+    def repositories(self) -> list[str]:
+        """Every repository with at least one change here."""
+        rows = self._query("SELECT DISTINCT repository FROM changes ORDER BY 1")
+        return [str(row[0]) for row in rows]
+
+    # -- Source, for pulls from this hub ------------------------------------------------------
+
+    def change_blobs(self, repository: str) -> list[bytes]:
+        """The repository's change documents, in order, each checked against its CID."""
+        check_repository(repository)
+        rows = self._query(
+            "SELECT seq, cid FROM changes WHERE repository = ? ORDER BY seq", (repository,)
+        )
+        for position, (seq, _) in enumerate(rows):
+            if seq != position:
+                raise StorageError(f"the index of {repository!r} lacks change {position}")
+        return [self.blobs.get(str(row[1])) for row in rows]
+
+    def copy_blob(self, blob: str, into: BlobStore, progress: Progress | None = None) -> None:
+        """Copy one of this hub's blobs into another store (checked on both sides)."""
+        self.blobs.copy_into(blob, into, progress=progress)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def history(self, repository: str) -> History:
+        """The verified history of a repository (:class:`NotFound` if it has none here)."""
+        owner, _ = check_repository(repository)
+        changes = self.change_blobs(repository)
+        if not changes:
+            raise NotFound(f"no repository {repository!r} in this hub")
+        return verify_history(repository, changes, self.pinned_owner(owner))
+
+    def manifest(self, manifest_cid: str) -> Manifest:
+        """A verified manifest by CID."""
+        try:
+            data = self.blobs.get(manifest_cid)
+        except NotFound:
+            raise NotFound(f"no manifest {manifest_cid!r} in this hub") from None
+        return Manifest.from_bytes(data, manifest_cid)
+
+    def resolve(self, ref: str) -> Manifest:
+        """The manifest named by ``owner/name[@version|tag]`` or by a manifest or model CID."""
+        if ref.startswith("b") and "/" not in ref:
+            cid.digest(ref)
+            rows = self._query(
+                "SELECT cid FROM manifests WHERE cid = ? OR model = ? ORDER BY time DESC",
+                (ref, ref),
+            )
+            if not rows:
+                raise NotFound(f"no manifest or model {ref!r} in this hub")
+            return self.manifest(str(rows[0][0]))
+        repository, selector = parse_ref(ref)
+        history = self.history(repository)
+        try:
+            _, manifest_cid = history.resolve(selector)
+        except LookupError:
+            known = ", ".join([*history.versions, *history.tags]) or "none"
+            raise NotFound(
+                f"{repository!r} has no version or tag {selector or 'latest'!r} (known: {known})"
+            ) from None
+        manifest = self.manifest(manifest_cid)
+        if manifest.repository != repository or manifest.publisher != history.owner:
+            raise VerificationError(
+                f"manifest {manifest_cid!r} does not belong to {repository!r} as published"
+            )
+        return manifest
+
+    def models(
+        self, *, owner: str | None = None, tag: str | None = None, text: str | None = None
+    ) -> list[Manifest]:
+        """The manifests present here, newest first, filtered by owner, manifest tag or text."""
+        rows = self._query("SELECT cid FROM manifests ORDER BY time DESC, repository, version")
+        found = []
+        for (manifest_cid,) in rows:
+            manifest = self.manifest(str(manifest_cid))
+            body = manifest.body
+            if owner is not None and manifest.repository.split("/")[0] != owner:
+                continue
+            if tag is not None and tag not in body["tags"]:
+                continue
+            if text is not None and text.lower() not in (
+                f"{manifest.repository} {body['description']}".lower()
+            ):
+                continue
+            found.append(manifest)
+        return found
+
+    def export(
+        self, ref: str, destination: str | os.PathLike[str], progress: Progress | None = None
+    ) -> Manifest:
+        """Write the model named by ``ref`` to a file; it appears only if its bytes check out."""
+        manifest = self.resolve(ref)
+        self.blobs.copy_to(manifest.model, destination, progress=progress)
+        return manifest
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _pin(self, db: sqlite3.Connection, owner: str, vkey: str) -> None:
+        row = db.execute("SELECT vkey FROM owners WHERE owner = ?", (owner,)).fetchone()
+        if row is None:
+            db.execute("INSERT INTO owners (owner, vkey) VALUES (?, ?)", (owner, vkey))
+        elif row[0] != vkey:
+            raise ConflictError(
+                f"owner {owner!r} belongs to key {row[0]!r} in this hub, not to {vkey!r}"
+            )
+
+    def _index(self, db: sqlite3.Connection, manifest: Manifest) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO manifests (cid, repository, version, model, publisher, time) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                manifest.cid,
+                manifest.repository,
+                manifest.version,
+                manifest.model,
+                manifest.publisher,
+                manifest.body["time"],
+            ),
+        )
+
+    def _analyse(self, model_cid: str) -> dict[str, Any]:
+        if self._sandbox is None:
+            self._sandbox = Sandbox(memory=self.limits.memory)
+        facts: dict[str, Any] = self._sandbox.call(
+            analyse_file,
+            str(self.blobs.path(model_cid)),
+            model_cid,
+            self.limits,
+            timeout=self.limits.timeout,
+            what="the model",
+        )
+        return facts
+
+    def publish(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        *,
+        repository: str,
+        version: str,
+        signer: note.Signer,
+        description: str = "",
+        license: str = "",
+        tags: tuple[str, ...] = (),
+        progress: Progress | None = None,
+    ) -> Manifest:
+        """Check, store and publish a model as ``repository@version``; move ``latest`` to it.
+
+        Raises :class:`InputError` for a model the hub refuses (naming the problem) and
+        :class:`ConflictError` if the version exists or the owner name belongs to another key.
+        """
+        owner, _ = check_repository(repository)
+        check_version(version)
+        if signer.name != owner:
+            raise InputError(
+                f"repository {repository!r} belongs to owner {owner!r}, but the signing key is "
+                f"named {signer.name!r}"
+            )
+        pinned = self.pinned_owner(owner)
+        if pinned is not None and pinned != signer.vkey:
+            raise ConflictError(f"owner {owner!r} belongs to key {pinned!r} in this hub")
+        history = self._history_or_empty(repository)
+        if version in history.versions:
+            raise ConflictError(
+                f"{repository}@{version} is already published (manifest "
+                f"{history.versions[version]!r}); published versions are immutable"
+            )
+        if isinstance(model, bytes):
+            if len(model) > self.limits.max_bytes:
+                raise InputError(
+                    f"the model is {len(model)} bytes, above the limit of {self.limits.max_bytes}"
+                )
+            model_cid = self.blobs.put(model)
+        else:
+            model_cid = self.blobs.put_file(
+                model, max_bytes=self.limits.max_bytes, progress=progress
+            )
+        try:
+            facts = self._analyse(model_cid)
+        except InputError:
+            if not self._query("SELECT 1 FROM manifests WHERE model = ?", (model_cid,)):
+                self.blobs.delete(model_cid)  # refused: keep nothing of it
+            raise
+        manifest = Manifest.create(
+            facts,
+            repository=repository,
+            version=version,
+            model=model_cid,
+            signer=signer,
+            description=description,
+            license=license,
+            tags=tags,
+        )
+        publish = Change.create(
+            repository=repository,
+            seq=len(history.changes),
+            prev=history.head,
+            signer=signer,
+            version=version,
+            manifest=manifest.cid,
+        )
+        latest = Change.create(
+            repository=repository,
+            seq=len(history.changes) + 1,
+            prev=publish.cid,
+            signer=signer,
+            version=version,
+            tag="latest",
+        )
+        self._commit(repository, owner, signer.vkey, [publish, latest], manifest)
+        return manifest
+
+    def tag(self, repository: str, tag: str, version: str, signer: note.Signer) -> Change:
+        """Point ``tag`` of a repository at a published version (owner's key only)."""
+        history = self.history(repository)
+        if signer.vkey != history.owner:
+            raise InputError(f"only the owner's key {history.owner!r} may move tags")
+        if version not in history.versions:
+            raise NotFound(f"{repository!r} has no version {version!r}")
+        change = Change.create(
+            repository=repository,
+            seq=len(history.changes),
+            prev=history.head,
+            signer=signer,
+            version=version,
+            tag=tag,
+        )
+        self._commit(repository, repository.split("/", maxsplit=1)[0], signer.vkey, [change], None)
+        return change
+
+    def _history_or_empty(self, repository: str) -> History:
+        try:
+            return self.history(repository)
+        except NotFound:
+            return verify_history(repository, [])
+
+    def _commit(
+        self,
+        repository: str,
+        owner: str,
+        vkey: str,
+        changes: list[Change],
+        manifest: Manifest | None,
+    ) -> None:
+        """Store the documents, then index them in one transaction (blobs first: no dangling)."""
+        if manifest is not None:
+            self.blobs.put(manifest.data)
+        for change in changes:
+            self.blobs.put(change.data)
+        with self._transaction() as db:
+            self._pin(db, owner, vkey)
+            for change in changes:
+                db.execute(
+                    "INSERT INTO changes (repository, seq, cid) VALUES (?, ?, ?)",
+                    (repository, change.body["seq"], change.cid),
+                )
+            if manifest is not None:
+                self._index(db, manifest)
+
+    def pull(
+        self,
+        ref: str,
+        source: Source,
+        *,
+        trusted_owner: str | None = None,
+        progress: Progress | None = None,
+    ) -> Manifest:
+        """Fetch ``owner/name[@version|tag]`` from ``source``, verifying everything.
+
+        The source's history must verify, be signed by the owner key pinned here (or
+        ``trusted_owner``), and extend the history already here; a source that rewrote
+        history is a fork and raises :class:`ConflictError` naming both changes.
+        """
+        repository, selector = parse_ref(ref)
+        owner, _ = check_repository(repository)
+        pinned = self.pinned_owner(owner)
+        if trusted_owner is not None and pinned is not None and trusted_owner != pinned:
+            raise ConflictError(f"owner {owner!r} is pinned here to {pinned!r}")
+        remote = source.change_blobs(repository)
+        if not remote:
+            raise NotFound(f"the source has no repository {repository!r}")
+        history = verify_history(repository, remote, pinned or trusted_owner)
+        local = self._history_or_empty(repository)
+        for seq, change in enumerate(local.changes):
+            theirs = history.changes[seq].cid if seq < len(history.changes) else None
+            if theirs != change.cid:
+                raise ConflictError(
+                    f"the source's history of {repository!r} differs from this hub's at change "
+                    f"{seq} (here {change.cid!r}, there {theirs!r}): one of them was forked"
+                )
+        try:
+            _, manifest_cid = history.resolve(selector)
+        except LookupError:
+            raise NotFound(f"{repository!r} has no version or tag {selector!r}") from None
+        source.copy_blob(manifest_cid, self.blobs)
+        manifest = self.manifest(manifest_cid)
+        if manifest.repository != repository or manifest.publisher != history.owner:
+            raise VerificationError(f"manifest {manifest_cid!r} does not belong to {repository!r}")
+        if not self.blobs.has(manifest.model) or not _intact(self.blobs, manifest.model):
+            source.copy_blob(manifest.model, self.blobs, progress)
+        new = list(history.changes[len(local.changes) :])
+        for change in new:
+            self.blobs.put(change.data)
+        with self._transaction() as db:
+            self._pin(db, owner, history.owner)
+            for change in new:
+                db.execute(
+                    "INSERT INTO changes (repository, seq, cid) VALUES (?, ?, ?)",
+                    (repository, change.body["seq"], change.cid),
+                )
+            self._index(db, manifest)
+        return manifest
+
+    # -- auditing -----------------------------------------------------------------------------
+
+    def verify(self, ref: str | None = None) -> list[Problem]:
+        """Recheck hashes and signatures of one model, or of everything here; list problems."""
+        problems: list[Problem] = []
+
+        def check(subject: str, step: Callable[[], object]) -> None:
+            try:
+                step()
+            except (VerificationError, StorageError, NotFound) as exc:
+                problems.append(Problem(subject, str(exc)))
+
+        if ref is not None:
+            manifest = self.resolve(ref)
+            check(manifest.model, lambda: self.blobs.check(manifest.model))
+            return problems
+        for repository in self.repositories():
+            check(repository, lambda r=repository: self.history(r))  # type: ignore[misc]
+        for manifest_cid, model_cid in self._query("SELECT cid, model FROM manifests"):
+            check(str(manifest_cid), lambda c=manifest_cid: self.manifest(c))  # type: ignore[misc]
+            check(str(model_cid), lambda c=model_cid: self.blobs.check(c))  # type: ignore[misc]
+        return problems
+
+
+def _intact(blobs: BlobStore, blob: str) -> bool:
+    try:
+        blobs.check(blob)
+    except StorageError:
+        return False
+    return True
+
+
+def analyse_file(path: str, model_cid: str, limits: Limits) -> dict[str, Any]:
+    """Read a stored model and analyse it (runs inside the sandbox)."""
+    with open(path, "rb") as handle:
+        data = handle.read(limits.max_bytes + 1)
+    return analyse(data, model_cid, limits)

@@ -1,0 +1,263 @@
+"""What the hub checks and records about an ONNX model before it publishes it.
+
+Every model file is hostile input. :func:`analyse` parses it, walks every graph and subgraph,
+refuses what verinfer will not host (external data, operator domains off the allow-list, non-tensor
+inputs or outputs, anything ``onnx.checker`` with full shape inference or ONNX Runtime rejects),
+extracts the model card's facts, and runs the determinism probe. The hub runs it in a sandboxed
+child process (:mod:`verinfer.hub.sandbox`), so a model that crashes or hangs a native library
+costs a clear error, not the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from verinfer import cid, engine
+from verinfer.errors import InputError
+
+__all__ = [
+    "DEFAULT_DOMAINS",
+    "DEFAULT_MAX_BYTES",
+    "DTYPES",
+    "Limits",
+    "analyse",
+    "inspect_model",
+    "probe_determinism",
+]
+
+DEFAULT_MAX_BYTES = 1 << 30
+DEFAULT_DOMAINS = ("ai.onnx", "ai.onnx.ml")
+PROBE_SEED = 20261125
+PROBE_THREADS = (1, 2)
+PROBE_REPEATS = 2
+
+# the tensor element types verinfer hosts: fixed-width little-endian encodings (strings are not)
+DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.UINT16: "uint16",
+    onnx.TensorProto.UINT32: "uint32",
+    onnx.TensorProto.UINT64: "uint64",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a hub accepts."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    domains: tuple[str, ...] = DEFAULT_DOMAINS  # "ai.onnx" also stands for the empty domain
+    timeout: float = 300.0  # seconds for the whole analysis, probe included
+    memory: int = 8 << 30  # address-space limit of the sandbox, bytes
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph nested in its nodes' attributes."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from _graphs(attribute.g)
+            for sub in attribute.graphs:
+                yield from _graphs(sub)
+
+
+def _tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor stored in the model: initializers and constant attributes, everywhere."""
+    for graph in _graphs(model.graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                if attribute.HasField("sparse_tensor"):
+                    yield attribute.sparse_tensor.values
+                    yield attribute.sparse_tensor.indices
+
+
+def _domain(name: str) -> str:
+    return name or "ai.onnx"
+
+
+def _check_self_contained(model: onnx.ModelProto) -> None:
+    for tensor in _tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            where = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+            raise InputError(
+                f"tensor {tensor.name!r} references external data {where!r}: verinfer hosts "
+                f"self-contained models only (save with onnx.save(..., "
+                f"save_as_external_data=False))"
+            )
+
+
+def _check_domains(model: onnx.ModelProto, allowed: tuple[str, ...]) -> None:
+    for opset in model.opset_import:
+        if _domain(opset.domain) not in allowed:
+            raise InputError(
+                f"operator domain {_domain(opset.domain)!r} is not allowed; "
+                f"allowed: {', '.join(allowed)}"
+            )
+    for graph in _graphs(model.graph):
+        for node in graph.node:
+            if _domain(node.domain) not in allowed:
+                raise InputError(
+                    f"node {node.name!r} uses operator {node.op_type!r} of domain "
+                    f"{_domain(node.domain)!r}, which is not allowed; allowed: {', '.join(allowed)}"
+                )
+
+
+def _signature(values: Any, role: str, skip: set[str]) -> list[dict[str, Any]]:
+    out = []
+    for value in values:
+        if value.name in skip:
+            continue
+        if not value.type.HasField("tensor_type"):
+            kind = value.type.WhichOneof("value") or "unknown"
+            hint = " (skl2onnx: options={'zipmap': False})" if kind != "tensor_type" else ""
+            raise InputError(
+                f"{role} {value.name!r} is a {kind.replace('_type', '')}, not a tensor: verinfer "
+                f"hosts models whose inputs and outputs are tensors{hint}"
+            )
+        tensor = value.type.tensor_type
+        if tensor.elem_type not in DTYPES:
+            name = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+            raise InputError(
+                f"{role} {value.name!r} has element type {name!r}; supported: "
+                f"{', '.join(DTYPES.values())}"
+            )
+        shape: list[int | str | None] | None = None
+        if tensor.HasField("shape"):
+            shape = []
+            for dim in tensor.shape.dim:
+                if dim.HasField("dim_value"):
+                    shape.append(int(dim.dim_value))
+                elif dim.HasField("dim_param"):
+                    shape.append(dim.dim_param)
+                else:
+                    shape.append(None)
+        out.append({"name": value.name, "dtype": DTYPES[tensor.elem_type], "shape": shape})
+    return out
+
+
+def inspect_model(data: bytes, limits: Limits = Limits()) -> dict[str, Any]:
+    """Check the model bytes and return the facts its manifest records.
+
+    Raises :class:`InputError` naming the first problem found.
+    """
+    if len(data) > limits.max_bytes:
+        raise InputError(f"the model is {len(data)} bytes, above the limit of {limits.max_bytes}")
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except Exception as exc:  # protobuf's DecodeError, or worse, on hostile bytes
+        raise InputError(f"malformed ONNX model: not a valid ModelProto ({exc})") from exc
+    if not model.HasField("graph") or not model.graph.node:
+        raise InputError("malformed ONNX model: it has no graph or an empty graph")
+    _check_self_contained(model)
+    _check_domains(model, limits.domains)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # ValidationError, InferenceError, and C++ errors as RuntimeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"the ONNX checker rejects the model: {first}") from exc
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    inputs = _signature(model.graph.input, "input", initializers)
+    outputs = _signature(model.graph.output, "output", set())
+    if not inputs or not outputs:
+        raise InputError("the model must have at least one input and one output")
+    engine.load_session(data)  # raises InputError if ONNX Runtime cannot load it
+    operators = sorted(
+        {
+            node.op_type if not node.domain else f"{node.domain}:{node.op_type}"
+            for graph in _graphs(model.graph)
+            for node in graph.node
+        }
+    )
+    # weights: stored tensors, plus the float lists classic ML operators keep their weights in
+    parameters = sum(int(np.prod(tensor.dims, dtype=np.int64)) for tensor in _tensors(model))
+    parameters += sum(
+        len(attribute.floats)
+        for graph in _graphs(model.graph)
+        for node in graph.node
+        for attribute in node.attribute
+    )
+    return {
+        "size": len(data),
+        "format": "onnx",
+        "ir_version": int(model.ir_version),
+        "opsets": {_domain(o.domain): int(o.version) for o in model.opset_import},
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": parameters,
+        "operators": operators,
+    }
+
+
+def _probe_input(spec: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    shape = [d if isinstance(d, int) and d >= 0 else 1 for d in spec["shape"] or []]
+    dtype = np.dtype(spec["dtype"])
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if dtype.kind in "iu":
+        return rng.integers(0, 4, size=shape).astype(dtype)
+    return rng.standard_normal(size=shape).astype(dtype)
+
+
+def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run the model on seeded inputs, twice under each thread setting; compare the bytes.
+
+    The verdict records whether every run gave bit-identical outputs, and on what engine.
+    """
+    rng = np.random.default_rng(PROBE_SEED)
+    feed = {spec["name"]: _probe_input(spec, rng) for spec in inputs}
+    verdict: dict[str, Any] = {
+        "engine": engine.identity(),
+        "seed": PROBE_SEED,
+        "threads": list(PROBE_THREADS),
+        "runs": len(PROBE_THREADS) * PROBE_REPEATS,
+    }
+    digests = set()
+    try:
+        for threads in PROBE_THREADS:
+            session = engine.load_session(data, threads)
+            for _ in range(PROBE_REPEATS):
+                hasher = hashlib.sha256()
+                for output in session.run(None, feed):
+                    array = np.ascontiguousarray(output)
+                    hasher.update(f"{array.dtype.str}{array.shape}".encode())
+                    hasher.update(array.tobytes())
+                digests.add(hasher.digest())
+    except InputError:
+        raise
+    except Exception as exc:  # the model loads but fails on plausible inputs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        verdict["bit_identical"] = None
+        verdict["error"] = f"the probe could not run the model: {first}"
+        return verdict
+    verdict["bit_identical"] = len(digests) == 1
+    return verdict
+
+
+def analyse(data: bytes, expected: str, limits: Limits) -> dict[str, Any]:
+    """Everything publishing needs to know about the model whose CID is ``expected``."""
+    cid.verify(expected, data)
+    facts = inspect_model(data, limits)
+    facts["determinism"] = probe_determinism(data, facts["inputs"])
+    return facts
