@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 a verification or operation failed (reason on stderr), 
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -13,10 +12,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from verinfer import canonical, cid, merkle, note
+from verinfer import canonical, cid, keys, merkle, note
 from verinfer.errors import Error, VerificationError
+from verinfer.hub import Hub, Manifest
 from verinfer.log import Log
 from verinfer.log.tiles import TILE_WIDTH, entries_path, tile_path
 
@@ -45,11 +46,7 @@ def load_or_create_node_key(data: Path, name: str) -> note.Signer:
     """The node's signing key in ``data`` (mode 0600), created on first use. Never printed."""
     path = data / NODE_KEY_FILE
     if not path.exists():
-        data.mkdir(parents=True, exist_ok=True)
-        skey, _ = note.generate_key(name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(skey + "\n")
+        keys.write_secret(path, note.generate_key(name)[0] + "\n")
     if path.stat().st_mode & 0o077:
         raise Error(f"{str(path)!r} is readable by others: chmod 600 it")
     return note.Signer(path.read_text().strip())
@@ -145,6 +142,216 @@ def demo(
             raise Error("an altered entry verified: the log is broken")
         log.verify()
         out.print(f"[green]✓[/] full audit: all {log.size} entries, tiles and checkpoints agree")
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+key_app = typer.Typer(help="Signing keys (in $VERINFER_HOME/keys, default ~/.verinfer/keys).")
+app.add_typer(key_app, name="key")
+
+KeyOption = Annotated[str, typer.Option("--key", help="key file name in the key directory")]
+
+
+@key_app.command("generate")
+def key_generate(
+    name: Annotated[
+        str | None, typer.Option(help="key name = the owner name you publish under")
+    ] = None,
+    file: KeyOption = keys.DEFAULT,
+) -> None:
+    """Create a signing key (by default: the default key, named after your login)."""
+    created = keys.generate(name, file=file)
+    out.print(f"created key {created.file!r} in {created.path.parent}")
+    out.print(created.vkey, markup=False)
+
+
+@key_app.command("show")
+def key_show(file: KeyOption = keys.DEFAULT) -> None:
+    """Print a key's public vkey (never the private key)."""
+    out.print(keys.load(file).vkey, markup=False)
+
+
+# -- models -------------------------------------------------------------------------------------
+
+model_app = typer.Typer(help="Publish, find, fetch and check models.")
+app.add_typer(model_app, name="model")
+
+HubOption = Annotated[
+    Path | None, typer.Option("--hub", help="hub data directory (default: $VERINFER_HOME/hub)")
+]
+_PROGRESS_FROM = 4 << 20  # show a progress bar for files above 4 MiB
+
+
+def _hub(path: Path | None) -> Hub:
+    return Hub(path or keys.home() / "hub")
+
+
+def _progress(total: int, label: str) -> Progress | None:
+    if total < _PROGRESS_FROM:
+        return None
+    return Progress(
+        f"[bold]{label}[/]", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err
+    )
+
+
+def _manifest_table(manifest: Manifest) -> Table:
+    body = manifest.body
+    table = Table(show_header=False, title=f"{manifest.repository}@{manifest.version}")
+    determinism = body["determinism"]
+    verdict = {True: "bit-identical", False: "NOT bit-identical", None: "not probed"}[
+        determinism.get("bit_identical")
+    ]
+    rows = {
+        "manifest": manifest.cid,
+        "model": manifest.model,
+        "size": f"{body['size']:,} bytes",
+        "publisher": manifest.publisher,
+        "published": body["time"],
+        "description": body["description"],
+        "license": body["license"],
+        "tags": ", ".join(body["tags"]),
+        "format": f"{body['format']} (IR {body['ir_version']}, opsets "
+        + ", ".join(f"{d} {v}" for d, v in sorted(body["opsets"].items()))
+        + ")",
+        "producer": body["producer"],
+        "parameters": f"{body['parameters']:,}",
+        "operators": ", ".join(body["operators"]),
+        "determinism": f"{verdict} over {determinism['runs']} runs, threads "
+        f"{determinism['threads']}, on {determinism['engine']}"
+        + (f" ({determinism['error']})" if "error" in determinism else ""),
+    }
+    for role in ("inputs", "outputs"):
+        rows[role] = "\n".join(
+            f"{t['name']}: {t['dtype']}"
+            + ("[" + ", ".join("?" if d is None else str(d) for d in t["shape"]) + "]")
+            if t["shape"] is not None
+            else f"{t['name']}: {t['dtype']} (any shape)"
+            for t in body[role]
+        )
+    for label, value in rows.items():
+        table.add_row(f"[bold]{label}[/]", value)
+    return table
+
+
+@model_app.command("publish")
+def model_publish(  # noqa: PLR0917 - a typer command: its options
+    file: Annotated[Path, typer.Argument(help="the .onnx file", exists=True, dir_okay=False)],
+    name: Annotated[str, typer.Option(help="repository owner/name; owner = your key's name")],
+    version: Annotated[str, typer.Option(help="version string, e.g. 1.0.0")],
+    description: Annotated[str, typer.Option(help="what the model does")] = "",
+    license: Annotated[str, typer.Option(help="license identifier, e.g. MIT")] = "",
+    tag: Annotated[list[str] | None, typer.Option(help="a search tag (repeatable)")] = None,
+    key: KeyOption = keys.DEFAULT,
+    hub: HubOption = None,
+) -> None:
+    """Check a model, store it by content and publish a signed manifest for it."""
+    signer = keys.load(key)
+    progress = _progress(file.stat().st_size, "storing")
+    with _hub(hub) as store:
+        if progress is None:
+            manifest = store.publish(
+                file,
+                repository=name,
+                version=version,
+                signer=signer,
+                description=description,
+                license=license,
+                tags=tuple(tag or ()),
+            )
+        else:
+            with progress:
+                task = progress.add_task("store", total=file.stat().st_size)
+                manifest = store.publish(
+                    file,
+                    repository=name,
+                    version=version,
+                    signer=signer,
+                    description=description,
+                    license=license,
+                    tags=tuple(tag or ()),
+                    progress=lambda n: progress.advance(task, n),
+                )
+    out.print(f"published {manifest.repository}@{manifest.version}")
+    out.print(f"model     {manifest.model}")
+    out.print(f"manifest  {manifest.cid}")
+
+
+@model_app.command("list")
+def model_list(
+    owner: Annotated[str | None, typer.Option(help="only this owner's models")] = None,
+    tag: Annotated[str | None, typer.Option(help="only models with this tag")] = None,
+    search: Annotated[str | None, typer.Option(help="text in the name or description")] = None,
+    hub: HubOption = None,
+) -> None:
+    """List the models in the hub, newest first."""
+    with _hub(hub) as store:
+        found = store.models(owner=owner, tag=tag, text=search)
+    table = Table("model", "version", "size", "published", "model CID", "description")
+    for manifest in found:
+        body = manifest.body
+        table.add_row(
+            manifest.repository,
+            manifest.version,
+            f"{body['size']:,}",
+            body["time"],
+            manifest.model,
+            body["description"],
+        )
+    out.print(table if found else "no models")
+
+
+@model_app.command("show")
+def model_show(
+    ref: Annotated[str, typer.Argument(help="owner/name[@version|tag], or a manifest/model CID")],
+    hub: HubOption = None,
+) -> None:
+    """Show a model's signed manifest: signature, size, determinism, publisher."""
+    with _hub(hub) as store:
+        manifest = store.resolve(ref)
+    out.print(_manifest_table(manifest))
+
+
+@model_app.command("pull")
+def model_pull(
+    ref: Annotated[str, typer.Argument(help="owner/name[@version|tag]")],
+    source: Annotated[Path, typer.Option("--from", help="the hub directory to pull from")],
+    output: Annotated[
+        Path | None, typer.Option(help="also write the model file here (hash-checked)")
+    ] = None,
+    owner_key: Annotated[
+        str | None, typer.Option(help="the owner's vkey, if no key is pinned for it yet")
+    ] = None,
+    hub: HubOption = None,
+) -> None:
+    """Fetch a model, its manifest and its repository history, verifying every byte."""
+    if not (source / "hub.sqlite").is_file():
+        raise Error(f"{str(source)!r} is not a hub directory (no hub.sqlite)")
+    with Hub(source) as remote, _hub(hub) as store:
+        manifest = store.pull(ref, remote, trusted_owner=owner_key)
+        if output is not None:
+            store.export(manifest.cid, output)
+    out.print(f"pulled {manifest.repository}@{manifest.version}: model {manifest.model}")
+    if output is not None:
+        out.print(f"wrote {output}")
+
+
+@model_app.command("verify")
+def model_verify(
+    ref: Annotated[
+        str | None, typer.Argument(help="one model (default: everything in the hub)")
+    ] = None,
+    hub: HubOption = None,
+) -> None:
+    """Recheck hashes and signatures; exit 1 if anything fails."""
+    with _hub(hub) as store:
+        problems = store.verify(ref)
+        count = len(store.repositories()) if ref is None else 1
+    for problem in problems:
+        err.print(f"[red]✗[/] {problem.subject}: {problem.message}")
+    if problems:
+        raise Error(f"{len(problems)} problem(s) found")
+    what = ref or f"{count} repositories"
+    out.print(f"[green]✓[/] {what}: every hash and signature checks out")
 
 
 def main() -> None:
