@@ -41,6 +41,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _read(source: Readable) -> bytes:
+    try:
+        return source.read(CHUNK)
+    except OSError as exc:  # a dropped upload is the source's failure, not the store's
+        raise InputError(f"reading the content failed: {exc}") from exc
+
+
 class BlobStore:
     """Blobs addressed by CID under ``root``."""
 
@@ -105,7 +112,7 @@ class BlobStore:
         fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
         try:
             with os.fdopen(fd, "wb") as handle:
-                while chunk := source.read(CHUNK):
+                while chunk := _read(source):
                     total += len(chunk)
                     if max_bytes is not None and total > max_bytes:
                         raise InputError(f"content is larger than the limit of {max_bytes} bytes")
@@ -224,7 +231,10 @@ class BlobStore:
 
     def copy_into(self, blob: str, other: BlobStore, *, progress: Progress | None = None) -> None:
         """Copy the blob into another store, streaming; it is checked on both sides."""
-        other.put_stream(_ChunkReader(self._chunks(blob)), expected=blob, progress=progress)
+        try:
+            other.put_stream(_ChunkReader(self._chunks(blob)), expected=blob, progress=progress)
+        except VerificationError:
+            raise self._corrupt(blob) from None  # the bytes were wrong on this side
 
     def corrupt(self) -> list[str]:
         """The CIDs of every stored blob whose bytes no longer match (a full scan)."""
