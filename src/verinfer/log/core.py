@@ -9,7 +9,6 @@ from and checked against the latest checkpoint, produces new tree hashes.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections import OrderedDict
@@ -46,25 +45,27 @@ class _LRU:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._items: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self.items: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple[int, int]) -> bytes | None:
         # lock-free: dict reads are atomic, and a key evicted meanwhile only loses its refresh
-        value = self._items.get(key)
+        value = self.items.get(key)
         if value is not None:
-            with contextlib.suppress(KeyError):
-                self._items.move_to_end(key)
+            try:  # noqa: SIM105 - contextlib.suppress costs ~1 us on this hot path
+                self.items.move_to_end(key)
+            except KeyError:
+                pass
         return value
 
     def put(self, key: tuple[int, int], value: bytes) -> None:
         if self._capacity <= 0:
             return
         with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self._capacity:
+                self.items.popitem(last=False)
 
 
 def open_store(location: str) -> Store:
@@ -319,6 +320,9 @@ class Log:
         if tail is None:
             tail, tiles = self._inclusion_tail(tree_size, inner, keys, frontier)
         else:
+            gathered = self._gather_cached(index, low, keys, frontier)
+            if gathered is not None:
+                return gathered + tail
             tiles = self._read_tiles(keys, frontier)
         proof: list[bytes] = []
         for key in keys:
@@ -327,6 +331,31 @@ class Log:
             rows = low - shift
             proof += siblings(stored, width, (index >> shift) & (TILE_WIDTH - 1), min(rows, 8))
         return proof + tail
+
+    def _gather_cached(
+        self, index: int, low: int, keys: list[tuple[int, int]], frontier: Frontier
+    ) -> list[bytes] | None:
+        """The path's siblings if all its tiles are in memory (the common, warm case)."""
+        cached = self._full_tiles.items
+        proof: list[bytes] = []
+        for key in keys:
+            shift = TILE_HEIGHT * key[0]
+            position = (index >> shift) & (TILE_WIDTH - 1)
+            rows = min(low - shift, TILE_HEIGHT)
+            partial = frontier.tiles.get(key[0])
+            if partial is not None and partial[0] == key[1]:
+                width = (frontier.size >> shift) % TILE_WIDTH
+                proof += siblings(partial[1], width, position, rows)
+                continue
+            stored = cached.get(key)
+            if stored is None:
+                return None
+            proof += siblings(stored, TILE_WIDTH, position, rows)
+            try:  # noqa: SIM105 - as in _LRU.get
+                cached.move_to_end(key)
+            except KeyError:  # evicted meanwhile: it only loses its refresh
+                pass
+        return proof
 
     def _inclusion_tail(
         self, size: int, inner: int, keys: list[tuple[int, int]], frontier: Frontier
