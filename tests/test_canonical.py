@@ -8,6 +8,7 @@ import struct
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -244,3 +245,34 @@ def test_loads_of_arbitrary_bytes_is_canonical_or_a_verification_error(data: byt
     except VerificationError:
         return
     assert canonical.dumps(value) == data
+
+
+_simple_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.text()
+    | st.sampled_from(
+        ["\x00\x1f\x7f\u2028\u2029\ud7ff\ue000\uffff\U0001f600", "\ud800", '"\\/\b\f\n\r\t']
+    )
+    | st.integers(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127)), children, max_size=4)
+        | st.dictionaries(st.text(), children, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_simple_values)
+def test_the_fast_path_is_byte_identical_to_rfc8785(value: Any) -> None:
+    """Float-free values go through json.dumps; the bytes must equal the reference library's."""
+    try:
+        expected = bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, ValueError):
+        with pytest.raises(InputError):
+            canonical.dumps(value)
+        return
+    assert canonical.dumps(value) == expected

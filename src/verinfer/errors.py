@@ -7,6 +7,7 @@
     ├── InputError          a caller passed a value that is malformed or out of range
     ├── NotFound            the thing asked for does not exist (yet)
     ├── ConflictError       another writer changed the state this operation was based on
+    ├── LimitExceeded       a request ran past a time or capacity limit
     └── StorageError        the backing store failed, or holds data that fails its hash check
 
 Verifiers return ``None`` or raise :class:`VerificationError`. Messages name the bad value with
@@ -20,6 +21,7 @@ __all__ = [
     "ConflictError",
     "Error",
     "InputError",
+    "LimitExceeded",
     "NotFound",
     "StorageError",
     "VerificationError",
@@ -53,6 +55,10 @@ class NotFound(Error):  # noqa: N818 - reads better at call sites than NotFoundE
 
 class ConflictError(Error):
     """The operation was based on a state that another writer has since changed."""
+
+
+class LimitExceeded(Error):
+    """A request ran past a time or capacity limit (a node answers 503/504 for it)."""
 
 
 class StorageError(Error):
