@@ -20,6 +20,7 @@ from verinfer.errors import Error, VerificationError
 from verinfer.hub import Hub, Manifest
 from verinfer.log import Log
 from verinfer.log.tiles import TILE_WIDTH, entries_path, tile_path
+from verinfer.node import load_or_create_key
 
 __all__ = ["app", "main"]
 
@@ -37,19 +38,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 @app.callback()
 def _root() -> None:
     """Verifiable inference: every answer comes with a proof anyone can check offline."""
-
-
-NODE_KEY_FILE = "node.skey"
-
-
-def load_or_create_node_key(data: Path, name: str) -> note.Signer:
-    """The node's signing key in ``data`` (mode 0600), created on first use. Never printed."""
-    path = data / NODE_KEY_FILE
-    if not path.exists():
-        keys.write_secret(path, note.generate_key(name)[0] + "\n")
-    if path.stat().st_mode & 0o077:
-        raise Error(f"{str(path)!r} is readable by others: chmod 600 it")
-    return note.Signer(path.read_text().strip())
 
 
 def _demo_receipt(index: int) -> bytes:
@@ -77,7 +65,7 @@ def demo(
 ) -> None:
     """Show the transparency log at work: append, checkpoint, prove, verify, catch tampering."""
     directory = data or Path(tempfile.mkdtemp(prefix="verinfer-demo-"))
-    signer = load_or_create_node_key(directory, "demo.verinfer.example/node")
+    signer = load_or_create_key(directory, "demo.verinfer.example/node")
     out.print(f"[bold]verinfer demo[/] — data directory {directory}")
     out.print(f"node key: {signer.vkey}\n")
     with Log.open(directory, signer) as log:

@@ -57,7 +57,7 @@ class ConflictError(Error):
     """The operation was based on a state that another writer has since changed."""
 
 
-class LimitExceeded(Error):
+class LimitExceeded(Error):  # noqa: N818 - reads better at call sites, like NotFound
     """A request ran past a time or capacity limit (a node answers 503/504 for it)."""
 
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import functools
 import platform
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
-from verinfer.errors import InputError
+from verinfer.errors import InputError, LimitExceeded
 
-__all__ = ["OPTIMIZATION", "PROVIDER", "identity", "kernel_class", "load_session"]
+__all__ = ["OPTIMIZATION", "PROVIDER", "Engine", "identity", "kernel_class", "load_session"]
 
 PROVIDER = "CPUExecutionProvider"
 OPTIMIZATION = "all"
@@ -79,3 +83,66 @@ def load_session(model: bytes, threads: int = 1) -> ort.InferenceSession:
     except Exception as exc:  # ORT raises its own untyped exceptions (Fail, InvalidGraph, ...)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"ONNX Runtime cannot load the model: {message}") from exc
+
+
+class Engine:
+    """Runs models by CID with cached sessions; safe to call from many threads at once.
+
+    ONNX Runtime releases the GIL inside ``run``, so concurrent requests use several cores.
+    ``timeout`` bounds each run: a run still going when it passes is terminated.
+    """
+
+    def __init__(self, *, threads: int = 1, cache: int = 32, timeout: float = 60.0) -> None:
+        session_options(threads)  # validates
+        self.threads = threads
+        self.timeout = timeout
+        self._cache = cache
+        self._sessions: OrderedDict[str, ort.InferenceSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def identity(self) -> str:
+        """The engine identity this engine's results carry."""
+        return identity()
+
+    def session(self, model: str, load: Callable[[], bytes]) -> ort.InferenceSession:
+        """The session for model CID ``model``; ``load`` returns the (checked) bytes if needed."""
+        with self._lock:
+            found = self._sessions.get(model)
+            if found is not None:
+                self._sessions.move_to_end(model)
+                return found
+        created = load_session(load(), self.threads)
+        with self._lock:
+            self._sessions[model] = created
+            while len(self._sessions) > self._cache:
+                self._sessions.popitem(last=False)
+        return created
+
+    def run(
+        self,
+        model: str,
+        load: Callable[[], bytes],
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run the model on named inputs; return its named outputs."""
+        session = self.session(model, load)
+        limit = self.timeout if timeout is None else timeout
+        options = ort.RunOptions()
+        timer = threading.Timer(limit, lambda: setattr(options, "terminate", True))
+        timer.start()
+        try:
+            values = session.run(None, dict(inputs), options)
+        except Exception as exc:  # ORT's own exception types are not importable API
+            if options.terminate:
+                raise LimitExceeded(
+                    f"inference took more than {limit:g} s; it was stopped"
+                ) from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"the model failed on these inputs: {first}") from exc
+        finally:
+            timer.cancel()
+        names = [output.name for output in session.get_outputs()]
+        return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}

@@ -143,6 +143,13 @@ class Hub:
         rows = self._query("SELECT vkey FROM owners WHERE owner = ?", (owner,))
         return str(rows[0][0]) if rows else None
 
+    def head(self, repository: str) -> str | None:
+        """The CID of the repository's latest change in the index (cheap; not verified)."""
+        rows = self._query(
+            "SELECT cid FROM changes WHERE repository = ? ORDER BY seq DESC LIMIT 1", (repository,)
+        )
+        return str(rows[0][0]) if rows else None
+
     def repositories(self) -> list[str]:
         """Every repository with at least one change here."""
         rows = self._query("SELECT DISTINCT repository FROM changes ORDER BY 1")

@@ -1,0 +1,175 @@
+"""A node's inference pipeline, in process: resolve, check, run, digest, log, prove.
+
+``Node.infer`` is what the HTTP API (and every SDK call) ends in: the model is resolved through
+the hub (and its bytes hash-checked before a session is built), the inputs are checked against
+the manifest's signature, ONNX Runtime runs them, and the receipt naming the model, the input and
+output digests, the engine and the client's nonce goes into the node's log by group commit. The
+answer carries its inclusion proof against a signed checkpoint that covers it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from verinfer import keys, note, tensors
+from verinfer.engine import Engine
+from verinfer.errors import InputError, NotFound
+from verinfer.hub import Hub, Manifest
+from verinfer.hub.documents import parse_ref
+from verinfer.log import Log
+from verinfer.log.sequencer import Sequencer
+from verinfer.verify import MODES, Bundle, Receipt
+
+__all__ = ["DEFAULT_MAX_INPUT_BYTES", "NODE_KEY_FILE", "Node", "Result", "load_or_create_key"]
+
+NODE_KEY_FILE = "node.skey"
+DEFAULT_MAX_INPUT_BYTES = 64 << 20
+
+
+def load_or_create_key(data: Path, name: str) -> note.Signer:
+    """The node's signing key in ``data`` (mode 0600), created on first use. Never printed."""
+    path = data / NODE_KEY_FILE
+    if not path.exists():
+        keys.write_secret(path, note.generate_key(name)[0] + "\n")
+    if path.stat().st_mode & 0o077:
+        raise InputError(f"{str(path)!r} is readable by others: chmod 600 it")
+    return note.Signer(path.read_text().strip())
+
+
+def _now() -> str:
+    moment = datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Result:
+    """An answer: the outputs, and the bundle that proves what the node stated about them."""
+
+    outputs: dict[str, np.ndarray]
+    bundle: Bundle
+    manifest: Manifest
+
+
+class Node:
+    """A node over a data directory: its key, its log, its hub, its engine.
+
+    ``data`` holds ``node.skey``, the log (``log.sqlite``, or ``log`` may name a PostgreSQL URL)
+    and the hub (``hub/``).
+    """
+
+    def __init__(
+        self,
+        data: str | os.PathLike[str],
+        *,
+        name: str = "node.verinfer.local",
+        log: str | None = None,
+        hub: Hub | None = None,
+        engine: Engine | None = None,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> None:
+        self.data = Path(data)
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.signer = load_or_create_key(self.data, name)
+        self.log = Log.open(log or self.data, self.signer)
+        self.sequencer = Sequencer(self.log)
+        self.hub = hub or Hub(self.data / "hub")
+        self._own_hub = hub is None
+        self.engine = engine or Engine()
+        self.max_input_bytes = max_input_bytes
+        self._manifests: dict[str, Manifest] = {}  # by manifest CID: immutable
+        self._names: dict[str, tuple[str | None, str]] = {}  # ref -> (history head, manifest)
+        self._lock = threading.Lock()
+
+    @property
+    def vkey(self) -> str:
+        """The key that signs this node's checkpoints."""
+        return self.signer.vkey
+
+    def close(self) -> None:
+        """Commit what is queued, then close the log and the hub."""
+        self.sequencer.close()
+        self.log.close()
+        if self._own_hub:
+            self.hub.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def resolve(self, ref: str) -> Manifest:
+        """The manifest for a model CID, a manifest CID or ``owner/name[@version|tag]``.
+
+        Name lookups are cached until the repository's history moves.
+        """
+        if "/" not in ref:
+            with self._lock:
+                cached = self._manifests.get(ref)
+            if cached is None:
+                cached = self.hub.resolve(ref)
+                with self._lock:
+                    self._manifests[ref] = cached
+            return cached
+        repository, _ = parse_ref(ref)
+        head = self.hub.head(repository)
+        with self._lock:
+            known = self._names.get(ref)
+        if known is not None and known[0] == head:
+            return self.resolve(known[1])
+        manifest = self.hub.resolve(ref)
+        with self._lock:
+            self._names[ref] = (head, manifest.cid)
+            self._manifests[manifest.cid] = manifest
+        return manifest
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str = "attested",
+        nonce: str | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run ``model`` on ``inputs`` and return the outputs with their proof bundle."""
+        if mode not in MODES:
+            raise InputError(f"mode {mode!r} is not available; available: {', '.join(MODES)}")
+        manifest = self.resolve(model)
+        checked = tensors.validate(inputs, manifest.body["inputs"], max_bytes=self.max_input_bytes)
+        outputs = self.engine.run(
+            manifest.model, lambda: self._model_bytes(manifest), checked, timeout=timeout
+        )
+        receipt = Receipt.create(
+            log=self.log.origin,
+            node=self.signer.vkey,
+            model=manifest.model,
+            manifest=manifest.cid,
+            inputs=tensors.map_digest(checked),
+            outputs=tensors.map_digest(outputs),
+            mode=mode,
+            engine=self.engine.identity,
+            time=_now(),
+            nonce=nonce,
+        )
+        committed = self.sequencer.append(receipt.data)
+        bundle = Bundle(
+            receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint
+        )
+        return Result(outputs, bundle, manifest)
+
+    def _model_bytes(self, manifest: Manifest) -> bytes:
+        try:
+            return self.hub.blobs.get(manifest.model)  # hash-checked before any session exists
+        except NotFound:
+            raise NotFound(
+                f"model {manifest.model!r} of {manifest.repository}@{manifest.version} is not "
+                f"stored on this node"
+            ) from None

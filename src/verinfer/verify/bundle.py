@@ -1,0 +1,216 @@
+"""Receipts and proof bundles: the wire formats a node answers with. Pure: no I/O.
+
+A *receipt* is the log entry a node writes for one inference, in canonical JSON; the log leaf is
+exactly its bytes. A *bundle* carries the receipt's bytes, their inclusion proof and the signed
+checkpoint the proof leads to, so anyone holding the node's vkey can check it offline. See
+docs/PROTOCOL.md §10 for every field and what covers it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from verinfer import canonical, cid
+from verinfer.errors import InputError, VerificationError
+
+__all__ = ["BUNDLE_TYPE", "MODES", "RECEIPT_TYPE", "Bundle", "Receipt"]
+
+RECEIPT_TYPE = "verinfer.receipt/v1"
+BUNDLE_TYPE = "verinfer.bundle/v1"
+MODES = ("attested",)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_NONCE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+MAX_BUNDLE_BYTES = 1 << 20
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate object key")
+    return out
+
+
+def _parse_json(data: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(data, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:
+        raise VerificationError(f"malformed {what}: {exc}") from exc
+
+
+def check_nonce(nonce: object) -> str | None:
+    """A client nonce: ``None`` or 1-128 of ``A-Za-z0-9_-`` (hex and base64url fit)."""
+    if nonce is not None and (not isinstance(nonce, str) or not _NONCE.fullmatch(nonce)):
+        raise InputError(f"malformed nonce {nonce!r}: use 1-128 of A-Z a-z 0-9 _ -")
+    return nonce
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a node states about one inference. ``data`` are the exact logged bytes."""
+
+    data: bytes
+    body: dict[str, Any] = field(repr=False)
+
+    _FIELDS = (
+        "type",
+        "log",
+        "node",
+        "model",
+        "manifest",
+        "inputs",
+        "outputs",
+        "mode",
+        "engine",
+        "time",
+        "nonce",
+    )
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        log: str,
+        node: str,
+        model: str,
+        manifest: str | None,
+        inputs: str,
+        outputs: str,
+        mode: str,
+        engine: str,
+        time: str,
+        nonce: str | None,
+    ) -> Receipt:
+        """A new receipt; its bytes are the RFC 8785 form."""
+        body = {
+            "type": RECEIPT_TYPE,
+            "log": log,
+            "node": node,
+            "model": model,
+            "manifest": manifest,
+            "inputs": inputs,
+            "outputs": outputs,
+            "mode": mode,
+            "engine": engine,
+            "time": time,
+            "nonce": check_nonce(nonce),
+        }
+        return cls(canonical.dumps(body), body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Receipt:
+        """Parse a receipt; raise :class:`VerificationError` naming the malformed field."""
+        body = _parse_json(data, "receipt")
+        if not isinstance(body, dict) or set(body) != set(cls._FIELDS):
+            fields = sorted(body) if isinstance(body, dict) else type(body).__name__
+            raise VerificationError(f"malformed receipt: fields {fields!r}")
+        if body["type"] != RECEIPT_TYPE:
+            raise VerificationError(f"unsupported receipt type {body['type']!r}")
+        for name in ("log", "node", "engine"):
+            if not isinstance(body[name], str) or not body[name]:
+                raise VerificationError(f"malformed receipt: {name} {body[name]!r}")
+        try:
+            cid.digest(body["model"])
+            if body["manifest"] is not None:
+                cid.digest(body["manifest"])
+            check_nonce(body["nonce"])
+        except InputError as exc:
+            raise VerificationError(f"malformed receipt: {exc}") from exc
+        for name in ("inputs", "outputs"):
+            if not isinstance(body[name], str) or not _DIGEST.fullmatch(body[name]):
+                raise VerificationError(f"malformed receipt: {name} digest {body[name]!r}")
+        if body["mode"] not in MODES:
+            raise VerificationError(f"malformed receipt: unknown mode {body['mode']!r}")
+        if not isinstance(body["time"], str) or not _TIME.fullmatch(body["time"]):
+            raise VerificationError(f"malformed receipt: time {body['time']!r}")
+        return cls(bytes(data), body)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.body[name]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A receipt with everything needed to verify it offline.
+
+    ``index``, ``proof`` and ``checkpoint`` prove the receipt is in the node's signed log;
+    ``cosignatures`` are witness cosignature lines on that checkpoint (none yet); ``evidence``
+    holds mode-specific proofs (none for ``attested``).
+    """
+
+    receipt: Receipt
+    index: int
+    proof: tuple[bytes, ...]
+    checkpoint: str
+    cosignatures: tuple[str, ...] = ()
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object form."""
+        return {
+            "type": BUNDLE_TYPE,
+            "receipt": self.receipt.data.decode(),
+            "index": self.index,
+            "proof": [base64.b64encode(h).decode() for h in self.proof],
+            "checkpoint": self.checkpoint,
+            "cosignatures": list(self.cosignatures),
+            "evidence": self.evidence,
+        }
+
+    def to_json(self) -> str:
+        """The canonical JSON text of the bundle."""
+        return canonical.dumps(self.to_dict()).decode()
+
+    @classmethod
+    def from_json(cls, data: str | bytes | dict[str, Any]) -> Bundle:
+        """Parse a bundle; raise :class:`VerificationError` naming the malformed field.
+
+        Parsing checks the structure only; :func:`verinfer.verify.verify_bundle` checks the
+        proofs and signatures.
+        """
+        if isinstance(data, str | bytes) and len(data) > MAX_BUNDLE_BYTES:
+            raise VerificationError(f"malformed bundle: larger than {MAX_BUNDLE_BYTES} bytes")
+        value = data if isinstance(data, dict) else _parse_json(data, "bundle")
+        expected = {"type", "receipt", "index", "proof", "checkpoint", "cosignatures", "evidence"}
+        if not isinstance(value, dict) or set(value) != expected:
+            fields = sorted(value) if isinstance(value, dict) else type(value).__name__
+            raise VerificationError(f"malformed bundle: fields {fields!r}")
+        if value["type"] != BUNDLE_TYPE:
+            raise VerificationError(f"unsupported bundle type {value['type']!r}")
+        if not isinstance(value["receipt"], str):
+            raise VerificationError("malformed bundle: receipt must be its JSON text")
+        index = value["index"]
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise VerificationError(f"malformed bundle: index {index!r}")
+        proof = value["proof"]
+        if not isinstance(proof, list) or len(proof) > 64:
+            raise VerificationError("malformed bundle: proof must be a list of at most 64 hashes")
+        hashes = []
+        for position, item in enumerate(proof):
+            try:
+                raw = base64.b64decode(item, validate=True)
+            except (TypeError, ValueError, binascii.Error) as exc:
+                raise VerificationError(f"malformed bundle: proof hash {position}") from exc
+            if len(raw) != 32:
+                raise VerificationError(f"malformed bundle: proof hash {position} is not 32 bytes")
+            hashes.append(raw)
+        if not isinstance(value["checkpoint"], str):
+            raise VerificationError("malformed bundle: checkpoint must be a signed note")
+        cosignatures = value["cosignatures"]
+        if not isinstance(cosignatures, list) or not all(isinstance(c, str) for c in cosignatures):
+            raise VerificationError("malformed bundle: cosignatures must be a list of lines")
+        if not isinstance(value["evidence"], dict):
+            raise VerificationError("malformed bundle: evidence must be an object")
+        return cls(
+            Receipt.from_bytes(value["receipt"].encode()),
+            index,
+            tuple(hashes),
+            value["checkpoint"],
+            tuple(cosignatures),
+            value["evidence"],
+        )

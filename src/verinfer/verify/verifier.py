@@ -1,0 +1,145 @@
+"""The offline verifier: checks a bundle with nothing but trusted keys and, optionally, the
+tensors and the model. Pure except for the optional local re-execution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from verinfer import cid, merkle, note, tensors
+from verinfer.errors import Error, VerificationError
+from verinfer.note import Checkpoint
+from verinfer.verify.bundle import Bundle
+
+__all__ = ["Report", "verify_bundle", "verify_bundles"]
+
+Report = Callable[[str], None]
+"""Called with a line describing each step that passed."""
+
+
+def _checkpoint(bundle: Bundle, trusted: Sequence[str]) -> Checkpoint:
+    # (1) the checkpoint is signed by a trusted node key, the one the receipt names
+    receipt = bundle.receipt
+    if receipt["node"] not in trusted:
+        raise VerificationError(
+            f"step 1 (checkpoint): the receipt's node {receipt['node']!r} is not a trusted key"
+        )
+    try:
+        checkpoint, _ = note.verify_checkpoint(bundle.checkpoint, [receipt["node"]])
+    except (VerificationError, Error) as exc:
+        raise VerificationError(f"step 1 (checkpoint): {exc}") from exc
+    if checkpoint.origin != receipt["log"]:
+        raise VerificationError(
+            f"step 1 (checkpoint): checkpoint of log {checkpoint.origin!r}, receipt names "
+            f"{receipt['log']!r}"
+        )
+    return checkpoint
+
+
+def _inclusion(bundle: Bundle, checkpoint: Checkpoint) -> None:
+    # (2) the receipt's exact bytes are a leaf of the tree the checkpoint signs
+    try:
+        merkle.verify_inclusion(
+            merkle.leaf_hash(bundle.receipt.data),
+            bundle.index,
+            checkpoint.size,
+            list(bundle.proof),
+            checkpoint.root,
+        )
+    except VerificationError as exc:
+        raise VerificationError(f"step 2 (inclusion): {exc}") from exc
+
+
+def verify_bundle(
+    bundle: Bundle,
+    trusted_vkeys: Iterable[str],
+    inputs: Mapping[str, np.ndarray] | None = None,
+    outputs: Mapping[str, np.ndarray] | None = None,
+    model: bytes | None = None,
+    *,
+    reexecute: bool = False,
+    report: Report | None = None,
+) -> None:
+    """Verify a bundle offline; return ``None`` or raise :class:`VerificationError`.
+
+    Steps: (1) the checkpoint is signed by a trusted node key, the one the receipt names, for
+    the receipt's log; (2) the receipt is included in that checkpoint's tree; (3) the model
+    bytes, if given, are the receipt's model; (4) the inputs and (5) the outputs, if given,
+    have the receipt's digests; (6) with ``reexecute``, running the model on the inputs here
+    gives the receipt's outputs bit for bit (meaningful on the same engine identity).
+    """
+    say = report or (lambda _: None)
+    trusted = list(trusted_vkeys)
+    receipt = bundle.receipt
+    checkpoint = _checkpoint(bundle, trusted)
+    say(f"1. checkpoint of size {checkpoint.size} is signed by trusted node {receipt['node']}")
+    _inclusion(bundle, checkpoint)
+    say(f"2. receipt is entry {bundle.index} of that log ({len(bundle.proof)}-hash proof)")
+    if model is not None:
+        try:
+            cid.verify(receipt["model"], model)
+        except VerificationError as exc:
+            raise VerificationError(f"step 3 (model): {exc}") from exc
+        say(f"3. model bytes are {receipt['model']}")
+    for step, name, given in ((4, "inputs", inputs), (5, "outputs", outputs)):
+        if given is None:
+            continue
+        try:
+            found = tensors.map_digest(given)
+        except Error as exc:
+            raise VerificationError(f"step {step} ({name}): {exc}") from exc
+        if found != receipt[name]:
+            raise VerificationError(
+                f"step {step} ({name}): the given {name} have digest {found}, the receipt says "
+                f"{receipt[name]}"
+            )
+        say(f"{step}. {name} match the receipt's digest {found}")
+    if reexecute:
+        if model is None or inputs is None:
+            raise VerificationError("step 6 (re-execution) needs the model and the inputs")
+        _reexecute(bundle, model, inputs, say)
+
+
+def _reexecute(bundle: Bundle, model: bytes, inputs: Mapping[str, np.ndarray], say: Report) -> None:
+    # (6) run it here; imported lazily so the verifier needs ONNX Runtime only for this step
+    from verinfer import engine  # noqa: PLC0415
+
+    receipt = bundle.receipt
+    try:
+        computed = engine.Engine().run(receipt["model"], lambda: model, inputs)
+    except Error as exc:
+        raise VerificationError(f"step 6 (re-execution): {exc}") from exc
+    found = tensors.map_digest(computed)
+    if found != receipt["outputs"]:
+        here = engine.identity()
+        hint = (
+            ""
+            if here == receipt["engine"]
+            else f" (engines differ: here {here}, node {receipt['engine']}; low bits may differ "
+            f"across CPU kernel classes)"
+        )
+        raise VerificationError(
+            f"step 6 (re-execution): outputs here have digest {found}, the receipt says "
+            f"{receipt['outputs']}{hint}"
+        )
+    say(f"6. re-executed here on {engine.identity()}: outputs are bit-identical")
+
+
+def verify_bundles(bundles: Iterable[Bundle], trusted_vkeys: Iterable[str]) -> None:
+    """Verify many bundles (steps 1-2); each distinct checkpoint is verified once.
+
+    Returns ``None`` or raises :class:`VerificationError` naming the first bad bundle.
+    """
+    trusted = list(trusted_vkeys)
+    seen: dict[tuple[str, str, str], Checkpoint] = {}
+    for position, bundle in enumerate(bundles):
+        receipt = bundle.receipt
+        key = (bundle.checkpoint, receipt["node"], receipt["log"])
+        try:
+            checkpoint = seen.get(key)
+            if checkpoint is None:
+                checkpoint = seen[key] = _checkpoint(bundle, trusted)
+            _inclusion(bundle, checkpoint)
+        except VerificationError as exc:
+            raise VerificationError(f"bundle {position}: {exc}") from exc
