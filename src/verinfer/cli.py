@@ -5,22 +5,24 @@ Exit codes: 0 success, 1 a verification or operation failed (reason on stderr), 
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from verinfer import canonical, cid, keys, merkle, note
-from verinfer.errors import Error, VerificationError
+from verinfer import canonical, cid, keys, merkle, note, tensors
+from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub import Hub, Manifest
 from verinfer.log import Log
 from verinfer.log.tiles import TILE_WIDTH, entries_path, tile_path
-from verinfer.node import load_or_create_key
+from verinfer.node import Node, load_or_create_key
+from verinfer.verify import Bundle, verify_bundle
 
 __all__ = ["app", "main"]
 
@@ -340,6 +342,116 @@ def model_verify(
         raise Error(f"{len(problems)} problem(s) found")
     what = ref or f"{count} repositories"
     out.print(f"[green]✓[/] {what}: every hash and signature checks out")
+
+
+# -- inference and verification -----------------------------------------------------------------
+
+
+def _read_tensors(path: Path, what: str) -> dict[str, Any]:
+    """Tensors from a .json (verinfer's JSON form), .npz or .npy file (named after the file)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from exc
+    if path.suffix == ".json":
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise InputError(f"{what} file {str(path)!r} is not JSON: {exc}") from exc
+        return tensors.decode_json(value)
+    return tensors.decode_binary(data, name=path.stem)
+
+
+def _read_trust(path: Path) -> list[str]:
+    """Trusted vkeys, one per line; ``#`` starts a comment."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read trust file {str(path)!r}: {exc}") from exc
+    found = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            try:
+                found.append(note.VerifierKey.parse(text).vkey)
+            except InputError as exc:
+                raise InputError(f"trust file {str(path)!r} line {number}: {exc}") from exc
+    if not found:
+        raise InputError(f"trust file {str(path)!r} lists no keys")
+    return found
+
+
+@app.command()
+def infer(  # noqa: PLR0917 - a typer command: its options
+    model: Annotated[str, typer.Argument(help="owner/name[@version|tag], or a model CID")],
+    inputs: Annotated[Path, typer.Option(help="inputs: .json, .npz or .npy (named after it)")],
+    bundle: Annotated[Path, typer.Option(help="where to write the proof bundle")] = Path(
+        "bundle.json"
+    ),
+    outputs: Annotated[
+        Path | None, typer.Option(help="also write the outputs (.json/.npz)")
+    ] = None,
+    nonce: Annotated[str | None, typer.Option(help="a fresh client nonce for the receipt")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="node data directory (default: $VERINFER_HOME/node)")
+    ] = None,
+    hub: HubOption = None,
+) -> None:
+    """Run a model in process, as a node would, and write its outputs and proof bundle."""
+    given = _read_tensors(inputs, "inputs")
+    with (
+        _hub(hub) as store,
+        Node(data or keys.home() / "node", hub=store) as node,
+    ):
+        result = node.infer(model, given, nonce=nonce)
+    bundle.write_text(result.bundle.to_json() + "\n")
+    if outputs is not None:
+        if outputs.suffix == ".npz":
+            outputs.write_bytes(tensors.encode_binary(result.outputs))
+        else:
+            outputs.write_text(json.dumps(tensors.encode_json(result.outputs)) + "\n")
+    out.print(json.dumps(tensors.encode_json(result.outputs)), markup=False)
+    err.print(
+        f"receipt {result.bundle.index} in the log of {node.vkey}; bundle written to {bundle}"
+    )
+
+
+@app.command()
+def verify(  # noqa: PLR0917 - a typer command: its options
+    bundle: Annotated[Path, typer.Argument(help="the bundle JSON file")],
+    trust: Annotated[Path, typer.Option(help="trusted node vkeys, one per line")],
+    inputs: Annotated[Path | None, typer.Option(help="check the inputs (.json/.npz/.npy)")] = None,
+    outputs: Annotated[Path | None, typer.Option(help="check the outputs")] = None,
+    model: Annotated[Path | None, typer.Option(help="check the model bytes (.onnx)")] = None,
+    reexecute: Annotated[
+        bool, typer.Option("--reexecute", help="run the model here and compare outputs")
+    ] = False,
+) -> None:
+    """Verify a proof bundle offline. Exit 0 if valid, 1 with the failed step if not."""
+    trusted = _read_trust(trust)
+    try:
+        text = bundle.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read bundle {str(bundle)!r}: {exc.strerror}") from exc
+    parsed = Bundle.from_json(text)
+    model_bytes = None
+    if model is not None:
+        try:
+            model_bytes = model.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read model {str(model)!r}: {exc.strerror}") from exc
+    verify_bundle(
+        parsed,
+        trusted,
+        inputs=_read_tensors(inputs, "inputs") if inputs else None,
+        outputs=_read_tensors(outputs, "outputs") if outputs else None,
+        model=model_bytes,
+        reexecute=reexecute,
+        report=lambda line: out.print(f"[green]✓[/] {line}"),
+    )
+    out.print(
+        f"[green]valid[/]: {parsed.receipt['mode']} answer of model {parsed.receipt['model']}"
+    )
 
 
 def main() -> None:
