@@ -13,8 +13,8 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from verinfer.errors import Error, StorageError
-from verinfer.log.core import Log
+from verinfer.errors import Error, InputError, StorageError
+from verinfer.log.core import MAX_ENTRY_BYTES, Log
 
 __all__ = ["Committed", "Sequencer"]
 
@@ -46,6 +46,9 @@ class Sequencer:
 
     def submit(self, entry: bytes) -> Future[Committed]:
         """Queue an entry; the future resolves once it is durable and proven."""
+        if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
+            # checked here, so one bad entry can never fail the batch it would have joined
+            raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}, got {len(entry)}")
         future: Future[Committed] = Future()
         with self._wakeup:
             if self._closed:

@@ -1,0 +1,99 @@
+"""Group commit: concurrent entries share checkpoints, a lone entry waits for nobody."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from verinfer import merkle, note
+from verinfer.errors import InputError, StorageError
+from verinfer.log import Log
+from verinfer.log.sequencer import Sequencer
+
+
+def test_a_lone_entry_is_committed_and_proven(tmp_path: Path, signer: note.Signer) -> None:
+    with Log.open(tmp_path, signer) as log, Sequencer(log) as sequencer:
+        committed = sequencer.append(b"alone", timeout=30)
+        assert (committed.index, committed.size) == (0, 1)
+        checkpoint, _ = note.verify_checkpoint(committed.signed_checkpoint, [signer.vkey])
+        merkle.verify_inclusion(
+            merkle.leaf_hash(b"alone"), 0, checkpoint.size, committed.proof, checkpoint.root
+        )
+        assert sequencer.commits == 1
+
+
+def test_concurrent_entries_share_checkpoints(log_location: str, signer: note.Signer) -> None:
+    """64 threads x 20 entries: every entry lands once, is proven, and commits are shared."""
+    results: dict[bytes, tuple[int, int, str, list[bytes]]] = {}
+    lock = threading.Lock()
+    with Log.open(log_location, signer) as log, Sequencer(log) as sequencer:
+        barrier = threading.Barrier(64)
+
+        def worker(number: int) -> None:
+            barrier.wait()
+            for i in range(20):
+                entry = b"entry %d/%d" % (number, i)
+                done = sequencer.append(entry, timeout=60)
+                with lock:
+                    results[entry] = (done.index, done.size, done.signed_checkpoint, done.proof)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(results) == 64 * 20
+        assert sorted(r[0] for r in results.values()) == list(range(64 * 20))
+        assert sequencer.commits < 64 * 20 / 2  # entries really did share commits
+        for entry, (index, size, signed, proof) in results.items():
+            checkpoint, _ = note.verify_checkpoint(signed, [signer.vkey])
+            assert checkpoint.size == size > index
+            merkle.verify_inclusion(
+                merkle.leaf_hash(entry), index, size, proof, checkpoint.root
+            )
+            assert log.entry(index) == entry
+        log.verify()
+
+
+def test_close_commits_what_is_queued_and_refuses_more(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    with Log.open(tmp_path, signer) as log:
+        sequencer = Sequencer(log)
+        futures = [sequencer.submit(b"queued %d" % i) for i in range(100)]
+        sequencer.close()
+        assert all(f.done() for f in futures)
+        assert log.size == 100
+        with pytest.raises(StorageError, match="closed"):
+            sequencer.submit(b"late")
+
+
+def test_a_bad_entry_is_refused_before_it_can_join_a_batch(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    with Log.open(tmp_path, signer) as log, Sequencer(log) as sequencer:
+        with pytest.raises(InputError, match="at most 65535"):
+            sequencer.submit(b"x" * 70_000)
+        assert sequencer.append(b"fine", timeout=30).index == 0
+
+
+def test_a_failed_commit_fails_its_callers_and_the_next_one_works(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    with Log.open(tmp_path, signer) as log, Sequencer(log) as sequencer:
+        real_append = log.append
+        calls = []
+
+        def failing_once(entries: list[bytes]) -> object:
+            calls.append(len(entries))
+            if len(calls) == 1:
+                raise StorageError("disk full")
+            return real_append(entries)
+
+        log.append = failing_once  # type: ignore[assignment,method-assign]
+        with pytest.raises(StorageError, match="disk full"):
+            sequencer.append(b"first", timeout=30)
+        assert sequencer.append(b"second", timeout=30).index == 0  # nothing of "first" remains
+        assert log.size == 1

@@ -1,0 +1,222 @@
+"""Node.infer end to end: real models, real ONNX Runtime, a real log; bundles verified offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
+from hub_models import LIGHT, multi_io_model, sklearn_model
+
+from verinfer import merkle, note, tensors
+from verinfer.engine import Engine
+from verinfer.errors import InputError, LimitExceeded, StorageError
+from verinfer.hub import Hub
+from verinfer.node import Node
+from verinfer.verify import Bundle, verify_bundle, verify_bundles
+
+IRIS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+
+
+@pytest.fixture
+def alice() -> note.Signer:
+    return note.Signer(note.generate_key("alice")[0])
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    with Node(tmp_path / "node") as opened:
+        yield opened
+
+
+def _bare(data: bytes, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return list(session.run(None, inputs))
+
+
+@pytest.mark.parametrize("dataset", ["iris", "digits", "breast_cancer"])
+def test_infer_returns_real_outputs_and_a_verifiable_bundle(
+    node: Node, alice: note.Signer, dataset: str
+) -> None:
+    data = sklearn_model(dataset)
+    manifest = node.hub.publish(data, repository=f"alice/{dataset}", version="1", signer=alice)
+    width = manifest.body["inputs"][0]["shape"][1]
+    rng = np.random.default_rng(1)
+    inputs = {"X": rng.standard_normal((3, width)).astype(np.float32)}
+    result = node.infer(f"alice/{dataset}", inputs, nonce="fresh-1")
+    for got, want in zip(result.outputs.values(), _bare(data, inputs), strict=True):
+        np.testing.assert_array_equal(got, want)
+    bundle = Bundle.from_json(result.bundle.to_json())
+    assert bundle == result.bundle
+    receipt = bundle.receipt
+    assert receipt["model"] == manifest.model
+    assert receipt["manifest"] == manifest.cid
+    assert receipt["nonce"] == "fresh-1"
+    assert receipt["engine"] == node.engine.identity
+    lines: list[str] = []
+    verify_bundle(
+        bundle,
+        [node.vkey],
+        inputs=inputs,
+        outputs=result.outputs,
+        model=data,
+        reexecute=True,
+        report=lines.append,
+    )
+    assert [line.split(".")[0] for line in lines] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_edge_case_signature_and_a_real_architecture(node: Node, alice: note.Signer) -> None:
+    node.hub.publish(multi_io_model(), repository="alice/multi", version="1", signer=alice)
+    inputs = {
+        "x": np.array([[1, -2, 3], [4, 5, -6]], dtype=np.float32),
+        "k": np.array([[1, 2, 3]], dtype=np.int64),
+    }
+    result = node.infer("alice/multi", inputs)
+    assert result.outputs["positive"].dtype == np.bool_
+    verify_bundle(result.bundle, [node.vkey], inputs=inputs, outputs=result.outputs)
+    squeezenet = (LIGHT / "light_squeezenet.onnx").read_bytes()
+    node.hub.publish(squeezenet, repository="alice/squeezenet", version="1", signer=alice)
+    image = {"data_0": np.random.default_rng(2).random((1, 3, 224, 224), dtype=np.float32)}
+    answer = node.infer("alice/squeezenet", image)
+    verify_bundle(answer.bundle, [node.vkey], image, answer.outputs, squeezenet, reexecute=True)
+
+
+def test_bad_inputs_are_refused_and_nothing_is_logged(node: Node, alice: note.Signer) -> None:
+    node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    size = node.log.size
+    cases = [
+        ({"x": IRIS}, r"missing \['X'\], unexpected \['x'\]"),
+        ({"X": IRIS.astype(np.float64)}, "input 'X' has dtype float64, expected float32"),
+        ({"X": IRIS[0]}, "input 'X' has rank 1"),
+        ({"X": IRIS[:, :3]}, "input 'X' has size 3 on axis 1, expected 4"),
+        ({"X": np.full((1, 4), np.nan, dtype=np.float32)}, r"NaN or infinity at index \[0, 0\]"),
+    ]
+    for inputs, message in cases:
+        with pytest.raises(InputError, match=message):
+            node.infer("alice/iris", inputs)
+    with pytest.raises(InputError, match="mode 'zk' is not available"):
+        node.infer("alice/iris", {"X": IRIS}, mode="zk")
+    with pytest.raises(InputError, match="malformed nonce"):
+        node.infer("alice/iris", {"X": IRIS}, nonce="not a nonce!")
+    assert node.log.size == size
+
+
+def test_names_follow_new_versions(node: Node, alice: note.Signer) -> None:
+    first = node.hub.publish(sklearn_model("iris"), repository="alice/m", version="1", signer=alice)
+    assert node.infer("alice/m", {"X": IRIS}).manifest == first
+    second = node.hub.publish(
+        sklearn_model("breast_cancer"), repository="alice/m", version="2", signer=alice
+    )
+    wide = np.zeros((1, 30), dtype=np.float32)
+    assert node.infer("alice/m", {"X": wide}).manifest == second
+    assert node.infer("alice/m@1", {"X": IRIS}).manifest == first
+    assert node.infer(first.model, {"X": IRIS}).manifest == first
+
+
+def test_concurrent_requests_share_checkpoints(node: Node, alice: note.Signer) -> None:
+    node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    bundles: list[Bundle] = []
+    lock = threading.Lock()
+
+    def caller() -> None:
+        for _ in range(10):
+            result = node.infer("alice/iris", {"X": IRIS})
+            with lock:
+                bundles.append(result.bundle)
+
+    threads = [threading.Thread(target=caller) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(bundles) == 160
+    assert len({b.checkpoint for b in bundles}) < 160  # group commit shared signatures
+    verify_bundles(bundles, [node.vkey])
+
+
+def test_a_time_limit_stops_a_long_inference(tmp_path: Path, alice: note.Signer) -> None:
+    with Node(tmp_path / "node", engine=Engine(timeout=0.001)) as node:
+        model = (LIGHT / "light_inception_v2.onnx").read_bytes()
+        node.hub.publish(model, repository="alice/inception", version="1", signer=alice)
+        image = {"data_0": np.zeros((1, 3, 224, 224), dtype=np.float32)}
+        with pytest.raises(LimitExceeded, match=r"more than 0\.001 s"):
+            node.infer("alice/inception", image)
+        assert node.log.size == 0
+
+
+def test_a_tampered_model_blob_is_never_run(tmp_path: Path, alice: note.Signer) -> None:
+    with Node(tmp_path / "node") as node:
+        manifest = node.hub.publish(
+            sklearn_model("iris"), repository="alice/iris", version="1", signer=alice
+        )
+        path = node.hub.blobs.path(manifest.model)
+    path.write_bytes(path.read_bytes().replace(b"skl2onnx", b"SKL2ONNX"))
+    with Node(tmp_path / "node") as node, pytest.raises(StorageError, match="is corrupt"):
+        node.infer("alice/iris", {"X": IRIS})
+
+
+_WORKER = """
+import json, sys
+import numpy as np
+from verinfer.node import Node
+node = Node(sys.argv[1])
+x = {"X": np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)}
+with open(sys.argv[2], "a") as out:
+    while True:
+        result = node.infer("alice/iris", x)
+        out.write(result.bundle.to_json() + "\\n")
+        out.flush()
+"""
+
+
+def test_kill_9_loses_no_answered_request(tmp_path: Path, alice: note.Signer) -> None:
+    """A node killed mid-write: every bundle it answered verifies and is in the log after."""
+    data = tmp_path / "node"
+    with Hub(data / "hub") as hub:
+        hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    answered = tmp_path / "answered.jsonl"
+    for round_ in range(3):
+        process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(data), str(answered)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if answered.exists() and len(answered.read_text().splitlines()) > 20 * (round_ + 1):
+                break
+            time.sleep(0.05)
+        time.sleep(0.01 * round_)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    lines = [line for line in answered.read_text().splitlines() if line.endswith("}")]
+    assert len(lines) > 60
+    with Node(data) as node:
+        node.log.verify()
+        latest, _ = note.verify_checkpoint(node.log.signed_checkpoint, [node.vkey])
+        for line in lines:
+            bundle = Bundle.from_json(line)
+            verify_bundle(bundle, [node.vkey])
+            assert node.log.entry(bundle.index) == bundle.receipt.data
+            size = note.Checkpoint.from_text(note.parse(bundle.checkpoint)[0]).size
+            proof = node.log.consistency_proof(size, latest.size)
+            old, _ = note.verify_checkpoint(bundle.checkpoint, [node.vkey])
+            merkle.verify_consistency(size, latest.size, old.root, latest.root, proof)
+        # and it keeps serving after the crash
+        after = node.infer("alice/iris", {"X": IRIS})
+        verify_bundle(after.bundle, [node.vkey])
+    assert json.loads(lines[0])["type"] == "verinfer.bundle/v1"
+    assert (
+        tensors.map_digest({"X": IRIS[:1]}) == json.loads(json.loads(lines[0])["receipt"])["inputs"]
+    )
