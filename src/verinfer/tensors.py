@@ -56,30 +56,41 @@ _MAX_RANK = 32
 _DIGEST_PREFIX = "sha256:"
 
 
+_NAMES = {np.dtype(name): name for name in DTYPES}  # dtype.name is slow (computed in Python)
+
+
 def _dtype_name(array: np.ndarray) -> str:
-    name = array.dtype.name
+    name = _NAMES.get(array.dtype) or array.dtype.name
     if name not in DTYPES:
         raise InputError(f"unsupported tensor dtype {name!r}; supported: {', '.join(DTYPES)}")
     return name
 
 
 def _little_endian(array: np.ndarray) -> np.ndarray:
-    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and not _LITTLE):
+    order = array.dtype.byteorder
+    if order == ">" or (order == "=" and not np.little_endian):
         array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array)
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
-_LITTLE = np.little_endian
+def _digest(array: np.ndarray) -> bytes:
+    name = _dtype_name(array)
+    header = b"".join(
+        [
+            _TENSOR_DOMAIN,
+            name.encode(),
+            b"\x00",
+            struct.pack(f">I{array.ndim}Q", array.ndim, *array.shape),
+        ]
+    )
+    hasher = hashlib.sha256(header)
+    hasher.update(_little_endian(array).data)
+    return hasher.digest()
 
 
 def digest(array: np.ndarray) -> str:
     """The digest of one tensor: dtype, shape and little-endian row-major bytes."""
-    name = _dtype_name(array)
-    header = _TENSOR_DOMAIN + name.encode() + b"\x00" + struct.pack(">I", array.ndim)
-    header += b"".join(struct.pack(">Q", dim) for dim in array.shape)
-    hasher = hashlib.sha256(header)
-    hasher.update(_little_endian(array).data)
-    return _DIGEST_PREFIX + hasher.hexdigest()
+    return _DIGEST_PREFIX + _digest(array).hex()
 
 
 def map_digest(tensors: Mapping[str, np.ndarray]) -> str:
@@ -87,8 +98,7 @@ def map_digest(tensors: Mapping[str, np.ndarray]) -> str:
     hasher = hashlib.sha256(_MAP_DOMAIN + struct.pack(">I", len(tensors)))
     for name in sorted(tensors, key=lambda n: n.encode()):
         encoded = name.encode()
-        hasher.update(struct.pack(">I", len(encoded)) + encoded)
-        hasher.update(bytes.fromhex(digest(tensors[name]).removeprefix(_DIGEST_PREFIX)))
+        hasher.update(struct.pack(">I", len(encoded)) + encoded + _digest(tensors[name]))
     return _DIGEST_PREFIX + hasher.hexdigest()
 
 
@@ -258,10 +268,9 @@ def validate(
         array = tensors[name]
         if not isinstance(array, np.ndarray):
             raise InputError(f"{role} {name!r} is a {type(array).__name__}, not a numpy array")
-        if array.dtype.name != spec["dtype"]:
-            raise InputError(
-                f"{role} {name!r} has dtype {array.dtype.name}, expected {spec['dtype']}"
-            )
+        dtype = _NAMES.get(array.dtype) or array.dtype.name
+        if dtype != spec["dtype"]:
+            raise InputError(f"{role} {name!r} has dtype {dtype}, expected {spec['dtype']}")
         shape = spec["shape"]
         if shape is not None:
             if array.ndim != len(shape):

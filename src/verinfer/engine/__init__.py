@@ -10,8 +10,11 @@ differently), so the identity names that *kernel class* too.
 from __future__ import annotations
 
 import functools
+import heapq
+import itertools
 import platform
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -85,6 +88,56 @@ def load_session(model: bytes, threads: int = 1) -> ort.InferenceSession:
         raise InputError(f"ONNX Runtime cannot load the model: {message}") from exc
 
 
+class _Watchdog:
+    """One thread that sets ``terminate`` on runs past their deadline (no thread per run)."""
+
+    def __init__(self) -> None:
+        self._deadlines: list[tuple[float, int]] = []
+        self._armed: dict[int, ort.RunOptions] = {}
+        self._tickets = itertools.count()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, options: ort.RunOptions) -> int:
+        ticket = next(self._tickets)
+        with self._wakeup:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="verinfer-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._armed[ticket] = options
+            heapq.heappush(self._deadlines, (time.monotonic() + seconds, ticket))
+            if self._deadlines[0][1] == ticket:
+                self._wakeup.notify()
+        return ticket
+
+    def disarm(self, ticket: int) -> None:
+        with self._wakeup:
+            self._armed.pop(ticket, None)  # its heap entry is dropped when it comes due
+
+    def _run(self) -> None:
+        with self._wakeup:
+            while True:
+                while self._deadlines and self._deadlines[0][1] not in self._armed:
+                    heapq.heappop(self._deadlines)
+                if not self._deadlines:
+                    self._wakeup.wait()
+                    continue
+                due, ticket = self._deadlines[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._wakeup.wait(wait)
+                    continue
+                heapq.heappop(self._deadlines)
+                options = self._armed.pop(ticket, None)
+                if options is not None:
+                    options.terminate = True
+
+
+_WATCHDOG = _Watchdog()
+
+
 class Engine:
     """Runs models by CID with cached sessions; safe to call from many threads at once.
 
@@ -131,18 +184,16 @@ class Engine:
         session = self.session(model, load)
         limit = self.timeout if timeout is None else timeout
         options = ort.RunOptions()
-        timer = threading.Timer(limit, lambda: setattr(options, "terminate", True))
-        timer.start()
+        ticket = _WATCHDOG.arm(limit, options)
         try:
             values = session.run(None, dict(inputs), options)
         except Exception as exc:  # ORT's own exception types are not importable API
             if options.terminate:
-                raise LimitExceeded(
-                    f"inference took more than {limit:g} s; it was stopped"
-                ) from exc
+                message = f"inference took more than {limit:g} s; it was stopped"
+                raise LimitExceeded(message) from exc
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"the model failed on these inputs: {first}") from exc
         finally:
-            timer.cancel()
+            _WATCHDOG.disarm(ticket)
         names = [output.name for output in session.get_outputs()]
         return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}

@@ -206,10 +206,57 @@ class Manifest:
             _field(body, name, kind, what)
         if not _TIME.fullmatch(body["time"]):
             raise VerificationError(f"malformed manifest: time {body['time']!r}")
+        _check_facts(body)
         extra = set(body) - set(_FIELD_TYPES) - {"type", "repository", "version", "model"}
         if extra:
             raise VerificationError(f"malformed manifest: unknown fields {sorted(extra)!r}")
         return cls(data, body)
+
+
+_DTYPES = {
+    "float16", "float32", "float64", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64", "bool",
+}  # fmt: skip
+
+
+def _check_facts(body: Mapping[str, Any]) -> None:
+    """The nested fields of a manifest have the shapes the hub writes (not just the types)."""
+
+    def bad(name: str) -> VerificationError:
+        return VerificationError(f"malformed manifest: field {name!r} is {body[name]!r}")
+
+    for name in ("inputs", "outputs"):
+        for spec in body[name]:
+            if (
+                not isinstance(spec, dict)
+                or set(spec) != {"name", "dtype", "shape"}
+                or not isinstance(spec["name"], str)
+                or spec["dtype"] not in _DTYPES
+                or not (
+                    spec["shape"] is None
+                    or (
+                        isinstance(spec["shape"], list)
+                        and all(
+                            d is None
+                            or isinstance(d, str)
+                            or (isinstance(d, int) and not isinstance(d, bool) and d >= 0)
+                            for d in spec["shape"]
+                        )
+                    )
+                )
+            ):
+                raise bad(name)
+    if not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in body["opsets"].items()
+    ):
+        raise bad("opsets")
+    if not all(isinstance(op, str) for op in body["operators"]):
+        raise bad("operators")
+    if not all(isinstance(tag, str) and _VERSION.fullmatch(tag) for tag in body["tags"]):
+        raise bad("tags")
+    if body["determinism"].get("bit_identical") not in (True, False, None):
+        raise bad("determinism")
 
 
 _FACTS = (

@@ -302,6 +302,8 @@ class Hub:
         """
         owner, _ = check_repository(repository)
         check_version(version)
+        for tag in tags:
+            check_version(tag, "tag")  # before anything is stored
         if signer.name != owner:
             raise InputError(
                 f"repository {repository!r} belongs to owner {owner!r}, but the signing key is "

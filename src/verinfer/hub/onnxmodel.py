@@ -137,7 +137,10 @@ def _signature(values: Any, role: str, skip: set[str]) -> list[dict[str, Any]]:
             )
         tensor = value.type.tensor_type
         if tensor.elem_type not in DTYPES:
-            name = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+            try:
+                name = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+            except ValueError:  # a number ONNX itself has no name for
+                name = f"unknown type number {tensor.elem_type}"
             raise InputError(
                 f"{role} {value.name!r} has element type {name!r}; supported: "
                 f"{', '.join(DTYPES.values())}"
@@ -226,7 +229,6 @@ def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, An
     The verdict records whether every run gave bit-identical outputs, and on what engine.
     """
     rng = np.random.default_rng(PROBE_SEED)
-    feed = {spec["name"]: _probe_input(spec, rng) for spec in inputs}
     verdict: dict[str, Any] = {
         "engine": engine.identity(),
         "seed": PROBE_SEED,
@@ -234,6 +236,10 @@ def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, An
         "runs": len(PROBE_THREADS) * PROBE_REPEATS,
     }
     digests = set()
+    try:
+        feed = {spec["name"]: _probe_input(spec, rng) for spec in inputs}
+    except (ValueError, MemoryError) as exc:  # e.g. a declared input of 2**40 x 2**40
+        raise InputError(f"the model's declared inputs cannot be allocated: {exc}") from exc
     try:
         for threads in PROBE_THREADS:
             session = engine.load_session(data, threads)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from verinfer.hub.documents import parse_ref
 from verinfer.log import Log
 from verinfer.log.sequencer import Sequencer
 from verinfer.verify import MODES, Bundle, Receipt
+from verinfer.verify.bundle import check_nonce
 
 __all__ = ["DEFAULT_MAX_INPUT_BYTES", "NODE_KEY_FILE", "Node", "Result", "load_or_create_key"]
 
@@ -73,6 +75,7 @@ class Node:
         hub: Hub | None = None,
         engine: Engine | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        workers: int | None = None,
     ) -> None:
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
@@ -86,6 +89,9 @@ class Node:
         self._manifests: dict[str, Manifest] = {}  # by manifest CID: immutable
         self._names: dict[str, tuple[str | None, str]] = {}  # ref -> (history head, manifest)
         self._lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(
+            max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
+        )
 
     @property
     def vkey(self) -> str:
@@ -93,7 +99,8 @@ class Node:
         return self.signer.vkey
 
     def close(self) -> None:
-        """Commit what is queued, then close the log and the hub."""
+        """Finish what is running, commit what is queued, then close the log and the hub."""
+        self._workers.shutdown(wait=True)
         self.sequencer.close()
         self.log.close()
         if self._own_hub:
@@ -142,6 +149,26 @@ class Node:
         """Run ``model`` on ``inputs`` and return the outputs with their proof bundle."""
         if mode not in MODES:
             raise InputError(f"mode {mode!r} is not available; available: {', '.join(MODES)}")
+        check_nonce(nonce)
+        # the work runs on a few worker threads, however many callers wait: on CPython, dozens
+        # of threads running Python at once spend more CPU handing the GIL around than working
+        manifest, outputs, receipt = self._workers.submit(
+            self._compute, model, inputs, mode, nonce, timeout
+        ).result()
+        committed = self.sequencer.append(receipt.data)  # waits without holding a worker
+        bundle = Bundle(
+            receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint
+        )
+        return Result(outputs, bundle, manifest)
+
+    def _compute(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        mode: str,
+        nonce: str | None,
+        timeout: float | None,
+    ) -> tuple[Manifest, dict[str, np.ndarray], Receipt]:
         manifest = self.resolve(model)
         checked = tensors.validate(inputs, manifest.body["inputs"], max_bytes=self.max_input_bytes)
         outputs = self.engine.run(
@@ -159,11 +186,7 @@ class Node:
             time=_now(),
             nonce=nonce,
         )
-        committed = self.sequencer.append(receipt.data)
-        bundle = Bundle(
-            receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint
-        )
-        return Result(outputs, bundle, manifest)
+        return manifest, outputs, receipt
 
     def _model_bytes(self, manifest: Manifest) -> bytes:
         try:

@@ -1,0 +1,226 @@
+"""Inference benchmark: verinfer's attested pipeline against bare ONNX Runtime, in one run.
+
+Prints ratios for the targets of the verified-inference issue:
+- attested latency (digests + receipt + group commit + inclusion proof) <= 1.05x a bare
+  ``InferenceSession.run`` on squeezenet and resnet50 (the onnx package's light models), same
+  input, same session options (1 intra-op thread);
+- on iris (a few microseconds per run), 32 concurrent single-row callers: verification overhead
+  <= 50 us of CPU per inference, and throughput >= 5x the same pipeline signing and committing
+  each receipt on its own;
+- one batched request of 1,000 rows (one receipt) <= 1.10x the bare run;
+- offline verification of one bundle < 1 ms median; 10,000 bundles sharing checkpoints at
+  >= 20,000 per second.
+
+Usage: python benchmarks/bench_inference.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from verinfer import engine, note, tensors
+from verinfer.node import Node
+from verinfer.verify import Bundle, Receipt, verify_bundle, verify_bundles
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def iris_model() -> bytes:
+    from skl2onnx import to_onnx  # noqa: PLC0415 - optional, benchmark only
+    from sklearn.datasets import load_iris  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+    x, y = load_iris(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = LogisticRegression(max_iter=1000).fit(x, y)
+    return to_onnx(model, x[:1].astype(np.float32), options={"zipmap": False}).SerializeToString()
+
+
+def bare_session(data: bytes) -> ort.InferenceSession:
+    return ort.InferenceSession(data, engine.session_options(1), providers=[engine.PROVIDER])
+
+
+def median_pair(
+    bare: Callable[[], object], attested: Callable[[], object], rounds: int
+) -> tuple[float, float]:
+    """Median wall time of each, alternating calls so background noise hits both alike."""
+    for _ in range(3):
+        bare()
+        attested()
+    first, second = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        bare()
+        first.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        attested()
+        second.append(time.perf_counter() - start)
+    return statistics.median(first), statistics.median(second)
+
+
+def concurrent(calls: int, callers: int, fn: Callable[[], object]) -> tuple[float, float]:
+    """Run ``fn`` ``calls`` times from ``callers`` threads: (wall seconds, process CPU seconds)."""
+    per = calls // callers
+    barrier = threading.Barrier(callers + 1)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(per):
+            fn()
+
+    threads = [threading.Thread(target=worker) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    cpu, wall = time.process_time(), time.perf_counter()
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    args = parser.parse_args()
+    quick = args.quick
+    print(f"verinfer inference benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus,")
+    print(f"  {engine.identity()})")
+    ok = True
+    publisher = note.Signer(note.generate_key("bench")[0])
+    with tempfile.TemporaryDirectory(prefix="verinfer-bench-") as tmp, Node(tmp) as node:
+        # (1) latency on real architectures
+        for name, rounds in (("squeezenet", 5 if quick else 40), ("resnet50", 2 if quick else 12)):
+            data = (LIGHT / f"light_{name}.onnx").read_bytes()
+            manifest = node.hub.publish(
+                data, repository=f"bench/{name}", version="1", signer=publisher
+            )
+            feed = {
+                manifest.body["inputs"][0]["name"]: np.random.default_rng(0).random(
+                    (1, 3, 224, 224), dtype=np.float32
+                )
+            }
+            session = bare_session(data)
+            bare, attested = median_pair(
+                lambda s=session, f=feed: s.run(None, f),
+                lambda m=manifest.model, f=feed: node.infer(m, f),
+                rounds,
+            )
+            ratio = attested / bare
+            ok &= ratio <= 1.05
+            print(
+                f"latency {name:<10}: bare {bare * 1e3:7.2f} ms  attested {attested * 1e3:7.2f} ms"
+                f"  ratio {ratio:5.3f}x  (target <= 1.05x)"
+            )
+
+        # (2) iris, 32 concurrent single-row callers
+        data = iris_model()
+        iris = node.hub.publish(data, repository="bench/iris", version="1", signer=publisher)
+        row = {"X": np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)}
+        session = bare_session(data)
+        calls = 3_200 if quick else 32_000
+        bare_wall, bare_cpu = concurrent(calls, 32, lambda: session.run(None, row))
+        att_wall, att_cpu = concurrent(calls, 32, lambda: node.infer(iris.model, row))
+        overhead = (att_cpu - bare_cpu) / calls
+        ok &= overhead <= 50e-6
+        print(
+            f"iris, 32 callers: bare {calls / bare_wall:9,.0f}/s {bare_cpu / calls * 1e6:6.1f} us "
+            f"CPU; attested {calls / att_wall:8,.0f}/s {att_cpu / calls * 1e6:6.1f} us CPU; "
+            f"overhead {overhead * 1e6:5.1f} us CPU per inference (target <= 50)"
+        )
+        individual_lock = threading.Lock()
+
+        def one_by_one() -> None:
+            # the same pipeline, but each receipt signed and committed on its own
+            checked = tensors.validate(row, iris.body["inputs"])
+            outputs = node.engine.run(iris.model, lambda: b"", checked)
+            receipt = Receipt.create(
+                log=node.log.origin,
+                node=node.vkey,
+                model=iris.model,
+                manifest=iris.cid,
+                inputs=tensors.map_digest(checked),
+                outputs=tensors.map_digest(outputs),
+                mode="attested",
+                engine=node.engine.identity,
+                time="2026-11-25T00:00:00.000Z",
+                nonce=None,
+            )
+            with individual_lock:
+                appended = node.log.append([receipt.data])
+            node.log.inclusion_proof(appended.start, appended.end)
+
+        one_calls = calls // 10
+        one_wall, _ = concurrent(one_calls, 32, one_by_one)
+        att_rate, one_rate = calls / att_wall, one_calls / one_wall
+        ok &= att_rate / one_rate >= 5
+        print(
+            f"iris throughput: group commit {att_rate:8,.0f}/s vs a commit and signature per "
+            f"receipt {one_rate:6,.0f}/s  ratio {att_rate / one_rate:5.1f}x  (target >= 5x)"
+        )
+
+        # (3) one batched request of 1,000 rows, one receipt
+        rows = {"X": np.random.default_rng(3).random((1000, 4), dtype=np.float32)}
+        bare, attested = median_pair(
+            lambda: session.run(None, rows),
+            lambda: node.infer(iris.model, rows),
+            20 if quick else 200,
+        )
+        ratio = attested / bare
+        ok &= ratio <= 1.10
+        print(
+            f"batched 1,000 rows: bare {bare * 1e6:7.1f} us  attested {attested * 1e6:7.1f} us  "
+            f"ratio {ratio:5.2f}x  (target <= 1.10x)"
+        )
+
+        # (4) offline verification
+        results: list[Bundle] = []
+        lock = threading.Lock()
+
+        def collect() -> None:
+            bundle = node.infer(iris.model, row).bundle
+            with lock:
+                results.append(bundle)
+
+        concurrent(1_000 if quick else 10_000, 32, collect)
+        bundle = results[-1]
+        times = []
+        for _ in range(200):
+            parsed_json = bundle.to_json()
+            start = time.perf_counter()
+            verify_bundle(Bundle.from_json(parsed_json), [node.vkey])
+            times.append(time.perf_counter() - start)
+        single = statistics.median(times)
+        ok &= single < 1e-3
+        start = time.perf_counter()
+        verify_bundles(results, [node.vkey])
+        rate = len(results) / (time.perf_counter() - start)
+        ok &= rate >= 20_000
+        checkpoints = len({b.checkpoint for b in results})
+        print(
+            f"verify one bundle (parse + signature + inclusion): {single * 1e6:6.1f} us median "
+            f"(target < 1000 us)"
+        )
+        print(
+            f"verify {len(results):,} bundles ({checkpoints:,} checkpoints): {rate:9,.0f}/s "
+            f"(target >= 20,000/s)"
+        )
+    print("all targets met" if ok else "SOME TARGETS MISSED")
+    return 0 if ok or quick else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
