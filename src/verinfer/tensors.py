@@ -18,8 +18,9 @@ import hashlib
 import io
 import math
 import struct
+import zipfile
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -123,6 +124,10 @@ def decode_json(value: object, *, max_bytes: int | None = None) -> dict[str, np.
     out = {}
     total = 0
     for name, item in value.items():
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            raise InputError(f"tensor name {name!r} is not valid Unicode") from None
         if not isinstance(item, dict):
             raise InputError(f"tensor {name!r} must be an object with dtype, shape and data")
         extra = set(item) - {"dtype", "shape", "data", "base64"}
@@ -141,37 +146,65 @@ def decode_json(value: object, *, max_bytes: int | None = None) -> dict[str, np.
         if max_bytes is not None and total > max_bytes:
             raise InputError(f"tensor {name!r}: the inputs exceed {max_bytes} bytes")
         if "base64" in item:
-            try:
-                raw = base64.b64decode(item["base64"], validate=True)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"tensor {name!r}: base64 is malformed") from exc
-            if len(raw) != size:
-                raise InputError(
-                    f"tensor {name!r}: {len(raw)} bytes of data for shape {list(shape)} of "
-                    f"{dtype} ({size} bytes expected)"
-                )
-            array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
-            out[name] = array.astype(dtype, copy=True)
-            continue
-        try:
-            array = np.array(item["data"], dtype=dtype if dtype != "bool" else object)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InputError(f"tensor {name!r}: data does not fit dtype {dtype}: {exc}") from exc
-        if array.shape != shape:
-            raise InputError(
-                f"tensor {name!r}: data has shape {list(array.shape)}, declared {list(shape)}"
-            )
-        if dtype == "bool":
-            if not all(isinstance(x, bool) for x in array.flat):
-                raise InputError(f"tensor {name!r}: bool data must be true or false")
-            array = array.astype(np.bool_)
-        elif array.dtype.kind in "iu":
-            # reject silent wrap-around and float truncation: the values must be exact integers
-            original: Any = np.array(item["data"], dtype=object).reshape(-1) if count else []
-            if any(isinstance(x, bool) or not isinstance(x, int) for x in original):
-                raise InputError(f"tensor {name!r}: {dtype} data must be integers")
-        out[name] = array
+            out[name] = _from_base64(name, item["base64"], dtype, shape, size)
+        else:
+            out[name] = _from_lists(name, item["data"], dtype, shape, count)
     return out
+
+
+def _from_base64(name: str, text: object, dtype: str, shape: tuple[int, ...], size: int) -> Any:
+    try:
+        raw = base64.b64decode(text, validate=True)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"tensor {name!r}: base64 is malformed") from exc
+    if len(raw) != size:
+        raise InputError(
+            f"tensor {name!r}: {len(raw)} bytes of data for shape {list(shape)} of "
+            f"{dtype} ({size} bytes expected)"
+        )
+    if dtype == "bool" and raw.strip(b"\x00\x01"):
+        raise InputError(f"tensor {name!r}: bool bytes must be 0 or 1")
+    try:
+        array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+    except ValueError as exc:
+        raise InputError(f"tensor {name!r}: shape {list(shape)} is not representable") from exc
+    return array.astype(dtype, copy=True)
+
+
+def _from_lists(
+    name: str, data: object, dtype: str, shape: tuple[int, ...], count: int
+) -> np.ndarray:
+    if count == 0:  # nested lists cannot spell a zero dim before the last one
+        flat = np.array(data, dtype=object).reshape(-1) if isinstance(data, list) else [data]
+        if len(flat):
+            raise InputError(f"tensor {name!r}: shape {list(shape)} holds no data")
+        return np.zeros(shape, dtype=dtype)
+    try:
+        values = np.array(data, dtype=object)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"tensor {name!r}: data is not a regular nested list: {exc}") from exc
+    if values.shape != shape:
+        raise InputError(
+            f"tensor {name!r}: data has shape {list(values.shape)}, declared {list(shape)}"
+        )
+    flat = values.reshape(-1)
+    if dtype == "bool":
+        kinds: tuple[type, ...] = (bool,)
+    elif np.dtype(dtype).kind in "iu":
+        kinds = (int,)  # exact integers: no 2.0, no silent truncation
+    else:
+        kinds = (int, float)
+    if not all(type(x) in kinds for x in flat):  # type(): bools are not numbers here
+        wanted = {"bool": "true or false"}.get(dtype, "numbers" if float in kinds else "integers")
+        raise InputError(f"tensor {name!r}: data does not fit dtype {dtype}: need {wanted}")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = flat.astype(dtype).reshape(shape)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"tensor {name!r}: data does not fit dtype {dtype}: {exc}") from exc
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError(f"tensor {name!r}: data does not fit dtype {dtype}: out of range")
+    return array
 
 
 def _json_list(array: np.ndarray) -> Any:
@@ -200,36 +233,79 @@ def encode_json(tensors: Mapping[str, np.ndarray], *, raw: bool = False) -> dict
 # Binary form: .npz (a named map) or .npy (one tensor, named by the caller)
 
 
+def _read_npy(name: str, stream: IO[bytes], max_bytes: int | None) -> np.ndarray:
+    """One ``.npy`` array, its declared size checked before anything is allocated."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = fmt.read_array_header_2_0(stream)
+        if dtype.name not in DTYPES:  # also refuses object arrays: nothing is unpickled
+            why = " (malformed .npy/.npz data: Object arrays cannot be loaded)"
+            raise InputError(
+                f"tensor {name!r}: unsupported dtype {dtype.name!r}{why if dtype.hasobject else ''}"
+            )
+        size = math.prod(shape) * dtype.itemsize
+        if max_bytes is not None and size > max_bytes:
+            raise InputError(f"tensor {name!r} declares {size} bytes, above {max_bytes}")
+        raw = stream.read(size)
+        if len(raw) != size:
+            raise InputError(f"tensor {name!r}: malformed .npy/.npz data: truncated")
+        order = "F" if fortran else "C"
+        array = np.frombuffer(raw, dtype=dtype).reshape(shape, order=order)  # type: ignore[call-overload]
+        return np.asarray(array.astype(dtype.name))
+    except InputError:
+        raise
+    except Exception as exc:  # hostile headers raise anything from ValueError to SyntaxError
+        raise InputError(f"tensor {name!r}: malformed .npy/.npz data: {exc}") from exc
+
+
 def decode_binary(
     data: bytes, *, name: str | None = None, max_bytes: int | None = None
 ) -> dict[str, np.ndarray]:
-    """Named tensors from ``.npz`` bytes, or one ``.npy`` tensor called ``name``."""
+    """Named tensors from ``.npz`` bytes, or one ``.npy`` tensor called ``name``.
+
+    Sizes declared in headers (and the uncompressed sizes of ``.npz`` members) count against
+    ``max_bytes`` before anything is read; pickles are never loaded.
+    """
     if max_bytes is not None and len(data) > max_bytes:
         raise InputError(f"the tensor file is {len(data)} bytes, above the limit of {max_bytes}")
-    try:
-        loaded = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"malformed .npy/.npz data: {exc}") from exc
-    if isinstance(loaded, np.ndarray):
+    if data.startswith(b"\x93NUMPY"):
         if name is None:
             raise InputError("a .npy file holds one unnamed tensor: give its input name")
-        arrays = {name: loaded}
-    else:
-        with loaded:
-            try:
-                arrays = {key: loaded[key] for key in loaded.files}
-            except (ValueError, OSError, EOFError) as exc:
-                raise InputError(f"malformed .npz data: {exc}") from exc
-    for key, array in arrays.items():
-        if array.dtype.name not in DTYPES:
-            raise InputError(f"tensor {key!r}: unsupported dtype {array.dtype.name!r}")
+        return {name: _read_npy(name, io.BytesIO(data), max_bytes)}
+    arrays = {}
+    total = 0
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise InputError(f"member {info.filename!r} of the .npz is not a .npy")
+                key = info.filename.removesuffix(".npy")
+                total += info.file_size
+                if max_bytes is not None and total > max_bytes:
+                    raise InputError(f"the .npz holds more than {max_bytes} bytes: above the limit")
+                with archive.open(info) as member:
+                    arrays[key] = _read_npy(key, member, max_bytes)
+    except InputError:
+        raise
+    except Exception as exc:  # BadZipFile, NotImplementedError, zlib errors, ...
+        raise InputError(f"malformed .npy/.npz data: {exc}") from exc
+    if not arrays:
+        raise InputError("the .npz holds no tensors")
     return arrays
 
 
 def encode_binary(tensors: Mapping[str, np.ndarray]) -> bytes:
     """The ``.npz`` bytes of a named map (uncompressed, no pickles)."""
     buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **dict(tensors))
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, array in tensors.items():
+            _dtype_name(array)
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 
@@ -258,6 +334,9 @@ def validate(
             f"{role}s do not match the model: missing {missing!r}, unexpected {unexpected!r} "
             f"(expected {expected!r})"
         )
+    for name, array in tensors.items():
+        if not isinstance(array, np.ndarray):
+            raise InputError(f"{role} {name!r} is a {type(array).__name__}, not a numpy array")
     total = sum(int(array.nbytes) for array in tensors.values())
     if max_bytes is not None and total > max_bytes:
         raise InputError(f"the {role}s are {total} bytes, above the limit of {max_bytes}")
