@@ -13,8 +13,9 @@ import rfc8785
 
 from verinfer.errors import InputError, VerificationError
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "dumps_flat", "loads"]
 
+_STRING_OR_NULL = (str, type(None))
 _SAFE_INTEGER = 2**53 - 1  # I-JSON: larger integer literals are doubles (RFC 8785 §3.2.2.3)
 
 
@@ -64,6 +65,18 @@ def _reject_constant(name: str) -> Any:
 def _number(literal: str) -> int | float:
     value = int(literal)
     return value if -_SAFE_INTEGER <= value <= _SAFE_INTEGER else float(literal)
+
+
+def dumps_flat(value: dict[str, str | None]) -> bytes:
+    """:func:`dumps` of a flat object of ASCII keys and string or null values (a receipt),
+    without the general type walk: the hot path of every inference."""
+    for key, item in value.items():
+        if not key.isascii() or type(item) not in _STRING_OR_NULL:
+            return dumps(value)
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return dumps(value)  # a lone surrogate: let rfc8785 report it
 
 
 def loads(data: bytes) -> Any:

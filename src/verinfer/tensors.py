@@ -372,5 +372,7 @@ def validate(
         if not allow_nan and array.dtype.kind == "f" and not np.isfinite(array).all():
             where = np.argwhere(~np.isfinite(array))[0].tolist()
             raise InputError(f"{role} {name!r} holds NaN or infinity at index {where}")
+        if array.dtype.byteorder == ">":  # what runs is what is hashed: native order
+            array = array.astype(array.dtype.newbyteorder("<"))
         out[name] = array
     return out

@@ -88,6 +88,13 @@ def load_session(model: bytes, threads: int = 1) -> ort.InferenceSession:
         raise InputError(f"ONNX Runtime cannot load the model: {message}") from exc
 
 
+def _native(array: np.ndarray) -> np.ndarray:
+    """ONNX Runtime reads raw bytes as native order: swap big-endian arrays first."""
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and not np.little_endian):
+        return array.astype(array.dtype.newbyteorder("<"))
+    return array
+
+
 class _Watchdog:
     """One thread that sets ``terminate`` on runs past their deadline (no thread per run)."""
 
@@ -186,7 +193,7 @@ class Engine:
         options = ort.RunOptions()
         ticket = _WATCHDOG.arm(limit, options)
         try:
-            values = session.run(None, dict(inputs), options)
+            values = session.run(None, {k: _native(v) for k, v in inputs.items()}, options)
         except Exception as exc:  # ORT's own exception types are not importable API
             if options.terminate:
                 message = f"inference took more than {limit:g} s; it was stopped"

@@ -9,6 +9,7 @@ must be the repository's owner. See docs/PROTOCOL.md §8.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ MANIFEST_TYPE = "verinfer.manifest/v1"
 CHANGE_TYPE = "verinfer.repository-change/v1"
 _PART = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def now() -> str:
@@ -124,7 +125,7 @@ class Manifest:
     data: bytes
     body: dict[str, Any] = field(repr=False)
 
-    @property
+    @functools.cached_property
     def cid(self) -> str:
         """The manifest's CID."""
         return cid.compute(self.data)
@@ -301,7 +302,7 @@ class Change:
     data: bytes
     body: dict[str, Any] = field(repr=False)
 
-    @property
+    @functools.cached_property
     def cid(self) -> str:
         """The change's CID; the next change names it as ``prev``."""
         return cid.compute(self.data)

@@ -9,12 +9,13 @@ answer carries its inclusion proof against a signed checkpoint that covers it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,17 @@ def load_or_create_key(data: Path, name: str) -> note.Signer:
     return note.Signer(path.read_text().strip())
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
-    moment = datetime.now(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """UTC now as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (the seconds part is formatted once a second)."""
+    global _second  # noqa: PLW0603 - a one-entry cache; a race only recomputes it
+    now = time.time()
+    whole = int(now)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
+    return f"{_second[1]}{int((now - whole) * 1000):03d}Z"
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,29 @@ class Node:
             self._compute, model, inputs, mode, nonce, timeout
         ).result()
         committed = self.sequencer.append(receipt.data)  # waits without holding a worker
+        bundle = Bundle(
+            receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint
+        )
+        return Result(outputs, bundle, manifest)
+
+    async def ainfer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str = "attested",
+        nonce: str | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """:meth:`infer` for asyncio callers: the event loop never blocks on the work."""
+        if mode not in MODES:
+            raise InputError(f"mode {mode!r} is not available; available: {', '.join(MODES)}")
+        check_nonce(nonce)
+        loop = asyncio.get_running_loop()
+        manifest, outputs, receipt = await loop.run_in_executor(
+            self._workers, self._compute, model, inputs, mode, nonce, timeout
+        )
+        committed = await asyncio.wrap_future(self.sequencer.submit(receipt.data))
         bundle = Bundle(
             receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint
         )

@@ -25,7 +25,7 @@ BUNDLE_TYPE = "verinfer.bundle/v1"
 MODES = ("attested",)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 MAX_BUNDLE_BYTES = 1 << 20
 
 
@@ -41,6 +41,14 @@ def _parse_json(data: str | bytes, what: str) -> Any:
         return json.loads(data, object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError) as exc:
         raise VerificationError(f"malformed {what}: {exc}") from exc
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_nonce(nonce: object) -> str | None:
@@ -87,7 +95,7 @@ class Receipt:
         nonce: str | None,
     ) -> Receipt:
         """A new receipt; its bytes are the RFC 8785 form."""
-        body = {
+        body: dict[str, str | None] = {
             "type": RECEIPT_TYPE,
             "log": log,
             "node": node,
@@ -100,7 +108,7 @@ class Receipt:
             "time": time,
             "nonce": check_nonce(nonce),
         }
-        return cls(canonical.dumps(body), body)
+        return cls(canonical.dumps_flat(body), dict(body))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Receipt:
@@ -173,7 +181,12 @@ class Bundle:
         Parsing checks the structure only; :func:`verinfer.verify.verify_bundle` checks the
         proofs and signatures.
         """
-        if isinstance(data, str | bytes) and len(data) > MAX_BUNDLE_BYTES:
+        if isinstance(data, str):
+            try:
+                data = data.encode()
+            except UnicodeEncodeError as exc:
+                raise VerificationError("malformed bundle: not valid Unicode") from exc
+        if isinstance(data, bytes) and len(data) > MAX_BUNDLE_BYTES:
             raise VerificationError(f"malformed bundle: larger than {MAX_BUNDLE_BYTES} bytes")
         value = data if isinstance(data, dict) else _parse_json(data, "bundle")
         expected = {"type", "receipt", "index", "proof", "checkpoint", "cosignatures", "evidence"}
@@ -196,16 +209,23 @@ class Bundle:
                 raw = base64.b64decode(item, validate=True)
             except (TypeError, ValueError, binascii.Error) as exc:
                 raise VerificationError(f"malformed bundle: proof hash {position}") from exc
-            if len(raw) != 32:
-                raise VerificationError(f"malformed bundle: proof hash {position} is not 32 bytes")
+            if len(raw) != 32 or base64.b64encode(raw).decode() != item:
+                raise VerificationError(
+                    f"malformed bundle: proof hash {position} is not 32 bytes in canonical base64"
+                )
             hashes.append(raw)
         if not isinstance(value["checkpoint"], str):
             raise VerificationError("malformed bundle: checkpoint must be a signed note")
         cosignatures = value["cosignatures"]
-        if not isinstance(cosignatures, list) or not all(isinstance(c, str) for c in cosignatures):
+        if not isinstance(cosignatures, list) or not all(
+            isinstance(c, str) and c.removesuffix("\n").isprintable() and _encodable(c)
+            for c in cosignatures
+        ):
             raise VerificationError("malformed bundle: cosignatures must be a list of lines")
-        if not isinstance(value["evidence"], dict):
-            raise VerificationError("malformed bundle: evidence must be an object")
+        if value["evidence"] != {}:  # no mode defines evidence yet: nothing unchecked rides along
+            raise VerificationError("malformed bundle: evidence must be empty for attested mode")
+        if not _encodable(value["receipt"]):
+            raise VerificationError("malformed bundle: the receipt is not valid Unicode")
         return cls(
             Receipt.from_bytes(value["receipt"].encode()),
             index,
