@@ -29,7 +29,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(SOURCES)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_log.py
+	$(BIN)/python benchmarks/bench_log.py; \
+		status=$$?; $(BIN)/python benchmarks/bench_inference.py || status=1; exit $$status
 
 system-deps:
 	scripts/install-system-deps

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a verification or operation failed (reason on stderr), 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -236,31 +237,22 @@ def model_publish(  # noqa: PLR0917 - a typer command: its options
 ) -> None:
     """Check a model, store it by content and publish a signed manifest for it."""
     signer = keys.load(key)
-    progress = _progress(file.stat().st_size, "storing")
-    with _hub(hub) as store:
-        if progress is None:
-            manifest = store.publish(
-                file,
-                repository=name,
-                version=version,
-                signer=signer,
-                description=description,
-                license=license,
-                tags=tuple(tag or ()),
-            )
-        else:
-            with progress:
-                task = progress.add_task("store", total=file.stat().st_size)
-                manifest = store.publish(
-                    file,
-                    repository=name,
-                    version=version,
-                    signer=signer,
-                    description=description,
-                    license=license,
-                    tags=tuple(tag or ()),
-                    progress=lambda n: progress.advance(task, n),
-                )
+    size = file.stat().st_size
+    progress = _progress(size, "storing")
+    with _hub(hub) as store, progress or contextlib.nullcontext():
+        task = progress.add_task("store", total=size) if progress else None
+        manifest = store.publish(
+            file,
+            repository=name,
+            version=version,
+            signer=signer,
+            description=description,
+            license=license,
+            tags=tuple(tag or ()),
+            progress=(lambda n: progress.advance(task, n))
+            if progress and task is not None
+            else None,
+        )
     out.print(f"published {manifest.repository}@{manifest.version}")
     out.print(f"model     {manifest.model}")
     out.print(f"manifest  {manifest.cid}")

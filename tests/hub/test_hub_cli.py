@@ -114,3 +114,36 @@ def test_refusals_name_the_problem(home: Path, tmp_path: Path) -> None:
     assert "no repository 'alice/nothing'" in missing.stderr
     usage = run(home, "model", "publish", str(tmp_path / "absent.onnx"), "--name", "alice/x")
     assert usage.returncode == 2
+
+
+def test_a_large_model_shows_progress_and_round_trips(home: Path, tmp_path: Path) -> None:
+    """Above 4 MiB the CLI streams with a progress bar; the bytes come back identical."""
+    import numpy as np  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    weights = np.random.default_rng(0).standard_normal((1, 1_500_000)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "large",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1_500_000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1_500_000])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "large.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert path.stat().st_size > 4 << 20
+    assert run(home, "key", "generate", "--name", "alice").returncode == 0
+    published = run(home, "model", "publish", str(path), "--name", "alice/large", "--version", "1")
+    assert published.returncode == 0, published.stderr
+    assert "storing" in published.stderr  # the progress bar (on stderr, off stdout)
+    shown = run(home, "model", "show", "alice/large")
+    assert "1,500,000" in shown.stdout  # parameters
+    out = tmp_path / "back.onnx"
+    pulled = run(
+        home, "model", "pull", "alice/large", "--from", str(home / "hub"),
+        "--hub", str(tmp_path / "mirror"), "--output", str(out),
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    assert out.read_bytes() == path.read_bytes()

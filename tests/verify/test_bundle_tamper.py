@@ -990,7 +990,8 @@ def test_lone_surrogate_is_malformed_or_a_hint(world: World) -> None:
 
 
 def test_receipt_with_a_lone_surrogate_is_malformed(world: World) -> None:
-    # Regression (fixed) (src/verinfer/verify/bundle.py:210): JSON may spell a lone surrogate ("\ud800"); in the
+    # Regression, fixed:
+    # (src/verinfer/verify/bundle.py:210): JSON may spell a lone surrogate ("\ud800"); in the
     # receipt string, Bundle.from_json calls value["receipt"].encode(), which raises
     # UnicodeEncodeError instead of VerificationError("malformed receipt ..."), so a caller that
     # catches VerificationError (verify CLI, SDK) crashes on this hostile bundle.
@@ -1028,7 +1029,8 @@ def test_size_limit_in_bytes(world: World) -> None:
 
 @pytest.mark.parametrize("fill", ["x", "😀"])
 def test_size_limit_counts_bytes_of_text_too(world: World, fill: str) -> None:
-    # Regression (fixed) (src/verinfer/verify/bundle.py:176): for a str the limit compares len(data), the number
+    # Regression, fixed:
+    # (src/verinfer/verify/bundle.py:176): for a str the limit compares len(data), the number
     # of code points, with MAX_BUNDLE_BYTES, so a str bundle of up to 4 MiB of UTF-8 (and one of
     # 1 MiB + 2 bytes here: the checkpoint's em dash) passes the "1048576 bytes" limit that the
     # same bundle as bytes fails. Fix: measure len(data.encode()) (or encode first).
@@ -1059,7 +1061,8 @@ def test_bundle_extra_field(world: World, extra: str) -> None:
 
 
 def test_receipt_time_must_be_ascii_digits(world: World) -> None:
-    # Regression (fixed) (src/verinfer/verify/bundle.py:28): _TIME uses \d, which in a str pattern matches every
+    # Regression, fixed:
+    # (src/verinfer/verify/bundle.py:28): _TIME uses \d, which in a str pattern matches every
     # Unicode decimal digit, so Receipt.from_bytes accepts a time of full-width or Arabic-Indic
     # digits that is not the documented YYYY-MM-DDTHH:MM:SS.mmmZ. Fix: [0-9] or re.ASCII.
     # (No bypass: such a receipt still has to be in the signed log, so only a node can write it.)
@@ -1192,7 +1195,8 @@ def test_same_values_in_another_memory_layout_verify(world: World) -> None:
 
 
 def test_big_endian_inputs_reexecute_like_native_ones(world: World) -> None:
-    # Regression (fixed) (src/verinfer/engine/__init__.py:189): Engine.run hands arrays to ONNX Runtime as they
+    # Regression, fixed:
+    # (src/verinfer/engine/__init__.py:189): Engine.run hands arrays to ONNX Runtime as they
     # are, and ORT reads a big-endian float32 array's bytes as little-endian. The digests are over
     # values (tensors.digest converts to little-endian), so step 4 accepts ">f4" inputs with the
     # right values, and then step 6 computes on garbage and rejects a genuine bundle. The node
@@ -1205,7 +1209,8 @@ def test_big_endian_inputs_reexecute_like_native_ones(world: World) -> None:
 
 
 def test_node_answers_big_endian_inputs_like_native_ones(world: World, other_node: Node) -> None:
-    # Regression (fixed) (same cause: src/verinfer/engine/__init__.py:189, reached from Node.infer; a ">f4" array
+    # Regression, fixed:
+    # (same cause: src/verinfer/engine/__init__.py:189, reached from Node.infer; a ">f4" array
     # passes tensors.validate, whose dtype check compares dtype.name, and tensors.decode_binary
     # keeps the byte order of an uploaded .npy): the node logs a receipt whose inputs digest names
     # the given values but whose outputs were computed from byte-swapped ones - a false statement

@@ -26,7 +26,7 @@ from verinfer.errors import InputError, NotFound
 from verinfer.hub import Hub, Manifest
 from verinfer.hub.documents import parse_ref
 from verinfer.log import Log
-from verinfer.log.sequencer import Sequencer
+from verinfer.log.sequencer import Committed, Sequencer
 from verinfer.verify import MODES, Bundle, Receipt
 from verinfer.verify.bundle import check_nonce
 
@@ -57,6 +57,16 @@ def _now() -> str:
     if _second[0] != whole:
         _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
     return f"{_second[1]}{int((now - whole) * 1000):03d}Z"
+
+
+def _check_request(mode: str, nonce: str | None) -> None:
+    if mode not in MODES:
+        raise InputError(f"mode {mode!r} is not available; available: {', '.join(MODES)}")
+    check_nonce(nonce)
+
+
+def _bundle(receipt: Receipt, committed: Committed) -> Bundle:
+    return Bundle(receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -156,19 +166,14 @@ class Node:
         timeout: float | None = None,
     ) -> Result:
         """Run ``model`` on ``inputs`` and return the outputs with their proof bundle."""
-        if mode not in MODES:
-            raise InputError(f"mode {mode!r} is not available; available: {', '.join(MODES)}")
-        check_nonce(nonce)
+        _check_request(mode, nonce)
         # the work runs on a few worker threads, however many callers wait: on CPython, dozens
         # of threads running Python at once spend more CPU handing the GIL around than working
         manifest, outputs, receipt = self._workers.submit(
             self._compute, model, inputs, mode, nonce, timeout
         ).result()
         committed = self.sequencer.append(receipt.data)  # waits without holding a worker
-        bundle = Bundle(
-            receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint
-        )
-        return Result(outputs, bundle, manifest)
+        return Result(outputs, _bundle(receipt, committed), manifest)
 
     async def ainfer(
         self,
@@ -180,18 +185,13 @@ class Node:
         timeout: float | None = None,
     ) -> Result:
         """:meth:`infer` for asyncio callers: the event loop never blocks on the work."""
-        if mode not in MODES:
-            raise InputError(f"mode {mode!r} is not available; available: {', '.join(MODES)}")
-        check_nonce(nonce)
+        _check_request(mode, nonce)
         loop = asyncio.get_running_loop()
         manifest, outputs, receipt = await loop.run_in_executor(
             self._workers, self._compute, model, inputs, mode, nonce, timeout
         )
         committed = await asyncio.wrap_future(self.sequencer.submit(receipt.data))
-        bundle = Bundle(
-            receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint
-        )
-        return Result(outputs, bundle, manifest)
+        return Result(outputs, _bundle(receipt, committed), manifest)
 
     def _compute(
         self,
