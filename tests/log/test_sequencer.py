@@ -50,16 +50,12 @@ def test_concurrent_entries_share_checkpoints(log_location: str, signer: note.Si
         for entry, (index, size, signed, proof) in results.items():
             checkpoint, _ = note.verify_checkpoint(signed, [signer.vkey])
             assert checkpoint.size == size > index
-            merkle.verify_inclusion(
-                merkle.leaf_hash(entry), index, size, proof, checkpoint.root
-            )
+            merkle.verify_inclusion(merkle.leaf_hash(entry), index, size, proof, checkpoint.root)
             assert log.entry(index) == entry
         log.verify()
 
 
-def test_close_commits_what_is_queued_and_refuses_more(
-    tmp_path: Path, signer: note.Signer
-) -> None:
+def test_close_commits_what_is_queued_and_refuses_more(tmp_path: Path, signer: note.Signer) -> None:
     with Log.open(tmp_path, signer) as log:
         sequencer = Sequencer(log)
         futures = [sequencer.submit(b"queued %d" % i) for i in range(100)]
