@@ -315,13 +315,16 @@ def verify_inclusion(
     """
     _check_hash(leaf_hash, "leaf hash")
     _check_hash(root, "root")
-    _check_proof(proof)
+    if not isinstance(proof, list | tuple):
+        raise VerificationError(f"a proof is a list of hashes, got {type(proof).__name__}")
     if not 0 <= index < size:
         raise VerificationError(f"leaf index {index!r} is outside a tree of size {size!r}")
     fn, sn = index, size - 1
     acc = leaf_hash
     sha256 = _sha256
-    for element in proof:
+    for element in proof:  # each element is checked as it is used (one pass: this is hot)
+        if type(element) is not bytes or len(element) != HASH_SIZE:
+            raise VerificationError(f"proof hash must be {HASH_SIZE} bytes, got {element!r}")
         if sn == 0:
             raise VerificationError(f"inclusion proof too long: {len(proof)} hashes")
         if fn & 1 or fn == sn:

@@ -21,6 +21,7 @@ from verinfer.log.postgres import PostgresStore
 from verinfer.log.sqlite import SqliteStore
 from verinfer.log.store import SCHEMA_VERSION, Store
 from verinfer.log.tiles import (
+    FULL_SIBLINGS,
     TILE_HEIGHT,
     TILE_WIDTH,
     Frontier,
@@ -350,7 +351,10 @@ class Log:
             stored = cached.get(key)
             if stored is None:
                 return None
-            proof += siblings(stored, TILE_WIDTH, position, rows)
+            if rows == TILE_HEIGHT:  # cached tiles are full and length-checked: gather at once
+                proof += FULL_SIBLINGS[position](stored)
+            else:
+                proof += siblings(stored, TILE_WIDTH, position, rows)
             try:  # noqa: SIM105 - as in _LRU.get
                 cached.move_to_end(key)
             except KeyError:  # evicted meanwhile: it only loses its refresh

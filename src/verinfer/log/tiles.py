@@ -21,6 +21,7 @@ from verinfer.errors import InputError, StorageError
 from verinfer.merkle import HASH_SIZE
 
 __all__ = [
+    "FULL_SIBLINGS",
     "TILE_HEIGHT",
     "TILE_WIDTH",
     "Frontier",
@@ -72,7 +73,8 @@ def _siblings_getter(position: int) -> Callable[[bytes], tuple[bytes, ...]]:
     return operator.itemgetter(*(slice(offset, offset + HASH_SIZE) for offset in offsets))
 
 
-_FULL_SIBLINGS = [_siblings_getter(position) for position in range(TILE_WIDTH)]
+FULL_SIBLINGS = [_siblings_getter(position) for position in range(TILE_WIDTH)]
+"""``FULL_SIBLINGS[p](stored)``: the eight siblings of position ``p``'s path in a full tile."""
 _FULL_SIZE = stored_size(TILE_WIDTH)
 
 
@@ -83,7 +85,7 @@ def siblings(stored: bytes, width: int, position: int, rows: int) -> list[bytes]
     inclusion proof, so for a full tile it is one C-level gather of eight slices.
     """
     if rows == TILE_HEIGHT and width == TILE_WIDTH and len(stored) == _FULL_SIZE:
-        return list(_FULL_SIBLINGS[position](stored))
+        return list(FULL_SIBLINGS[position](stored))
     out = []
     for row in range(rows):
         sibling = (position >> row) ^ 1
