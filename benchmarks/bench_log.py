@@ -15,6 +15,7 @@ Usage: python benchmarks/bench_log.py [--entries 1000000] [--quick]
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import sys
@@ -41,9 +42,17 @@ def receipt(i: int) -> bytes:
     )
 
 
+BENCH_SKEY, _ = note.generate_key("bench.verinfer.example/log")
+
+
 def signer() -> note.Signer:
     skey, _ = note.generate_key("bench.verinfer.example/log")
     return note.Signer(skey)
+
+
+def signer_for_bench() -> note.Signer:
+    """The key of the proof benchmark's log; child processes get it through the environment."""
+    return note.Signer(os.environ.setdefault("VERINFER_BENCH_SKEY", BENCH_SKEY))
 
 
 def append_pymerkle(path: Path, batches: list[list[bytes]]) -> float:
@@ -95,75 +104,81 @@ def mean_time(fn: Callable[[int], object], args: list[int]) -> float:
     return (time.perf_counter() - start) / len(args)
 
 
+PHASES = ("cold", "filling", "steady")
+
+
+def measure(
+    system: str, path: str, entries: int, calls: int, warmup: int, steady: int
+) -> dict[str, list[float]]:
+    """One system's proof timings, in a process of its own (so neither pays for the other's
+    heap): a cold pass right after opening the built store; a short warm-up (pymerkle caches
+    subroots, verinfer caches full tiles) and a pass while the caches still fill; a long warm-up
+    to the caches' steady state (all 3,924 tiles of a 1M log fit verinfer's 64 MiB cache) and the
+    steady pass. Arguments come from the same seed for both systems."""
+    if system == "pymerkle":
+        tree = SqliteTree(path)
+        calls_for = {
+            "inclusion": lambda i: tree.prove_inclusion(i + 1, entries),
+            "consistency": lambda m: tree.prove_consistency(m, entries),
+        }
+    else:
+        log = Log.open(path, signer_for_bench())
+        calls_for = {
+            "inclusion": lambda i: log.inclusion_proof(i, entries),
+            "consistency": lambda m: log.consistency_proof(m, entries),
+        }
+    rng = random.Random(SEED)
+    out = {}
+    for name, call in calls_for.items():
+        low = 0 if name == "inclusion" else 1
+
+        def args(count: int, low: int = low) -> list[int]:
+            return [rng.randrange(low, entries) for _ in range(count)]
+
+        cold = mean_time(call, args(calls))
+        mean_time(call, args(warmup))
+        filling = mean_time(call, args(calls))
+        mean_time(call, args(steady))
+        out[name] = [cold, filling, mean_time(call, args(calls))]
+    return out
+
+
 def bench_proofs(
     workdir: Path, entries: int, calls: int, warmup: int, steady_warmup: int
 ) -> tuple[float, float, float]:
-    rng = random.Random(SEED)
     build = 10_000
     tree = SqliteTree(str(workdir / "pm-big.db"))
-    log = Log.open(workdir / "vi-big", signer())
+    log = Log.open(workdir / "vi-big", signer_for_bench())
     for start in range(0, entries, build):
         batch = [receipt(i) for i in range(start, min(entries, start + build))]
         tree.append_entries(batch)
         log.append(batch)
     assert tree.get_root(entries) == log.root(entries), "the two logs disagree on the root"
+    index = random.Random(SEED).randrange(entries)
+    proof = log.inclusion_proof(index, entries)
+    leaf, root = log.leaf_hash(index), log.root(entries)
+    tree.close()
+    log.close()
+    del tree
 
-    def indices(count: int) -> list[int]:
-        return [rng.randrange(entries) for _ in range(count)]
-
-    def sizes(count: int) -> list[int]:
-        return [rng.randrange(1, entries) for _ in range(count)]
-
+    timings = {}
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        for system, path in (("pymerkle", "pm-big.db"), ("verinfer", "vi-big")):
+            timings[system] = pool.apply(
+                measure,
+                (system, str(workdir / path), entries, calls, warmup, steady_warmup),
+            )
     results = {}
-    for name, pm_call, vi_call, gen, target in (
-        (
-            "inclusion",
-            lambda i: tree.prove_inclusion(i + 1, entries),
-            lambda i: log.inclusion_proof(i, entries),
-            indices,
-            50,
-        ),
-        (
-            "consistency",
-            lambda s: tree.prove_consistency(s, entries),
-            lambda s: log.consistency_proof(s, entries),
-            sizes,
-            5,
-        ),
-    ):
-        # The same protocol for both, default settings: a cold pass right after building; then a
-        # short warm-up (pymerkle caches subroots, verinfer caches full tiles) and a measured pass
-        # while the caches still fill; then a long warm-up that brings both caches to their
-        # steady state (all of verinfer's 3,924 tiles of a 1M log fit its 64 MiB cache) and the
-        # measured steady pass. Every pass draws fresh random arguments.
-        timings = {}
-        for label, call in (("pymerkle", pm_call), ("verinfer", vi_call)):
-            cold = mean_time(call, gen(calls))
-            mean_time(call, gen(warmup))
-            filling = mean_time(call, gen(calls))
-            mean_time(call, gen(steady_warmup))
-            timings[label] = (cold, filling, mean_time(call, gen(calls)))
-        ratios = [p / v for p, v in zip(timings["pymerkle"], timings["verinfer"], strict=True)]
-        print(
-            f"{name} proof at {entries:,} (target >= {target}x): pymerkle / verinfer in us\n"
-            + "".join(
-                f"  {phase:<8} {pm * 1e6:9.1f} / {vi * 1e6:6.1f}  ratio {ratio:6.1f}x\n"
-                for phase, pm, vi, ratio in zip(
-                    ("cold", "filling", "steady"),
-                    timings["pymerkle"],
-                    timings["verinfer"],
-                    ratios,
-                    strict=True,
-                )
-            ),
-            end="",
-        )
+    for name, target in (("inclusion", 50), ("consistency", 5)):
+        pm, vi = timings["pymerkle"][name], timings["verinfer"][name]
+        ratios = [p / v for p, v in zip(pm, vi, strict=True)]
+        print(f"{name} proof at {entries:,} (target >= {target}x): pymerkle / verinfer in us")
+        for phase, p, v, ratio in zip(PHASES, pm, vi, ratios, strict=True):
+            print(f"  {phase:<8} {p * 1e6:9.1f} / {v * 1e6:6.1f}  ratio {ratio:6.1f}x")
         results[name] = min(ratios[0], ratios[2])
 
     # proof verification, one core
-    index = rng.randrange(entries)
-    proof = log.inclusion_proof(index, entries)
-    leaf, root = log.leaf_hash(index), log.root(entries)
     elapsed = mean_time(
         lambda _: merkle.verify_inclusion(leaf, index, entries, proof, root), [0] * 100_000
     )
@@ -172,8 +187,6 @@ def bench_proofs(
         f"inclusion proof verification ({len(proof)} hashes): {rate:,.0f} per second "
         f"(target >= 50,000)"
     )
-    tree.close()
-    log.close()
     return results["inclusion"], results["consistency"], rate
 
 
