@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import verinfer
+import verinfer.hub
 import verinfer.log
-from verinfer import canonical, cid, errors, merkle, note
+import verinfer.node
+import verinfer.verify
+from verinfer import canonical, cid, errors, merkle, note, tensors
+from verinfer.hub import documents
+from verinfer.verify import bundle, verifier
 
 
 def test_the_public_contract_names_exist() -> None:
@@ -59,7 +66,21 @@ def test_exports_are_deliberate() -> None:
     assert sorted(verinfer.log.__all__) == sorted(
         ["MAX_ENTRY_BYTES", "Appended", "Log", "Store", "open_store"]
     )
-    for module in (canonical, cid, errors, merkle, note, verinfer.log):
+    assert sorted(verinfer.verify.__all__) == sorted(
+        [
+            "BUNDLE_TYPE",
+            "MODES",
+            "RECEIPT_TYPE",
+            "Bundle",
+            "Receipt",
+            "Report",
+            "verify_bundle",
+            "verify_bundles",
+        ]
+    )
+    assert sorted(verinfer.node.__all__) == ["Node", "Result", "load_or_create_key"]
+    modules = (canonical, cid, errors, merkle, note, tensors, verinfer.log, verinfer.hub)
+    for module in (*modules, verinfer.verify, verinfer.node):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.__all__ lists missing {name}"
 
@@ -67,9 +88,22 @@ def test_exports_are_deliberate() -> None:
 def test_the_pure_core_does_no_io() -> None:
     """The verification core never imports the log, the store or the network."""
     forbidden = ("sqlite3", "psycopg", "socket", "httpx", "verinfer.log", "open(")
-    for module in (canonical, cid, merkle, note):
+    for module in (canonical, cid, merkle, note, tensors, documents, bundle, verifier):
         source = inspect.getsource(module)
         for word in forbidden:
             assert f"import {word}" not in source, (module.__name__, word)
             assert f"from {word}" not in source, (module.__name__, word)
         assert " open(" not in source, module.__name__
+
+
+def test_the_verifier_loads_without_the_node_or_the_runtime() -> None:
+    """Embedding the verifier pulls in neither ONNX Runtime nor the log, the hub or a server."""
+    code = (
+        "import sys, verinfer.verify, verinfer.tensors, verinfer.hub.documents; "
+        "bad = [m for m in ('onnxruntime', 'onnx', 'sqlite3', 'psycopg', 'verinfer.log', "
+        "'verinfer.node', 'verinfer.engine') if m in sys.modules]; print(bad)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]", found.stdout
