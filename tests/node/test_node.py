@@ -220,3 +220,18 @@ def test_kill_9_loses_no_answered_request(tmp_path: Path, alice: note.Signer) ->
     assert (
         tensors.map_digest({"X": IRIS[:1]}) == json.loads(json.loads(lines[0])["receipt"])["inputs"]
     )
+
+
+def test_a_node_on_postgresql(tmp_path: Path, log_location: str, alice: note.Signer) -> None:
+    """The same pipeline with its log on each store: bundles verify and reopen consistently."""
+    with Node(tmp_path / "node", log=log_location) as node:
+        node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+        bundles = [node.infer("alice/iris", {"X": IRIS}).bundle for _ in range(5)]
+        vkey = node.vkey
+    with Node(tmp_path / "node", log=log_location) as node:
+        assert node.vkey == vkey
+        assert node.log.size == 5
+        verify_bundles(bundles, [vkey])
+        for bundle in bundles:
+            assert node.log.entry(bundle.index) == bundle.receipt.data
+        node.log.verify()
