@@ -421,6 +421,33 @@ def model_verify(
     out.print(f"[green]✓[/] {what}: every hash and signature checks out")
 
 
+# -- the node -----------------------------------------------------------------------------------
+
+node_app = typer.Typer(help="Run a verinfer node.")
+app.add_typer(node_app, name="node")
+
+
+@node_app.command("start")
+def node_start(
+    data: Annotated[
+        Path | None, typer.Option(help="node data directory (default: $VERINFER_HOME/node)")
+    ] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port")] = 8600,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    name: Annotated[str, typer.Option(help="the node key's name, on first start")] = (
+        "node.verinfer.local"
+    ),
+) -> None:
+    """Serve the HTTP API until SIGINT/SIGTERM; in-flight requests finish, the queue commits."""
+    from verinfer.node.app import serve  # noqa: PLC0415 - only the server needs FastAPI
+
+    with Node(data or keys.home() / "node", name=name) as node:
+        err.print(f"node {node.vkey}")
+        err.print(f"serving http://{host}:{port} (log size {node.log.size})")
+        serve(node, host=host, port=port)
+    err.print("stopped: every answered request is committed")
+
+
 # -- inference and verification -----------------------------------------------------------------
 
 

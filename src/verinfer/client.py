@@ -1,0 +1,219 @@
+"""The Python SDK: call a node over HTTP and get answers that were verified before you see them.
+
+``Client.infer`` checks every bundle against the node keys it trusts (given explicitly, or
+recorded on first use in ``$VERINFER_HOME/known_nodes.json``) and that the receipt carries the
+nonce it sent; a user never receives an unverified answer by accident. HTTP failures become
+verinfer errors at one boundary (:meth:`Client._request`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from verinfer import keys, note, tensors
+from verinfer.errors import (
+    ConflictError,
+    Error,
+    InputError,
+    LimitExceeded,
+    NotFound,
+    StorageError,
+    VerificationError,
+)
+from verinfer.verify import Bundle, verify_bundle
+
+__all__ = ["Client", "NetworkError", "Result"]
+
+
+class NetworkError(Error):
+    """The node could not be reached, or kept failing after the retries."""
+
+
+_BY_CODE: dict[str, type[Error]] = {
+    "not_found": NotFound,
+    "conflict": ConflictError,
+    "over_limit": LimitExceeded,
+    "verification_failed": VerificationError,
+    "bad_input": InputError,
+    "invalid_request": InputError,
+    "storage_unavailable": StorageError,
+}
+_RETRY_STATUS = {502, 503, 504}
+
+
+@dataclass(frozen=True)
+class Result:
+    """A verified answer: the outputs, the bundle that proves them, the manifest's CID."""
+
+    outputs: dict[str, np.ndarray]
+    bundle: Bundle
+    manifest: str
+
+
+class Client:
+    """A client of one node.
+
+    ``trusted_vkeys``: the node keys to accept. Without them, the node's key is trusted on
+    first use and pinned in ``known_nodes`` (default ``$VERINFER_HOME/known_nodes.json``); a node
+    that later answers with another key is refused.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        trusted_vkeys: Iterable[str] | None = None,
+        known_nodes: str | os.PathLike[str] | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._trusted = None if trusted_vkeys is None else list(trusted_vkeys)
+        for vkey in self._trusted or []:
+            note.VerifierKey.parse(vkey)
+        self._known = Path(known_nodes) if known_nodes else keys.home() / "known_nodes.json"
+        self._retries = retries
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self._vkey: str | None = None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the one boundary where HTTP becomes verinfer errors -------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        delay = 0.1
+        for attempt in range(self._retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                if attempt == self._retries:
+                    raise NetworkError(f"{method} {self.url}{path} failed: {exc}") from exc
+            else:
+                if response.status_code not in _RETRY_STATUS or attempt == self._retries:
+                    break
+                retry_after = response.headers.get("retry-after", "")
+                delay = float(retry_after) if retry_after.isdigit() else delay
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        if response.is_success:
+            return response
+        try:
+            body = response.json()
+            code, message = str(body["code"]), str(body["message"])
+        except (ValueError, KeyError, TypeError):
+            code, message = "http_error", response.text[:200]
+        kind = _BY_CODE.get(code, NetworkError)
+        raise kind(f"{message} (HTTP {response.status_code} from {self.url})")
+
+    # -- trust ----------------------------------------------------------------------------------
+
+    def node_vkey(self) -> str:
+        """The node's key, checked against the trusted keys or pinned on first use."""
+        if self._vkey is not None:
+            return self._vkey
+        vkey = str(self._request("GET", "/v1/node").json()["vkey"])
+        if self._trusted is not None:
+            if vkey not in self._trusted:
+                raise VerificationError(f"node {self.url} has key {vkey!r}, which is not trusted")
+        else:
+            known = self._read_known()
+            pinned = known.get(self.url)
+            if pinned is None:
+                known[self.url] = vkey
+                self._write_known(known)
+            elif pinned != vkey:
+                raise VerificationError(
+                    f"node {self.url} now presents key {vkey!r}, but {pinned!r} was pinned on "
+                    f"first use ({self._known}); remove that entry only if the change is expected"
+                )
+        self._vkey = vkey
+        return vkey
+
+    def _read_known(self) -> dict[str, str]:
+        try:
+            value = json.loads(self._known.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read known nodes {str(self._known)!r}: {exc}") from exc
+        if not isinstance(value, dict):
+            raise InputError(f"{str(self._known)!r} is not a JSON object of url -> vkey")
+        return {str(k): str(v) for k, v in value.items()}
+
+    def _write_known(self, known: dict[str, str]) -> None:
+        self._known.parent.mkdir(parents=True, exist_ok=True)
+        temp = self._known.with_suffix(".tmp")
+        temp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+        os.replace(temp, self._known)
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str = "attested",
+        nonce: str | None = None,
+    ) -> Result:
+        """Run ``model`` on the node; return outputs whose bundle has been verified here.
+
+        Raises :class:`VerificationError` if the bundle does not prove exactly these inputs and
+        outputs, under a trusted node key, with the nonce sent.
+        """
+        vkey = self.node_vkey()
+        nonce = nonce or secrets.token_hex(16)
+        body = {
+            "model": model,
+            "inputs": tensors.encode_json(inputs, raw=True),
+            "mode": mode,
+            "nonce": nonce,
+        }
+        answer = self._request("POST", "/v1/infer", json=body).json()
+        try:
+            bundle = Bundle.from_json(answer["bundle"])
+            outputs = tensors.decode_json(answer["outputs"])
+        except (KeyError, TypeError, InputError) as exc:
+            raise VerificationError(f"malformed answer from {self.url}: {exc}") from exc
+        verify_bundle(bundle, [vkey], inputs=inputs, outputs=outputs)
+        if bundle.receipt["nonce"] != nonce:
+            raise VerificationError(
+                f"the receipt carries nonce {bundle.receipt['nonce']!r}, not the {nonce!r} sent: "
+                f"a replayed answer"
+            )
+        if bundle.receipt["mode"] != mode:
+            raise VerificationError(f"asked for mode {mode!r}, got {bundle.receipt['mode']!r}")
+        return Result(outputs, bundle, str(answer.get("manifest", "")))
+
+    def models(
+        self, *, owner: str | None = None, tag: str | None = None, text: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The node's published models, newest first."""
+        params = {k: v for k, v in {"owner": owner, "tag": tag, "q": text}.items() if v}
+        found: list[dict[str, Any]] = self._request("GET", "/v1/models", params=params).json()
+        return found
+
+    def checkpoint(self) -> str:
+        """The node's latest signed checkpoint, verified against its key."""
+        signed = self._request("GET", "/v1/log/checkpoint").text
+        note.verify_checkpoint(signed, [self.node_vkey()])
+        return signed

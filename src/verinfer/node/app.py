@@ -1,0 +1,224 @@
+"""The node's HTTP API (FastAPI): inference with proof bundles, the log, the hub's read side.
+
+Every error is a JSON body ``{"code": ..., "message": ...}`` with a 4xx status (503 for a
+store or capacity failure on the node's side); the message names the bad field or value.
+"""
+
+from __future__ import annotations
+
+import base64
+import signal
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from verinfer import __version__, tensors
+from verinfer.errors import (
+    ConflictError,
+    Error,
+    InputError,
+    LimitExceeded,
+    NotFound,
+    StorageError,
+    VerificationError,
+)
+from verinfer.log.tiles import parse_path
+from verinfer.node.service import Node
+
+__all__ = ["MAX_BODY_BYTES", "create_app", "serve"]
+
+MAX_BODY_BYTES = 64 << 20
+
+_STATUS: list[tuple[type[Error], int, str]] = [
+    (NotFound, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (LimitExceeded, 503, "over_limit"),
+    (VerificationError, 422, "verification_failed"),
+    (InputError, 400, "bad_input"),
+    (StorageError, 503, "storage_unavailable"),
+]
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+class InferRequest(BaseModel):
+    """``POST /v1/infer``: a model reference, named tensors in the JSON form, a mode, a nonce."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="owner/name[@version|tag], or a model or manifest CID")
+    inputs: dict[str, Any] = Field(description="named tensors in verinfer's JSON form")
+    mode: str = Field(default="attested", description="verification mode")
+    nonce: str | None = Field(
+        default=None, description="a fresh client nonce (1-128 of A-Za-z0-9_-)"
+    )
+
+
+def create_app(node: Node, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The HTTP application serving ``node``."""
+    app = FastAPI(
+        title="verinfer node",
+        version=__version__,
+        description="Verifiable inference: every answer carries a bundle anyone can check offline.",
+    )
+
+    @app.exception_handler(Error)
+    async def _verinfer_error(_: Request, exc: Error) -> JSONResponse:
+        for kind, status, code in _STATUS:
+            if isinstance(exc, kind):
+                return _error(status, code, str(exc))
+        return _error(400, "error", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg', '')}"
+            for item in exc.errors()
+        )
+        return _error(422, "invalid_request", problems or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
+            return _error(
+                413, "body_too_large", f"request bodies are at most {max_body_bytes} bytes"
+            )
+        response: Response = await call_next(request)
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness, with the node's key and log size."""
+        return {"status": "ok", "vkey": node.vkey, "log_size": node.log.size}
+
+    @app.get("/v1/node")
+    async def identity() -> dict[str, Any]:
+        """Who this node is: its vkey, its log's origin and its engine identity."""
+        return {"vkey": node.vkey, "origin": node.log.origin, "engine": node.engine.identity}
+
+    @app.post("/v1/infer")
+    async def infer(request: InferRequest) -> dict[str, Any]:
+        """Run a model; answer the outputs and the bundle that proves the node's statement."""
+        inputs = tensors.decode_json(request.inputs, max_bytes=node.max_input_bytes)
+        result = await node.ainfer(request.model, inputs, mode=request.mode, nonce=request.nonce)
+        return {
+            "outputs": tensors.encode_json(result.outputs),
+            "bundle": result.bundle.to_dict(),
+            "manifest": result.manifest.cid,
+        }
+
+    # -- the log ------------------------------------------------------------------------------
+
+    @app.get("/v1/log/checkpoint", response_class=PlainTextResponse)
+    async def checkpoint() -> str:
+        """The latest signed checkpoint (a C2SP signed note)."""
+        return node.log.signed_checkpoint
+
+    @app.get("/v1/log/checkpoint/{size}", response_class=PlainTextResponse)
+    async def checkpoint_at(size: int) -> str:
+        """The signed checkpoint the log issued at ``size``."""
+        return node.log.checkpoint_at(size)
+
+    @app.get("/v1/log/entries/{index}")
+    async def entry(index: int) -> Response:
+        """One log entry (a receipt), checked against its leaf hash."""
+        return Response(node.log.entry(index), media_type="application/json")
+
+    @app.get("/v1/log/proof/inclusion")
+    async def inclusion(
+        index: int = Query(ge=0), size: int | None = Query(default=None, ge=0)
+    ) -> dict[str, Any]:
+        """The inclusion proof of entry ``index`` in the tree of ``size`` (default: latest)."""
+        tree = node.log.size if size is None else size
+        proof = node.log.inclusion_proof(index, tree)
+        return {
+            "index": index,
+            "size": tree,
+            "proof": [base64.b64encode(h).decode() for h in proof],
+        }
+
+    @app.get("/v1/log/proof/consistency")
+    async def consistency(
+        old: int = Query(ge=0), size: int | None = Query(default=None, ge=0)
+    ) -> dict[str, Any]:
+        """The consistency proof from ``old`` to ``size`` (default: latest)."""
+        tree = node.log.size if size is None else size
+        proof = node.log.consistency_proof(old, tree)
+        return {"old": old, "size": tree, "proof": [base64.b64encode(h).decode() for h in proof]}
+
+    @app.get("/tile/{path:path}")
+    async def tile(path: str) -> Response:
+        """C2SP tlog-tiles: ``tile/<L>/<N>[.p/<W>]`` and ``tile/entries/<N>[.p/<W>]``."""
+        level, index, width = parse_path(f"tile/{path}")
+        data = (
+            node.log.entry_bundle(index, width)
+            if level is None
+            else node.log.tile(level, index, width)
+        )
+        return Response(data, media_type="application/octet-stream")
+
+    # -- the hub (read side) --------------------------------------------------------------------
+
+    @app.get("/v1/models")
+    async def models(
+        owner: str | None = None, tag: str | None = None, q: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Published models, newest first, filtered by owner, tag or text."""
+        return [
+            {
+                "repository": m.repository,
+                "version": m.version,
+                "model": m.model,
+                "manifest": m.cid,
+                "publisher": m.publisher,
+                "description": m.body["description"],
+                "time": m.body["time"],
+            }
+            for m in node.hub.models(owner=owner, tag=tag, text=q)
+        ]
+
+    @app.get("/v1/manifests/{ref:path}")
+    async def manifest(ref: str) -> Response:
+        """A signed manifest (its exact bytes) by CID or ``owner/name[@version|tag]``."""
+        return Response(node.hub.resolve(ref).data, media_type="text/plain; charset=utf-8")
+
+    @app.get("/v1/blobs/{blob}")
+    async def blob(blob: str) -> FileResponse:
+        """A blob's bytes, hash-checked before they are served."""
+        node.hub.blobs.check(blob)
+        return FileResponse(node.hub.blobs.path(blob), media_type="application/octet-stream")
+
+    return app
+
+
+def serve(node: Node, *, host: str = "127.0.0.1", port: int = 8600) -> None:
+    """Serve ``node`` until SIGINT or SIGTERM, then return so the caller can close it.
+
+    uvicorn finishes in-flight requests, then re-raises the signal it caught; the handlers
+    installed here receive it instead of the default one, which would kill the process before
+    the node commits its queue and closes its log.
+    """
+    caught: list[int] = []
+
+    def note_signal(signum: int, _: FrameType | None) -> None:
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(create_app(node), host=host, port=port, log_level="warning")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

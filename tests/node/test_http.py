@@ -1,0 +1,319 @@
+"""The node's HTTP API and the SDK, against a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
+from hub_models import sklearn_model
+
+from verinfer import merkle, note, tensors
+from verinfer.client import Client, NetworkError
+from verinfer.errors import InputError, NotFound, VerificationError
+from verinfer.hub import Hub
+from verinfer.log.tiles import tile_path
+from verinfer.node import Node
+from verinfer.node.app import create_app
+from verinfer.verify import Bundle, verify_bundle
+
+IRIS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+
+
+class Served:
+    """A node served by uvicorn in a background thread."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        config = uvicorn.Config(
+            create_app(node, max_body_bytes=1 << 20), host="127.0.0.1", port=0, log_level="error"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path / "node") as node:
+        node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+        running = Served(node)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+@pytest.fixture
+def client(served: Served, tmp_path: Path) -> Iterator[Client]:
+    with Client(served.url, known_nodes=tmp_path / "known.json") as opened:
+        yield opened
+
+
+def test_infer_over_http_is_verified_by_the_client(served: Served, client: Client) -> None:
+    result = client.infer("alice/iris", {"X": IRIS})
+    assert result.outputs["label"].tolist() == [0, 2]
+    assert result.bundle.receipt["node"] == served.node.vkey
+    # the same bundle verifies offline for anyone holding the node's key
+    verify_bundle(Bundle.from_json(result.bundle.to_json()), [served.node.vkey], {"X": IRIS})
+    # and its receipt is in the node's log, served over HTTP too
+    entry = httpx.get(f"{served.url}/v1/log/entries/{result.bundle.index}")
+    assert entry.content == result.bundle.receipt.data
+    assert client.checkpoint().startswith(served.node.log.origin + "\n")
+
+
+def test_trust_on_first_use_pins_the_node_key(served: Served, tmp_path: Path) -> None:
+    known = tmp_path / "known.json"
+    with Client(served.url, known_nodes=known) as first:
+        first.infer("alice/iris", {"X": IRIS})
+    assert json.loads(known.read_text()) == {served.url: served.node.vkey}
+    impostor = note.generate_key("node.verinfer.local")[1]
+    known.write_text(json.dumps({served.url: impostor}))
+    with (
+        Client(served.url, known_nodes=known) as second,
+        pytest.raises(VerificationError, match="was pinned on first use"),
+    ):
+        second.infer("alice/iris", {"X": IRIS})
+    with (
+        Client(served.url, trusted_vkeys=[impostor]) as explicit,
+        pytest.raises(VerificationError, match="which is not trusted"),
+    ):
+        explicit.infer("alice/iris", {"X": IRIS})
+
+
+def _tampering(real: httpx.Client, change: object) -> httpx.MockTransport:
+    """A transport that forwards to the real node and lets ``change`` alter the answer."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        response = real.request(request.method, request.url.path, content=request.content,
+                                headers={"content-type": "application/json"})  # fmt: skip
+        if request.url.path != "/v1/infer":
+            return httpx.Response(response.status_code, content=response.content)
+        body = response.json()
+        change(body)  # type: ignore[operator]
+        return httpx.Response(200, json=body)
+
+    return httpx.MockTransport(handler)
+
+
+def _bump_output(body: dict) -> None:  # type: ignore[type-arg]
+    probabilities = tensors.decode_json(body["outputs"])["probabilities"]
+    probabilities[0, 0] = np.nextafter(probabilities[0, 0], np.float32(2))
+    body["outputs"]["probabilities"] = tensors.encode_json({"p": probabilities}, raw=True)["p"]
+
+
+def _other_nonce(body: dict) -> None:  # type: ignore[type-arg]
+    receipt = json.loads(body["bundle"]["receipt"])
+    receipt["nonce"] = "replayed"
+    body["bundle"]["receipt"] = json.dumps(receipt, sort_keys=True, separators=(",", ":"))
+
+
+def _flip_proof(body: dict) -> None:  # type: ignore[type-arg]
+    body["bundle"]["checkpoint"] = body["bundle"]["checkpoint"].replace("\n1", "\n2", 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (_bump_output, "step 5"),
+        (_other_nonce, "step 2"),  # the receipt's bytes no longer match the log
+        (_flip_proof, "step 1"),
+    ],
+)
+def test_a_tampered_answer_never_reaches_the_user(
+    served: Served, tmp_path: Path, change: object, match: str
+) -> None:
+    with (
+        httpx.Client(base_url=served.url) as real,
+        Client(
+            "http://node.test",
+            transport=_tampering(real, change),
+            known_nodes=tmp_path / "k.json",
+        ) as c,
+        pytest.raises(VerificationError, match=match),
+    ):
+        c.infer("alice/iris", {"X": IRIS})
+
+
+def test_a_replayed_answer_is_refused(served: Served, tmp_path: Path) -> None:
+    """A node (or a proxy) that answers with an old, genuine bundle is caught by the nonce."""
+    with Client(served.url, known_nodes=tmp_path / "k.json") as honest:
+        old = honest.infer("alice/iris", {"X": IRIS}, nonce="first")
+    replay = {
+        "outputs": tensors.encode_json(old.outputs),
+        "bundle": old.bundle.to_dict(),
+        "manifest": old.manifest,
+    }
+    real = httpx.Client(base_url=served.url)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/infer":
+            return httpx.Response(200, json=replay)
+        return httpx.Response(200, content=real.get(request.url.path).content)
+
+    with (
+        real,
+        Client("http://node.test", transport=httpx.MockTransport(handler),
+               known_nodes=tmp_path / "k2.json") as c,
+        pytest.raises(VerificationError, match="a replayed answer"),
+    ):  # fmt: skip
+        c.infer("alice/iris", {"X": IRIS}, nonce="second")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "match"),
+    [
+        ({"model": "alice/iris", "inputs": {}}, 400, "bad_input", "non-empty"),
+        ({"model": "alice/nothing", "inputs": {"X": {"dtype": "float32", "shape": [1, 4],
+          "data": [[1, 2, 3, 4]]}}}, 404, "not_found", "no repository 'alice/nothing'"),
+        ({"model": "alice/iris", "inputs": {"X": {"dtype": "float64", "shape": [1, 4],
+          "data": [[1, 2, 3, 4]]}}}, 400, "bad_input", "has dtype float64, expected float32"),
+        ({"model": "alice/iris", "inputs": {"X": {"dtype": "float32", "shape": [1, 4],
+          "data": [[1, 2, 3, 4]]}}, "mode": "zk"}, 400, "bad_input", "mode 'zk'"),
+        ({"model": "alice/iris"}, 422, "invalid_request", "inputs"),
+        ({"model": 3, "inputs": {}, "extra": 1}, 422, "invalid_request", "extra"),
+        ("not json", 422, "invalid_request", ""),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_json_errors_naming_the_problem(
+    served: Served, body: object, status: int, code: str, match: str
+) -> None:
+    size = served.node.log.size
+    kwargs = {"content": body} if isinstance(body, str) else {"json": body}
+    response = httpx.post(f"{served.url}/v1/infer", **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    assert match in response.json()["message"]
+    assert served.node.log.size == size  # nothing was logged
+
+
+def test_limits_and_unknown_paths_are_json_too(served: Served) -> None:
+    big = httpx.post(f"{served.url}/v1/infer", content=b"x" * (2 << 20),
+                     headers={"content-type": "application/json"})  # fmt: skip
+    assert (big.status_code, big.json()["code"]) == (413, "body_too_large")
+    missing = httpx.get(f"{served.url}/v1/nothing")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "http_error"
+    for path in ("/v1/log/entries/999", "/v1/log/checkpoint/999"):
+        response = httpx.get(served.url + path)
+        assert (response.status_code, response.json()["code"]) == (404, "not_found"), path
+    bad = httpx.get(f"{served.url}/v1/log/proof/inclusion", params={"index": 5, "size": 2})
+    assert (bad.status_code, bad.json()["code"]) == (400, "bad_input")
+    assert httpx.get(f"{served.url}/tile/../etc/passwd").status_code in (400, 404)
+    assert httpx.get(f"{served.url}/v1/blobs/not-a-cid").json()["code"] == "bad_input"
+
+
+def test_log_proofs_and_tiles_over_http(served: Served, client: Client) -> None:
+    for _ in range(3):
+        client.infer("alice/iris", {"X": IRIS})
+    size = served.node.log.size
+    signed = httpx.get(f"{served.url}/v1/log/checkpoint").text
+    checkpoint, _ = note.verify_checkpoint(signed, [served.node.vkey])
+    assert checkpoint.size == size
+    proof = httpx.get(f"{served.url}/v1/log/proof/inclusion", params={"index": 1}).json()
+    entry = httpx.get(f"{served.url}/v1/log/entries/1").content
+    merkle.verify_inclusion(
+        merkle.leaf_hash(entry), 1, size,
+        [base64.b64decode(h) for h in proof["proof"]], checkpoint.root,
+    )  # fmt: skip
+    old_signed = httpx.get(f"{served.url}/v1/log/checkpoint/1").text
+    old, _ = note.verify_checkpoint(old_signed, [served.node.vkey])
+    consistency = httpx.get(f"{served.url}/v1/log/proof/consistency", params={"old": 1}).json()
+    merkle.verify_consistency(
+        1, size, old.root, checkpoint.root, [base64.b64decode(h) for h in consistency["proof"]]
+    )
+    tile = httpx.get(f"{served.url}/{tile_path(0, 0, size)}")
+    assert tile.status_code == 200
+    assert len(tile.content) == 32 * size
+    assert tile.content[32:64] == merkle.leaf_hash(entry)
+
+
+def test_models_manifests_and_blobs_over_http(served: Served, client: Client) -> None:
+    listed = client.models(owner="alice")
+    assert [m["repository"] for m in listed] == ["alice/iris"]
+    manifest = httpx.get(f"{served.url}/v1/manifests/alice/iris@1")
+    assert manifest.status_code == 200
+    blob = httpx.get(f"{served.url}/v1/blobs/{listed[0]['model']}")
+    assert blob.content == sklearn_model("iris")
+    assert client.models(owner="bob") == []
+
+
+def test_an_unreachable_node_is_a_network_error(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with (
+        Client(f"http://127.0.0.1:{port}", retries=1, known_nodes=tmp_path / "k.json") as c,
+        pytest.raises(NetworkError, match="failed"),
+    ):
+        c.infer("alice/iris", {"X": IRIS})
+    with pytest.raises(InputError, match="malformed vkey"):
+        Client("http://127.0.0.1:1", trusted_vkeys=["not a key"])
+    assert NotFound is not NetworkError
+
+
+def test_node_start_serves_until_sigterm_and_loses_nothing(tmp_path: Path) -> None:
+    """`verinfer node start` as a real process: answers, then stops cleanly on SIGTERM."""
+    data = tmp_path / "node"
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Hub(data / "hub") as hub:
+        hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from verinfer.cli import main; main()", "node", "start",
+         "--data", str(data), "--port", str(port)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "VERINFER_HOME": str(tmp_path)},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the node did not start"
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.1)
+        with Client(url, known_nodes=tmp_path / "known.json") as c:
+            bundles = [c.infer("alice/iris", {"X": IRIS}).bundle for _ in range(5)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    skey = (data / "node.skey").read_text().strip()
+    assert skey not in stderr  # the node key never reaches the output
+    with Node(data) as node:
+        assert node.log.size == 5
+        for bundle in bundles:
+            verify_bundle(bundle, [node.vkey])
+            assert node.log.entry(bundle.index) == bundle.receipt.data
