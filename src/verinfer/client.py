@@ -8,6 +8,7 @@ verinfer errors at one boundary (:meth:`Client._request`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from verinfer import keys, note, tensors
+from verinfer import cid, keys, note, tensors
 from verinfer.errors import (
     ConflictError,
     Error,
@@ -29,6 +30,13 @@ from verinfer.errors import (
     NotFound,
     StorageError,
     VerificationError,
+)
+from verinfer.hub.documents import (
+    Change,
+    Manifest,
+    check_repository,
+    check_version,
+    verify_history,
 )
 from verinfer.verify import Bundle, verify_bundle
 
@@ -49,6 +57,17 @@ _BY_CODE: dict[str, type[Error]] = {
     "storage_unavailable": StorageError,
 }
 _RETRY_STATUS = {502, 503, 504}
+
+
+def _file_cid(path: Path) -> str:
+    hasher = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                hasher.update(chunk)
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    return cid.from_digest(hasher.digest())
 
 
 @dataclass(frozen=True)
@@ -203,6 +222,79 @@ class Client:
         if bundle.receipt["mode"] != mode:
             raise VerificationError(f"asked for mode {mode!r}, got {bundle.receipt['mode']!r}")
         return Result(outputs, bundle, str(answer.get("manifest", "")))
+
+    def publish(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        *,
+        repository: str,
+        version: str,
+        signer: note.Signer,
+        description: str = "",
+        license: str = "",  # the manifest's field name
+        tags: tuple[str, ...] = (),
+    ) -> Manifest:
+        """Upload a model and publish it as ``repository@version``, signed here by ``signer``.
+
+        The node checks the model in its sandbox and answers the facts; the manifest and the
+        repository changes are signed locally (the key never leaves this process) on top of the
+        node's history, which must verify under ``signer``'s key.
+        """
+        owner, _ = check_repository(repository)
+        check_version(version)
+        if signer.name != owner:
+            raise InputError(
+                f"repository {repository!r} belongs to owner {owner!r}, but the signing key is "
+                f"named {signer.name!r}"
+            )
+        # (1) upload, streamed from disk; the node must name the bytes we hashed
+        if isinstance(model, bytes):
+            expected = cid.compute(model)
+            uploaded = self._request("PUT", "/v1/blobs", content=model).json()["cid"]
+        else:
+            expected = _file_cid(Path(model))
+            with open(model, "rb") as handle:
+                uploaded = self._request("PUT", "/v1/blobs", content=handle).json()["cid"]
+        if uploaded != expected:
+            raise VerificationError(f"the node stored {uploaded!r} for a model of CID {expected!r}")
+        # (2) the node's analysis, (3) documents signed here, (4) on top of the node's history
+        facts = self._request("POST", f"/v1/blobs/{expected}/analysis").json()
+        manifest = Manifest.create(
+            facts,
+            repository=repository,
+            version=version,
+            model=expected,
+            signer=signer,
+            description=description,
+            license=license,
+            tags=tags,
+        )
+        found = self._request("GET", f"/v1/repositories/{repository}/changes").json()["changes"]
+        history = verify_history(repository, [c.encode() for c in found], signer.vkey)
+        published = Change.create(
+            repository=repository,
+            seq=len(history.changes),
+            prev=history.head,
+            signer=signer,
+            version=version,
+            manifest=manifest.cid,
+        )
+        latest = Change.create(
+            repository=repository,
+            seq=len(history.changes) + 1,
+            prev=published.cid,
+            signer=signer,
+            version=version,
+            tag="latest",
+        )
+        body = {
+            "manifest": manifest.data.decode(),
+            "changes": [published.data.decode(), latest.data.decode()],
+        }
+        answer = self._request("POST", f"/v1/repositories/{repository}/changes", json=body)
+        if answer.json().get("manifest") != manifest.cid:
+            raise VerificationError(f"the node did not publish manifest {manifest.cid!r}")
+        return manifest
 
     def models(
         self, *, owner: str | None = None, tag: str | None = None, text: str | None = None

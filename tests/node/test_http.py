@@ -317,3 +317,72 @@ def test_node_start_serves_until_sigterm_and_loses_nothing(tmp_path: Path) -> No
         for bundle in bundles:
             verify_bundle(bundle, [node.vkey])
             assert node.log.entry(bundle.index) == bundle.receipt.data
+
+
+@pytest.fixture
+def empty(tmp_path: Path) -> Iterator[Served]:
+    with Node(tmp_path / "empty-node") as node:
+        running = Served(node)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+def test_publish_over_http_then_infer(empty: Served, tmp_path: Path) -> None:
+    """The SDK uploads, the node checks, the publisher signs locally, and the model answers."""
+    alice = note.Signer(note.generate_key("alice")[0])
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(sklearn_model("iris"))
+    with Client(empty.url, known_nodes=tmp_path / "k.json") as c:
+        first = c.publish(path, repository="alice/iris", version="1.0", signer=alice)
+        second = c.publish(
+            sklearn_model("iris"), repository="alice/iris", version="1.1", signer=alice
+        )
+        assert first.model == second.model  # the same bytes, deduplicated
+        assert first.publisher == alice.vkey
+        result = c.infer("alice/iris@1.0", {"X": IRIS})
+        assert result.manifest == first.cid
+        assert c.infer("alice/iris", {"X": IRIS}).manifest == second.cid  # latest moved
+        with pytest.raises(VerificationError, match=r"republishes version '1\.0'.*immutable"):
+            c.publish(path, repository="alice/iris", version="1.0", signer=alice)
+    history = empty.node.hub.history("alice/iris")
+    assert history.versions == {"1.0": first.cid, "1.1": second.cid}
+    assert empty.node.hub.pinned_owner("alice") == alice.vkey
+
+
+def test_http_publishing_refuses_forgeries(empty: Served, tmp_path: Path) -> None:
+    alice = note.Signer(note.generate_key("alice")[0])
+    mallory = note.Signer(note.generate_key("alice")[0])  # same name, other key
+    with Client(empty.url, known_nodes=tmp_path / "k.json") as c:
+        c.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+        # another key of the same name cannot extend alice's history
+        with pytest.raises(VerificationError, match="not by the owner's key"):
+            c.publish(sklearn_model("iris"), repository="alice/iris", version="2", signer=mallory)
+        # a manifest whose facts disagree with the model is refused by the node
+        model = empty.node.hub.resolve("alice/iris").model
+        facts = httpx.post(f"{empty.url}/v1/blobs/{model}/analysis").json()
+        facts["parameters"] += 1
+        from verinfer.hub.documents import Change, Manifest  # noqa: PLC0415
+
+        history = empty.node.hub.history("alice/iris")
+        forged = Manifest.create(
+            facts, repository="alice/iris", version="2", model=model, signer=alice
+        )
+        change = Change.create(
+            repository="alice/iris", seq=len(history.changes), prev=history.head,
+            signer=alice, version="2", manifest=forged.cid,
+        )  # fmt: skip
+        response = httpx.post(
+            f"{empty.url}/v1/repositories/alice/iris/changes",
+            json={"manifest": forged.data.decode(), "changes": [change.data.decode()]},
+        )
+        assert response.status_code == 422
+        assert "parameters" in response.json()["message"]
+    # a hostile model is refused at analysis and leaves no blob
+    garbage = httpx.put(f"{empty.url}/v1/blobs", content=b"\x08\x07not a model")
+    blob = garbage.json()["cid"]
+    refused = httpx.post(f"{empty.url}/v1/blobs/{blob}/analysis")
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "bad_input"
+    assert not empty.node.hub.blobs.has(blob)

@@ -87,6 +87,7 @@ class Hub:
         self.blobs = BlobStore(self.root / "blobs")
         self._sandbox = sandbox
         self._own_sandbox = sandbox is None
+        self._facts: dict[str, dict[str, Any]] = {}  # analyses by model CID (a CID never changes)
         self._lock = threading.Lock()
         path = self.root / "hub.sqlite"
         try:
@@ -270,6 +271,62 @@ class Hub:
             ),
         )
 
+    def analyse(self, model_cid: str) -> dict[str, Any]:
+        """The manifest facts of a stored model, from the sandboxed checks and probe.
+
+        Raises :class:`InputError` if the hub refuses the model (a refused blob is deleted
+        unless a manifest already names it).
+        """
+        if not self.blobs.has(model_cid):
+            raise NotFound(f"no blob {model_cid!r}: upload the model first")
+        known = self._facts.get(model_cid)
+        if known is not None:
+            return dict(known)
+        try:
+            facts = self._analyse(model_cid)
+            self._facts[model_cid] = facts
+            return dict(facts)
+        except InputError:
+            if not self._query("SELECT 1 FROM manifests WHERE model = ?", (model_cid,)):
+                self.blobs.delete(model_cid)  # refused: keep nothing of it
+            raise
+
+    def accept(self, manifest_data: bytes, change_data: list[bytes]) -> Manifest:
+        """Publish documents signed elsewhere (a remote publisher): a manifest and the changes
+        that extend its repository's history.
+
+        (1) The manifest verifies and its model is stored here; (2) the hub's own analysis of
+        the model accepts it and agrees with the manifest on every fact but the determinism
+        verdict (which depends on the publisher's engine); (3) the changes extend this hub's
+        history of the repository, signed by the pinned owner key, and the first of them
+        publishes this manifest.
+        """
+        manifest = Manifest.from_bytes(manifest_data)
+        owner, _ = check_repository(manifest.repository)
+        if not self.blobs.has(manifest.model):
+            raise NotFound(f"model {manifest.model!r} is not stored here: upload it first")
+        facts = self.analyse(manifest.model)
+        for key, value in facts.items():
+            if key != "determinism" and manifest.body.get(key) != value:
+                raise VerificationError(
+                    f"the manifest says {key} = {manifest.body.get(key)!r}, but the model has "
+                    f"{value!r}"
+                )
+        history = self._history_or_empty(manifest.repository)
+        pinned = self.pinned_owner(owner)
+        full = verify_history(
+            manifest.repository,
+            [change.data for change in history.changes] + change_data,
+            pinned or manifest.publisher,
+        )
+        new = list(full.changes[len(history.changes) :])
+        if not new or new[0].body.get("manifest") != manifest.cid:
+            raise VerificationError("the first new change must publish this manifest")
+        if any(change.body["action"] == "publish" for change in new[1:]):
+            raise InputError("publish one version per request")
+        self._commit(manifest.repository, owner, full.owner, new, manifest)
+        return manifest
+
     def _analyse(self, model_cid: str) -> dict[str, Any]:
         if self._sandbox is None:
             self._sandbox = Sandbox(memory=self.limits.memory)
@@ -328,12 +385,7 @@ class Hub:
             model_cid = self.blobs.put_file(
                 model, max_bytes=self.limits.max_bytes, progress=progress
             )
-        try:
-            facts = self._analyse(model_cid)
-        except InputError:
-            if not self._query("SELECT 1 FROM manifests WHERE model = ?", (model_cid,)):
-                self.blobs.delete(model_cid)  # refused: keep nothing of it
-            raise
+        facts = self.analyse(model_cid)
         manifest = Manifest.create(
             facts,
             repository=repository,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import signal
+import tempfile
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,6 +64,15 @@ class InferRequest(BaseModel):
     )
 
 
+class PublishRequest(BaseModel):
+    """``POST /v1/repositories/{owner}/{name}/changes``: signed documents, as their text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: str = Field(description="the signed manifest note")
+    changes: list[str] = Field(description="the signed changes that publish it, in order")
+
+
 def create_app(node: Node, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The HTTP application serving ``node``."""
     app = FastAPI(
@@ -92,7 +103,9 @@ def create_app(node: Node, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Response:
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
+        upload = request.method == "PUT" and request.url.path == "/v1/blobs"
+        limit = node.hub.limits.max_bytes if upload else max_body_bytes
+        if length is not None and (not length.isdigit() or int(length) > limit):
             return _error(
                 413, "body_too_large", f"request bodies are at most {max_body_bytes} bytes"
             )
@@ -120,7 +133,13 @@ def create_app(node: Node, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
             "manifest": result.manifest.cid,
         }
 
-    # -- the log ------------------------------------------------------------------------------
+    _add_log_routes(app, node)
+    _add_hub_routes(app, node)
+    return app
+
+
+def _add_log_routes(app: FastAPI, node: Node) -> None:
+    """The log: checkpoints, entries, proofs and C2SP tiles."""
 
     @app.get("/v1/log/checkpoint", response_class=PlainTextResponse)
     async def checkpoint() -> str:
@@ -170,7 +189,9 @@ def create_app(node: Node, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         )
         return Response(data, media_type="application/octet-stream")
 
-    # -- the hub (read side) --------------------------------------------------------------------
+
+def _add_hub_routes(app: FastAPI, node: Node) -> None:
+    """The hub: models, manifests, repository histories, blobs, and publishing."""
 
     @app.get("/v1/models")
     async def models(
@@ -195,13 +216,50 @@ def create_app(node: Node, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         """A signed manifest (its exact bytes) by CID or ``owner/name[@version|tag]``."""
         return Response(node.hub.resolve(ref).data, media_type="text/plain; charset=utf-8")
 
+    @app.put("/v1/blobs")
+    async def upload(request: Request) -> dict[str, str]:
+        """Store a blob (a model), streamed; answers its CID. Size-limited by the hub."""
+        limit = node.hub.limits.max_bytes
+        with tempfile.NamedTemporaryFile(dir=node.hub.blobs.root, prefix=".upload-") as handle:
+            total = 0
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise InputError(f"the upload is larger than the limit of {limit} bytes")
+                handle.write(chunk)
+            handle.flush()
+            blob = await run_in_threadpool(node.hub.blobs.put_file, handle.name)
+        return {"cid": blob}
+
+    @app.post("/v1/blobs/{blob}/analysis")
+    async def analysis(blob: str) -> dict[str, Any]:
+        """The hub's checks and probe of a stored model: the facts a manifest must state."""
+        facts: dict[str, Any] = await run_in_threadpool(node.hub.analyse, blob)
+        return facts
+
+    @app.get("/v1/repositories/{owner}/{name}/changes")
+    async def history(owner: str, name: str) -> dict[str, list[str]]:
+        """A repository's signed changes, in order (verify them with the owner's key)."""
+        return {"changes": [c.decode() for c in node.hub.change_blobs(f"{owner}/{name}")]}
+
+    @app.post("/v1/repositories/{owner}/{name}/changes")
+    async def publish(owner: str, name: str, request: PublishRequest) -> dict[str, str]:
+        """Publish a version signed by its owner: the manifest and the changes that add it."""
+        try:
+            manifest_data = request.manifest.encode()
+            change_data = [c.encode() for c in request.changes]
+        except UnicodeEncodeError as exc:
+            raise InputError("documents must be valid Unicode") from exc
+        manifest = await run_in_threadpool(node.hub.accept, manifest_data, change_data)
+        if manifest.repository != f"{owner}/{name}":
+            raise InputError(f"the manifest is for {manifest.repository!r}, not {owner}/{name}")
+        return {"manifest": manifest.cid, "model": manifest.model}
+
     @app.get("/v1/blobs/{blob}")
     async def blob(blob: str) -> FileResponse:
         """A blob's bytes, hash-checked before they are served."""
         node.hub.blobs.check(blob)
         return FileResponse(node.hub.blobs.path(blob), media_type="application/octet-stream")
-
-    return app
 
 
 def serve(node: Node, *, host: str = "127.0.0.1", port: int = 8600) -> None:
