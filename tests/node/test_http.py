@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
-from hub_models import sklearn_model
+from hub_models import LIGHT, sklearn_model
 
 from verinfer import merkle, note, tensors
 from verinfer.client import Client, NetworkError
@@ -37,11 +37,10 @@ IRIS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
 class Served:
     """A node served by uvicorn in a background thread."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, **options: int) -> None:
         self.node = node
-        config = uvicorn.Config(
-            create_app(node, max_body_bytes=1 << 20), host="127.0.0.1", port=0, log_level="error"
-        )
+        app = create_app(node, max_body_bytes=1 << 20, **options)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -386,3 +385,51 @@ def test_http_publishing_refuses_forgeries(empty: Served, tmp_path: Path) -> Non
     assert refused.status_code == 400
     assert refused.json()["code"] == "bad_input"
     assert not empty.node.hub.blobs.has(blob)
+
+
+def test_metrics_count_requests_and_latency(served: Served, client: Client) -> None:
+    client.infer("alice/iris", {"X": IRIS})
+    httpx.get(f"{served.url}/v1/log/entries/999")
+    text = httpx.get(f"{served.url}/metrics").text
+    assert 'verinfer_requests_total{route="/v1/infer",status="200"} 1.0' in text
+    assert 'verinfer_requests_total{route="/v1/log/entries/{index}",status="404"} 1.0' in text
+    assert "verinfer_inference_seconds_count 1.0" in text
+    assert f"verinfer_log_size {float(served.node.log.size)}" in text
+
+
+def test_a_full_node_answers_503_with_retry_after(tmp_path: Path) -> None:
+    """Beyond ``max_pending`` admitted inferences the node sheds load instead of queueing."""
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path / "node") as node:
+        model = (LIGHT / "light_inception_v2.onnx").read_bytes()
+        node.hub.publish(model, repository="alice/inception", version="1", signer=alice)
+        running = Served(node, max_pending=1)
+        image = tensors.encode_json(
+            {"data_0": np.zeros((1, 3, 224, 224), dtype=np.float32)}, raw=True
+        )
+        answers: list[httpx.Response] = []
+        lock = threading.Lock()
+
+        def call() -> None:
+            response = httpx.post(
+                f"{running.url}/v1/infer",
+                json={"model": "alice/inception", "inputs": image},
+                timeout=120,
+            )
+            with lock:
+                answers.append(response)
+
+        try:
+            threads = [threading.Thread(target=call) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            running.stop()
+    statuses = sorted(r.status_code for r in answers)
+    assert 200 in statuses
+    assert 503 in statuses
+    shed = next(r for r in answers if r.status_code == 503)
+    assert shed.headers["retry-after"] == "1"
+    assert shed.json()["code"] == "over_limit"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import signal
 import tempfile
+import time
 from types import FrameType
 from typing import Any
 
@@ -17,6 +18,14 @@ from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,9 +42,10 @@ from verinfer.errors import (
 from verinfer.log.tiles import parse_path
 from verinfer.node.service import Node
 
-__all__ = ["MAX_BODY_BYTES", "create_app", "serve"]
+__all__ = ["MAX_BODY_BYTES", "MAX_PENDING", "create_app", "serve"]
 
 MAX_BODY_BYTES = 64 << 20
+MAX_PENDING = 256
 
 _STATUS: list[tuple[type[Error], int, str]] = [
     (NotFound, 404, "not_found"),
@@ -73,8 +83,37 @@ class PublishRequest(BaseModel):
     changes: list[str] = Field(description="the signed changes that publish it, in order")
 
 
-def create_app(node: Node, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The HTTP application serving ``node``."""
+def _metrics(node: Node) -> tuple[CollectorRegistry, Counter, Histogram]:
+    registry = CollectorRegistry()
+    requests = Counter(
+        "verinfer_requests", "HTTP requests answered", ["route", "status"], registry=registry
+    )
+    latency = Histogram(
+        "verinfer_inference_seconds",
+        "attested inference latency, from request to bundle",
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        registry=registry,
+    )
+    Gauge("verinfer_log_size", "entries in the node's log", registry=registry).set_function(
+        lambda: node.log.size
+    )
+    Gauge("verinfer_log_commits", "batches committed since start", registry=registry).set_function(
+        lambda: node.sequencer.commits
+    )
+    return registry, requests, latency
+
+
+def create_app(
+    node: Node, *, max_body_bytes: int = MAX_BODY_BYTES, max_pending: int = MAX_PENDING
+) -> FastAPI:
+    """The HTTP application serving ``node``.
+
+    At most ``max_pending`` inferences are admitted at once (running or queued for the node's
+    workers); beyond that the node answers 503 with ``Retry-After`` instead of queueing without
+    bound.
+    """
+    registry, requests, latency = _metrics(node)
+    pending = 0
     app = FastAPI(
         title="verinfer node",
         version=__version__,
@@ -110,6 +149,8 @@ def create_app(node: Node, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
                 413, "body_too_large", f"request bodies are at most {max_body_bytes} bytes"
             )
         response: Response = await call_next(request)
+        route = request.scope.get("route")
+        requests.labels(getattr(route, "path", "other"), str(response.status_code)).inc()
         return response
 
     @app.get("/healthz")
@@ -122,11 +163,29 @@ def create_app(node: Node, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         """Who this node is: its vkey, its log's origin and its engine identity."""
         return {"vkey": node.vkey, "origin": node.log.origin, "engine": node.engine.identity}
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics: requests by route and status, inference latency, log size."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.post("/v1/infer")
-    async def infer(request: InferRequest) -> dict[str, Any]:
+    async def infer(request: InferRequest) -> Any:
         """Run a model; answer the outputs and the bundle that proves the node's statement."""
-        inputs = tensors.decode_json(request.inputs, max_bytes=node.max_input_bytes)
-        result = await node.ainfer(request.model, inputs, mode=request.mode, nonce=request.nonce)
+        nonlocal pending
+        if pending >= max_pending:
+            response = _error(503, "over_limit", f"{pending} inferences are pending; retry")
+            response.headers["Retry-After"] = "1"
+            return response
+        pending += 1
+        try:
+            started = time.perf_counter()
+            inputs = tensors.decode_json(request.inputs, max_bytes=node.max_input_bytes)
+            result = await node.ainfer(
+                request.model, inputs, mode=request.mode, nonce=request.nonce
+            )
+            latency.observe(time.perf_counter() - started)
+        finally:
+            pending -= 1
         return {
             "outputs": tensors.encode_json(result.outputs),
             "bundle": result.bundle.to_dict(),
