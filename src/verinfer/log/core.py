@@ -417,6 +417,8 @@ class Log:
 
     def checkpoint_at(self, size: int) -> str:
         """The signed checkpoint the log issued at ``size``."""
+        if not isinstance(size, int) or not 0 <= size <= self.size:
+            raise NotFound(f"the log issued no checkpoint at size {size!r}")
         signed = self._store.checkpoint(size)
         if signed is None:
             raise NotFound(f"the log issued no checkpoint at size {size!r}")

@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -45,6 +46,8 @@ from verinfer.node.service import Node
 __all__ = ["MAX_BODY_BYTES", "MAX_PENDING", "create_app", "serve"]
 
 MAX_BODY_BYTES = 64 << 20
+_MAX_INT = 2**63 - 1  # what the stores can hold: larger indices are refused by validation
+_INDEX = FastAPIPath(ge=0, le=_MAX_INT)
 MAX_PENDING = 256
 
 _STATUS: list[tuple[type[Error], int, str]] = [
@@ -206,18 +209,18 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
         return node.log.signed_checkpoint
 
     @app.get("/v1/log/checkpoint/{size}", response_class=PlainTextResponse)
-    async def checkpoint_at(size: int) -> str:
+    async def checkpoint_at(size: int = _INDEX) -> str:
         """The signed checkpoint the log issued at ``size``."""
         return node.log.checkpoint_at(size)
 
     @app.get("/v1/log/entries/{index}")
-    async def entry(index: int) -> Response:
+    async def entry(index: int = _INDEX) -> Response:
         """One log entry (a receipt), checked against its leaf hash."""
         return Response(node.log.entry(index), media_type="application/json")
 
     @app.get("/v1/log/proof/inclusion")
     async def inclusion(
-        index: int = Query(ge=0), size: int | None = Query(default=None, ge=0)
+        index: int = Query(ge=0, le=_MAX_INT), size: int | None = Query(None, ge=0, le=_MAX_INT)
     ) -> dict[str, Any]:
         """The inclusion proof of entry ``index`` in the tree of ``size`` (default: latest)."""
         tree = node.log.size if size is None else size
@@ -230,7 +233,7 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
 
     @app.get("/v1/log/proof/consistency")
     async def consistency(
-        old: int = Query(ge=0), size: int | None = Query(default=None, ge=0)
+        old: int = Query(ge=0, le=_MAX_INT), size: int | None = Query(None, ge=0, le=_MAX_INT)
     ) -> dict[str, Any]:
         """The consistency proof from ``old`` to ``size`` (default: latest)."""
         tree = node.log.size if size is None else size
