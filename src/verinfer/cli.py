@@ -437,11 +437,14 @@ def node_start(
     name: Annotated[str, typer.Option(help="the node key's name, on first start")] = (
         "node.verinfer.local"
     ),
+    peer: Annotated[
+        list[str] | None, typer.Option(help="a peer node URL to fetch missing models from")
+    ] = None,
 ) -> None:
     """Serve the HTTP API until SIGINT/SIGTERM; in-flight requests finish, the queue commits."""
     from verinfer.node.app import serve  # noqa: PLC0415 - only the server needs FastAPI
 
-    with Node(data or keys.home() / "node", name=name) as node:
+    with Node(data or keys.home() / "node", name=name, peers=peer) as node:
         err.print(f"node {node.vkey}")
         err.print(f"serving http://{host}:{port} (log size {node.log.size})")
         serve(node, host=host, port=port)

@@ -433,3 +433,26 @@ def test_a_full_node_answers_503_with_retry_after(tmp_path: Path) -> None:
     shed = next(r for r in answers if r.status_code == 503)
     assert shed.headers["retry-after"] == "1"
     assert shed.json()["code"] == "over_limit"
+
+
+def test_a_missing_model_is_fetched_from_a_peer_and_checked(served: Served, tmp_path: Path) -> None:
+    """Node B has no models; asked for alice/iris (by name, then by CID) it pulls them from A."""
+    model_cid = served.node.hub.resolve("alice/iris").model
+    with Node(tmp_path / "b", peers=["http://127.0.0.1:1", served.url]) as b:  # a dead peer first
+        other = Served(b)
+        try:
+            with Client(other.url, known_nodes=tmp_path / "k.json") as c:
+                result = c.infer("alice/iris", {"X": IRIS})
+                assert result.bundle.receipt["node"] == b.vkey  # B answered, with its own key
+                assert result.bundle.receipt["model"] == model_cid
+            assert b.hub.blobs.has(model_cid)
+            assert (
+                b.hub.history("alice/iris").changes == served.node.hub.history("alice/iris").changes
+            )
+            assert b.hub.pinned_owner("alice") == served.node.hub.pinned_owner("alice")
+            with pytest.raises(NotFound, match="on the peers"):
+                b.resolve("alice/absent")
+        finally:
+            other.stop()
+    with Node(tmp_path / "c", peers=[served.url]) as c_node:
+        assert c_node.resolve(model_cid).model == model_cid  # by CID

@@ -22,11 +22,18 @@ import numpy as np
 
 from verinfer import keys, note, tensors
 from verinfer.engine import Engine
-from verinfer.errors import InputError, NotFound
+from verinfer.errors import (
+    ConflictError,
+    InputError,
+    NotFound,
+    StorageError,
+    VerificationError,
+)
 from verinfer.hub import Hub, Manifest
 from verinfer.hub.documents import parse_ref
 from verinfer.log import Log
 from verinfer.log.sequencer import Committed, Sequencer
+from verinfer.node.peers import HttpSource
 from verinfer.verify import MODES, Bundle, Receipt
 from verinfer.verify.bundle import check_nonce
 
@@ -96,6 +103,7 @@ class Node:
         engine: Engine | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         workers: int | None = None,
+        peers: list[str] | None = None,
     ) -> None:
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
@@ -106,6 +114,7 @@ class Node:
         self._own_hub = hub is None
         self.engine = engine or Engine()
         self.max_input_bytes = max_input_bytes
+        self.peers = list(peers or [])  # node URLs to fetch missing models from
         self._manifests: dict[str, Manifest] = {}  # by manifest CID: immutable
         self._names: dict[str, tuple[str | None, str]] = {}  # ref -> (history head, manifest)
         self._lock = threading.Lock()
@@ -137,8 +146,36 @@ class Node:
     def resolve(self, ref: str) -> Manifest:
         """The manifest for a model CID, a manifest CID or ``owner/name[@version|tag]``.
 
-        Name lookups are cached until the repository's history moves.
+        Name lookups are cached until the repository's history moves. A model this node does
+        not have is fetched from its peers, verified, and kept.
         """
+        try:
+            return self._resolve_here(ref)
+        except NotFound:
+            if not self.peers:
+                raise
+        return self._fetch(ref)
+
+    def _fetch(self, ref: str) -> Manifest:
+        problems = []
+        for url in self.peers:
+            source = HttpSource(url)
+            try:
+                name = ref
+                if "/" not in ref:  # a CID: the peer's manifest names the repository
+                    found = Manifest.from_bytes(source.manifest(ref))
+                    if ref not in (found.cid, found.model):
+                        raise VerificationError(f"peer {url} answered another manifest")
+                    name = f"{found.repository}@{found.version}"
+                self.hub.pull(name, source)
+                return self._resolve_here(ref)
+            except (NotFound, StorageError, VerificationError, ConflictError) as exc:
+                problems.append(f"{url}: {exc}")  # lacks it, is down, or lied: try the next
+            finally:
+                source.close()
+        raise NotFound(f"no model {ref!r} here or on the peers ({'; '.join(problems)})")
+
+    def _resolve_here(self, ref: str) -> Manifest:
         if "/" not in ref:
             with self._lock:
                 cached = self._manifests.get(ref)
@@ -152,7 +189,7 @@ class Node:
         with self._lock:
             known = self._names.get(ref)
         if known is not None and known[0] == head:
-            return self.resolve(known[1])
+            return self._resolve_here(known[1])
         manifest = self.hub.resolve(ref)
         with self._lock:
             self._names[ref] = (head, manifest.cid)

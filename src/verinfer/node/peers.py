@@ -1,0 +1,73 @@
+"""Other nodes as sources of models: a model asked for but missing here is fetched from a peer.
+
+Nothing fetched is trusted: the repository history must verify (under the owner key pinned here,
+or pinned now on first sight), the manifest must verify and belong to that history, and every
+blob is checked against its CID while it streams in (:meth:`verinfer.hub.Hub.pull`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from verinfer.errors import NotFound, StorageError
+from verinfer.hub.blobs import BlobStore, Progress
+
+__all__ = ["HttpSource"]
+
+
+class _Stream:
+    """``read(n)`` over an httpx byte iterator."""
+
+    def __init__(self, chunks: Any) -> None:
+        self._chunks = chunks
+
+    def read(self, size: int = -1) -> bytes:
+        return next(self._chunks, b"")
+
+
+class HttpSource:
+    """A peer node's hub, read over HTTP (a :class:`verinfer.hub.Source`)."""
+
+    def __init__(self, url: str, *, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _get(self, path: str) -> httpx.Response:
+        try:
+            response = self._http.get(path)
+        except httpx.HTTPError as exc:
+            raise StorageError(f"peer {self.url} is unreachable: {exc}") from exc
+        if response.status_code == 404:
+            raise NotFound(f"peer {self.url} has no {path}")
+        if not response.is_success:
+            raise StorageError(f"peer {self.url} answered {response.status_code} for {path}")
+        return response
+
+    def change_blobs(self, repository: str) -> list[bytes]:
+        """The peer's changes of a repository (verified by the caller)."""
+        changes = self._get(f"/v1/repositories/{repository}/changes").json().get("changes", [])
+        return [str(change).encode() for change in changes]
+
+    def manifest(self, ref: str) -> bytes:
+        """The peer's manifest for a CID or name (verified by the caller)."""
+        return self._get(f"/v1/manifests/{ref}").content
+
+    def copy_blob(self, blob: str, into: BlobStore, progress: Progress | None = None) -> None:
+        """Stream a blob from the peer into ``into``, which checks it against ``blob``."""
+        try:
+            with self._http.stream("GET", f"/v1/blobs/{blob}") as response:
+                if response.status_code == 404:
+                    raise NotFound(f"peer {self.url} has no blob {blob!r}")
+                if not response.is_success:
+                    raise StorageError(f"peer {self.url} answered {response.status_code}")
+                into.put_stream(
+                    _Stream(response.iter_bytes(1 << 20)), expected=blob, progress=progress
+                )
+        except httpx.HTTPError as exc:
+            raise StorageError(f"peer {self.url} failed while sending {blob!r}: {exc}") from exc
