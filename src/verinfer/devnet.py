@@ -1,0 +1,141 @@
+"""A local network: N nodes as processes on loopback, each with its own data dir, key and port,
+all peered with each other.
+
+``up`` writes ``network.json`` (``{"nodes": [{"name", "url", "vkey", "pid", "data"}]}``) and
+``trust.txt`` (the vkeys, one a line) into the network's directory; ``status`` asks every node for
+its health; ``down`` stops them with SIGTERM (they finish in-flight requests and commit first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from verinfer.errors import ConflictError, InputError, LimitExceeded, NotFound
+
+__all__ = ["NETWORK_FILE", "TRUST_FILE", "down", "status", "up"]
+
+NETWORK_FILE = "network.json"
+TRUST_FILE = "trust.txt"
+_NODE = "from verinfer.cli import main; main()"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read(directory: Path) -> list[dict[str, Any]]:
+    """The nodes listed in a network's ``network.json``."""
+    try:
+        nodes = json.loads((directory / NETWORK_FILE).read_text())["nodes"]
+    except FileNotFoundError:
+        raise NotFound(f"no network in {str(directory)!r} (no {NETWORK_FILE})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{str(directory / NETWORK_FILE)!r} is malformed: {exc}") from exc
+    return list(nodes)
+
+
+def up(directory: Path, nodes: int = 3, *, timeout: float = 90.0) -> list[dict[str, Any]]:
+    """Start ``nodes`` nodes on loopback, peered with each other; return their descriptions."""
+    if not 1 <= nodes <= 32:
+        raise InputError(f"a devnet has 1-32 nodes, not {nodes!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / NETWORK_FILE).exists() and any(_alive(n["pid"]) for n in read(directory)):
+        raise ConflictError(f"a devnet is already running in {str(directory)!r}: down it first")
+    ports = [_free_port() for _ in range(nodes)]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    described: list[dict[str, Any]] = []
+    for number, (port, url) in enumerate(zip(ports, urls, strict=True), 1):
+        data = directory / f"node-{number}"
+        peers = [arg for other in urls if other != url for arg in ("--peer", other)]
+        log = open(directory / f"node-{number}.log", "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            [sys.executable, "-c", _NODE, "node", "start", "--data", str(data),
+             "--port", str(port), "--name", f"node-{number}.devnet", *peers],
+            stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        described.append(
+            {"name": f"node-{number}", "url": url, "pid": process.pid, "data": str(data)}
+        )
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5) as http:
+        for node in described:
+            while True:
+                try:
+                    node["vkey"] = http.get(f"{node['url']}/v1/node").json()["vkey"]
+                    break
+                except (httpx.HTTPError, ValueError, KeyError):
+                    if not _alive(node["pid"]) or time.monotonic() > deadline:
+                        down_nodes(described)
+                        raise LimitExceeded(
+                            f"{node['name']} did not start; see {directory}/{node['name']}.log"
+                        ) from None
+                    time.sleep(0.1)
+    (directory / NETWORK_FILE).write_text(json.dumps({"nodes": described}, indent=1) + "\n")
+    (directory / TRUST_FILE).write_text("".join(f"{node['vkey']}\n" for node in described))
+    return described
+
+
+def status(directory: Path) -> list[dict[str, Any]]:
+    """Each node's description with ``up`` (answers /healthz) and its ``log_size``."""
+    found = []
+    with httpx.Client(timeout=5) as http:
+        for node in read(directory):
+            entry = dict(node)
+            try:
+                health = http.get(f"{node['url']}/healthz").json()
+                entry.update(up=health.get("vkey") == node.get("vkey"), log_size=health["log_size"])
+            except (httpx.HTTPError, ValueError, KeyError):
+                entry.update(up=False, log_size=None)
+            found.append(entry)
+    return found
+
+
+def down_nodes(nodes: list[dict[str, Any]], *, timeout: float = 60.0) -> None:
+    """SIGTERM each node, wait for it to exit (SIGKILL after ``timeout``)."""
+    for node in nodes:
+        if _alive(node["pid"]):
+            os.kill(node["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for node in nodes:
+        while _alive(node["pid"]) and time.monotonic() < deadline:
+            _reap(node["pid"])
+            time.sleep(0.05)
+        if _alive(node["pid"]):
+            os.kill(node["pid"], signal.SIGKILL)
+            _reap(node["pid"])
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):  # not our child: its parent reaps it
+        os.waitpid(pid, os.WNOHANG)  # our own child: collect it so it does not linger
+
+
+def down(directory: Path) -> list[dict[str, Any]]:
+    """Stop every node of the network in ``directory``; return their descriptions."""
+    nodes = read(directory)
+    down_nodes(nodes)
+    return nodes

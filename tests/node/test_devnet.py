@@ -1,0 +1,73 @@
+"""`verinfer devnet`: real node processes on loopback, peered, publish on one, infer on another."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
+from hub_models import sklearn_model
+
+from verinfer import devnet, merkle, note
+from verinfer.client import Client
+from verinfer.verify import verify_bundles
+
+VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
+X = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+
+
+def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VERINFER_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run(
+        [*VERINFER, *args], check=False, capture_output=True, text=True, timeout=180, env=env
+    )
+
+
+def test_devnet_up_publish_infer_everywhere_down(tmp_path: Path) -> None:
+    directory = tmp_path / "net"
+    started = run(tmp_path, "devnet", "up", "--dir", str(directory), "--nodes", "3")
+    assert started.returncode == 0, started.stderr
+    try:
+        network = devnet.read(directory)
+        assert len(network) == 3
+        trust = (directory / devnet.TRUST_FILE).read_text().split()
+        assert trust == [node["vkey"] for node in network]
+        assert run(tmp_path, "devnet", "status", "--dir", str(directory)).returncode == 0
+        alice = note.Signer(note.generate_key("alice")[0])
+        bundles = []
+        checkpoints: dict[str, list[str]] = {}
+        with Client(network[0]["url"], trusted_vkeys=trust) as first:
+            first.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+        for node in network:  # nodes 2 and 3 fetch the model from their peer
+            with Client(node["url"], trusted_vkeys=trust) as client:
+                for _ in range(3):
+                    result = client.infer("alice/iris", {"X": X})
+                    bundles.append(result.bundle)
+                    checkpoints.setdefault(node["vkey"], []).append(result.bundle.checkpoint)
+                assert {b.receipt["node"] for b in bundles[-3:]} == {node["vkey"]}
+        verify_bundles(bundles, trust)
+        # each node's checkpoints seen by the client are consistent with its latest one
+        for node in network:
+            with Client(node["url"], trusted_vkeys=trust) as client:
+                latest, _ = note.verify_checkpoint(client.checkpoint(), [node["vkey"]])
+                for signed in checkpoints[node["vkey"]]:
+                    old, _ = note.verify_checkpoint(signed, [node["vkey"]])
+                    proof = client._request(
+                        "GET", "/v1/log/proof/consistency",
+                        params={"old": old.size, "size": latest.size},
+                    ).json()["proof"]  # fmt: skip
+                    merkle.verify_consistency(
+                        old.size, latest.size, old.root, latest.root,
+                        [base64.b64decode(h) for h in proof],
+                    )  # fmt: skip
+    finally:
+        stopped = run(tmp_path, "devnet", "down", "--dir", str(directory))
+    assert stopped.returncode == 0, stopped.stderr
+    down = run(tmp_path, "devnet", "status", "--dir", str(directory))
+    assert down.returncode == 1
+    assert "3 of 3 nodes are down" in down.stderr
