@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from verinfer.hub.documents import (
 )
 from verinfer.verify import Bundle, verify_bundle
 
-__all__ = ["Client", "NetworkError", "Result"]
+__all__ = ["Client", "Network", "NetworkError", "Result", "connect"]
 
 
 class NetworkError(Error):
@@ -309,3 +310,72 @@ class Client:
         signed = self._request("GET", "/v1/log/checkpoint").text
         note.verify_checkpoint(signed, [self.node_vkey()])
         return signed
+
+
+class Network:
+    """Clients of every node of a network file (``network.json``: ``{"nodes": [{"url", "vkey"}]}``).
+
+    Each node is trusted with exactly the vkey the file lists. Calls go to the nodes in turn;
+    a node that is unreachable or overloaded is skipped for the next one (fail-over), while a
+    verification failure is raised at once: a node that lies is never papered over.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+        try:
+            nodes = json.loads(Path(path).read_text())["nodes"]
+            pairs = [(str(node["url"]), str(node["vkey"])) for node in nodes]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"cannot read network file {os.fspath(path)!r}: {exc}") from exc
+        if not pairs:
+            raise InputError(f"network file {os.fspath(path)!r} lists no nodes")
+        self.clients = [
+            Client(url, trusted_vkeys=[vkey], timeout=timeout, retries=1) for url, vkey in pairs
+        ]
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every client."""
+        for client in self.clients:
+            client.close()
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _order(self) -> list[Client]:
+        with self._lock:
+            start = self._next
+            self._next = (self._next + 1) % len(self.clients)
+        return self.clients[start:] + self.clients[:start]
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str = "attested",
+        nonce: str | None = None,
+    ) -> Result:
+        """:meth:`Client.infer` on the next node that answers."""
+        failures = []
+        for client in self._order():
+            try:
+                return client.infer(model, inputs, mode=mode, nonce=nonce)
+            except (NetworkError, LimitExceeded, StorageError) as exc:
+                failures.append(f"{client.url}: {exc}")
+        raise NetworkError("no node answered: " + "; ".join(failures))
+
+    def vkeys(self) -> list[str]:
+        """The node keys the network file lists."""
+        return [key for client in self.clients for key in client._trusted or []]
+
+
+def connect(target: str | os.PathLike[str], **options: Any) -> Client | Network:
+    """A :class:`Client` for a node URL, or a :class:`Network` for a network file."""
+    text = os.fspath(target)
+    if text.startswith(("http://", "https://")):
+        return Client(text, **options)
+    return Network(text, **options)

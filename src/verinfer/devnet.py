@@ -23,7 +23,7 @@ import httpx
 
 from verinfer.errors import ConflictError, InputError, LimitExceeded, NotFound
 
-__all__ = ["NETWORK_FILE", "TRUST_FILE", "down", "status", "up"]
+__all__ = ["NETWORK_FILE", "TRUST_FILE", "down", "read", "restart", "status", "up"]
 
 NETWORK_FILE = "network.json"
 TRUST_FILE = "trust.txt"
@@ -67,36 +67,69 @@ def up(directory: Path, nodes: int = 3, *, timeout: float = 90.0) -> list[dict[s
     ports = [_free_port() for _ in range(nodes)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     described: list[dict[str, Any]] = []
-    for number, (port, url) in enumerate(zip(ports, urls, strict=True), 1):
-        data = directory / f"node-{number}"
-        peers = [arg for other in urls if other != url for arg in ("--peer", other)]
-        log = open(directory / f"node-{number}.log", "ab")  # noqa: SIM115 - the child owns it
-        process = subprocess.Popen(
-            [sys.executable, "-c", _NODE, "node", "start", "--data", str(data),
-             "--port", str(port), "--name", f"node-{number}.devnet", *peers],
-            stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        described.append(
-            {"name": f"node-{number}", "url": url, "pid": process.pid, "data": str(data)}
-        )
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=5) as http:
+    for number, url in enumerate(urls, 1):
+        node: dict[str, Any] = {
+            "name": f"node-{number}",
+            "url": url,
+            "data": str(directory / f"node-{number}"),
+            "peers": [other for other in urls if other != url],
+        }
+        node["pid"] = _spawn(directory, node)
+        described.append(node)
+    try:
         for node in described:
-            while True:
-                try:
-                    node["vkey"] = http.get(f"{node['url']}/v1/node").json()["vkey"]
-                    break
-                except (httpx.HTTPError, ValueError, KeyError):
-                    if not _alive(node["pid"]) or time.monotonic() > deadline:
-                        down_nodes(described)
-                        raise LimitExceeded(
-                            f"{node['name']} did not start; see {directory}/{node['name']}.log"
-                        ) from None
-                    time.sleep(0.1)
+            node["vkey"] = _wait(directory, node, timeout)
+    except LimitExceeded:
+        down_nodes(described)
+        raise
     (directory / NETWORK_FILE).write_text(json.dumps({"nodes": described}, indent=1) + "\n")
     (directory / TRUST_FILE).write_text("".join(f"{node['vkey']}\n" for node in described))
     return described
+
+
+def _spawn(directory: Path, node: dict[str, Any]) -> int:
+    port = node["url"].rsplit(":", 1)[1]
+    peers = [arg for other in node["peers"] for arg in ("--peer", other)]
+    log = open(directory / f"{node['name']}.log", "ab")  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(
+        [sys.executable, "-c", _NODE, "node", "start", "--data", node["data"],
+         "--port", port, "--name", f"{node['name']}.devnet", *peers],
+        stdout=log, stderr=log, start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    return process.pid
+
+
+def _wait(directory: Path, node: dict[str, Any], timeout: float) -> str:
+    """Wait until the node answers; return its vkey."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5) as http:
+        while True:
+            try:
+                return str(http.get(f"{node['url']}/v1/node").json()["vkey"])
+            except (httpx.HTTPError, ValueError, KeyError):
+                if not _alive(node["pid"]) or time.monotonic() > deadline:
+                    raise LimitExceeded(
+                        f"{node['name']} did not start; see {directory}/{node['name']}.log"
+                    ) from None
+                time.sleep(0.1)
+
+
+def restart(directory: Path, name: str, *, timeout: float = 90.0) -> dict[str, Any]:
+    """Start a stopped (or killed) node of the network again, with its data and port."""
+    nodes = read(directory)
+    node = next((n for n in nodes if n["name"] == name), None)
+    if node is None:
+        raise NotFound(f"no node {name!r} in the network in {str(directory)!r}")
+    _reap(node["pid"])
+    if _alive(node["pid"]):
+        raise ConflictError(f"{name} is still running (pid {node['pid']})")
+    node["pid"] = _spawn(directory, node)
+    vkey = _wait(directory, node, timeout)
+    if vkey != node["vkey"]:
+        raise ConflictError(f"{name} came back with another key: {vkey!r}")
+    (directory / NETWORK_FILE).write_text(json.dumps({"nodes": nodes}, indent=1) + "\n")
+    return node
 
 
 def status(directory: Path) -> list[dict[str, Any]]:

@@ -47,7 +47,6 @@ __all__ = ["MAX_BODY_BYTES", "MAX_PENDING", "create_app", "serve"]
 
 MAX_BODY_BYTES = 64 << 20
 _MAX_INT = 2**63 - 1  # what the stores can hold: larger indices are refused by validation
-_INDEX = FastAPIPath(ge=0, le=_MAX_INT)
 MAX_PENDING = 256
 
 _STATUS: list[tuple[type[Error], int, str]] = [
@@ -209,12 +208,12 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
         return node.log.signed_checkpoint
 
     @app.get("/v1/log/checkpoint/{size}", response_class=PlainTextResponse)
-    async def checkpoint_at(size: int = _INDEX) -> str:
+    async def checkpoint_at(size: int = FastAPIPath(ge=0, le=_MAX_INT)) -> str:
         """The signed checkpoint the log issued at ``size``."""
         return node.log.checkpoint_at(size)
 
     @app.get("/v1/log/entries/{index}")
-    async def entry(index: int = _INDEX) -> Response:
+    async def entry(index: int = FastAPIPath(ge=0, le=_MAX_INT)) -> Response:
         """One log entry (a receipt), checked against its leaf hash."""
         return Response(node.log.entry(index), media_type="application/json")
 

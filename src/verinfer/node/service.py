@@ -118,6 +118,7 @@ class Node:
         self._manifests: dict[str, Manifest] = {}  # by manifest CID: immutable
         self._names: dict[str, tuple[str | None, str]] = {}  # ref -> (history head, manifest)
         self._lock = threading.Lock()
+        self._fetching = threading.Lock()
         self._workers = ThreadPoolExecutor(
             max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
         )
@@ -154,7 +155,11 @@ class Node:
         except NotFound:
             if not self.peers:
                 raise
-        return self._fetch(ref)
+        with self._fetching:  # one fetch at a time; a concurrent one may have done this one
+            try:
+                return self._resolve_here(ref)
+            except NotFound:
+                return self._fetch(ref)
 
     def _fetch(self, ref: str) -> Manifest:
         problems = []
