@@ -20,11 +20,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from verinfer import canonical, cid, devnet, keys, merkle, note, tensors
+from verinfer.client import Client, connect
 from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub import Hub, Manifest
 from verinfer.log import Log
 from verinfer.log.tiles import TILE_WIDTH, entries_path, tile_path
 from verinfer.node import Node, load_or_create_key
+from verinfer.node.peers import HttpSource
 from verinfer.verify import Bundle, verify_bundle
 
 __all__ = ["app", "main"]
@@ -255,6 +257,9 @@ app.add_typer(model_app, name="model")
 HubOption = Annotated[
     Path | None, typer.Option("--hub", help="hub data directory (default: $VERINFER_HOME/hub)")
 ]
+NodeOption = Annotated[
+    str | None, typer.Option("--node", help="act on a node (URL) instead of the local hub")
+]
 _PROGRESS_FROM = 4 << 20  # show a progress bar for files above 4 MiB
 
 
@@ -319,9 +324,25 @@ def model_publish(  # noqa: PLR0917 - a typer command: its options
     tag: Annotated[list[str] | None, typer.Option(help="a search tag (repeatable)")] = None,
     key: KeyOption = keys.DEFAULT,
     hub: HubOption = None,
+    node: NodeOption = None,
 ) -> None:
     """Check a model, store it by content and publish a signed manifest for it."""
     signer = keys.load(key)
+    if node is not None:  # the node checks the model; the manifest is signed here
+        with Client(node) as remote:
+            manifest = remote.publish(
+                file,
+                repository=name,
+                version=version,
+                signer=signer,
+                description=description,
+                license=license,
+                tags=tuple(tag or ()),
+            )
+        out.print(f"published {manifest.repository}@{manifest.version} on {node}")
+        out.print(f"model     {manifest.model}")
+        out.print(f"manifest  {manifest.cid}")
+        return
     size = file.stat().st_size
     progress = _progress(size, "storing")
     with _hub(hub) as store, progress or contextlib.nullcontext():
@@ -349,8 +370,23 @@ def model_list(
     tag: Annotated[str | None, typer.Option(help="only models with this tag")] = None,
     search: Annotated[str | None, typer.Option(help="text in the name or description")] = None,
     hub: HubOption = None,
+    node: NodeOption = None,
 ) -> None:
     """List the models in the hub, newest first."""
+    if node is not None:
+        with Client(node) as remote:
+            listed = remote.models(owner=owner, tag=tag, text=search)
+        table = Table("model", "version", "published", "model CID", "description")
+        for item in listed:
+            table.add_row(
+                item["repository"],
+                item["version"],
+                item["time"],
+                item["model"],
+                item["description"],
+            )
+        out.print(table if listed else "no models")
+        return
     with _hub(hub) as store:
         found = store.models(owner=owner, tag=tag, text=search)
     table = Table("model", "version", "size", "published", "model CID", "description")
@@ -371,17 +407,28 @@ def model_list(
 def model_show(
     ref: Annotated[str, typer.Argument(help="owner/name[@version|tag], or a manifest/model CID")],
     hub: HubOption = None,
+    node: NodeOption = None,
 ) -> None:
     """Show a model's signed manifest: signature, size, determinism, publisher."""
-    with _hub(hub) as store:
-        manifest = store.resolve(ref)
+    if node is not None:
+        source = HttpSource(node)
+        try:
+            manifest = Manifest.from_bytes(source.manifest(ref))  # the signature is checked
+        finally:
+            source.close()
+    else:
+        with _hub(hub) as store:
+            manifest = store.resolve(ref)
     out.print(_manifest_table(manifest))
 
 
 @model_app.command("pull")
-def model_pull(
+def model_pull(  # noqa: PLR0917 - a typer command: its options
     ref: Annotated[str, typer.Argument(help="owner/name[@version|tag]")],
-    source: Annotated[Path, typer.Option("--from", help="the hub directory to pull from")],
+    source: Annotated[
+        Path | None, typer.Option("--from", help="a hub directory to pull from")
+    ] = None,
+    node: NodeOption = None,
     output: Annotated[
         Path | None, typer.Option(help="also write the model file here (hash-checked)")
     ] = None,
@@ -391,10 +438,21 @@ def model_pull(
     hub: HubOption = None,
 ) -> None:
     """Fetch a model, its manifest and its repository history, verifying every byte."""
-    if not (source / "hub.sqlite").is_file():
-        raise Error(f"{str(source)!r} is not a hub directory (no hub.sqlite)")
-    with Hub(source) as remote, _hub(hub) as store:
-        manifest = store.pull(ref, remote, trusted_owner=owner_key)
+    if (source is None) == (node is None):
+        raise InputError("pull from exactly one of --from DIR or --node URL")
+    remote: Hub | HttpSource
+    if node is not None:
+        remote = HttpSource(node)
+    else:
+        assert source is not None
+        if not (source / "hub.sqlite").is_file():
+            raise Error(f"{str(source)!r} is not a hub directory (no hub.sqlite)")
+        remote = Hub(source)
+    with _hub(hub) as store:
+        try:
+            manifest = store.pull(ref, remote, trusted_owner=owner_key)
+        finally:
+            remote.close()
         if output is not None:
             store.export(manifest.cid, output)
     out.print(f"pulled {manifest.repository}@{manifest.version}: model {manifest.model}")
@@ -552,23 +610,41 @@ def infer(  # noqa: PLR0917 - a typer command: its options
         Path | None, typer.Option(help="node data directory (default: $VERINFER_HOME/node)")
     ] = None,
     hub: HubOption = None,
+    node: NodeOption = None,
+    network: Annotated[
+        Path | None, typer.Option(help="a network.json: any of its nodes answers")
+    ] = None,
 ) -> None:
-    """Run a model in process, as a node would, and write its outputs and proof bundle."""
+    """Run a model (on a node, a network, or in process) and write its outputs and bundle.
+
+    Answers from a node or a network are verified before anything is written.
+    """
     given = _read_tensors(inputs, "inputs")
-    with (
-        _hub(hub) as store,
-        Node(data or keys.home() / "node", hub=store) as node,
-    ):
-        result = node.infer(model, given, nonce=nonce)
-    bundle.write_text(result.bundle.to_json() + "\n")
+    if node is not None or network is not None:
+        with connect(node or network) as remote:  # type: ignore[arg-type]
+            answer = remote.infer(model, given, nonce=nonce)
+        outputs_got, result_bundle, signer_vkey = (
+            answer.outputs,
+            answer.bundle,
+            answer.bundle.receipt["node"],
+        )
+    else:
+        with (
+            _hub(hub) as store,
+            Node(data or keys.home() / "node", hub=store) as local,
+        ):
+            result = local.infer(model, given, nonce=nonce)
+        outputs_got, result_bundle, signer_vkey = result.outputs, result.bundle, local.vkey
+    bundle.write_text(result_bundle.to_json() + "\n")
     if outputs is not None:
         if outputs.suffix == ".npz":
-            outputs.write_bytes(tensors.encode_binary(result.outputs))
+            outputs.write_bytes(tensors.encode_binary(outputs_got))
         else:
-            outputs.write_text(json.dumps(tensors.encode_json(result.outputs)) + "\n")
-    out.print(json.dumps(tensors.encode_json(result.outputs)), markup=False)
+            outputs.write_text(json.dumps(tensors.encode_json(outputs_got)) + "\n")
+    out.print(json.dumps(tensors.encode_json(outputs_got)), markup=False)
     err.print(
-        f"receipt {result.bundle.index} in the log of {node.vkey}; bundle written to {bundle}"
+        f"receipt {result_bundle.index} in the log of {signer_vkey}; bundle written to {bundle}"
+        + (" (verified)" if node or network else "")
     )
 
 

@@ -41,11 +41,42 @@ def test_devnet_up_publish_infer_everywhere_down(tmp_path: Path) -> None:
         trust = (directory / devnet.TRUST_FILE).read_text().split()
         assert trust == [node["vkey"] for node in network]
         assert run(tmp_path, "devnet", "status", "--dir", str(directory)).returncode == 0
-        alice = note.Signer(note.generate_key("alice")[0])
+        # the CLI against the network: publish on node 1, list, show, pull, infer anywhere
+        model = tmp_path / "iris.onnx"
+        model.write_bytes(sklearn_model("iris"))
+        assert run(tmp_path, "key", "generate", "--name", "alice").returncode == 0
+        first = network[0]["url"]
+        published = run(
+            tmp_path, "model", "publish", str(model), "--name", "alice/iris", "--version", "1",
+            "--node", first,
+        )  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        listed = run(tmp_path, "model", "list", "--node", first)
+        assert "alice/iris" in listed.stdout, listed.stderr
+        shown = run(tmp_path, "model", "show", "alice/iris@1", "--node", first)
+        assert "bit-identical" in shown.stdout, shown.stderr
+        pulled = run(
+            tmp_path, "model", "pull", "alice/iris", "--node", first, "--output",
+            str(tmp_path / "back.onnx"),
+        )  # fmt: skip
+        assert pulled.returncode == 0, pulled.stderr
+        assert (tmp_path / "back.onnx").read_bytes() == model.read_bytes()
+        (tmp_path / "x.json").write_text(
+            '{"X": {"dtype": "float32", "shape": [1, 4], "data": [[5.1, 3.5, 1.4, 0.2]]}}'
+        )
+        answered = run(
+            tmp_path, "infer", "alice/iris", "--inputs", str(tmp_path / "x.json"), "--network",
+            str(directory / devnet.NETWORK_FILE), "--bundle", str(tmp_path / "b.json"),
+        )  # fmt: skip
+        assert answered.returncode == 0, answered.stderr
+        assert "(verified)" in answered.stderr
+        checked = run(
+            tmp_path, "verify", str(tmp_path / "b.json"), "--trust",
+            str(directory / devnet.TRUST_FILE), "--inputs", str(tmp_path / "x.json"),
+        )  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
         bundles = []
         checkpoints: dict[str, list[str]] = {}
-        with Client(network[0]["url"], trusted_vkeys=trust) as first:
-            first.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
         for node in network:  # nodes 2 and 3 fetch the model from their peer
             with Client(node["url"], trusted_vkeys=trust) as client:
                 for _ in range(3):
