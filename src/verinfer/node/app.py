@@ -188,11 +188,14 @@ def create_app(
             latency.observe(time.perf_counter() - started)
         finally:
             pending -= 1
-        return {
-            "outputs": tensors.encode_json(result.outputs),
-            "bundle": result.bundle.to_dict(),
-            "manifest": result.manifest.cid,
-        }
+        # a ready JSONResponse: FastAPI's generic encoder would walk the whole answer again
+        return JSONResponse(
+            {
+                "outputs": tensors.encode_json(result.outputs),
+                "bundle": result.bundle.to_dict(),
+                "manifest": result.manifest.cid,
+            }
+        )
 
     _add_log_routes(app, node)
     _add_hub_routes(app, node)
