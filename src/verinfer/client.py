@@ -8,6 +8,7 @@ verinfer errors at one boundary (:meth:`Client._request`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ from verinfer.hub.documents import (
 )
 from verinfer.verify import Bundle, verify_bundle
 
-__all__ = ["Client", "Network", "NetworkError", "Result", "connect"]
+__all__ = ["AsyncClient", "Client", "Network", "NetworkError", "Result", "connect"]
 
 
 class NetworkError(Error):
@@ -69,6 +70,112 @@ def _file_cid(path: Path) -> str:
     except OSError as exc:
         raise InputError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
     return cid.from_digest(hasher.digest())
+
+
+class _Policy:
+    """Which node keys to accept: the given ones, or whatever was pinned on first use."""
+
+    def __init__(self, trusted: Iterable[str] | None, known: str | os.PathLike[str] | None) -> None:
+        self.trusted = None if trusted is None else list(trusted)
+        for vkey in self.trusted or []:
+            note.VerifierKey.parse(vkey)
+        self.known = Path(known) if known else keys.home() / "known_nodes.json"
+
+
+def _read_known(path: Path) -> dict[str, str]:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read known nodes {str(path)!r}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InputError(f"{str(path)!r} is not a JSON object of url -> vkey")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _trust(url: str, vkey: object, policy: _Policy) -> str:
+    """Check a node's key against the policy (pinning it on first use); return it."""
+    if not isinstance(vkey, str):
+        raise VerificationError(f"node {url} sent no key")
+    if policy.trusted is not None:
+        if vkey not in policy.trusted:
+            raise VerificationError(f"node {url} has key {vkey!r}, which is not trusted")
+        return vkey
+    known = _read_known(policy.known)
+    pinned = known.get(url)
+    if pinned is None:
+        known[url] = vkey
+        policy.known.parent.mkdir(parents=True, exist_ok=True)
+        temp = policy.known.with_suffix(".tmp")
+        temp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+        os.replace(temp, policy.known)
+    elif pinned != vkey:
+        raise VerificationError(
+            f"node {url} now presents key {vkey!r}, but {pinned!r} was pinned on first use "
+            f"({policy.known}); remove that entry only if the change is expected"
+        )
+    return vkey
+
+
+def _checked(response: httpx.Response, url: str) -> httpx.Response:
+    """The response if it succeeded; otherwise the verinfer error its JSON body names."""
+    if response.is_success:
+        return response
+    try:
+        body = response.json()
+        code, message = str(body["code"]), str(body["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", response.text[:200]
+    kind = _BY_CODE.get(code, NetworkError)
+    raise kind(f"{message} (HTTP {response.status_code} from {url})")
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise NetworkError(f"{response.url} answered something that is not JSON") from exc
+
+
+def _infer_body(
+    model: str, inputs: Mapping[str, np.ndarray], mode: str, nonce: str | None
+) -> tuple[dict[str, Any], str]:
+    nonce = nonce or secrets.token_hex(16)
+    body = {
+        "model": model,
+        "inputs": tensors.encode_json(inputs, raw=True),
+        "mode": mode,
+        "nonce": nonce,
+    }
+    return body, nonce
+
+
+def _verified_answer(
+    response: httpx.Response,
+    url: str,
+    *,
+    vkey: str,
+    inputs: Mapping[str, np.ndarray],
+    nonce: str,
+    mode: str,
+) -> Result:
+    """The answer to an inference, verified: bundle, digests of these tensors, nonce, mode."""
+    try:
+        answer = response.json()
+        bundle = Bundle.from_json(answer["bundle"])
+        outputs = tensors.decode_json(answer["outputs"])
+    except (ValueError, KeyError, TypeError, InputError) as exc:
+        raise VerificationError(f"malformed answer from {url}: {exc}") from exc
+    verify_bundle(bundle, [vkey], inputs=inputs, outputs=outputs)
+    if bundle.receipt["nonce"] != nonce:
+        raise VerificationError(
+            f"the receipt carries nonce {bundle.receipt['nonce']!r}, not the {nonce!r} sent: "
+            f"a replayed answer"
+        )
+    if bundle.receipt["mode"] != mode:
+        raise VerificationError(f"asked for mode {mode!r}, got {bundle.receipt['mode']!r}")
+    return Result(outputs, bundle, str(answer.get("manifest", "")))
 
 
 @dataclass(frozen=True)
@@ -99,10 +206,8 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._trusted = None if trusted_vkeys is None else list(trusted_vkeys)
-        for vkey in self._trusted or []:
-            note.VerifierKey.parse(vkey)
-        self._known = Path(known_nodes) if known_nodes else keys.home() / "known_nodes.json"
+        self._policy = _Policy(trusted_vkeys, known_nodes)
+        self._trusted = self._policy.trusted
         self._retries = retries
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         self._vkey: str | None = None
@@ -134,15 +239,7 @@ class Client:
                 delay = float(retry_after) if retry_after.isdigit() else delay
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-        if response.is_success:
-            return response
-        try:
-            body = response.json()
-            code, message = str(body["code"]), str(body["message"])
-        except (ValueError, KeyError, TypeError):
-            code, message = "http_error", response.text[:200]
-        kind = _BY_CODE.get(code, NetworkError)
-        raise kind(f"{message} (HTTP {response.status_code} from {self.url})")
+        return _checked(response, self.url)
 
     # -- trust ----------------------------------------------------------------------------------
 
@@ -150,40 +247,8 @@ class Client:
         """The node's key, checked against the trusted keys or pinned on first use."""
         if self._vkey is not None:
             return self._vkey
-        vkey = str(self._request("GET", "/v1/node").json()["vkey"])
-        if self._trusted is not None:
-            if vkey not in self._trusted:
-                raise VerificationError(f"node {self.url} has key {vkey!r}, which is not trusted")
-        else:
-            known = self._read_known()
-            pinned = known.get(self.url)
-            if pinned is None:
-                known[self.url] = vkey
-                self._write_known(known)
-            elif pinned != vkey:
-                raise VerificationError(
-                    f"node {self.url} now presents key {vkey!r}, but {pinned!r} was pinned on "
-                    f"first use ({self._known}); remove that entry only if the change is expected"
-                )
-        self._vkey = vkey
-        return vkey
-
-    def _read_known(self) -> dict[str, str]:
-        try:
-            value = json.loads(self._known.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read known nodes {str(self._known)!r}: {exc}") from exc
-        if not isinstance(value, dict):
-            raise InputError(f"{str(self._known)!r} is not a JSON object of url -> vkey")
-        return {str(k): str(v) for k, v in value.items()}
-
-    def _write_known(self, known: dict[str, str]) -> None:
-        self._known.parent.mkdir(parents=True, exist_ok=True)
-        temp = self._known.with_suffix(".tmp")
-        temp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
-        os.replace(temp, self._known)
+        self._vkey = _trust(self.url, _json(self._request("GET", "/v1/node"))["vkey"], self._policy)
+        return self._vkey
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -201,28 +266,11 @@ class Client:
         outputs, under a trusted node key, with the nonce sent.
         """
         vkey = self.node_vkey()
-        nonce = nonce or secrets.token_hex(16)
-        body = {
-            "model": model,
-            "inputs": tensors.encode_json(inputs, raw=True),
-            "mode": mode,
-            "nonce": nonce,
-        }
-        answer = self._request("POST", "/v1/infer", json=body).json()
-        try:
-            bundle = Bundle.from_json(answer["bundle"])
-            outputs = tensors.decode_json(answer["outputs"])
-        except (KeyError, TypeError, InputError) as exc:
-            raise VerificationError(f"malformed answer from {self.url}: {exc}") from exc
-        verify_bundle(bundle, [vkey], inputs=inputs, outputs=outputs)
-        if bundle.receipt["nonce"] != nonce:
-            raise VerificationError(
-                f"the receipt carries nonce {bundle.receipt['nonce']!r}, not the {nonce!r} sent: "
-                f"a replayed answer"
-            )
-        if bundle.receipt["mode"] != mode:
-            raise VerificationError(f"asked for mode {mode!r}, got {bundle.receipt['mode']!r}")
-        return Result(outputs, bundle, str(answer.get("manifest", "")))
+        body, nonce = _infer_body(model, inputs, mode, nonce)
+        response = self._request("POST", "/v1/infer", json=body)
+        return _verified_answer(
+            response, self.url, vkey=vkey, inputs=inputs, nonce=nonce, mode=mode
+        )
 
     def publish(
         self,
@@ -379,3 +427,73 @@ def connect(target: str | os.PathLike[str], **options: Any) -> Client | Network:
     if text.startswith(("http://", "https://")):
         return Client(text, **options)
     return Network(text, **options)
+
+
+class AsyncClient:
+    """:class:`Client` for asyncio: the same trust policy, verification and error mapping."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        trusted_vkeys: Iterable[str] | None = None,
+        known_nodes: str | os.PathLike[str] | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._policy = _Policy(trusted_vkeys, known_nodes)
+        self._retries = retries
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
+        self._vkey: str | None = None
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        delay = 0.1
+        for attempt in range(self._retries + 1):
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                if attempt == self._retries:
+                    raise NetworkError(f"{method} {self.url}{path} failed: {exc}") from exc
+            else:
+                if response.status_code not in _RETRY_STATUS or attempt == self._retries:
+                    break
+                retry_after = response.headers.get("retry-after", "")
+                delay = float(retry_after) if retry_after.isdigit() else delay
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        return _checked(response, self.url)
+
+    async def node_vkey(self) -> str:
+        """The node's key, checked against the trusted keys or pinned on first use."""
+        if self._vkey is None:
+            answer = _json(await self._request("GET", "/v1/node"))
+            self._vkey = _trust(self.url, answer.get("vkey"), self._policy)
+        return self._vkey
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str = "attested",
+        nonce: str | None = None,
+    ) -> Result:
+        """:meth:`Client.infer`, awaited."""
+        vkey = await self.node_vkey()
+        body, nonce = _infer_body(model, inputs, mode, nonce)
+        response = await self._request("POST", "/v1/infer", json=body)
+        return _verified_answer(
+            response, self.url, vkey=vkey, inputs=inputs, nonce=nonce, mode=mode
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -23,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
 from hub_models import LIGHT, sklearn_model
 
 from verinfer import merkle, note, tensors
-from verinfer.client import Client, NetworkError
+from verinfer.client import AsyncClient, Client, NetworkError
 from verinfer.errors import InputError, NotFound, VerificationError
 from verinfer.hub import Hub
 from verinfer.log.tiles import tile_path
 from verinfer.node import Node
 from verinfer.node.app import create_app
-from verinfer.verify import Bundle, verify_bundle
+from verinfer.verify import Bundle, verify_bundle, verify_bundles
 
 IRIS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
 
@@ -456,3 +457,27 @@ def test_a_missing_model_is_fetched_from_a_peer_and_checked(served: Served, tmp_
             other.stop()
     with Node(tmp_path / "c", peers=[served.url]) as c_node:
         assert c_node.resolve(model_cid).model == model_cid  # by CID
+
+
+def test_the_async_client_verifies_like_the_sync_one(served: Served, tmp_path: Path) -> None:
+    async def main() -> list[Bundle]:
+        async with AsyncClient(served.url, known_nodes=tmp_path / "k.json") as c:
+            results = await asyncio.gather(*(c.infer("alice/iris", {"X": IRIS}) for _ in range(16)))
+        return [r.bundle for r in results]
+
+    bundles = asyncio.run(main())
+    assert len({b.receipt["nonce"] for b in bundles}) == 16  # a fresh nonce each
+    verify_bundles(bundles, [served.node.vkey])
+    assert json.loads((tmp_path / "k.json").read_text()) == {served.url: served.node.vkey}
+
+    async def tampered() -> None:
+        with httpx.Client(base_url=served.url) as real:
+            async with AsyncClient(
+                "http://node.test",
+                transport=httpx.MockTransport(_tampering(real, _bump_output).handler),
+                known_nodes=tmp_path / "k2.json",
+            ) as c:
+                await c.infer("alice/iris", {"X": IRIS})
+
+    with pytest.raises(VerificationError, match="step 5"):
+        asyncio.run(tampered())
