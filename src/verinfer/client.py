@@ -38,6 +38,7 @@ from verinfer.hub.documents import (
     Manifest,
     check_repository,
     check_version,
+    parse_ref,
     verify_history,
 )
 from verinfer.verify import Bundle, verify_bundle
@@ -156,6 +157,7 @@ def _verified_answer(
     url: str,
     *,
     vkey: str,
+    model: str,
     inputs: Mapping[str, np.ndarray],
     nonce: str,
     mode: str,
@@ -168,6 +170,12 @@ def _verified_answer(
     except (ValueError, KeyError, TypeError, InputError) as exc:
         raise VerificationError(f"malformed answer from {url}: {exc}") from exc
     verify_bundle(bundle, [vkey], inputs=inputs, outputs=outputs)
+    receipt = bundle.receipt
+    if "/" not in model and model not in (receipt["model"], receipt["manifest"]):
+        raise VerificationError(
+            f"asked for {model!r}, but the receipt names model {receipt['model']!r} "
+            f"(manifest {receipt['manifest']!r}): another model answered"
+        )
     if bundle.receipt["nonce"] != nonce:
         raise VerificationError(
             f"the receipt carries nonce {bundle.receipt['nonce']!r}, not the {nonce!r} sent: "
@@ -175,7 +183,26 @@ def _verified_answer(
         )
     if bundle.receipt["mode"] != mode:
         raise VerificationError(f"asked for mode {mode!r}, got {bundle.receipt['mode']!r}")
-    return Result(outputs, bundle, str(answer.get("manifest", "")))
+    return Result(outputs, bundle, str(receipt["manifest"] or ""))
+
+
+def _check_named(model: str, result: Result, data: bytes, policy: _Policy) -> None:
+    """The answer to ``owner/name[@v]`` came from a signed manifest of that repository; with
+    trust on first use, by the owner key pinned for the owner name, like node keys."""
+    repository, _ = parse_ref(model)
+    try:
+        manifest = Manifest.from_bytes(data, result.manifest or None)
+    except VerificationError as exc:
+        raise VerificationError(f"the manifest of the answer does not verify: {exc}") from exc
+    receipt = result.bundle.receipt
+    if manifest.repository != repository or manifest.model != receipt["model"]:
+        raise VerificationError(
+            f"asked for {model!r}, but the answer comes from {manifest.repository}@"
+            f"{manifest.version} (model {receipt['model']!r}): another model answered"
+        )
+    if policy.trusted is None:  # trust on first use: the owner's key is pinned like nodes'
+        _trust(f"owner:{repository.split('/')[0]}", manifest.publisher, policy)
+    # (a tag other than the version names what the node reads from the signed history)
 
 
 @dataclass(frozen=True)
@@ -268,9 +295,13 @@ class Client:
         vkey = self.node_vkey()
         body, nonce = _infer_body(model, inputs, mode, nonce)
         response = self._request("POST", "/v1/infer", json=body)
-        return _verified_answer(
-            response, self.url, vkey=vkey, inputs=inputs, nonce=nonce, mode=mode
+        result = _verified_answer(
+            response, self.url, vkey=vkey, model=model, inputs=inputs, nonce=nonce, mode=mode
         )
+        if "/" in model:  # a name: the receipt's manifest must be a signed card of that name
+            data = self._request("GET", f"/v1/manifests/{result.manifest}").content
+            _check_named(model, result, data, self._policy)
+        return result
 
     def publish(
         self,
@@ -494,6 +525,10 @@ class AsyncClient:
         vkey = await self.node_vkey()
         body, nonce = _infer_body(model, inputs, mode, nonce)
         response = await self._request("POST", "/v1/infer", json=body)
-        return _verified_answer(
-            response, self.url, vkey=vkey, inputs=inputs, nonce=nonce, mode=mode
+        result = _verified_answer(
+            response, self.url, vkey=vkey, model=model, inputs=inputs, nonce=nonce, mode=mode
         )
+        if "/" in model:  # a name: the receipt's manifest must be a signed card of that name
+            data = (await self._request("GET", f"/v1/manifests/{result.manifest}")).content
+            _check_named(model, result, data, self._policy)
+        return result

@@ -92,7 +92,9 @@ def test_trust_on_first_use_pins_the_node_key(served: Served, tmp_path: Path) ->
     known = tmp_path / "known.json"
     with Client(served.url, known_nodes=known) as first:
         first.infer("alice/iris", {"X": IRIS})
-    assert json.loads(known.read_text()) == {served.url: served.node.vkey}
+    pinned = json.loads(known.read_text())
+    assert pinned[served.url] == served.node.vkey
+    assert note.VerifierKey.parse(pinned["owner:alice"]).name == "alice"  # the model's owner
     impostor = note.generate_key("node.verinfer.local")[1]
     known.write_text(json.dumps({served.url: impostor}))
     with (
@@ -468,7 +470,7 @@ def test_the_async_client_verifies_like_the_sync_one(served: Served, tmp_path: P
     bundles = asyncio.run(main())
     assert len({b.receipt["nonce"] for b in bundles}) == 16  # a fresh nonce each
     verify_bundles(bundles, [served.node.vkey])
-    assert json.loads((tmp_path / "k.json").read_text()) == {served.url: served.node.vkey}
+    assert json.loads((tmp_path / "k.json").read_text())[served.url] == served.node.vkey
 
     async def tampered() -> None:
         with httpx.Client(base_url=served.url) as real:
@@ -481,3 +483,57 @@ def test_the_async_client_verifies_like_the_sync_one(served: Served, tmp_path: P
 
     with pytest.raises(VerificationError, match="step 5"):
         asyncio.run(tampered())
+
+
+def test_analysing_an_accepted_document_deletes_nothing(served: Served) -> None:
+    """Asking the node to analyse a manifest or change blob is refused, and they stay."""
+    manifest = served.node.hub.resolve("alice/iris")
+    change = served.node.hub.history("alice/iris").changes[0].cid
+    for blob in (manifest.cid, change):
+        refused = httpx.post(f"{served.url}/v1/blobs/{blob}/analysis")
+        assert refused.status_code == 400
+        assert served.node.hub.blobs.has(blob)
+    assert served.node.hub.resolve("alice/iris") == manifest
+    assert served.node.hub.verify() == []
+
+
+def test_a_chunked_body_is_refused(served: Served) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "alice/iris", '
+        yield b'"inputs": {}}'
+
+    response = httpx.post(f"{served.url}/v1/infer", content=chunks())
+    assert (response.status_code, response.json()["code"]) == (411, "length_required")
+
+
+def test_an_answer_from_another_model_is_refused(served: Served, tmp_path: Path) -> None:
+    """A node that runs a cheaper model than the one asked for signs a genuine receipt, but for
+    that other model: the client compares what it asked with what the receipt names."""
+    eve = note.Signer(note.generate_key("eve")[0])
+    served.node.hub.publish(
+        sklearn_model("breast_cancer"), repository="eve/cheap", version="1", signer=eve
+    )
+    # eve's model takes 30 features; give it an input of that shape and ask for alice's by CID
+    wide = np.zeros((1, 30), dtype=np.float32)
+    alice_model = served.node.hub.resolve("alice/iris").model
+
+    def swap(request: httpx.Request) -> httpx.Response:
+        with httpx.Client(base_url=served.url) as real:
+            if request.url.path == "/v1/infer":
+                body = json.loads(request.content)
+                body["model"] = "eve/cheap"
+                response = real.post("/v1/infer", json=body)
+            else:
+                response = real.get(request.url.path)
+        return httpx.Response(response.status_code, content=response.content)
+
+    for asked in (alice_model, "alice/iris", "alice/iris@1"):
+        with (
+            Client(
+                "http://node.test",
+                transport=httpx.MockTransport(swap),
+                trusted_vkeys=[served.node.vkey],
+            ) as c,
+            pytest.raises(VerificationError, match="another model answered"),
+        ):
+            c.infer(asked, {"X": wide})

@@ -196,7 +196,7 @@ class Hub:
         if ref.startswith("b") and "/" not in ref:
             cid.digest(ref)
             rows = self._query(
-                "SELECT cid FROM manifests WHERE cid = ? OR model = ? ORDER BY time DESC",
+                "SELECT cid FROM manifests WHERE cid = ? OR model = ? ORDER BY rowid",
                 (ref, ref),
             )
             if not rows:
@@ -274,8 +274,8 @@ class Hub:
     def analyse(self, model_cid: str) -> dict[str, Any]:
         """The manifest facts of a stored model, from the sandboxed checks and probe.
 
-        Raises :class:`InputError` if the hub refuses the model (a refused blob is deleted
-        unless a manifest already names it).
+        Raises :class:`InputError` if the hub refuses the model; the refused blob is deleted
+        unless an indexed manifest or change names it.
         """
         if not self.blobs.has(model_cid):
             raise NotFound(f"no blob {model_cid!r}: upload the model first")
@@ -284,12 +284,22 @@ class Hub:
             return dict(known)
         try:
             facts = self._analyse(model_cid)
-            self._facts[model_cid] = facts
-            return dict(facts)
         except InputError:
-            if not self._query("SELECT 1 FROM manifests WHERE model = ?", (model_cid,)):
-                self.blobs.delete(model_cid)  # refused: keep nothing of it
+            if not self._referenced(model_cid):  # never a manifest, change or published model
+                self.blobs.delete(model_cid)
             raise
+        self._facts[model_cid] = facts
+        return dict(facts)
+
+    def _referenced(self, blob: str) -> bool:
+        """Whether any indexed manifest or change names the blob (then it is never deleted)."""
+        return bool(
+            self._query(
+                "SELECT 1 FROM manifests WHERE cid = ? OR model = ? "
+                "UNION ALL SELECT 1 FROM changes WHERE cid = ? LIMIT 1",
+                (blob, blob, blob),
+            )
+        )
 
     def accept(self, manifest_data: bytes, change_data: list[bytes]) -> Manifest:
         """Publish documents signed elsewhere (a remote publisher): a manifest and the changes
@@ -322,14 +332,20 @@ class Hub:
         new = list(full.changes[len(history.changes) :])
         if not new or new[0].body.get("manifest") != manifest.cid:
             raise VerificationError("the first new change must publish this manifest")
+        if new[0].body["version"] != manifest.version:
+            raise VerificationError(
+                f"the change publishes version {new[0].body['version']!r}, the manifest "
+                f"{manifest.version!r}"
+            )
         if any(change.body["action"] == "publish" for change in new[1:]):
             raise InputError("publish one version per request")
         self._commit(manifest.repository, owner, full.owner, new, manifest)
         return manifest
 
     def _analyse(self, model_cid: str) -> dict[str, Any]:
-        if self._sandbox is None:
-            self._sandbox = Sandbox(memory=self.limits.memory)
+        with self._lock:
+            if self._sandbox is None:
+                self._sandbox = Sandbox(memory=self.limits.memory)
         facts: dict[str, Any] = self._sandbox.call(
             analyse_file,
             str(self.blobs.path(model_cid)),

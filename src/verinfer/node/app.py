@@ -40,6 +40,7 @@ from verinfer.errors import (
     StorageError,
     VerificationError,
 )
+from verinfer.hub.documents import Manifest
 from verinfer.log.tiles import parse_path
 from verinfer.node.service import Node
 
@@ -146,6 +147,8 @@ def create_app(
         length = request.headers.get("content-length")
         upload = request.method == "PUT" and request.url.path == "/v1/blobs"
         limit = node.hub.limits.max_bytes if upload else max_body_bytes
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            return _error(411, "length_required", "send a Content-Length (no chunked bodies)")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return _error(
                 413, "body_too_large", f"request bodies are at most {max_body_bytes} bytes"
@@ -272,7 +275,7 @@ def _add_hub_routes(app: FastAPI, node: Node) -> None:
                 "description": m.body["description"],
                 "time": m.body["time"],
             }
-            for m in node.hub.models(owner=owner, tag=tag, text=q)
+            for m in await run_in_threadpool(node.hub.models, owner=owner, tag=tag, text=q)
         ]
 
     @app.get("/v1/manifests/{ref:path}")
@@ -314,15 +317,16 @@ def _add_hub_routes(app: FastAPI, node: Node) -> None:
             change_data = [c.encode() for c in request.changes]
         except UnicodeEncodeError as exc:
             raise InputError("documents must be valid Unicode") from exc
+        claimed = Manifest.from_bytes(manifest_data).repository
+        if claimed != f"{owner}/{name}":  # checked before anything is accepted
+            raise InputError(f"the manifest is for {claimed!r}, not {owner}/{name}")
         manifest = await run_in_threadpool(node.hub.accept, manifest_data, change_data)
-        if manifest.repository != f"{owner}/{name}":
-            raise InputError(f"the manifest is for {manifest.repository!r}, not {owner}/{name}")
         return {"manifest": manifest.cid, "model": manifest.model}
 
     @app.get("/v1/blobs/{blob}")
     async def blob(blob: str) -> FileResponse:
         """A blob's bytes, hash-checked before they are served."""
-        node.hub.blobs.check(blob)
+        await run_in_threadpool(node.hub.blobs.check, blob)  # hashing stays off the event loop
         return FileResponse(node.hub.blobs.path(blob), media_type="application/octet-stream")
 
 
