@@ -119,6 +119,17 @@ def _trust(url: str, vkey: object, policy: _Policy) -> str:
     return vkey
 
 
+_MAX_RETRY_DELAY = 5.0
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    """The server's Retry-After in seconds, capped: a node cannot park its clients."""
+    value = response.headers.get("retry-after", "")
+    if value.isascii() and value.isdigit():
+        return min(float(value), _MAX_RETRY_DELAY)
+    return default
+
+
 def _checked(response: httpx.Response, url: str) -> httpx.Response:
     """The response if it succeeded; otherwise the verinfer error its JSON body names."""
     if response.is_success:
@@ -262,10 +273,9 @@ class Client:
             else:
                 if response.status_code not in _RETRY_STATUS or attempt == self._retries:
                     break
-                retry_after = response.headers.get("retry-after", "")
-                delay = float(retry_after) if retry_after.isdigit() else delay
+                delay = _retry_after(response, delay)
             time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, _MAX_RETRY_DELAY)
         return _checked(response, self.url)
 
     # -- trust ----------------------------------------------------------------------------------
@@ -274,7 +284,9 @@ class Client:
         """The node's key, checked against the trusted keys or pinned on first use."""
         if self._vkey is not None:
             return self._vkey
-        self._vkey = _trust(self.url, _json(self._request("GET", "/v1/node"))["vkey"], self._policy)
+        answer = _json(self._request("GET", "/v1/node"))
+        vkey = answer.get("vkey") if isinstance(answer, dict) else None
+        self._vkey = _trust(self.url, vkey, self._policy)
         return self._vkey
 
     # -- calls ----------------------------------------------------------------------------------
@@ -330,11 +342,11 @@ class Client:
         # (1) upload, streamed from disk; the node must name the bytes we hashed
         if isinstance(model, bytes):
             expected = cid.compute(model)
-            uploaded = self._request("PUT", "/v1/blobs", content=model).json()["cid"]
+            uploaded = _json(self._request("PUT", "/v1/blobs", content=model)).get("cid")
         else:
             expected = _file_cid(Path(model))
             with open(model, "rb") as handle:
-                uploaded = self._request("PUT", "/v1/blobs", content=handle).json()["cid"]
+                uploaded = _json(self._request("PUT", "/v1/blobs", content=handle)).get("cid")
         if uploaded != expected:
             raise VerificationError(f"the node stored {uploaded!r} for a model of CID {expected!r}")
         # (2) the node's analysis, (3) documents signed here, (4) on top of the node's history
@@ -500,17 +512,17 @@ class AsyncClient:
             else:
                 if response.status_code not in _RETRY_STATUS or attempt == self._retries:
                     break
-                retry_after = response.headers.get("retry-after", "")
-                delay = float(retry_after) if retry_after.isdigit() else delay
+                delay = _retry_after(response, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, _MAX_RETRY_DELAY)
         return _checked(response, self.url)
 
     async def node_vkey(self) -> str:
         """The node's key, checked against the trusted keys or pinned on first use."""
         if self._vkey is None:
             answer = _json(await self._request("GET", "/v1/node"))
-            self._vkey = _trust(self.url, answer.get("vkey"), self._policy)
+            vkey = answer.get("vkey") if isinstance(answer, dict) else None
+            self._vkey = _trust(self.url, vkey, self._policy)
         return self._vkey
 
     async def infer(

@@ -36,7 +36,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # nodes this process started
+
+
 def _alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None  # also reaps it once it has exited
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -97,6 +103,7 @@ def _spawn(directory: Path, node: dict[str, Any]) -> int:
         stdout=log, stderr=log, start_new_session=True,
     )  # fmt: skip
     log.close()
+    _CHILDREN[process.pid] = process
     return process.pid
 
 
@@ -159,12 +166,20 @@ def down_nodes(nodes: list[dict[str, Any]], *, timeout: float = 60.0) -> None:
             time.sleep(0.05)
         if _alive(node["pid"]):
             os.kill(node["pid"], signal.SIGKILL)
-            _reap(node["pid"])
+            child = _CHILDREN.get(node["pid"])
+            if child is not None:
+                child.wait(timeout=10)
+        _reap(node["pid"])
 
 
 def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError):  # not our child: its parent reaps it
-        os.waitpid(pid, os.WNOHANG)  # our own child: collect it so it does not linger
+        os.waitpid(pid, os.WNOHANG)
 
 
 def down(directory: Path) -> list[dict[str, Any]]:

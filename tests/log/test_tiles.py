@@ -97,3 +97,15 @@ def test_frontier_growth_matches_a_full_rebuild(batches: list[int]) -> None:
                 node = merkle.root(hashes[index << level : (index + 1) << level])
                 offset = row_offset(width, row) + 32 * position
                 assert data[offset : offset + 32] == node
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tile/0/x999/x999/x999/x999/x999/x999/x999/999",
+        "tile/entries/x009/x223/x372/x036/x854/x775/808",
+    ],
+)
+def test_tile_indices_beyond_what_a_log_can_hold_are_refused(path: str) -> None:
+    with pytest.raises(InputError, match="index too large"):
+        parse_path(path)

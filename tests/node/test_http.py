@@ -25,7 +25,7 @@ from hub_models import LIGHT, sklearn_model
 
 from verinfer import merkle, note, tensors
 from verinfer.client import AsyncClient, Client, NetworkError
-from verinfer.errors import InputError, NotFound, VerificationError
+from verinfer.errors import InputError, LimitExceeded, NotFound, VerificationError
 from verinfer.hub import Hub
 from verinfer.log.tiles import tile_path
 from verinfer.node import Node
@@ -537,3 +537,23 @@ def test_an_answer_from_another_model_is_refused(served: Served, tmp_path: Path)
             pytest.raises(VerificationError, match="another model answered"),
         ):
             c.infer(asked, {"X": wide})
+
+
+def test_retry_after_is_capped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A node answering 503 with Retry-After: 86400 cannot park the client for a day."""
+    slept: list[float] = []
+    monkeypatch.setattr("verinfer.client.time.sleep", slept.append)
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            503, headers={"retry-after": "86400"}, json={"code": "over_limit", "message": "busy"}
+        )
+
+    with (
+        Client("http://node.test", transport=httpx.MockTransport(busy), retries=3,
+               known_nodes=tmp_path / "k.json") as c,
+        pytest.raises(LimitExceeded, match="busy"),
+    ):  # fmt: skip
+        c.node_vkey()
+    assert len(slept) == 3
+    assert max(slept) <= 5.0

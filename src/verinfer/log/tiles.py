@@ -143,7 +143,11 @@ def parse_path(path: str) -> tuple[int | None, int, int | None]:
     groups = match["index"].replace("x", "").split("/")
     if len(groups) > 1 and groups[0] == "000":
         raise InputError(f"malformed tile path {path!r}: leading zero group")
+    if len(groups) > 7:  # 7 groups of 3 digits hold every index a log can reach (< 2**63)
+        raise InputError(f"malformed tile path {path!r}: index too large")
     index = int("".join(groups))
+    if index > 2**63 - 1:
+        raise InputError(f"malformed tile path {path!r}: index too large")
     width = int(match["width"]) if match["width"] else None
     if (level is not None and level > 63) or (width is not None and width >= TILE_WIDTH):
         raise InputError(f"malformed tile path {path!r}: level or width out of range")

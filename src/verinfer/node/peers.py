@@ -11,10 +11,12 @@ from typing import Any
 
 import httpx
 
-from verinfer.errors import NotFound, StorageError
+from verinfer.errors import InputError, NotFound, StorageError, VerificationError
 from verinfer.hub.blobs import BlobStore, Progress
 
 __all__ = ["HttpSource"]
+
+_MAX_DOCUMENT_BYTES = 16 << 20  # a repository history or a manifest; models stream separately
 
 
 class _Stream:
@@ -30,8 +32,9 @@ class _Stream:
 class HttpSource:
     """A peer node's hub, read over HTTP (a :class:`verinfer.hub.Source`)."""
 
-    def __init__(self, url: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 30.0, max_bytes: int = 1 << 30) -> None:
         self.url = url.rstrip("/")
+        self.max_bytes = max_bytes  # the most a blob from this peer may be
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
 
     def close(self) -> None:
@@ -47,12 +50,20 @@ class HttpSource:
             raise NotFound(f"peer {self.url} has no {path}")
         if not response.is_success:
             raise StorageError(f"peer {self.url} answered {response.status_code} for {path}")
+        if len(response.content) > _MAX_DOCUMENT_BYTES:
+            raise StorageError(f"peer {self.url} sent more than {_MAX_DOCUMENT_BYTES} bytes")
         return response
 
     def change_blobs(self, repository: str) -> list[bytes]:
         """The peer's changes of a repository (verified by the caller)."""
-        changes = self._get(f"/v1/repositories/{repository}/changes").json().get("changes", [])
-        return [str(change).encode() for change in changes]
+        response = self._get(f"/v1/repositories/{repository}/changes")
+        try:
+            changes = response.json()["changes"]
+            if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
+                raise TypeError("changes must be a list of strings")
+            return [change.encode() for change in changes]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"peer {self.url} sent a malformed history: {exc}") from exc
 
     def manifest(self, ref: str) -> bytes:
         """The peer's manifest for a CID or name (verified by the caller)."""
@@ -67,7 +78,12 @@ class HttpSource:
                 if not response.is_success:
                     raise StorageError(f"peer {self.url} answered {response.status_code}")
                 into.put_stream(
-                    _Stream(response.iter_bytes(1 << 20)), expected=blob, progress=progress
+                    _Stream(response.iter_bytes(1 << 20)),
+                    expected=blob,
+                    max_bytes=self.max_bytes,
+                    progress=progress,
                 )
         except httpx.HTTPError as exc:
             raise StorageError(f"peer {self.url} failed while sending {blob!r}: {exc}") from exc
+        except (InputError, VerificationError) as exc:  # too large, or not the bytes named
+            raise StorageError(f"peer {self.url} sent a bad blob {blob!r}: {exc}") from exc

@@ -41,6 +41,7 @@ __all__ = ["DEFAULT_MAX_INPUT_BYTES", "NODE_KEY_FILE", "Node", "Result", "load_o
 
 NODE_KEY_FILE = "node.skey"
 DEFAULT_MAX_INPUT_BYTES = 64 << 20
+_MISS_SECONDS = 10.0  # a model no peer had is not looked for again this soon
 _OVERLAP_BYTES = 256 << 10  # below this, handing the hashing to a thread costs more than it saves
 
 
@@ -119,6 +120,7 @@ class Node:
         self._names: dict[str, tuple[str | None, str]] = {}  # ref -> (history head, manifest)
         self._lock = threading.Lock()
         self._fetching = threading.Lock()
+        self._misses: dict[str, tuple[float, str]] = {}  # refs the peers lacked, and when
         self._workers = ThreadPoolExecutor(
             max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
         )
@@ -155,16 +157,26 @@ class Node:
         except NotFound:
             if not self.peers:
                 raise
+        missed = self._misses.get(ref)
+        if missed is not None and time.monotonic() - missed[0] < _MISS_SECONDS:
+            raise NotFound(missed[1])  # asked again too soon: the peers are not asked again
         with self._fetching:  # one fetch at a time; a concurrent one may have done this one
             try:
                 return self._resolve_here(ref)
             except NotFound:
+                pass
+            try:
                 return self._fetch(ref)
+            except NotFound as exc:
+                if len(self._misses) > 4096:
+                    self._misses.clear()
+                self._misses[ref] = (time.monotonic(), str(exc))
+                raise
 
     def _fetch(self, ref: str) -> Manifest:
         problems = []
         for url in self.peers:
-            source = HttpSource(url)
+            source = HttpSource(url, max_bytes=self.hub.limits.max_bytes)
             try:
                 name = ref
                 if "/" not in ref:  # a CID: the peer's manifest names the repository
