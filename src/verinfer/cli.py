@@ -38,7 +38,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -63,15 +63,35 @@ def _demo_receipt(index: int) -> bytes:
 
 
 @app.command()
-def demo(
-    data: Annotated[
-        Path | None, typer.Option(help="data directory (default: a new temporary one)")
+def demo(  # noqa: PLR0917 - a typer command: its options
+    nodes: Annotated[int, typer.Option(min=1, max=8, help="nodes of the devnet")] = 3,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="network directory (default: a new temporary one)")
     ] = None,
-    batches: Annotated[int, typer.Option(min=1, max=1000, help="batches to append")] = 5,
-    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="entries per batch")] = 300,
+    local: Annotated[
+        bool, typer.Option(help="no network: the log and a node at work inside this process")
+    ] = False,
+    data: Annotated[
+        Path | None, typer.Option(help="--local: data directory (default: a new temporary one)")
+    ] = None,
+    batches: Annotated[int, typer.Option(min=1, max=1000, help="--local: batches to append")] = 5,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="--local: entries per batch")
+    ] = 300,
 ) -> None:
-    """Show verinfer at work: the log (append, prove, verify, catch tampering), then a model
-    published, answered with a bundle and verified offline."""
+    """Show verinfer at work: a devnet on loopback, two real models published, verified
+    inferences through every node, a bundle checked offline, tampering caught."""
+    if local:
+        _local_demo(data, batches, batch_size)
+    else:
+        from verinfer import demo as network_demo  # noqa: PLC0415 - trains a model: lazy
+
+        network_demo.run(out, nodes=nodes, directory=directory)
+
+
+def _local_demo(data: Path | None, batches: int, batch_size: int) -> None:
+    """The log (append, prove, verify, catch tampering), then a model published, answered with
+    a bundle and verified offline, in one process."""
     directory = data or Path(tempfile.mkdtemp(prefix="verinfer-demo-"))
     signer = load_or_create_key(directory, "demo.verinfer.example/node")
     out.print(f"[bold]verinfer demo[/] — data directory {directory}")

@@ -9,6 +9,7 @@ verinfer errors at one boundary (:meth:`Client._request`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from verinfer import cid, keys, note, tensors
+from verinfer import cid, keys, merkle, note, tensors
 from verinfer.errors import (
     ConflictError,
     Error,
@@ -396,11 +397,42 @@ class Client:
         found: list[dict[str, Any]] = self._request("GET", "/v1/models", params=params).json()
         return found
 
-    def checkpoint(self) -> str:
-        """The node's latest signed checkpoint, verified against its key."""
+    def checkpoint(self, since: str | None = None) -> str:
+        """The node's latest signed checkpoint, verified against its key.
+
+        With ``since`` (an earlier signed checkpoint of this node), the new one is also proven
+        to extend it: a consistency proof from the node, checked here. A node that rewrote its
+        log, or signed two different trees of one size, raises :class:`VerificationError`.
+        """
+        vkey = self.node_vkey()
         signed = self._request("GET", "/v1/log/checkpoint").text
-        note.verify_checkpoint(signed, [self.node_vkey()])
+        new, _ = note.verify_checkpoint(signed, [vkey])
+        if since is None:
+            return signed
+        old, _ = note.verify_checkpoint(since, [vkey])
+        if old.origin != new.origin or old.size > new.size:
+            raise VerificationError(
+                f"{self.url} answered checkpoint {new.origin} size {new.size}, which cannot "
+                f"extend {old.origin} size {old.size}"
+            )
+        answer = _json(
+            self._request(
+                "GET", "/v1/log/proof/consistency", params={"old": old.size, "size": new.size}
+            )
+        )
+        try:
+            proof = [base64.b64decode(h, validate=True) for h in answer["proof"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VerificationError(f"malformed consistency proof from {self.url}: {exc}") from exc
+        merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
         return signed
+
+    def blob(self, blob: str) -> bytes:
+        """A blob (a model's bytes) by CID, checked against the CID here."""
+        cid.digest(blob)  # a malformed CID is an InputError before any request
+        data = self._request("GET", f"/v1/blobs/{blob}").content
+        cid.verify(blob, data)
+        return data
 
 
 class Network:

@@ -5,39 +5,14 @@ Import as ``from hub_models import ...`` (pytest puts this directory on ``sys.pa
 
 from __future__ import annotations
 
-import functools
-import warnings
-from pathlib import Path
-
-import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+from verinfer.examples import LIGHT, sklearn_model
+
+__all__ = ["LIGHT", "LIGHT_MODELS", "multi_io_model", "sklearn_model", "tiny_model"]
+
 LIGHT_MODELS = sorted(LIGHT.glob("light_*.onnx"))
-
-
-@functools.cache
-def sklearn_model(dataset: str) -> bytes:
-    """A real trained classifier, converted with skl2onnx (plain tensor outputs)."""
-    from skl2onnx import to_onnx  # noqa: PLC0415 - slow import, only when a test needs it
-    from sklearn import datasets  # noqa: PLC0415
-    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
-    from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
-    from sklearn.tree import DecisionTreeClassifier  # noqa: PLC0415
-
-    loaders = {
-        "iris": (datasets.load_iris, LogisticRegression(max_iter=1000)),
-        "digits": (datasets.load_digits, MLPClassifier((32,), max_iter=300, random_state=0)),
-        "breast_cancer": (datasets.load_breast_cancer, DecisionTreeClassifier(random_state=0)),
-    }
-    load, estimator = loaders[dataset]
-    x, y = load(return_X_y=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence warnings do not matter here
-        estimator.fit(x, y)
-        model = to_onnx(estimator, x[:1].astype(np.float32), options={"zipmap": False})
-    return model.SerializeToString()
 
 
 def multi_io_model() -> bytes:
