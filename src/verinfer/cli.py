@@ -516,7 +516,11 @@ def node_start(
         "node.verinfer.local"
     ),
     peer: Annotated[
-        list[str] | None, typer.Option(help="a peer node URL to fetch missing models from")
+        list[str] | None,
+        typer.Option(
+            help="a peer node URL to fetch missing models from (repeatable; replaces the peers "
+            "kept in DATA/peers.json)"
+        ),
     ] = None,
 ) -> None:
     """Serve the HTTP API until SIGINT/SIGTERM; in-flight requests finish, the queue commits."""
@@ -527,6 +531,50 @@ def node_start(
         err.print(f"serving http://{host}:{port} (log size {node.log.size})")
         serve(node, host=host, port=port)
     err.print("stopped: every answered request is committed")
+
+
+TokenOption = Annotated[
+    Path | None,
+    typer.Option("--token", help="the node's admin token file (DATA/admin.token)"),
+]
+
+
+def _admin_client(node: str, token: Path | None) -> Client:
+    secret = None
+    if token is not None:
+        try:
+            secret = token.read_text().strip()
+        except OSError as exc:
+            raise InputError(f"cannot read token {str(token)!r}: {exc.strerror}") from exc
+    return Client(node, admin_token=secret)
+
+
+@node_app.command("peers")
+def node_peers(
+    node: Annotated[str, typer.Option("--node", help="the node's URL")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="replace the peers with these URLs (repeatable; needs --token)"),
+    ] = None,
+    clear: Annotated[bool, typer.Option(help="remove every peer (needs --token)")] = False,
+    token: TokenOption = None,
+) -> None:
+    """Show a node's peers, or replace them."""
+    with _admin_client(node, token) as client:
+        peers = client.set_peers(set_ or []) if set_ or clear else client.peers()
+    out.print("\n".join(peers) if peers else "(no peers)", markup=False)
+
+
+@node_app.command("delete-blob")
+def node_delete_blob(
+    blob: Annotated[str, typer.Argument(help="the blob's CID")],
+    node: Annotated[str, typer.Option("--node", help="the node's URL")],
+    token: TokenOption = None,
+) -> None:
+    """Delete an unpublished blob from a node (needs --token)."""
+    with _admin_client(node, token) as client:
+        client.delete_blob(blob)
+    out.print(f"deleted {blob}")
 
 
 # -- the local network --------------------------------------------------------------------------

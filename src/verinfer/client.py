@@ -26,6 +26,7 @@ import numpy as np
 
 from verinfer import cid, keys, merkle, note, tensors
 from verinfer.errors import (
+    AuthError,
     ConflictError,
     Error,
     InputError,
@@ -52,6 +53,7 @@ class NetworkError(Error):
 
 
 _BY_CODE: dict[str, type[Error]] = {
+    "unauthorized": AuthError,
     "not_found": NotFound,
     "conflict": ConflictError,
     "over_limit": LimitExceeded,
@@ -151,6 +153,14 @@ def _json(response: httpx.Response) -> Any:
         raise NetworkError(f"{response.url} answered something that is not JSON") from exc
 
 
+def _peers(response: httpx.Response) -> list[str]:
+    answer = _json(response)
+    peers = answer.get("peers") if isinstance(answer, dict) else None
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise NetworkError(f"{response.url} answered a malformed peer list")
+    return peers
+
+
 def _infer_body(
     model: str, inputs: Mapping[str, np.ndarray], mode: str, nonce: str | None
 ) -> tuple[dict[str, Any], str]:
@@ -231,7 +241,8 @@ class Client:
 
     ``trusted_vkeys``: the node keys to accept. Without them, the node's key is trusted on
     first use and pinned in ``known_nodes`` (default ``$VERINFER_HOME/known_nodes.json``); a node
-    that later answers with another key is refused.
+    that later answers with another key is refused. ``admin_token`` (the node's
+    ``DATA/admin.token``) is sent only with administrative calls: peers and blob deletion.
     """
 
     def __init__(
@@ -243,6 +254,7 @@ class Client:
         timeout: float = 60.0,
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._policy = _Policy(trusted_vkeys, known_nodes)
@@ -250,6 +262,7 @@ class Client:
         self._retries = retries
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         self._vkey: str | None = None
+        self._admin = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -426,6 +439,20 @@ class Client:
             raise VerificationError(f"malformed consistency proof from {self.url}: {exc}") from exc
         merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
         return signed
+
+    def peers(self) -> list[str]:
+        """The node URLs this node fetches missing models from."""
+        return _peers(self._request("GET", "/v1/peers"))
+
+    def set_peers(self, peers: Iterable[str]) -> list[str]:
+        """Replace the node's peers (needs ``admin_token``); returns them as the node kept them."""
+        body = {"peers": list(peers)}
+        return _peers(self._request("PUT", "/v1/peers", json=body, headers=self._admin))
+
+    def delete_blob(self, blob: str) -> None:
+        """Delete a blob no published document names (needs ``admin_token``)."""
+        cid.digest(blob)
+        self._request("DELETE", f"/v1/blobs/{blob}", headers=self._admin)
 
     def blob(self, blob: str) -> bytes:
         """A blob (a model's bytes) by CID, checked against the CID here."""

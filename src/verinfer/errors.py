@@ -18,6 +18,7 @@ at one boundary (``raise InputError(...) from exc``).
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "ConflictError",
     "Error",
     "InputError",
@@ -55,6 +56,10 @@ class NotFound(Error):  # noqa: N818 - reads better at call sites than NotFoundE
 
 class ConflictError(Error):
     """The operation was based on a state that another writer has since changed."""
+
+
+class AuthError(Error):
+    """An administrative request lacks the node's admin token (a node answers 401)."""
 
 
 class LimitExceeded(Error):  # noqa: N818 - reads better at call sites, like NotFound

@@ -20,7 +20,7 @@ from typing import Protocol
 from verinfer import cid
 from verinfer.errors import InputError, NotFound, StorageError, VerificationError
 
-__all__ = ["CHUNK", "BlobStore", "Progress", "Readable"]
+__all__ = ["CHUNK", "BlobStore", "BlobWriter", "Progress", "Readable"]
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None]
@@ -105,38 +105,29 @@ class BlobStore:
         otherwise, and nothing is stored). With ``max_bytes``, a longer stream is refused with
         :class:`InputError` as soon as it passes the limit.
         """
+        with self.writer(expected=expected, max_bytes=max_bytes) as writer:
+            while chunk := _read(source):
+                writer.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            return writer.commit()
+
+    def writer(self, *, expected: str | None = None, max_bytes: int | None = None) -> BlobWriter:
+        """A blob written chunk by chunk (e.g. from a network stream), hashed as it is written;
+        :meth:`BlobWriter.commit` stores it. Use as a context manager: what is not committed is
+        removed."""
         if expected is not None:
             cid.digest(expected)
-        hasher = hashlib.sha256()
-        total = 0
-        fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                while chunk := _read(source):
-                    total += len(chunk)
-                    if max_bytes is not None and total > max_bytes:
-                        raise InputError(f"content is larger than the limit of {max_bytes} bytes")
-                    hasher.update(chunk)
-                    handle.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                handle.flush()
-                os.fsync(handle.fileno())
-            blob = cid.from_digest(hasher.digest())
-            if expected is not None and blob != expected:
-                raise VerificationError(f"content does not match CID {expected!r} (got {blob!r})")
-            target = self.path(blob)
-            if target.is_file() and self._intact(blob):
-                return blob  # deduplicated
-            target.parent.mkdir(exist_ok=True)
-            os.replace(temp, target)  # atomic; also repairs a corrupt copy
-            _fsync_dir(target.parent)
-            return blob
-        except OSError as exc:
-            raise StorageError(f"cannot write to the blob store {str(self.root)!r}: {exc}") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        return BlobWriter(self, expected, max_bytes)
+
+    def _adopt(self, temp: str, blob: str) -> None:
+        """Move a complete, fsynced temporary file into place as ``blob``."""
+        target = self.path(blob)
+        if target.is_file() and self._intact(blob):
+            return  # deduplicated
+        target.parent.mkdir(exist_ok=True)
+        os.replace(temp, target)  # atomic; also repairs a corrupt copy
+        _fsync_dir(target.parent)
 
     def put_file(
         self,
@@ -263,3 +254,58 @@ class _ChunkReader:
 
     def read(self, size: int = -1) -> bytes:
         return next(self._chunks, b"")
+
+
+class BlobWriter:
+    """A blob being written: a temporary file in the store and a running SHA-256."""
+
+    def __init__(self, store: BlobStore, expected: str | None, max_bytes: int | None) -> None:
+        self._store, self._expected, self._max = store, expected, max_bytes
+        self._hasher = hashlib.sha256()
+        self.size = 0
+        try:
+            fd, self._temp = tempfile.mkstemp(prefix=".tmp-", dir=store.root)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write to the blob store {str(store.root)!r}: {exc}"
+            ) from exc
+        self._handle = os.fdopen(fd, "wb")
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``; :class:`InputError` once the content passes the size limit."""
+        self.size += len(chunk)
+        if self._max is not None and self.size > self._max:
+            raise InputError(f"content is larger than the limit of {self._max} bytes")
+        self._hasher.update(chunk)
+        try:
+            self._handle.write(chunk)
+        except OSError as exc:
+            raise StorageError(f"cannot write to the blob store: {exc}") from exc
+
+    def commit(self) -> str:
+        """Make the content durable and store it under its CID; return the CID."""
+        blob = cid.from_digest(self._hasher.digest())
+        if self._expected is not None and blob != self._expected:
+            raise VerificationError(f"content does not match CID {self._expected!r} (got {blob!r})")
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._store._adopt(self._temp, blob)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write to the blob store {str(self._store.root)!r}: {exc}"
+            ) from exc
+        return blob
+
+    def close(self) -> None:
+        """Remove what was not committed."""
+        self._handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temp)

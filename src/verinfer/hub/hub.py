@@ -9,9 +9,11 @@ publish under that name here, and a pulled history must extend the local one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +21,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from verinfer import cid, note
-from verinfer.errors import ConflictError, InputError, NotFound, StorageError, VerificationError
+from verinfer.errors import (
+    ConflictError,
+    InputError,
+    LimitExceeded,
+    NotFound,
+    StorageError,
+    VerificationError,
+)
 from verinfer.hub.blobs import BlobStore, Progress
 from verinfer.hub.documents import (
     Change,
@@ -34,6 +43,11 @@ from verinfer.hub.onnxmodel import Limits, analyse
 from verinfer.hub.sandbox import Sandbox
 
 __all__ = ["Hub", "Problem", "Source"]
+
+_NAMED = (  # does a published document name this blob?
+    "SELECT 1 FROM manifests WHERE cid = ? OR model = ? "
+    "UNION ALL SELECT 1 FROM changes WHERE cid = ? LIMIT 1"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, vkey TEXT NOT NULL);
@@ -293,13 +307,61 @@ class Hub:
 
     def _referenced(self, blob: str) -> bool:
         """Whether any indexed manifest or change names the blob (then it is never deleted)."""
-        return bool(
-            self._query(
-                "SELECT 1 FROM manifests WHERE cid = ? OR model = ? "
-                "UNION ALL SELECT 1 FROM changes WHERE cid = ? LIMIT 1",
-                (blob, blob, blob),
+        return bool(self._query(_NAMED, (blob, blob, blob)))
+
+    def remove(self, blob: str) -> None:
+        """Delete a blob that no published document names (an administrative operation).
+
+        A blob a manifest or change names is refused with :class:`ConflictError`: what a name
+        resolves to never changes.
+        """
+        cid.digest(blob)
+        with self._transaction() as db:  # against a concurrent publish naming it
+            named = db.execute(_NAMED, (blob, blob, blob)).fetchall()
+            if named:
+                raise ConflictError(
+                    f"blob {blob!r} is published (a manifest or change names it), and published "
+                    "versions are immutable"
+                )
+            self.blobs.delete(blob)
+            self._facts.pop(blob, None)
+
+    def unpublished(self) -> list[tuple[str, int, float]]:
+        """The blobs no published document names: ``(cid, size, modification time)``."""
+        referenced = {
+            row[0]
+            for row in self._query(
+                "SELECT cid FROM manifests UNION SELECT model FROM manifests "
+                "UNION SELECT cid FROM changes"
             )
-        )
+        }
+        found = []
+        for blob in self.blobs:
+            if blob not in referenced:
+                try:
+                    stat = self.blobs.path(blob).stat()
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                found.append((blob, stat.st_size, stat.st_mtime))
+        return found
+
+    def make_room(self, incoming: int, *, quota: int, max_age: float) -> None:
+        """Before an unauthenticated upload of ``incoming`` bytes: delete unpublished blobs
+        older than ``max_age`` seconds, then refuse (:class:`LimitExceeded`) if the unpublished
+        ones and the upload would exceed ``quota`` bytes."""
+        now = time.time()
+        total = 0
+        for blob, size, modified in self.unpublished():
+            if now - modified > max_age:
+                with contextlib.suppress(NotFound, ConflictError):  # published meanwhile
+                    self.remove(blob)
+            else:
+                total += size
+        if total + incoming > quota:
+            raise LimitExceeded(
+                f"the node holds {total} bytes of unpublished uploads and its quota is {quota}: "
+                f"publish them, or retry within {max_age:.0f} s when they expire"
+            )
 
     def accept(self, manifest_data: bytes, change_data: list[bytes]) -> Manifest:
         """Publish documents signed elsewhere (a remote publisher): a manifest and the changes

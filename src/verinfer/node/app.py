@@ -7,14 +7,15 @@ store or capacity failure on the node's side); the message names the bad field o
 from __future__ import annotations
 
 import base64
+import hmac
 import signal
-import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as FastAPIPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verinfer import __version__, tensors
 from verinfer.errors import (
+    AuthError,
     ConflictError,
     Error,
     InputError,
@@ -42,15 +44,18 @@ from verinfer.errors import (
 )
 from verinfer.hub.documents import Manifest
 from verinfer.log.tiles import parse_path
-from verinfer.node.service import Node
+from verinfer.node.service import ADMIN_TOKEN_FILE, Node
 
-__all__ = ["MAX_BODY_BYTES", "MAX_PENDING", "create_app", "serve"]
+__all__ = ["MAX_BODY_BYTES", "MAX_PENDING", "UPLOAD_QUOTA", "UPLOAD_TTL", "create_app", "serve"]
 
 MAX_BODY_BYTES = 64 << 20
 _MAX_INT = 2**63 - 1  # what the stores can hold: larger indices are refused by validation
 MAX_PENDING = 256
+UPLOAD_QUOTA = 4 << 30  # bytes of unpublished uploads a node holds at most
+UPLOAD_TTL = 3600.0  # seconds an unpublished upload is kept when room is needed
 
 _STATUS: list[tuple[type[Error], int, str]] = [
+    (AuthError, 401, "unauthorized"),
     (NotFound, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (LimitExceeded, 503, "over_limit"),
@@ -107,9 +112,17 @@ def _metrics(node: Node) -> tuple[CollectorRegistry, Counter, Histogram]:
 
 
 def create_app(
-    node: Node, *, max_body_bytes: int = MAX_BODY_BYTES, max_pending: int = MAX_PENDING
+    node: Node,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_pending: int = MAX_PENDING,
+    upload_quota: int = UPLOAD_QUOTA,
+    upload_ttl: float = UPLOAD_TTL,
 ) -> FastAPI:
     """The HTTP application serving ``node``.
+
+    Unpublished uploads may hold at most ``upload_quota`` bytes; one unpublished for
+    ``upload_ttl`` seconds is deleted when room is needed.
 
     At most ``max_pending`` inferences are admitted at once (running or queued for the node's
     workers); beyond that the node answers 503 with ``Retry-After`` instead of queueing without
@@ -151,7 +164,7 @@ def create_app(
             return _error(411, "length_required", "send a Content-Length (no chunked bodies)")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return _error(
-                413, "body_too_large", f"request bodies are at most {max_body_bytes} bytes"
+                413, "body_too_large", f"this request's body may be at most {limit} bytes"
             )
         response: Response = await call_next(request)
         route = request.scope.get("route")
@@ -200,9 +213,50 @@ def create_app(
             }
         )
 
+    admin = _admin_check(node)
     _add_log_routes(app, node)
-    _add_hub_routes(app, node)
+    _add_hub_routes(app, node, admin, upload_quota, upload_ttl)
+    _add_admin_routes(app, node, admin)
     return app
+
+
+def _admin_check(node: Node) -> Callable[..., Awaitable[None]]:
+    """A dependency: the request carries ``Authorization: Bearer <the node's admin token>``."""
+
+    async def admin(
+        authorization: str | None = Header(None, description="Bearer <DATA/admin.token>"),
+    ) -> None:
+        if authorization is None or not authorization.startswith("Bearer "):
+            raise AuthError(
+                "this operation needs the node's admin token: send Authorization: Bearer "
+                f"<the contents of {ADMIN_TOKEN_FILE} in the node's data directory>"
+            )
+        if not hmac.compare_digest(authorization[7:].encode(), node.admin_token.encode()):
+            raise AuthError("the admin token is wrong")
+
+    return admin
+
+
+class PeersRequest(BaseModel):
+    """``PUT /v1/peers``: the node URLs to fetch missing models from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    peers: list[str] = Field(description="http(s)://host[:port] URLs, at most 64")
+
+
+def _add_admin_routes(app: FastAPI, node: Node, admin: Callable[..., Awaitable[None]]) -> None:
+    """The node's peers (anyone reads them; changing them needs the admin token)."""
+
+    @app.get("/v1/peers")
+    async def peers() -> dict[str, list[str]]:
+        """The node URLs this node fetches missing models from."""
+        return {"peers": node.peers}
+
+    @app.put("/v1/peers", dependencies=[Depends(admin)])
+    async def set_peers(request: PeersRequest) -> dict[str, list[str]]:
+        """Replace the peers (admin token required); kept across restarts."""
+        return {"peers": await run_in_threadpool(node.set_peers, request.peers)}
 
 
 def _add_log_routes(app: FastAPI, node: Node) -> None:
@@ -257,7 +311,13 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
         return Response(data, media_type="application/octet-stream")
 
 
-def _add_hub_routes(app: FastAPI, node: Node) -> None:
+def _add_hub_routes(
+    app: FastAPI,
+    node: Node,
+    admin: Callable[..., Awaitable[None]],
+    upload_quota: int,
+    upload_ttl: float,
+) -> None:
     """The hub: models, manifests, repository histories, blobs, and publishing."""
 
     @app.get("/v1/models")
@@ -283,20 +343,36 @@ def _add_hub_routes(app: FastAPI, node: Node) -> None:
         """A signed manifest (its exact bytes) by CID or ``owner/name[@version|tag]``."""
         return Response(node.hub.resolve(ref).data, media_type="text/plain; charset=utf-8")
 
+    uploading = 0  # bytes of uploads in flight, counted against the quota
+
     @app.put("/v1/blobs")
     async def upload(request: Request) -> dict[str, str]:
-        """Store a blob (a model), streamed; answers its CID. Size-limited by the hub."""
+        """Store a blob (a model), streamed and hashed as it arrives; answers its CID.
+
+        Anyone may upload, so unpublished uploads share a quota and expire: a blob no
+        published manifest names is deleted after ``upload_ttl`` seconds to make room.
+        """
+        nonlocal uploading
         limit = node.hub.limits.max_bytes
-        with tempfile.NamedTemporaryFile(dir=node.hub.blobs.root, prefix=".upload-") as handle:
-            total = 0
-            async for chunk in request.stream():
-                total += len(chunk)
-                if total > limit:
-                    raise InputError(f"the upload is larger than the limit of {limit} bytes")
-                handle.write(chunk)
-            handle.flush()
-            blob = await run_in_threadpool(node.hub.blobs.put_file, handle.name)
+        incoming = int(request.headers.get("content-length", limit))
+        await run_in_threadpool(
+            node.hub.make_room, uploading + incoming, quota=upload_quota, max_age=upload_ttl
+        )
+        uploading += incoming
+        try:
+            with node.hub.blobs.writer(max_bytes=limit) as writer:
+                async for chunk in request.stream():
+                    writer.write(chunk)
+                blob = await run_in_threadpool(writer.commit)
+        finally:
+            uploading -= incoming
         return {"cid": blob}
+
+    @app.delete("/v1/blobs/{blob}", dependencies=[Depends(admin)])
+    async def delete_blob(blob: str) -> dict[str, str]:
+        """Delete a blob no published document names (admin token required)."""
+        await run_in_threadpool(node.hub.remove, blob)
+        return {"deleted": blob}
 
     @app.post("/v1/blobs/{blob}/analysis")
     async def analysis(blob: str) -> dict[str, Any]:

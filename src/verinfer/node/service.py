@@ -10,10 +10,14 @@ answer carries its inclusion proof against a signed checkpoint that covers it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import re
+import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,22 +41,80 @@ from verinfer.node.peers import HttpSource
 from verinfer.verify import MODES, Bundle, Receipt
 from verinfer.verify.bundle import check_nonce
 
-__all__ = ["DEFAULT_MAX_INPUT_BYTES", "NODE_KEY_FILE", "Node", "Result", "load_or_create_key"]
+__all__ = [
+    "ADMIN_TOKEN_FILE",
+    "DEFAULT_MAX_INPUT_BYTES",
+    "NODE_KEY_FILE",
+    "PEERS_FILE",
+    "Node",
+    "Result",
+    "check_peers",
+    "load_or_create_key",
+    "load_or_create_token",
+]
 
 NODE_KEY_FILE = "node.skey"
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
+PEERS_FILE = "peers.json"
+_PEER_URL = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?/?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?"
+)
+_MAX_PEERS = 64
 DEFAULT_MAX_INPUT_BYTES = 64 << 20
 _MISS_SECONDS = 10.0  # a model no peer had is not looked for again this soon
 _OVERLAP_BYTES = 256 << 10  # below this, handing the hashing to a thread costs more than it saves
 
 
-def load_or_create_key(data: Path, name: str) -> note.Signer:
-    """The node's signing key in ``data`` (mode 0600), created on first use. Never printed."""
-    path = data / NODE_KEY_FILE
+def _secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret kept in ``path`` (mode 0600), created on first use. Never printed."""
     if not path.exists():
-        keys.write_secret(path, note.generate_key(name)[0] + "\n")
+        with contextlib.suppress(ConflictError):  # another process created it meanwhile
+            keys.write_secret(path, make() + "\n")
     if path.stat().st_mode & 0o077:
         raise InputError(f"{str(path)!r} is readable by others: chmod 600 it")
-    return note.Signer(path.read_text().strip())
+    return path.read_text().strip()
+
+
+def load_or_create_key(data: Path, name: str) -> note.Signer:
+    """The node's signing key in ``data`` (mode 0600), created on first use. Never printed."""
+    return note.Signer(_secret(data / NODE_KEY_FILE, lambda: note.generate_key(name)[0]))
+
+
+def load_or_create_token(data: Path) -> str:
+    """The node's admin token in ``data`` (mode 0600), created on first use. Never printed."""
+    return _secret(data / ADMIN_TOKEN_FILE, lambda: secrets.token_urlsafe(32))
+
+
+def check_peers(urls: Iterable[object]) -> list[str]:
+    """Peer URLs, checked: ``http(s)://host[:port]`` with no path, at most 64, no repeats."""
+    found: list[str] = []
+    for url in urls:
+        if not isinstance(url, str) or not _PEER_URL.fullmatch(url):
+            raise InputError(f"peer {url!r} is not an http(s)://host[:port] URL")
+        if url.rstrip("/") not in found:
+            found.append(url.rstrip("/"))
+    if len(found) > _MAX_PEERS:
+        raise InputError(f"{len(found)} peers: at most {_MAX_PEERS}")
+    return found
+
+
+def _read_peers(data: Path) -> list[str]:
+    try:
+        return check_peers(json.loads((data / PEERS_FILE).read_text())["peers"])
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError, InputError) as exc:
+        raise InputError(f"{str(data / PEERS_FILE)!r} is malformed: {exc}") from exc
+
+
+def _write_peers(data: Path, peers: list[str]) -> None:
+    """Replace the peers file atomically (temporary file, fsync, rename)."""
+    temp = data / f".{PEERS_FILE}.tmp"
+    with open(temp, "w") as handle:
+        handle.write(json.dumps({"peers": peers}, indent=1) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, data / PEERS_FILE)
 
 
 _second: tuple[int, str] = (-1, "")
@@ -109,18 +171,22 @@ class Node:
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
         self.signer = load_or_create_key(self.data, name)
+        self.admin_token = load_or_create_token(self.data)  # for deletes and peer changes
+        self._misses: dict[str, tuple[float, str]] = {}  # refs the peers lacked, and when
+        if peers is None:  # as last set (by flags or the admin API), kept in peers.json
+            self.peers = _read_peers(self.data)
+        else:
+            self.set_peers(peers)
         self.log = Log.open(log or self.data, self.signer)
         self.sequencer = Sequencer(self.log)
         self.hub = hub or Hub(self.data / "hub")
         self._own_hub = hub is None
         self.engine = engine or Engine()
         self.max_input_bytes = max_input_bytes
-        self.peers = list(peers or [])  # node URLs to fetch missing models from
         self._manifests: dict[str, Manifest] = {}  # by manifest CID: immutable
         self._names: dict[str, tuple[str | None, str]] = {}  # ref -> (history head, manifest)
         self._lock = threading.Lock()
         self._fetching = threading.Lock()
-        self._misses: dict[str, tuple[float, str]] = {}  # refs the peers lacked, and when
         self._workers = ThreadPoolExecutor(
             max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
         )
@@ -145,6 +211,17 @@ class Node:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def set_peers(self, peers: Iterable[object]) -> list[str]:
+        """Replace the node URLs missing models are fetched from; kept across restarts."""
+        checked = check_peers(peers)
+        try:
+            _write_peers(self.data, checked)
+        except OSError as exc:
+            raise StorageError(f"cannot write {str(self.data / PEERS_FILE)!r}: {exc}") from exc
+        self.peers = checked
+        self._misses.clear()  # a model the old peers lacked may be on the new ones
+        return checked
 
     def resolve(self, ref: str) -> Manifest:
         """The manifest for a model CID, a manifest CID or ``owner/name[@version|tag]``.
