@@ -23,7 +23,7 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
 from hub_models import LIGHT, sklearn_model
 
-from verinfer import merkle, note, tensors
+from verinfer import examples, merkle, note, tensors
 from verinfer.client import AsyncClient, Client, NetworkError
 from verinfer.errors import InputError, LimitExceeded, NotFound, VerificationError
 from verinfer.hub import Hub
@@ -557,3 +557,38 @@ def test_retry_after_is_capped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         c.node_vkey()
     assert len(slept) == 3
     assert max(slept) <= 5.0
+
+
+def test_large_inputs_travel_as_npz_and_are_proven_the_same(served: Served, client: Client) -> None:
+    bob = note.Signer(note.generate_key("bob")[0])
+    squeezenet = examples.light_model("squeezenet", seed=3)
+    served.node.hub.publish(squeezenet, repository="bob/squeeze", version="1", signer=bob)
+    image = {"data_0": np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)}
+    sent: list[str] = []
+    client._http.event_hooks = {"request": [lambda request: sent.append(request.url.path)]}
+    result = client.infer("bob/squeeze", image)  # 602 kB of inputs: binary
+    small = client.infer("alice/iris", {"X": IRIS})  # 32 bytes: JSON
+    assert [path for path in sent if path.startswith("/v1/infer")] == [
+        "/v1/infer/npz",
+        "/v1/infer",
+    ]
+    verify_bundle(
+        result.bundle, [served.node.vkey], image, result.outputs, squeezenet, reexecute=True
+    )
+    assert small.outputs["label"].shape == (2,)
+    npz = tensors.encode_binary(image)
+    with httpx.Client(base_url=served.url) as http:
+        ok = http.post("/v1/infer/npz", params={"model": "bob/squeeze"}, content=npz)
+        assert ok.status_code == 200
+        proven = Bundle.from_json(ok.json()["bundle"]).receipt
+        assert proven["inputs"] == result.bundle.receipt["inputs"]  # the same digest
+        other = tensors.encode_binary({"other": image["data_0"]})
+        for body, params, fragment in (
+            (b"PK\x03\x04 not a zip", {"model": "bob/squeeze"}, "malformed .npy/.npz"),
+            (npz, {}, "model"),
+            (npz, {"model": "bob/squeeze", "mode": "bogus"}, "mode 'bogus'"),
+            (other, {"model": "bob/squeeze"}, "data_0"),
+        ):
+            bad = http.post("/v1/infer/npz", params=params, content=body)
+            assert 400 <= bad.status_code < 500, bad.text
+            assert fragment in bad.json()["message"], bad.json()

@@ -65,6 +65,14 @@ _STATUS: list[tuple[type[Error], int, str]] = [
 ]
 
 
+_NPZ_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/x-npz": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
 
@@ -186,9 +194,8 @@ def create_app(
         """Prometheus metrics: requests by route and status, inference latency, log size."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/infer")
-    async def infer(request: InferRequest) -> Any:
-        """Run a model; answer the outputs and the bundle that proves the node's statement."""
+    async def answer(model: str, decode: Callable[[], dict[str, Any]], mode: str,
+                     nonce: str | None) -> Response:  # fmt: skip
         nonlocal pending
         if pending >= max_pending:
             response = _error(503, "over_limit", f"{pending} inferences are pending; retry")
@@ -197,10 +204,7 @@ def create_app(
         pending += 1
         try:
             started = time.perf_counter()
-            inputs = tensors.decode_json(request.inputs, max_bytes=node.max_input_bytes)
-            result = await node.ainfer(
-                request.model, inputs, mode=request.mode, nonce=request.nonce
-            )
+            result = await node.ainfer(model, decode(), mode=mode, nonce=nonce)
             latency.observe(time.perf_counter() - started)
         finally:
             pending -= 1
@@ -211,6 +215,33 @@ def create_app(
                 "bundle": result.bundle.to_dict(),
                 "manifest": result.manifest.cid,
             }
+        )
+
+    @app.post("/v1/infer")
+    async def infer(request: InferRequest) -> Any:
+        """Run a model; answer the outputs and the bundle that proves the node's statement."""
+        return await answer(
+            request.model,
+            lambda: tensors.decode_json(request.inputs, max_bytes=node.max_input_bytes),
+            request.mode,
+            request.nonce,
+        )
+
+    @app.post("/v1/infer/npz", openapi_extra=_NPZ_BODY)
+    async def infer_npz(
+        request: Request,
+        model: str = Query(description="owner/name[@version|tag], or a model or manifest CID"),
+        mode: str = Query("attested", description="verification mode"),
+        nonce: str | None = Query(None, description="a fresh client nonce"),
+    ) -> Any:
+        """:code:`/v1/infer` with the inputs as an ``.npz`` body (binary, no base64): for large
+        tensors. The answer is the same JSON."""
+        data = await request.body()  # bounded by the body limit
+        return await answer(
+            model,
+            lambda: tensors.decode_binary(data, max_bytes=node.max_input_bytes),
+            mode,
+            nonce,
         )
 
     admin = _admin_check(node)
