@@ -183,7 +183,17 @@ def _raw_upload(url: str, length: int, body: bytes) -> bytes:
         )
         if len(body) < length:
             sock.shutdown(socket.SHUT_WR)
-        return sock.recv(65536)
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes, or the answer is whole
+            answer += chunk
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            declared = [
+                int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            ]  # fmt: skip
+            if declared and len(rest) >= declared[0]:
+                break
+        return answer
 
 
 def test_a_failed_upload_leaves_nothing_behind(served: Served) -> None:
