@@ -44,6 +44,7 @@ from verinfer.hub.sandbox import Sandbox
 
 __all__ = ["Hub", "Problem", "Source"]
 
+_HEADS_RECHECK = 1.0  # seconds: how soon another process's writes to the index are seen
 _NAMED = (  # does a published document name this blob?
     "SELECT 1 FROM manifests WHERE cid = ? OR model = ? "
     "UNION ALL SELECT 1 FROM changes WHERE cid = ? LIMIT 1"
@@ -103,6 +104,10 @@ class Hub:
         self._own_sandbox = sandbox is None
         self._facts: dict[str, dict[str, Any]] = {}  # analyses by model CID (a CID never changes)
         self._lock = threading.Lock()
+        self._heads: dict[str, str | None] = {}  # repository -> latest change, see head()
+        self._generation = 0  # bumped by every write this hub commits
+        self._data_version = -1
+        self._heads_checked = -_HEADS_RECHECK
         path = self.root / "hub.sqlite"
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -148,6 +153,8 @@ class Hub:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
+                self._generation += 1  # (under the lock) the heads in memory may be stale
+                self._heads.clear()
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(f"hub index changed meanwhile: {exc}") from exc
             except sqlite3.Error as exc:
@@ -159,11 +166,36 @@ class Hub:
         return str(rows[0][0]) if rows else None
 
     def head(self, repository: str) -> str | None:
-        """The CID of the repository's latest change in the index (cheap; not verified)."""
+        """The CID of the repository's latest change in the index (cheap; not verified).
+
+        Answered from memory: this hub's own writes update it at once, another process's
+        writes to the same index within ``_HEADS_RECHECK`` seconds.
+        """
+        now = time.monotonic()
+        if now - self._heads_checked > _HEADS_RECHECK:
+            version = self._query("PRAGMA data_version")[0][0]  # moves on others' commits
+            if version != self._data_version:
+                self._data_version = version
+                self._forget_heads()
+            self._heads_checked = now
+        generation = self._generation
+        try:
+            return self._heads[repository]
+        except KeyError:
+            pass
         rows = self._query(
             "SELECT cid FROM changes WHERE repository = ? ORDER BY seq DESC LIMIT 1", (repository,)
         )
-        return str(rows[0][0]) if rows else None
+        head = str(rows[0][0]) if rows else None
+        with self._lock:
+            if generation == self._generation:  # no write since the read began
+                self._heads[repository] = head
+        return head
+
+    def _forget_heads(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._heads.clear()
 
     def repositories(self) -> list[str]:
         """Every repository with at least one change here."""

@@ -30,6 +30,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from verinfer import __version__, tensors
 from verinfer.errors import (
@@ -119,6 +120,51 @@ def _metrics(node: Node) -> tuple[CollectorRegistry, Counter, Histogram]:
     return registry, requests, latency
 
 
+class _Guard:
+    """Pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs a task and a stream per
+    request): refuses bodies without a ``Content-Length`` (411) or above the limit (413) before
+    anything is read, and counts every answer by route and status."""
+
+    def __init__(
+        self, app: ASGIApp, *, upload_limit: int, max_body_bytes: int, requests: Counter
+    ) -> None:
+        self.app, self.upload_limit, self.max_body_bytes = app, upload_limit, max_body_bytes
+        self.requests = requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        upload = method == "PUT" and scope["path"] == "/v1/blobs"
+        limit = self.upload_limit if upload else self.max_body_bytes
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        refusal = None
+        if length is None and method in ("POST", "PUT", "PATCH"):
+            refusal = _error(411, "length_required", "send a Content-Length (no chunked bodies)")
+        elif length is not None and (not length.isdigit() or int(length) > limit):
+            refusal = _error(
+                413, "body_too_large", f"this request's body may be at most {limit} bytes"
+            )
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            self.requests.labels("other", str(refusal.status_code)).inc()
+            return
+        status = 500
+
+        async def counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            route = getattr(scope.get("route"), "path", "other")
+            self.requests.labels(route, str(status)).inc()
+
+
 def create_app(
     node: Node,
     *,
@@ -163,21 +209,10 @@ def create_app(
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, "http_error", str(exc.detail))
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        upload = request.method == "PUT" and request.url.path == "/v1/blobs"
-        limit = node.hub.limits.max_bytes if upload else max_body_bytes
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
-            return _error(411, "length_required", "send a Content-Length (no chunked bodies)")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return _error(
-                413, "body_too_large", f"this request's body may be at most {limit} bytes"
-            )
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        requests.labels(getattr(route, "path", "other"), str(response.status_code)).inc()
-        return response
+    app.add_middleware(
+        _Guard, upload_limit=node.hub.limits.max_bytes, max_body_bytes=max_body_bytes,
+        requests=requests,
+    )  # fmt: skip
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
