@@ -215,13 +215,17 @@ def _json_list(array: np.ndarray) -> Any:
     return array.tolist()
 
 
-def encode_json(tensors: Mapping[str, np.ndarray], *, raw: bool = False) -> dict[str, Any]:
-    """The JSON form; ``raw`` (or a non-finite float) selects base64 of the bytes."""
+def encode_json(
+    tensors: Mapping[str, np.ndarray], *, raw: bool = False, raw_from: int | None = None
+) -> dict[str, Any]:
+    """The JSON form; ``raw``, a tensor of ``raw_from`` elements or more, or a non-finite float
+    selects base64 of the bytes (nested lists of many numbers are slow to write and read)."""
     out: dict[str, Any] = {}
     for name, array in tensors.items():
         dtype = _dtype_name(array)
         item: dict[str, Any] = {"dtype": dtype, "shape": list(array.shape)}
-        if raw or (array.dtype.kind == "f" and not np.isfinite(array).all()):
+        large = raw_from is not None and array.size >= raw_from
+        if raw or large or (array.dtype.kind == "f" and not np.isfinite(array).all()):
             item["base64"] = base64.b64encode(_little_endian(array).tobytes()).decode()
         else:
             item["data"] = _json_list(array)

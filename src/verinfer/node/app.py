@@ -52,6 +52,7 @@ __all__ = ["MAX_BODY_BYTES", "MAX_PENDING", "UPLOAD_QUOTA", "UPLOAD_TTL", "creat
 MAX_BODY_BYTES = 64 << 20
 _MAX_INT = 2**63 - 1  # what the stores can hold: larger indices are refused by validation
 MAX_PENDING = 256
+_RAW_FROM = 256  # outputs of this many elements or more are answered as base64
 UPLOAD_QUOTA = 4 << 30  # bytes of unpublished uploads a node holds at most
 UPLOAD_TTL = 3600.0  # seconds an unpublished upload is kept when room is needed
 
@@ -246,7 +247,7 @@ def create_app(
         # a ready JSONResponse: FastAPI's generic encoder would walk the whole answer again
         return JSONResponse(
             {
-                "outputs": tensors.encode_json(result.outputs),
+                "outputs": tensors.encode_json(result.outputs, raw_from=_RAW_FROM),
                 "bundle": result.bundle.to_dict(),
                 "manifest": result.manifest.cid,
             }
