@@ -189,6 +189,9 @@ def create_app(
         title="verinfer node",
         version=__version__,
         description="Verifiable inference: every answer carries a bundle anyone can check offline.",
+        # the node exports Prometheus metrics itself; FastAPI's OpenTelemetry hooks would look
+        # up the tracer and meter providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
 
     @app.exception_handler(Error)
@@ -487,7 +490,9 @@ def serve(node: Node, *, host: str = "127.0.0.1", port: int = 8600) -> None:
 
     previous = {sig: signal.signal(sig, note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.run(create_app(node), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(node), host=host, port=port, log_level="warning", proxy_headers=False
+        )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
