@@ -27,7 +27,7 @@ from verinfer.log import Log
 from verinfer.log.tiles import TILE_WIDTH, entries_path, tile_path
 from verinfer.node import Node, load_or_create_key
 from verinfer.node.peers import HttpSource
-from verinfer.verify import Bundle, verify_bundle
+from verinfer.verify import Bundle, replicas_of, verify_bundle
 
 __all__ = ["app", "main"]
 
@@ -506,7 +506,7 @@ app.add_typer(node_app, name="node")
 
 
 @node_app.command("start")
-def node_start(
+def node_start(  # noqa: PLR0917 - a typer command: its options
     data: Annotated[
         Path | None, typer.Option(help="node data directory (default: $VERINFER_HOME/node)")
     ] = None,
@@ -522,11 +522,16 @@ def node_start(
             "kept in DATA/peers.json)"
         ),
     ] = None,
+    dishonest: Annotated[
+        float, typer.Option(min=0.0, max=1.0, hidden=True, help="TEST ONLY: falsify this share")
+    ] = 0.0,
 ) -> None:
     """Serve the HTTP API until SIGINT/SIGTERM; in-flight requests finish, the queue commits."""
     from verinfer.node.app import serve  # noqa: PLC0415 - only the server needs FastAPI
 
-    with Node(data or keys.home() / "node", name=name, peers=peer) as node:
+    with Node(data or keys.home() / "node", name=name, peers=peer, dishonest=dishonest) as node:
+        if dishonest:
+            err.print(f"[bold red]DISHONEST TEST NODE[/]: falsifies {dishonest:.0%} of answers")
         err.print(f"node {node.vkey}")
         err.print(f"serving http://{host}:{port} (log size {node.log.size})")
         serve(node, host=host, port=port)
@@ -682,6 +687,9 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     network: Annotated[
         Path | None, typer.Option(help="a network.json: any of its nodes answers")
     ] = None,
+    mode: Annotated[
+        str, typer.Option(help="attested, or replicated:K (K nodes must agree; needs --network)")
+    ] = "attested",
 ) -> None:
     """Run a model (on a node, a network, or in process) and write its outputs and bundle.
 
@@ -690,18 +698,20 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     given = _read_tensors(inputs, "inputs")
     if node is not None or network is not None:
         with connect(node or network) as remote:  # type: ignore[arg-type]
-            answer = remote.infer(model, given, nonce=nonce)
+            answer = remote.infer(model, given, mode=mode, nonce=nonce)
         outputs_got, result_bundle, signer_vkey = (
             answer.outputs,
             answer.bundle,
             answer.bundle.receipt["node"],
         )
     else:
+        if replicas_of(mode) > 1:
+            raise InputError(f"mode {mode!r} asks several nodes: give --network")
         with (
             _hub(hub) as store,
             Node(data or keys.home() / "node", hub=store) as local,
         ):
-            result = local.infer(model, given, nonce=nonce)
+            result = local.infer(model, given, mode=mode, nonce=nonce)
         outputs_got, result_bundle, signer_vkey = result.outputs, result.bundle, local.vkey
     bundle.write_text(result_bundle.to_json() + "\n")
     if outputs is not None:

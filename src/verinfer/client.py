@@ -17,6 +17,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from verinfer import cid, keys, merkle, note, tensors
 from verinfer.errors import (
     AuthError,
     ConflictError,
+    DisagreementError,
     Error,
     InputError,
     LimitExceeded,
@@ -43,7 +45,7 @@ from verinfer.hub.documents import (
     parse_ref,
     verify_history,
 )
-from verinfer.verify import Bundle, verify_bundle
+from verinfer.verify import Bundle, replicas_of, verify_bundle
 
 __all__ = ["AsyncClient", "Client", "Network", "NetworkError", "Result", "connect"]
 
@@ -200,7 +202,7 @@ def _verified_answer(
     """The answer to an inference, verified: bundle, digests of these tensors, nonce, mode."""
     try:
         answer = response.json()
-        bundle = Bundle.from_json(answer["bundle"])
+        bundle = Bundle.from_json(answer["bundle"], replica=replicas_of(mode) > 1)
         outputs = tensors.decode_json(answer["outputs"])
     except (ValueError, KeyError, TypeError, InputError) as exc:
         raise VerificationError(f"malformed answer from {url}: {exc}") from exc
@@ -331,6 +333,14 @@ class Client:
         Raises :class:`VerificationError` if the bundle does not prove exactly these inputs and
         outputs, under a trusted node key, with the nonce sent.
         """
+        if replicas_of(mode) > 1:
+            raise InputError(f"mode {mode!r} asks several nodes: use a Network (--network)")
+        return self._infer(model, inputs, mode=mode, nonce=nonce)
+
+    def _infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], *, mode: str, nonce: str | None
+    ) -> Result:
+        """One node's verified answer (for ``replicated:K``, one of the K)."""
         vkey = self.node_vkey()
         path, request, nonce = _infer_request(model, inputs, mode, nonce)
         response = self._request("POST", path, **request)
@@ -481,19 +491,29 @@ class Network:
     Each node is trusted with exactly the vkey the file lists. Calls go to the nodes in turn;
     a node that is unreachable or overloaded is skipped for the next one (fail-over), while a
     verification failure is raised at once: a node that lies is never papered over.
+
+    ``mode="replicated:K"`` sends the request to K nodes of distinct operators at once (a node's
+    optional ``operator`` in the file groups keys; by default each key is its own operator) and
+    accepts only if all K verified answers agree; the bundle then carries all K receipts.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
         try:
             nodes = json.loads(Path(path).read_text())["nodes"]
-            pairs = [(str(node["url"]), str(node["vkey"])) for node in nodes]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            triples = [
+                (str(node["url"]), str(node["vkey"]), str(node.get("operator") or node["vkey"]))
+                for node in nodes
+            ]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"cannot read network file {os.fspath(path)!r}: {exc}") from exc
-        if not pairs:
+        if not triples:
             raise InputError(f"network file {os.fspath(path)!r} lists no nodes")
         self.clients = [
-            Client(url, trusted_vkeys=[vkey], timeout=timeout, retries=1) for url, vkey in pairs
+            Client(url, trusted_vkeys=[vkey], timeout=timeout, retries=1)
+            for url, vkey, _ in triples
         ]
+        self._operators = {client.url: operator for client, (*_, operator) in
+                           zip(self.clients, triples, strict=True)}  # fmt: skip
         self._next = 0
         self._lock = threading.Lock()
 
@@ -522,7 +542,12 @@ class Network:
         mode: str = "attested",
         nonce: str | None = None,
     ) -> Result:
-        """:meth:`Client.infer` on the next node that answers."""
+        """:meth:`Client.infer` on the next node that answers; for ``replicated:K``, on K nodes
+        of distinct operators, whose answers must agree (:class:`DisagreementError`, carrying
+        every signed answer, if they do not: no majority is ever returned as verified)."""
+        wanted = replicas_of(mode)
+        if wanted > 1:
+            return self._replicated(model, inputs, mode, wanted, nonce or secrets.token_hex(16))
         failures = []
         for client in self._order():
             try:
@@ -531,9 +556,68 @@ class Network:
                 failures.append(f"{client.url}: {exc}")
         raise NetworkError("no node answered: " + "; ".join(failures))
 
+    def _replicated(
+        self, model: str, inputs: Mapping[str, np.ndarray], mode: str, wanted: int, nonce: str
+    ) -> Result:
+        candidates = self._order()
+        operators = {self._operators[c.url] for c in candidates}
+        if len(operators) < wanted:
+            raise InputError(
+                f"{mode} needs {wanted} nodes of distinct operators; the network has "
+                f"{len(operators)}"
+            )
+        answers: dict[str, Result] = {}  # by operator
+        failures: list[str] = []
+        with ThreadPoolExecutor(max_workers=wanted) as pool:
+            while len(answers) < wanted:
+                used = set(answers)
+                batch: list[Client] = []
+                for client in list(candidates):  # one untried node per missing operator
+                    operator = self._operators[client.url]
+                    if operator not in used and len(answers) + len(batch) < wanted:
+                        batch.append(client)
+                        used.add(operator)
+                        candidates.remove(client)
+                if not batch:
+                    raise NetworkError(
+                        f"{mode}: only {len(answers)} of {wanted} operators answered: "
+                        + "; ".join(failures)
+                    )
+                futures = {
+                    client: pool.submit(client._infer, model, inputs, mode=mode, nonce=nonce)
+                    for client in batch
+                }
+                for client, future in futures.items():
+                    try:
+                        answers[self._operators[client.url]] = future.result()
+                    except (NetworkError, LimitExceeded, StorageError, NotFound) as exc:
+                        failures.append(f"{client.url}: {exc}")  # VerificationError propagates
+        return _agreed(mode, list(answers.values()), self.vkeys())
+
     def vkeys(self) -> list[str]:
         """The node keys the network file lists."""
         return [key for client in self.clients for key in client._trusted or []]
+
+
+def _agreed(mode: str, answers: list[Result], trusted: list[str]) -> Result:
+    """One bundle of K agreeing answers, or a :class:`DisagreementError` with all of them."""
+    bundles = tuple(answer.bundle for answer in answers)
+    said: dict[str, list[str]] = {}
+    for bundle in bundles:
+        said.setdefault(str(bundle.receipt["outputs"]), []).append(str(bundle.receipt["node"]))
+    if len(said) > 1:
+        raise DisagreementError(
+            f"{mode}: the nodes disagree: "
+            + "; ".join(f"{', '.join(nodes)} answered {digest}" for digest, nodes in said.items()),
+            bundles,
+        )
+    first = bundles[0]
+    combined = Bundle(
+        first.receipt, first.index, first.proof, first.checkpoint, first.cosignatures,
+        replicas=bundles[1:],
+    )  # fmt: skip
+    verify_bundle(combined, trusted)  # agreement of model, inputs, nonce and engine too
+    return Result(answers[0].outputs, combined, answers[0].manifest)
 
 
 def connect(target: str | os.PathLike[str], **options: Any) -> Client | Network:

@@ -17,9 +17,12 @@ at one boundary (``raise InputError(...) from exc``).
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthError",
     "ConflictError",
+    "DisagreementError",
     "Error",
     "InputError",
     "LimitExceeded",
@@ -44,6 +47,15 @@ class Error(Exception):
 
 class VerificationError(Error):
     """A verification step failed; the message names the step and the offending value."""
+
+
+class DisagreementError(VerificationError):
+    """Nodes asked the same request (``replicated:K``) answered differently. ``bundles`` holds
+    every signed answer, each verified on its own: the evidence of which node said what."""
+
+    def __init__(self, message: str, bundles: tuple[Any, ...]) -> None:
+        super().__init__(message)
+        self.bundles = bundles
 
 
 class InputError(Error):

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import secrets
 import threading
@@ -38,8 +39,8 @@ from verinfer.hub.documents import parse_ref
 from verinfer.log import Log
 from verinfer.log.sequencer import Committed, Sequencer
 from verinfer.node.peers import HttpSource
-from verinfer.verify import MODES, Bundle, Receipt
-from verinfer.verify.bundle import check_nonce
+from verinfer.verify import Bundle, Receipt
+from verinfer.verify.bundle import check_nonce, replicas_of
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
@@ -131,9 +132,23 @@ def _now() -> str:
 
 
 def _check_request(mode: str, nonce: str | None) -> None:
-    if mode not in MODES:
-        raise InputError(f"mode {mode!r} is not available; available: {', '.join(MODES)}")
+    replicas_of(mode)  # a node answers each replica of a replicated request on its own
     check_nonce(nonce)
+
+
+def _falsified(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The outputs with one value changed (test-only dishonest nodes)."""
+    name = next(iter(outputs))
+    changed = np.array(outputs[name], copy=True)
+    if changed.size:
+        flat = changed.reshape(-1)
+        if changed.dtype == np.bool_:
+            flat[0] = not flat[0]
+        elif changed.dtype.kind == "f":
+            flat[0] += max(abs(float(flat[0])) * 1e-3, 1e-3)
+        else:
+            flat[0] += 1
+    return {**outputs, name: changed}
 
 
 def _bundle(receipt: Receipt, committed: Committed) -> Bundle:
@@ -167,7 +182,12 @@ class Node:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         workers: int | None = None,
         peers: list[str] | None = None,
+        dishonest: float = 0.0,
     ) -> None:
+        if not 0.0 <= dishonest <= 1.0:
+            raise InputError(f"dishonest share {dishonest!r} is not in [0, 1]")
+        self.dishonest = dishonest  # test only: the share of answers this node falsifies
+        self._coin = random.Random()  # noqa: S311 - picks which answers a test node falsifies
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
         self.signer = load_or_create_key(self.data, name)
@@ -343,6 +363,8 @@ class Node:
         outputs = self.engine.run(
             manifest.model, lambda: self._model_bytes(manifest), checked, timeout=timeout
         )
+        if self.dishonest and self._coin.random() < self.dishonest:
+            outputs = _falsified(outputs)  # and signed as if computed: what a lying node does
         inputs_digest = hashing.result() if hashing else tensors.map_digest(checked)
         receipt = Receipt.create(
             log=self.log.origin,

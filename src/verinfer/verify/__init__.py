@@ -1,6 +1,6 @@
 """Offline verification: receipts, proof bundles and the verifier. Needs no node and no network."""
 
-from verinfer.verify.bundle import BUNDLE_TYPE, MODES, RECEIPT_TYPE, Bundle, Receipt
+from verinfer.verify.bundle import BUNDLE_TYPE, MODES, RECEIPT_TYPE, Bundle, Receipt, replicas_of
 from verinfer.verify.verifier import Report, verify_bundle, verify_bundles
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Bundle",
     "Receipt",
     "Report",
+    "replicas_of",
     "verify_bundle",
     "verify_bundles",
 ]

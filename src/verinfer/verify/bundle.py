@@ -18,11 +18,12 @@ from typing import Any
 from verinfer import canonical, cid
 from verinfer.errors import InputError, VerificationError
 
-__all__ = ["BUNDLE_TYPE", "MODES", "RECEIPT_TYPE", "Bundle", "Receipt"]
+__all__ = ["BUNDLE_TYPE", "MODES", "RECEIPT_TYPE", "Bundle", "Receipt", "replicas_of"]
 
 RECEIPT_TYPE = "verinfer.receipt/v1"
 BUNDLE_TYPE = "verinfer.bundle/v1"
-MODES = ("attested",)
+MODES = ("attested", "replicated:K")  # K = 2..16 nodes of distinct keys must agree
+_REPLICATED = re.compile(r"replicated:([2-9]|1[0-6])")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
@@ -49,6 +50,19 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def replicas_of(mode: object) -> int:
+    """How many nodes must answer in ``mode``: 1 for ``attested``, K for ``replicated:K``;
+    :class:`InputError` for anything else."""
+    if mode == "attested":
+        return 1
+    found = _REPLICATED.fullmatch(mode) if isinstance(mode, str) else None
+    if found is None:
+        raise InputError(
+            f"mode {mode!r} is not available; available: attested, replicated:K (K = 2..16)"
+        )
+    return int(found.group(1))
 
 
 def check_nonce(nonce: object) -> str | None:
@@ -132,8 +146,10 @@ class Receipt:
         for name in ("inputs", "outputs"):
             if not isinstance(body[name], str) or not _DIGEST.fullmatch(body[name]):
                 raise VerificationError(f"malformed receipt: {name} digest {body[name]!r}")
-        if body["mode"] not in MODES:
-            raise VerificationError(f"malformed receipt: unknown mode {body['mode']!r}")
+        try:
+            replicas_of(body["mode"])
+        except InputError:
+            raise VerificationError(f"malformed receipt: unknown mode {body['mode']!r}") from None
         if not isinstance(body["time"], str) or not _TIME.fullmatch(body["time"]):
             raise VerificationError(f"malformed receipt: time {body['time']!r}")
         return cls(bytes(data), body)
@@ -147,8 +163,9 @@ class Bundle:
     """A receipt with everything needed to verify it offline.
 
     ``index``, ``proof`` and ``checkpoint`` prove the receipt is in the node's signed log;
-    ``cosignatures`` are witness cosignature lines on that checkpoint (none yet); ``evidence``
-    holds mode-specific proofs (none for ``attested``).
+    ``cosignatures`` are witness cosignature lines on that checkpoint (none yet). ``replicas``
+    (in the JSON form, ``evidence.replicas``) are, for ``replicated:K``, the bundles of the K-1
+    other nodes that answered the same request; ``attested`` has no evidence.
     """
 
     receipt: Receipt
@@ -156,7 +173,14 @@ class Bundle:
     proof: tuple[bytes, ...]
     checkpoint: str
     cosignatures: tuple[str, ...] = ()
-    evidence: dict[str, Any] = field(default_factory=dict)
+    replicas: tuple[Bundle, ...] = ()
+
+    @property
+    def evidence(self) -> dict[str, Any]:
+        """The mode-specific evidence, in its JSON form."""
+        if not self.replicas:
+            return {}
+        return {"replicas": [replica.to_dict() for replica in self.replicas]}
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object form."""
@@ -175,11 +199,12 @@ class Bundle:
         return canonical.dumps(self.to_dict()).decode()
 
     @classmethod
-    def from_json(cls, data: str | bytes | dict[str, Any]) -> Bundle:
+    def from_json(cls, data: str | bytes | dict[str, Any], *, replica: bool = False) -> Bundle:
         """Parse a bundle; raise :class:`VerificationError` naming the malformed field.
 
         Parsing checks the structure only; :func:`verinfer.verify.verify_bundle` checks the
-        proofs and signatures.
+        proofs and signatures. ``replica``: one node's own bundle of a ``replicated:K`` request,
+        before the other nodes' bundles are gathered into its evidence.
         """
         if isinstance(data, str):
             try:
@@ -222,15 +247,42 @@ class Bundle:
             for c in cosignatures
         ):
             raise VerificationError("malformed bundle: cosignatures must be a list of lines")
-        if value["evidence"] != {}:  # no mode defines evidence yet: nothing unchecked rides along
-            raise VerificationError("malformed bundle: evidence must be empty for attested mode")
         if not _encodable(value["receipt"]):
             raise VerificationError("malformed bundle: the receipt is not valid Unicode")
+        receipt = Receipt.from_bytes(value["receipt"].encode())
         return cls(
-            Receipt.from_bytes(value["receipt"].encode()),
+            receipt,
             index,
             tuple(hashes),
             value["checkpoint"],
             tuple(cosignatures),
-            value["evidence"],
+            _replicas(value["evidence"], receipt["mode"], replica),
         )
+
+
+def _replicas(evidence: object, mode: str, replica: bool) -> tuple[Bundle, ...]:
+    """The evidence of a bundle: nothing for ``attested`` and for a replica's own bundle; the
+    K-1 other bundles for ``replicated:K``. Nothing unchecked rides along."""
+    wanted = 0 if replica else replicas_of(mode) - 1
+    if wanted == 0:
+        if evidence != {}:
+            raise VerificationError(
+                f"malformed bundle: evidence must be empty for {'a replica' if replica else mode}"
+            )
+        return ()
+    if not isinstance(evidence, dict) or set(evidence) != {"replicas"}:
+        raise VerificationError(f"malformed bundle: evidence of {mode} must hold only 'replicas'")
+    items = evidence["replicas"]
+    if not isinstance(items, list) or len(items) != wanted:
+        raise VerificationError(
+            f"malformed bundle: {mode} needs {wanted} replica bundles in its evidence"
+        )
+    found = []
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise VerificationError(f"malformed bundle: replica {position} is not an object")
+        try:
+            found.append(Bundle.from_json(item, replica=True))
+        except VerificationError as exc:
+            raise VerificationError(f"replica {position}: {exc}") from exc
+    return tuple(found)

@@ -76,6 +76,12 @@ def verify_bundle(
     say(f"1. checkpoint of size {checkpoint.size} is signed by trusted node {receipt['node']}")
     _inclusion(bundle, checkpoint)
     say(f"2. receipt is entry {bundle.index} of that log ({len(bundle.proof)}-hash proof)")
+    if bundle.replicas:
+        _agreement(bundle, trusted)
+        say(
+            f"2+. {len(bundle.replicas) + 1} receipts from distinct trusted nodes, each in its "
+            "node's signed log, agree on model, inputs and outputs"
+        )
     if model is not None:
         try:
             cid.verify(receipt["model"], model)
@@ -99,6 +105,49 @@ def verify_bundle(
         if model is None or inputs is None:
             raise VerificationError("step 6 (re-execution) needs the model and the inputs")
         _reexecute(bundle, model, inputs, say)
+
+
+def _agreement(bundle: Bundle, trusted: Sequence[str]) -> None:
+    """``replicated:K``: each replica proven in its own node's log, K distinct node keys, and
+    one model, one input and one output among them."""
+    primary = bundle.receipt
+    keys = {_public_key(primary["node"])}
+    for position, replica in enumerate(bundle.replicas, 1):
+        try:
+            _inclusion(replica, _checkpoint(replica, trusted))
+        except VerificationError as exc:
+            raise VerificationError(f"replica {position}: {exc}") from exc
+        receipt = replica.receipt
+        key = _public_key(receipt["node"])
+        if key in keys:
+            raise VerificationError(
+                f"step 2+ (agreement): replica {position} comes from node {receipt['node']!r} "
+                f"again; {primary['mode']} needs distinct nodes"
+            )
+        keys.add(key)
+        for name in ("mode", "model", "inputs", "nonce"):
+            if receipt[name] != primary[name]:
+                raise VerificationError(
+                    f"step 2+ (agreement): replica {position} has {name} {receipt[name]!r}, the "
+                    f"first receipt {primary[name]!r}"
+                )
+        if receipt["engine"] != primary["engine"]:
+            raise VerificationError(
+                f"step 2+ (agreement): replica {position} ran on {receipt['engine']}, the first "
+                f"on {primary['engine']}; the model declares no bound for comparing outputs "
+                "across engines, so only identical engines can agree"
+            )
+        if receipt["outputs"] != primary["outputs"]:
+            raise VerificationError(
+                f"step 2+ (agreement): node {receipt['node']!r} answered outputs "
+                f"{receipt['outputs']}, node {primary['node']!r} {primary['outputs']}: the nodes "
+                "disagree"
+            )
+
+
+def _public_key(vkey: str) -> str:
+    """The key material of a vkey (its name could be chosen freely)."""
+    return vkey.rsplit("+", 1)[-1]
 
 
 def _reexecute(bundle: Bundle, model: bytes, inputs: Mapping[str, np.ndarray], say: Report) -> None:
@@ -141,5 +190,7 @@ def verify_bundles(bundles: Iterable[Bundle], trusted_vkeys: Iterable[str]) -> N
             if checkpoint is None:
                 checkpoint = seen[key] = _checkpoint(bundle, trusted)
             _inclusion(bundle, checkpoint)
+            if bundle.replicas:
+                _agreement(bundle, trusted)
         except VerificationError as exc:
             raise VerificationError(f"bundle {position}: {exc}") from exc
