@@ -28,6 +28,7 @@ from verinfer.log.tiles import TILE_WIDTH, entries_path, tile_path
 from verinfer.node import Node, load_or_create_key
 from verinfer.node.peers import HttpSource
 from verinfer.verify import Bundle, replicas_of, verify_bundle
+from verinfer.verify.evidence import verify_evidence
 
 __all__ = ["app", "main"]
 
@@ -736,9 +737,17 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     reexecute: Annotated[
         bool, typer.Option("--reexecute", help="run the model here and compare outputs")
     ] = False,
+    witnesses: Annotated[
+        Path | None, typer.Option(help="trusted witness vkeys, one per line (with --quorum)")
+    ] = None,
+    quorum: Annotated[
+        int, typer.Option(min=0, help="require this many trusted witnesses' cosignatures")
+    ] = 0,
 ) -> None:
     """Verify a proof bundle offline. Exit 0 if valid, 1 with the failed step if not."""
     trusted = _read_trust(trust)
+    if quorum and witnesses is None:
+        raise InputError("--quorum needs --witnesses FILE")
     try:
         text = bundle.read_bytes()
     except OSError as exc:
@@ -758,10 +767,28 @@ def verify(  # noqa: PLR0917 - a typer command: its options
         model=model_bytes,
         reexecute=reexecute,
         report=lambda line: out.print(f"[green]✓[/] {line}"),
+        witnesses=_read_trust(witnesses) if witnesses else (),
+        quorum=quorum,
     )
     out.print(
         f"[green]valid[/]: {parsed.receipt['mode']} answer of model {parsed.receipt['model']}"
     )
+
+
+evidence_app = typer.Typer(help="Evidence of misbehaviour, checked offline.")
+app.add_typer(evidence_app, name="evidence")
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    file: Annotated[Path, typer.Argument(help="an evidence JSON file")],
+) -> None:
+    """Check evidence offline. Exit 0 and print what it proves, or 1 with why it does not."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read evidence {str(file)!r}: {exc.strerror}") from exc
+    out.print(f"[green]proven[/]: {verify_evidence(data)}", markup=True)
 
 
 def main() -> None:

@@ -477,6 +477,64 @@ class Client:
         cid.digest(blob)
         self._request("DELETE", f"/v1/blobs/{blob}", headers=self._admin)
 
+    def cosigned(
+        self,
+        bundle: Bundle,
+        witnesses: Iterable[str],
+        quorum: int,
+        *,
+        timeout: float = 15.0,
+    ) -> Bundle:
+        """``bundle`` proven against a checkpoint that ``quorum`` of ``witnesses`` cosigned.
+
+        Waits (up to ``timeout`` seconds) until the node has gathered the cosignatures for a
+        checkpoint that covers the receipt, then fetches the inclusion proof against it; the
+        returned bundle verifies under the witness policy (:func:`verify_bundle` with
+        ``witnesses`` and ``quorum``). :class:`LimitExceeded` if the witnesses do not cosign in
+        time.
+        """
+        vkey, keys = self.node_vkey(), list(witnesses)
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self._http.get("/v1/log/cosigned", params={"size": bundle.index + 1})
+            if response.status_code == 200:
+                candidate = self._rebased(bundle, response.text, vkey)
+                try:
+                    verify_bundle(candidate, [vkey], witnesses=keys, quorum=quorum)
+                except VerificationError:
+                    if time.monotonic() > deadline:
+                        raise
+                else:
+                    return candidate
+            elif response.status_code != 404:
+                _checked(response, self.url)
+            if time.monotonic() > deadline:
+                raise LimitExceeded(
+                    f"{self.url}: no checkpoint covering entry {bundle.index} was cosigned by "
+                    f"{quorum} of the given witnesses within {timeout:g} s"
+                )
+            time.sleep(0.1)
+
+    def _rebased(self, bundle: Bundle, cosigned: str, vkey: str) -> Bundle:
+        """The bundle with the node's note of the cosigned checkpoint, the witnesses' lines
+        apart, and an inclusion proof against it."""
+        checkpoint, _ = note.verify_checkpoint(cosigned, [vkey])
+        signed = self._request("GET", f"/v1/log/checkpoint/{checkpoint.size}").text
+        if not cosigned.startswith(signed):
+            raise VerificationError(f"{self.url} answered two notes for size {checkpoint.size}")
+        others = tuple(cosigned[len(signed) :].splitlines(keepends=True))
+        answer = _json(
+            self._request(
+                "GET", "/v1/log/proof/inclusion",
+                params={"index": bundle.index, "size": checkpoint.size},
+            )
+        )  # fmt: skip
+        try:
+            proof = tuple(base64.b64decode(h, validate=True) for h in answer["proof"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VerificationError(f"malformed inclusion proof from {self.url}: {exc}") from exc
+        return Bundle(bundle.receipt, bundle.index, proof, signed, others, bundle.replicas)
+
     def blob(self, blob: str) -> bytes:
         """A blob (a model's bytes) by CID, checked against the CID here."""
         cid.digest(blob)  # a malformed CID is an InputError before any request

@@ -1,9 +1,11 @@
 """A local network: N nodes as processes on loopback, each with its own data dir, key and port,
-all peered with each other.
+all peered with each other (each fetches the models it lacks from the others, and each
+witnesses the others' logs).
 
-``up`` writes ``network.json`` (``{"nodes": [{"name", "url", "vkey", "pid", "data"}]}``) and
-``trust.txt`` (the vkeys, one a line) into the network's directory; ``status`` asks every node for
-its health; ``down`` stops them with SIGTERM (they finish in-flight requests and commit first).
+``up`` writes, into the network's directory, ``network.json`` (``{"nodes": [{"name", "url",
+"vkey", "witness", "pid", "data"}]}``), ``trust.txt`` (the node vkeys, one a line) and
+``witnesses.txt`` (their witness keys); ``status`` asks every node for its health; ``down``
+stops them with SIGTERM (they finish in-flight requests and commit first).
 """
 
 from __future__ import annotations
@@ -23,10 +25,20 @@ import httpx
 
 from verinfer.errors import ConflictError, InputError, LimitExceeded, NotFound
 
-__all__ = ["NETWORK_FILE", "TRUST_FILE", "down", "read", "restart", "status", "up"]
+__all__ = [
+    "NETWORK_FILE",
+    "TRUST_FILE",
+    "WITNESSES_FILE",
+    "down",
+    "read",
+    "restart",
+    "status",
+    "up",
+]
 
 NETWORK_FILE = "network.json"
 TRUST_FILE = "trust.txt"
+WITNESSES_FILE = "witnesses.txt"
 _NODE = "from verinfer.cli import main; main()"
 
 
@@ -84,12 +96,13 @@ def up(directory: Path, nodes: int = 3, *, timeout: float = 90.0) -> list[dict[s
         described.append(node)
     try:
         for node in described:
-            node["vkey"] = _wait(directory, node, timeout)
+            node["vkey"], node["witness"] = _wait(directory, node, timeout)
     except LimitExceeded:
         down_nodes(described)
         raise
     (directory / NETWORK_FILE).write_text(json.dumps({"nodes": described}, indent=1) + "\n")
     (directory / TRUST_FILE).write_text("".join(f"{node['vkey']}\n" for node in described))
+    (directory / WITNESSES_FILE).write_text("".join(f"{n['witness']}\n" for n in described))
     return described
 
 
@@ -107,13 +120,14 @@ def _spawn(directory: Path, node: dict[str, Any]) -> int:
     return process.pid
 
 
-def _wait(directory: Path, node: dict[str, Any], timeout: float) -> str:
-    """Wait until the node answers; return its vkey."""
+def _wait(directory: Path, node: dict[str, Any], timeout: float) -> tuple[str, str]:
+    """Wait until the node answers; return its vkey and its witness key."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=5) as http:
         while True:
             try:
-                return str(http.get(f"{node['url']}/v1/node").json()["vkey"])
+                answer = http.get(f"{node['url']}/v1/node").json()
+                return str(answer["vkey"]), str(answer["witness"])
             except (httpx.HTTPError, ValueError, KeyError):
                 if not _alive(node["pid"]) or time.monotonic() > deadline:
                     raise LimitExceeded(
@@ -132,7 +146,7 @@ def restart(directory: Path, name: str, *, timeout: float = 90.0) -> dict[str, A
     if _alive(node["pid"]):
         raise ConflictError(f"{name} is still running (pid {node['pid']})")
     node["pid"] = _spawn(directory, node)
-    vkey = _wait(directory, node, timeout)
+    vkey, _ = _wait(directory, node, timeout)
     if vkey != node["vkey"]:
         raise ConflictError(f"{name} came back with another key: {vkey!r}")
     (directory / NETWORK_FILE).write_text(json.dumps({"nodes": nodes}, indent=1) + "\n")

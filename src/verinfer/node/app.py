@@ -46,6 +46,7 @@ from verinfer.errors import (
 from verinfer.hub.documents import Manifest
 from verinfer.log.tiles import parse_path
 from verinfer.node.service import ADMIN_TOKEN_FILE, Node
+from verinfer.witness import Refusal
 
 __all__ = ["MAX_BODY_BYTES", "MAX_PENDING", "UPLOAD_QUOTA", "UPLOAD_TTL", "create_app", "serve"]
 
@@ -72,6 +73,11 @@ _NPZ_BODY: dict[str, Any] = {
         "required": True,
         "content": {"application/x-npz": {"schema": {"type": "string", "format": "binary"}}},
     }
+}
+
+
+_TEXT_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}}
 }
 
 
@@ -225,8 +231,13 @@ def create_app(
 
     @app.get("/v1/node")
     async def identity() -> dict[str, Any]:
-        """Who this node is: its vkey, its log's origin and its engine identity."""
-        return {"vkey": node.vkey, "origin": node.log.origin, "engine": node.engine.identity}
+        """Who this node is: its vkey, its log's origin, its witness key, its engine identity."""
+        return {
+            "vkey": node.vkey,
+            "origin": node.log.origin,
+            "witness": node.witness.vkey,
+            "engine": node.engine.identity,
+        }
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -368,6 +379,34 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
         tree = node.log.size if size is None else size
         proof = node.log.consistency_proof(old, tree)
         return {"old": old, "size": tree, "proof": [base64.b64encode(h).decode() for h in proof]}
+
+    @app.get("/v1/log/cosigned", response_class=PlainTextResponse)
+    async def cosigned(size: int = Query(0, ge=0, le=_MAX_INT)) -> str:
+        """The newest checkpoint of at least ``size`` entries with the cosignatures of the peers'
+        witnesses gathered for it (a C2SP signed note: the node's signature, then theirs)."""
+        found = node.cosigner.cosigned(size)
+        if found is None:
+            raise NotFound(f"no checkpoint of size >= {size} has been cosigned yet")
+        return found
+
+    @app.post("/add-checkpoint", openapi_extra=_TEXT_BODY)
+    async def add_checkpoint(request: Request) -> Response:
+        """C2SP tlog-witness: cosign a peer's checkpoint, given a consistency proof from the last
+        one cosigned here. 409 (``text/x.tlog.size``) names that size."""
+        body = await request.body()
+        try:
+            line = await run_in_threadpool(node.witness.add_checkpoint, body)
+        except Refusal as exc:
+            if exc.body is not None:
+                return Response(exc.body, status_code=exc.status, media_type="text/x.tlog.size")
+            return _error(exc.status, "witness_refused", str(exc))
+        return PlainTextResponse(line)
+
+    @app.get("/v1/witness/evidence")
+    async def evidence() -> list[dict[str, Any]]:
+        """Equivocation evidence this node's witness found: check it with ``verinfer evidence
+        verify``."""
+        return await run_in_threadpool(node.witness.evidence)
 
     @app.get("/tile/{path:path}")
     async def tile(path: str) -> Response:

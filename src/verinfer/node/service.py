@@ -38,9 +38,11 @@ from verinfer.hub import Hub, Manifest
 from verinfer.hub.documents import parse_ref
 from verinfer.log import Log
 from verinfer.log.sequencer import Committed, Sequencer
+from verinfer.node.cosigning import Cosigner
 from verinfer.node.peers import HttpSource
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.bundle import check_nonce, replicas_of
+from verinfer.witness import Witness
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
@@ -57,6 +59,7 @@ __all__ = [
 NODE_KEY_FILE = "node.skey"
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
 PEERS_FILE = "peers.json"
+WITNESS_KEY_FILE = "witness.skey"
 _PEER_URL = re.compile(
     r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?/?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?"
 )
@@ -79,6 +82,12 @@ def _secret(path: Path, make: Callable[[], str]) -> str:
 def load_or_create_key(data: Path, name: str) -> note.Signer:
     """The node's signing key in ``data`` (mode 0600), created on first use. Never printed."""
     return note.Signer(_secret(data / NODE_KEY_FILE, lambda: note.generate_key(name)[0]))
+
+
+def load_or_create_witness_key(data: Path, name: str) -> note.Signer:
+    """The node's witness (cosigner) key in ``data`` (mode 0600), created on first use."""
+    make = lambda: note.generate_key(f"{name}/witness", cosigner=True)[0]  # noqa: E731
+    return note.Signer(_secret(data / WITNESS_KEY_FILE, make))
 
 
 def load_or_create_token(data: Path) -> str:
@@ -183,6 +192,7 @@ class Node:
         workers: int | None = None,
         peers: list[str] | None = None,
         dishonest: float = 0.0,
+        cosign_interval: float = 0.25,
     ) -> None:
         if not 0.0 <= dishonest <= 1.0:
             raise InputError(f"dishonest share {dishonest!r} is not in [0, 1]")
@@ -197,6 +207,9 @@ class Node:
             self.peers = _read_peers(self.data)
         else:
             self.set_peers(peers)
+        self.witness = Witness(
+            self.data / "witness.sqlite", load_or_create_witness_key(self.data, name)
+        )  # this node witnesses its peers' logs (C2SP tlog-witness)
         self.log = Log.open(log or self.data, self.signer)
         self.sequencer = Sequencer(self.log)
         self.hub = hub or Hub(self.data / "hub")
@@ -211,6 +224,7 @@ class Node:
             max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
         )
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
+        self.cosigner = Cosigner(self, interval=cosign_interval)
 
     @property
     def vkey(self) -> str:
@@ -219,10 +233,12 @@ class Node:
 
     def close(self) -> None:
         """Finish what is running, commit what is queued, then close the log and the hub."""
+        self.cosigner.close()
         self._workers.shutdown(wait=True)
         self._hasher.shutdown(wait=True)
         self.sequencer.close()
         self.log.close()
+        self.witness.close()
         if self._own_hub:
             self.hub.close()
 

@@ -60,6 +60,8 @@ def verify_bundle(
     *,
     reexecute: bool = False,
     report: Report | None = None,
+    witnesses: Iterable[str] = (),
+    quorum: int = 0,
 ) -> None:
     """Verify a bundle offline; return ``None`` or raise :class:`VerificationError`.
 
@@ -74,6 +76,9 @@ def verify_bundle(
     receipt = bundle.receipt
     checkpoint = _checkpoint(bundle, trusted)
     say(f"1. checkpoint of size {checkpoint.size} is signed by trusted node {receipt['node']}")
+    if quorum > 0:
+        count = _cosigned(bundle, list(witnesses), quorum)
+        say(f"1+. {count} trusted witnesses cosigned that checkpoint (quorum {quorum})")
     _inclusion(bundle, checkpoint)
     say(f"2. receipt is entry {bundle.index} of that log ({len(bundle.proof)}-hash proof)")
     if bundle.replicas:
@@ -105,6 +110,31 @@ def verify_bundle(
         if model is None or inputs is None:
             raise VerificationError("step 6 (re-execution) needs the model and the inputs")
         _reexecute(bundle, model, inputs, say)
+
+
+def _cosigned(bundle: Bundle, witnesses: list[str], quorum: int) -> int:
+    """Witness policy: at least ``quorum`` distinct trusted witness keys cosigned the checkpoint
+    (tlog-cosignature/v1: each over the checkpoint text, with a timestamp)."""
+    cosigners = [
+        w for w in witnesses if note.VerifierKey.parse(w).algorithm == note.ALG_COSIGNATURE_V1
+    ]
+    if len(cosigners) < quorum:
+        raise VerificationError(
+            f"step 1+ (witnesses): a quorum of {quorum} needs as many trusted witness keys "
+            f"(cosigner keys), {len(cosigners)} given"
+        )
+    try:
+        signed = note.attach(bundle.checkpoint, bundle.cosignatures)
+        verified = note.verify(signed, cosigners).verified
+    except (VerificationError, Error) as exc:
+        raise VerificationError(f"step 1+ (witnesses): {exc}") from exc
+    count = len({(sig.name, sig.key_id) for sig in verified if sig.timestamp is not None})
+    if count < quorum:
+        raise VerificationError(
+            f"step 1+ (witnesses): {count} trusted witnesses cosigned the checkpoint, "
+            f"the policy needs {quorum}"
+        )
+    return count
 
 
 def _agreement(bundle: Bundle, trusted: Sequence[str]) -> None:

@@ -1,0 +1,135 @@
+"""A node gathers cosignatures for its log from its peers' witnesses (C2SP ``tlog-witness``).
+
+A background thread, every ``interval`` seconds while the log grows: for each peer, learn the
+peer's log and witness keys (``GET /v1/node``; the peer's log is then witnessed here too), send
+the latest checkpoint with a consistency proof from the size that witness last cosigned
+(``POST /add-checkpoint``; a 409 names that size, and the request is made again), and keep the
+cosignature lines that verify under the peer's witness key. Peers are chosen by the node's admin,
+so their keys are taken from them on first contact and pinned.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from verinfer import note
+from verinfer.errors import ConflictError, Error, VerificationError
+from verinfer.witness import add_checkpoint_body
+
+if TYPE_CHECKING:
+    from verinfer.node.service import Node
+
+__all__ = ["Cosigner"]
+
+_KEEP = 1024  # cosigned checkpoints remembered
+_log = logging.getLogger("verinfer.cosigning")
+
+
+class Cosigner:
+    """Gathers cosignatures for ``node``'s checkpoints in a background thread."""
+
+    def __init__(self, node: Node, *, interval: float = 0.25) -> None:
+        self._node = node
+        self._interval = interval
+        self._peers: dict[str, dict[str, str]] = {}  # url -> {"vkey", "origin", "witness"}
+        self._sizes: dict[str, int] = {}  # url -> the size its witness last cosigned for us
+        self._cosigned: OrderedDict[int, tuple[str, dict[str, str]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="verinfer-cosign", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def cosigned(self, min_size: int = 0) -> str | None:
+        """The newest checkpoint of size >= ``min_size`` with the cosignatures gathered for it,
+        as one signed note, or ``None``."""
+        with self._lock:
+            for size in reversed(self._cosigned):
+                if size < min_size:
+                    break
+                signed, lines = self._cosigned[size]
+                if lines:
+                    return note.attach(signed, lines.values())
+        return None
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not self._stop.wait(self._interval):
+                try:
+                    self.round(http)
+                except Exception:  # a round must never end the thread; the next one retries
+                    _log.exception("cosigning round failed")
+
+    def round(self, http: httpx.Client) -> None:
+        """One round: the latest checkpoint to every peer's witness."""
+        log = self._node.log
+        signed = log.signed_checkpoint
+        checkpoint, _ = note.verify_checkpoint(signed, [self._node.vkey])
+        for url in list(self._node.peers):
+            peer = self._peer(http, url)
+            if peer is None or self._sizes.get(url, -1) == checkpoint.size:
+                continue
+            line = self._submit(http, url, signed, checkpoint.size)
+            if line is None:
+                continue
+            try:
+                note.verify(note.attach(signed, [line]), [peer["witness"]])
+            except (VerificationError, Error) as exc:
+                _log.warning("witness %s answered a cosignature that does not verify: %s", url, exc)
+                continue
+            with self._lock:
+                entry = self._cosigned.setdefault(checkpoint.size, (signed, {}))
+                entry[1][peer["witness"]] = line
+                while len(self._cosigned) > _KEEP:
+                    self._cosigned.popitem(last=False)
+
+    def _peer(self, http: httpx.Client, url: str) -> dict[str, str] | None:
+        known = self._peers.get(url)
+        if known is not None:
+            return known
+        try:
+            answer: Any = http.get(f"{url}/v1/node").json()
+            peer = {key: str(answer[key]) for key in ("vkey", "origin", "witness")}
+            self._node.witness.trust(peer["origin"], peer["vkey"])  # we witness its log too
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            _log.info("peer %s is not reachable as a witness yet: %s", url, exc)
+            return None
+        except (ConflictError, Error) as exc:
+            _log.warning("peer %s: %s", url, exc)
+            return None
+        self._peers[url] = peer
+        return peer
+
+    def _submit(self, http: httpx.Client, url: str, signed: str, size: int) -> str | None:
+        for _ in range(2):  # a 409 tells the size the witness holds: once more from there
+            old = min(self._sizes.get(url, 0), size)
+            proof = self._node.log.consistency_proof(old, size) if 0 < old < size else []
+            try:
+                answer = http.post(
+                    f"{url}/add-checkpoint", content=add_checkpoint_body(old, proof, signed)
+                )
+            except httpx.HTTPError as exc:
+                _log.info("witness %s is not reachable: %s", url, exc)
+                return None
+            if answer.status_code == 200:
+                self._sizes[url] = size
+                return answer.text
+            if answer.status_code == 409 and answer.text.strip().isdigit():
+                held = int(answer.text.strip())
+                if held > size or held == self._sizes.get(url):
+                    _log.warning("witness %s holds size %d of our log: %s", url, held, answer.text)
+                    return None
+                self._sizes[url] = held
+                continue
+            _log.warning("witness %s refused: %d %s", url, answer.status_code, answer.text[:200])
+            return None
+        return None
