@@ -47,7 +47,7 @@ class Cosigner:
     def close(self) -> None:
         """Stop the thread."""
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=10)  # a round in flight ends within its request timeout
 
     def cosigned(self, min_size: int = 0) -> str | None:
         """The newest checkpoint of size >= ``min_size`` with the cosignatures gathered for it,
@@ -62,7 +62,7 @@ class Cosigner:
         return None
 
     def _run(self) -> None:
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0)) as http:
             while not self._stop.wait(self._interval):
                 try:
                     self.round(http)
