@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import numpy as np
 import typer
 from rich.console import Console
@@ -782,13 +783,62 @@ app.add_typer(evidence_app, name="evidence")
 @evidence_app.command("verify")
 def evidence_verify(
     file: Annotated[Path, typer.Argument(help="an evidence JSON file")],
+    model: Annotated[
+        Path | None, typer.Option(help="the model's bytes (.onnx): fraud evidence needs them")
+    ] = None,
 ) -> None:
     """Check evidence offline. Exit 0 and print what it proves, or 1 with why it does not."""
     try:
         data = file.read_bytes()
+        model_bytes = model.read_bytes() if model is not None else None
     except OSError as exc:
-        raise InputError(f"cannot read evidence {str(file)!r}: {exc.strerror}") from exc
-    out.print(f"[green]proven[/]: {verify_evidence(data)}", markup=True)
+        raise InputError(f"cannot read {exc.filename!r}: {exc.strerror}") from exc
+    out.print(f"[green]proven[/]: {verify_evidence(data, model=model_bytes)}")
+
+
+@app.command()
+def audit(  # noqa: PLR0917 - a typer command: its options
+    network: Annotated[Path, typer.Option(help="the network.json of the nodes to audit")],
+    rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of entries to re-run")],
+    rounds: Annotated[int, typer.Option(min=1, help="audit rounds")] = 1,
+    interval: Annotated[float, typer.Option(min=0.0, help="seconds between rounds")] = 5.0,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="where to write fraud evidence files")
+    ] = Path("."),
+    submit: Annotated[
+        bool, typer.Option(help="submit fraud evidence to every node of the network")
+    ] = False,
+) -> None:
+    """Re-execute a random share of the nodes' new log entries; write fraud evidence."""
+    import time  # noqa: PLC0415
+
+    from verinfer.audit import Auditor  # noqa: PLC0415 - runs models: lazy
+
+    nodes = [(str(n["url"]), str(n["vkey"])) for n in devnet.read_file(network)]
+    table = Table("node", "entry", "verdict", "detail", title="audit findings")
+    frauds = 0
+    with Auditor(nodes, rate) as auditor:
+        for number in range(rounds):
+            if number:
+                time.sleep(interval)
+            for finding in auditor.round():
+                detail = finding.detail
+                if finding.evidence is not None:
+                    frauds += 1
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    name = finding.node.split("+", 1)[0]
+                    path = out_dir / f"fraud-{name}-{finding.index}.json"
+                    path.write_text(json.dumps(finding.evidence) + "\n")
+                    detail = f"{detail}; evidence in {path}"
+                    if submit:
+                        for url, _ in nodes:
+                            with contextlib.suppress(httpx.HTTPError):
+                                httpx.post(f"{url}/v1/evidence", json=finding.evidence, timeout=60)
+                table.add_row(finding.node.split("+", 1)[0], str(finding.index),
+                              finding.verdict, detail)  # fmt: skip
+        audited = auditor.audited
+    out.print(table)
+    out.print(f"re-executed {audited} entries at rate {rate}; {frauds} frauds found")
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ from verinfer.hub.documents import (
     verify_history,
 )
 from verinfer.verify import Bundle, replicas_of, verify_bundle
+from verinfer.verify.evidence import verify_evidence
 
 __all__ = ["AsyncClient", "Client", "Network", "NetworkError", "Result", "connect"]
 
@@ -572,6 +573,7 @@ class Network:
         ]
         self._operators = {client.url: operator for client, (*_, operator) in
                            zip(self.clients, triples, strict=True)}  # fmt: skip
+        self.convicted: dict[str, str] = {}  # node vkey -> the verdict of evidence against it
         self._next = 0
         self._lock = threading.Lock()
 
@@ -590,7 +592,31 @@ class Network:
         with self._lock:
             start = self._next
             self._next = (self._next + 1) % len(self.clients)
-        return self.clients[start:] + self.clients[:start]
+        ordered = self.clients[start:] + self.clients[:start]
+        return [c for c in ordered if (c._trusted or [""])[0] not in self.convicted]
+
+    def check_evidence(self) -> dict[str, str]:
+        """Ask every node for the evidence it holds, check each piece here (fraud by
+        re-executing the model, fetched by CID and hash-checked), and stop calling the nodes it
+        convicts. Returns the convicted node keys with their verdicts."""
+        for client in self.clients:
+            try:
+                found = _json(client._request("GET", "/v1/evidence"))
+            except Error:
+                continue  # an unreachable node holds no evidence we can see
+            for document in found if isinstance(found, list) else []:
+                accused = document.get("vkey") if isinstance(document, dict) else None
+                if not isinstance(accused, str) or accused in self.convicted:
+                    continue
+                try:
+                    model = None
+                    if document.get("kind") == "fraud":
+                        receipt = json.loads(document["bundle"]["receipt"])
+                        model = client.blob(receipt["model"])
+                    self.convicted[accused] = verify_evidence(document, model=model)
+                except (Error, ValueError, KeyError, TypeError):
+                    continue  # evidence that does not hold convicts nobody
+        return dict(self.convicted)
 
     def infer(
         self,

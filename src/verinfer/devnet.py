@@ -66,12 +66,19 @@ def _alive(pid: int) -> bool:
 
 def read(directory: Path) -> list[dict[str, Any]]:
     """The nodes listed in a network's ``network.json``."""
+    return read_file(directory / NETWORK_FILE)
+
+
+def read_file(path: Path) -> list[dict[str, Any]]:
+    """The nodes a network file lists (each with at least ``url`` and ``vkey``)."""
     try:
-        nodes = json.loads((directory / NETWORK_FILE).read_text())["nodes"]
+        nodes = json.loads(path.read_text())["nodes"]
+        if not all(isinstance(n, dict) and "url" in n and "vkey" in n for n in nodes):
+            raise ValueError("every node needs a url and a vkey")
     except FileNotFoundError:
-        raise NotFound(f"no network in {str(directory)!r} (no {NETWORK_FILE})") from None
+        raise NotFound(f"no network file {str(path)!r}") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{str(directory / NETWORK_FILE)!r} is malformed: {exc}") from exc
+        raise InputError(f"{str(path)!r} is malformed: {exc}") from exc
     return list(nodes)
 
 

@@ -137,8 +137,18 @@ class Witness:
         return (int(rows[0][0]), str(rows[0][1])) if rows else (0, None)
 
     def evidence(self) -> list[dict[str, Any]]:
-        """The equivocation evidence found, oldest first."""
+        """The evidence found here or accepted (:meth:`record`), oldest first."""
         return [json.loads(doc) for (doc,) in self._run("SELECT doc FROM evidence ORDER BY id")]
+
+    def record(self, document: dict[str, Any]) -> bool:
+        """Keep evidence the caller has verified; ``False`` if it was already kept."""
+        text = canonical.dumps(document).decode()
+        if self._run("SELECT 1 FROM evidence WHERE doc = ?", (text,)):
+            return False
+        self._run(
+            "INSERT INTO evidence (origin, doc) VALUES (?, ?)", (str(document.get("log")), text)
+        )
+        return True
 
     def add_checkpoint(self, body: bytes) -> str:
         """C2SP ``add-checkpoint``: the cosignature line(s), or :class:`Refusal`."""

@@ -262,7 +262,7 @@ def test_a_split_view_is_caught_by_a_witness_over_http(
         assert stale.headers["content-type"].startswith("text/x.tlog.size")
         split = http.post("/add-checkpoint", content=add_checkpoint_body(6, [], yours))
         assert split.status_code == 409
-        found = http.get("/v1/witness/evidence").json()
+        found = http.get("/v1/evidence").json()
     [evidence] = [e for e in found if e["log"] == "log.example"]
     path = tmp_path / "evidence.json"
     path.write_text(json.dumps(evidence))

@@ -76,6 +76,12 @@ _NPZ_BODY: dict[str, Any] = {
 }
 
 
+_JSON_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 _TEXT_BODY: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}}
 }
@@ -402,11 +408,25 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
             return _error(exc.status, "witness_refused", str(exc))
         return PlainTextResponse(line)
 
-    @app.get("/v1/witness/evidence")
+    @app.get("/v1/tensors/{digest}")
+    async def kept_tensors(digest: str) -> Response:
+        """The inputs or outputs a logged receipt's digest names (``.npz``), for auditors;
+        checked against the digest before they are served."""
+        data = await run_in_threadpool(node.archive.get, digest)
+        return Response(data, media_type="application/x-npz")
+
+    @app.get("/v1/evidence")
     async def evidence() -> list[dict[str, Any]]:
-        """Equivocation evidence this node's witness found: check it with ``verinfer evidence
-        verify``."""
+        """Evidence of misbehaviour this node found (its witness) or accepted after checking
+        it: check any of it offline with ``verinfer evidence verify``."""
         return await run_in_threadpool(node.witness.evidence)
+
+    @app.post("/v1/evidence", openapi_extra=_JSON_BODY)
+    async def submit_evidence(request: Request) -> dict[str, Any]:
+        """Submit evidence (equivocation or fraud); the node checks it before keeping it
+        (fraud: by re-executing the model, fetched from its peers if need be)."""
+        verdict, kept = await run_in_threadpool(node.judge, await request.body())
+        return {"verdict": verdict, "kept": kept}
 
     @app.get("/tile/{path:path}")
     async def tile(path: str) -> Response:

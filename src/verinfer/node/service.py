@@ -38,10 +38,12 @@ from verinfer.hub import Hub, Manifest
 from verinfer.hub.documents import parse_ref
 from verinfer.log import Log
 from verinfer.log.sequencer import Committed, Sequencer
+from verinfer.node.archive import DEFAULT_RETENTION, TensorArchive
 from verinfer.node.cosigning import Cosigner
 from verinfer.node.peers import HttpSource
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.bundle import check_nonce, replicas_of
+from verinfer.verify.evidence import verify_evidence
 from verinfer.witness import Witness
 
 __all__ = [
@@ -193,6 +195,7 @@ class Node:
         peers: list[str] | None = None,
         dishonest: float = 0.0,
         cosign_interval: float = 0.25,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         if not 0.0 <= dishonest <= 1.0:
             raise InputError(f"dishonest share {dishonest!r} is not in [0, 1]")
@@ -224,6 +227,7 @@ class Node:
             max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
         )
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
+        self.archive = TensorArchive(self.data / "tensors", retention=retention)  # for audits
         self.cosigner = Cosigner(self, interval=cosign_interval)
 
     @property
@@ -237,6 +241,7 @@ class Node:
         self._workers.shutdown(wait=True)
         self._hasher.shutdown(wait=True)
         self.sequencer.close()
+        self.archive.close()
         self.log.close()
         self.witness.close()
         if self._own_hub:
@@ -258,6 +263,20 @@ class Node:
         self.peers = checked
         self._misses.clear()  # a model the old peers lacked may be on the new ones
         return checked
+
+    def judge(self, document: bytes) -> tuple[str, bool]:
+        """Check submitted evidence and keep it if it holds: ``(verdict, newly kept)``.
+        Fraud evidence is re-executed on the model, resolved here or fetched from peers."""
+        try:
+            parsed = json.loads(document)
+            model_cid = json.loads(parsed["bundle"]["receipt"])["model"]
+        except (ValueError, KeyError, TypeError):
+            model_cid = None
+        model = None
+        if isinstance(model_cid, str) and parsed.get("kind") == "fraud":
+            model = self._model_bytes(self.resolve(model_cid))
+        verdict = verify_evidence(document, model=model)
+        return verdict, self.witness.record(json.loads(document))
 
     def resolve(self, ref: str) -> Manifest:
         """The manifest for a model CID, a manifest CID or ``owner/name[@version|tag]``.
@@ -382,13 +401,16 @@ class Node:
         if self.dishonest and self._coin.random() < self.dishonest:
             outputs = _falsified(outputs)  # and signed as if computed: what a lying node does
         inputs_digest = hashing.result() if hashing else tensors.map_digest(checked)
+        outputs_digest = tensors.map_digest(outputs)
+        self.archive.put(inputs_digest, checked)  # served to auditors (retention period)
+        self.archive.put(outputs_digest, outputs)
         receipt = Receipt.create(
             log=self.log.origin,
             node=self.signer.vkey,
             model=manifest.model,
             manifest=manifest.cid,
             inputs=inputs_digest,
-            outputs=tensors.map_digest(outputs),
+            outputs=outputs_digest,
             mode=mode,
             engine=self.engine.identity,
             time=_now(),

@@ -3,20 +3,28 @@ whoever found them. Pure: no I/O.
 
 - ``equivocation``: one log key signed two checkpoints of the same origin and size with
   different roots, i.e. two different histories (a split view).
+- ``fraud``: a node's signed, logged receipt (a bundle) states outputs that its model does not
+  give on its inputs: the evidence holds the bundle, the inputs and the correct outputs; anyone
+  with the model's bytes re-executes and sees it (on the receipt's engine identity, since low
+  bits may differ across CPU kernel classes). Checking it runs ONNX Runtime; the rest is pure.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
-from verinfer import note
-from verinfer.errors import InputError, VerificationError
+from verinfer import note, tensors
+from verinfer.errors import Error, InputError, VerificationError
+from verinfer.verify.bundle import Bundle
+from verinfer.verify.verifier import verify_bundle
 
-__all__ = ["EVIDENCE_TYPE", "equivocation", "verify_evidence"]
+__all__ = ["EVIDENCE_TYPE", "equivocation", "fraud", "verify_evidence"]
 
 EVIDENCE_TYPE = "verinfer.evidence/v1"
-_MAX_BYTES = 1 << 20
+_MAX_BYTES = 256 << 20
 
 
 def equivocation(origin: str, vkey: str, first: str, second: str) -> dict[str, Any]:
@@ -30,8 +38,25 @@ def equivocation(origin: str, vkey: str, first: str, second: str) -> dict[str, A
     }
 
 
-def verify_evidence(document: str | bytes | dict[str, Any]) -> str:
-    """Check evidence; return the verdict it proves, or raise :class:`VerificationError`."""
+def fraud(bundle: Bundle, inputs: bytes, outputs: bytes, engine: str) -> dict[str, Any]:
+    """Fraud evidence: the node's ``bundle``, the inputs (``.npz``) its receipt names, and the
+    outputs (``.npz``) the model gives on them on ``engine``."""
+    return {
+        "type": EVIDENCE_TYPE,
+        "kind": "fraud",
+        "log": bundle.receipt["log"],
+        "vkey": bundle.receipt["node"],
+        "bundle": bundle.to_dict(),
+        "inputs": base64.b64encode(inputs).decode(),
+        "outputs": base64.b64encode(outputs).decode(),
+        "engine": engine,
+    }
+
+
+def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | None = None) -> str:
+    """Check evidence; return the verdict it proves, or raise :class:`VerificationError`.
+
+    Fraud evidence needs ``model`` (the bytes the receipt's model CID names)."""
     if isinstance(document, str | bytes):
         if len(document) > _MAX_BYTES:
             raise VerificationError(f"malformed evidence: larger than {_MAX_BYTES} bytes")
@@ -39,12 +64,17 @@ def verify_evidence(document: str | bytes | dict[str, Any]) -> str:
             document = json.loads(document)
         except (ValueError, RecursionError) as exc:
             raise VerificationError(f"malformed evidence: {exc}") from exc
-    fields = {"type", "kind", "log", "vkey", "checkpoints"}
+    kind = document.get("kind") if isinstance(document, dict) else None
+    fields = {"type", "kind", "log", "vkey"} | (
+        {"checkpoints"} if kind == "equivocation" else {"bundle", "inputs", "outputs", "engine"}
+    )
     if not isinstance(document, dict) or set(document) != fields:
         found = sorted(document) if isinstance(document, dict) else type(document).__name__
         raise VerificationError(f"malformed evidence: fields {found!r}")
-    if document["type"] != EVIDENCE_TYPE or document["kind"] != "equivocation":
-        raise VerificationError(f"unsupported evidence {document['type']!r} / {document['kind']!r}")
+    if document["type"] != EVIDENCE_TYPE or kind not in ("equivocation", "fraud"):
+        raise VerificationError(f"unsupported evidence {document['type']!r} / {kind!r}")
+    if kind == "fraud":
+        return _fraud(document, model)
     vkey, origin, pair = document["vkey"], document["log"], document["checkpoints"]
     if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(c, str) for c in pair):
         raise VerificationError("malformed evidence: checkpoints must be two signed notes")
@@ -61,4 +91,50 @@ def verify_evidence(document: str | bytes | dict[str, Any]) -> str:
     return (
         f"log {origin!r} (key {vkey}) signed two different trees of size {a.size}: "
         f"roots {a.root.hex()} and {b.root.hex()}"
+    )
+
+
+def _npz(document: dict[str, Any], name: str) -> dict[str, Any]:
+    try:
+        return tensors.decode_binary(base64.b64decode(document[name], validate=True))
+    except (TypeError, ValueError, binascii.Error, InputError) as exc:
+        raise VerificationError(f"malformed evidence: {name} must be base64 of an .npz") from exc
+
+
+def _fraud(document: dict[str, Any], model: bytes | None) -> str:
+    bundle = Bundle.from_json(document["bundle"], replica=True)
+    receipt = bundle.receipt
+    if receipt["node"] != document["vkey"] or receipt["log"] != document["log"]:
+        raise VerificationError("malformed evidence: the bundle is not of the accused log")
+    if model is None:
+        raise VerificationError(f"fraud evidence needs the bytes of model {receipt['model']!r}")
+    inputs, claimed = _npz(document, "inputs"), _npz(document, "outputs")
+    try:  # the node's own statement: signed, logged, about this model and these inputs
+        verify_bundle(bundle, [receipt["node"]], inputs=inputs, model=model)
+    except VerificationError as exc:
+        raise VerificationError(f"evidence does not verify: {exc}") from exc
+    if tensors.map_digest(claimed) == receipt["outputs"]:
+        raise VerificationError("evidence does not verify: its outputs are the receipt's")
+    from verinfer import engine  # noqa: PLC0415 - only judging fraud runs a model
+
+    here = engine.identity()
+    if here != receipt["engine"]:
+        raise VerificationError(
+            f"cannot judge here: the node ran on {receipt['engine']}, this machine is {here}; "
+            "low bits may differ across CPU kernel classes"
+        )
+    try:
+        computed = engine.Engine().run(receipt["model"], lambda: model, inputs)
+    except Error as exc:
+        raise VerificationError(f"re-execution failed: {exc}") from exc
+    found = tensors.map_digest(computed)
+    if found != tensors.map_digest(claimed):
+        raise VerificationError(
+            f"evidence does not verify: re-executed here the model gives {found}, neither the "
+            f"receipt's {receipt['outputs']} nor the evidence's outputs"
+        )
+    return (
+        f"node {receipt['node']} signed outputs {receipt['outputs']} for model "
+        f"{receipt['model']} on inputs {receipt['inputs']} (entry {bundle.index} of its log); "
+        f"the model gives {found}"
     )

@@ -1,0 +1,153 @@
+"""Audits: re-execute a random share of the nodes' logged receipts and convict the ones that lied.
+
+For each node of a network, an :class:`Auditor` reads the entries its log gained since the last
+round (each proven included in a checkpoint signed by the node's key), picks each with
+probability ``rate``, fetches the inputs the receipt names (``GET /v1/tensors/{digest}``,
+checked against the digest) and the model (by CID, hash-checked), runs it here, and compares.
+A mismatch on the same engine identity is **fraud evidence** anyone with the model can check
+(:func:`verinfer.verify.evidence.verify_evidence`). A node that cannot serve the inputs of a
+receipt it logged is reported as a fault (``unavailable``); a receipt from another engine class
+is reported ``incomparable`` (comparing across classes needs a tolerance no manifest declares
+yet). With dishonest share ``f`` of answers and rate ``p``, a node that answered ``n`` requests
+escapes ``n`` audits with probability ``(1 - p*f)**n``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from verinfer import cid, engine, merkle, note, tensors
+from verinfer.errors import Error, VerificationError
+from verinfer.verify import Bundle, Receipt
+from verinfer.verify.evidence import fraud
+
+__all__ = ["Auditor", "Finding"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of auditing one receipt: ``ok``, ``fraud`` (with ``evidence``),
+    ``unavailable`` (the node did not serve what its receipt names) or ``incomparable``."""
+
+    node: str
+    index: int
+    verdict: str
+    detail: str = ""
+    evidence: dict[str, Any] | None = None
+
+
+class Auditor:
+    """Audits the nodes ``(url, vkey)`` at ``rate`` (0..1); ``seed`` makes the sample
+    reproducible."""
+
+    def __init__(
+        self,
+        nodes: Iterable[tuple[str, str]],
+        rate: float,
+        *,
+        seed: int | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"audit rate {rate!r} is not in [0, 1]")
+        self.nodes = [(url.rstrip("/"), vkey) for url, vkey in nodes]
+        self.rate = rate
+        self._random = random.Random(seed)  # noqa: S311 - sampling, not secrecy
+        self._sizes: dict[str, int] = {}  # vkey -> log size audited up to
+        self._models: dict[str, bytes] = {}
+        self._engine = engine.Engine()
+        self._identity = engine.identity()
+        self._http = httpx.Client(timeout=timeout)
+        self.audited = 0
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Auditor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def round(self, on_finding: Callable[[Finding], None] | None = None) -> list[Finding]:
+        """Audit what every node logged since the last round; return the findings (not ``ok``
+        ones unless ``on_finding`` wants to see everything)."""
+        findings = []
+        for url, vkey in self.nodes:
+            for finding in self._audit_node(url, vkey):
+                if on_finding is not None:
+                    on_finding(finding)
+                if finding.verdict != "ok":
+                    findings.append(finding)
+        return findings
+
+    def _audit_node(self, url: str, vkey: str) -> list[Finding]:
+        try:
+            signed = self._http.get(f"{url}/v1/log/checkpoint").text
+            checkpoint, _ = note.verify_checkpoint(signed, [vkey])
+        except (httpx.HTTPError, VerificationError, Error) as exc:
+            return [Finding(vkey, -1, "unavailable", f"no signed checkpoint from {url}: {exc}")]
+        start = self._sizes.get(vkey, 0)
+        self._sizes[vkey] = checkpoint.size
+        picked = [i for i in range(start, checkpoint.size) if self._random.random() < self.rate]
+        found = []
+        for index in picked:
+            try:
+                found.append(self._audit_entry(url, vkey, signed, checkpoint, index))
+            except (httpx.HTTPError, VerificationError, Error) as exc:
+                found.append(Finding(vkey, index, "unavailable", str(exc)))
+        return found
+
+    def _get(self, url: str) -> bytes:
+        response = self._http.get(url)
+        if response.status_code != 200:
+            raise VerificationError(f"{url} answered {response.status_code}")
+        return response.content
+
+    def _audit_entry(
+        self, url: str, vkey: str, signed: str, checkpoint: note.Checkpoint, index: int
+    ) -> Finding:
+        self.audited += 1
+        data = self._get(f"{url}/v1/log/entries/{index}")
+        path = f"{url}/v1/log/proof/inclusion?index={index}&size={checkpoint.size}"
+        try:
+            proof = tuple(
+                base64.b64decode(h, validate=True) for h in json.loads(self._get(path))["proof"]
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VerificationError(f"malformed inclusion proof from {url}: {exc}") from exc
+        merkle.verify_inclusion(merkle.leaf_hash(data), index, checkpoint.size, list(proof),
+                                checkpoint.root)  # fmt: skip
+        receipt = Receipt.from_bytes(data)
+        if receipt["node"] != vkey:
+            return Finding(vkey, index, "unavailable", "the entry names another node")
+        if receipt["engine"] != self._identity:
+            return Finding(vkey, index, "incomparable", f"ran on {receipt['engine']}")
+        inputs_npz = self._get(f"{url}/v1/tensors/{receipt['inputs']}")
+        inputs = tensors.decode_binary(inputs_npz)
+        if tensors.map_digest(inputs) != receipt["inputs"]:
+            return Finding(vkey, index, "unavailable", "served inputs that are not the receipt's")
+        model = self._model(url, receipt["model"])
+        outputs = self._engine.run(receipt["model"], lambda: model, inputs)
+        if tensors.map_digest(outputs) == receipt["outputs"]:
+            return Finding(vkey, index, "ok")
+        bundle = Bundle(receipt, index, proof, signed)
+        evidence = fraud(bundle, inputs_npz, tensors.encode_binary(outputs), self._identity)
+        return Finding(vkey, index, "fraud", f"model gives {tensors.map_digest(outputs)}, the "
+                       f"receipt says {receipt['outputs']}", evidence)  # fmt: skip
+
+    def _model(self, url: str, model: str) -> bytes:
+        known = self._models.get(model)
+        if known is None:
+            known = self._get(f"{url}/v1/blobs/{model}")
+            cid.verify(model, known)
+            self._models[model] = known
+        return known

@@ -1,0 +1,126 @@
+"""The inputs and outputs of logged receipts, kept by their map digest for auditors.
+
+An auditor re-executes a sample of a node's receipts; for that the node serves the tensors a
+receipt's digests name (``GET /v1/tensors/{digest}``), for ``retention`` seconds. Writes happen
+on a background thread, off the request path; a read decodes the file and checks its digest
+before serving, so a damaged file is reported, never served. Refusing to serve the tensors of a
+logged receipt within the retention period is itself a fault an auditor reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from verinfer import tensors
+from verinfer.errors import InputError, NotFound, StorageError
+
+__all__ = ["DEFAULT_RETENTION", "TensorArchive"]
+
+DEFAULT_RETENTION = 7 * 86400.0
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+_PRUNE_EVERY = 3600.0
+
+
+class TensorArchive:
+    """Named tensor maps stored as ``.npz`` files under ``root``, by map digest."""
+
+    def __init__(self, root: str | os.PathLike[str], *, retention: float = DEFAULT_RETENTION):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.retention = retention
+        self._queue: queue.Queue[tuple[str, dict[str, np.ndarray]] | None] = queue.Queue(4096)
+        self._pruned = 0.0
+        self._thread = threading.Thread(target=self._run, name="verinfer-archive", daemon=True)
+        self._thread.start()
+
+    def path(self, digest: str) -> Path:
+        """Where the tensors of ``digest`` are kept."""
+        found = _DIGEST.fullmatch(digest) if isinstance(digest, str) else None
+        if found is None:
+            raise InputError(f"malformed tensor digest {digest!r}: expected sha256:<64 hex>")
+        hexdigest = found.group(1)
+        return self.root / hexdigest[:2] / f"{hexdigest}.npz"
+
+    def put(self, digest: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Keep ``arrays`` (whose map digest is ``digest``), written in the background."""
+        if not self.path(digest).exists():
+            with contextlib.suppress(queue.Full):  # under overload, serving beats archiving
+                self._queue.put_nowait((digest, dict(arrays)))
+
+    def get(self, digest: str) -> bytes:
+        """The ``.npz`` bytes of ``digest``'s tensors, checked against the digest."""
+        path = self.path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no tensors {digest!r} are kept here") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {str(path)!r}: {exc}") from exc
+        try:
+            intact = tensors.map_digest(tensors.decode_binary(data)) == digest
+        except InputError:
+            intact = False
+        if not intact:
+            raise StorageError(f"the kept tensors {digest!r} are damaged; not served")
+        return data
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until everything put so far is written."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        """Write what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:  # close()
+                    return
+                self._write(*item)
+                if time.monotonic() - self._pruned > _PRUNE_EVERY:
+                    self.prune()
+            except (OSError, InputError):
+                pass  # best effort: a full disk must not stop inference
+            finally:
+                self._queue.task_done()
+
+    def _write(self, digest: str, arrays: dict[str, np.ndarray]) -> None:
+        path = self.path(digest)
+        if path.exists():
+            return
+        path.parent.mkdir(exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(tensors.encode_binary(arrays))
+            os.replace(temp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+
+    def prune(self) -> int:
+        """Delete what is older than the retention period; return how many files."""
+        self._pruned = time.monotonic()
+        cutoff = time.time() - self.retention
+        removed = 0
+        for path in self.root.glob("*/*.npz"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
