@@ -368,13 +368,15 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
     async def inclusion(
         index: int = Query(ge=0, le=_MAX_INT), size: int | None = Query(None, ge=0, le=_MAX_INT)
     ) -> dict[str, Any]:
-        """The inclusion proof of entry ``index`` in the tree of ``size`` (default: latest)."""
+        """The inclusion proof of entry ``index`` in the tree of ``size`` (default: latest),
+        with the entry itself (base64 of its exact bytes)."""
         tree = node.log.size if size is None else size
         proof = node.log.inclusion_proof(index, tree)
         return {
             "index": index,
             "size": tree,
             "proof": [base64.b64encode(h).decode() for h in proof],
+            "entry": base64.b64encode(node.log.entry(index)).decode(),
         }
 
     @app.get("/v1/log/proof/consistency")
