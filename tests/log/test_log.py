@@ -454,3 +454,23 @@ def test_a_full_tile_is_served_from_cache_and_store_alike(
         cold = log.tile(0, 1)  # from the store
         assert log.tile(0, 1) == cold == b"".join(hashes[256:512])  # then from the cache
         assert log.tile(0, 2, 88) == b"".join(hashes[512:600])  # the partial one, from memory
+
+
+def test_an_entry_is_found_by_its_leaf_hash(log_location: str, signer: note.Signer) -> None:
+    """Clients holding a receipt ask for its proof by leaf hash: found in full tiles, in the
+    partial last one, after reopening; a hash that is no leaf, or straddles two, is not."""
+    with Log.open(log_location, signer) as log:
+        log.append([b"entry %d" % i for i in range(300)])
+        log.append([b"entry 300", b"entry 0"])  # a repeated entry: the first index answers
+        for index in (0, 1, 255, 256, 299, 300):
+            assert log.find(merkle.leaf_hash(b"entry %d" % index)) == index
+        assert log.find(merkle.leaf_hash(b"entry 0")) == 0
+        tile = log.tile(0, 0)
+        straddling = tile[16:48]  # the second half of one hash and the first of the next
+        for missing in (merkle.leaf_hash(b"no such entry"), straddling):
+            with pytest.raises(NotFound, match="no entry with leaf hash"):
+                log.find(missing)
+        with pytest.raises(InputError, match="32 bytes"):
+            log.find(b"short")
+    with Log.open(log_location, signer) as reopened:
+        assert reopened.find(merkle.leaf_hash(b"entry 257")) == 257

@@ -250,6 +250,20 @@ def test_log_proofs_and_tiles_over_http(served: Served, client: Client) -> None:
     merkle.verify_consistency(
         1, size, old.root, checkpoint.root, [base64.b64decode(h) for h in consistency["proof"]]
     )
+    # a client holding only its receipt asks by leaf hash, and gets the entry with the proof
+    leaf = base64.b64encode(merkle.leaf_hash(entry)).decode()
+    by_hash = httpx.get(f"{served.url}/v1/log/proof/inclusion", params={"hash": leaf}).json()
+    assert (by_hash["index"], by_hash["proof"]) == (1, proof["proof"])
+    assert base64.b64decode(by_hash["entry"]) == entry
+    for params, status in (
+        ({"hash": base64.b64encode(bytes(32)).decode()}, 404),
+        ({"hash": "not base64!"}, 400),
+        ({"hash": leaf, "index": 1}, 400),
+        ({}, 400),
+    ):
+        wrong = httpx.get(f"{served.url}/v1/log/proof/inclusion", params=params)
+        assert wrong.status_code == status, (params, wrong.text)
+        assert wrong.json()["message"]
     tile = httpx.get(f"{served.url}/{tile_path(0, 0, size)}")
     assert tile.status_code == 200
     assert len(tile.content) == 32 * size

@@ -409,6 +409,20 @@ class Log:
                 raise StorageError(f"entry {index} does not match its leaf hash: store is corrupt")
         return data
 
+    def find(self, leaf_hash: bytes) -> int:
+        """The index of the first entry whose RFC 9162 leaf hash is ``leaf_hash``."""
+        if not isinstance(leaf_hash, bytes) or len(leaf_hash) != 32:
+            raise InputError("a leaf hash is 32 bytes")
+        found = []
+        for tile, hashes in self._store.find_leaf_tiles(leaf_hash):
+            for offset in range(0, len(hashes), 32):  # only aligned matches are leaf hashes
+                if hashes[offset : offset + 32] == leaf_hash:
+                    found.append(tile * TILE_WIDTH + offset // 32)
+        for index in sorted(found):
+            if index < self.size and merkle.leaf_hash(self.entry(index)) == leaf_hash:
+                return index
+        raise NotFound(f"no entry with leaf hash {leaf_hash.hex()} in the log")
+
     def entry(self, index: int) -> bytes:
         """Entry ``index``, checked against its leaf hash."""
         if not 0 <= index < self.size:

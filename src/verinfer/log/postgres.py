@@ -69,6 +69,8 @@ class PostgresStore(SQLStore):
     def __repr__(self) -> str:
         return f"PostgresStore({self._redacted()})"
 
+    _CONTAINS = "position(? in hashes) > 0"
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             cursor = self._db.execute(sql.replace("?", "%s"), params)

@@ -57,6 +57,10 @@ class Store(ABC):
         """``{(level, index): (width, stored tile)}`` for the keys that exist."""
 
     @abstractmethod
+    def find_leaf_tiles(self, leaf_hash: bytes) -> list[tuple[int, bytes]]:
+        """``(index, stored tile)`` of the level-0 tiles whose bytes contain ``leaf_hash``."""
+
+    @abstractmethod
     def read_entries(self, start: int, end: int) -> list[bytes]:
         """Entries ``[start, end)`` that exist, in order."""
 
@@ -146,6 +150,15 @@ class SQLStore(Store):
         with self._lock:
             rows = self._query(sql, params)
         return {(int(r[0]), int(r[1])): (int(r[2]), bytes(r[3])) for r in rows}
+
+    _CONTAINS = "instr(hashes, ?) > 0"  # SQLite; PostgreSQL overrides
+
+    def find_leaf_tiles(self, leaf_hash: bytes) -> list[tuple[int, bytes]]:
+        # a substring search inside the database (a scan of the level-0 tiles, 8 KiB each)
+        sql = f"SELECT idx, hashes FROM tiles WHERE level = 0 AND {self._CONTAINS}"  # noqa: S608
+        with self._lock:
+            rows = self._query(sql, (leaf_hash,))
+        return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def read_entries(self, start: int, end: int) -> list[bytes]:
         with self._lock:

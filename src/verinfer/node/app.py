@@ -366,10 +366,22 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
 
     @app.get("/v1/log/proof/inclusion")
     async def inclusion(
-        index: int = Query(ge=0, le=_MAX_INT), size: int | None = Query(None, ge=0, le=_MAX_INT)
+        index: int | None = Query(None, ge=0, le=_MAX_INT),
+        hash: str | None = Query(None, description="the entry's leaf hash, base64"),
+        size: int | None = Query(None, ge=0, le=_MAX_INT),
     ) -> dict[str, Any]:
-        """The inclusion proof of entry ``index`` in the tree of ``size`` (default: latest),
-        with the entry itself (base64 of its exact bytes)."""
+        """The inclusion proof of entry ``index`` (or of the entry whose RFC 9162 leaf hash is
+        ``hash``) in the tree of ``size`` (default: latest), with the entry itself (base64 of
+        its exact bytes)."""
+        if (index is None) == (hash is None):
+            raise InputError("give exactly one of index and hash")
+        if hash is not None:
+            try:
+                leaf = base64.b64decode(hash, validate=True)
+            except ValueError:
+                raise InputError(f"hash {hash[:60]!r} is not base64") from None
+            index = await run_in_threadpool(node.log.find, leaf)
+        assert index is not None  # one of the two was given
         tree = node.log.size if size is None else size
         proof = node.log.inclusion_proof(index, tree)
         return {
