@@ -80,8 +80,10 @@ def test_demo_runs_a_devnet_end_to_end_and_stops_it(tmp_path: Path) -> None:
     assert "an altered output is rejected: step 5 (outputs)" in text
     assert "a receipt with another nonce is rejected: step 2 (inclusion)" in text
     assert "under another node's key only is rejected: step 1 (checkpoint)" in text
-    for name in ("node-1", "node-2", "node-3"):
-        assert f"{name}: size 2 is a prefix of size 4" in text, name  # 2 cold, 2 warm answers
+    assert "replicated:3: 3 nodes answered the same request and agree" in text
+    assert "cosigned by the 2 other nodes' witnesses" in text
+    for name, size in (("node-1", 6), ("node-2", 5), ("node-3", 5)):  # 2 cold, 2 warm, 1-2 more
+        assert f"{name}: size 2 is a prefix of size {size}" in text, name
     rows = [line for line in text.splitlines() if "attested" in line]
     assert len(rows) == 6
     assert all("yes" in row for row in rows)

@@ -13,7 +13,7 @@ import verinfer.node
 import verinfer.verify
 from verinfer import canonical, cid, errors, merkle, note, tensors
 from verinfer.hub import documents
-from verinfer.verify import bundle, verifier
+from verinfer.verify import bundle, evidence, verifier
 
 
 def test_the_public_contract_names_exist() -> None:
@@ -74,6 +74,7 @@ def test_exports_are_deliberate() -> None:
             "Bundle",
             "Receipt",
             "Report",
+            "replicas_of",
             "verify_bundle",
             "verify_bundles",
         ]
@@ -88,7 +89,7 @@ def test_exports_are_deliberate() -> None:
 def test_the_pure_core_does_no_io() -> None:
     """The verification core never imports the log, the store or the network."""
     forbidden = ("sqlite3", "psycopg", "socket", "httpx", "verinfer.log", "open(")
-    for module in (canonical, cid, merkle, note, tensors, documents, bundle, verifier):
+    for module in (canonical, cid, merkle, note, tensors, documents, bundle, verifier, evidence):
         source = inspect.getsource(module)
         for word in forbidden:
             assert f"import {word}" not in source, (module.__name__, word)

@@ -3,7 +3,8 @@
 A 3-node devnet on loopback; a digits classifier trained here and squeezenet with seeded weights
 published to it; verified inferences through every node (a node that lacks a model fetches it
 from a peer by CID); one bundle checked offline with nothing but the nodes' vkeys; a tampered
-bundle rejected; every node's log proven to have only grown; a summary table; a clean shutdown.
+bundle rejected; a replicated answer and a witness-cosigned bundle; every node's log proven to
+have only grown; a summary table; a clean shutdown.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from verinfer import devnet, examples, keys, note, tensors
-from verinfer.client import Client, Result
+from verinfer.client import Client, Network, Result
 from verinfer.errors import Error, VerificationError
 from verinfer.verify import Bundle, verify_bundle
 
@@ -74,7 +75,8 @@ def _walk_through(
     _verify_offline(out, directory, result, requests["demo/squeezenet"], clients[-1])
     trusted = [str(node["vkey"]) for node in started]
     _tamper(out, result, trusted)
-    out.print("\n[bold]5. the logs only grew[/] (consistency proofs from each node, checked here)")
+    _trust_across_nodes(out, directory, started, clients, requests["demo/digits"])
+    out.print("\n[bold]6. the logs only grew[/] (consistency proofs from each node, checked here)")
     for node, client, old in zip(started, clients, before, strict=True):
         new = client.checkpoint(since=old)
         old_size, new_size = (note.verify_checkpoint(c, trusted)[0].size for c in (old, new))
@@ -213,6 +215,39 @@ def _tamper(out: Console, result: Result, trusted: list[str]) -> None:
             out.print(f"  [green]✓[/] {label} is rejected: {exc}")
         else:  # pragma: no cover - would mean the verifier is broken
             raise Error(f"{label} verified: the verifier is broken")
+
+
+def _trust_across_nodes(
+    out: Console,
+    directory: Path,
+    started: list[dict[str, object]],
+    clients: list[Client],
+    inputs: dict[str, np.ndarray],
+) -> None:
+    """Replicated answers, and a bundle cosigned by the other nodes' witnesses."""
+    out.print("\n[bold]5. trust across nodes[/]")
+    k = len(started)
+    if k >= 2:
+        with Network(directory / devnet.NETWORK_FILE) as network:
+            replicated = network.infer("demo/digits", inputs, mode=f"replicated:{k}")
+        nodes = [replicated.bundle.receipt["node"]]
+        nodes += [r.receipt["node"] for r in replicated.bundle.replicas]
+        out.print(
+            f"  [green]✓[/] replicated:{k}: {k} nodes answered the same request and agree; the "
+            f"bundle holds {k} signed receipts ({', '.join(str(n).split('+')[0] for n in nodes)})"
+        )
+        witnesses = (directory / devnet.WITNESSES_FILE).read_text().split()
+        others = [w for w, n in zip(witnesses, started, strict=True) if n is not started[0]]
+        quorum = len(others)
+        answer = clients[0].infer("demo/digits", inputs)
+        cosigned = clients[0].cosigned(answer.bundle, others, quorum)
+        verify_bundle(cosigned, [str(started[0]["vkey"])], witnesses=others, quorum=quorum)
+        out.print(
+            f"  [green]✓[/] {started[0]['name']}'s checkpoint of size "
+            f"{note.verify_checkpoint(cosigned.checkpoint, [str(started[0]['vkey'])])[0].size} is "
+            f"cosigned by the {quorum} other nodes' witnesses (C2SP tlog-witness): a log that "
+            "showed two histories could not have gathered both"
+        )
 
 
 def _timed(client: Client, model: str, inputs: dict[str, np.ndarray]) -> tuple[float, Result]:
