@@ -347,6 +347,13 @@ def model_publish(  # noqa: PLR0917 - a typer command: its options
     key: KeyOption = keys.DEFAULT,
     hub: HubOption = None,
     node: NodeOption = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="measure the tolerance across CPU kernel classes (runs the model under "
+            "qemu-x86_64) and declare it, so nodes on different hardware can be compared"
+        ),
+    ] = False,
 ) -> None:
     """Check a model, store it by content and publish a signed manifest for it."""
     signer = keys.load(key)
@@ -360,6 +367,7 @@ def model_publish(  # noqa: PLR0917 - a typer command: its options
                 description=description,
                 license=license,
                 tags=tuple(tag or ()),
+                calibrate=calibrate,
             )
         out.print(f"published {manifest.repository}@{manifest.version} on {node}")
         out.print(f"model     {manifest.model}")
@@ -377,6 +385,7 @@ def model_publish(  # noqa: PLR0917 - a typer command: its options
             description=description,
             license=license,
             tags=tuple(tag or ()),
+            calibrate=calibrate,
             progress=(lambda n: progress.advance(task, n))
             if progress and task is not None
             else None,

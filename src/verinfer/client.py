@@ -16,7 +16,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,6 +363,7 @@ class Client:
         description: str = "",
         license: str = "",  # the manifest's field name
         tags: tuple[str, ...] = (),
+        calibrate: bool = False,
     ) -> Manifest:
         """Upload a model and publish it as ``repository@version``, signed here by ``signer``.
 
@@ -388,7 +389,8 @@ class Client:
         if uploaded != expected:
             raise VerificationError(f"the node stored {uploaded!r} for a model of CID {expected!r}")
         # (2) the node's analysis, (3) documents signed here, (4) on top of the node's history
-        facts = self._request("POST", f"/v1/blobs/{expected}/analysis").json()
+        params = {"calibrate": "true"} if calibrate else {}
+        facts = self._request("POST", f"/v1/blobs/{expected}/analysis", params=params).json()
         manifest = Manifest.create(
             facts,
             repository=repository,
@@ -676,31 +678,65 @@ class Network:
                         answers[self._operators[client.url]] = future.result()
                     except (NetworkError, LimitExceeded, StorageError, NotFound) as exc:
                         failures.append(f"{client.url}: {exc}")  # VerificationError propagates
-        return _agreed(mode, list(answers.values()), self.vkeys())
+        return _agreed(mode, list(answers.values()), self.vkeys(), self._manifest)
+
+    def _manifest(self, ref: str) -> bytes:
+        """A manifest's bytes from any node (checked against its CID by the caller)."""
+        problems = []
+        for client in self.clients:
+            try:
+                return client._request("GET", f"/v1/manifests/{ref}").content
+            except Error as exc:
+                problems.append(f"{client.url}: {exc}")
+        raise NetworkError(f"no node served manifest {ref!r}: " + "; ".join(problems))
 
     def vkeys(self) -> list[str]:
         """The node keys the network file lists."""
         return [key for client in self.clients for key in client._trusted or []]
 
 
-def _agreed(mode: str, answers: list[Result], trusted: list[str]) -> Result:
-    """One bundle of K agreeing answers, or a :class:`DisagreementError` with all of them."""
+def _agreed(
+    mode: str, answers: list[Result], trusted: list[str], manifest_of: Callable[[str], bytes]
+) -> Result:
+    """One bundle of K agreeing answers, or a :class:`DisagreementError` with all of them.
+
+    Answers agree bit for bit; from different engine classes, within the tolerance the model's
+    manifest declares (the bundle then carries every answer's outputs and the manifest)."""
     bundles = tuple(answer.bundle for answer in answers)
-    said: dict[str, list[str]] = {}
-    for bundle in bundles:
-        said.setdefault(str(bundle.receipt["outputs"]), []).append(str(bundle.receipt["node"]))
-    if len(said) > 1:
-        raise DisagreementError(
-            f"{mode}: the nodes disagree: "
-            + "; ".join(f"{', '.join(nodes)} answered {digest}" for digest, nodes in said.items()),
-            bundles,
-        )
     first = bundles[0]
+    compared: tuple[bytes, ...] = ()
+    manifest = b""
+    if len({b.receipt["outputs"] for b in bundles}) > 1:
+        same_engine = all(b.receipt["engine"] == first.receipt["engine"] for b in bundles)
+        tolerance = None
+        if not same_engine:
+            manifest = manifest_of(str(first.receipt["manifest"]))
+            declared = Manifest.from_bytes(manifest, first.receipt["manifest"])
+            tolerance = declared.body["determinism"].get("tolerance")
+            if tolerance is None:
+                raise VerificationError(
+                    f"{mode}: the nodes run on different CPU kernel classes and "
+                    f"{declared.repository}@{declared.version} declares no tolerance to compare "
+                    "their outputs: publish it calibrated (verinfer model publish --calibrate)"
+                )
+        deviations = [tensors.deviation(answers[0].outputs, a.outputs) for a in answers[1:]]
+        if tolerance is None or any(d is None or d > tolerance["abs"] for d in deviations):
+            said: dict[str, list[str]] = {}
+            for bundle in bundles:
+                said.setdefault(str(bundle.receipt["outputs"]), []).append(
+                    str(bundle.receipt["node"])
+                )
+            raise DisagreementError(
+                f"{mode}: the nodes disagree: "
+                + "; ".join(f"{', '.join(n)} answered {digest}" for digest, n in said.items()),
+                bundles,
+            )
+        compared = tuple(tensors.encode_binary(a.outputs) for a in answers)
     combined = Bundle(
         first.receipt, first.index, first.proof, first.checkpoint, first.cosignatures,
-        replicas=bundles[1:],
+        replicas=bundles[1:], compared=compared, manifest=manifest,
     )  # fmt: skip
-    verify_bundle(combined, trusted)  # agreement of model, inputs, nonce and engine too
+    verify_bundle(combined, trusted)  # agreement of model, inputs, nonce and outputs again
     return Result(answers[0].outputs, combined, answers[0].manifest)
 
 

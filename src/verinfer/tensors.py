@@ -30,6 +30,7 @@ __all__ = [
     "DTYPES",
     "decode_binary",
     "decode_json",
+    "deviation",
     "digest",
     "encode_binary",
     "encode_json",
@@ -380,3 +381,25 @@ def validate(
             array = array.astype(array.dtype.newbyteorder("<"))
         out[name] = array
     return out
+
+
+def deviation(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float | None:
+    """The largest absolute difference between two named maps' float tensors, if they are
+    comparable: the same names, shapes and dtypes, finite floats, and identical integer and
+    boolean tensors. ``None`` if they are not."""
+    if set(a) != set(b):
+        return None
+    worst = 0.0
+    for name, left in a.items():
+        right = b[name]
+        if left.shape != right.shape or left.dtype != right.dtype:
+            return None
+        if left.dtype.kind != "f":
+            if not np.array_equal(left, right):
+                return None
+            continue
+        if not (np.isfinite(left).all() and np.isfinite(right).all()):
+            return None
+        diff = np.abs(left.astype(np.float64) - right.astype(np.float64))
+        worst = max(worst, float(diff.max(initial=0.0)))
+    return worst

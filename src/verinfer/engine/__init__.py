@@ -17,7 +17,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -30,34 +29,34 @@ PROVIDER = "CPUExecutionProvider"
 OPTIMIZATION = "all"
 _LEVELS = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
-# the instruction-set levels ONNX Runtime's CPU kernels (MLAS) dispatch on, best first
-_KERNEL_FLAGS = (
-    ("amx", {"amx_tile"}),
-    ("avx512vnni", {"avx512f", "avx512_vnni"}),
-    ("avx512", {"avx512f", "avx512bw"}),
-    ("avxvnni", {"avx2", "avx_vnni"}),
-    ("avx2", {"avx2", "fma"}),
-    ("avx", {"avx"}),
-    ("sse4", {"sse4_1"}),
+# the instruction-set levels ONNX Runtime's CPU kernels (MLAS) dispatch on, best first, as
+# numpy's run-time CPUID probe names them
+_KERNEL_FEATURES = (
+    ("avx512vnni", {"AVX512F", "AVX512VNNI"}),
+    ("avx512", {"AVX512F", "AVX512BW"}),
+    ("avxvnni", {"AVX2", "AVXVNNI"}),
+    ("avx2", {"AVX2", "FMA3"}),
+    ("avx", {"AVX"}),
+    ("sse4", {"SSE41"}),
 )
 
 
 @functools.cache
 def kernel_class() -> str:
-    """The CPU kernel class ONNX Runtime will dispatch to on this machine, e.g. ``avx2``."""
+    """The CPU kernel class ONNX Runtime will dispatch to on this machine, e.g. ``avx2``.
+
+    Read from CPUID (through numpy's run-time feature probe), as ONNX Runtime does, not from
+    ``/proc/cpuinfo``: under an emulator (``qemu-x86_64 -cpu Haswell``) the two disagree.
+    """
     machine = platform.machine().lower()
     if machine not in ("x86_64", "amd64"):
         return machine or "unknown"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "x86_64"
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            break
-    return next((name for name, needed in _KERNEL_FLAGS if needed <= flags), "x86_64")
+    from numpy._core._multiarray_umath import (  # type: ignore[import-not-found]  # noqa: PLC0415
+        __cpu_features__,
+    )
+
+    features = {name for name, present in __cpu_features__.items() if present}
+    return next((name for name, needed in _KERNEL_FEATURES if needed <= features), "x86_64")
 
 
 def identity() -> str:

@@ -10,6 +10,7 @@ must be the repository's owner. See docs/PROTOCOL.md §8.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -257,6 +258,17 @@ def _check_facts(body: Mapping[str, Any]) -> None:
     if not all(isinstance(tag, str) and _VERSION.fullmatch(tag) for tag in body["tags"]):
         raise bad("tags")
     if body["determinism"].get("bit_identical") not in (True, False, None):
+        raise bad("determinism")
+    tolerance = body["determinism"].get("tolerance")
+    if tolerance is not None and not (
+        isinstance(tolerance, dict)
+        and isinstance(tolerance.get("abs"), int | float)
+        and not isinstance(tolerance["abs"], bool)
+        and math.isfinite(tolerance["abs"])
+        and tolerance["abs"] >= 0
+        and isinstance(tolerance.get("classes"), list)
+        and all(isinstance(c, str) for c in tolerance["classes"])
+    ):
         raise bad("determinism")
 
 

@@ -103,6 +103,7 @@ class Hub:
         self._sandbox = sandbox
         self._own_sandbox = sandbox is None
         self._facts: dict[str, dict[str, Any]] = {}  # analyses by model CID (a CID never changes)
+        self._tolerances: dict[str, dict[str, Any]] = {}  # calibrations by model CID
         self._lock = threading.Lock()
         self._heads: dict[str, str | None] = {}  # repository -> latest change, see head()
         self._generation = 0  # bumped by every write this hub commits
@@ -317,7 +318,7 @@ class Hub:
             ),
         )
 
-    def analyse(self, model_cid: str) -> dict[str, Any]:
+    def analyse(self, model_cid: str, *, calibrate: bool = False) -> dict[str, Any]:
         """The manifest facts of a stored model, from the sandboxed checks and probe.
 
         Raises :class:`InputError` if the hub refuses the model; the refused blob is deleted
@@ -335,6 +336,14 @@ class Hub:
                 self.blobs.delete(model_cid)
             raise
         self._facts[model_cid] = facts
+        if calibrate:  # once per model: it runs the model under an emulator
+            from verinfer.hub.calibration import calibrate as measure  # noqa: PLC0415
+
+            tolerance = self._tolerances.get(model_cid)
+            if tolerance is None:
+                tolerance = measure(self.blobs.get(model_cid), facts["inputs"])
+                self._tolerances[model_cid] = tolerance
+            facts = {**facts, "determinism": {**facts["determinism"], "tolerance": tolerance}}
         return dict(facts)
 
     def _referenced(self, blob: str) -> bool:
@@ -461,8 +470,12 @@ class Hub:
         license: str = "",
         tags: tuple[str, ...] = (),
         progress: Progress | None = None,
+        calibrate: bool = False,
     ) -> Manifest:
         """Check, store and publish a model as ``repository@version``; move ``latest`` to it.
+
+        ``calibrate``: also measure the model's tolerance across CPU kernel classes (under
+        qemu; :mod:`verinfer.hub.calibration`) and declare it in the manifest.
 
         Raises :class:`InputError` for a model the hub refuses (naming the problem) and
         :class:`ConflictError` if the version exists or the owner name belongs to another key.
@@ -495,7 +508,7 @@ class Hub:
             model_cid = self.blobs.put_file(
                 model, max_bytes=self.limits.max_bytes, progress=progress
             )
-        facts = self.analyse(model_cid)
+        facts = self.analyse(model_cid, calibrate=calibrate)
         manifest = Manifest.create(
             facts,
             repository=repository,

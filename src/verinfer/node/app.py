@@ -518,9 +518,16 @@ def _add_hub_routes(
         return {"deleted": blob}
 
     @app.post("/v1/blobs/{blob}/analysis")
-    async def analysis(blob: str) -> dict[str, Any]:
+    async def analysis(
+        blob: str,
+        calibrate: bool = Query(
+            False, description="also measure the tolerance across CPU kernel classes (slow)"
+        ),
+    ) -> dict[str, Any]:
         """The hub's checks and probe of a stored model: the facts a manifest must state."""
-        facts: dict[str, Any] = await run_in_threadpool(node.hub.analyse, blob)
+        facts: dict[str, Any] = await run_in_threadpool(
+            lambda: node.hub.analyse(blob, calibrate=calibrate)
+        )
         return facts
 
     @app.get("/v1/repositories/{owner}/{name}/changes")

@@ -174,13 +174,19 @@ class Bundle:
     checkpoint: str
     cosignatures: tuple[str, ...] = ()
     replicas: tuple[Bundle, ...] = ()
+    compared: tuple[bytes, ...] = ()  # replicated across engine classes: each receipt's outputs
+    manifest: bytes = b""  # ... and the manifest (by the receipt's CID) declaring the tolerance
 
     @property
     def evidence(self) -> dict[str, Any]:
         """The mode-specific evidence, in its JSON form."""
         if not self.replicas:
             return {}
-        return {"replicas": [replica.to_dict() for replica in self.replicas]}
+        found: dict[str, Any] = {"replicas": [replica.to_dict() for replica in self.replicas]}
+        if self.compared:
+            found["outputs"] = [base64.b64encode(npz).decode() for npz in self.compared]
+            found["manifest"] = self.manifest.decode()
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object form."""
@@ -256,22 +262,32 @@ class Bundle:
             tuple(hashes),
             value["checkpoint"],
             tuple(cosignatures),
-            _replicas(value["evidence"], receipt["mode"], replica),
+            *_replicas(value["evidence"], receipt["mode"], replica),
         )
 
 
-def _replicas(evidence: object, mode: str, replica: bool) -> tuple[Bundle, ...]:
-    """The evidence of a bundle: nothing for ``attested`` and for a replica's own bundle; the
-    K-1 other bundles for ``replicated:K``. Nothing unchecked rides along."""
+def _replicas(
+    evidence: object, mode: str, replica: bool
+) -> tuple[tuple[Bundle, ...], tuple[bytes, ...], bytes]:
+    """The evidence of a bundle: nothing for ``attested`` and for a replica's own bundle; for
+    ``replicated:K`` the K-1 other bundles and, when the nodes ran on different engine classes,
+    every receipt's outputs (``.npz``) and the manifest that declares the tolerance. Nothing
+    unchecked rides along."""
     wanted = 0 if replica else replicas_of(mode) - 1
     if wanted == 0:
         if evidence != {}:
             raise VerificationError(
                 f"malformed bundle: evidence must be empty for {'a replica' if replica else mode}"
             )
-        return ()
-    if not isinstance(evidence, dict) or set(evidence) != {"replicas"}:
-        raise VerificationError(f"malformed bundle: evidence of {mode} must hold only 'replicas'")
+        return (), (), b""
+    if not isinstance(evidence, dict) or set(evidence) not in (
+        {"replicas"},
+        {"replicas", "outputs", "manifest"},
+    ):
+        raise VerificationError(
+            f"malformed bundle: evidence of {mode} must hold only 'replicas' (and, across "
+            "engine classes, 'outputs' and 'manifest')"
+        )
     items = evidence["replicas"]
     if not isinstance(items, list) or len(items) != wanted:
         raise VerificationError(
@@ -285,4 +301,17 @@ def _replicas(evidence: object, mode: str, replica: bool) -> tuple[Bundle, ...]:
             found.append(Bundle.from_json(item, replica=True))
         except VerificationError as exc:
             raise VerificationError(f"replica {position}: {exc}") from exc
-    return tuple(found)
+    if "outputs" not in evidence:
+        return tuple(found), (), b""
+    outputs, manifest = evidence["outputs"], evidence["manifest"]
+    if not isinstance(outputs, list) or len(outputs) != wanted + 1:
+        raise VerificationError(f"malformed bundle: evidence outputs must be {wanted + 1} .npz")
+    compared = []
+    for position, text in enumerate(outputs):
+        try:
+            compared.append(base64.b64decode(text, validate=True))
+        except (TypeError, ValueError, binascii.Error) as exc:
+            raise VerificationError(f"malformed bundle: evidence outputs {position}") from exc
+    if not isinstance(manifest, str) or not _encodable(manifest):
+        raise VerificationError("malformed bundle: evidence manifest must be its text")
+    return tuple(found), tuple(compared), manifest.encode()

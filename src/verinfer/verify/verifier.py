@@ -4,6 +4,7 @@ tensors and the model. Pure except for the optional local re-execution."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,10 +83,10 @@ def verify_bundle(
     _inclusion(bundle, checkpoint)
     say(f"2. receipt is entry {bundle.index} of that log ({len(bundle.proof)}-hash proof)")
     if bundle.replicas:
-        _agreement(bundle, trusted)
+        how = _agreement(bundle, trusted)
         say(
             f"2+. {len(bundle.replicas) + 1} receipts from distinct trusted nodes, each in its "
-            "node's signed log, agree on model, inputs and outputs"
+            f"node's signed log, agree on model, inputs and outputs ({how})"
         )
     if model is not None:
         try:
@@ -137,11 +138,14 @@ def _cosigned(bundle: Bundle, witnesses: list[str], quorum: int) -> int:
     return count
 
 
-def _agreement(bundle: Bundle, trusted: Sequence[str]) -> None:
-    """``replicated:K``: each replica proven in its own node's log, K distinct node keys, and
-    one model, one input and one output among them."""
+def _agreement(bundle: Bundle, trusted: Sequence[str]) -> str:
+    """``replicated:K``: each replica proven in its own node's log, K distinct node keys, one
+    model, one input; and one output: bit for bit, or, where engine classes differ, within the
+    tolerance the receipt's manifest declares (checked on the outputs the evidence carries).
+    Returns how they agreed."""
     primary = bundle.receipt
     keys = {_public_key(primary["node"])}
+    receipts = [primary]
     for position, replica in enumerate(bundle.replicas, 1):
         try:
             _inclusion(replica, _checkpoint(replica, trusted))
@@ -161,18 +165,63 @@ def _agreement(bundle: Bundle, trusted: Sequence[str]) -> None:
                     f"step 2+ (agreement): replica {position} has {name} {receipt[name]!r}, the "
                     f"first receipt {primary[name]!r}"
                 )
-        if receipt["engine"] != primary["engine"]:
-            raise VerificationError(
-                f"step 2+ (agreement): replica {position} ran on {receipt['engine']}, the first "
-                f"on {primary['engine']}; the model declares no bound for comparing outputs "
-                "across engines, so only identical engines can agree"
-            )
-        if receipt["outputs"] != primary["outputs"]:
+        receipts.append(receipt)
+    if len({r["outputs"] for r in receipts}) == 1:
+        return "bit for bit"
+    for position, receipt in enumerate(receipts[1:], 1):
+        if receipt["outputs"] != primary["outputs"] and receipt["engine"] == primary["engine"]:
             raise VerificationError(
                 f"step 2+ (agreement): node {receipt['node']!r} answered outputs "
-                f"{receipt['outputs']}, node {primary['node']!r} {primary['outputs']}: the nodes "
-                "disagree"
+                f"{receipt['outputs']}, node {primary['node']!r} {primary['outputs']} on the "
+                f"same engine: the nodes disagree (replica {position})"
             )
+    return _within_tolerance(bundle, receipts)
+
+
+def _within_tolerance(bundle: Bundle, receipts: list[Any]) -> str:
+    from verinfer.hub.documents import Manifest  # noqa: PLC0415 - pure, only needed here
+
+    primary = receipts[0]
+    if not bundle.compared:
+        raise VerificationError(
+            "step 2+ (agreement): the nodes ran on different engine classes "
+            f"({', '.join(sorted({r['engine'] for r in receipts}))}) and gave different outputs; "
+            "the bundle carries no outputs and manifest to compare them within a tolerance"
+        )
+    try:
+        manifest = Manifest.from_bytes(bundle.manifest, primary["manifest"])
+    except (VerificationError, Error) as exc:
+        raise VerificationError(f"step 2+ (agreement): the evidence manifest: {exc}") from exc
+    tolerance = manifest.body["determinism"].get("tolerance")
+    if tolerance is None:
+        raise VerificationError(
+            f"step 2+ (agreement): {manifest.repository}@{manifest.version} declares no tolerance "
+            "across engine classes: outputs from different classes cannot be compared"
+        )
+    outputs = []
+    for receipt, npz in zip(receipts, bundle.compared, strict=True):
+        try:
+            decoded = tensors.decode_binary(npz)
+        except Error as exc:
+            raise VerificationError(f"step 2+ (agreement): evidence outputs: {exc}") from exc
+        if tensors.map_digest(decoded) != receipt["outputs"]:
+            raise VerificationError(
+                f"step 2+ (agreement): the evidence outputs of {receipt['node']!r} are not the "
+                "ones its receipt names"
+            )
+        outputs.append(decoded)
+    worst = 0.0
+    for receipt, other in zip(receipts[1:], outputs[1:], strict=True):
+        found = tensors.deviation(outputs[0], other)
+        if found is None or found > tolerance["abs"]:
+            raise VerificationError(
+                f"step 2+ (agreement): node {receipt['node']!r} answered outputs "
+                + ("that differ in kind" if found is None else f"{found:.3g} away")
+                + f" from node {primary['node']!r}'s, beyond the declared tolerance "
+                f"{tolerance['abs']:.3g}: the nodes disagree"
+            )
+        worst = max(worst, found)
+    return f"within the declared tolerance {tolerance['abs']:.3g} (largest deviation {worst:.3g})"
 
 
 def _public_key(vkey: str) -> str:

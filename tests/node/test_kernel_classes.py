@@ -1,0 +1,155 @@
+"""Honest nodes on different hardware: ONNX Runtime's kernels differ by CPU class, so outputs
+are compared bit for bit within one engine identity and, across classes, within the tolerance the
+publisher calibrated (under qemu) and signed. One node runs natively, one under
+``qemu-x86_64 -cpu Haswell`` (AVX2, no AVX-512), as real processes and servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from test_http import Served
+
+from verinfer import engine, examples, note
+from verinfer.client import Network
+from verinfer.errors import DisagreementError, VerificationError
+from verinfer.node import Node
+from verinfer.verify import Bundle, verify_bundle
+
+CLI = "from verinfer.cli import main; main()"
+IMAGE = {"data_0": np.random.default_rng(5).random((1, 3, 224, 224), dtype=np.float32)}
+
+
+def _emulated(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def test_the_kernel_class_is_read_from_cpuid_not_proc() -> None:
+    """Under the emulator /proc/cpuinfo still lists the host's AVX-512; CPUID does not."""
+    shown = _emulated("-c", "from verinfer import engine; print(engine.identity())")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip().endswith("/avx2")
+    assert shown.stdout.strip().rsplit("/", 1)[0] == engine.identity().rsplit("/", 1)[0]
+
+
+@dataclass
+class Pair:
+    native: Served
+    liar: Served
+    emulated_url: str
+    emulated_vkey: str
+    tmp: Path
+
+    def network(self, *urls_keys: tuple[str, str]) -> Path:
+        path = self.tmp / f"net-{len(list(self.tmp.iterdir()))}.json"
+        path.write_text(json.dumps({"nodes": [{"url": u, "vkey": k} for u, k in urls_keys]}))
+        return path
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    if engine.kernel_class() == "avx2":
+        pytest.skip("this machine's own kernel class is avx2: no second class to compare with")
+    tmp = tmp_path_factory.mktemp("classes")
+    alice = note.Signer(note.generate_key("alice")[0])
+    native_node = Node(tmp / "native", name="native.test")
+    native_node.hub.publish(examples.light_model("squeezenet", seed=7),
+                            repository="alice/calibrated", version="1", signer=alice,
+                            calibrate=True)  # fmt: skip
+    native_node.hub.publish(examples.light_model("squeezenet", seed=8),
+                            repository="alice/uncalibrated", version="1", signer=alice)  # fmt: skip
+    native = Served(native_node)
+    liar_node = Node(tmp / "liar", name="liar.test", peers=[native.url], dishonest=1.0)
+    liar = Served(liar_node)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(tmp / "emulated.log", "wb")  # noqa: SIM115 - the child writes it
+    process = subprocess.Popen(
+        ["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", CLI, "node", "start",
+         "--data", str(tmp / "emulated"), "--port", str(port), "--name", "emulated.test",
+         "--peer", native.url],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                vkey = httpx.get(f"{url}/v1/node", timeout=10).json()["vkey"]
+                break
+            except (httpx.HTTPError, ValueError, KeyError):
+                assert process.poll() is None, (tmp / "emulated.log").read_text()
+                assert time.monotonic() < deadline, "the emulated node did not start"
+                time.sleep(0.5)
+        yield Pair(native, liar, url, vkey, tmp)
+    finally:
+        process.terminate()
+        process.wait(timeout=120)
+        log.close()
+        for served, node in ((liar, liar_node), (native, native_node)):
+            served.stop()
+            node.close()
+
+
+def test_calibration_declares_a_signed_tolerance(pair: Pair) -> None:
+    manifest = pair.native.node.hub.resolve("alice/calibrated")
+    tolerance = manifest.body["determinism"]["tolerance"]
+    assert tolerance["classes"] == sorted({engine.kernel_class(), "avx2"})
+    assert 0 < tolerance["observed"] <= tolerance["abs"] == tolerance["observed"] * 4
+    assert "tolerance" not in pair.native.node.hub.resolve("alice/uncalibrated").body["determinism"]
+
+
+def test_honest_nodes_of_two_classes_agree_within_the_bound(pair: Pair) -> None:
+    nodes = ((pair.native.url, pair.native.node.vkey), (pair.emulated_url, pair.emulated_vkey))
+    with Network(pair.network(*nodes)) as network:
+        result = network.infer("alice/calibrated", IMAGE, mode="replicated:2")
+    bundle = result.bundle
+    receipts = [bundle.receipt, bundle.replicas[0].receipt]
+    assert receipts[0]["engine"] != receipts[1]["engine"]  # two kernel classes...
+    assert receipts[0]["outputs"] != receipts[1]["outputs"]  # ...two sets of low bits
+    lines: list[str] = []
+    parsed = Bundle.from_json(bundle.to_json())
+    verify_bundle(parsed, [k for _, k in nodes], inputs=IMAGE, report=lines.append)
+    assert any("within the declared tolerance" in line for line in lines), lines
+    # the evidence binds: other outputs, or another manifest, do not verify
+    text = json.loads(bundle.to_json())
+    swapped = dict(text, evidence=dict(text["evidence"], outputs=text["evidence"]["outputs"][::-1]))
+    with pytest.raises(VerificationError, match="not the ones its receipt names"):
+        verify_bundle(Bundle.from_json(swapped), [k for _, k in nodes])
+    other = pair.native.node.hub.resolve("alice/uncalibrated").data.decode()
+    forged = dict(text, evidence=dict(text["evidence"], manifest=other))
+    with pytest.raises(VerificationError, match="evidence manifest"):
+        verify_bundle(Bundle.from_json(forged), [k for _, k in nodes])
+    stripped = dict(text, evidence={"replicas": text["evidence"]["replicas"]})
+    with pytest.raises(VerificationError, match="different engine classes"):
+        verify_bundle(Bundle.from_json(stripped), [k for _, k in nodes])
+
+
+def test_a_perturbation_above_the_bound_is_caught_across_classes(pair: Pair) -> None:
+    nodes = ((pair.liar.url, pair.liar.node.vkey), (pair.emulated_url, pair.emulated_vkey))
+    with (
+        Network(pair.network(*nodes)) as network,
+        pytest.raises(DisagreementError, match="the nodes disagree") as caught,
+    ):
+        network.infer("alice/calibrated", IMAGE, mode="replicated:2")
+    assert len(caught.value.bundles) == 2
+
+
+def test_a_model_without_a_declared_bound_is_refused_across_classes(pair: Pair) -> None:
+    nodes = ((pair.native.url, pair.native.node.vkey), (pair.emulated_url, pair.emulated_vkey))
+    with (
+        Network(pair.network(*nodes)) as network,
+        pytest.raises(VerificationError, match="declares no tolerance"),
+    ):
+        network.infer("alice/uncalibrated", IMAGE, mode="replicated:2")
