@@ -7,9 +7,9 @@ checked against the digest) and the model (by CID, hash-checked), runs it here, 
 A mismatch on the same engine identity is **fraud evidence** anyone with the model can check
 (:func:`verinfer.verify.evidence.verify_evidence`). A node that cannot serve the inputs of a
 receipt it logged is reported as a fault (``unavailable``); a receipt from another engine class
-is reported ``incomparable`` (comparing across classes needs a tolerance no manifest declares
-yet). With dishonest share ``f`` of answers and rate ``p``, a node that answered ``n`` requests
-escapes ``n`` audits with probability ``(1 - p*f)**n``.
+is compared within the tolerance its manifest declares (``deviation`` beyond it), or reported
+``incomparable`` if none is declared. With dishonest share ``f`` of answers and rate ``p``, a
+node that answered ``n`` requests escapes ``n`` audits with probability ``(1 - p*f)**n``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import httpx
 
 from verinfer import cid, engine, merkle, note, tensors
 from verinfer.errors import Error, VerificationError
+from verinfer.hub.documents import Manifest
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.evidence import fraud
 
@@ -34,7 +35,9 @@ __all__ = ["Auditor", "Finding"]
 @dataclass(frozen=True)
 class Finding:
     """The outcome of auditing one receipt: ``ok``, ``fraud`` (with ``evidence``),
-    ``unavailable`` (the node did not serve what its receipt names) or ``incomparable``."""
+    ``unavailable`` (the node did not serve what its receipt names), ``deviation`` (another
+    kernel class, beyond the manifest's tolerance: no self-contained evidence) or
+    ``incomparable`` (another kernel class, and no tolerance declared)."""
 
     node: str
     index: int
@@ -128,8 +131,15 @@ class Auditor:
         receipt = Receipt.from_bytes(data)
         if receipt["node"] != vkey:
             return Finding(vkey, index, "unavailable", "the entry names another node")
-        if receipt["engine"] != self._identity:
-            return Finding(vkey, index, "incomparable", f"ran on {receipt['engine']}")
+        tolerance = None
+        if receipt["engine"] != self._identity:  # another kernel class: only within a bound
+            manifest = Manifest.from_bytes(
+                self._get(f"{url}/v1/manifests/{receipt['manifest']}"), receipt["manifest"]
+            )
+            tolerance = manifest.body["determinism"].get("tolerance")
+            if tolerance is None:
+                return Finding(vkey, index, "incomparable", f"ran on {receipt['engine']}, and "
+                               "the model declares no tolerance across classes")  # fmt: skip
         inputs_npz = self._get(f"{url}/v1/tensors/{receipt['inputs']}")
         inputs = tensors.decode_binary(inputs_npz)
         if tensors.map_digest(inputs) != receipt["inputs"]:
@@ -138,6 +148,16 @@ class Auditor:
         outputs = self._engine.run(receipt["model"], lambda: model, inputs)
         if tensors.map_digest(outputs) == receipt["outputs"]:
             return Finding(vkey, index, "ok")
+        if tolerance is not None:
+            claimed = tensors.decode_binary(self._get(f"{url}/v1/tensors/{receipt['outputs']}"))
+            if tensors.map_digest(claimed) != receipt["outputs"]:
+                return Finding(vkey, index, "unavailable", "served outputs that are not the "
+                               "receipt's")  # fmt: skip
+            found = tensors.deviation(outputs, claimed)
+            if found is not None and found <= tolerance["abs"]:
+                return Finding(vkey, index, "ok", f"within the tolerance ({found:.3g})")
+            return Finding(vkey, index, "deviation", "outputs beyond the declared tolerance "
+                           f"across classes ({receipt['engine']} vs {self._identity})")  # fmt: skip
         bundle = Bundle(receipt, index, proof, signed)
         evidence = fraud(bundle, inputs_npz, tensors.encode_binary(outputs), self._identity)
         return Finding(vkey, index, "fraud", f"model gives {tensors.map_digest(outputs)}, the "

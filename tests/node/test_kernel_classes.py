@@ -20,6 +20,7 @@ import pytest
 from test_http import Served
 
 from verinfer import engine, examples, note
+from verinfer.audit import Auditor, Finding
 from verinfer.client import Network
 from verinfer.errors import DisagreementError, VerificationError
 from verinfer.node import Node
@@ -153,3 +154,18 @@ def test_a_model_without_a_declared_bound_is_refused_across_classes(pair: Pair) 
         pytest.raises(VerificationError, match="declares no tolerance"),
     ):
         network.infer("alice/uncalibrated", IMAGE, mode="replicated:2")
+
+
+def test_an_audit_across_classes_uses_the_declared_bound(pair: Pair) -> None:
+    """The native auditor re-runs the emulated node's receipts: within the calibrated bound they
+    pass; for the model without one they are reported incomparable, never convicted."""
+    for _ in range(50):  # the node archives its tensors off the request path: let it catch up
+        seen: list[Finding] = []
+        with Auditor([(pair.emulated_url, pair.emulated_vkey)], rate=1.0, seed=0) as auditor:
+            auditor.round(seen.append)
+        if all(f.verdict != "unavailable" for f in seen):
+            break
+        time.sleep(0.2)
+    verdicts = {f.verdict for f in seen}
+    assert verdicts == {"ok", "incomparable"}, [(f.verdict, f.detail) for f in seen]
+    assert all("within the tolerance" in f.detail for f in seen if f.verdict == "ok")
