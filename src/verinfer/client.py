@@ -597,6 +597,23 @@ class Network:
         ordered = self.clients[start:] + self.clients[:start]
         return [c for c in ordered if (c._trusted or [""])[0] not in self.convicted]
 
+    def gossip(self, checkpoint: str) -> dict[str, Any] | None:
+        """Tell every node's witness a signed checkpoint seen elsewhere (e.g. a bundle's); if a
+        node saw another tree of that size from the same log, return its equivocation evidence
+        (checked here). Nodes that do not witness that log are skipped."""
+        for client in self.clients:
+            try:
+                response = client._http.post("/v1/gossip", content=checkpoint.encode())
+            except httpx.HTTPError:
+                continue
+            if response.status_code != 200:
+                continue
+            found = _json(response).get("equivocation")
+            if found:
+                verify_evidence(found)
+                return dict(found)
+        return None
+
     def check_evidence(self) -> dict[str, str]:
         """Ask every node for the evidence it holds, check each piece here (fraud by
         re-executing the model, fetched by CID and hash-checked), and stop calling the nodes it

@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS latest (
 CREATE TABLE IF NOT EXISTS evidence (
     id INTEGER PRIMARY KEY, origin TEXT NOT NULL, doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS seen (
+    origin TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL, checkpoint TEXT NOT NULL,
+    PRIMARY KEY (origin, size)
+);
 CREATE TRIGGER IF NOT EXISTS logs_pinned BEFORE UPDATE ON logs
     BEGIN SELECT RAISE(ABORT, 'a witnessed log key is pinned'); END;
 """
@@ -150,6 +154,60 @@ class Witness:
         )
         return True
 
+    def held(self) -> list[str]:
+        """The latest cosigned checkpoint of every witnessed log (what this witness gossips)."""
+        return [str(row[0]) for row in self._run("SELECT checkpoint FROM latest ORDER BY origin")]
+
+    def gossip(self, signed: str) -> dict[str, Any] | None:
+        """Compare a checkpoint someone saw with every checkpoint of that log seen here.
+
+        A validly signed checkpoint of a witnessed log whose size was seen here with another
+        root is equivocation evidence: it is recorded and returned. Otherwise the checkpoint is
+        remembered for later comparisons and ``None`` is returned. :class:`Refusal` (404, 403,
+        400) for unknown logs, bad signatures and malformed notes.
+        """
+        try:
+            text, _ = note.parse(signed)
+        except VerificationError as exc:
+            raise Refusal(400, f"malformed checkpoint: {exc}") from exc
+        origin = text.split("\n", 1)[0]
+        vkey = self.logs().get(origin)
+        if vkey is None:
+            raise Refusal(404, f"this witness does not witness log {origin!r}")
+        try:
+            checkpoint, _ = note.verify_checkpoint(signed, [vkey])
+        except (VerificationError, InputError) as exc:
+            raise Refusal(403, f"the checkpoint is not signed by the log's key: {exc}") from exc
+        with self._lock:
+            try:
+                return self._compare(checkpoint, signed, vkey)
+            except sqlite3.Error as exc:
+                raise StorageError(f"witness state: {exc}") from exc
+
+    def _compare(
+        self, checkpoint: note.Checkpoint, signed: str, vkey: str
+    ) -> dict[str, Any] | None:
+        db = self._db
+        row = db.execute(
+            "SELECT root, checkpoint FROM seen WHERE origin = ? AND size = ?",
+            (checkpoint.origin, checkpoint.size),
+        ).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT OR IGNORE INTO seen (origin, size, root, checkpoint) VALUES (?,?,?,?)",
+                (checkpoint.origin, checkpoint.size, checkpoint.root, signed),
+            )
+            return None
+        if bytes(row[0]) == checkpoint.root:
+            return None
+        doc = equivocation(checkpoint.origin, vkey, str(row[1]), signed)
+        text = canonical.dumps(doc).decode()
+        if not db.execute("SELECT 1 FROM evidence WHERE doc = ?", (text,)).fetchone():
+            db.execute(
+                "INSERT INTO evidence (origin, doc) VALUES (?, ?)", (checkpoint.origin, text)
+            )
+        return doc
+
     def add_checkpoint(self, body: bytes) -> str:
         """C2SP ``add-checkpoint``: the cosignature line(s), or :class:`Refusal`."""
         old, proof, signed = _parse(body)
@@ -207,6 +265,14 @@ class Witness:
                     merkle.verify_consistency(old, checkpoint.size, root, checkpoint.root, proof)
                 except VerificationError as exc:
                     raise Refusal(422, f"the consistency proof does not verify: {exc}") from exc
+            if self._compare(checkpoint, signed, vkey) is not None:  # gossip saw another root
+                db.execute("COMMIT")
+                raise Refusal(
+                    409,
+                    f"log {checkpoint.origin!r} showed another tree of size {checkpoint.size} "
+                    "elsewhere: equivocation evidence recorded",
+                    f"{size}\n",
+                )
             db.execute(
                 "INSERT OR REPLACE INTO latest (origin, size, root, checkpoint) VALUES (?,?,?,?)",
                 (checkpoint.origin, checkpoint.size, checkpoint.root, signed),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from test_http import IRIS, Served
 
 from verinfer import note
-from verinfer.client import Client
+from verinfer.client import Client, Network
 from verinfer.errors import ConflictError, VerificationError
 from verinfer.examples import sklearn_model
 from verinfer.log import Log
@@ -276,3 +277,56 @@ def test_a_split_view_is_caught_by_a_witness_over_http(
                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert refused.returncode == 1
     assert "same root" in refused.stderr
+
+
+def test_a_log_showing_two_histories_is_caught_by_gossip(tmp_path: Path) -> None:
+    """One log key, two histories (a forked data directory served twice): each history goes to
+    a different witness; the witnesses' next gossip round, or a client's, turns the two trees
+    of one size into equivocation evidence."""
+    alice = note.Signer(note.generate_key("alice")[0])
+    first = Node(tmp_path / "f1", name="fork.test", cosign_interval=0.05)
+    (tmp_path / "f2").mkdir()
+    shutil.copy(tmp_path / "f1" / "node.skey", tmp_path / "f2" / "node.skey")
+    second = Node(tmp_path / "f2", name="fork.test", cosign_interval=0.05)
+    assert first.vkey == second.vkey
+    witnesses = [Node(tmp_path / w, name=f"{w}.test", cosign_interval=0.05) for w in ("w1", "w2")]
+    nodes = [first, second, *witnesses]
+    for fork in (first, second):
+        fork.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    served = [Served(node) for node in nodes]
+    f1, f2, w1, w2 = served
+    try:
+        w1.node.set_peers([w2.url, f1.url])  # each witness sees one history...
+        w2.node.set_peers([w1.url, f2.url])
+        f1.node.set_peers([w1.url])
+        f2.node.set_peers([w2.url])
+        bundles = []
+        for fork, row in ((f1, IRIS[:1]), (f2, IRIS[1:])):
+            with Client(fork.url, trusted_vkeys=[first.vkey]) as client:
+                bundles.append(client.infer("alice/iris", {"X": row}).bundle)
+        sizes = {note.verify_checkpoint(b.checkpoint, [first.vkey])[0].size for b in bundles}
+        assert sizes == {1}  # one size, two roots
+        deadline = time.monotonic() + 30
+        found: list[dict[str, object]] = []
+        while not found and time.monotonic() < deadline:  # ...until they gossip
+            found = [e for s in (w1, w2) for e in s.node.witness.evidence()]
+            time.sleep(0.05)
+        assert found, "the witnesses' gossip did not find the split view"
+        verdict = verify_evidence(json.dumps(found[0]))
+        assert "'fork.test'" in verdict
+        assert "signed two different trees of size 1" in verdict
+        # a client that saw one history tells the network; a witness of the other answers
+        network_file = tmp_path / "net.json"
+        network_file.write_text(json.dumps({"nodes": [
+            {"url": s.url, "vkey": s.node.vkey} for s in (w1, w2)]}))  # fmt: skip
+        with Network(network_file) as network:
+            evidence = network.gossip(bundles[0].checkpoint) or network.gossip(
+                bundles[1].checkpoint
+            )
+        assert evidence is not None
+        assert evidence["kind"] == "equivocation"
+    finally:
+        for running in served:
+            running.stop()
+        for node in nodes:
+            node.close()

@@ -302,6 +302,7 @@ def create_app(
 
     admin = _admin_check(node)
     _add_log_routes(app, node)
+    _add_trust_routes(app, node)
     _add_hub_routes(app, node, admin, upload_quota, upload_ttl)
     _add_admin_routes(app, node, admin)
     return app
@@ -409,6 +410,21 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
             raise NotFound(f"no checkpoint of size >= {size} has been cosigned yet")
         return found
 
+    @app.get("/tile/{path:path}")
+    async def tile(path: str) -> Response:
+        """C2SP tlog-tiles: ``tile/<L>/<N>[.p/<W>]`` and ``tile/entries/<N>[.p/<W>]``."""
+        level, index, width = parse_path(f"tile/{path}")
+        data = (
+            node.log.entry_bundle(index, width)
+            if level is None
+            else node.log.tile(level, index, width)
+        )
+        return Response(data, media_type="application/octet-stream")
+
+
+def _add_trust_routes(app: FastAPI, node: Node) -> None:
+    """Witnessing (C2SP tlog-witness), gossip, evidence, and the tensors auditors re-run."""
+
     @app.post("/add-checkpoint", openapi_extra=_TEXT_BODY)
     async def add_checkpoint(request: Request) -> Response:
         """C2SP tlog-witness: cosign a peer's checkpoint, given a consistency proof from the last
@@ -421,6 +437,21 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
                 return Response(exc.body, status_code=exc.status, media_type="text/x.tlog.size")
             return _error(exc.status, "witness_refused", str(exc))
         return PlainTextResponse(line)
+
+    @app.post("/v1/gossip", openapi_extra=_TEXT_BODY)
+    async def gossip(request: Request) -> Response:
+        """Tell this node's witness a checkpoint you saw (a signed note of a log it witnesses):
+        if it saw another tree of that size, the answer carries the equivocation evidence."""
+        body = await request.body()
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise InputError("the checkpoint is not UTF-8") from None
+        try:
+            found = await run_in_threadpool(node.witness.gossip, text)
+        except Refusal as exc:
+            return _error(exc.status, "witness_refused", str(exc))
+        return JSONResponse({"equivocation": found})
 
     @app.get("/v1/tensors/{digest}")
     async def kept_tensors(digest: str) -> Response:
@@ -441,17 +472,6 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
         (fraud: by re-executing the model, fetched from its peers if need be)."""
         verdict, kept = await run_in_threadpool(node.judge, await request.body())
         return {"verdict": verdict, "kept": kept}
-
-    @app.get("/tile/{path:path}")
-    async def tile(path: str) -> Response:
-        """C2SP tlog-tiles: ``tile/<L>/<N>[.p/<W>]`` and ``tile/entries/<N>[.p/<W>]``."""
-        level, index, width = parse_path(f"tile/{path}")
-        data = (
-            node.log.entry_bundle(index, width)
-            if level is None
-            else node.log.tile(level, index, width)
-        )
-        return Response(data, media_type="application/octet-stream")
 
 
 def _add_hub_routes(

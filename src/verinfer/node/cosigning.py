@@ -38,6 +38,7 @@ class Cosigner:
         self._interval = interval
         self._peers: dict[str, dict[str, str]] = {}  # url -> {"vkey", "origin", "witness"}
         self._sizes: dict[str, int] = {}  # url -> the size its witness last cosigned for us
+        self._gossiped: set[tuple[str, str]] = set()  # (peer url, checkpoint) already told
         self._cosigned: OrderedDict[int, tuple[str, dict[str, str]]] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -74,7 +75,9 @@ class Cosigner:
         log = self._node.log
         signed = log.signed_checkpoint
         checkpoint, _ = note.verify_checkpoint(signed, [self._node.vkey])
+        held = self._node.witness.held()  # what this witness cosigned for others: gossiped
         for url in list(self._node.peers):
+            self._gossip(http, url, held)
             peer = self._peer(http, url)
             if peer is None or self._sizes.get(url, -1) == checkpoint.size:
                 continue
@@ -91,6 +94,23 @@ class Cosigner:
                 entry[1][peer["witness"]] = line
                 while len(self._cosigned) > _KEEP:
                     self._cosigned.popitem(last=False)
+
+    def _gossip(self, http: httpx.Client, url: str, held: list[str]) -> None:
+        """Send a peer the checkpoints of other logs this node's witness holds, each once."""
+        for signed in held:
+            key = (url, signed)
+            if key in self._gossiped:
+                continue
+            try:
+                answer = http.post(f"{url}/v1/gossip", content=signed.encode())
+            except httpx.HTTPError:
+                return
+            if answer.status_code in (200, 404):  # 404: the peer does not witness that log
+                self._gossiped.add(key)
+            if answer.status_code == 200 and answer.json().get("equivocation"):
+                _log.warning("peer %s holds equivocation evidence against a log", url)
+        if len(self._gossiped) > 65536:
+            self._gossiped.clear()
 
     def _peer(self, http: httpx.Client, url: str) -> dict[str, str] | None:
         known = self._peers.get(url)
