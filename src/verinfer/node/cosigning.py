@@ -146,7 +146,10 @@ class Cosigner:
             if answer.status_code == 409 and answer.text.strip().isdigit():
                 held = int(answer.text.strip())
                 if held > size or held == self._sizes.get(url):
-                    _log.warning("witness %s holds size %d of our log: %s", url, held, answer.text)
+                    _log.warning(
+                        "witness %s refused our checkpoint of size %d (it holds size %d): it may "
+                        "have seen another tree of our log", url, size, held,
+                    )  # fmt: skip
                     return None
                 self._sizes[url] = held
                 continue
