@@ -21,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from verinfer import canonical, cid, devnet, keys, merkle, note, tensors
-from verinfer.client import Client, connect
+from verinfer.client import Client, Network, connect
 from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub import Hub, Manifest
 from verinfer.log import Log
@@ -701,20 +701,35 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     mode: Annotated[
         str, typer.Option(help="attested, or replicated:K (K nodes must agree; needs --network)")
     ] = "attested",
+    witnesses: Annotated[
+        Path | None, typer.Option(help="witness vkeys, one per line (with --quorum)")
+    ] = None,
+    quorum: Annotated[
+        int,
+        typer.Option(min=0, help="wait until this many of --witnesses cosigned the checkpoint"),
+    ] = 0,
 ) -> None:
     """Run a model (on a node, a network, or in process) and write its outputs and bundle.
 
     Answers from a node or a network are verified before anything is written.
     """
     given = _read_tensors(inputs, "inputs")
+    if quorum and (witnesses is None or (node is None and network is None)):
+        raise InputError("--quorum needs --witnesses FILE and a --node or --network")
     if node is not None or network is not None:
         with connect(node or network) as remote:  # type: ignore[arg-type]
             answer = remote.infer(model, given, mode=mode, nonce=nonce)
-        outputs_got, result_bundle, signer_vkey = (
-            answer.outputs,
-            answer.bundle,
-            answer.bundle.receipt["node"],
-        )
+            result_bundle = answer.bundle
+            if quorum and witnesses is not None:
+                clients = remote.clients if isinstance(remote, Network) else [remote]
+                answering = next(
+                    c
+                    for c in clients
+                    if result_bundle.receipt["node"] in (c._trusted or [c.node_vkey()])
+                )
+                result_bundle = answering.cosigned(result_bundle, _read_trust(witnesses), quorum)
+                err.print(f"cosigned by {quorum} trusted witnesses")
+        outputs_got, signer_vkey = answer.outputs, result_bundle.receipt["node"]
     else:
         if replicas_of(mode) > 1:
             raise InputError(f"mode {mode!r} asks several nodes: give --network")

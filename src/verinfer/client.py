@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -536,7 +537,7 @@ class Client:
             proof = tuple(base64.b64decode(h, validate=True) for h in answer["proof"])
         except (ValueError, KeyError, TypeError) as exc:
             raise VerificationError(f"malformed inclusion proof from {self.url}: {exc}") from exc
-        return Bundle(bundle.receipt, bundle.index, proof, signed, others, bundle.replicas)
+        return dataclasses.replace(bundle, proof=proof, checkpoint=signed, cosignatures=others)
 
     def blob(self, blob: str) -> bytes:
         """A blob (a model's bytes) by CID, checked against the CID here."""
@@ -723,6 +724,7 @@ def _agreed(
     first = bundles[0]
     compared: tuple[bytes, ...] = ()
     manifest = b""
+    observed = 0.0
     if len({b.receipt["outputs"] for b in bundles}) > 1:
         same_engine = all(b.receipt["engine"] == first.receipt["engine"] for b in bundles)
         tolerance = None
@@ -749,9 +751,11 @@ def _agreed(
                 bundles,
             )
         compared = tuple(tensors.encode_binary(a.outputs) for a in answers)
+        observed = max(d for d in deviations if d is not None)
     combined = Bundle(
         first.receipt, first.index, first.proof, first.checkpoint, first.cosignatures,
         replicas=bundles[1:], compared=compared, manifest=manifest,
+        deviation=observed,
     )  # fmt: skip
     verify_bundle(combined, trusted)  # agreement of model, inputs, nonce and outputs again
     return Result(answers[0].outputs, combined, answers[0].manifest)

@@ -170,3 +170,27 @@ def test_detection_rate_follows_one_minus_one_minus_pf_to_the_n(
     expected = 1 - (1 - p * f) ** n
     spread = 4 * math.sqrt(expected * (1 - expected) / trials)
     assert abs(caught / trials - expected) <= spread, (caught, trials, expected)
+
+
+def test_the_audit_command_writes_and_submits_fraud_evidence(
+    pair: tuple[Served, Served], tmp_path: Path
+) -> None:
+    honest, liar = pair
+    _ask(liar, 3)
+    network = tmp_path / "net.json"
+    network.write_text(json.dumps({"nodes": [
+        {"url": s.url, "vkey": s.node.vkey} for s in (honest, liar)]}))  # fmt: skip
+    out = tmp_path / "evidence"
+    env = {**os.environ, "VERINFER_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [*VERINFER, "audit", "--network", str(network), "--rate", "1", "--out", str(out),
+         "--submit"],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "frauds found" in done.stdout
+    files = sorted(out.glob("fraud-liar.test-*.json"))
+    assert files
+    assert "signed outputs" in verify_evidence(files[0].read_text(), model=MODEL)
+    kept = httpx.get(f"{honest.url}/v1/evidence").json()
+    assert json.loads(files[0].read_text()) in kept

@@ -123,6 +123,8 @@ def test_honest_nodes_of_two_classes_agree_within_the_bound(pair: Pair) -> None:
     parsed = Bundle.from_json(bundle.to_json())
     verify_bundle(parsed, [k for _, k in nodes], inputs=IMAGE, report=lines.append)
     assert any("within the declared tolerance" in line for line in lines), lines
+    tolerance = pair.native.node.hub.resolve("alice/calibrated").body["determinism"]["tolerance"]
+    assert 0 < bundle.deviation <= tolerance["abs"]  # recorded, and recomputed by the verifier
     # the evidence binds: other outputs, or another manifest, do not verify
     text = json.loads(bundle.to_json())
     swapped = dict(text, evidence=dict(text["evidence"], outputs=text["evidence"]["outputs"][::-1]))
@@ -132,6 +134,9 @@ def test_honest_nodes_of_two_classes_agree_within_the_bound(pair: Pair) -> None:
     forged = dict(text, evidence=dict(text["evidence"], manifest=other))
     with pytest.raises(VerificationError, match="evidence manifest"):
         verify_bundle(Bundle.from_json(forged), [k for _, k in nodes])
+    lied = dict(text, evidence=dict(text["evidence"], deviation=0.0))
+    with pytest.raises(VerificationError, match=r"records deviation 0\.0"):
+        verify_bundle(Bundle.from_json(lied), [k for _, k in nodes])
     stripped = dict(text, evidence={"replicas": text["evidence"]["replicas"]})
     with pytest.raises(VerificationError, match="different engine classes"):
         verify_bundle(Bundle.from_json(stripped), [k for _, k in nodes])

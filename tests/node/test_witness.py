@@ -17,7 +17,7 @@ import httpx
 import pytest
 from test_http import IRIS, Served
 
-from verinfer import note
+from verinfer import note, tensors
 from verinfer.client import Client, Network
 from verinfer.errors import ConflictError, VerificationError
 from verinfer.examples import sklearn_model
@@ -330,3 +330,28 @@ def test_a_log_showing_two_histories_is_caught_by_gossip(tmp_path: Path) -> None
             running.stop()
         for node in nodes:
             node.close()
+
+
+def test_the_cli_asks_for_a_cosigned_bundle(trio: list[Served], tmp_path: Path) -> None:
+    a, b, c = trio
+    files = {name: tmp_path / name for name in ("x.json", "w.txt", "bundle.json", "trust.txt")}
+    files["x.json"].write_text(json.dumps(tensors.encode_json({"X": IRIS})))
+    files["w.txt"].write_text(f"{b.node.witness.vkey}\n{c.node.witness.vkey}\n")
+    files["trust.txt"].write_text(a.node.vkey + "\n")
+    env = {**os.environ, "VERINFER_HOME": str(tmp_path / "home")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*VERINFER, *args], capture_output=True, text=True, timeout=120,
+                              env=env, check=False)  # fmt: skip
+
+    infer = ["infer", "alice/iris", "--inputs", str(files["x.json"]), "--node", a.url]
+    asked = run(*infer, "--witnesses", str(files["w.txt"]), "--quorum", "2",
+                "--bundle", str(files["bundle.json"]))  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert "cosigned by 2 trusted witnesses" in asked.stderr
+    checked = run("verify", str(files["bundle.json"]), "--trust", str(files["trust.txt"]),
+                  "--witnesses", str(files["w.txt"]), "--quorum", "2")  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    missing = run(*infer, "--quorum", "2")
+    assert missing.returncode == 1
+    assert "--quorum needs --witnesses" in missing.stderr

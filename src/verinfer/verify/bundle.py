@@ -175,7 +175,8 @@ class Bundle:
     cosignatures: tuple[str, ...] = ()
     replicas: tuple[Bundle, ...] = ()
     compared: tuple[bytes, ...] = ()  # replicated across engine classes: each receipt's outputs
-    manifest: bytes = b""  # ... and the manifest (by the receipt's CID) declaring the tolerance
+    manifest: bytes = b""  # ... the manifest (by the receipt's CID) declaring the tolerance
+    deviation: float = 0.0  # ... and the largest deviation observed (the verifier recomputes it)
 
     @property
     def evidence(self) -> dict[str, Any]:
@@ -186,6 +187,7 @@ class Bundle:
         if self.compared:
             found["outputs"] = [base64.b64encode(npz).decode() for npz in self.compared]
             found["manifest"] = self.manifest.decode()
+            found["deviation"] = self.deviation
         return found
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,7 +270,7 @@ class Bundle:
 
 def _replicas(
     evidence: object, mode: str, replica: bool
-) -> tuple[tuple[Bundle, ...], tuple[bytes, ...], bytes]:
+) -> tuple[tuple[Bundle, ...], tuple[bytes, ...], bytes, float]:
     """The evidence of a bundle: nothing for ``attested`` and for a replica's own bundle; for
     ``replicated:K`` the K-1 other bundles and, when the nodes ran on different engine classes,
     every receipt's outputs (``.npz``) and the manifest that declares the tolerance. Nothing
@@ -279,14 +281,14 @@ def _replicas(
             raise VerificationError(
                 f"malformed bundle: evidence must be empty for {'a replica' if replica else mode}"
             )
-        return (), (), b""
+        return (), (), b"", 0.0
     if not isinstance(evidence, dict) or set(evidence) not in (
         {"replicas"},
-        {"replicas", "outputs", "manifest"},
+        {"replicas", "outputs", "manifest", "deviation"},
     ):
         raise VerificationError(
             f"malformed bundle: evidence of {mode} must hold only 'replicas' (and, across "
-            "engine classes, 'outputs' and 'manifest')"
+            "engine classes, 'outputs', 'manifest' and 'deviation')"
         )
     items = evidence["replicas"]
     if not isinstance(items, list) or len(items) != wanted:
@@ -302,7 +304,7 @@ def _replicas(
         except VerificationError as exc:
             raise VerificationError(f"replica {position}: {exc}") from exc
     if "outputs" not in evidence:
-        return tuple(found), (), b""
+        return tuple(found), (), b"", 0.0
     outputs, manifest = evidence["outputs"], evidence["manifest"]
     if not isinstance(outputs, list) or len(outputs) != wanted + 1:
         raise VerificationError(f"malformed bundle: evidence outputs must be {wanted + 1} .npz")
@@ -314,4 +316,7 @@ def _replicas(
             raise VerificationError(f"malformed bundle: evidence outputs {position}") from exc
     if not isinstance(manifest, str) or not _encodable(manifest):
         raise VerificationError("malformed bundle: evidence manifest must be its text")
-    return tuple(found), tuple(compared), manifest.encode()
+    deviation = evidence["deviation"]
+    if not isinstance(deviation, int | float) or isinstance(deviation, bool) or deviation < 0:
+        raise VerificationError(f"malformed bundle: evidence deviation {deviation!r}")
+    return tuple(found), tuple(compared), manifest.encode(), float(deviation)

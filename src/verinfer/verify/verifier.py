@@ -221,6 +221,11 @@ def _within_tolerance(bundle: Bundle, receipts: list[Any]) -> str:
                 f"{tolerance['abs']:.3g}: the nodes disagree"
             )
         worst = max(worst, found)
+    if worst != bundle.deviation:
+        raise VerificationError(
+            f"step 2+ (agreement): the bundle records deviation {bundle.deviation!r}, the "
+            f"outputs it carries give {worst!r}"
+        )
     return f"within the declared tolerance {tolerance['abs']:.3g} (largest deviation {worst:.3g})"
 
 
