@@ -1,0 +1,238 @@
+"""Zero-knowledge proofs that a model computed an output from an input, with ezkl (halo2, KZG).
+
+The weights are fixed in the circuit (``param_visibility="fixed"``): a proof made with other
+weights does not verify against this circuit's verification key. Inputs and outputs are public
+instances, quantized at the scales the settings declare; :func:`verify` checks the proof *and*
+that its public instances are exactly the claimed inputs and outputs, not merely that "a proof
+verifies".
+
+The structured reference string (SRS) is a file: a ceremony's in production. For development
+:func:`setup` can make a local one with ``ezkl.gen_srs`` (insecure: whoever made it can forge
+proofs); :func:`verify` refuses an SRS whose CID is not in ``trusted_srs`` unless
+``allow_insecure_srs``. ``ezkl.get_srs`` (which downloads) is never called.
+
+Needs the ``zk`` extra (``pip install 'verinfer[zk]'``). Proving keys stay in the caller's work
+directory: never in a bundle, never in git.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from verinfer import cid
+from verinfer.errors import InputError, LimitExceeded, NotFound, VerificationError
+
+__all__ = ["MAX_LOGROWS", "Circuit", "prove", "setup", "verify"]
+
+MAX_LOGROWS = 17  # 2^17 rows: a few hundred MB of proving key; larger circuits are refused
+_SEED = 4242
+
+
+def _ezkl() -> Any:
+    try:
+        import ezkl  # noqa: PLC0415 - optional, heavy
+    except ImportError as exc:
+        raise NotFound("zero-knowledge mode needs ezkl: pip install 'verinfer[zk]'") from exc
+    return ezkl
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A model's circuit: the files a prover needs, in ``directory``, and what a verifier needs
+    (``settings``, ``vk``, ``srs``: bytes, each named by its CID)."""
+
+    directory: Path
+    settings: bytes
+    vk: bytes
+    srs: bytes
+    logrows: int
+
+    @property
+    def cids(self) -> dict[str, str]:
+        """The CIDs of the verifier's materials."""
+        return {name: cid.compute(getattr(self, name)) for name in ("settings", "vk", "srs")}
+
+
+def _sample(specs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(_SEED)
+    sample = {}
+    for spec in specs:
+        shape = [d if isinstance(d, int) and d >= 0 else 1 for d in spec["shape"] or []]
+        if np.dtype(spec["dtype"]).kind != "f":
+            raise InputError(f"input {spec['name']!r} is {spec['dtype']}: zk mode takes floats")
+        sample[spec["name"]] = rng.standard_normal(shape).astype(np.float32)
+    return sample
+
+
+def _input_json(inputs: Mapping[str, np.ndarray], names: list[str]) -> str:
+    missing = [n for n in names if n not in inputs]
+    if missing or set(inputs) - set(names):
+        raise InputError(f"zk inputs must be exactly {names!r}, got {sorted(inputs)!r}")
+    return json.dumps({"input_data": [np.asarray(inputs[n]).reshape(-1).tolist() for n in names]})
+
+
+def setup(
+    model: bytes,
+    inputs: list[dict[str, Any]],
+    directory: str | os.PathLike[str],
+    *,
+    srs: bytes | None = None,
+    max_logrows: int = MAX_LOGROWS,
+) -> Circuit:
+    """Settings (calibrated on seeded inputs), the compiled circuit and its keys, in
+    ``directory``. ``inputs`` are the manifest's input specs. Without ``srs``, a local
+    (insecure, development-only) SRS is generated."""
+    ezkl = _ezkl()
+    work = Path(directory)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "model.onnx").write_bytes(model)
+    names = [spec["name"] for spec in inputs]
+    (work / "names.json").write_text(json.dumps(names))
+    (work / "sample.json").write_text(_input_json(_sample(inputs), names))
+    args = ezkl.PyRunArgs()
+    args.input_visibility = "public"
+    args.output_visibility = "public"
+    args.param_visibility = "fixed"  # the weights are part of the circuit, hence of the key
+    paths = {name: str(work / name) for name in ("settings.json", "model.ezkl", "vk.key",
+                                                  "pk.key", "kzg.srs")}  # fmt: skip
+    try:
+        ezkl.gen_settings(str(work / "model.onnx"), paths["settings.json"], py_run_args=args)
+        ezkl.calibrate_settings(
+            str(work / "sample.json"), str(work / "model.onnx"), paths["settings.json"],
+            "resources", max_logrows=max_logrows,
+        )  # fmt: skip
+    except Exception as exc:  # ezkl raises plain exceptions naming the unsupported operator
+        raise InputError(f"the model cannot be made a circuit: {exc}") from exc
+    settings = json.loads(Path(paths["settings.json"]).read_text())
+    logrows = int(settings["run_args"]["logrows"])
+    if logrows > max_logrows:
+        raise LimitExceeded(
+            f"the circuit needs 2^{logrows} rows; the budget is 2^{max_logrows}: use a smaller "
+            "model (fewer parameters or operations)"
+        )
+    if srs is None:
+        ezkl.gen_srs(paths["kzg.srs"], logrows)
+    else:
+        Path(paths["kzg.srs"]).write_bytes(srs)
+    try:
+        ezkl.compile_circuit(str(work / "model.onnx"), paths["model.ezkl"], paths["settings.json"])
+        ezkl.setup(paths["model.ezkl"], paths["vk.key"], paths["pk.key"], paths["kzg.srs"])
+    except Exception as exc:
+        raise InputError(f"circuit setup failed: {exc}") from exc
+    return Circuit(
+        work,
+        Path(paths["settings.json"]).read_bytes(),
+        Path(paths["vk.key"]).read_bytes(),
+        Path(paths["kzg.srs"]).read_bytes(),
+        logrows,
+    )
+
+
+def prove(
+    circuit: Circuit, inputs: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], bytes]:
+    """Run the circuit on ``inputs`` and prove it: ``(outputs, proof)``. The outputs are the
+    circuit's (the model's computation at the settings' fixed-point scales), as float32."""
+    ezkl = _ezkl()
+    work = circuit.directory
+    names = json.loads((work / "names.json").read_text())
+    with tempfile.TemporaryDirectory(dir=work, prefix="prove-") as tmp:
+        request = Path(tmp)
+        (request / "input.json").write_text(_input_json(inputs, names))
+        try:
+            ezkl.gen_witness(str(request / "input.json"), str(work / "model.ezkl"),
+                             str(request / "witness.json"), vk_path=str(work / "vk.key"),
+                             srs_path=str(work / "kzg.srs"))  # fmt: skip
+            ezkl.prove(str(request / "witness.json"), str(work / "model.ezkl"),
+                       str(work / "pk.key"), str(request / "proof.json"),
+                       srs_path=str(work / "kzg.srs"))  # fmt: skip
+        except Exception as exc:
+            raise InputError(f"proving failed: {exc}") from exc
+        proof = (request / "proof.json").read_bytes()
+    shapes = json.loads(circuit.settings)["model_instance_shapes"][len(names) :]
+    output_names = [o.name for o in onnx.load_model(str(work / "model.onnx")).graph.output]
+    rescaled = json.loads(proof)["pretty_public_inputs"]["rescaled_outputs"]
+    outputs = {
+        name: np.array([float(v) for v in values], dtype=np.float32).reshape(shape)
+        for name, values, shape in zip(output_names, rescaled, shapes, strict=True)
+    }
+    return outputs, _strip(proof)
+
+
+def _strip(proof: bytes) -> bytes:
+    """The proof as ezkl verifies it, without the prover's convenience copies."""
+    document = json.loads(proof)
+    document.pop("pretty_public_inputs", None)
+    return json.dumps(document, sort_keys=True).encode()
+
+
+def _felts(values: Iterable[float], scale: int) -> list[int]:
+    ezkl = _ezkl()
+    return [int.from_bytes(bytes.fromhex(ezkl.float_to_felt(float(v), scale)), "little")
+            for v in values]  # fmt: skip
+
+
+def verify(  # noqa: PLR0917 - the proof and the three materials it is checked against
+    proof: bytes,
+    settings: bytes,
+    vk: bytes,
+    srs: bytes,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, np.ndarray],
+    *,
+    trusted_srs: Iterable[str] = (),
+    allow_insecure_srs: bool = False,
+) -> None:
+    """Check ``proof`` against the circuit's verification key and that its public instances
+    are exactly ``inputs`` (in the settings' input order) and ``outputs``, quantized at the
+    settings' scales. Raises :class:`VerificationError` naming what failed."""
+    ezkl = _ezkl()
+    srs_cid = cid.compute(srs)
+    if srs_cid not in set(trusted_srs) and not allow_insecure_srs:
+        raise VerificationError(
+            f"the SRS {srs_cid} is not a trusted one: a locally generated SRS lets its maker "
+            "forge proofs (allow it explicitly for development)"
+        )
+    try:
+        document = json.loads(proof)
+        # ezkl writes field elements as 0x-prefixed hex of their little-endian bytes
+        instances = [
+            int.from_bytes(bytes.fromhex(h.removeprefix("0x")), "little")
+            for h in document["instances"][0]
+        ]
+        parsed = json.loads(settings)
+        input_scales = parsed["model_input_scales"]
+        output_scales = parsed["model_output_scales"]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise VerificationError(f"malformed proof or settings: {exc}") from exc
+    expected: list[int] = []
+    for array, scale in zip(inputs.values(), input_scales, strict=False):
+        expected += _felts(np.asarray(array).reshape(-1), scale)
+    for array, scale in zip(outputs.values(), output_scales, strict=False):
+        expected += _felts(np.asarray(array).reshape(-1), scale)
+    if instances != expected:
+        raise VerificationError(
+            "the proof's public instances are not the claimed inputs and outputs (after the "
+            "settings' quantization)"
+        )
+    with tempfile.TemporaryDirectory(prefix="verinfer-zk-") as tmp:
+        work = Path(tmp)
+        for name, data in (("proof.json", proof), ("settings.json", settings), ("vk.key", vk),
+                           ("kzg.srs", srs)):  # fmt: skip
+            (work / name).write_bytes(data)
+        try:
+            valid = ezkl.verify(str(work / "proof.json"), str(work / "settings.json"),
+                                str(work / "vk.key"), str(work / "kzg.srs"))  # fmt: skip
+        except Exception as exc:  # ezkl raises on a proof that does not verify
+            raise VerificationError(f"the proof does not verify: {exc}") from exc
+    if not valid:
+        raise VerificationError("the proof does not verify against the verification key")

@@ -1,0 +1,106 @@
+"""Zero-knowledge proofs with ezkl, offline (a local, insecure SRS made with gen_srs): a proof
+binds the model's weights and the exact public inputs and outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from verinfer import cid, zk
+from verinfer.errors import InputError, VerificationError
+
+SPECS = [{"name": "x", "dtype": "float32", "shape": [1, 4]}]
+X = {"x": np.array([[0.5, -1.0, 0.25, 2.0]], dtype=np.float32)}
+
+
+def mlp(seed: int) -> bytes:
+    """A 4-8-3 MLP with seeded weights."""
+    rng = np.random.default_rng(seed)
+    weights = {
+        "w1": rng.standard_normal((4, 8)).astype(np.float32),
+        "b1": rng.standard_normal(8).astype(np.float32),
+        "w2": rng.standard_normal((8, 3)).astype(np.float32),
+        "b2": rng.standard_normal(3).astype(np.float32),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+            helper.make_node("Add", ["h0", "b1"], ["h1"]),
+            helper.make_node("Relu", ["h1"], ["h2"]),
+            helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
+            helper.make_node("Add", ["h3", "b2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+@pytest.fixture(scope="module")
+def circuits(tmp_path_factory: pytest.TempPathFactory) -> tuple[zk.Circuit, zk.Circuit]:
+    work = tmp_path_factory.mktemp("zk")
+    first = zk.setup(mlp(1), SPECS, work / "a")  # makes a local SRS
+    other = zk.setup(mlp(2), SPECS, work / "b", srs=first.srs)  # other weights, same SRS
+    return first, other
+
+
+def _verify(
+    circuit: zk.Circuit, proof: bytes, outputs: dict[str, np.ndarray], **kw: object
+) -> None:
+    zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, X, outputs,
+              allow_insecure_srs=True, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_a_proof_verifies_and_binds_inputs_and_outputs(circuits: tuple[zk.Circuit, ...]) -> None:
+    circuit, _ = circuits
+    outputs, proof = zk.prove(circuit, X)
+    assert list(outputs) == ["y"]
+    assert outputs["y"].shape == (1, 3)
+    import onnxruntime as ort  # noqa: PLC0415
+
+    exact = ort.InferenceSession(mlp(1)).run(None, X)[0]
+    assert np.abs(outputs["y"] - exact).max() < 0.05  # fixed point, close to the float model
+    _verify(circuit, proof, outputs)
+    altered = {"y": outputs["y"].copy()}
+    altered["y"][0, 0] += 2.0**-8
+    with pytest.raises(VerificationError, match="public instances"):
+        _verify(circuit, proof, altered)
+    with pytest.raises(VerificationError, match="public instances"):
+        zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, {"x": X["x"] + 1}, outputs,
+                  allow_insecure_srs=True)  # fmt: skip
+    truncated = proof[: len(proof) // 2]
+    with pytest.raises(VerificationError):
+        _verify(circuit, truncated, outputs)
+
+
+def test_a_proof_made_with_other_weights_fails_against_the_published_key(
+    circuits: tuple[zk.Circuit, ...],
+) -> None:
+    published, other = circuits
+    assert published.vk != other.vk  # the weights are in the circuit, hence in the key
+    outputs, proof = zk.prove(other, X)
+    zk.verify(proof, other.settings, other.vk, other.srs, X, outputs, allow_insecure_srs=True)
+    with pytest.raises(VerificationError, match="does not verify"):
+        _verify(published, proof, outputs)
+
+
+def test_a_locally_made_srs_is_refused_unless_allowed(circuits: tuple[zk.Circuit, ...]) -> None:
+    circuit, _ = circuits
+    outputs, proof = zk.prove(circuit, X)
+    with pytest.raises(VerificationError, match="not a trusted one"):
+        zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, X, outputs)
+    zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, X, outputs,
+              trusted_srs=[cid.compute(circuit.srs)])  # fmt: skip
+    assert circuit.cids["srs"] == cid.compute(circuit.srs)
+
+
+def test_unsuitable_models_and_inputs_get_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="zk mode takes floats"):
+        zk.setup(mlp(1), [{"name": "x", "dtype": "int64", "shape": [1, 4]}], tmp_path / "i")
