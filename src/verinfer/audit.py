@@ -27,7 +27,7 @@ from verinfer import cid, engine, merkle, note, tensors
 from verinfer.errors import Error, VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.verify import Bundle, Receipt
-from verinfer.verify.evidence import fraud
+from verinfer.verify.evidence import MAX_TENSOR_BYTES, fraud
 
 __all__ = ["Auditor", "Finding"]
 
@@ -35,9 +35,10 @@ __all__ = ["Auditor", "Finding"]
 @dataclass(frozen=True)
 class Finding:
     """The outcome of auditing one receipt: ``ok``, ``fraud`` (with ``evidence``),
-    ``unavailable`` (the node did not serve what its receipt names), ``deviation`` (another
-    kernel class, beyond the manifest's tolerance: no self-contained evidence) or
-    ``incomparable`` (another kernel class, and no tolerance declared)."""
+    ``misreported`` (the receipt names another engine than the node runs, or a manifest of
+    another model), ``unavailable`` (the node did not serve what its receipt names),
+    ``deviation`` (another kernel class, beyond the manifest's tolerance: no self-contained
+    evidence) or ``incomparable`` (another kernel class, and no tolerance declared)."""
 
     node: str
     index: int
@@ -65,6 +66,7 @@ class Auditor:
         self._random = random.Random(seed)  # noqa: S311 - sampling, not secrecy
         self._sizes: dict[str, int] = {}  # vkey -> log size audited up to
         self._models: dict[str, bytes] = {}
+        self._engines: dict[str, str] = {}  # url -> the engine identity the node advertises
         self._engine = engine.Engine()
         self._identity = engine.identity()
         self._http = httpx.Client(timeout=timeout)
@@ -131,17 +133,29 @@ class Auditor:
         receipt = Receipt.from_bytes(data)
         if receipt["node"] != vkey:
             return Finding(vkey, index, "unavailable", "the entry names another node")
+        advertised = self._advertised(url)
+        if advertised.rsplit("/", 1)[-1] not in engine.KERNEL_CLASSES:
+            return Finding(vkey, index, "misreported", f"the node claims an unknown engine "
+                           f"{advertised!r}")  # fmt: skip
+        if receipt["engine"] != advertised:
+            return Finding(vkey, index, "misreported", f"the receipt names engine "
+                           f"{receipt['engine']}, the node runs {advertised}")  # fmt: skip
+        manifest_data, manifest = None, None
+        if receipt["manifest"] is not None:
+            manifest_data = self._get(f"{url}/v1/manifests/{receipt['manifest']}")
+            manifest = Manifest.from_bytes(manifest_data, receipt["manifest"])
+            if manifest.model != receipt["model"]:
+                return Finding(vkey, index, "misreported", "the receipt's manifest is of "
+                               "another model")  # fmt: skip
         tolerance = None
         if receipt["engine"] != self._identity:  # another kernel class: only within a bound
-            manifest = Manifest.from_bytes(
-                self._get(f"{url}/v1/manifests/{receipt['manifest']}"), receipt["manifest"]
-            )
-            tolerance = manifest.body["determinism"].get("tolerance")
+            if manifest is not None:
+                tolerance = manifest.body["determinism"].get("tolerance")
             if tolerance is None:
                 return Finding(vkey, index, "incomparable", f"ran on {receipt['engine']}, and "
                                "the model declares no tolerance across classes")  # fmt: skip
         inputs_npz = self._get(f"{url}/v1/tensors/{receipt['inputs']}")
-        inputs = tensors.decode_binary(inputs_npz)
+        inputs = tensors.decode_binary(inputs_npz, max_bytes=MAX_TENSOR_BYTES)
         if tensors.map_digest(inputs) != receipt["inputs"]:
             return Finding(vkey, index, "unavailable", "served inputs that are not the receipt's")
         model = self._model(url, receipt["model"])
@@ -149,7 +163,9 @@ class Auditor:
         if tensors.map_digest(outputs) == receipt["outputs"]:
             return Finding(vkey, index, "ok")
         if tolerance is not None:
-            claimed = tensors.decode_binary(self._get(f"{url}/v1/tensors/{receipt['outputs']}"))
+            claimed = tensors.decode_binary(
+                self._get(f"{url}/v1/tensors/{receipt['outputs']}"), max_bytes=MAX_TENSOR_BYTES
+            )
             if tensors.map_digest(claimed) != receipt["outputs"]:
                 return Finding(vkey, index, "unavailable", "served outputs that are not the "
                                "receipt's")  # fmt: skip
@@ -158,10 +174,22 @@ class Auditor:
                 return Finding(vkey, index, "ok", f"within the tolerance ({found:.3g})")
             return Finding(vkey, index, "deviation", "outputs beyond the declared tolerance "
                            f"across classes ({receipt['engine']} vs {self._identity})")  # fmt: skip
+        if manifest_data is None or receipt["manifest"] is None:
+            return Finding(vkey, index, "deviation", "outputs differ, but the receipt names no "
+                           "manifest to judge by")  # fmt: skip
         bundle = Bundle(receipt, index, proof, signed)
-        evidence = fraud(bundle, inputs_npz, tensors.encode_binary(outputs), self._identity)
+        evidence = fraud(bundle, manifest_data, inputs_npz, tensors.encode_binary(outputs),
+                         self._identity)  # fmt: skip
         return Finding(vkey, index, "fraud", f"model gives {tensors.map_digest(outputs)}, the "
                        f"receipt says {receipt['outputs']}", evidence)  # fmt: skip
+
+    def _advertised(self, url: str) -> str:
+        """The engine identity the node advertises (``GET /v1/node``), asked once."""
+        known = self._engines.get(url)
+        if known is None:
+            known = str(json.loads(self._get(f"{url}/v1/node")).get("engine"))
+            self._engines[url] = known
+        return known
 
     def _model(self, url: str, model: str) -> bytes:
         known = self._models.get(model)

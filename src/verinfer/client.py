@@ -391,7 +391,9 @@ class Client:
             raise VerificationError(f"the node stored {uploaded!r} for a model of CID {expected!r}")
         # (2) the node's analysis, (3) documents signed here, (4) on top of the node's history
         params = {"calibrate": "true"} if calibrate else {}
-        facts = self._request("POST", f"/v1/blobs/{expected}/analysis", params=params).json()
+        facts = self._request(  # calibrating needs the node's admin token
+            "POST", f"/v1/blobs/{expected}/analysis", params=params, headers=self._admin
+        ).json()
         manifest = Manifest.create(
             facts,
             repository=repository,
@@ -609,10 +611,12 @@ class Network:
                 continue
             if response.status_code != 200:
                 continue
-            found = _json(response).get("equivocation")
-            if found:
-                verify_evidence(found)
-                return dict(found)
+            answer = _json(response)
+            found = answer.get("equivocation") if isinstance(answer, dict) else None
+            if isinstance(found, dict) and found:
+                verify_evidence(found)  # and it must be about the log of this checkpoint
+                if found.get("log") == checkpoint.split("\n", 1)[0]:
+                    return dict(found)
         return None
 
     def check_evidence(self) -> dict[str, str]:

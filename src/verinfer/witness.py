@@ -22,12 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from verinfer import canonical, merkle, note
-from verinfer.errors import ConflictError, Error, InputError, StorageError, VerificationError
+from verinfer.errors import (
+    ConflictError,
+    Error,
+    InputError,
+    LimitExceeded,
+    StorageError,
+    VerificationError,
+)
 from verinfer.verify.evidence import equivocation
 
 __all__ = ["MAX_PROOF_LINES", "Refusal", "Witness", "add_checkpoint_body"]
 
 MAX_PROOF_LINES = 63
+MAX_EVIDENCE = 10_000
 _MAX_BODY = 64 << 10
 
 _SCHEMA = """
@@ -149,6 +157,8 @@ class Witness:
         text = canonical.dumps(document).decode()
         if self._run("SELECT 1 FROM evidence WHERE doc = ?", (text,)):
             return False
+        if self._run("SELECT count(*) FROM evidence")[0][0] >= MAX_EVIDENCE:
+            raise LimitExceeded(f"this node keeps at most {MAX_EVIDENCE} pieces of evidence")
         self._run(
             "INSERT INTO evidence (origin, doc) VALUES (?, ?)", (str(document.get("log")), text)
         )

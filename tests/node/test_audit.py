@@ -131,6 +131,9 @@ def test_nodes_keep_checked_evidence_and_clients_avoid_the_convicted(
     with Auditor([(liar.url, liar.node.vkey)], rate=1.0, seed=2) as auditor:
         evidence = next(f.evidence for f in auditor.round() if f.evidence is not None)
     with httpx.Client(base_url=honest.url, timeout=60) as http:
+        stranger = http.post("/v1/evidence", json=evidence)  # a log this node does not witness
+        assert (stranger.status_code, stranger.json()["code"]) == (400, "bad_input")
+        honest.node.witness.trust(liar.node.log.origin, liar.node.vkey)  # as for a peer
         kept = http.post("/v1/evidence", json=evidence)
         assert kept.status_code == 200, kept.text
         assert kept.json()["kept"] is True
@@ -177,6 +180,7 @@ def test_the_audit_command_writes_and_submits_fraud_evidence(
 ) -> None:
     honest, liar = pair
     _ask(liar, 3)
+    honest.node.witness.trust(liar.node.log.origin, liar.node.vkey)  # honest witnesses the liar
     network = tmp_path / "net.json"
     network.write_text(json.dumps({"nodes": [
         {"url": s.url, "vkey": s.node.vkey} for s in (honest, liar)]}))  # fmt: skip

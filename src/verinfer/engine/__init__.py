@@ -23,7 +23,15 @@ import onnxruntime as ort
 
 from verinfer.errors import InputError, LimitExceeded
 
-__all__ = ["OPTIMIZATION", "PROVIDER", "Engine", "identity", "kernel_class", "load_session"]
+__all__ = [
+    "KERNEL_CLASSES",
+    "OPTIMIZATION",
+    "PROVIDER",
+    "Engine",
+    "identity",
+    "kernel_class",
+    "load_session",
+]
 
 PROVIDER = "CPUExecutionProvider"
 OPTIMIZATION = "all"
@@ -39,6 +47,11 @@ _KERNEL_FEATURES = (
     ("avx", {"AVX"}),
     ("sse4", {"SSE41"}),
 )
+
+
+KERNEL_CLASSES = frozenset(
+    [name for name, _ in _KERNEL_FEATURES] + ["x86_64", "aarch64", "arm64", "unknown"]
+)  # every value kernel_class() can return on the machines verinfer supports
 
 
 @functools.cache

@@ -518,11 +518,11 @@ def _add_hub_routes(
         nonlocal uploading
         limit = node.hub.limits.max_bytes
         incoming = int(request.headers.get("content-length", limit))
-        await run_in_threadpool(
-            node.hub.make_room, uploading + incoming, quota=upload_quota, max_age=upload_ttl
-        )
-        uploading += incoming
+        uploading += incoming  # reserved before the check: concurrent uploads see each other
         try:
+            await run_in_threadpool(
+                node.hub.make_room, uploading, quota=upload_quota, max_age=upload_ttl
+            )
             with node.hub.blobs.writer(max_bytes=limit) as writer:
                 async for chunk in request.stream():
                     writer.write(chunk)
@@ -541,10 +541,15 @@ def _add_hub_routes(
     async def analysis(
         blob: str,
         calibrate: bool = Query(
-            False, description="also measure the tolerance across CPU kernel classes (slow)"
+            False,
+            description="also measure the tolerance across CPU kernel classes (minutes of CPU "
+            "under an emulator: needs the admin token)",
         ),
+        authorization: str | None = Header(None, description="Bearer <DATA/admin.token>"),
     ) -> dict[str, Any]:
         """The hub's checks and probe of a stored model: the facts a manifest must state."""
+        if calibrate:
+            await admin(authorization)
         facts: dict[str, Any] = await run_in_threadpool(
             lambda: node.hub.analyse(blob, calibrate=calibrate)
         )

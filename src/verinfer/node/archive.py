@@ -29,6 +29,7 @@ __all__ = ["DEFAULT_RETENTION", "TensorArchive"]
 DEFAULT_RETENTION = 7 * 86400.0
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _PRUNE_EVERY = 3600.0
+_MAX_QUEUED_BYTES = 256 << 20
 
 
 class TensorArchive:
@@ -40,6 +41,8 @@ class TensorArchive:
         self.retention = retention
         self._queue: queue.Queue[tuple[str, dict[str, np.ndarray]] | None] = queue.Queue(4096)
         self._pruned = 0.0
+        self._queued = 0  # bytes waiting to be written
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="verinfer-archive", daemon=True)
         self._thread.start()
 
@@ -52,10 +55,24 @@ class TensorArchive:
         return self.root / hexdigest[:2] / f"{hexdigest}.npz"
 
     def put(self, digest: str, arrays: Mapping[str, np.ndarray]) -> None:
-        """Keep ``arrays`` (whose map digest is ``digest``), written in the background."""
-        if not self.path(digest).exists():
-            with contextlib.suppress(queue.Full):  # under overload, serving beats archiving
-                self._queue.put_nowait((digest, dict(arrays)))
+        """Keep ``arrays`` (whose map digest is ``digest``), written in the background; a
+        tensor map kept already is kept for another retention period from now."""
+        path = self.path(digest)
+        try:
+            os.utime(path)  # named by a new receipt: retained from now
+            return
+        except FileNotFoundError:
+            pass
+        size = sum(np.asarray(a).nbytes for a in arrays.values())
+        with self._lock:
+            if self._queued + size > _MAX_QUEUED_BYTES:
+                return  # under overload, serving beats archiving
+            self._queued += size
+        try:
+            self._queue.put_nowait((digest, dict(arrays)))
+        except queue.Full:
+            with self._lock:
+                self._queued -= size
 
     def get(self, digest: str) -> bytes:
         """The ``.npz`` bytes of ``digest``'s tensors, checked against the digest."""
@@ -91,7 +108,11 @@ class TensorArchive:
             try:
                 if item is None:  # close()
                     return
-                self._write(*item)
+                try:
+                    self._write(*item)
+                finally:
+                    with self._lock:
+                        self._queued -= sum(np.asarray(a).nbytes for a in item[1].values())
                 if time.monotonic() - self._pruned > _PRUNE_EVERY:
                     self.prune()
             except (OSError, InputError):

@@ -107,7 +107,11 @@ class Cosigner:
                 return
             if answer.status_code in (200, 404):  # 404: the peer does not witness that log
                 self._gossiped.add(key)
-            if answer.status_code == 200 and answer.json().get("equivocation"):
+            try:
+                found = answer.json().get("equivocation") if answer.status_code == 200 else None
+            except (ValueError, AttributeError):
+                found = None  # a peer that answers nonsense does not stop the round
+            if found:
                 _log.warning("peer %s holds equivocation evidence against a log", url)
         if len(self._gossiped) > 65536:
             self._gossiped.clear()

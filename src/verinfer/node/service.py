@@ -269,14 +269,20 @@ class Node:
         Fraud evidence is re-executed on the model, resolved here or fetched from peers."""
         try:
             parsed = json.loads(document)
-            model_cid = json.loads(parsed["bundle"]["receipt"])["model"]
-        except (ValueError, KeyError, TypeError):
-            model_cid = None
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"the evidence is not JSON: {exc}") from exc
+        accused = parsed.get("vkey") if isinstance(parsed, dict) else None
+        if accused not in self.witness.logs().values():
+            raise InputError("this node keeps evidence only about the logs it witnesses")
         model = None
-        if isinstance(model_cid, str) and parsed.get("kind") == "fraud":
-            model = self._model_bytes(self.resolve(model_cid))
+        if parsed.get("kind") == "fraud":
+            try:
+                model_cid = json.loads(parsed["bundle"]["receipt"])["model"]
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                raise InputError(f"malformed fraud evidence: {exc}") from exc
+            model = self._model_bytes(self._resolve_here(str(model_cid)))  # no peer fetches
         verdict = verify_evidence(document, model=model)
-        return verdict, self.witness.record(json.loads(document))
+        return verdict, self.witness.record(parsed)
 
     def resolve(self, ref: str) -> Manifest:
         """The manifest for a model CID, a manifest CID or ``owner/name[@version|tag]``.

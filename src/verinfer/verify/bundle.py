@@ -316,7 +316,11 @@ def _replicas(
             raise VerificationError(f"malformed bundle: evidence outputs {position}") from exc
     if not isinstance(manifest, str) or not _encodable(manifest):
         raise VerificationError("malformed bundle: evidence manifest must be its text")
-    deviation = evidence["deviation"]
-    if not isinstance(deviation, int | float) or isinstance(deviation, bool) or deviation < 0:
+    deviation = evidence["deviation"]  # canonical JSON writes 2.0 as 2: ints are numbers too
+    try:
+        value = float(deviation) if isinstance(deviation, int | float) else -1.0
+    except OverflowError:
+        value = -1.0
+    if isinstance(deviation, bool) or not 0 <= value < float("inf"):
         raise VerificationError(f"malformed bundle: evidence deviation {deviation!r}")
-    return tuple(found), tuple(compared), manifest.encode(), float(deviation)
+    return tuple(found), tuple(compared), manifest.encode(), value

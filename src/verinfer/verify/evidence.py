@@ -25,6 +25,7 @@ __all__ = ["EVIDENCE_TYPE", "equivocation", "fraud", "verify_evidence"]
 
 EVIDENCE_TYPE = "verinfer.evidence/v1"
 _MAX_BYTES = 256 << 20
+MAX_TENSOR_BYTES = 64 << 20  # what a piece of evidence may make a verifier decode
 
 
 def equivocation(origin: str, vkey: str, first: str, second: str) -> dict[str, Any]:
@@ -38,15 +39,19 @@ def equivocation(origin: str, vkey: str, first: str, second: str) -> dict[str, A
     }
 
 
-def fraud(bundle: Bundle, inputs: bytes, outputs: bytes, engine: str) -> dict[str, Any]:
-    """Fraud evidence: the node's ``bundle``, the inputs (``.npz``) its receipt names, and the
-    outputs (``.npz``) the model gives on them on ``engine``."""
+def fraud(
+    bundle: Bundle, manifest: bytes, inputs: bytes, outputs: bytes, engine: str
+) -> dict[str, Any]:
+    """Fraud evidence: the node's ``bundle``, the manifest its receipt names (which must record
+    the model as bit-reproducible), the inputs (``.npz``) its receipt names, and the outputs
+    (``.npz``) the model gives on them on ``engine``."""
     return {
         "type": EVIDENCE_TYPE,
         "kind": "fraud",
         "log": bundle.receipt["log"],
         "vkey": bundle.receipt["node"],
         "bundle": bundle.to_dict(),
+        "manifest": manifest.decode(),
         "inputs": base64.b64encode(inputs).decode(),
         "outputs": base64.b64encode(outputs).decode(),
         "engine": engine,
@@ -66,7 +71,9 @@ def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | No
             raise VerificationError(f"malformed evidence: {exc}") from exc
     kind = document.get("kind") if isinstance(document, dict) else None
     fields = {"type", "kind", "log", "vkey"} | (
-        {"checkpoints"} if kind == "equivocation" else {"bundle", "inputs", "outputs", "engine"}
+        {"checkpoints"}
+        if kind == "equivocation"
+        else {"bundle", "manifest", "inputs", "outputs", "engine"}
     )
     if not isinstance(document, dict) or set(document) != fields:
         found = sorted(document) if isinstance(document, dict) else type(document).__name__
@@ -96,23 +103,44 @@ def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | No
 
 def _npz(document: dict[str, Any], name: str) -> dict[str, Any]:
     try:
-        return tensors.decode_binary(base64.b64decode(document[name], validate=True))
+        raw = base64.b64decode(document[name], validate=True)
+        return tensors.decode_binary(raw, max_bytes=MAX_TENSOR_BYTES)
     except (TypeError, ValueError, binascii.Error, InputError) as exc:
-        raise VerificationError(f"malformed evidence: {name} must be base64 of an .npz") from exc
+        raise VerificationError(f"malformed evidence: {name}: {exc}") from exc
 
 
 def _fraud(document: dict[str, Any], model: bytes | None) -> str:
+    from verinfer.hub.documents import Manifest  # noqa: PLC0415 - pure, only needed here
+
+    if not isinstance(document["bundle"], dict) or not isinstance(document["manifest"], str):
+        raise VerificationError("malformed evidence: bundle must be an object, manifest text")
     bundle = Bundle.from_json(document["bundle"], replica=True)
     receipt = bundle.receipt
     if receipt["node"] != document["vkey"] or receipt["log"] != document["log"]:
         raise VerificationError("malformed evidence: the bundle is not of the accused log")
     if model is None:
         raise VerificationError(f"fraud evidence needs the bytes of model {receipt['model']!r}")
-    inputs, claimed = _npz(document, "inputs"), _npz(document, "outputs")
-    try:  # the node's own statement: signed, logged, about this model and these inputs
-        verify_bundle(bundle, [receipt["node"]], inputs=inputs, model=model)
+    try:  # the node's own statement, signed and logged, about this model (before any decoding)
+        verify_bundle(bundle, [receipt["node"]], model=model)
     except VerificationError as exc:
         raise VerificationError(f"evidence does not verify: {exc}") from exc
+    if receipt["manifest"] is None:
+        raise VerificationError("cannot judge: the receipt names no manifest")
+    try:
+        manifest = Manifest.from_bytes(document["manifest"].encode(), receipt["manifest"])
+    except (VerificationError, Error) as exc:
+        raise VerificationError(f"evidence does not verify: the manifest: {exc}") from exc
+    if (
+        manifest.model != receipt["model"]
+        or manifest.body["determinism"].get("bit_identical") is not True
+    ):
+        raise VerificationError(
+            "cannot judge: the manifest does not record the model as bit-reproducible, so a "
+            "different re-execution proves nothing"
+        )
+    inputs, claimed = _npz(document, "inputs"), _npz(document, "outputs")
+    if tensors.map_digest(inputs) != receipt["inputs"]:
+        raise VerificationError("evidence does not verify: the inputs are not the receipt's")
     if tensors.map_digest(claimed) == receipt["outputs"]:
         raise VerificationError("evidence does not verify: its outputs are the receipt's")
     from verinfer import engine  # noqa: PLC0415 - only judging fraud runs a model

@@ -15,6 +15,7 @@ from verinfer.verify.bundle import Bundle
 
 __all__ = ["Report", "verify_bundle", "verify_bundles"]
 
+MAX_TENSOR_BYTES = 64 << 20  # what evidence may make a verifier decode
 Report = Callable[[str], None]
 """Called with a line describing each step that passed."""
 
@@ -129,7 +130,9 @@ def _cosigned(bundle: Bundle, witnesses: list[str], quorum: int) -> int:
         verified = note.verify(signed, cosigners).verified
     except (VerificationError, Error) as exc:
         raise VerificationError(f"step 1+ (witnesses): {exc}") from exc
-    count = len({(sig.name, sig.key_id) for sig in verified if sig.timestamp is not None})
+    material = {(k.name, k.key_id): k.public for k in map(note.VerifierKey.parse, cosigners)}
+    # distinct key material: one key listed under two names is one witness
+    count = len({material[(s.name, s.key_id)] for s in verified if s.timestamp is not None})
     if count < quorum:
         raise VerificationError(
             f"step 1+ (witnesses): {count} trusted witnesses cosigned the checkpoint, "
@@ -167,13 +170,20 @@ def _agreement(bundle: Bundle, trusted: Sequence[str]) -> str:
                 )
         receipts.append(receipt)
     if len({r["outputs"] for r in receipts}) == 1:
+        if bundle.compared or bundle.manifest or bundle.deviation:
+            raise VerificationError(
+                "step 2+ (agreement): the outputs agree bit for bit, yet the bundle carries "
+                "outputs for a tolerance comparison: nothing unchecked rides along"
+            )
         return "bit for bit"
-    for position, receipt in enumerate(receipts[1:], 1):
-        if receipt["outputs"] != primary["outputs"] and receipt["engine"] == primary["engine"]:
+    by_engine: dict[str, Any] = {}
+    for receipt in receipts:  # within one engine identity: bit for bit, every pair
+        first = by_engine.setdefault(receipt["engine"], receipt)
+        if receipt["outputs"] != first["outputs"]:
             raise VerificationError(
                 f"step 2+ (agreement): node {receipt['node']!r} answered outputs "
-                f"{receipt['outputs']}, node {primary['node']!r} {primary['outputs']} on the "
-                f"same engine: the nodes disagree (replica {position})"
+                f"{receipt['outputs']}, node {first['node']!r} {first['outputs']} on the "
+                "same engine: the nodes disagree"
             )
     return _within_tolerance(bundle, receipts)
 
@@ -188,10 +198,17 @@ def _within_tolerance(bundle: Bundle, receipts: list[Any]) -> str:
             f"({', '.join(sorted({r['engine'] for r in receipts}))}) and gave different outputs; "
             "the bundle carries no outputs and manifest to compare them within a tolerance"
         )
+    if primary["manifest"] is None or any(r["manifest"] != primary["manifest"] for r in receipts):
+        raise VerificationError(
+            "step 2+ (agreement): across engine classes every receipt must name one manifest "
+            "(the one that declares the tolerance)"
+        )
     try:
         manifest = Manifest.from_bytes(bundle.manifest, primary["manifest"])
     except (VerificationError, Error) as exc:
         raise VerificationError(f"step 2+ (agreement): the evidence manifest: {exc}") from exc
+    if manifest.model != primary["model"]:
+        raise VerificationError("step 2+ (agreement): the evidence manifest is of another model")
     tolerance = manifest.body["determinism"].get("tolerance")
     if tolerance is None:
         raise VerificationError(
@@ -201,7 +218,7 @@ def _within_tolerance(bundle: Bundle, receipts: list[Any]) -> str:
     outputs = []
     for receipt, npz in zip(receipts, bundle.compared, strict=True):
         try:
-            decoded = tensors.decode_binary(npz)
+            decoded = tensors.decode_binary(npz, max_bytes=MAX_TENSOR_BYTES)
         except Error as exc:
             raise VerificationError(f"step 2+ (agreement): evidence outputs: {exc}") from exc
         if tensors.map_digest(decoded) != receipt["outputs"]:
