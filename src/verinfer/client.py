@@ -200,15 +200,20 @@ def _verified_answer(
     inputs: Mapping[str, np.ndarray],
     nonce: str,
     mode: str,
+    zk: Callable[[Bundle], dict[str, Any]] | None = None,
 ) -> Result:
-    """The answer to an inference, verified: bundle, digests of these tensors, nonce, mode."""
+    """The answer to an inference, verified: bundle, digests of these tensors, nonce, mode;
+    for ``zk``, the proof too (``zk`` gives the circuit materials and the SRS policy)."""
     try:
         answer = response.json()
         bundle = Bundle.from_json(answer["bundle"], replica=replicas_of(mode) > 1)
         outputs = tensors.decode_json(answer["outputs"])
     except (ValueError, KeyError, TypeError, InputError) as exc:
         raise VerificationError(f"malformed answer from {url}: {exc}") from exc
-    verify_bundle(bundle, [vkey], inputs=inputs, outputs=outputs)
+    if bundle.receipt["mode"] == "zk" and zk is None:
+        raise VerificationError("a zk answer needs its circuit materials to be verified")
+    policy = zk(bundle) if zk is not None and bundle.receipt["mode"] == "zk" else {}
+    verify_bundle(bundle, [vkey], inputs=inputs, outputs=outputs, **policy)
     receipt = bundle.receipt
     if "/" not in model and model not in (receipt["model"], receipt["manifest"]):
         raise VerificationError(
@@ -272,8 +277,12 @@ class Client:
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
         admin_token: str | None = None,
+        trusted_srs: Iterable[str] = (),
+        allow_insecure_srs: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
+        self._trusted_srs = list(trusted_srs)  # SRS CIDs zk proofs may rest on
+        self._allow_insecure_srs = allow_insecure_srs  # development: a locally made SRS
         self._policy = _Policy(trusted_vkeys, known_nodes)
         self._trusted = self._policy.trusted
         self._retries = retries
@@ -347,8 +356,9 @@ class Client:
         path, request, nonce = _infer_request(model, inputs, mode, nonce)
         response = self._request("POST", path, **request)
         result = _verified_answer(
-            response, self.url, vkey=vkey, model=model, inputs=inputs, nonce=nonce, mode=mode
-        )
+            response, self.url, vkey=vkey, model=model, inputs=inputs, nonce=nonce, mode=mode,
+            zk=self._zk_policy,
+        )  # fmt: skip
         if "/" in model:  # a name: the receipt's manifest must be a signed card of that name
             data = self._request("GET", f"/v1/manifests/{result.manifest}").content
             _check_named(model, result, data, self._policy)
@@ -468,6 +478,28 @@ class Client:
             raise VerificationError(f"malformed consistency proof from {self.url}: {exc}") from exc
         merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
         return signed
+
+    def zk_materials(self, bundle: Bundle) -> dict[str, bytes]:
+        """The circuit materials a zk bundle names (addendum, manifest, settings, verification
+        key, SRS), fetched by CID and hash-checked; the verifier checks what they are."""
+        manifest = str(bundle.receipt["manifest"])
+        found = {manifest: self._request("GET", f"/v1/manifests/{manifest}").content}
+        found[bundle.zk_addendum] = self.blob(bundle.zk_addendum)
+        try:
+            addendum = json.loads(note.parse(found[bundle.zk_addendum])[0])
+            names = [addendum[name] for name in ("settings", "vk", "srs")]
+        except (ValueError, KeyError, TypeError, VerificationError) as exc:
+            raise VerificationError(f"malformed zk addendum from {self.url}: {exc}") from exc
+        for name in names:
+            found[name] = self.blob(name)
+        return found
+
+    def _zk_policy(self, bundle: Bundle) -> dict[str, Any]:
+        return {
+            "zk_materials": self.zk_materials(bundle),
+            "trusted_srs": self._trusted_srs,
+            "allow_insecure_srs": self._allow_insecure_srs,
+        }
 
     def peers(self) -> list[str]:
         """The node URLs this node fetches missing models from."""

@@ -31,7 +31,7 @@ import onnx
 from verinfer import cid
 from verinfer.errors import InputError, LimitExceeded, NotFound, VerificationError
 
-__all__ = ["MAX_LOGROWS", "Circuit", "prove", "setup", "verify"]
+__all__ = ["MAX_LOGROWS", "Circuit", "build", "load", "prove", "setup", "verify"]
 
 MAX_LOGROWS = 17  # 2^17 rows: a few hundred MB of proving key; larger circuits are refused
 _SEED = 4242
@@ -112,8 +112,8 @@ def setup(
         )  # fmt: skip
     except Exception as exc:  # ezkl raises plain exceptions naming the unsupported operator
         raise InputError(f"the model cannot be made a circuit: {exc}") from exc
-    settings = json.loads(Path(paths["settings.json"]).read_text())
-    logrows = int(settings["run_args"]["logrows"])
+    settings = Path(paths["settings.json"]).read_bytes()
+    logrows = _logrows(settings)
     if logrows > max_logrows:
         raise LimitExceeded(
             f"the circuit needs 2^{logrows} rows; the budget is 2^{max_logrows}: use a smaller "
@@ -121,20 +121,54 @@ def setup(
         )
     if srs is None:
         ezkl.gen_srs(paths["kzg.srs"], logrows)
-    else:
-        Path(paths["kzg.srs"]).write_bytes(srs)
+        srs = Path(paths["kzg.srs"]).read_bytes()
+    return build(model, inputs, settings, srs, work)
+
+
+def _logrows(settings: bytes) -> int:
     try:
-        ezkl.compile_circuit(str(work / "model.onnx"), paths["model.ezkl"], paths["settings.json"])
-        ezkl.setup(paths["model.ezkl"], paths["vk.key"], paths["pk.key"], paths["kzg.srs"])
+        return int(json.loads(settings)["run_args"]["logrows"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"malformed circuit settings: {exc}") from exc
+
+
+def build(
+    model: bytes,
+    inputs: list[dict[str, Any]],
+    settings: bytes,
+    srs: bytes,
+    directory: str | os.PathLike[str],
+) -> Circuit:
+    """The circuit and keys of ``model`` from given ``settings`` and ``srs`` (no calibration):
+    how a node rebuilds the circuit a publisher endorsed. Key generation is deterministic, so the
+    verification key it gives is the publisher's exactly when the model, settings and SRS are."""
+    ezkl = _ezkl()
+    work = Path(directory)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "model.onnx").write_bytes(model)
+    (work / "names.json").write_text(json.dumps([spec["name"] for spec in inputs]))
+    (work / "settings.json").write_bytes(settings)
+    (work / "kzg.srs").write_bytes(srs)
+    logrows = _logrows(settings)
+    try:
+        ezkl.compile_circuit(str(work / "model.onnx"), str(work / "model.ezkl"),
+                             str(work / "settings.json"))  # fmt: skip
+        ezkl.setup(str(work / "model.ezkl"), str(work / "vk.key"), str(work / "pk.key"),
+                   str(work / "kzg.srs"))  # fmt: skip
     except Exception as exc:
         raise InputError(f"circuit setup failed: {exc}") from exc
-    return Circuit(
-        work,
-        Path(paths["settings.json"]).read_bytes(),
-        Path(paths["vk.key"]).read_bytes(),
-        Path(paths["kzg.srs"]).read_bytes(),
-        logrows,
-    )
+    return Circuit(work, settings, (work / "vk.key").read_bytes(), srs, logrows)
+
+
+def load(directory: str | os.PathLike[str]) -> Circuit | None:
+    """A circuit built earlier in ``directory`` (with its proving key), or ``None``."""
+    work = Path(directory)
+    needed = ("settings.json", "vk.key", "pk.key", "kzg.srs", "model.ezkl", "names.json")
+    if not all((work / name).is_file() for name in needed):
+        return None
+    settings = (work / "settings.json").read_bytes()
+    return Circuit(work, settings, (work / "vk.key").read_bytes(),
+                   (work / "kzg.srs").read_bytes(), _logrows(settings))  # fmt: skip
 
 
 def prove(

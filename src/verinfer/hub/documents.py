@@ -23,9 +23,11 @@ from verinfer.errors import InputError, VerificationError
 __all__ = [
     "CHANGE_TYPE",
     "MANIFEST_TYPE",
+    "ZK_TYPE",
     "Change",
     "History",
     "Manifest",
+    "ZkAddendum",
     "check_repository",
     "check_version",
     "now",
@@ -36,6 +38,7 @@ __all__ = [
 
 MANIFEST_TYPE = "verinfer.manifest/v1"
 CHANGE_TYPE = "verinfer.repository-change/v1"
+ZK_TYPE = "verinfer.zk-addendum/v1"
 _PART = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -377,6 +380,76 @@ class Change:
         if set(body) != common | expected:
             raise VerificationError(f"malformed repository change: fields {sorted(body)!r}")
         _owner_check(body["repository"], publisher, "repository change")
+        return cls(data, body)
+
+
+@dataclass(frozen=True)
+class ZkAddendum:
+    """A publisher's endorsement of a zero-knowledge circuit for one manifest: the CIDs of the
+    circuit settings, the verification key and the SRS, signed by the manifest's publisher, so
+    a verifier fetches exactly the key the publisher endorsed."""
+
+    data: bytes
+    body: dict[str, Any] = field(repr=False)
+
+    @functools.cached_property
+    def cid(self) -> str:
+        """The addendum's CID (bundles name it)."""
+        return cid.compute(self.data)
+
+    @classmethod
+    def create(
+        cls,
+        manifest: Manifest,
+        *,
+        settings: str,
+        vk: str,
+        srs: str,
+        logrows: int,
+        signer: note.Signer,
+        time: str | None = None,
+    ) -> ZkAddendum:
+        """Sign an addendum to ``manifest`` (the signer must be its publisher)."""
+        if signer.vkey != manifest.publisher:
+            raise InputError("only the manifest's publisher can endorse a circuit for it")
+        body = {
+            "type": ZK_TYPE,
+            "manifest": manifest.cid,
+            "model": manifest.model,
+            "settings": settings,
+            "vk": vk,
+            "srs": srs,
+            "logrows": logrows,
+            "publisher": signer.vkey,
+            "time": time or now(),
+        }
+        return cls.from_bytes(sign_document(body, signer), manifest)
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, manifest: Manifest, expected_cid: str | None = None
+    ) -> ZkAddendum:
+        """Parse and verify an addendum: signed by ``manifest``'s publisher, naming it."""
+        if expected_cid is not None:
+            cid.verify(expected_cid, data)
+        body, publisher = _open_document(data, "zk addendum", ZK_TYPE)
+        what = "zk addendum"
+        fields = {"type", "manifest", "model", "settings", "vk", "srs", "logrows", "publisher",
+                  "time"}  # fmt: skip
+        if set(body) != fields:
+            raise VerificationError(f"malformed zk addendum: fields {sorted(body)!r}")
+        try:
+            for name in ("manifest", "model", "settings", "vk", "srs"):
+                cid.digest(_field(body, name, str, what))
+        except InputError as exc:
+            raise VerificationError(f"malformed zk addendum: {exc}") from exc
+        _field(body, "logrows", int, what)
+        if publisher != manifest.publisher or body["manifest"] != manifest.cid:
+            raise VerificationError(
+                "the zk addendum is not endorsed by this manifest's publisher for this manifest"
+            )
+        if body["model"] != manifest.model:
+            raise VerificationError("the zk addendum names another model than its manifest")
         return cls(data, body)
 
 

@@ -31,9 +31,12 @@ from verinfer.errors import (
 )
 from verinfer.hub.blobs import BlobStore, Progress
 from verinfer.hub.documents import (
+    ZK_TYPE,
     Change,
     History,
     Manifest,
+    ZkAddendum,
+    _open_document,
     check_repository,
     check_version,
     parse_ref,
@@ -46,8 +49,9 @@ __all__ = ["Hub", "Problem", "Source"]
 
 _HEADS_RECHECK = 1.0  # seconds: how soon another process's writes to the index are seen
 _NAMED = (  # does a published document name this blob?
-    "SELECT 1 FROM manifests WHERE cid = ? OR model = ? "
-    "UNION ALL SELECT 1 FROM changes WHERE cid = ? LIMIT 1"
+    "SELECT 1 FROM manifests WHERE cid = ?1 OR model = ?1 "
+    "UNION ALL SELECT 1 FROM changes WHERE cid = ?1 "
+    "UNION ALL SELECT 1 FROM zk WHERE ?1 IN (addendum, settings, vk, srs) LIMIT 1"
 )
 
 _SCHEMA = """
@@ -59,6 +63,10 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE TABLE IF NOT EXISTS manifests (
     cid TEXT PRIMARY KEY, repository TEXT NOT NULL, version TEXT NOT NULL, model TEXT NOT NULL,
     publisher TEXT NOT NULL, time TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS zk (
+    manifest TEXT PRIMARY KEY, addendum TEXT NOT NULL, settings TEXT NOT NULL, vk TEXT NOT NULL,
+    srs TEXT NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS changes_append_only BEFORE UPDATE ON changes
     BEGIN SELECT RAISE(ABORT, 'repository changes are append-only'); END;
@@ -348,7 +356,53 @@ class Hub:
 
     def _referenced(self, blob: str) -> bool:
         """Whether any indexed manifest or change names the blob (then it is never deleted)."""
-        return bool(self._query(_NAMED, (blob, blob, blob)))
+        return bool(self._query(_NAMED, (blob,)))
+
+    def zk_setup(self, ref: str, signer: note.Signer, *, srs: bytes | None = None) -> ZkAddendum:
+        """Build the zero-knowledge circuit of a published model (weights fixed in it) and
+        publish the signer's endorsement of it: the settings, verification key and SRS as blobs,
+        and a signed :class:`ZkAddendum` naming them. Without ``srs``, a local development SRS is
+        generated (verifiers refuse it unless told otherwise)."""
+        from verinfer import zk  # noqa: PLC0415 - optional, heavy
+
+        manifest = self.resolve(ref)
+        circuit = zk.setup(
+            self.blobs.get(manifest.model),
+            manifest.body["inputs"],
+            self.root / "zk" / manifest.model,
+            srs=srs,
+        )
+        names = {key: self.blobs.put(getattr(circuit, key)) for key in ("settings", "vk", "srs")}
+        addendum = ZkAddendum.create(manifest, logrows=circuit.logrows, signer=signer, **names)
+        self.accept_zk(addendum.data)
+        return addendum
+
+    def accept_zk(self, data: bytes) -> ZkAddendum:
+        """Keep a signed zk addendum whose manifest and materials are stored here."""
+        body, _ = _open_addendum(data)
+        manifest = self.manifest(str(body.get("manifest")))
+        addendum = ZkAddendum.from_bytes(data, manifest)
+        for name in ("settings", "vk", "srs"):
+            if not self.blobs.has(addendum.body[name]):
+                raise NotFound(f"the addendum's {name} blob {addendum.body[name]!r} is not here")
+        self.blobs.put(addendum.data)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO zk (manifest, addendum, settings, vk, srs) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (manifest.cid, addendum.cid, addendum.body["settings"], addendum.body["vk"],
+                 addendum.body["srs"]),
+            )  # fmt: skip
+        return addendum
+
+    def zk_addendum(self, manifest_cid: str) -> ZkAddendum:
+        """The zk addendum endorsed for a manifest, re-verified."""
+        rows = self._query("SELECT addendum FROM zk WHERE manifest = ?", (manifest_cid,))
+        if not rows:
+            raise NotFound(f"no zero-knowledge circuit is endorsed for manifest {manifest_cid!r}")
+        return ZkAddendum.from_bytes(
+            self.blobs.get(str(rows[0][0])), self.manifest(manifest_cid), str(rows[0][0])
+        )
 
     def remove(self, blob: str) -> None:
         """Delete a blob that no published document names (an administrative operation).
@@ -358,7 +412,7 @@ class Hub:
         """
         cid.digest(blob)
         with self._transaction() as db:  # against a concurrent publish naming it
-            named = db.execute(_NAMED, (blob, blob, blob)).fetchall()
+            named = db.execute(_NAMED, (blob,)).fetchall()
             if named:
                 raise ConflictError(
                     f"blob {blob!r} is published (a manifest or change names it), and published "
@@ -373,7 +427,8 @@ class Hub:
             row[0]
             for row in self._query(
                 "SELECT cid FROM manifests UNION SELECT model FROM manifests "
-                "UNION SELECT cid FROM changes"
+                "UNION SELECT cid FROM changes UNION SELECT addendum FROM zk "
+                "UNION SELECT settings FROM zk UNION SELECT vk FROM zk UNION SELECT srs FROM zk"
             )
         }
         found = []
@@ -676,3 +731,7 @@ def analyse_file(path: str, model_cid: str, limits: Limits) -> dict[str, Any]:
     with open(path, "rb") as handle:
         data = handle.read(limits.max_bytes + 1)
     return analyse(data, model_cid, limits)
+
+
+def _open_addendum(data: bytes) -> tuple[dict[str, Any], str]:
+    return _open_document(data, "zk addendum", ZK_TYPE)

@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from verinfer import keys, note, tensors
+from verinfer import cid, keys, note, tensors
 from verinfer.engine import Engine
 from verinfer.errors import (
     ConflictError,
@@ -162,8 +163,15 @@ def _falsified(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**outputs, name: changed}
 
 
-def _bundle(receipt: Receipt, committed: Committed) -> Bundle:
-    return Bundle(receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint)
+def _bundle(receipt: Receipt, committed: Committed, extras: dict[str, str]) -> Bundle:
+    return Bundle(
+        receipt,
+        committed.index,
+        tuple(committed.proof),
+        committed.signed_checkpoint,
+        zk_addendum=extras.get("zk_addendum", ""),
+        zk_proof=extras.get("zk_proof", ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -223,6 +231,8 @@ class Node:
         self._names: dict[str, tuple[str | None, str]] = {}  # ref -> (history head, manifest)
         self._lock = threading.Lock()
         self._fetching = threading.Lock()
+        self._zk_lock = threading.Lock()
+        self._circuits: dict[str, Any] = {}  # zk circuits by addendum CID
         self._workers = ThreadPoolExecutor(
             max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
         )
@@ -364,11 +374,11 @@ class Node:
         _check_request(mode, nonce)
         # the work runs on a few worker threads, however many callers wait: on CPython, dozens
         # of threads running Python at once spend more CPU handing the GIL around than working
-        manifest, outputs, receipt = self._workers.submit(
+        manifest, outputs, receipt, extras = self._workers.submit(
             self._compute, model, inputs, mode, nonce, timeout
         ).result()
         committed = self.sequencer.append(receipt.data)  # waits without holding a worker
-        return Result(outputs, _bundle(receipt, committed), manifest)
+        return Result(outputs, _bundle(receipt, committed, extras), manifest)
 
     async def ainfer(
         self,
@@ -382,11 +392,11 @@ class Node:
         """:meth:`infer` for asyncio callers: the event loop never blocks on the work."""
         _check_request(mode, nonce)
         loop = asyncio.get_running_loop()
-        manifest, outputs, receipt = await loop.run_in_executor(
+        manifest, outputs, receipt, extras = await loop.run_in_executor(
             self._workers, self._compute, model, inputs, mode, nonce, timeout
         )
         committed = await asyncio.wrap_future(self.sequencer.submit(receipt.data))
-        return Result(outputs, _bundle(receipt, committed), manifest)
+        return Result(outputs, _bundle(receipt, committed, extras), manifest)
 
     def _compute(
         self,
@@ -395,15 +405,19 @@ class Node:
         mode: str,
         nonce: str | None,
         timeout: float | None,
-    ) -> tuple[Manifest, dict[str, np.ndarray], Receipt]:
+    ) -> tuple[Manifest, dict[str, np.ndarray], Receipt, dict[str, str]]:
         manifest = self.resolve(model)
         checked = tensors.validate(inputs, manifest.body["inputs"], max_bytes=self.max_input_bytes)
         # a large input is hashed on another core while ONNX Runtime runs (both release the GIL)
         large = sum(array.nbytes for array in checked.values()) >= _OVERLAP_BYTES
         hashing = self._hasher.submit(tensors.map_digest, checked) if large else None
-        outputs = self.engine.run(
-            manifest.model, lambda: self._model_bytes(manifest), checked, timeout=timeout
-        )
+        extras: dict[str, str] = {}
+        if mode == "zk":  # the circuit's outputs, proven; minutes for big models
+            outputs, extras = self._prove(manifest, checked)
+        else:
+            outputs = self.engine.run(
+                manifest.model, lambda: self._model_bytes(manifest), checked, timeout=timeout
+            )
         if self.dishonest and self._coin.random() < self.dishonest:
             outputs = _falsified(outputs)  # and signed as if computed: what a lying node does
         inputs_digest = hashing.result() if hashing else tensors.map_digest(checked)
@@ -422,7 +436,36 @@ class Node:
             time=_now(),
             nonce=nonce,
         )
-        return manifest, outputs, receipt
+        return manifest, outputs, receipt, extras
+
+    def _prove(
+        self, manifest: Manifest, inputs: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """zk: run the circuit the publisher endorsed on ``inputs`` and prove it."""
+        from verinfer import zk  # noqa: PLC0415 - optional, heavy
+
+        addendum = self.hub.zk_addendum(manifest.cid)
+        with self._zk_lock:  # one build per model; the proving key stays in the data dir
+            circuit = self._circuits.get(addendum.cid)
+            if circuit is None:
+                directory = self.data / "zk" / addendum.cid
+                circuit = zk.load(directory)
+                if circuit is None:
+                    circuit = zk.build(
+                        self._model_bytes(manifest),
+                        manifest.body["inputs"],
+                        self.hub.blobs.get(addendum.body["settings"]),
+                        self.hub.blobs.get(addendum.body["srs"]),
+                        directory,
+                    )
+                if cid.compute(circuit.vk) != addendum.body["vk"]:
+                    raise StorageError(
+                        "this node's circuit does not reproduce the verification key the "
+                        "publisher endorsed"
+                    )
+                self._circuits[addendum.cid] = circuit
+        outputs, proof = zk.prove(circuit, inputs)
+        return outputs, {"zk_addendum": addendum.cid, "zk_proof": proof.decode()}
 
     def _model_bytes(self, manifest: Manifest) -> bytes:
         try:

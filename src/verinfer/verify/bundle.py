@@ -22,7 +22,7 @@ __all__ = ["BUNDLE_TYPE", "MODES", "RECEIPT_TYPE", "Bundle", "Receipt", "replica
 
 RECEIPT_TYPE = "verinfer.receipt/v1"
 BUNDLE_TYPE = "verinfer.bundle/v1"
-MODES = ("attested", "replicated:K")  # K = 2..16 nodes of distinct keys must agree
+MODES = ("attested", "replicated:K", "zk")  # K = 2..16 nodes of distinct keys must agree
 _REPLICATED = re.compile(r"replicated:([2-9]|1[0-6])")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -53,14 +53,15 @@ def _encodable(text: str) -> bool:
 
 
 def replicas_of(mode: object) -> int:
-    """How many nodes must answer in ``mode``: 1 for ``attested``, K for ``replicated:K``;
+    """How many nodes must answer in ``mode``: 1 for ``attested`` and ``zk``, K for
+    ``replicated:K``;
     :class:`InputError` for anything else."""
-    if mode == "attested":
+    if mode in ("attested", "zk"):
         return 1
     found = _REPLICATED.fullmatch(mode) if isinstance(mode, str) else None
     if found is None:
         raise InputError(
-            f"mode {mode!r} is not available; available: attested, replicated:K (K = 2..16)"
+            f"mode {mode!r} is not available; available: attested, replicated:K (K = 2..16), zk"
         )
     return int(found.group(1))
 
@@ -177,10 +178,14 @@ class Bundle:
     compared: tuple[bytes, ...] = ()  # replicated across engine classes: each receipt's outputs
     manifest: bytes = b""  # ... the manifest (by the receipt's CID) declaring the tolerance
     deviation: float = 0.0  # ... and the largest deviation observed (the verifier recomputes it)
+    zk_addendum: str = ""  # zk: the CID of the publisher's circuit endorsement
+    zk_proof: str = ""  # zk: the proof (ezkl's JSON), public instances included
 
     @property
     def evidence(self) -> dict[str, Any]:
         """The mode-specific evidence, in its JSON form."""
+        if self.zk_proof:
+            return {"zk": {"addendum": self.zk_addendum, "proof": self.zk_proof}}
         if not self.replicas:
             return {}
         found: dict[str, Any] = {"replicas": [replica.to_dict() for replica in self.replicas]}
@@ -258,6 +263,10 @@ class Bundle:
         if not _encodable(value["receipt"]):
             raise VerificationError("malformed bundle: the receipt is not valid Unicode")
         receipt = Receipt.from_bytes(value["receipt"].encode())
+        if receipt["mode"] == "zk":
+            addendum, proof = _zk(value["evidence"])
+            return cls(receipt, index, tuple(hashes), value["checkpoint"], tuple(cosignatures),
+                       zk_addendum=addendum, zk_proof=proof)  # fmt: skip
         return cls(
             receipt,
             index,
@@ -324,3 +333,18 @@ def _replicas(
     if isinstance(deviation, bool) or not 0 <= value < float("inf"):
         raise VerificationError(f"malformed bundle: evidence deviation {deviation!r}")
     return tuple(found), tuple(compared), manifest.encode(), value
+
+
+def _zk(evidence: object) -> tuple[str, str]:
+    """A zk bundle's evidence: ``{"zk": {"addendum": CID, "proof": text}}``, nothing else."""
+    zk = evidence.get("zk") if isinstance(evidence, dict) and set(evidence) == {"zk"} else None
+    if not isinstance(zk, dict) or set(zk) != {"addendum", "proof"}:
+        raise VerificationError("malformed bundle: zk evidence must hold an addendum and a proof")
+    addendum, proof = zk["addendum"], zk["proof"]
+    try:
+        cid.digest(addendum)
+    except InputError as exc:
+        raise VerificationError(f"malformed bundle: zk addendum: {exc}") from exc
+    if not isinstance(proof, str) or not proof or not _encodable(proof):
+        raise VerificationError("malformed bundle: the zk proof must be its JSON text")
+    return addendum, proof

@@ -64,6 +64,9 @@ def verify_bundle(
     report: Report | None = None,
     witnesses: Iterable[str] = (),
     quorum: int = 0,
+    zk_materials: Mapping[str, bytes] | None = None,
+    trusted_srs: Iterable[str] = (),
+    allow_insecure_srs: bool = False,
 ) -> None:
     """Verify a bundle offline; return ``None`` or raise :class:`VerificationError`.
 
@@ -112,6 +115,58 @@ def verify_bundle(
         if model is None or inputs is None:
             raise VerificationError("step 6 (re-execution) needs the model and the inputs")
         _reexecute(bundle, model, inputs, say)
+    if receipt["mode"] == "zk":
+        _zk_proof(bundle, inputs, outputs, zk_materials, trusted_srs, allow_insecure_srs)
+        say("7. the zero-knowledge proof verifies under the circuit the publisher endorsed, for "
+            "exactly these inputs and outputs")  # fmt: skip
+
+
+def _zk_proof(  # noqa: PLR0917 - the bundle and everything it is checked against
+    bundle: Bundle,
+    inputs: Mapping[str, np.ndarray] | None,
+    outputs: Mapping[str, np.ndarray] | None,
+    materials: Mapping[str, bytes] | None,
+    trusted_srs: Iterable[str],
+    allow_insecure_srs: bool,
+) -> None:
+    """(7) zk: the addendum is the manifest publisher's endorsement of this circuit; the
+    settings, key and SRS are the ones it names; the proof verifies with public instances that
+    are exactly the inputs and outputs. Runs ezkl (imported only here)."""
+    from verinfer import zk  # noqa: PLC0415 - only zk bundles need ezkl
+    from verinfer.hub.documents import Manifest, ZkAddendum  # noqa: PLC0415
+
+    receipt = bundle.receipt
+    if inputs is None or outputs is None or materials is None:
+        raise VerificationError(
+            "step 7 (zk) needs the inputs, the outputs and the circuit materials (the addendum, "
+            "the manifest, the settings, the verification key and the SRS, by CID)"
+        )
+
+    def material(name: str) -> bytes:
+        data = materials.get(name)
+        if data is None:
+            raise VerificationError(f"step 7 (zk): missing material {name!r}")
+        try:
+            cid.verify(name, data)
+        except VerificationError as exc:
+            raise VerificationError(f"step 7 (zk): {exc}") from exc
+        return data
+
+    try:
+        manifest = Manifest.from_bytes(material(str(receipt["manifest"])), receipt["manifest"])
+        addendum = ZkAddendum.from_bytes(material(bundle.zk_addendum), manifest)
+        zk.verify(
+            bundle.zk_proof.encode(),
+            material(addendum.body["settings"]),
+            material(addendum.body["vk"]),
+            material(addendum.body["srs"]),
+            inputs,
+            outputs,
+            trusted_srs=trusted_srs,
+            allow_insecure_srs=allow_insecure_srs,
+        )
+    except (VerificationError, Error) as exc:
+        raise VerificationError(f"step 7 (zk): {exc}") from exc
 
 
 def _cosigned(bundle: Bundle, witnesses: list[str], quorum: int) -> int:
