@@ -510,6 +510,28 @@ def model_verify(
     out.print(f"[green]✓[/] {what}: every hash and signature checks out")
 
 
+@model_app.command("zk-setup")
+def model_zk_setup(
+    ref: Annotated[str, typer.Argument(help="owner/name[@version] of a published model")],
+    srs: Annotated[
+        Path | None,
+        typer.Option(help="the SRS file (a ceremony's); default: a local development one"),
+    ] = None,
+    key: KeyOption = keys.DEFAULT,
+    hub: HubOption = None,
+) -> None:
+    """Build a model's zero-knowledge circuit and publish your endorsement of it."""
+    signer = keys.load(key)
+    with _hub(hub) as store:
+        addendum = store.zk_setup(ref, signer, srs=srs.read_bytes() if srs else None)
+    out.print(f"zk addendum {addendum.cid} for manifest {addendum.body['manifest']}")
+    for name in ("settings", "vk", "srs"):
+        out.print(f"{name:<9} {addendum.body[name]}")
+    out.print(f"circuit   2^{addendum.body['logrows']} rows")
+    if srs is None:
+        err.print("the SRS was generated here: development only (verifiers refuse it unless told)")
+
+
 # -- the node -----------------------------------------------------------------------------------
 
 node_app = typer.Typer(help="Run a verinfer node.")
@@ -708,6 +730,12 @@ def infer(  # noqa: PLR0917 - a typer command: its options
         int,
         typer.Option(min=0, help="wait until this many of --witnesses cosigned the checkpoint"),
     ] = 0,
+    allow_insecure_srs: Annotated[
+        bool, typer.Option(help="zk: accept a locally generated SRS (development only)")
+    ] = False,
+    zk_materials: Annotated[
+        Path | None, typer.Option(help="zk: save the circuit materials here (files named by CID)")
+    ] = None,
 ) -> None:
     """Run a model (on a node, a network, or in process) and write its outputs and bundle.
 
@@ -717,9 +745,14 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     if quorum and (witnesses is None or (node is None and network is None)):
         raise InputError("--quorum needs --witnesses FILE and a --node or --network")
     if node is not None or network is not None:
-        with connect(node or network) as remote:  # type: ignore[arg-type]
+        options = {"allow_insecure_srs": True} if allow_insecure_srs and node else {}
+        with connect(node or network, **options) as remote:  # type: ignore[arg-type]
             answer = remote.infer(model, given, mode=mode, nonce=nonce)
             result_bundle = answer.bundle
+            if zk_materials is not None and isinstance(remote, Client) and mode == "zk":
+                zk_materials.mkdir(parents=True, exist_ok=True)
+                for name, blob in remote.zk_materials(result_bundle).items():
+                    (zk_materials / name).write_bytes(blob)
             if quorum and witnesses is not None:
                 clients = remote.clients if isinstance(remote, Network) else [remote]
                 answering = next(
@@ -768,6 +801,16 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     quorum: Annotated[
         int, typer.Option(min=0, help="require this many trusted witnesses' cosignatures")
     ] = 0,
+    zk_materials: Annotated[
+        Path | None,
+        typer.Option(help="zk: a directory of the circuit materials, files named by their CID"),
+    ] = None,
+    trusted_srs: Annotated[
+        list[str] | None, typer.Option(help="zk: the CID of a trusted SRS (repeatable)")
+    ] = None,
+    allow_insecure_srs: Annotated[
+        bool, typer.Option(help="zk: accept an SRS that is not trusted (development only)")
+    ] = False,
 ) -> None:
     """Verify a proof bundle offline. Exit 0 if valid, 1 with the failed step if not."""
     trusted = _read_trust(trust)
@@ -794,6 +837,13 @@ def verify(  # noqa: PLR0917 - a typer command: its options
         report=lambda line: out.print(f"[green]✓[/] {line}"),
         witnesses=_read_trust(witnesses) if witnesses else (),
         quorum=quorum,
+        zk_materials=(
+            {path.name: path.read_bytes() for path in zk_materials.iterdir() if path.is_file()}
+            if zk_materials is not None
+            else None
+        ),
+        trusted_srs=trusted_srs or (),
+        allow_insecure_srs=allow_insecure_srs,
     )
     out.print(
         f"[green]valid[/]: {parsed.receipt['mode']} answer of model {parsed.receipt['model']}"

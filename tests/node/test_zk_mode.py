@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from test_http import Served
 
-from verinfer import cid, note
+from verinfer import cid, note, tensors
 from verinfer.client import Client
 from verinfer.errors import NotFound, VerificationError
 from verinfer.node import Node
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_zk import X, mlp
 
 ALICE = note.Signer(note.generate_key("alice")[0])
+VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +92,40 @@ def test_the_sdk_refuses_an_insecure_srs_unless_told_and_unendorsed_models(
         pytest.raises(NotFound, match="no zero-knowledge circuit is endorsed"),
     ):
         client.infer("alice/plain", X, mode="zk")
+
+
+def test_the_cli_sets_up_asks_and_verifies_zk(served: Served, tmp_path: Path) -> None:
+    env = {**os.environ, "VERINFER_HOME": str(tmp_path / "home")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*VERINFER, *args], capture_output=True, text=True, timeout=300,
+                              env=env, check=False)  # fmt: skip
+
+    files = {name: tmp_path / name for name in ("x.json", "b.json", "o.json", "t.txt", "m.onnx")}
+    files["x.json"].write_text(json.dumps(tensors.encode_json(X)))
+    files["t.txt"].write_text(served.node.vkey + "\n")
+    materials = tmp_path / "materials"
+    asked = run("infer", "alice/mlp", "--inputs", str(files["x.json"]), "--node", served.url,
+                "--mode", "zk", "--allow-insecure-srs", "--zk-materials", str(materials),
+                "--bundle", str(files["b.json"]), "--outputs", str(files["o.json"]))  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert len(list(materials.iterdir())) == 5  # addendum, manifest, settings, key, SRS
+    check = ["verify", str(files["b.json"]), "--trust", str(files["t.txt"]), "--inputs",
+             str(files["x.json"]), "--outputs", str(files["o.json"]), "--zk-materials",
+             str(materials)]  # fmt: skip
+    refused = run(*check)
+    assert refused.returncode == 1
+    assert "not a trusted one" in refused.stderr
+    verified = run(*check, "--allow-insecure-srs")
+    assert verified.returncode == 0, verified.stderr
+    assert "7. the zero-knowledge proof verifies" in verified.stdout
+    # a publisher's own hub: publish, then endorse a circuit
+    assert run("key", "generate", "--name", "bob").returncode == 0
+    files["m.onnx"].write_bytes(mlp(3))
+    published = run("model", "publish", str(files["m.onnx"]), "--name", "bob/mlp",
+                    "--version", "1")  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    endorsed = run("model", "zk-setup", "bob/mlp")
+    assert endorsed.returncode == 0, endorsed.stderr
+    assert "zk addendum bafkrei" in endorsed.stdout
+    assert "development only" in endorsed.stderr
