@@ -519,12 +519,20 @@ def model_zk_setup(
     ] = None,
     key: KeyOption = keys.DEFAULT,
     hub: HubOption = None,
+    node: Annotated[
+        str | None, typer.Option("--node", help="then publish the endorsement on this node")
+    ] = None,
 ) -> None:
     """Build a model's zero-knowledge circuit and publish your endorsement of it."""
     signer = keys.load(key)
-    with _hub(hub) as store:
+    with _hub(hub) as store, err.status("building the circuit and its keys…"):
         addendum = store.zk_setup(ref, signer, srs=srs.read_bytes() if srs else None)
+        materials = [store.blobs.get(addendum.body[name]) for name in ("settings", "vk", "srs")]
     out.print(f"zk addendum {addendum.cid} for manifest {addendum.body['manifest']}")
+    if node is not None:
+        with Client(node) as remote:
+            remote.publish_zk(addendum.data, materials)
+        out.print(f"published on {node}")
     for name in ("settings", "vk", "srs"):
         out.print(f"{name:<9} {addendum.body[name]}")
     out.print(f"circuit   2^{addendum.body['logrows']} rows")
@@ -747,7 +755,9 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     if node is not None or network is not None:
         options = {"allow_insecure_srs": True} if allow_insecure_srs and node else {}
         with connect(node or network, **options) as remote:  # type: ignore[arg-type]
-            answer = remote.infer(model, given, mode=mode, nonce=nonce)
+            waiting = err.status("proving…") if mode == "zk" else contextlib.nullcontext()
+            with waiting:  # a zk proof takes seconds to minutes
+                answer = remote.infer(model, given, mode=mode, nonce=nonce)
             result_bundle = answer.bundle
             if zk_materials is not None and isinstance(remote, Client) and mode == "zk":
                 zk_materials.mkdir(parents=True, exist_ok=True)

@@ -479,6 +479,18 @@ class Client:
         merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
         return signed
 
+    def publish_zk(self, addendum: bytes, materials: Iterable[bytes]) -> str:
+        """Publish a zk addendum signed elsewhere, after uploading its materials (settings,
+        verification key, SRS); returns the addendum's CID as the node stored it."""
+        for data in materials:
+            uploaded = _json(self._request("PUT", "/v1/blobs", content=data)).get("cid")
+            if uploaded != cid.compute(data):
+                raise VerificationError(f"the node stored {uploaded!r} for a zk material")
+        answer = _json(self._request("POST", "/v1/zk/addenda", content=addendum))
+        if answer.get("addendum") != cid.compute(addendum):
+            raise VerificationError("the node did not keep the zk addendum sent")
+        return str(answer["addendum"])
+
     def zk_materials(self, bundle: Bundle) -> dict[str, bytes]:
         """The circuit materials a zk bundle names (addendum, manifest, settings, verification
         key, SRS), fetched by CID and hash-checked; the verifier checks what they are."""

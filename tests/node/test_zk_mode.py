@@ -119,13 +119,20 @@ def test_the_cli_sets_up_asks_and_verifies_zk(served: Served, tmp_path: Path) ->
     verified = run(*check, "--allow-insecure-srs")
     assert verified.returncode == 0, verified.stderr
     assert "7. the zero-knowledge proof verifies" in verified.stdout
-    # a publisher's own hub: publish, then endorse a circuit
+    # a remote publisher: publish on the node, pull the signed documents, endorse, push
     assert run("key", "generate", "--name", "bob").returncode == 0
     files["m.onnx"].write_bytes(mlp(3))
-    published = run("model", "publish", str(files["m.onnx"]), "--name", "bob/mlp",
-                    "--version", "1")  # fmt: skip
-    assert published.returncode == 0, published.stderr
-    endorsed = run("model", "zk-setup", "bob/mlp")
+    for step in (
+        ["model", "publish", str(files["m.onnx"]), "--name", "bob/mlp", "--version", "1",
+         "--node", served.url],
+        ["model", "pull", "bob/mlp", "--node", served.url],
+    ):  # fmt: skip
+        done = run(*step)
+        assert done.returncode == 0, (step, done.stderr)
+    endorsed = run("model", "zk-setup", "bob/mlp", "--node", served.url)
     assert endorsed.returncode == 0, endorsed.stderr
     assert "zk addendum bafkrei" in endorsed.stdout
     assert "development only" in endorsed.stderr
+    answered = run("infer", "bob/mlp", "--inputs", str(files["x.json"]), "--node", served.url,
+                   "--mode", "zk", "--allow-insecure-srs")  # fmt: skip
+    assert answered.returncode == 0, answered.stderr

@@ -574,6 +574,19 @@ def _add_hub_routes(
         manifest = await run_in_threadpool(node.hub.accept, manifest_data, change_data)
         return {"manifest": manifest.cid, "model": manifest.model}
 
+    @app.post("/v1/zk/addenda", openapi_extra=_TEXT_BODY)
+    async def zk_addendum(request: Request) -> dict[str, str]:
+        """Publish a zk addendum (the manifest publisher's signed endorsement of a circuit);
+        upload its settings, verification key and SRS blobs first."""
+        addendum = await run_in_threadpool(node.hub.accept_zk, await request.body())
+        return {"addendum": addendum.cid, "manifest": addendum.body["manifest"]}
+
+    @app.get("/v1/zk/{manifest}")
+    async def zk_for(manifest: str) -> Response:
+        """The zk addendum endorsed for a manifest (a signed note)."""
+        found = await run_in_threadpool(node.hub.zk_addendum, manifest)
+        return Response(found.data, media_type="text/plain; charset=utf-8")
+
     @app.get("/v1/blobs/{blob}")
     async def blob(blob: str) -> FileResponse:
         """A blob's bytes, hash-checked before they are served."""
