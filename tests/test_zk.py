@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from verinfer import cid, zk
-from verinfer.errors import InputError, VerificationError
+from verinfer.errors import InputError, LimitExceeded, VerificationError
 
 SPECS = [{"name": "x", "dtype": "float32", "shape": [1, 4]}]
 X = {"x": np.array([[0.5, -1.0, 0.25, 2.0]], dtype=np.float32)}
@@ -104,3 +104,22 @@ def test_a_locally_made_srs_is_refused_unless_allowed(circuits: tuple[zk.Circuit
 def test_unsuitable_models_and_inputs_get_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="zk mode takes floats"):
         zk.setup(mlp(1), [{"name": "x", "dtype": "int64", "shape": [1, 4]}], tmp_path / "i")
+
+
+def test_an_unsupported_operator_is_named(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Det", ["x"], ["y"])],
+        "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    specs = [{"name": "x", "dtype": "float32", "shape": [2, 2]}]
+    with pytest.raises(InputError, match="operator Det is not supported by the zk prover"):
+        zk.setup(model.SerializeToString(), specs, tmp_path / "det")
+
+
+def test_a_circuit_above_the_budget_is_refused_with_sizes(tmp_path: Path) -> None:
+    with pytest.raises(LimitExceeded, match=r"needs 2\^\d+ rows .* budget is 2\^10 rows"):
+        zk.setup(mlp(1), SPECS, tmp_path / "big", max_logrows=10)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -108,21 +109,38 @@ def setup(
         ezkl.gen_settings(str(work / "model.onnx"), paths["settings.json"], py_run_args=args)
         ezkl.calibrate_settings(
             str(work / "sample.json"), str(work / "model.onnx"), paths["settings.json"],
-            "resources", max_logrows=max_logrows,
+            "resources",
         )  # fmt: skip
-    except Exception as exc:  # ezkl raises plain exceptions naming the unsupported operator
-        raise InputError(f"the model cannot be made a circuit: {exc}") from exc
+    except Exception as exc:  # ezkl raises plain exceptions; name the operator if it can
+        raise InputError(_unsupported(model, str(exc))) from exc
     settings = Path(paths["settings.json"]).read_bytes()
     logrows = _logrows(settings)
     if logrows > max_logrows:
         raise LimitExceeded(
-            f"the circuit needs 2^{logrows} rows; the budget is 2^{max_logrows}: use a smaller "
-            "model (fewer parameters or operations)"
+            f"the circuit needs 2^{logrows} rows (a proving key of about "
+            f"{_key_mib(logrows):,} MiB); the budget is 2^{max_logrows} rows (about "
+            f"{_key_mib(max_logrows):,} MiB): use a model with fewer parameters or operations"
         )
     if srs is None:
         ezkl.gen_srs(paths["kzg.srs"], logrows)
         srs = Path(paths["kzg.srs"]).read_bytes()
     return build(model, inputs, settings, srs, work)
+
+
+def _key_mib(logrows: int) -> int:
+    """The proving key's size grows with the rows: about 4 KiB a row (132 MiB at 2^15)."""
+    return (1 << logrows) * 4 // 1024
+
+
+def _unsupported(model: bytes, message: str) -> str:
+    found = re.search(r"Unimplemented\((\w+)\)", message)
+    if found:
+        return f"operator {found.group(1)} is not supported by the zk prover (ezkl)"
+    operators = sorted({n.op_type for n in onnx.load_model_from_string(model).graph.node})
+    return (
+        f"the model cannot be made a circuit (its operators: {', '.join(operators)}): "
+        f"{message.strip().splitlines()[0] if message.strip() else 'ezkl refused it'}"
+    )
 
 
 def _logrows(settings: bytes) -> int:
@@ -147,6 +165,8 @@ def build(
     work.mkdir(parents=True, exist_ok=True)
     (work / "model.onnx").write_bytes(model)
     (work / "names.json").write_text(json.dumps([spec["name"] for spec in inputs]))
+    outputs = [o.name for o in onnx.load_model_from_string(model).graph.output]
+    (work / "outputs.json").write_text(json.dumps(outputs))
     (work / "settings.json").write_bytes(settings)
     (work / "kzg.srs").write_bytes(srs)
     logrows = _logrows(settings)
@@ -163,7 +183,8 @@ def build(
 def load(directory: str | os.PathLike[str]) -> Circuit | None:
     """A circuit built earlier in ``directory`` (with its proving key), or ``None``."""
     work = Path(directory)
-    needed = ("settings.json", "vk.key", "pk.key", "kzg.srs", "model.ezkl", "names.json")
+    needed = ("settings.json", "vk.key", "pk.key", "kzg.srs", "model.ezkl", "names.json",
+              "outputs.json")  # fmt: skip
     if not all((work / name).is_file() for name in needed):
         return None
     settings = (work / "settings.json").read_bytes()
@@ -193,7 +214,7 @@ def prove(
             raise InputError(f"proving failed: {exc}") from exc
         proof = (request / "proof.json").read_bytes()
     shapes = json.loads(circuit.settings)["model_instance_shapes"][len(names) :]
-    output_names = [o.name for o in onnx.load_model(str(work / "model.onnx")).graph.output]
+    output_names = json.loads((work / "outputs.json").read_text())
     rescaled = json.loads(proof)["pretty_public_inputs"]["rescaled_outputs"]
     outputs = {
         name: np.array([float(v) for v in values], dtype=np.float32).reshape(shape)
