@@ -741,6 +741,9 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     allow_insecure_srs: Annotated[
         bool, typer.Option(help="zk: accept a locally generated SRS (development only)")
     ] = False,
+    trusted_srs: Annotated[
+        list[str] | None, typer.Option(help="zk: the CID of a trusted SRS (repeatable)")
+    ] = None,
     zk_materials: Annotated[
         Path | None, typer.Option(help="zk: save the circuit materials here (files named by CID)")
     ] = None,
@@ -753,7 +756,9 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     if quorum and (witnesses is None or (node is None and network is None)):
         raise InputError("--quorum needs --witnesses FILE and a --node or --network")
     if node is not None or network is not None:
-        options = {"allow_insecure_srs": True} if allow_insecure_srs and node else {}
+        options: dict[str, Any] = {}
+        if node is not None:  # the zero-knowledge SRS policy (networks take the default)
+            options = {"allow_insecure_srs": allow_insecure_srs, "trusted_srs": trusted_srs or []}
         with connect(node or network, **options) as remote:  # type: ignore[arg-type]
             waiting = err.status("proving…") if mode == "zk" else contextlib.nullcontext()
             with waiting:  # a zk proof takes seconds to minutes
