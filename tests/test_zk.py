@@ -51,11 +51,9 @@ def circuits(tmp_path_factory: pytest.TempPathFactory) -> tuple[zk.Circuit, zk.C
     return first, other
 
 
-def _verify(
-    circuit: zk.Circuit, proof: bytes, outputs: dict[str, np.ndarray], **kw: object
-) -> None:
-    zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, X, outputs,
-              allow_insecure_srs=True, **kw)  # type: ignore[arg-type]  # fmt: skip
+def _verify(circuit: zk.Circuit, proof: bytes, outputs: dict[str, np.ndarray]) -> None:
+    zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, [X["x"]], [outputs["y"]],
+              allow_insecure_srs=True)  # fmt: skip
 
 
 def test_a_proof_verifies_and_binds_inputs_and_outputs(circuits: tuple[zk.Circuit, ...]) -> None:
@@ -73,8 +71,19 @@ def test_a_proof_verifies_and_binds_inputs_and_outputs(circuits: tuple[zk.Circui
     with pytest.raises(VerificationError, match="public instances"):
         _verify(circuit, proof, altered)
     with pytest.raises(VerificationError, match="public instances"):
-        zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, {"x": X["x"] + 1}, outputs,
-                  allow_insecure_srs=True)  # fmt: skip
+        zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, [X["x"] + 1],
+                  [outputs["y"]], allow_insecure_srs=True)  # fmt: skip
+    nudged = {"y": outputs["y"] + np.float32(2.0**-16)}  # within half a quantum: still refused
+    with pytest.raises(VerificationError, match="not values the circuit produces"):
+        _verify(circuit, proof, nudged)
+    odds = ({"y": np.full((1, 3), np.nan, np.float32)}, {"y": outputs["y"].reshape(3, 1)[:2]},
+            {"y": outputs["y"].astype(np.float64)})  # fmt: skip
+    for odd in odds:
+        with pytest.raises(VerificationError):
+            _verify(circuit, proof, odd)
+    with pytest.raises(VerificationError, match="1 inputs and 1 outputs; 1 and 2"):
+        zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, [X["x"]],
+                  [outputs["y"], outputs["y"]], allow_insecure_srs=True)  # fmt: skip
     truncated = proof[: len(proof) // 2]
     with pytest.raises(VerificationError):
         _verify(circuit, truncated, outputs)
@@ -86,7 +95,8 @@ def test_a_proof_made_with_other_weights_fails_against_the_published_key(
     published, other = circuits
     assert published.vk != other.vk  # the weights are in the circuit, hence in the key
     outputs, proof = zk.prove(other, X)
-    zk.verify(proof, other.settings, other.vk, other.srs, X, outputs, allow_insecure_srs=True)
+    zk.verify(proof, other.settings, other.vk, other.srs, [X["x"]], [outputs["y"]],
+              allow_insecure_srs=True)  # fmt: skip
     with pytest.raises(VerificationError, match="does not verify"):
         _verify(published, proof, outputs)
 
@@ -95,8 +105,8 @@ def test_a_locally_made_srs_is_refused_unless_allowed(circuits: tuple[zk.Circuit
     circuit, _ = circuits
     outputs, proof = zk.prove(circuit, X)
     with pytest.raises(VerificationError, match="not a trusted one"):
-        zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, X, outputs)
-    zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, X, outputs,
+        zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, [X["x"]], [outputs["y"]])
+    zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, [X["x"]], [outputs["y"]],
               trusted_srs=[cid.compute(circuit.srs)])  # fmt: skip
     assert circuit.cids["srs"] == cid.compute(circuit.srs)
 

@@ -133,6 +133,8 @@ class Auditor:
         receipt = Receipt.from_bytes(data)
         if receipt["node"] != vkey:
             return Finding(vkey, index, "unavailable", "the entry names another node")
+        if receipt["mode"] == "zk":  # proven by its own bundle's proof, not re-run
+            return Finding(vkey, index, "incomparable", "a zk receipt: its proof is the check")
         advertised = self._advertised(url)
         if advertised.rsplit("/", 1)[-1] not in engine.KERNEL_CLASSES:
             return Finding(vkey, index, "misreported", f"the node claims an unknown engine "

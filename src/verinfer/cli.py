@@ -826,6 +826,10 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     allow_insecure_srs: Annotated[
         bool, typer.Option(help="zk: accept an SRS that is not trusted (development only)")
     ] = False,
+    publisher: Annotated[
+        list[str] | None,
+        typer.Option(help="zk: a publisher vkey trusted to endorse circuits (repeatable)"),
+    ] = None,
 ) -> None:
     """Verify a proof bundle offline. Exit 0 if valid, 1 with the failed step if not."""
     trusted = _read_trust(trust)
@@ -857,6 +861,7 @@ def verify(  # noqa: PLR0917 - a typer command: its options
             if zk_materials is not None
             else None
         ),
+        zk_publishers=publisher or (),
         trusted_srs=trusted_srs or (),
         allow_insecure_srs=allow_insecure_srs,
     )

@@ -279,8 +279,10 @@ class Client:
         admin_token: str | None = None,
         trusted_srs: Iterable[str] = (),
         allow_insecure_srs: bool = False,
+        trusted_publishers: Iterable[str] = (),
     ) -> None:
         self.url = url.rstrip("/")
+        self._trusted_publishers = list(trusted_publishers)  # zk: who may endorse circuits
         self._trusted_srs = list(trusted_srs)  # SRS CIDs zk proofs may rest on
         self._allow_insecure_srs = allow_insecure_srs  # development: a locally made SRS
         self._policy = _Policy(trusted_vkeys, known_nodes)
@@ -507,8 +509,22 @@ class Client:
         return found
 
     def _zk_policy(self, bundle: Bundle) -> dict[str, Any]:
+        materials = self.zk_materials(bundle)
+        publishers = list(self._trusted_publishers)
+        if not publishers:  # trust on first use, pinned per owner name like node keys
+            if self._policy.trusted is not None:
+                raise VerificationError(
+                    "a zk answer is only as good as the publisher who endorsed its circuit: "
+                    "give trusted_publishers= (with explicit node keys there is no first use)"
+                )
+            manifest = Manifest.from_bytes(
+                materials[str(bundle.receipt["manifest"])], bundle.receipt["manifest"]
+            )
+            owner = manifest.repository.split("/")[0]
+            publishers = [_trust(f"owner:{owner}", manifest.publisher, self._policy)]
         return {
-            "zk_materials": self.zk_materials(bundle),
+            "zk_materials": materials,
+            "zk_publishers": publishers,
             "trusted_srs": self._trusted_srs,
             "allow_insecure_srs": self._allow_insecure_srs,
         }

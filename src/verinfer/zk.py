@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,8 @@ def build(
     (work / "settings.json").write_bytes(settings)
     (work / "kzg.srs").write_bytes(srs)
     logrows = _logrows(settings)
+    if logrows > MAX_LOGROWS:
+        raise LimitExceeded(f"the circuit has 2^{logrows} rows; at most 2^{MAX_LOGROWS} are built")
     try:
         ezkl.compile_circuit(str(work / "model.onnx"), str(work / "model.ezkl"),
                              str(work / "settings.json"))  # fmt: skip
@@ -241,15 +243,17 @@ def verify(  # noqa: PLR0917 - the proof and the three materials it is checked a
     settings: bytes,
     vk: bytes,
     srs: bytes,
-    inputs: Mapping[str, np.ndarray],
-    outputs: Mapping[str, np.ndarray],
+    inputs: Sequence[np.ndarray],
+    outputs: Sequence[np.ndarray],
     *,
     trusted_srs: Iterable[str] = (),
     allow_insecure_srs: bool = False,
 ) -> None:
     """Check ``proof`` against the circuit's verification key and that its public instances
-    are exactly ``inputs`` (in the settings' input order) and ``outputs``, quantized at the
-    settings' scales. Raises :class:`VerificationError` naming what failed."""
+    are exactly ``inputs`` and ``outputs``, in the model's order, quantized at the settings'
+    scales; each output must be exactly a value the circuit can produce (a multiple of its
+    quantum) and have the circuit's shape. Raises :class:`VerificationError` naming what
+    failed."""
     ezkl = _ezkl()
     srs_cid = cid.compute(srs)
     if srs_cid not in set(trusted_srs) and not allow_insecure_srs:
@@ -259,21 +263,47 @@ def verify(  # noqa: PLR0917 - the proof and the three materials it is checked a
         )
     try:
         document = json.loads(proof)
+        columns = document["instances"]
+        if not isinstance(columns, list) or len(columns) != 1:
+            raise ValueError("the proof must have exactly one instance column")
         # ezkl writes field elements as 0x-prefixed hex of their little-endian bytes
-        instances = [
-            int.from_bytes(bytes.fromhex(h.removeprefix("0x")), "little")
-            for h in document["instances"][0]
-        ]
+        instances = [int.from_bytes(bytes.fromhex(h.removeprefix("0x")), "little")
+                     for h in columns[0]]  # fmt: skip
         parsed = json.loads(settings)
-        input_scales = parsed["model_input_scales"]
-        output_scales = parsed["model_output_scales"]
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        run = parsed["run_args"]
+        if (run["input_visibility"], run["output_visibility"], run["param_visibility"]) != (
+            "Public", "Public", "Fixed"
+        ):  # fmt: skip
+            raise ValueError("the circuit must have public inputs and outputs and fixed weights")
+        input_scales = list(parsed["model_input_scales"])
+        output_scales = list(parsed["model_output_scales"])
+        shapes = [list(shape) for shape in parsed["model_instance_shapes"]]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise VerificationError(f"malformed proof or settings: {exc}") from exc
+    if len(inputs) != len(input_scales) or len(outputs) != len(output_scales):
+        raise VerificationError(
+            f"the circuit has {len(input_scales)} inputs and {len(output_scales)} outputs; "
+            f"{len(inputs)} and {len(outputs)} were given"
+        )
     expected: list[int] = []
-    for array, scale in zip(inputs.values(), input_scales, strict=False):
-        expected += _felts(np.asarray(array).reshape(-1), scale)
-    for array, scale in zip(outputs.values(), output_scales, strict=False):
-        expected += _felts(np.asarray(array).reshape(-1), scale)
+    tensors_and_scales = [(np.asarray(a), s, False) for a, s in zip(inputs, input_scales,
+                                                                     strict=True)]  # fmt: skip
+    tensors_and_scales += [(np.asarray(a), s, True) for a, s in zip(outputs, output_scales,
+                                                                    strict=True)]  # fmt: skip
+    for (array, scale, is_output), shape in zip(tensors_and_scales, shapes, strict=True):
+        if int(np.prod(shape)) != array.size or not np.isfinite(array).all():
+            raise VerificationError(
+                f"a tensor of shape {list(array.shape)} is not the circuit's {shape}, or is "
+                "not finite"
+            )
+        if is_output:
+            quanta = array.astype(np.float64).reshape(-1) * float(2**scale)
+            if array.dtype != np.float32 or not np.array_equal(quanta, np.round(quanta)):
+                raise VerificationError(
+                    "the outputs are not values the circuit produces (float32 multiples of "
+                    f"2^-{scale})"
+                )
+        expected += _felts(array.reshape(-1), scale)
     if instances != expected:
         raise VerificationError(
             "the proof's public instances are not the claimed inputs and outputs (after the "

@@ -46,7 +46,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 def test_a_zk_answer_is_proven_and_verified(served: Served) -> None:
     vkey = served.node.vkey
-    with Client(served.url, trusted_vkeys=[vkey], allow_insecure_srs=True) as client:
+    with (
+        Client(served.url, trusted_vkeys=[vkey], allow_insecure_srs=True) as client,
+        pytest.raises(VerificationError, match="give trusted_publishers"),
+    ):
+        client.infer("alice/mlp", X, mode="zk")
+    with Client(served.url, trusted_vkeys=[vkey], allow_insecure_srs=True,
+                trusted_publishers=[ALICE.vkey]) as client:  # fmt: skip
         result = client.infer("alice/mlp", X, mode="zk")
         materials = client.zk_materials(result.bundle)
     bundle = Bundle.from_json(result.bundle.to_json())
@@ -55,40 +61,53 @@ def test_a_zk_answer_is_proven_and_verified(served: Served) -> None:
     assert np.abs(result.outputs["y"] - exact).max() < 0.05  # the circuit's fixed point
     lines: list[str] = []
     verify_bundle(bundle, [vkey], X, result.outputs, zk_materials=materials,
-                  allow_insecure_srs=True, report=lines.append)  # fmt: skip
+                  zk_publishers=[ALICE.vkey], allow_insecure_srs=True,
+                  report=lines.append)  # fmt: skip
     assert any(line.startswith("7. the zero-knowledge proof verifies") for line in lines)
     # the SRS policy, missing materials, a forged material, other outputs
+    policy = {"zk_materials": materials, "zk_publishers": [ALICE.vkey]}
     with pytest.raises(VerificationError, match="not a trusted one"):
-        verify_bundle(bundle, [vkey], X, result.outputs, zk_materials=materials)
+        verify_bundle(bundle, [vkey], X, result.outputs, **policy)  # type: ignore[arg-type]
     srs = next(name for name, data in materials.items() if len(data) > 1_000_000)
-    verify_bundle(bundle, [vkey], X, result.outputs, zk_materials=materials, trusted_srs=[srs])
+    verify_bundle(bundle, [vkey], X, result.outputs, trusted_srs=[srs], **policy)  # type: ignore[arg-type]
+    # who endorsed the circuit matters: another publisher key, or none, is refused
+    mallory = note.Signer(note.generate_key("alice")[0]).vkey  # the same owner name
+    for publishers, message in (([mallory], "not a trusted publisher"), ([], "publisher keys")):
+        with pytest.raises(VerificationError, match=message):
+            verify_bundle(bundle, [vkey], X, result.outputs, zk_materials=materials,
+                          zk_publishers=publishers, trusted_srs=[srs])  # fmt: skip
+    # the outputs under other names, or an invented one, are not what was proven
+    swapped = {"z": result.outputs["y"]}
+    with pytest.raises(VerificationError, match=r"step 5 \(outputs\)"):  # names are digested
+        verify_bundle(bundle, [vkey], X, swapped, trusted_srs=[srs], **policy)  # type: ignore[arg-type]
     with pytest.raises(VerificationError, match="needs the inputs, the outputs"):
         verify_bundle(bundle, [vkey], X, result.outputs)
     forged = dict(materials)
     forged[bundle.zk_addendum] = forged[bundle.zk_addendum] + b" "
     with pytest.raises(VerificationError, match="step 7"):
         verify_bundle(bundle, [vkey], X, result.outputs, zk_materials=forged,
-                      allow_insecure_srs=True)  # fmt: skip
+                      zk_publishers=[ALICE.vkey], allow_insecure_srs=True)  # fmt: skip
     proof = json.loads(bundle.zk_proof)  # one flipped bit of the proof itself
     proof["proof"][40] ^= 1
     proof["hex_proof"] = "0x" + bytes(proof["proof"]).hex()
     flipped = dataclasses.replace(bundle, zk_proof=json.dumps(proof))
     with pytest.raises(VerificationError, match="step 7"):
         verify_bundle(flipped, [vkey], X, result.outputs, zk_materials=materials,
-                      allow_insecure_srs=True)  # fmt: skip
+                      zk_publishers=[ALICE.vkey], allow_insecure_srs=True)  # fmt: skip
     assert cid.compute(materials[bundle.zk_addendum]) == bundle.zk_addendum
 
 
 def test_the_sdk_refuses_an_insecure_srs_unless_told_and_unendorsed_models(
     served: Served,
 ) -> None:
+    keys = {"trusted_vkeys": [served.node.vkey], "trusted_publishers": [ALICE.vkey]}
     with (
-        Client(served.url, trusted_vkeys=[served.node.vkey]) as strict,
+        Client(served.url, **keys) as strict,  # type: ignore[arg-type]
         pytest.raises(VerificationError, match="not a trusted one"),
     ):
         strict.infer("alice/mlp", X, mode="zk")
     with (
-        Client(served.url, trusted_vkeys=[served.node.vkey], allow_insecure_srs=True) as client,
+        Client(served.url, allow_insecure_srs=True, **keys) as client,  # type: ignore[arg-type]
         pytest.raises(NotFound, match="no zero-knowledge circuit is endorsed"),
     ):
         client.infer("alice/plain", X, mode="zk")
@@ -112,7 +131,7 @@ def test_the_cli_sets_up_asks_and_verifies_zk(served: Served, tmp_path: Path) ->
     assert len(list(materials.iterdir())) == 5  # addendum, manifest, settings, key, SRS
     check = ["verify", str(files["b.json"]), "--trust", str(files["t.txt"]), "--inputs",
              str(files["x.json"]), "--outputs", str(files["o.json"]), "--zk-materials",
-             str(materials)]  # fmt: skip
+             str(materials), "--publisher", ALICE.vkey]  # fmt: skip
     refused = run(*check)
     assert refused.returncode == 1
     assert "not a trusted one" in refused.stderr

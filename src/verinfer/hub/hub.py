@@ -379,9 +379,27 @@ class Hub:
 
     def accept_zk(self, data: bytes) -> ZkAddendum:
         """Keep a signed zk addendum whose manifest and materials are stored here."""
+        from verinfer.zk import MAX_LOGROWS  # noqa: PLC0415 - optional, heavy
+
         body, _ = _open_addendum(data)
+        published = self._query("SELECT 1 FROM manifests WHERE cid = ?", (body.get("manifest"),))
+        if not published:
+            raise NotFound(f"manifest {body.get('manifest')!r} is not published here")
         manifest = self.manifest(str(body.get("manifest")))
         addendum = ZkAddendum.from_bytes(data, manifest)
+        if addendum.body["logrows"] > MAX_LOGROWS:
+            raise InputError(
+                f"the circuit has 2^{addendum.body['logrows']} rows; nodes build at most "
+                f"2^{MAX_LOGROWS}"
+            )
+        rows = self._query("SELECT addendum FROM zk WHERE manifest = ?", (manifest.cid,))
+        if rows and rows[0][0] != addendum.cid:
+            current = ZkAddendum.from_bytes(self.blobs.get(str(rows[0][0])), manifest)
+            if addendum.body["time"] <= current.body["time"]:
+                raise ConflictError(
+                    "a newer zk addendum is published for this manifest: an older one cannot "
+                    "replace it"
+                )
         for name in ("settings", "vk", "srs"):
             if not self.blobs.has(addendum.body[name]):
                 raise NotFound(f"the addendum's {name} blob {addendum.body[name]!r} is not here")

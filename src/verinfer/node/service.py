@@ -31,6 +31,7 @@ from verinfer.engine import Engine
 from verinfer.errors import (
     ConflictError,
     InputError,
+    LimitExceeded,
     NotFound,
     StorageError,
     VerificationError,
@@ -233,6 +234,8 @@ class Node:
         self._fetching = threading.Lock()
         self._zk_lock = threading.Lock()
         self._circuits: dict[str, Any] = {}  # zk circuits by addendum CID
+        self._zk_failures: dict[str, str] = {}  # addenda whose circuit could not be built
+        self._zk_slot = threading.BoundedSemaphore(1)
         self._workers = ThreadPoolExecutor(
             max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
         )
@@ -446,25 +449,37 @@ class Node:
 
         addendum = self.hub.zk_addendum(manifest.cid)
         with self._zk_lock:  # one build per model; the proving key stays in the data dir
+            failed = self._zk_failures.get(addendum.cid)
+            if failed is not None:  # a build that failed is not retried on every request
+                raise StorageError(f"this node cannot build the endorsed circuit: {failed}")
             circuit = self._circuits.get(addendum.cid)
             if circuit is None:
                 directory = self.data / "zk" / addendum.cid
                 circuit = zk.load(directory)
-                if circuit is None:
-                    circuit = zk.build(
-                        self._model_bytes(manifest),
-                        manifest.body["inputs"],
-                        self.hub.blobs.get(addendum.body["settings"]),
-                        self.hub.blobs.get(addendum.body["srs"]),
-                        directory,
-                    )
-                if cid.compute(circuit.vk) != addendum.body["vk"]:
-                    raise StorageError(
-                        "this node's circuit does not reproduce the verification key the "
-                        "publisher endorsed"
-                    )
+                try:
+                    if circuit is None:
+                        circuit = zk.build(
+                            self._model_bytes(manifest),
+                            manifest.body["inputs"],
+                            self.hub.blobs.get(addendum.body["settings"]),
+                            self.hub.blobs.get(addendum.body["srs"]),
+                            directory,
+                        )
+                    if cid.compute(circuit.vk) != addendum.body["vk"]:
+                        raise StorageError(
+                            "this node's circuit does not reproduce the verification key the "
+                            "publisher endorsed"
+                        )
+                except (InputError, StorageError, LimitExceeded) as exc:
+                    self._zk_failures[addendum.cid] = str(exc)
+                    raise
                 self._circuits[addendum.cid] = circuit
-        outputs, proof = zk.prove(circuit, inputs)
+        if not self._zk_slot.acquire(blocking=False):  # proofs take seconds: one at a time,
+            raise LimitExceeded("a zk proof is already being made here; retry shortly")  # 503
+        try:  # so zk requests never occupy every worker that attested requests need
+            outputs, proof = zk.prove(circuit, inputs)
+        finally:
+            self._zk_slot.release()
         return outputs, {"zk_addendum": addendum.cid, "zk_proof": proof.decode()}
 
     def _model_bytes(self, manifest: Manifest) -> bytes:

@@ -65,6 +65,7 @@ def verify_bundle(
     witnesses: Iterable[str] = (),
     quorum: int = 0,
     zk_materials: Mapping[str, bytes] | None = None,
+    zk_publishers: Iterable[str] = (),
     trusted_srs: Iterable[str] = (),
     allow_insecure_srs: bool = False,
 ) -> None:
@@ -116,18 +117,18 @@ def verify_bundle(
             raise VerificationError("step 6 (re-execution) needs the model and the inputs")
         _reexecute(bundle, model, inputs, say)
     if receipt["mode"] == "zk":
-        _zk_proof(bundle, inputs, outputs, zk_materials, trusted_srs, allow_insecure_srs)
+        _zk_proof(bundle, inputs, outputs, zk_materials,
+                  (list(zk_publishers), list(trusted_srs), allow_insecure_srs))  # fmt: skip
         say("7. the zero-knowledge proof verifies under the circuit the publisher endorsed, for "
             "exactly these inputs and outputs")  # fmt: skip
 
 
-def _zk_proof(  # noqa: PLR0917 - the bundle and everything it is checked against
+def _zk_proof(
     bundle: Bundle,
     inputs: Mapping[str, np.ndarray] | None,
     outputs: Mapping[str, np.ndarray] | None,
     materials: Mapping[str, bytes] | None,
-    trusted_srs: Iterable[str],
-    allow_insecure_srs: bool,
+    policy: tuple[list[str], list[str], bool],
 ) -> None:
     """(7) zk: the addendum is the manifest publisher's endorsement of this circuit; the
     settings, key and SRS are the ones it names; the proof verifies with public instances that
@@ -152,16 +153,39 @@ def _zk_proof(  # noqa: PLR0917 - the bundle and everything it is checked agains
             raise VerificationError(f"step 7 (zk): {exc}") from exc
         return data
 
+    publishers, trusted_srs, allow_insecure_srs = policy
+    if not publishers:
+        raise VerificationError(
+            "step 7 (zk) needs the publisher keys you trust for this model: the endorsement "
+            "of a circuit is only as good as its signer"
+        )
     try:
         manifest = Manifest.from_bytes(material(str(receipt["manifest"])), receipt["manifest"])
+        if manifest.model != receipt["model"]:
+            raise VerificationError("the receipt's manifest is of another model")
+        if manifest.publisher not in publishers:
+            raise VerificationError(
+                f"the manifest is signed by {manifest.publisher!r}, not a trusted publisher"
+            )
         addendum = ZkAddendum.from_bytes(material(bundle.zk_addendum), manifest)
+        ordered = []
+        for given, specs in (
+            (inputs, manifest.body["inputs"]),
+            (outputs, manifest.body["outputs"]),
+        ):
+            names = [spec["name"] for spec in specs]
+            if sorted(given) != sorted(names):
+                raise VerificationError(
+                    f"the tensors must be exactly {names!r}, got {sorted(given)!r}"
+                )
+            ordered.append([given[name] for name in names])  # the model's order
         zk.verify(
             bundle.zk_proof.encode(),
             material(addendum.body["settings"]),
             material(addendum.body["vk"]),
             material(addendum.body["srs"]),
-            inputs,
-            outputs,
+            ordered[0],
+            ordered[1],
             trusted_srs=trusted_srs,
             allow_insecure_srs=allow_insecure_srs,
         )
