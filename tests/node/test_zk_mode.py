@@ -153,5 +153,6 @@ def test_the_cli_sets_up_asks_and_verifies_zk(served: Served, tmp_path: Path) ->
     assert "zk addendum bafkrei" in endorsed.stdout
     assert "development only" in endorsed.stderr
     answered = run("infer", "bob/mlp", "--inputs", str(files["x.json"]), "--node", served.url,
-                   "--mode", "zk", "--allow-insecure-srs")  # fmt: skip
+                   "--mode", "zk", "--allow-insecure-srs", "--bundle",
+                   str(tmp_path / "bob.json"))  # fmt: skip
     assert answered.returncode == 0, answered.stderr
