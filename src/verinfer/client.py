@@ -283,6 +283,7 @@ class Client:
     ) -> None:
         self.url = url.rstrip("/")
         self._trusted_publishers = list(trusted_publishers)  # zk: who may endorse circuits
+        self._blobs: dict[str, bytes] = {}  # zk materials by CID, hash-checked when fetched
         self._trusted_srs = list(trusted_srs)  # SRS CIDs zk proofs may rest on
         self._allow_insecure_srs = allow_insecure_srs  # development: a locally made SRS
         self._policy = _Policy(trusted_vkeys, known_nodes)
@@ -495,18 +496,29 @@ class Client:
 
     def zk_materials(self, bundle: Bundle) -> dict[str, bytes]:
         """The circuit materials a zk bundle names (addendum, manifest, settings, verification
-        key, SRS), fetched by CID and hash-checked; the verifier checks what they are."""
+        key, SRS), fetched by CID and hash-checked (and kept: content never changes under its
+        CID); the verifier checks what they are."""
         manifest = str(bundle.receipt["manifest"])
         found = {manifest: self._request("GET", f"/v1/manifests/{manifest}").content}
-        found[bundle.zk_addendum] = self.blob(bundle.zk_addendum)
+        found[bundle.zk_addendum] = self._kept(bundle.zk_addendum)
         try:
             addendum = json.loads(note.parse(found[bundle.zk_addendum])[0])
             names = [addendum[name] for name in ("settings", "vk", "srs")]
         except (ValueError, KeyError, TypeError, VerificationError) as exc:
             raise VerificationError(f"malformed zk addendum from {self.url}: {exc}") from exc
         for name in names:
-            found[name] = self.blob(name)
+            found[name] = self._kept(name)
         return found
+
+    def _kept(self, blob: str) -> bytes:
+        """:meth:`blob`, remembered: a few materials (an SRS is megabytes) serve many answers."""
+        data = self._blobs.get(blob)
+        if data is None:
+            data = self.blob(blob)
+            if len(self._blobs) >= 16:
+                self._blobs.pop(next(iter(self._blobs)))
+            self._blobs[blob] = data
+        return data
 
     def _zk_policy(self, bundle: Bundle) -> dict[str, Any]:
         materials = self.zk_materials(bundle)

@@ -55,6 +55,10 @@ def test_a_zk_answer_is_proven_and_verified(served: Served) -> None:
                 trusted_publishers=[ALICE.vkey]) as client:  # fmt: skip
         result = client.infer("alice/mlp", X, mode="zk")
         materials = client.zk_materials(result.bundle)
+        fetched: list[str] = []
+        client._http.event_hooks = {"request": [lambda r: fetched.append(r.url.path)]}
+        client.infer("alice/mlp", X, mode="zk")  # the materials are kept by CID
+        assert not [path for path in fetched if path.startswith("/v1/blobs/")]
     bundle = Bundle.from_json(result.bundle.to_json())
     assert bundle.receipt["mode"] == "zk"
     exact = ort.InferenceSession(mlp(1)).run(None, X)[0]
