@@ -10,7 +10,6 @@ Usage: python benchmarks/bench_zk.py [--quick]
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import statistics
 import sys
@@ -23,24 +22,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from verinfer import zk
-
-
-def mlp(sizes: list[int], seed: int) -> tuple[bytes, list[int]]:
-    rng = np.random.default_rng(seed)
-    nodes, inits, last = [], [], "x"
-    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-        w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
-        b = (0.1 * rng.standard_normal(n_out)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]  # fmt: skip
-        last = f"a{i}"
-        if i < len(sizes) - 2:
-            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
-            last = f"r{i}"
-    nodes.append(helper.make_node("Identity", [last], ["y"]))
-    return _model(nodes, inits, [1, sizes[0]], [1, sizes[-1]]), [1, sizes[0]]
+from verinfer import examples, zk
 
 
 def cnn(seed: int) -> tuple[bytes, list[int]]:
@@ -94,7 +76,8 @@ def main() -> int:
     print(f"verinfer zk benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
           f"ezkl {ezkl.__version__})")  # fmt: skip
     ok = True
-    models = {"iris MLP": mlp([4, 16, 3], 1), "digits MLP": mlp([64, 32, 10], 2),
+    models = {"iris MLP": (examples.mlp([4, 16, 3], seed=1), [1, 4]),
+              "digits MLP": (examples.mlp([64, 32, 10], seed=2), [1, 64]),
               "small CNN": cnn(3)}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="verinfer-bench-zk-") as tmp:
         for name, (data, shape) in models.items():

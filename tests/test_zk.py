@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-from verinfer import cid, zk
+from verinfer import cid, examples, zk
 from verinfer.errors import InputError, LimitExceeded, VerificationError
 
 SPECS = [{"name": "x", "dtype": "float32", "shape": [1, 4]}]
@@ -18,29 +18,7 @@ X = {"x": np.array([[0.5, -1.0, 0.25, 2.0]], dtype=np.float32)}
 
 def mlp(seed: int) -> bytes:
     """A 4-8-3 MLP with seeded weights."""
-    rng = np.random.default_rng(seed)
-    weights = {
-        "w1": rng.standard_normal((4, 8)).astype(np.float32),
-        "b1": rng.standard_normal(8).astype(np.float32),
-        "w2": rng.standard_normal((8, 3)).astype(np.float32),
-        "b2": rng.standard_normal(3).astype(np.float32),
-    }
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w1"], ["h0"]),
-            helper.make_node("Add", ["h0", "b1"], ["h1"]),
-            helper.make_node("Relu", ["h1"], ["h2"]),
-            helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
-            helper.make_node("Add", ["h3", "b2"], ["y"]),
-        ],
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
-        [numpy_helper.from_array(value, name) for name, value in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
+    return examples.mlp([4, 8, 3], seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from verinfer import canonical, cid, devnet, keys, merkle, note, tensors
+from verinfer import canonical, cid, devnet, examples, keys, merkle, note, tensors
 from verinfer.client import Client, Network, connect
 from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub import Hub, Manifest
@@ -163,36 +163,6 @@ def _local_demo(data: Path | None, batches: int, batch_size: int) -> None:
     _demo_inference(directory)
 
 
-def _demo_model() -> bytes:
-    """A small seeded MLP (4 -> 16 -> 3, softmax), built in place: nothing is downloaded."""
-    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415 - only the demo needs it
-
-    rng = np.random.default_rng(7)
-    weights = {
-        "w1": rng.standard_normal((4, 16)).astype(np.float32),
-        "b1": rng.standard_normal(16).astype(np.float32),
-        "w2": rng.standard_normal((16, 3)).astype(np.float32),
-        "b2": rng.standard_normal(3).astype(np.float32),
-    }
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w1"], ["h0"]),
-            helper.make_node("Add", ["h0", "b1"], ["h1"]),
-            helper.make_node("Relu", ["h1"], ["h2"]),
-            helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
-            helper.make_node("Add", ["h3", "b2"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
-        ],
-        "demo_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(value, name) for name, value in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
-
-
 def _demo_inference(directory: Path) -> None:
     """Publish a model, answer a request with a bundle, verify it offline, catch a lie."""
     out.print("\n[bold]verified inference[/]")
@@ -205,7 +175,9 @@ def _demo_inference(directory: Path) -> None:
             manifest = node.hub.resolve("demo/mlp@1")
         except Error:
             manifest = node.hub.publish(
-                _demo_model(),
+                examples.mlp(
+                    [4, 16, 3], seed=7, batch="batch", softmax=True, output="probabilities"
+                ),
                 repository="demo/mlp",
                 version="1",
                 signer=publisher,

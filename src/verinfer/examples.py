@@ -12,6 +12,7 @@ benchmarks'.
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from onnx import numpy_helper
 
 from verinfer.errors import InputError, NotFound
 
-__all__ = ["LIGHT", "light_model", "sklearn_model", "sklearn_samples"]
+__all__ = ["LIGHT", "light_model", "mlp", "sklearn_model", "sklearn_samples"]
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 _MIN_INITIALIZERS_AS_INPUTS = 4  # from IR 4 on, an initializer need not be a graph input
@@ -67,6 +68,44 @@ def sklearn_model(dataset: str) -> bytes:
         warnings.simplefilter("ignore")  # convergence warnings do not matter here
         estimator.fit(x.astype(np.float64), y)
         model = to_onnx(estimator, x[:1], options={"zipmap": False})
+    return bytes(model.SerializeToString())
+
+
+def mlp(
+    sizes: list[int],
+    *,
+    seed: int,
+    batch: int | str = 1,
+    softmax: bool = False,
+    output: str = "y",
+) -> bytes:
+    """A float MLP ``sizes[0] -> ... -> sizes[-1]`` with seeded weights (scaled by
+    1/sqrt(fan-in)), ReLU between layers, input ``x`` of shape ``[batch, sizes[0]]`` (``batch``
+    an int or a symbolic name) and output ``output``, optionally through a softmax."""
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    nodes, weights, last = [], [], "x"
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
+        b = (0.1 * rng.standard_normal(fan_out)).astype(np.float32)
+        weights += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes += [helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]  # fmt: skip
+        last = f"a{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+    final = helper.make_node("Softmax", [last], [output], axis=-1) if softmax else (
+        helper.make_node("Identity", [last], [output]))  # fmt: skip
+    graph = helper.make_graph(
+        [*nodes, final], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, sizes[0]])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, [batch, sizes[-1]])],
+        weights,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
     return bytes(model.SerializeToString())
 
 
