@@ -123,16 +123,21 @@ def _owner_check(repository: str, publisher: str, what: str) -> None:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """A verified, signed model card. ``data`` are its exact bytes and ``cid`` names them."""
+class _Document:
+    """A verified signed document: ``data`` are its exact bytes and ``cid`` names them."""
 
     data: bytes
     body: dict[str, Any] = field(repr=False)
 
     @functools.cached_property
     def cid(self) -> str:
-        """The manifest's CID."""
+        """The document's CID."""
         return cid.compute(self.data)
+
+
+@dataclass(frozen=True)
+class Manifest(_Document):
+    """A verified, signed model card. ``data`` are its exact bytes and ``cid`` names them."""
 
     @property
     def repository(self) -> str:
@@ -311,16 +316,9 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 @dataclass(frozen=True)
-class Change:
-    """One verified, signed change of a repository: a published version or a moved tag."""
-
-    data: bytes
-    body: dict[str, Any] = field(repr=False)
-
-    @functools.cached_property
-    def cid(self) -> str:
-        """The change's CID; the next change names it as ``prev``."""
-        return cid.compute(self.data)
+class Change(_Document):
+    """One verified, signed change of a repository: a published version or a moved tag. The
+    next change names its ``cid`` as ``prev``."""
 
     @classmethod
     def create(
@@ -384,18 +382,17 @@ class Change:
 
 
 @dataclass(frozen=True)
-class ZkAddendum:
+class ZkAddendum(_Document):
     """A publisher's endorsement of a zero-knowledge circuit for one manifest: the CIDs of the
     circuit settings, the verification key and the SRS, signed by the manifest's publisher, so
-    a verifier fetches exactly the key the publisher endorsed."""
+    a verifier fetches exactly the key the publisher endorsed. Bundles name its ``cid``."""
 
-    data: bytes
-    body: dict[str, Any] = field(repr=False)
-
-    @functools.cached_property
-    def cid(self) -> str:
-        """The addendum's CID (bundles name it)."""
-        return cid.compute(self.data)
+    @staticmethod
+    def manifest_named(data: bytes) -> str:
+        """The manifest CID a signed addendum names (signature not yet checked: the caller
+        looks the manifest up, then verifies the addendum against it)."""
+        body, _ = _open_document(data, "zk addendum", ZK_TYPE)
+        return str(body.get("manifest"))
 
     @classmethod
     def create(

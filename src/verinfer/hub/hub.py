@@ -31,12 +31,10 @@ from verinfer.errors import (
 )
 from verinfer.hub.blobs import BlobStore, Progress
 from verinfer.hub.documents import (
-    ZK_TYPE,
     Change,
     History,
     Manifest,
     ZkAddendum,
-    _open_document,
     check_repository,
     check_version,
     parse_ref,
@@ -381,11 +379,10 @@ class Hub:
         """Keep a signed zk addendum whose manifest and materials are stored here."""
         from verinfer.zk import MAX_LOGROWS  # noqa: PLC0415 - optional, heavy
 
-        body, _ = _open_addendum(data)
-        published = self._query("SELECT 1 FROM manifests WHERE cid = ?", (body.get("manifest"),))
-        if not published:
-            raise NotFound(f"manifest {body.get('manifest')!r} is not published here")
-        manifest = self.manifest(str(body.get("manifest")))
+        named = ZkAddendum.manifest_named(data)
+        if not self._query("SELECT 1 FROM manifests WHERE cid = ?", (named,)):
+            raise NotFound(f"manifest {named!r} is not published here")
+        manifest = self.manifest(named)
         addendum = ZkAddendum.from_bytes(data, manifest)
         if addendum.body["logrows"] > MAX_LOGROWS:
             raise InputError(
@@ -749,7 +746,3 @@ def analyse_file(path: str, model_cid: str, limits: Limits) -> dict[str, Any]:
     with open(path, "rb") as handle:
         data = handle.read(limits.max_bytes + 1)
     return analyse(data, model_cid, limits)
-
-
-def _open_addendum(data: bytes) -> tuple[dict[str, Any], str]:
-    return _open_document(data, "zk addendum", ZK_TYPE)
