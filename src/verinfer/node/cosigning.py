@@ -74,7 +74,7 @@ class Cosigner:
         """One round: the latest checkpoint to every peer's witness."""
         log = self._node.log
         signed = log.signed_checkpoint
-        checkpoint, _ = note.verify_checkpoint(signed, [self._node.vkey])
+        checkpoint = note.Checkpoint.from_text(note.parse(signed)[0])  # our own note: no re-check
         held = self._node.witness.held()  # what this witness cosigned for others: gossiped
         for url in list(self._node.peers):
             self._gossip(http, url, held)
