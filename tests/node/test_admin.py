@@ -212,3 +212,14 @@ def test_a_failed_upload_leaves_nothing_behind(served: Served) -> None:
     assert served.node.hub.unpublished() == []
     with pytest.raises(LimitExceeded):
         served.node.hub.make_room(QUOTA + 1, quota=QUOTA, max_age=3600)
+
+
+def test_calibrating_over_http_needs_the_admin_token(served: Served) -> None:
+    """Calibration runs the model under an emulator for minutes: anonymous callers get a 401."""
+    model = served.node.hub.resolve("alice/iris").model
+    with httpx.Client(base_url=served.url) as http:
+        refused = http.post(f"/v1/blobs/{model}/analysis", params={"calibrate": "true"})
+        assert (refused.status_code, refused.json()["code"]) == (401, "unauthorized")
+        plain = http.post(f"/v1/blobs/{model}/analysis")  # the ordinary analysis stays open
+        assert plain.status_code == 200
+        assert "tolerance" not in plain.json()["determinism"]

@@ -355,3 +355,21 @@ def test_the_cli_asks_for_a_cosigned_bundle(trio: list[Served], tmp_path: Path) 
     missing = run(*infer, "--quorum", "2")
     assert missing.returncode == 1
     assert "--quorum needs --witnesses" in missing.stderr
+
+
+def test_gossip_refuses_unknown_logs_and_malformed_notes(
+    trio: list[Served], tmp_path: Path
+) -> None:
+    stranger = note.Signer(note.generate_key("stranger.example")[0])
+    with Log.open(tmp_path / "s", stranger) as log:
+        signed = _grow(log, 2)
+    with httpx.Client(base_url=trio[0].url) as http:
+        unknown = http.post("/v1/gossip", content=signed.encode())
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "witness_refused")
+        for body, status in ((b"\xff\xfe", 400), (b"not a note", 400)):
+            bad = http.post("/v1/gossip", content=body)
+            assert bad.status_code == status, bad.text
+            assert bad.json()["message"]
+        told = http.post("/v1/gossip", content=trio[1].node.log.signed_checkpoint.encode())
+        assert told.status_code == 200  # a peer's log, witnessed here: remembered, no conflict
+        assert told.json() == {"equivocation": None}

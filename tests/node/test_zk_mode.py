@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -20,6 +21,7 @@ from test_http import Served
 from verinfer import cid, note, tensors
 from verinfer.client import Client
 from verinfer.errors import NotFound, VerificationError
+from verinfer.hub.documents import Manifest, ZkAddendum
 from verinfer.node import Node
 from verinfer.verify import Bundle, verify_bundle
 
@@ -160,3 +162,25 @@ def test_the_cli_sets_up_asks_and_verifies_zk(served: Served, tmp_path: Path) ->
                    "--mode", "zk", "--allow-insecure-srs", "--bundle",
                    str(tmp_path / "bob.json"))  # fmt: skip
     assert answered.returncode == 0, answered.stderr
+
+
+def test_endorsements_are_served_and_never_rolled_back(served: Served) -> None:
+    hub = served.node.hub
+    manifest = hub.resolve("alice/mlp")
+    current = hub.zk_addendum(manifest.cid)
+    names = {key: current.body[key] for key in ("settings", "vk", "srs")}
+    older = ZkAddendum.create(manifest, logrows=current.body["logrows"], signer=ALICE,
+                              time="2000-01-01T00:00:00.000Z", **names)  # fmt: skip
+    unpublished = Manifest.create(dict(manifest.body), repository="alice/mlp", version="99",
+                                  model=manifest.model, signer=ALICE)  # fmt: skip
+    stray = ZkAddendum.create(unpublished, logrows=current.body["logrows"], signer=ALICE, **names)
+    with httpx.Client(base_url=served.url) as http:
+        got = http.get(f"/v1/zk/{manifest.cid}")
+        assert got.status_code == 200
+        assert got.content == current.data
+        assert http.get(f"/v1/zk/{hub.resolve('alice/plain').cid}").status_code == 404
+        rolled = http.post("/v1/zk/addenda", content=older.data)
+        assert (rolled.status_code, rolled.json()["code"]) == (409, "conflict")
+        orphan = http.post("/v1/zk/addenda", content=stray.data)
+        assert (orphan.status_code, orphan.json()["code"]) == (404, "not_found")
+    assert hub.zk_addendum(manifest.cid).cid == current.cid  # unchanged
