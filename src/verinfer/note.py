@@ -21,13 +21,15 @@ import binascii
 import hashlib
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from verinfer import canonical
 from verinfer.errors import InputError, VerificationError
 
 __all__ = [
@@ -412,3 +414,35 @@ def verify_checkpoint(
     if origin is not None and checkpoint.origin != origin:
         raise VerificationError(f"checkpoint origin is {checkpoint.origin!r}, expected {origin!r}")
     return checkpoint, note
+
+
+# ---------------------------------------------------------------------------------------------
+# Signed JSON documents: a signed note whose text is one line of RFC 8785 canonical JSON
+
+
+def sign_json(body: Mapping[str, Any], signer: Signer) -> bytes:
+    """The signed-note bytes of a JSON document."""
+    return signer.sign(canonical.dumps(dict(body)).decode() + "\n").encode()
+
+
+def open_json(
+    data: bytes, kind: str, expected_type: str, signer_field: str
+) -> tuple[dict[str, Any], str]:
+    """Parse and verify a signed JSON document of ``expected_type`` whose field
+    ``signer_field`` names the vkey that must have signed it: ``(body, vkey)``."""
+    try:
+        text, _ = parse(data)
+        body = canonical.loads(text.removesuffix("\n").encode())
+    except (VerificationError, InputError) as exc:
+        raise VerificationError(f"malformed {kind}: {exc}") from exc
+    if not isinstance(body, dict) or body.get("type") != expected_type:
+        raise VerificationError(f"malformed {kind}: not a {expected_type} document")
+    signer = body.get(signer_field)
+    try:
+        key = VerifierKey.parse(signer)  # type: ignore[arg-type]
+        verify(data, [key])
+    except InputError as exc:
+        raise VerificationError(f"malformed {kind}: bad {signer_field} key: {exc}") from exc
+    except VerificationError as exc:
+        raise VerificationError(f"{kind} signature: {exc}") from exc
+    return body, signer  # type: ignore[return-value]

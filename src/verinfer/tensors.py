@@ -19,7 +19,7 @@ import io
 import math
 import struct
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -35,6 +35,8 @@ __all__ = [
     "encode_binary",
     "encode_json",
     "map_digest",
+    "map_digest_of",
+    "raw_digest",
     "validate",
 ]
 
@@ -95,13 +97,35 @@ def digest(array: np.ndarray) -> str:
     return _DIGEST_PREFIX + _digest(array).hex()
 
 
+def _map_digest(names: Sequence[str], tensor_digest: Callable[[str], bytes]) -> str:
+    hasher = hashlib.sha256(_MAP_DOMAIN + struct.pack(">I", len(names)))
+    for name in sorted(names, key=lambda n: n.encode()):
+        encoded = name.encode()
+        hasher.update(struct.pack(">I", len(encoded)) + encoded + tensor_digest(name))
+    return _DIGEST_PREFIX + hasher.hexdigest()
+
+
 def map_digest(tensors: Mapping[str, np.ndarray]) -> str:
     """The digest of a named map of tensors (names sorted by their UTF-8 bytes)."""
-    hasher = hashlib.sha256(_MAP_DOMAIN + struct.pack(">I", len(tensors)))
-    for name in sorted(tensors, key=lambda n: n.encode()):
-        encoded = name.encode()
-        hasher.update(struct.pack(">I", len(encoded)) + encoded + _digest(tensors[name]))
-    return _DIGEST_PREFIX + hasher.hexdigest()
+    return _map_digest(list(tensors), lambda name: _digest(tensors[name]))
+
+
+def raw_digest(text: str) -> bytes:
+    """The 32 bytes of a ``sha256:<hex>`` digest; :class:`InputError` if malformed."""
+    if not isinstance(text, str) or not text.startswith(_DIGEST_PREFIX) or len(text) != 71:
+        raise InputError(f"malformed digest {text!r}: want sha256:<64 hex digits>")
+    try:
+        raw = bytes.fromhex(text[len(_DIGEST_PREFIX) :])
+    except ValueError:
+        raise InputError(f"malformed digest {text!r}: want sha256:<64 hex digits>") from None
+    if raw.hex() != text[len(_DIGEST_PREFIX) :]:
+        raise InputError(f"malformed digest {text!r}: use lower-case hex")
+    return raw
+
+
+def map_digest_of(digests: Mapping[str, str]) -> str:
+    """The map digest of tensors known only by their digests (``name -> sha256:...``)."""
+    return _map_digest(list(digests), lambda name: raw_digest(digests[name]))
 
 
 # ---------------------------------------------------------------------------------------------

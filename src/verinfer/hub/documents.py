@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from verinfer import canonical, cid, note
+from verinfer import cid, note
 from verinfer.errors import InputError, VerificationError
 
 __all__ = [
@@ -79,27 +79,12 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 def sign_document(body: Mapping[str, Any], signer: note.Signer) -> bytes:
     """The signed-note bytes of a JSON document."""
-    return signer.sign(canonical.dumps(dict(body)).decode() + "\n").encode()
+    return note.sign_json(body, signer)
 
 
 def _open_document(data: bytes, kind: str, expected_type: str) -> tuple[dict[str, Any], str]:
     """Parse and verify a signed JSON document: ``(body, publisher vkey)``."""
-    try:
-        text, _ = note.parse(data)
-        body = canonical.loads(text.removesuffix("\n").encode())
-    except (VerificationError, InputError) as exc:
-        raise VerificationError(f"malformed {kind}: {exc}") from exc
-    if not isinstance(body, dict) or body.get("type") != expected_type:
-        raise VerificationError(f"malformed {kind}: not a {expected_type} document")
-    publisher = body.get("publisher")
-    try:
-        key = note.VerifierKey.parse(publisher)  # type: ignore[arg-type]
-        note.verify(data, [key])
-    except InputError as exc:
-        raise VerificationError(f"malformed {kind}: bad publisher key: {exc}") from exc
-    except VerificationError as exc:
-        raise VerificationError(f"{kind} signature: {exc}") from exc
-    return body, publisher  # type: ignore[return-value]
+    return note.open_json(data, kind, expected_type, "publisher")
 
 
 def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
