@@ -46,7 +46,7 @@ from verinfer.hub.documents import (
     parse_ref,
     verify_history,
 )
-from verinfer.verify import Bundle, replicas_of, verify_bundle
+from verinfer.verify import Bundle, mode_matches, replicas_of, verify_bundle
 from verinfer.verify.evidence import verify_evidence
 
 __all__ = ["AsyncClient", "Client", "Network", "NetworkError", "Result", "connect"]
@@ -225,7 +225,7 @@ def _verified_answer(
             f"the receipt carries nonce {bundle.receipt['nonce']!r}, not the {nonce!r} sent: "
             f"a replayed answer"
         )
-    if bundle.receipt["mode"] != mode:
+    if not mode_matches(mode, bundle.receipt["mode"]):
         raise VerificationError(f"asked for mode {mode!r}, got {bundle.receipt['mode']!r}")
     return Result(outputs, bundle, str(receipt["manifest"] or ""))
 

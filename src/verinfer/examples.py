@@ -25,7 +25,8 @@ from verinfer.errors import InputError, NotFound
 __all__ = ["LIGHT", "light_model", "mlp", "sklearn_model", "sklearn_samples"]
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-_MIN_INITIALIZERS_AS_INPUTS = 4  # from IR 4 on, an initializer need not be a graph input
+_MIN_INITIALIZERS_AS_INPUTS = 4
+_MERGES = frozenset({"Sum", "Add"})  # from IR 4 on, an initializer need not be a graph input
 
 
 def _datasets() -> dict[str, tuple[str, str]]:
@@ -128,9 +129,19 @@ def _materialize(model: onnx.ModelProto, rng: np.random.Generator) -> None:
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     consumers: dict[str, tuple[str, int]] = {}
+    readers: dict[str, set[str]] = {}
     for node in graph.node:
         for position, name in enumerate(node.input):
             consumers.setdefault(name, (node.op_type, position))
+            readers.setdefault(name, set()).add(node.op_type)
+    # the last batch norm of a residual branch (its output meets the shortcut in a Sum or Add)
+    # starts small, as in zero-init residual training: else activations double at every merge
+    # and resnet50's softmax saturates to one-hot
+    residual = {
+        node.input[1]
+        for node in graph.node
+        if node.op_type == "BatchNormalization" and readers.get(node.output[0], set()) & _MERGES
+    }
     fills = [
         node
         for node in graph.node
@@ -141,6 +152,8 @@ def _materialize(model: onnx.ModelProto, rng: np.random.Generator) -> None:
         shape = tuple(int(d) for d in numpy_helper.to_array(initializers[node.input[0]]))
         role = consumers.get(node.output[0], ("", 0))
         value = _weights(shape, role, rng)
+        if node.output[0] in residual:
+            value = value * np.float32(0.2)
         graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
         if model.ir_version < _MIN_INITIALIZERS_AS_INPUTS:
             graph.input.append(onnx.helper.make_tensor_value_info(

@@ -78,7 +78,7 @@ class Steps:
             raise InputError(f"not an ONNX model: {exc}") from exc
         graph = proto.graph
         self.model = model
-        self._proto = proto
+        self.proto = proto
         self.initializers = {init.name: init for init in graph.initializer}
         self.inputs = tuple(i.name for i in graph.input if i.name not in self.initializers)
         self.outputs = tuple(o.name for o in graph.output)
@@ -145,7 +145,7 @@ class Steps:
     @functools.cached_property
     def _exposed(self) -> bytes:
         exposed = onnx.ModelProto()
-        exposed.CopyFrom(self._proto)
+        exposed.CopyFrom(self.proto)
         present = set(self.outputs)
         for step in self.steps:
             for name in step.outputs:
@@ -295,7 +295,7 @@ def run_step(steps: Steps, index: int, values: Mapping[str, np.ndarray]) -> dict
         [onnx.ValueInfoProto(name=name) for name in step.outputs],
         initializers,
     )
-    source = steps._proto  # noqa: SLF001 - same opsets, IR version and functions as the model
+    source = steps.proto  # same opsets, IR version and functions as the model
     alone = helper.make_model(graph, opset_imports=source.opset_import)
     alone.ir_version = source.ir_version
     alone.functions.extend(source.functions)
@@ -304,6 +304,7 @@ def run_step(steps: Steps, index: int, values: Mapping[str, np.ndarray]) -> dict
         results = session.run(None, feed)
     except Exception as exc:  # ORT's own exception types are not importable API
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"step {index} ({step.op}) fails on the revealed tensors: {first}") from exc
+        message = f"step {index} ({step.op}) fails on the revealed tensors: {first}"
+        raise InputError(message) from exc
     names = [output.name for output in session.get_outputs()]
     return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}

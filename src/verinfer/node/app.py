@@ -45,6 +45,7 @@ from verinfer.errors import (
 )
 from verinfer.hub.documents import Manifest
 from verinfer.log.tiles import parse_path
+from verinfer.node.disputes import decode_npz, encode_npz
 from verinfer.node.service import ADMIN_TOKEN_FILE, Node
 from verinfer.witness import Refusal
 
@@ -89,6 +90,44 @@ _TEXT_BODY: dict[str, Any] = {
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+class ChallengeRequest(BaseModel):
+    """``POST /v1/disputes``: challenge an optimistic answer, with this node as the referee."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: dict[str, Any] = Field(description="the bundle of the optimistic answer challenged")
+    inputs: str = Field(description="the receipt's inputs, base64 .npz")
+    challenger: str = Field(description="URL of the node that disputes the answer")
+    defendant: str | None = Field(
+        default=None, description="URL of the node that signed it (else looked up in peers)"
+    )
+    deadline: float = Field(default=30.0, gt=0, le=3600, description="seconds per round")
+
+
+class OpeningRequest(BaseModel):
+    """``POST /v1/disputes/party/opening``: a referee opens a dispute with this node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dispute: dict[str, Any] = Field(description="the dispute header")
+    inputs: str = Field(description="the receipt's inputs, base64 .npz")
+
+
+class StateRequest(BaseModel):
+    """``POST /v1/disputes/party/state``: this side's signed root of one state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dispute: str = Field(description="the dispute ID")
+    step: int = Field(ge=0, le=_MAX_INT)
+
+
+class RevealRequest(StateRequest):
+    """``POST /v1/disputes/party/reveal``: one state's leaves and some of its tensors."""
+
+    names: list[str] = Field(max_length=1 << 16)
 
 
 class InferRequest(BaseModel):
@@ -304,6 +343,7 @@ def create_app(
     _add_log_routes(app, node)
     _add_trust_routes(app, node)
     _add_hub_routes(app, node, admin, upload_quota, upload_ttl)
+    _add_dispute_routes(app, node)
     _add_admin_routes(app, node, admin)
     return app
 
@@ -472,6 +512,52 @@ def _add_trust_routes(app: FastAPI, node: Node) -> None:
         (fraud: by re-executing the model, fetched from its peers if need be)."""
         verdict, kept = await run_in_threadpool(node.judge, await request.body())
         return {"verdict": verdict, "kept": kept}
+
+
+def _add_dispute_routes(app: FastAPI, node: Node) -> None:
+    """Disputes of optimistic answers: this node as a referee, and as a side."""
+    disputes = node.disputes
+
+    def inputs_of(text: str) -> dict[str, Any]:
+        return decode_npz(text, "inputs", max_bytes=node.max_input_bytes)
+
+    @app.post("/v1/disputes")
+    async def challenge(request: ChallengeRequest) -> Response:
+        """Challenge an optimistic answer: this node referees the game between the challenger
+        and the node that answered, and answers the signed verdict (kept under its ID)."""
+        inputs = inputs_of(request.inputs)
+        verdict = await run_in_threadpool(
+            lambda: disputes.referee(request.bundle, inputs, challenger=request.challenger,
+                                     defendant=request.defendant, deadline=request.deadline)
+        )  # fmt: skip
+        return Response(verdict.data, media_type="application/json")
+
+    @app.get("/v1/disputes/{dispute}")
+    async def verdict(dispute: str) -> Response:
+        """A verdict this node signed as a referee (check it offline: ``verinfer verdict``)."""
+        data = await run_in_threadpool(disputes.verdict, dispute)
+        return Response(data, media_type="application/json")
+
+    @app.post("/v1/disputes/party/opening")
+    async def opening(request: OpeningRequest) -> dict[str, str]:
+        """As a side: trace the disputed execution and sign the opening."""
+        inputs = inputs_of(request.inputs)
+        return {"message": await run_in_threadpool(disputes.opening, request.dispute, inputs)}
+
+    @app.post("/v1/disputes/party/state")
+    async def state(request: StateRequest) -> dict[str, str]:
+        """As a side: the signed root of a state."""
+        message = await run_in_threadpool(disputes.state, request.dispute, request.step)
+        return {"message": message}
+
+    @app.post("/v1/disputes/party/reveal")
+    async def reveal(request: RevealRequest) -> dict[str, Any]:
+        """As a side: a state's leaves and the named tensors of it."""
+        shown = await run_in_threadpool(
+            disputes.reveal, request.dispute, request.step, request.names
+        )
+        return {"leaves": [list(leaf) for leaf in shown.leaves],
+                "tensors": encode_npz(shown.tensors)}  # fmt: skip
 
 
 def _add_hub_routes(

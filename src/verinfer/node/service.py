@@ -42,9 +42,10 @@ from verinfer.log import Log
 from verinfer.log.sequencer import Committed, Sequencer
 from verinfer.node.archive import DEFAULT_RETENTION, TensorArchive
 from verinfer.node.cosigning import Cosigner
+from verinfer.node.disputes import Disputes
 from verinfer.node.peers import HttpSource
 from verinfer.verify import Bundle, Receipt
-from verinfer.verify.bundle import check_nonce, replicas_of
+from verinfer.verify.bundle import check_nonce, replicas_of, window_of
 from verinfer.verify.evidence import verify_evidence
 from verinfer.witness import Witness
 
@@ -69,6 +70,7 @@ _PEER_URL = re.compile(
 )
 _MAX_PEERS = 64
 DEFAULT_MAX_INPUT_BYTES = 64 << 20
+DEFAULT_WINDOW = 86400  # seconds an optimistic answer may be challenged
 _MISS_SECONDS = 10.0  # a model no peer had is not looked for again this soon
 _OVERLAP_BYTES = 256 << 10  # below this, handing the hashing to a thread costs more than it saves
 
@@ -205,6 +207,7 @@ class Node:
         dishonest: float = 0.0,
         cosign_interval: float = 0.25,
         retention: float = DEFAULT_RETENTION,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         if not 0.0 <= dishonest <= 1.0:
             raise InputError(f"dishonest share {dishonest!r} is not in [0, 1]")
@@ -240,8 +243,15 @@ class Node:
             max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
         )
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
+        if not 10 <= window <= retention:
+            raise InputError(
+                f"challenge window {window} s must be 10 s or more and within the tensor "
+                f"retention ({retention:g} s): a challenged node must still hold the tensors"
+            )
+        self.window = window  # how long an optimistic answer may be challenged
         self.archive = TensorArchive(self.data / "tensors", retention=retention)  # for audits
         self.cosigner = Cosigner(self, interval=cosign_interval)
+        self.disputes = Disputes(self)  # a side of its optimistic answers' disputes, a referee
 
     @property
     def vkey(self) -> str:
@@ -434,7 +444,7 @@ class Node:
             manifest=manifest.cid,
             inputs=inputs_digest,
             outputs=outputs_digest,
-            mode=mode,
+            mode=f"optimistic:{self.window}" if window_of(mode, receipt=False) == 0 else mode,
             engine=self.engine.identity,
             time=_now(),
             nonce=nonce,

@@ -1,6 +1,15 @@
 """Offline verification: receipts, proof bundles and the verifier. Needs no node and no network."""
 
-from verinfer.verify.bundle import BUNDLE_TYPE, MODES, RECEIPT_TYPE, Bundle, Receipt, replicas_of
+from verinfer.verify.bundle import (
+    BUNDLE_TYPE,
+    MODES,
+    RECEIPT_TYPE,
+    Bundle,
+    Receipt,
+    mode_matches,
+    replicas_of,
+    window_of,
+)
 from verinfer.verify.verifier import Report, verify_bundle, verify_bundles
 
 __all__ = [
@@ -10,7 +19,9 @@ __all__ = [
     "Bundle",
     "Receipt",
     "Report",
+    "mode_matches",
     "replicas_of",
     "verify_bundle",
     "verify_bundles",
+    "window_of",
 ]

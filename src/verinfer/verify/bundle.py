@@ -18,12 +18,24 @@ from typing import Any
 from verinfer import canonical, cid
 from verinfer.errors import InputError, VerificationError
 
-__all__ = ["BUNDLE_TYPE", "MODES", "RECEIPT_TYPE", "Bundle", "Receipt", "replicas_of"]
+__all__ = [
+    "BUNDLE_TYPE",
+    "MODES",
+    "RECEIPT_TYPE",
+    "Bundle",
+    "Receipt",
+    "mode_matches",
+    "replicas_of",
+    "window_of",
+]
 
 RECEIPT_TYPE = "verinfer.receipt/v1"
 BUNDLE_TYPE = "verinfer.bundle/v1"
-MODES = ("attested", "replicated:K", "zk")  # K = 2..16 nodes of distinct keys must agree
+MODES = ("attested", "replicated:K", "optimistic[:S]", "zk")  # K = 2..16 distinct nodes agree;
+# S = the challenge window in seconds; a receipt always states it ("optimistic:86400")
 _REPLICATED = re.compile(r"replicated:([2-9]|1[0-6])")
+_OPTIMISTIC = re.compile(r"optimistic(?::([1-9][0-9]{1,7}))?")
+MAX_WINDOW = 365 * 86400
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
@@ -56,14 +68,41 @@ def replicas_of(mode: object) -> int:
     """How many nodes must answer in ``mode``: 1 for ``attested`` and ``zk``, K for
     ``replicated:K``;
     :class:`InputError` for anything else."""
-    if mode in ("attested", "zk"):
+    if mode in ("attested", "zk") or window_of(mode, receipt=False) is not None:
         return 1
     found = _REPLICATED.fullmatch(mode) if isinstance(mode, str) else None
     if found is None:
         raise InputError(
-            f"mode {mode!r} is not available; available: attested, replicated:K (K = 2..16), zk"
+            f"mode {mode!r} is not available; available: attested, replicated:K (K = 2..16), "
+            "optimistic[:S] (a challenge window of S = 10..31536000 seconds), zk"
         )
     return int(found.group(1))
+
+
+def window_of(mode: object, *, receipt: bool = True) -> int | None:
+    """The challenge window in seconds of an ``optimistic:S`` mode, ``None`` for other modes.
+
+    A request may say plain ``optimistic`` (the node's default window, returned as 0 when
+    ``receipt`` is false); a receipt must state its window: :class:`InputError` otherwise."""
+    found = _OPTIMISTIC.fullmatch(mode) if isinstance(mode, str) else None
+    if found is None:
+        return None
+    if found.group(1) is None:
+        if receipt:
+            raise InputError("an optimistic receipt must state its window: optimistic:SECONDS")
+        return 0
+    seconds = int(found.group(1))
+    if seconds > MAX_WINDOW:
+        raise InputError(f"challenge window {seconds} s is longer than {MAX_WINDOW} s")
+    return seconds
+
+
+def mode_matches(requested: str, stated: str) -> bool:
+    """Whether a receipt's mode answers the mode a client asked for (plain ``optimistic``
+    accepts any window the node states)."""
+    return stated == requested or (
+        requested == "optimistic" and stated.startswith("optimistic:")
+    )
 
 
 def check_nonce(nonce: object) -> str | None:
@@ -149,6 +188,7 @@ class Receipt:
                 raise VerificationError(f"malformed receipt: {name} digest {body[name]!r}")
         try:
             replicas_of(body["mode"])
+            window_of(body["mode"])
         except InputError:
             raise VerificationError(f"malformed receipt: unknown mode {body['mode']!r}") from None
         if not isinstance(body["time"], str) or not _TIME.fullmatch(body["time"]):

@@ -1,0 +1,1 @@
+"""Verification modes beyond a signed receipt: disputes (:mod:`verinfer.modes.dispute`)."""

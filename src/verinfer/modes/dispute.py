@@ -1,0 +1,811 @@
+"""Optimistic mode: a challenged answer is settled by bisection down to one operator.
+
+An ``optimistic:S`` receipt may be challenged for S seconds after its time. A *dispute* names the
+receipt's bundle, the challenger, the referee, when it opened and each round's deadline; its ID is
+the SHA-256 of that header's canonical JSON, and every message of the game is signed over it:
+
+1. *Openings*: the defendant (the node that signed the receipt) and the challenger each sign
+   their engine identity and their roots of state 0 and state N (:mod:`verinfer.engine.trace`),
+   with the leaves of state N. Both must commit state 0 to the receipt's inputs; the
+   defendant's state N must be the receipt's outputs; the challenger's must differ.
+2. *Rounds*: the referee asks both for their signed root at the midpoint of the interval where
+   they last agreed (initially 0) and disagreed (initially N): ⌈log2 N⌉ rounds. On one engine
+   identity two states agree when their roots are equal; across identities (AVX-512 and AVX2
+   kernels round differently) the referee compares the two states' tensors, each within
+   ``STATE_TOLERANCE`` of its largest magnitude.
+3. *Judgement*: at the step k where the defendant's agreed state k-1 turns into disputed state k,
+   the defendant reveals both states' leaves and the tensors step k reads and writes. The referee
+   checks them against the signed roots, re-executes step k alone and compares the defendant's
+   outputs with its own within :func:`verinfer.engine.trace.bound`. Within: the challenger loses;
+   otherwise, or on anything that does not check, the defendant does.
+
+A side that does not answer within the deadline loses. The *verdict* is signed by the referee and
+holds the header, every signed message and the revealed tensors: :func:`verify_verdict` checks it
+offline with the model's bytes (running one operator). What rests on the referee's word alone:
+agreement across engine identities, and failures to answer (missed deadlines).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import concurrent.futures
+import functools
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from verinfer import canonical, cid, note, tensors
+from verinfer.engine.trace import Leaf, Steps, Trace, bound, run_step, state_root
+from verinfer.errors import InputError, VerificationError
+from verinfer.verify.bundle import Bundle, window_of
+from verinfer.verify.verifier import verify_bundle
+
+__all__ = [
+    "DISPUTE_TYPE",
+    "MESSAGE_TYPE",
+    "STATE_TOLERANCE",
+    "VERDICT_TYPE",
+    "Dispute",
+    "LocalParty",
+    "Party",
+    "Reveal",
+    "Verdict",
+    "open_message",
+    "settle",
+    "verify_verdict",
+]
+
+DISPUTE_TYPE = "verinfer.dispute/v1"
+MESSAGE_TYPE = "verinfer.dispute.message/v1"
+VERDICT_TYPE = "verinfer.dispute.verdict/v1"
+STATE_TOLERANCE = 1e-4  # across engine identities: |a - b| <= tol * max|b| for every tensor
+MAX_DEADLINE = 3600.0
+_MAX_VERDICT_BYTES = 512 << 20
+
+
+def _time(seconds: float) -> str:
+    whole = int(seconds)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{stamp}.{int((seconds - whole) * 1000):03d}Z"
+
+
+def _seconds(stamp: str) -> float:
+    whole = time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
+    return float(time.mktime(whole) - time.timezone) + int(stamp[20:23]) / 1000
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _hex(root: bytes) -> str:
+    return root.hex()
+
+
+def _npz(data: object, what: str) -> dict[str, np.ndarray]:
+    try:
+        raw = base64.b64decode(str(data), validate=True)
+        return tensors.decode_binary(raw)
+    except (binascii.Error, ValueError, InputError) as exc:
+        raise VerificationError(f"malformed {what}: {exc}") from exc
+
+
+def _b64(arrays: Mapping[str, np.ndarray]) -> str:
+    return base64.b64encode(tensors.encode_binary(arrays)).decode()
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """A challenge of one optimistic receipt: ``header`` is what every message is signed over."""
+
+    header: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return _sha256(canonical.dumps(self.header))
+
+    @property
+    def bundle(self) -> Bundle:
+        return Bundle.from_json(self.header["bundle"])
+
+    @property
+    def receipt(self) -> dict[str, Any]:
+        return self.bundle.receipt.body
+
+    @property
+    def defendant(self) -> str:
+        return str(self.header["defendant"])
+
+    @property
+    def challenger(self) -> str:
+        return str(self.header["challenger"])
+
+    @property
+    def deadline(self) -> float:
+        return float(self.header["deadline"])
+
+    @classmethod
+    def create(
+        cls,
+        bundle: Bundle,
+        *,
+        challenger: str,
+        referee: str,
+        deadline: float = 30.0,
+        opened: float | None = None,
+    ) -> Dispute:
+        """Open a dispute of ``bundle``'s receipt (checked: see :meth:`from_header`)."""
+        header = {
+            "type": DISPUTE_TYPE,
+            "bundle": bundle.to_dict(),
+            "defendant": bundle.receipt["node"],
+            "challenger": challenger,
+            "referee": referee,
+            "opened": _time(time.time() if opened is None else opened),
+            "deadline": deadline,
+        }
+        return cls.from_header(header)
+
+    @classmethod
+    def from_header(cls, header: object) -> Dispute:
+        """A dispute from its header: a well-formed bundle of an optimistic receipt, signed and
+        logged by the defendant, challenged within its window by a distinct key."""
+        if not isinstance(header, dict) or header.get("type") != DISPUTE_TYPE:
+            raise VerificationError(f"malformed dispute: not a {DISPUTE_TYPE} header")
+        fields = {"type", "bundle", "defendant", "challenger", "referee", "opened", "deadline"}
+        if set(header) != fields:
+            raise VerificationError(f"malformed dispute: fields {sorted(header)}")
+        bundle = Bundle.from_json(header["bundle"])
+        receipt = bundle.receipt
+        try:
+            for name in ("challenger", "referee"):
+                note.VerifierKey.parse(header[name])
+            window = window_of(receipt["mode"])
+            opened = _seconds(str(header["opened"]))
+        except (InputError, ValueError, TypeError) as exc:
+            raise VerificationError(f"malformed dispute: {exc}") from exc
+        if window is None:
+            raise VerificationError(
+                f"the receipt's mode is {receipt['mode']!r}: only optimistic answers are disputed"
+            )
+        if header["defendant"] != receipt["node"]:
+            raise VerificationError("the dispute's defendant is not the node that signed it")
+        if header["challenger"] == receipt["node"]:
+            raise VerificationError("a node cannot challenge its own receipt")
+        deadline = header["deadline"]
+        if not isinstance(deadline, int | float) or not 0 < deadline <= MAX_DEADLINE:
+            raise VerificationError(f"malformed dispute: deadline {deadline!r} s")
+        verify_bundle(bundle, [receipt["node"]])  # logged by the defendant
+        if opened > _seconds(receipt["time"]) + window:
+            raise VerificationError(
+                f"the challenge window of {window} s after {receipt['time']} has closed "
+                f"(challenged at {header['opened']})"
+            )
+        return cls(dict(header))
+
+
+def _message(body: dict[str, Any], signer: note.Signer) -> str:
+    return note.sign_json({"type": MESSAGE_TYPE, "party": signer.vkey, **body}, signer).decode()
+
+
+def open_message(
+    data: object, dispute: Dispute, party: str, kind: str, step: int
+) -> dict[str, Any]:
+    """A party's signed message, checked: signed by ``party``, for this dispute, of this kind
+    and step (so a message replayed from another dispute or round, or re-signed, is refused)."""
+    if not isinstance(data, str):
+        raise VerificationError(f"malformed {kind} message: {type(data).__name__}")
+    body, signer = note.open_json(data.encode(), f"{kind} message", MESSAGE_TYPE, "party")
+    if signer != party:
+        raise VerificationError(f"the {kind} message is signed by {signer}, not {party}")
+    if body.get("dispute") != dispute.id:
+        raise VerificationError(f"the {kind} message belongs to another dispute")
+    if body.get("kind") != kind or body.get("step") != step:
+        raise VerificationError(
+            f"expected a {kind} message for step {step}, got {body.get('kind')!r} for step "
+            f"{body.get('step')!r} (replayed?)"
+        )
+    return body
+
+
+def _root(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise VerificationError(f"malformed message: {name} {value!r}")
+    return value
+
+
+def _leaves(value: object, what: str) -> list[Leaf]:
+    if not isinstance(value, list):
+        raise VerificationError(f"malformed {what}: not a list of leaves")
+    out: list[Leaf] = []
+    for item in value:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2  # (name, digest)
+            or not all(isinstance(part, str) for part in item)
+        ):
+            raise VerificationError(f"malformed {what}: leaf {item!r}")
+        out.append((item[0], item[1]))
+    return out
+
+
+def _leaves_root(leaves: Sequence[Leaf], what: str) -> str:
+    try:
+        return _hex(state_root(leaves))
+    except InputError as exc:
+        raise VerificationError(f"malformed {what}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Parties
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """A state's leaves and some of its tensors (those a step reads or writes)."""
+
+    leaves: list[Leaf]
+    tensors: dict[str, np.ndarray]
+
+
+class Party(Protocol):
+    """What the referee asks of each side (in process, or over HTTP)."""
+
+    vkey: str
+
+    def opening(self, dispute: Dispute, inputs: Mapping[str, np.ndarray]) -> str: ...
+
+    def state(self, dispute: Dispute, step: int) -> str: ...
+
+    def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal: ...
+
+
+class LocalParty:
+    """A side of disputes that computes its trace here, once per dispute, when first asked.
+
+    ``model(cid)`` gives the model's bytes; ``answered(dispute, inputs)`` the outputs this side
+    stands by (a defendant: what it answered; a challenger: what it computes), or ``None`` to
+    stand by the trace's own. ``engine`` is the identity its traces run on.
+    """
+
+    def __init__(
+        self,
+        signer: note.Signer,
+        model: Callable[[str], bytes],
+        answered: Callable[[Dispute, Mapping[str, np.ndarray]], Mapping[str, np.ndarray] | None],
+        *,
+        engine: str,
+        threads: int = 1,
+        keep: int = 4,
+    ) -> None:
+        self.signer = signer
+        self.vkey = signer.vkey
+        self.engine = engine
+        self._model = model
+        self._answered = answered
+        self._threads = threads
+        self._keep = keep
+        self._steps: dict[str, Steps] = {}
+        self._traces: dict[str, Trace] = {}
+
+    def steps(self, model: str) -> Steps:
+        found = self._steps.get(model)
+        if found is None:
+            found = Steps(self._model(model))
+            self._steps = {model: found}  # one model's steps at a time: they can be large
+        return found
+
+    def trace(self, dispute: Dispute, inputs: Mapping[str, np.ndarray] | None = None) -> Trace:
+        found = self._traces.get(dispute.id)
+        if found is not None:
+            return found
+        if inputs is None:
+            raise InputError(f"dispute {dispute.id} was not opened with this party")
+        if tensors.map_digest(inputs) != dispute.receipt["inputs"]:
+            raise InputError("these inputs are not the receipt's")
+        steps = self.steps(dispute.receipt["model"])
+        found = steps.trace(inputs, answered=self._answered(dispute, inputs), threads=self._threads)
+        while len(self._traces) >= self._keep:
+            self._traces.pop(next(iter(self._traces)))
+        self._traces[dispute.id] = found
+        return found
+
+    def opening(self, dispute: Dispute, inputs: Mapping[str, np.ndarray]) -> str:
+        trace = self.trace(dispute, inputs)
+        count = trace.steps.count
+        body = {
+            "dispute": dispute.id,
+            "kind": "opening",
+            "step": 0,
+            "engine": self.engine,
+            "steps": count,
+            "initial": _hex(trace.root(0)),
+            "final": _hex(trace.root(count)),
+            "outputs": [list(leaf) for leaf in trace.leaves(count)],
+        }
+        return _message(body, self.signer)
+
+    def state(self, dispute: Dispute, step: int) -> str:
+        root = self.trace(dispute).root(step)
+        body = {"dispute": dispute.id, "kind": "state", "step": step, "state": _hex(root)}
+        return _message(body, self.signer)
+
+    def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal:
+        trace = self.trace(dispute)
+        live = set(trace.steps.live(step))
+        unknown = [name for name in names if name not in live]
+        if unknown:
+            raise InputError(f"{unknown[0]!r} is not live in state {step}")
+        return Reveal(trace.leaves(step), {name: trace.value(name) for name in names})
+
+
+# ---------------------------------------------------------------------------------------------
+# The referee
+
+
+class _Lost(Exception):  # noqa: N818 - control flow inside settle, never escapes
+    def __init__(self, role: str, reason: str) -> None:
+        super().__init__(reason)
+        self.role = role
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A referee's verdict: ``data`` is the JSON document ``{"verdict": body, "signature":
+    note}``, where ``note`` is the referee's signed note over the body's SHA-256 (a body holds
+    tensors: too large for a note line)."""
+
+    data: bytes
+    body: dict[str, Any]
+
+    @classmethod
+    def create(cls, body: dict[str, Any], signer: note.Signer) -> Verdict:
+        encoded = canonical.dumps(body)
+        seal = {"type": VERDICT_TYPE, "referee": signer.vkey, "verdict": _sha256(encoded)}
+        signature = note.sign_json(seal, signer).decode()
+        document = {"verdict": canonical.loads(encoded), "signature": signature}
+        return cls(canonical.dumps(document), document["verdict"])
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> tuple[Verdict, str]:
+        """A verdict whose referee signature checks, and the referee's vkey."""
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        if len(raw) > _MAX_VERDICT_BYTES:
+            raise VerificationError(f"a verdict of {len(raw)} bytes is too large")
+        try:
+            document = canonical.loads(raw) if raw[:1] == b"{" else None
+        except (InputError, VerificationError) as exc:
+            raise VerificationError(f"malformed verdict: {exc}") from exc
+        if not isinstance(document, dict) or set(document) != {"verdict", "signature"}:
+            raise VerificationError('malformed verdict: want {"verdict": ..., "signature": ...}')
+        body, signature = document["verdict"], document["signature"]
+        if not isinstance(body, dict) or not isinstance(signature, str):
+            raise VerificationError("malformed verdict: verdict or signature")
+        seal, referee = note.open_json(signature.encode(), "verdict", VERDICT_TYPE, "referee")
+        if seal.get("verdict") != _sha256(canonical.dumps(body)):
+            raise VerificationError("the verdict's body is not the one its referee signed")
+        if body.get("referee") != referee:
+            raise VerificationError("the verdict's body names another referee than its signer")
+        return cls(raw, body), referee
+
+    @property
+    def winner(self) -> str:
+        return str(self.body["winner"])
+
+    @property
+    def loser(self) -> str:
+        return str(self.body["loser"])
+
+    @property
+    def reason(self) -> str:
+        return str(self.body["reason"])
+
+    @property
+    def cid(self) -> str:
+        return cid.compute(self.data)
+
+
+def _non_initializers(steps: Steps, names: Sequence[str]) -> list[str]:
+    return [name for name in names if name not in steps.initializers]
+
+
+def _judge(
+    steps: Steps, k: int, before: Reveal, after: Reveal, roots: tuple[str, str]
+) -> tuple[bool, str, dict[str, Any]]:
+    """Whether the defendant's step k holds, why, and the judgement's record."""
+    step = steps.step(k)
+    record: dict[str, Any] = {
+        "step": k,
+        "op": step.op,
+        "before": [list(leaf) for leaf in before.leaves],
+        "after": [list(leaf) for leaf in after.leaves],
+        "tensors": _b64({**before.tensors, **after.tensors}),
+    }
+    digests_before = dict(before.leaves)
+    if [name for name, _ in before.leaves] != steps.live(k - 1):
+        return False, f"its state {k - 1} does not hold the live tensors", record
+    if _leaves_root(before.leaves, "revealed state") != roots[0]:
+        return False, f"its revealed state {k - 1} does not match its signed root", record
+    if [name for name, _ in after.leaves] != steps.live(k):
+        return False, f"its state {k} does not hold the live tensors", record
+    if _leaves_root(after.leaves, "revealed state") != roots[1]:
+        return False, f"its revealed state {k} does not match its signed root", record
+    written = set(step.outputs)
+    for name, digest in after.leaves:
+        if name not in written and digests_before.get(name) != digest:
+            return False, f"its state {k} changes {name!r}, which step {k} does not write", record
+    reads = _non_initializers(steps, step.inputs)
+    digests_after = dict(after.leaves)
+    for name, shown, digests in [
+        *((n, before.tensors, digests_before) for n in reads),
+        *((n, after.tensors, digests_after) for n, _ in after.leaves if n in written),
+    ]:
+        if name not in shown or tensors.digest(shown[name]) != digests[name]:
+            return False, f"the tensor {name!r} it revealed is not the one its state names", record
+    try:
+        reference = run_step(steps, k, {name: before.tensors[name] for name in reads})
+    except InputError as exc:
+        return False, str(exc), record
+    shapes = {name: tuple(before.tensors[name].shape) for name in reads}
+    shapes.update({name: tuple(steps.initializers[name].dims) for name in step.inputs
+                   if name in steps.initializers})  # fmt: skip
+    worst, limit = 0.0, 0.0
+    for name, _ in after.leaves:
+        if name not in written:
+            continue
+        claimed, correct = after.tensors[name], reference[name]
+        if claimed.dtype != correct.dtype or claimed.shape != correct.shape:
+            return False, f"step {k} ({step.op}) gives {name!r} another dtype or shape", record
+        allowed = bound(step, shapes, correct)
+        both = np.isnan(claimed) & np.isnan(correct) if correct.dtype.kind == "f" else False
+        gap = np.abs(claimed.astype(np.float64) - correct.astype(np.float64))
+        gap = np.where(both, 0.0, gap)
+        deviation = float(np.max(gap)) if gap.size else 0.0
+        if math.isnan(deviation) or deviation > allowed:
+            record.update(deviation=deviation, bound=allowed, tensor=name)
+            return (
+                False,
+                f"step {k} ({step.op}) gives {name!r} off by {deviation:.3g}, beyond the "
+                f"bound {allowed:.3g}",
+                record,
+            )
+        if allowed and deviation / allowed >= worst / max(limit, 1e-300):
+            worst, limit = deviation, allowed
+    record.update(deviation=worst, bound=limit)
+    return True, f"step {k} ({step.op}) re-executed: within the bound", record
+
+
+def _agree_within(a: Reveal, b: Reveal, steps: Steps) -> bool:
+    if [name for name, _ in a.leaves] != [name for name, _ in b.leaves]:
+        return False
+    for (name, left), (_, right) in zip(a.leaves, b.leaves, strict=True):
+        if name in steps.initializers or left == right:
+            if left != right:
+                return False
+            continue
+        x, y = a.tensors[name], b.tensors[name]
+        if x.dtype != y.dtype or x.shape != y.shape or x.dtype.kind != "f":
+            return False
+        scale = float(np.max(np.abs(y))) if y.size else 0.0
+        if not np.all(np.abs(x.astype(np.float64) - y) <= STATE_TOLERANCE * scale):
+            return False
+    return True
+
+
+def _checked_reveal(reveal: Reveal, root: str, names: Sequence[str], what: str) -> Reveal:
+    if _leaves_root(reveal.leaves, what) != root:
+        raise VerificationError(f"its {what} does not match its signed root")
+    digests = dict(reveal.leaves)
+    for name in names:
+        if name not in reveal.tensors or tensors.digest(reveal.tensors[name]) != digests.get(name):
+            raise VerificationError(f"the tensor {name!r} of its {what} is not the one it names")
+    return reveal
+
+
+Ask = Callable[[Mapping[str, Callable[[], Any]]], dict[str, Any]]
+
+
+def _calls(
+    parties: Mapping[str, Party], call: Callable[[Party], Any]
+) -> dict[str, Callable[[], Any]]:
+    return {role: functools.partial(call, party) for role, party in parties.items()}
+
+
+def settle(
+    dispute: Dispute,
+    inputs: Mapping[str, np.ndarray],
+    model: bytes,
+    *,
+    defendant: Party,
+    challenger: Party,
+    signer: note.Signer,
+    steps: Steps | None = None,
+) -> Verdict:
+    """Play the game between ``defendant`` and ``challenger`` as the referee ``signer`` and
+    return the signed verdict. ``steps`` may be given from a cache (it is the model's)."""
+    receipt = dispute.receipt
+    if cid.compute(model) != receipt["model"]:
+        raise InputError("these model bytes are not the receipt's model")
+    if tensors.map_digest(inputs) != receipt["inputs"]:
+        raise InputError("these inputs are not the receipt's: their digest differs")
+    if signer.vkey != dispute.header["referee"]:
+        raise InputError("the dispute names another referee")
+    if defendant.vkey != dispute.defendant or challenger.vkey != dispute.challenger:
+        raise InputError("the parties' keys are not the dispute's defendant and challenger")
+    steps = steps or Steps(model)
+    parties = {"defendant": defendant, "challenger": challenger}
+    record: dict[str, Any] = {"openings": {}, "rounds": [], "judgement": None}
+    pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="verinfer-referee")
+
+    def ask(calls: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+        futures = {role: pool.submit(call) for role, call in calls.items()}
+        answers: dict[str, Any] = {}
+        ends = time.monotonic() + dispute.deadline
+        for role, future in futures.items():  # the defendant is judged first on a double miss
+            try:
+                answers[role] = future.result(timeout=max(0.0, ends - time.monotonic()))
+            except concurrent.futures.TimeoutError:
+                raise _Lost(role, f"no answer within the {dispute.deadline:g} s deadline") from None
+            except Exception as exc:  # any failure to answer loses the game
+                raise _Lost(role, f"could not answer: {exc}") from exc
+        return answers
+
+    def agree_across(mid: int, roots: tuple[str, str]) -> bool:
+        names = _non_initializers(steps, steps.live(mid))
+        reveals = ask(_calls(parties, lambda party: party.reveal(dispute, mid, names)))
+        checked = []
+        for role, root in zip(("defendant", "challenger"), roots, strict=True):
+            try:
+                checked.append(_checked_reveal(reveals[role], root, names, f"state {mid}"))
+            except VerificationError as exc:
+                raise _Lost(role, str(exc)) from exc
+        return _agree_within(checked[0], checked[1], steps)
+
+    try:
+        game = _Game(dispute, inputs, steps, parties, ask, agree_across, record)
+        winner, loser, reason = game.play()
+    except _Lost as lost:
+        winner, loser, reason = _outcome(lost)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    body = {
+        "type": VERDICT_TYPE,
+        "referee": signer.vkey,
+        "dispute": dispute.header,
+        "inputs": _b64(inputs),
+        "steps": steps.count,
+        **record,
+        "winner": winner,
+        "loser": loser,
+        "reason": reason,
+        "time": _time(time.time()),
+    }
+    return Verdict.create(body, signer)
+
+
+def _initial_root(steps: Steps, inputs: Mapping[str, np.ndarray]) -> str:
+    digests = {**steps.initializer_digests, **{n: tensors.digest(v) for n, v in inputs.items()}}
+    return _hex(state_root([(name, digests[name]) for name in steps.live(0)]))
+
+
+def _opened(
+    dispute: Dispute, steps: Steps, initial: str, role: str, message: object
+) -> dict[str, Any]:
+    try:
+        party = dispute.defendant if role == "defendant" else dispute.challenger
+        body = open_message(message, dispute, party, "opening", 0)
+        outputs = _leaves(body.get("outputs"), "opening outputs")
+        final = _root(body, "final")
+        if _root(body, "initial") != initial:
+            raise _Lost(role, "committed state 0 to other inputs than the receipt's")
+        if body.get("steps") != steps.count or not isinstance(body.get("engine"), str):
+            raise _Lost(role, f"counts {body.get('steps')!r} steps, not {steps.count}")
+        if [name for name, _ in outputs] != steps.live(steps.count):
+            raise _Lost(role, "opened with final leaves that are not the graph's outputs")
+        if _leaves_root(outputs, "final leaves") != final:
+            raise _Lost(role, "opened with final leaves that do not match its final root")
+        if role == "defendant":
+            try:
+                stated = tensors.map_digest_of(dict(outputs))
+            except InputError as exc:
+                raise _Lost(role, f"opened with malformed final leaves: {exc}") from exc
+            if stated != dispute.receipt["outputs"]:
+                raise _Lost(role, "committed its final state to other outputs than its receipt")
+    except VerificationError as exc:
+        raise _Lost(role, f"sent a bad opening: {exc}") from exc
+    return body
+
+
+@dataclass
+class _Game:
+    """One play of the game; ``ask`` reaches the parties, ``agree_across`` decides agreement
+    of two different roots across engine identities, ``record`` collects the transcript."""
+
+    dispute: Dispute
+    inputs: Mapping[str, np.ndarray]
+    steps: Steps
+    parties: Mapping[str, Party]
+    ask: Ask
+    agree_across: Callable[[int, tuple[str, str]], bool]
+    record: dict[str, Any]
+
+    def play(self) -> tuple[str, str, str]:
+        dispute, steps, parties, inputs = self.dispute, self.steps, self.parties, self.inputs
+        initial = _initial_root(steps, inputs)
+        openings = self.ask(_calls(parties, lambda party: party.opening(dispute, inputs)))
+        self.record["openings"] = openings
+        bodies = {role: _opened(dispute, steps, initial, role, openings[role]) for role in parties}
+        same = bodies["defendant"]["engine"] == bodies["challenger"]["engine"]
+        roots = {0: (initial, initial)}
+        roots[steps.count] = (bodies["defendant"]["final"], bodies["challenger"]["final"])
+        if roots[steps.count][0] == roots[steps.count][1]:
+            return "defendant", "challenger", "the challenger's final state is the receipt's"
+        lo, hi = 0, steps.count
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            roots[mid] = pair = self._states(mid)
+            agree = pair[0] == pair[1] or (not same and self.agree_across(mid, pair))
+            self.record["rounds"].append({
+                "step": mid, **self._last, "agree": agree,
+                "basis": "root" if same or pair[0] == pair[1] else "tolerance",
+            })  # fmt: skip
+            lo, hi = (mid, hi) if agree else (lo, mid)
+        return self._judge(hi, roots)
+
+    def _states(self, mid: int) -> tuple[str, str]:
+        dispute = self.dispute
+        answers = self.ask(_calls(self.parties, lambda party: party.state(dispute, mid)))
+        self._last = {role: answers[role] for role in ("defendant", "challenger")}
+        pair = []
+        for role in ("defendant", "challenger"):
+            party = dispute.defendant if role == "defendant" else dispute.challenger
+            try:
+                body = open_message(answers[role], dispute, party, "state", mid)
+                pair.append(_root(body, "state"))
+            except VerificationError as exc:
+                raise _Lost(role, f"sent a bad state message: {exc}") from exc
+        return pair[0], pair[1]
+
+    def _judge(self, k: int, roots: Mapping[int, tuple[str, str]]) -> tuple[str, str, str]:
+        dispute, steps, defendant = self.dispute, self.steps, self.parties["defendant"]
+        step = steps.step(k)
+        reads = _non_initializers(steps, step.inputs)
+        writes = [name for name in step.outputs if name in set(steps.live(k))]
+        answers = self.ask({
+            "defendant": lambda: (defendant.reveal(dispute, k - 1, reads),
+                                  defendant.reveal(dispute, k, writes)),
+        })  # fmt: skip
+        before, after = answers["defendant"]
+        holds, why, judgement = _judge(steps, k, before, after, (roots[k - 1][0], roots[k][0]))
+        self.record["judgement"] = judgement
+        if holds:
+            return "defendant", "challenger", f"the challenger disputed a correct step: {why}"
+        return "challenger", "defendant", f"the defendant's {why}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline check of a verdict
+
+
+def verify_verdict(
+    data: bytes | str, *, model: bytes, referees: Sequence[str] | None = None
+) -> Verdict:
+    """Re-check a verdict offline: the referee's signature (by one of ``referees`` if given),
+    the dispute and the bundle it names, every party message, the bisection and the judgement
+    (re-executing its one step on ``model``). Returns the verdict or raises
+    :class:`VerificationError`."""
+    verdict, referee = Verdict.from_bytes(data)
+    body = verdict.body
+    if referees is not None and referee not in referees:
+        raise VerificationError(f"the verdict is signed by {referee}, not a trusted referee")
+    dispute = Dispute.from_header(body.get("dispute"))
+    if dispute.header["referee"] != referee:
+        raise VerificationError("the verdict is signed by another referee than the dispute's")
+    if cid.compute(model) != dispute.receipt["model"]:
+        raise VerificationError("these model bytes are not the disputed receipt's model")
+    inputs = _npz(body.get("inputs"), "verdict inputs")
+    if tensors.map_digest(inputs) != dispute.receipt["inputs"]:
+        raise VerificationError("the verdict's inputs are not the receipt's")
+    steps = Steps(model)
+    if body.get("steps") != steps.count:
+        raise VerificationError(f"the verdict counts {body.get('steps')!r} steps")
+    _replay(dispute, inputs, steps, body)
+    return verdict
+
+
+class _Recorded:
+    """A party that answers from a verdict's record; a missing answer is a failure to answer."""
+
+    def __init__(self, role: str, vkey: str, body: Mapping[str, Any]) -> None:
+        self.role = role
+        self.vkey = vkey
+        self._openings = body.get("openings") or {}
+        self._rounds = {r.get("step"): r for r in body.get("rounds") or [] if isinstance(r, dict)}
+        self._judgement = body.get("judgement")
+
+    def _found(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise InputError("no answer on record")
+        return value
+
+    def opening(self, dispute: Dispute, inputs: Mapping[str, np.ndarray]) -> str:
+        return self._found(self._openings.get(self.role))
+
+    def state(self, dispute: Dispute, step: int) -> str:
+        return self._found(self._rounds.get(step, {}).get(self.role))
+
+    def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal:
+        judgement = self._judgement
+        if not isinstance(judgement, dict) or self.role != "defendant":
+            raise InputError("no reveal on record")
+        revealed = _npz(judgement.get("tensors"), "judgement tensors")
+        key = "before" if step == judgement.get("step") - 1 else "after"  # type: ignore[operator]
+        leaves = _leaves(judgement.get(key), f"judgement {key}")
+        return Reveal(leaves, {name: revealed[name] for name in names if name in revealed})
+
+
+def _replay(
+    dispute: Dispute, inputs: Mapping[str, np.ndarray], steps: Steps, body: dict[str, Any]
+) -> None:
+    """Play the game again against the record: every decision must come out as recorded.
+    Agreement across engine identities and missed answers are taken on the referee's word."""
+    rounds = body.get("rounds")
+    if not isinstance(body.get("openings"), dict) or not isinstance(rounds, list):
+        raise VerificationError("malformed verdict: openings or rounds")
+    parties = {role: _Recorded(role, vkey, body) for role, vkey in
+               (("defendant", dispute.defendant), ("challenger", dispute.challenger))}  # fmt: skip
+    decided = {r.get("step"): r.get("agree") for r in rounds if isinstance(r, dict)}
+    record: dict[str, Any] = {"openings": {}, "rounds": [], "judgement": None}
+    failed: list[str] = []
+
+    stated = (body.get("winner"), body.get("loser"), body.get("reason"))
+
+    def ask(calls: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+        answers, failures = {}, {}
+        for role, call in calls.items():
+            try:
+                answers[role] = call()
+            except Exception as exc:  # as in settle: a failure loses
+                failures[role] = exc
+        if failures:  # the record ends here: the side it names as the loser stopped answering
+            role = stated[1] if stated[1] in failures else next(iter(failures))
+            failed.append(role)
+            raise _Lost(role, f"could not answer: {failures[role]}")
+        return answers
+
+    def agree_across(mid: int, roots: tuple[str, str]) -> bool:
+        agree = decided.get(mid)
+        if not isinstance(agree, bool):
+            raise VerificationError(f"malformed verdict: round {mid} has no decision")
+        return agree
+
+    try:
+        outcome = _Game(dispute, inputs, steps, parties, ask, agree_across, record).play()
+    except _Lost as lost:
+        outcome = _outcome(lost)
+        if failed and failed[-1] == lost.role:  # the record ends where this side stopped
+            outcome = (outcome[0], outcome[1], str(stated[2]))
+    if outcome != stated:
+        raise VerificationError(
+            f"the record gives the {outcome[0]} the win ({outcome[2]}); the verdict says "
+            f"{stated[0]} ({stated[2]})"
+        )
+    if [r["step"] for r in record["rounds"]] != [r.get("step") for r in rounds]:
+        raise VerificationError("the verdict's rounds do not follow the bisection")
+    if [r["agree"] for r in record["rounds"]] != [r.get("agree") for r in rounds]:
+        raise VerificationError("the verdict's rounds record other decisions than their roots")
+    if record["judgement"] != body.get("judgement") and body.get("judgement") is not None:
+        raise VerificationError("the verdict's judgement is not what its reveal gives")
+
+
+def _outcome(lost: _Lost) -> tuple[str, str, str]:
+    winner = "challenger" if lost.role == "defendant" else "defendant"
+    return winner, lost.role, f"the {lost.role} {lost.reason}"

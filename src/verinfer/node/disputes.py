@@ -1,0 +1,264 @@
+"""A node's part in disputes: a side (defendant of its own optimistic receipts, or challenger of
+another node's) and a referee that plays the game between two nodes over HTTP.
+
+As a side, the node traces a challenged execution once, when the referee first asks, and answers
+from that trace; a defendant stands by the outputs it answered (kept in its tensor archive for
+longer than its challenge window). As a referee, it asks both sides for their messages over HTTP
+with the dispute's deadline per round and keeps the verdicts it signs in ``DATA/verdicts``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+
+from verinfer import tensors
+from verinfer.engine.trace import Steps
+from verinfer.errors import InputError, LimitExceeded, NotFound, StorageError
+from verinfer.modes.dispute import Dispute, LocalParty, Reveal, Verdict, settle
+from verinfer.verify import Bundle
+
+if TYPE_CHECKING:
+    from verinfer.node.service import Node
+
+__all__ = ["Disputes", "RemoteParty"]
+
+_MAX_ANSWER_BYTES = 256 << 20
+
+
+def encode_npz(arrays: Mapping[str, np.ndarray]) -> str:
+    """Tensors as base64 ``.npz`` (how disputes carry them in JSON)."""
+    return base64.b64encode(tensors.encode_binary(arrays)).decode()
+
+
+def decode_npz(text: object, what: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """The inverse of :func:`encode_npz`; :class:`InputError` naming ``what`` if malformed."""
+    try:
+        return tensors.decode_binary(
+            base64.b64decode(str(text), validate=True), max_bytes=max_bytes
+        )
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(f"malformed {what}: {exc}") from exc
+
+
+class RemoteParty:
+    """A side of a dispute reached over HTTP (``POST /v1/disputes/party/...``); counts the bytes
+    it sends and receives."""
+
+    def __init__(self, url: str, vkey: str, *, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.vkey = vkey
+        self.sent = 0
+        self.received = 0
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        data = json.dumps(body).encode()
+        self.sent += len(data)
+        try:
+            response = self._http.post(
+                path, content=data, headers={"content-type": "application/json"}
+            )
+        except httpx.TimeoutException as exc:
+            raise LimitExceeded(f"{self.url} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise StorageError(f"{self.url} is unreachable: {exc}") from exc
+        self.received += len(response.content)
+        if len(response.content) > _MAX_ANSWER_BYTES:
+            raise StorageError(f"{self.url} sent more than {_MAX_ANSWER_BYTES} bytes")
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise StorageError(f"{self.url} answered {response.status_code}, not JSON") from exc
+        if not response.is_success:
+            message = answer.get("message") if isinstance(answer, dict) else answer
+            raise StorageError(f"{self.url} answered {response.status_code}: {message}")
+        return answer
+
+    def opening(self, dispute: Dispute, inputs: Mapping[str, np.ndarray]) -> str:
+        answer = self._post(
+            "/v1/disputes/party/opening", {"dispute": dispute.header, "inputs": encode_npz(inputs)}
+        )
+        return str(answer["message"])
+
+    def state(self, dispute: Dispute, step: int) -> str:
+        answer = self._post("/v1/disputes/party/state", {"dispute": dispute.id, "step": step})
+        return str(answer["message"])
+
+    def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal:
+        body = {"dispute": dispute.id, "step": step, "names": list(names)}
+        answer = self._post("/v1/disputes/party/reveal", body)
+        leaves = [(str(name), str(digest)) for name, digest in answer["leaves"]]
+        return Reveal(leaves, decode_npz(answer["tensors"], "revealed tensors"))
+
+
+def node_vkey(url: str, timeout: float) -> str:
+    """The vkey a node at ``url`` signs with (``GET /v1/node``)."""
+    try:
+        response = httpx.get(url.rstrip("/") + "/v1/node", timeout=timeout)
+        response.raise_for_status()
+        return str(response.json()["vkey"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"cannot learn the key of the node at {url}: {exc}") from exc
+
+
+class Disputes:
+    """The disputes a node takes part in, as a side or as the referee."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.party = LocalParty(
+            node.signer,
+            self._model,
+            self._stands_by,
+            engine=node.engine.identity,
+            threads=node.engine.threads,
+        )
+        self._disputes: dict[str, Dispute] = {}
+        self._tracing = threading.BoundedSemaphore(1)  # one trace at a time: they are large
+        self._steps: dict[str, Steps] = {}
+        self.verdicts = Path(node.data) / "verdicts"
+
+    # -- as a side
+
+    def _model(self, model: str) -> bytes:
+        manifest = self.node.resolve(model)
+        return self.node._model_bytes(manifest)
+
+    def _stands_by(self, dispute: Dispute, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        receipt = dispute.receipt
+        if dispute.defendant == self.node.vkey:
+            try:  # what it answered, as kept for auditors
+                return tensors.decode_binary(self.node.archive.get(receipt["outputs"]))
+            except NotFound:
+                pass  # past retention: an honest node computes the same bits again
+        manifest = self.node.resolve(receipt["manifest"] or receipt["model"])
+        return self.node.engine.run(manifest.model, lambda: self._model(manifest.cid), inputs)
+
+    def _known(self, dispute_id: object) -> Dispute:
+        found = self._disputes.get(str(dispute_id))
+        if found is None:
+            raise NotFound(f"no dispute {dispute_id!r} was opened with this node")
+        return found
+
+    def opening(self, header: object, inputs: Mapping[str, np.ndarray]) -> str:
+        """Open a dispute as one of its sides: trace it and sign the opening."""
+        dispute = Dispute.from_header(header)
+        if self.node.vkey not in (dispute.defendant, dispute.challenger):
+            raise InputError("this node is neither the defendant nor the challenger")
+        if not self._tracing.acquire(blocking=False):
+            raise LimitExceeded("this node is tracing another dispute; retry")
+        try:
+            message = self.party.opening(dispute, inputs)
+        finally:
+            self._tracing.release()
+        self._disputes[dispute.id] = dispute
+        while len(self._disputes) > 16:
+            self._disputes.pop(next(iter(self._disputes)))
+        return message
+
+    def state(self, dispute_id: object, step: object) -> str:
+        dispute = self._known(dispute_id)
+        return self.party.state(dispute, _step(step))
+
+    def reveal(self, dispute_id: object, step: object, names: object) -> Reveal:
+        dispute = self._known(dispute_id)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InputError("names must be a list of tensor names")
+        return self.party.reveal(dispute, _step(step), names)
+
+    # -- as the referee
+
+    def steps(self, model: bytes, model_cid: str) -> Steps:
+        found = self._steps.get(model_cid)
+        if found is None:
+            found = Steps(model)
+            self._steps = {model_cid: found}
+        return found
+
+    def referee(
+        self,
+        bundle: object,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        challenger: str,
+        defendant: str | None = None,
+        deadline: float = 30.0,
+    ) -> Verdict:
+        """Settle a challenge of ``bundle`` between the nodes at ``challenger`` and
+        ``defendant`` (if not given, found among this node's peers by the receipt's key)."""
+        parsed = Bundle.from_json(bundle)  # type: ignore[arg-type]
+        receipt = parsed.receipt
+        challenger_key = node_vkey(challenger, deadline)
+        dispute = Dispute.create(
+            parsed, challenger=challenger_key, referee=self.node.vkey, deadline=deadline
+        )
+        url = defendant or self._find(receipt["node"], deadline)
+        if node_vkey(url, deadline) != receipt["node"]:
+            raise InputError(f"the node at {url} is not the one that signed the receipt")
+        manifest = self.node.resolve(receipt["manifest"] or receipt["model"])
+        model = self.node._model_bytes(manifest)
+        sides = [RemoteParty(url, receipt["node"], timeout=deadline),
+                 RemoteParty(challenger, challenger_key, timeout=deadline)]  # fmt: skip
+        try:
+            steps = self.steps(model, manifest.model)
+            verdict = settle(dispute, inputs, model, defendant=sides[0], challenger=sides[1],
+                             signer=self.node.signer, steps=steps)  # fmt: skip
+        finally:
+            for side in sides:
+                side.close()
+        self._keep(dispute.id, verdict)
+        return verdict
+
+    def _find(self, vkey: str, timeout: float) -> str:
+        for url in self.node.peers:
+            try:
+                if node_vkey(url, timeout) == vkey:
+                    return url
+            except StorageError:
+                continue
+        raise NotFound(
+            "no peer of this node signs with the receipt's key: name the defendant's URL"
+        )
+
+    def _keep(self, dispute_id: str, verdict: Verdict) -> None:
+        self.verdicts.mkdir(parents=True, exist_ok=True)
+        path = self.verdicts / f"{dispute_id.removeprefix('sha256:')}.json"
+        temporary = path.with_suffix(".tmp")
+        with temporary.open("wb") as handle:
+            handle.write(verdict.data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+
+    def verdict(self, dispute_id: str) -> bytes:
+        """A verdict this node signed, by dispute ID (``sha256:<hex>`` or the hex)."""
+        name = dispute_id.removeprefix("sha256:")
+        if len(name) != 64 or name.strip("0123456789abcdef"):
+            raise InputError(f"malformed dispute ID {dispute_id!r}")
+        try:
+            data = (self.verdicts / f"{name}.json").read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no verdict for dispute {dispute_id!r} here") from None
+        verdict, _ = Verdict.from_bytes(data)  # checked on every read, like blobs
+        if verdict.body["referee"] != self.node.vkey:
+            raise StorageError(f"the kept verdict {dispute_id!r} is not this node's")
+        return data
+
+
+def _step(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InputError(f"step must be a non-negative integer, got {value!r}")
+    return value
