@@ -100,9 +100,7 @@ def window_of(mode: object, *, receipt: bool = True) -> int | None:
 def mode_matches(requested: str, stated: str) -> bool:
     """Whether a receipt's mode answers the mode a client asked for (plain ``optimistic``
     accepts any window the node states)."""
-    return stated == requested or (
-        requested == "optimistic" and stated.startswith("optimistic:")
-    )
+    return stated == requested or (requested == "optimistic" and stated.startswith("optimistic:"))
 
 
 def check_nonce(nonce: object) -> str | None:
