@@ -26,6 +26,7 @@ from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub import Hub, Manifest
 from verinfer.log import Log
 from verinfer.log.tiles import TILE_WIDTH, entries_path, tile_path
+from verinfer.modes.dispute import Verdict, verify_verdict
 from verinfer.node import Node, load_or_create_key
 from verinfer.node.peers import HttpSource
 from verinfer.verify import Bundle, replicas_of, verify_bundle
@@ -701,7 +702,11 @@ def infer(  # noqa: PLR0917 - a typer command: its options
         Path | None, typer.Option(help="a network.json: any of its nodes answers")
     ] = None,
     mode: Annotated[
-        str, typer.Option(help="attested, or replicated:K (K nodes must agree; needs --network)")
+        str,
+        typer.Option(
+            help="attested, optimistic[:S] (challengeable for S s), replicated:K (K nodes must "
+            "agree; needs --network), or zk"
+        ),
     ] = "attested",
     witnesses: Annotated[
         Path | None, typer.Option(help="witness vkeys, one per line (with --quorum)")
@@ -840,6 +845,72 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     out.print(
         f"[green]valid[/]: {parsed.receipt['mode']} answer of model {parsed.receipt['model']}"
     )
+
+
+@app.command()
+def challenge(  # noqa: PLR0917 - a typer command: its options
+    bundle: Annotated[Path, typer.Argument(help="the bundle of an optimistic answer")],
+    inputs: Annotated[Path, typer.Option(help="the answer's inputs (.json/.npz/.npy)")],
+    challenger: Annotated[str, typer.Option(help="URL of the node that disputes the answer")],
+    node: Annotated[str, typer.Option(help="URL of the node that referees the dispute")],
+    defendant: Annotated[
+        str | None, typer.Option(help="URL of the node that answered (else: a referee peer)")
+    ] = None,
+    deadline: Annotated[
+        float, typer.Option(min=0.001, max=3600, help="seconds each side has per round")
+    ] = 30.0,
+    verdict: Annotated[Path, typer.Option(help="where to write the verdict")] = Path(
+        "verdict.json"
+    ),
+) -> None:
+    """Dispute an optimistic answer: the two nodes bisect the computation down to one operator,
+    which the referee re-executes. The signed verdict is checked, written and summed up."""
+    parsed = Bundle.from_json(_read_file(bundle, "bundle"))
+    given = _read_tensors(inputs, "inputs")
+    with Client(node) as referee, err.status("disputing…"):
+        settled = referee.challenge(
+            parsed, given, challenger=challenger, defendant=defendant, deadline=deadline
+        )
+    verdict.write_bytes(settled.data)
+    _print_verdict(settled)
+    err.print(f"verdict written to {verdict} (checked: re-executed step and signatures)")
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from exc
+
+
+def _print_verdict(verdict: Verdict) -> None:
+    body = verdict.body
+    judgement = body.get("judgement") or {}
+    out.print(f"[bold]{verdict.winner}[/] wins: {verdict.reason}", highlight=False)
+    out.print(
+        f"{len(body['rounds'])} rounds over {body['steps']} steps"
+        + (f"; step {judgement['step']} ({judgement['op']}) judged" if judgement else ""),
+        highlight=False,
+    )
+    out.print(f"loser: {body['dispute'][verdict.loser]}", highlight=False)
+
+
+@app.command("verdict")
+def verdict_check(
+    file: Annotated[Path, typer.Argument(help="a verdict JSON file")],
+    model: Annotated[Path, typer.Option(help="the disputed model's bytes (.onnx)")],
+    referee: Annotated[
+        Path | None, typer.Option(help="trusted referee vkeys, one per line")
+    ] = None,
+) -> None:
+    """Check a dispute's verdict offline (re-executing its one step). Exit 0 and print the
+    outcome, or 1 with why it does not hold."""
+    checked = verify_verdict(
+        _read_file(file, "verdict"),
+        model=_read_file(model, "model"),
+        referees=_read_trust(referee) if referee is not None else None,
+    )
+    _print_verdict(checked)
 
 
 evidence_app = typer.Typer(help="Evidence of misbehaviour, checked offline.")

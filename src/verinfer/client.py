@@ -46,6 +46,7 @@ from verinfer.hub.documents import (
     parse_ref,
     verify_history,
 )
+from verinfer.modes.dispute import Verdict, verify_verdict
 from verinfer.verify import Bundle, mode_matches, replicas_of, verify_bundle
 from verinfer.verify.evidence import verify_evidence
 
@@ -612,6 +613,42 @@ class Client:
         except (ValueError, KeyError, TypeError) as exc:
             raise VerificationError(f"malformed inclusion proof from {self.url}: {exc}") from exc
         return dataclasses.replace(bundle, proof=proof, checkpoint=signed, cosignatures=others)
+
+    def challenge(
+        self,
+        bundle: Bundle,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        challenger: str,
+        defendant: str | None = None,
+        deadline: float = 30.0,
+        model: bytes | None = None,
+    ) -> Verdict:
+        """Challenge an optimistic answer, with this client's node as the referee of the game
+        between the node at ``challenger`` and the one that answered (at ``defendant``, or found
+        among the referee's peers). The verdict is checked here before it is returned: signed
+        by this node's (trusted) key, and replayed on the model (fetched by CID unless given).
+        """
+        referee = self.node_vkey()
+        body = {
+            "bundle": bundle.to_dict(),
+            "inputs": base64.b64encode(tensors.encode_binary(inputs)).decode(),
+            "challenger": challenger,
+            "defendant": defendant,
+            "deadline": deadline,
+        }
+        # the game: two traces, then up to ~log2(steps) rounds and a reveal, each bounded
+        limit = self._http.timeout.read or 60.0
+        response = self._request(
+            "POST", "/v1/disputes", json=body, timeout=max(limit, 64 * deadline)
+        )
+        data = model if model is not None else self.blob(bundle.receipt["model"])
+        return verify_verdict(response.content, model=data, referees=[referee])
+
+    def verdict(self, dispute: str) -> bytes:
+        """A verdict the node signed as a referee, by dispute ID (not checked: see
+        :func:`verinfer.modes.dispute.verify_verdict`)."""
+        return self._request("GET", f"/v1/disputes/{dispute}").content
 
     def blob(self, blob: str) -> bytes:
         """A blob (a model's bytes) by CID, checked against the CID here."""
