@@ -1,4 +1,6 @@
 """Shared fixtures: a real PostgreSQL server on loopback, and log locations for both back ends.
+No test reads or writes the real ``~/.verinfer``: ``VERINFER_HOME`` points into a temporary
+directory for the whole session (pinned keys there would leak from one run into the next).
 
 The PostgreSQL tests never skip silently: if no server binaries are installed the fixture fails
 and says how to install them (``scripts/install-system-deps``), unless ``VERINFER_SKIP_POSTGRES=1``
@@ -22,6 +24,20 @@ import psycopg
 import pytest
 
 from verinfer import note
+from verinfer.keys import HOME_ENV
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    previous = os.environ.get(HOME_ENV)
+    os.environ[HOME_ENV] = str(tmp_path_factory.mktemp("verinfer-home"))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(HOME_ENV, None)
+        else:
+            os.environ[HOME_ENV] = previous
 
 
 def _postgres_bindir() -> Path | None:

@@ -274,7 +274,7 @@ def test_at_the_last_step_just_above_the_bound_loses(squeezenet: Setup, scale: f
     verdict = squeezenet.settle(lying, defendant, squeezenet.party(side="challenger"))
     assert verdict.winner == "challenger"
     judgement = verdict.body["judgement"]
-    assert judgement["deviation"] > judgement["bound"]
+    assert float(judgement["deviation"]) > float(judgement["bound"])
 
 
 def test_within_the_bound_is_honest_noise(squeezenet: Setup) -> None:
@@ -410,10 +410,11 @@ def test_a_verdict_verifies_offline_and_names_the_loser(
             lambda b: b["judgement"].update(tensors=b["judgement"]["tensors"][:-8] + "AAAAAAA="),
             "malformed|record|judgement",
         ),
-        (lambda b: b["judgement"]["after"].reverse(), "record"),
+        (lambda b: b["judgement"]["after"][0].__setitem__(1, "sha256:" + "0" * 64), "record"),
+        (lambda b: b["judgement"]["before"].append(["x", "sha256:" + "0" * 64]), "record"),
         (lambda b: b.update(steps=b["steps"] + 1), "steps"),
         (lambda b: b["dispute"].update(opened="2020-01-01T00:00:00.000Z"), "dispute|record"),
-        (lambda b: b["dispute"].update(deadline=5), "record|another dispute"),
+        (lambda b: b["dispute"].update(deadline_ms=5000), "record|another dispute"),
     ],
 )
 def test_a_changed_verdict_is_refused(

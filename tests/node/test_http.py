@@ -197,7 +197,7 @@ def test_a_replayed_answer_is_refused(served: Served, tmp_path: Path) -> None:
         ({"model": "alice/iris", "inputs": {"X": {"dtype": "float64", "shape": [1, 4],
           "data": [[1, 2, 3, 4]]}}}, 400, "bad_input", "has dtype float64, expected float32"),
         ({"model": "alice/iris", "inputs": {"X": {"dtype": "float32", "shape": [1, 4],
-          "data": [[1, 2, 3, 4]]}}, "mode": "optimistic"}, 400, "bad_input", "mode 'optimistic'"),
+          "data": [[1, 2, 3, 4]]}}, "mode": "optimistic:5"}, 400, "bad_input", "optimistic:5"),
         ({"model": "alice/iris"}, 422, "invalid_request", "inputs"),
         ({"model": 3, "inputs": {}, "extra": 1}, 422, "invalid_request", "extra"),
         ("not json", 422, "invalid_request", ""),

@@ -106,8 +106,8 @@ def test_bad_inputs_are_refused_and_nothing_is_logged(node: Node, alice: note.Si
     for inputs, message in cases:
         with pytest.raises(InputError, match=message):
             node.infer("alice/iris", inputs)
-    with pytest.raises(InputError, match="mode 'optimistic' is not available"):
-        node.infer("alice/iris", {"X": IRIS}, mode="optimistic")
+    with pytest.raises(InputError, match="mode 'optimistic:5' is not available"):
+        node.infer("alice/iris", {"X": IRIS}, mode="optimistic:5")
     with pytest.raises(InputError, match="malformed nonce"):
         node.infer("alice/iris", {"X": IRIS}, nonce="not a nonce!")
     assert node.log.size == size

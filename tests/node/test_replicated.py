@@ -198,7 +198,7 @@ def test_modes_are_checked(world: World) -> None:
     with Client(world.nodes["a"].url, trusted_vkeys=world.vkeys("a")) as client:
         with pytest.raises(InputError, match="asks several nodes: use a Network"):
             client.infer("alice/iris", {"X": IRIS}, mode="replicated:3")
-        for bad in ("replicated:1", "replicated:17", "replicated", "optimistic"):
+        for bad in ("replicated:1", "replicated:17", "replicated", "optimistic:9"):
             with pytest.raises(InputError, match="is not available"):
                 client._infer("alice/iris", {"X": IRIS}, mode=bad, nonce=None)
 

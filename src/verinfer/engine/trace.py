@@ -19,6 +19,7 @@ may differ from a node's, so a step's result is judged within :func:`bound` of t
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from verinfer import merkle, tensors
+from verinfer import cid, merkle, tensors
 from verinfer.engine import PROVIDER, load_session, session_options
 from verinfer.errors import InputError
 
@@ -120,6 +121,11 @@ class Steps:
         self._born = born
         self._last = last
 
+    @functools.cached_property
+    def cid(self) -> str:
+        """The model's CID."""
+        return cid.compute(self.model)
+
     def step(self, index: int) -> Step:
         """Step ``index``, 1..N."""
         if not 1 <= index <= self.count:
@@ -137,6 +143,39 @@ class Steps:
     def initializer_digests(self) -> dict[str, str]:
         """The digest of every initializer (computed once per model)."""
         return {name: tensors.digest(self.initializer(name)) for name in self.initializers}
+
+    @functools.cached_property
+    def _initializer_hashes(self) -> dict[str, bytes]:
+        return {
+            name: merkle.leaf_hash(leaf_bytes(name, digest))
+            for name, digest in self.initializer_digests.items()
+        }
+
+    def computed(self, index: int) -> list[str]:
+        """The names live in state ``index`` that are not initializers: what a side of a
+        dispute reveals (anyone reads initializers from the model)."""
+        return [name for name in self.live(index) if name not in self.initializers]
+
+    def root(self, index: int, digests: Mapping[str, str]) -> bytes:
+        """The root of state ``index`` from the digests of its :meth:`computed` tensors; the
+        initializers' leaves come from the model. :class:`InputError` if a name is missing,
+        extra, or a digest malformed."""
+        hashes, used = [], 0
+        for name in self.live(index):
+            found = self._initializer_hashes.get(name)
+            if found is None:
+                digest = digests.get(name)
+                if digest is None:
+                    raise InputError(f"state {index} holds {name!r}, which is not given")
+                found = merkle.leaf_hash(leaf_bytes(name, digest))
+                used += 1
+            hashes.append(found)
+        if used != len(digests):
+            extra = sorted(
+                set(digests) - set(self.live(index)) | set(digests) & set(self.initializers)
+            )
+            raise InputError(f"state {index} does not hold {extra[:1]!r} as computed tensors")
+        return merkle.root(hashes)
 
     def initializer(self, name: str) -> np.ndarray:
         """An initializer's value, read from the model."""
@@ -203,10 +242,15 @@ class Trace:
         return found
 
     def leaves(self, index: int) -> list[Leaf]:
+        """Every live tensor of state ``index``, initializers included."""
         return [(name, self.digest(name)) for name in self.steps.live(index)]
 
+    def computed(self, index: int) -> list[Leaf]:
+        """The live tensors of state ``index`` that are not initializers."""
+        return [(name, self.digest(name)) for name in self.steps.computed(index)]
+
     def root(self, index: int) -> bytes:
-        return state_root(self.leaves(index))
+        return self.steps.root(index, dict(self.computed(index)))
 
 
 def reduction(step: Step, shapes: Mapping[str, tuple[int, ...]]) -> int:
@@ -256,8 +300,10 @@ def bound(step: Step, shapes: Mapping[str, tuple[int, ...]], reference: np.ndarr
     """
     if reference.dtype.kind != "f" or reference.size == 0:
         return 0.0
-    finite = reference[np.isfinite(reference)]
-    scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+    scale = float(np.max(np.abs(reference)))
+    if not math.isfinite(scale):
+        finite = reference[np.isfinite(reference)]
+        scale = float(np.max(np.abs(finite))) if finite.size else 0.0
     unit = float(np.finfo(reference.dtype).eps) / 2
     scale = max(scale, float(np.finfo(reference.dtype).tiny))
     return BOUND_FACTOR * (reduction(step, shapes) + 1) * unit * scale

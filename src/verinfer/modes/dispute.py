@@ -33,6 +33,7 @@ import concurrent.futures
 import functools
 import hashlib
 import math
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ __all__ = [
     "Party",
     "Reveal",
     "Verdict",
+    "decode_npz",
+    "encode_npz",
     "open_message",
     "settle",
     "verify_verdict",
@@ -88,16 +91,33 @@ def _hex(root: bytes) -> str:
     return root.hex()
 
 
+def decode_npz(text: object, what: str, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Tensors from base64 ``.npz`` (``""`` for none); :class:`InputError` naming ``what``."""
+    if text == "":
+        return {}
+    try:
+        raw = base64.b64decode(str(text), validate=True)
+        return tensors.decode_binary(raw, max_bytes=max_bytes)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(f"malformed {what}: {exc}") from exc
+
+
 def _npz(data: object, what: str) -> dict[str, np.ndarray]:
     try:
-        raw = base64.b64decode(str(data), validate=True)
-        return tensors.decode_binary(raw)
-    except (binascii.Error, ValueError, InputError) as exc:
-        raise VerificationError(f"malformed {what}: {exc}") from exc
+        return decode_npz(data, what)
+    except InputError as exc:
+        raise VerificationError(str(exc)) from exc
 
 
-def _b64(arrays: Mapping[str, np.ndarray]) -> str:
-    return base64.b64encode(tensors.encode_binary(arrays)).decode()
+class _Base64(str):
+    """A string this module base64-encoded itself (so JSON has nothing to escape in it)."""
+
+    __slots__ = ()
+
+
+def encode_npz(arrays: Mapping[str, np.ndarray]) -> str:
+    """Tensors as base64 ``.npz``, how disputes carry them in JSON (``""`` for none)."""
+    return _Base64(base64.b64encode(tensors.encode_binary(arrays)).decode() if arrays else "")
 
 
 @dataclass(frozen=True)
@@ -106,11 +126,11 @@ class Dispute:
 
     header: dict[str, Any]
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         return _sha256(canonical.dumps(self.header))
 
-    @property
+    @functools.cached_property
     def bundle(self) -> Bundle:
         return Bundle.from_json(self.header["bundle"])
 
@@ -128,7 +148,7 @@ class Dispute:
 
     @property
     def deadline(self) -> float:
-        return float(self.header["deadline"])
+        return int(self.header["deadline_ms"]) / 1000
 
     @classmethod
     def create(
@@ -148,7 +168,7 @@ class Dispute:
             "challenger": challenger,
             "referee": referee,
             "opened": _time(time.time() if opened is None else opened),
-            "deadline": deadline,
+            "deadline_ms": round(deadline * 1000),
         }
         return cls.from_header(header)
 
@@ -158,7 +178,7 @@ class Dispute:
         logged by the defendant, challenged within its window by a distinct key."""
         if not isinstance(header, dict) or header.get("type") != DISPUTE_TYPE:
             raise VerificationError(f"malformed dispute: not a {DISPUTE_TYPE} header")
-        fields = {"type", "bundle", "defendant", "challenger", "referee", "opened", "deadline"}
+        fields = {"type", "bundle", "defendant", "challenger", "referee", "opened", "deadline_ms"}
         if set(header) != fields:
             raise VerificationError(f"malformed dispute: fields {sorted(header)}")
         bundle = Bundle.from_json(header["bundle"])
@@ -178,9 +198,13 @@ class Dispute:
             raise VerificationError("the dispute's defendant is not the node that signed it")
         if header["challenger"] == receipt["node"]:
             raise VerificationError("a node cannot challenge its own receipt")
-        deadline = header["deadline"]
-        if not isinstance(deadline, int | float) or not 0 < deadline <= MAX_DEADLINE:
-            raise VerificationError(f"malformed dispute: deadline {deadline!r} s")
+        deadline = header["deadline_ms"]
+        if (
+            not isinstance(deadline, int)
+            or isinstance(deadline, bool)
+            or not 0 < deadline <= MAX_DEADLINE * 1000
+        ):
+            raise VerificationError(f"malformed dispute: deadline {deadline!r} ms")
         verify_bundle(bundle, [receipt["node"]])  # logged by the defendant
         if opened > _seconds(receipt["time"]) + window:
             raise VerificationError(
@@ -339,11 +363,11 @@ class LocalParty:
 
     def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal:
         trace = self.trace(dispute)
-        live = set(trace.steps.live(step))
-        unknown = [name for name in names if name not in live]
+        computed = set(trace.steps.computed(step))
+        unknown = [name for name in names if name not in computed]
         if unknown:
-            raise InputError(f"{unknown[0]!r} is not live in state {step}")
-        return Reveal(trace.leaves(step), {name: trace.value(name) for name in names})
+            raise InputError(f"{unknown[0]!r} is not a computed tensor of state {step}")
+        return Reveal(trace.computed(step), {name: trace.value(name) for name in names})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,11 +392,13 @@ class Verdict:
 
     @classmethod
     def create(cls, body: dict[str, Any], signer: note.Signer) -> Verdict:
-        encoded = canonical.dumps(body)
+        encoded = _dumps(body)
         seal = {"type": VERDICT_TYPE, "referee": signer.vkey, "verdict": _sha256(encoded)}
         signature = note.sign_json(seal, signer).decode()
-        document = {"verdict": canonical.loads(encoded), "signature": signature}
-        return cls(canonical.dumps(document), document["verdict"])
+        # {"signature": ..., "verdict": ...} in canonical key order, without encoding the
+        # (megabytes of) body twice
+        data = b'{"signature":' + canonical.dumps(signature) + b',"verdict":' + encoded + b"}"
+        return cls(data, body)
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> tuple[Verdict, str]:
@@ -413,6 +439,28 @@ class Verdict:
         return cid.compute(self.data)
 
 
+def _dumps(body: dict[str, Any]) -> bytes:
+    """``canonical.dumps(body)``, with its megabytes of base64 (tensors) spliced in instead of
+    escaped character by character: base64 has nothing to escape, so the bytes are the same."""
+    blobs: dict[bytes, str] = {}
+
+    def stand_in(value: object) -> object:
+        if not isinstance(value, _Base64):  # only what _b64 made here is known to be base64
+            return value
+        marker = f"\x00{secrets.token_hex(16)}"  # unguessable: no party can send it
+        blobs[canonical.dumps(marker)] = value
+        return marker
+
+    judgement = body.get("judgement")
+    light = {**body, "inputs": stand_in(body.get("inputs"))}
+    if isinstance(judgement, dict):
+        light["judgement"] = {**judgement, "tensors": stand_in(judgement.get("tensors"))}
+    encoded = canonical.dumps(light)
+    for marker, value in blobs.items():
+        encoded = encoded.replace(marker, b'"' + value.encode() + b'"', 1)
+    return encoded
+
+
 def _non_initializers(steps: Steps, names: Sequence[str]) -> list[str]:
     return [name for name in names if name not in steps.initializers]
 
@@ -427,17 +475,14 @@ def _judge(
         "op": step.op,
         "before": [list(leaf) for leaf in before.leaves],
         "after": [list(leaf) for leaf in after.leaves],
-        "tensors": _b64({**before.tensors, **after.tensors}),
+        "tensors": encode_npz({**before.tensors, **after.tensors}),
     }
     digests_before = dict(before.leaves)
-    if [name for name, _ in before.leaves] != steps.live(k - 1):
-        return False, f"its state {k - 1} does not hold the live tensors", record
-    if _leaves_root(before.leaves, "revealed state") != roots[0]:
-        return False, f"its revealed state {k - 1} does not match its signed root", record
-    if [name for name, _ in after.leaves] != steps.live(k):
-        return False, f"its state {k} does not hold the live tensors", record
-    if _leaves_root(after.leaves, "revealed state") != roots[1]:
-        return False, f"its revealed state {k} does not match its signed root", record
+    for index, revealed, root in ((k - 1, before, roots[0]), (k, after, roots[1])):
+        if [name for name, _ in revealed.leaves] != steps.computed(index):
+            return False, f"its state {index} does not hold the live tensors", record
+        if _state_root(steps, index, revealed.leaves) != root:
+            return False, f"its revealed state {index} does not match its signed root", record
     written = set(step.outputs)
     for name, digest in after.leaves:
         if name not in written and digests_before.get(name) != digest:
@@ -465,12 +510,9 @@ def _judge(
         if claimed.dtype != correct.dtype or claimed.shape != correct.shape:
             return False, f"step {k} ({step.op}) gives {name!r} another dtype or shape", record
         allowed = bound(step, shapes, correct)
-        both = np.isnan(claimed) & np.isnan(correct) if correct.dtype.kind == "f" else False
-        gap = np.abs(claimed.astype(np.float64) - correct.astype(np.float64))
-        gap = np.where(both, 0.0, gap)
-        deviation = float(np.max(gap)) if gap.size else 0.0
-        if math.isnan(deviation) or deviation > allowed:
-            record.update(deviation=deviation, bound=allowed, tensor=name)
+        deviation = _deviation(claimed, correct)
+        if deviation > allowed:
+            record.update(deviation=repr(deviation), bound=repr(allowed), tensor=name)
             return (
                 False,
                 f"step {k} ({step.op}) gives {name!r} off by {deviation:.3g}, beyond the "
@@ -479,17 +521,31 @@ def _judge(
             )
         if allowed and deviation / allowed >= worst / max(limit, 1e-300):
             worst, limit = deviation, allowed
-    record.update(deviation=worst, bound=limit)
+    record.update(deviation=repr(worst), bound=repr(limit))
     return True, f"step {k} ({step.op}) re-executed: within the bound", record
 
 
-def _agree_within(a: Reveal, b: Reveal, steps: Steps) -> bool:
-    if [name for name, _ in a.leaves] != [name for name, _ in b.leaves]:
-        return False
-    for (name, left), (_, right) in zip(a.leaves, b.leaves, strict=True):
-        if name in steps.initializers or left == right:
-            if left != right:
-                return False
+def _deviation(claimed: np.ndarray, correct: np.ndarray) -> float:
+    """The largest absolute difference (NaN where the referee has NaN counts as equal; NaN or
+    infinity against a number as infinitely far; any difference of exact dtypes too)."""
+    if np.array_equal(claimed, correct, equal_nan=correct.dtype.kind == "f"):
+        return 0.0
+    if correct.dtype.kind != "f":
+        return math.inf
+    gap = np.abs(claimed - correct)  # in the tensor's own dtype: its rounding is far below a bound
+    undefined = np.isnan(gap)
+    if undefined.any():
+        if (np.isnan(claimed) != np.isnan(correct)).any() or (claimed != correct)[
+            undefined & ~np.isnan(correct)
+        ].any():
+            return math.inf
+        gap = np.where(undefined, 0, gap)
+    return float(np.max(gap))
+
+
+def _agree_within(a: Reveal, b: Reveal) -> bool:
+    for (name, left), (_, right) in zip(a.leaves, b.leaves, strict=True):  # names: checked
+        if left == right:
             continue
         x, y = a.tensors[name], b.tensors[name]
         if x.dtype != y.dtype or x.shape != y.shape or x.dtype.kind != "f":
@@ -500,8 +556,20 @@ def _agree_within(a: Reveal, b: Reveal, steps: Steps) -> bool:
     return True
 
 
-def _checked_reveal(reveal: Reveal, root: str, names: Sequence[str], what: str) -> Reveal:
-    if _leaves_root(reveal.leaves, what) != root:
+def _state_root(steps: Steps, index: int, leaves: Sequence[Leaf]) -> str | None:
+    """The root of a revealed state (its computed leaves), ``None`` if they are malformed."""
+    try:
+        return _hex(steps.root(index, dict(leaves)))
+    except InputError:
+        return None
+
+
+def _checked_reveal(steps: Steps, index: int, reveal: Reveal, root: str) -> Reveal:
+    names = steps.computed(index)
+    what = f"state {index}"
+    if [name for name, _ in reveal.leaves] != names:
+        raise VerificationError(f"its {what} does not hold the live tensors")
+    if _state_root(steps, index, reveal.leaves) != root:
         raise VerificationError(f"its {what} does not match its signed root")
     digests = dict(reveal.leaves)
     for name in names:
@@ -532,7 +600,9 @@ def settle(
     """Play the game between ``defendant`` and ``challenger`` as the referee ``signer`` and
     return the signed verdict. ``steps`` may be given from a cache (it is the model's)."""
     receipt = dispute.receipt
-    if cid.compute(model) != receipt["model"]:
+    if steps is None and cid.compute(model) == receipt["model"]:
+        steps = Steps(model)
+    if steps is None or steps.cid != receipt["model"]:
         raise InputError("these model bytes are not the receipt's model")
     if tensors.map_digest(inputs) != receipt["inputs"]:
         raise InputError("these inputs are not the receipt's: their digest differs")
@@ -540,7 +610,6 @@ def settle(
         raise InputError("the dispute names another referee")
     if defendant.vkey != dispute.defendant or challenger.vkey != dispute.challenger:
         raise InputError("the parties' keys are not the dispute's defendant and challenger")
-    steps = steps or Steps(model)
     parties = {"defendant": defendant, "challenger": challenger}
     record: dict[str, Any] = {"openings": {}, "rounds": [], "judgement": None}
     pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="verinfer-referee")
@@ -559,15 +628,15 @@ def settle(
         return answers
 
     def agree_across(mid: int, roots: tuple[str, str]) -> bool:
-        names = _non_initializers(steps, steps.live(mid))
+        names = steps.computed(mid)
         reveals = ask(_calls(parties, lambda party: party.reveal(dispute, mid, names)))
         checked = []
         for role, root in zip(("defendant", "challenger"), roots, strict=True):
             try:
-                checked.append(_checked_reveal(reveals[role], root, names, f"state {mid}"))
+                checked.append(_checked_reveal(steps, mid, reveals[role], root))
             except VerificationError as exc:
                 raise _Lost(role, str(exc)) from exc
-        return _agree_within(checked[0], checked[1], steps)
+        return _agree_within(checked[0], checked[1])
 
     try:
         game = _Game(dispute, inputs, steps, parties, ask, agree_across, record)
@@ -580,7 +649,7 @@ def settle(
         "type": VERDICT_TYPE,
         "referee": signer.vkey,
         "dispute": dispute.header,
-        "inputs": _b64(inputs),
+        "inputs": encode_npz(inputs),
         "steps": steps.count,
         **record,
         "winner": winner,
@@ -592,8 +661,7 @@ def settle(
 
 
 def _initial_root(steps: Steps, inputs: Mapping[str, np.ndarray]) -> str:
-    digests = {**steps.initializer_digests, **{n: tensors.digest(v) for n, v in inputs.items()}}
-    return _hex(state_root([(name, digests[name]) for name in steps.live(0)]))
+    return _hex(steps.root(0, {name: tensors.digest(inputs[name]) for name in steps.computed(0)}))
 
 
 def _opened(

@@ -9,8 +9,6 @@ with the dispute's deadline per round and keeps the verdicts it signs in ``DATA/
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import threading
@@ -24,30 +22,23 @@ import numpy as np
 from verinfer import tensors
 from verinfer.engine.trace import Steps
 from verinfer.errors import InputError, LimitExceeded, NotFound, StorageError
-from verinfer.modes.dispute import Dispute, LocalParty, Reveal, Verdict, settle
+from verinfer.modes.dispute import (
+    Dispute,
+    LocalParty,
+    Reveal,
+    Verdict,
+    decode_npz,
+    encode_npz,
+    settle,
+)
 from verinfer.verify import Bundle
 
 if TYPE_CHECKING:
     from verinfer.node.service import Node
 
-__all__ = ["Disputes", "RemoteParty"]
+__all__ = ["Disputes", "RemoteParty", "decode_npz", "encode_npz"]
 
 _MAX_ANSWER_BYTES = 256 << 20
-
-
-def encode_npz(arrays: Mapping[str, np.ndarray]) -> str:
-    """Tensors as base64 ``.npz`` (how disputes carry them in JSON)."""
-    return base64.b64encode(tensors.encode_binary(arrays)).decode()
-
-
-def decode_npz(text: object, what: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
-    """The inverse of :func:`encode_npz`; :class:`InputError` naming ``what`` if malformed."""
-    try:
-        return tensors.decode_binary(
-            base64.b64decode(str(text), validate=True), max_bytes=max_bytes
-        )
-    except (binascii.Error, ValueError) as exc:
-        raise InputError(f"malformed {what}: {exc}") from exc
 
 
 class RemoteParty:
