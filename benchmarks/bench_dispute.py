@@ -58,7 +58,7 @@ class Wire:
         self.bytes += len(text)
         decoded: dict[str, Any] = json.loads(text)
         if "tensors" in decoded:
-            decoded["tensors"] = decode_npz(decoded["tensors"], "tensors")
+            decoded["arrays"] = decode_npz(decoded["tensors"], "tensors")
         self.referee += time.thread_time() - start
         return decoded
 
@@ -68,9 +68,9 @@ class Wire:
         message = self.party.opening(dispute, decode_npz(request["inputs"], "inputs"))
         return str(self._receive({"message": message})["message"])
 
-    def state(self, dispute: Dispute, step: int) -> str:
+    def state(self, dispute: Dispute, step: int) -> dict[str, Any]:
         self._send({"dispute": dispute.id, "step": step})
-        return str(self._receive({"message": self.party.state(dispute, step)})["message"])
+        return self._receive(self.party.state(dispute, step))
 
     def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal:
         self._send({"dispute": dispute.id, "step": step, "names": list(names)})
@@ -78,7 +78,7 @@ class Wire:
         answer = self._receive({"leaves": [list(leaf) for leaf in shown.leaves],
                                 "tensors": encode_npz(shown.tensors)})  # fmt: skip
         leaves = [(str(name), str(digest)) for name, digest in answer["leaves"]]
-        return Reveal(leaves, answer["tensors"])
+        return Reveal(leaves, answer["arrays"], answer["tensors"])
 
 
 def _cpu(call: Any) -> tuple[Any, float]:
@@ -106,7 +106,7 @@ def bench_model(name: str, positions: int, tmp: Path) -> dict[str, Any]:
     for _ in range(2):
         session.run(None, inputs)
     full = statistics.median(_cpu(lambda: session.run(None, inputs))[1] for _ in range(5))
-    _, prepare = _cpu(lambda: (steps.cid, steps.initializer_digests))  # once per model, cached
+    _, prepare = _cpu(steps.prepare)  # once per model, cached by a referee
     referee, carol = (note.Signer(note.generate_key(n)[0]) for n in ("referee", "carol"))
     rows = []
     with Node(tmp / name) as node:
@@ -128,18 +128,22 @@ def bench_model(name: str, positions: int, tmp: Path) -> dict[str, Any]:
                 Wire(LocalParty(carol, lambda _: model, lambda d, i: None, engine=engine)),
             )  # fmt: skip
             dispute = Dispute.create(result.bundle, challenger=carol.vkey, referee=referee.vkey)
+            sent = encode_npz(inputs)  # as a client sends them
             wall = time.perf_counter()
-            verdict, cpu = _cpu(
-                lambda d=dispute, s=sides: settle(  # type: ignore[misc]
-                    d, inputs, model, defendant=s[0], challenger=s[1], signer=referee, steps=steps
+            verdict, game = _cpu(
+                lambda d=dispute, s=sides, e=sent: settle(  # type: ignore[misc]
+                    d, inputs, model, defendant=s[0], challenger=s[1], signer=referee,
+                    steps=steps, encoded_inputs=e,
                 )
-            )
+            )  # fmt: skip
             wall = time.perf_counter() - wall
             judged = verdict.body["judgement"] or {"op": f"none: {verdict.reason}"}
-            cpu += sides[0].referee + sides[1].referee
+            wire = sides[0].referee + sides[1].referee
+            cpu = game + wire
             rows.append({
                 "at": at, "op": judged["op"], "rounds": len(verdict.body["rounds"]),
                 "winner": verdict.winner, "cpu": cpu, "share": cpu / full, "wall": wall,
+                "game": game, "wire": wire,
                 "bytes": sides[0].bytes + sides[1].bytes, "verdict": len(verdict.data),
             })  # fmt: skip
         latency = _latency(node, f"alice/{name}", inputs)
@@ -179,12 +183,15 @@ def main() -> int:
             rounds = math.ceil(math.log2(found["steps"]))
             print(f"\n{name}: {found['steps']} steps, ceil(log2 N) = {rounds}; one inference "
                   f"{found['full'] * 1e3:.1f} ms CPU (1 thread); referee's per-model preparation "
-                  f"(initializer digests, cached) {found['prepare'] * 1e3:.1f} ms")  # fmt: skip
+                  f"(CID, every state's initializer root; cached) "
+                  f"{found['prepare'] * 1e3:.1f} ms")  # fmt: skip
             print(f"{'lie at':>7} {'op':<20} {'rounds':>6} {'winner':<10} {'referee CPU':>12} "
-                  f"{'share':>7} {'dispute':>9} {'exchanged':>10} {'verdict':>9}")  # fmt: skip
+                  f"{'share':>7} {'of which JSON':>14} {'dispute':>9} {'exchanged':>10} "
+                  f"{'verdict':>9}")  # fmt: skip
             for row in found["rows"]:
                 print(f"{row['at']:>7} {row['op']:<20} {row['rounds']:>6} {row['winner']:<10} "
                       f"{row['cpu'] * 1e3:>9.2f} ms {row['share']:>6.1%} "
+                      f"{row['wire'] * 1e3:>11.2f} ms "
                       f"{row['wall']:>7.2f} s {row['bytes'] / 1e6:>7.2f} MB "
                       f"{row['verdict'] / 1e6:>6.2f} MB")  # fmt: skip
                 ok &= row["rounds"] <= rounds and row["winner"] == "challenger"

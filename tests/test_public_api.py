@@ -12,7 +12,9 @@ import verinfer.log
 import verinfer.node
 import verinfer.verify
 from verinfer import canonical, cid, errors, merkle, note, tensors
+from verinfer.engine import trace
 from verinfer.hub import documents
+from verinfer.modes import dispute
 from verinfer.verify import bundle, evidence, verifier
 
 
@@ -74,9 +76,11 @@ def test_exports_are_deliberate() -> None:
             "Bundle",
             "Receipt",
             "Report",
+            "mode_matches",
             "replicas_of",
             "verify_bundle",
             "verify_bundles",
+            "window_of",
         ]
     )
     assert sorted(verinfer.node.__all__) == ["Node", "Result", "load_or_create_key"]
@@ -89,7 +93,8 @@ def test_exports_are_deliberate() -> None:
 def test_the_pure_core_does_no_io() -> None:
     """The verification core never imports the log, the store or the network."""
     forbidden = ("sqlite3", "psycopg", "socket", "httpx", "verinfer.log", "open(")
-    for module in (canonical, cid, merkle, note, tensors, documents, bundle, verifier, evidence):
+    pure = (canonical, cid, merkle, note, tensors, documents, bundle, verifier, evidence)
+    for module in (*pure, trace, dispute):  # disputes: verdicts are checked offline too
         source = inspect.getsource(module)
         for word in forbidden:
             assert f"import {word}" not in source, (module.__name__, word)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from verinfer import note
 from verinfer.engine.trace import Steps, Trace, bound
 from verinfer.modes.dispute import Dispute, LocalParty, Reveal
 
@@ -99,18 +99,16 @@ class CrossClass(LocalParty):
 
 
 class Liar(LocalParty):
-    """Computes honestly but signs a made-up root for state ``at``."""
+    """Computes honestly but answers a made-up root for state ``at`` (with the proof of the
+    true one: the only proof it has)."""
 
     def __init__(self, *args: object, at: int, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.at = at
 
-    def state(self, dispute: Dispute, step: int) -> str:
-        if step != self.at:
-            return super().state(dispute, step)
-        body = {"dispute": dispute.id, "kind": "state", "step": step, "state": "ab" * 32}
-        return note.sign_json({"type": "verinfer.dispute.message/v1", "party": self.vkey,
-                               **body}, self.signer).decode()  # fmt: skip
+    def state(self, dispute: Dispute, step: int) -> dict[str, Any]:
+        answer = super().state(dispute, step)
+        return {**answer, "state": "ab" * 32} if step == self.at else answer
 
 
 class Silent(LocalParty):
@@ -120,7 +118,7 @@ class Silent(LocalParty):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.after, self.asked = after, 0
 
-    def state(self, dispute: Dispute, step: int) -> str:
+    def state(self, dispute: Dispute, step: int) -> dict[str, Any]:
         self.asked += 1
         if self.asked > self.after:
             time.sleep(5)
@@ -132,12 +130,18 @@ class Silent(LocalParty):
 
 
 class Replaying(LocalParty):
-    """Answers state requests with ``messages[i]`` (messages from elsewhere) in turn."""
+    """Answers the opening and state requests with recorded ones from elsewhere, in turn."""
 
-    def __init__(self, *args: object, messages: list[str], **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, openings: list[str] = (), states: list[Any] = (), **kwargs: object
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.messages = messages
+        self.openings, self.states = list(openings), list(states)
 
-    def state(self, dispute: Dispute, step: int) -> str:
-        super().state(dispute, step)
-        return self.messages.pop(0)
+    def opening(self, dispute: Dispute, inputs: Mapping[str, np.ndarray]) -> str:
+        mine = super().opening(dispute, inputs)
+        return self.openings.pop(0) if self.openings else mine
+
+    def state(self, dispute: Dispute, step: int) -> dict[str, Any]:
+        mine = super().state(dispute, step)
+        return self.states.pop(0) if self.states else mine

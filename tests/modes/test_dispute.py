@@ -308,22 +308,36 @@ def test_replayed_and_re_signed_messages_are_refused(squeezenet: Setup) -> None:
     lying = _lying_answer(squeezenet, 30)
     first = squeezenet.settle(lying, squeezenet.party(Perturbing, side="defendant", at=30),
                               squeezenet.party(side="challenger"))  # fmt: skip
-    recorded = [r["defendant"] for r in first.body["rounds"]]
-    replaying = squeezenet.party(Replaying, side="defendant", messages=list(recorded),
-                                 stands_by=lambda d, i: lying.outputs)  # fmt: skip
-    verdict = squeezenet.settle(lying, replaying, squeezenet.party(side="challenger"))
+    opening = first.body["openings"]["defendant"]
+    stands_by: Any = lambda d, i: lying.outputs  # noqa: E731
+
+    def replaying(**recorded: Any) -> Any:
+        return squeezenet.party(Replaying, side="defendant", stands_by=stands_by, **recorded)
+
+    # an opening from another dispute of the same receipt
+    verdict = squeezenet.settle(lying, replaying(openings=[opening]), squeezenet.party(
+        side="challenger"))  # fmt: skip
     assert verdict.winner == "challenger"
     assert "belongs to another dispute" in verdict.reason
-    # the same root, signed over this dispute but by another key
+    # the same opening re-signed over this dispute, by another key
     mallory = _signer("mallory")
-    text, _ = note.parse(recorded[0])
+    text, _ = note.parse(opening)
     body = canonical.loads(text.removesuffix("\n").encode())
-    forged = note.sign_json(body, mallory).decode()
-    resigned = squeezenet.party(Replaying, side="defendant", messages=[forged],
-                                stands_by=lambda d, i: lying.outputs)  # fmt: skip
-    verdict = squeezenet.settle(lying, resigned, squeezenet.party(side="challenger"))
+
+    class Resigning(LocalParty):
+        def opening(self, dispute: Dispute, inputs: Mapping[str, np.ndarray]) -> str:
+            return note.sign_json({**body, "dispute": dispute.id}, mallory).decode()
+
+    verdict = squeezenet.settle(lying, squeezenet.party(Resigning, side="defendant"),
+                                squeezenet.party(side="challenger"))  # fmt: skip
     assert verdict.winner == "challenger"
-    assert "signature" in verdict.reason or "belongs to another dispute" in verdict.reason
+    assert "signed by: mallory" in verdict.reason
+    # states replayed from the first dispute, whose trace was another: its proofs fail
+    states = [r["defendant"] for r in first.body["rounds"]]
+    verdict = squeezenet.settle(lying, replaying(states=states),
+                                squeezenet.party(side="challenger"))  # fmt: skip
+    assert verdict.winner == "challenger"
+    assert "is not in the trace it signed" in verdict.reason
 
 
 def test_only_optimistic_receipts_within_their_window_are_disputed(squeezenet: Setup) -> None:
@@ -407,7 +421,7 @@ def test_a_verdict_verifies_offline_and_names_the_loser(
         (lambda b: b["rounds"].pop(), "rounds|record|judgement"),
         (lambda b: b["rounds"][1].update(defendant=b["rounds"][0]["defendant"]), "record"),
         (
-            lambda b: b["judgement"].update(tensors=b["judgement"]["tensors"][:-8] + "AAAAAAA="),
+            lambda b: b["judgement"].update(written=b["judgement"]["written"][:-8] + "AAAAAAA="),
             "malformed|record|judgement",
         ),
         (lambda b: b["judgement"]["after"][0].__setitem__(1, "sha256:" + "0" * 64), "record"),

@@ -20,7 +20,7 @@ from test_http import Served
 from verinfer import devnet, note, tensors
 from verinfer.client import Client
 from verinfer.examples import light_model
-from verinfer.modes.dispute import verify_verdict
+from verinfer.modes.dispute import Dispute, verify_verdict
 from verinfer.node import Node
 
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
@@ -75,15 +75,9 @@ def test_a_dishonest_node_loses_a_dispute_through_the_sdk(net: Net) -> None:
         assert (verdict.winner, verdict.loser) == ("challenger", "defendant")
         assert verdict.body["dispute"]["defendant"] == net.liar.node.vkey
         assert verdict.body["judgement"]["step"] == verdict.body["steps"]  # its final Softmax
-        dispute_id = verdict.body["rounds"][0]["defendant"]  # any message names the dispute
-        kept = referee.verdict(_dispute_id(dispute_id))
+        kept = referee.verdict(Dispute.from_header(verdict.body["dispute"]).id)
     assert kept == verdict.data
     assert verify_verdict(kept, model=MODEL).winner == "challenger"
-
-
-def _dispute_id(message: str) -> str:
-    text = message.split("\n\n", 1)[0]
-    return str(__import__("json").loads(text)["dispute"])
 
 
 def test_an_honest_answer_survives_a_challenge(net: Net) -> None:
@@ -171,8 +165,6 @@ def test_bad_challenges_get_clear_4xx_answers(net: Net) -> None:
             "/v1/disputes/party/reveal", json={"dispute": "x", "step": -1, "names": []}
         )
         assert answer.status_code == 422
-        from verinfer.modes.dispute import Dispute  # noqa: PLC0415
-
         stranger = note.Signer(note.generate_key("stranger")[0]).vkey
         header = Dispute.create(optimistic.bundle, challenger=stranger, referee=stranger).header
         answer = http.post(

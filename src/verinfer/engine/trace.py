@@ -4,10 +4,15 @@
 requires that order to be topological, and it is checked here), numbered 1..N; they are derived
 from the model's bytes alone. The *state* after step i is the set of live tensors: graph inputs
 and initializers that a later step (or the graph's outputs) still needs, and the outputs of steps
-1..i still needed; state 0 holds the inputs, state N exactly the graph outputs. A state commits as
-the RFC 9162 Merkle root over one leaf per live tensor, in UTF-8 byte order of the names::
+1..i still needed; state 0 holds the inputs, state N exactly the graph outputs. A state commits
+as the RFC 9162 hash of two Merkle roots, over its computed tensors and over its initializers::
 
-    leaf = u32be(len(name)) || name || tensor digest (32 bytes, docs/PROTOCOL.md §9)
+    leaf  = u32be(len(name)) || name || tensor digest (32 bytes, docs/PROTOCOL.md §9)
+    state = node_hash(root(leaves of live non-initializers), root(leaves of live initializers))
+
+each root over leaves in UTF-8 byte order of the names. The initializer half depends on the model
+alone: :meth:`Steps.prepare` computes it for every state once per model, so judging a step hashes
+only the few tensors a side computed.
 
 Nothing here runs at inference time. When a receipt is challenged, :meth:`Steps.trace` re-runs the
 model once with every intermediate tensor exposed as an output (the pinned session options of
@@ -21,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +38,7 @@ from verinfer import cid, merkle, tensors
 from verinfer.engine import PROVIDER, load_session, session_options
 from verinfer.errors import InputError
 
-__all__ = ["BOUND_FACTOR", "Leaf", "Steps", "Trace", "bound", "reduction", "run_step"]
+__all__ = ["BOUND_FACTOR", "Leaf", "Steps", "Trace", "bound", "leaf_bytes", "reduction", "run_step"]
 
 Leaf = tuple[str, str]  # (tensor name, tensor digest)
 
@@ -45,14 +50,6 @@ def leaf_bytes(name: str, digest: str) -> bytes:
     """The Merkle leaf of one live tensor."""
     encoded = name.encode()
     return struct.pack(">I", len(encoded)) + encoded + tensors.raw_digest(digest)
-
-
-def state_root(leaves: Sequence[Leaf]) -> bytes:
-    """The commitment to a state given as ``(name, digest)`` leaves in name order."""
-    names = [name for name, _ in leaves]
-    if names != sorted(set(names), key=str.encode):
-        raise InputError("state leaves must be unique and sorted by the UTF-8 bytes of names")
-    return merkle.root(merkle.leaf_hashes(leaf_bytes(n, d) for n, d in leaves))
 
 
 @dataclass(frozen=True)
@@ -120,6 +117,7 @@ class Steps:
             last[name] = self.count + 1  # live to the end
         self._born = born
         self._last = last
+        self._initializer_roots: dict[int, bytes] = {}
 
     @functools.cached_property
     def cid(self) -> str:
@@ -157,25 +155,31 @@ class Steps:
         return [name for name in self.live(index) if name not in self.initializers]
 
     def root(self, index: int, digests: Mapping[str, str]) -> bytes:
-        """The root of state ``index`` from the digests of its :meth:`computed` tensors; the
-        initializers' leaves come from the model. :class:`InputError` if a name is missing,
-        extra, or a digest malformed."""
-        hashes, used = [], 0
-        for name in self.live(index):
-            found = self._initializer_hashes.get(name)
-            if found is None:
-                digest = digests.get(name)
-                if digest is None:
-                    raise InputError(f"state {index} holds {name!r}, which is not given")
-                found = merkle.leaf_hash(leaf_bytes(name, digest))
-                used += 1
-            hashes.append(found)
-        if used != len(digests):
-            extra = sorted(
-                set(digests) - set(self.live(index)) | set(digests) & set(self.initializers)
-            )
-            raise InputError(f"state {index} does not hold {extra[:1]!r} as computed tensors")
-        return merkle.root(hashes)
+        """The commitment to state ``index`` from the digests of its :meth:`computed` tensors
+        (the initializers' half comes from the model). :class:`InputError` if a name is
+        missing or extra, or a digest malformed."""
+        names = self.computed(index)
+        if len(digests) != len(names) or any(name not in digests for name in names):
+            odd = sorted(set(names) ^ set(digests))
+            raise InputError(f"state {index} holds other computed tensors than given: {odd[:1]!r}")
+        computed = merkle.root(merkle.leaf_hashes(leaf_bytes(n, digests[n]) for n in names))
+        return merkle.node_hash(computed, self.initializer_root(index))
+
+    def initializer_root(self, index: int) -> bytes:
+        """The root of the initializers live in state ``index``."""
+        found = self._initializer_roots.get(index)
+        if found is None:
+            live = [n for n in self.live(index) if n in self.initializers]
+            found = merkle.root([self._initializer_hashes[name] for name in live])
+            self._initializer_roots[index] = found
+        return found
+
+    def prepare(self) -> None:
+        """Compute what depends on the model alone (its CID, every initializer digest, every
+        state's initializer root): a referee does it once per model."""
+        _ = self.cid
+        for index in range(self.count + 1):
+            self.initializer_root(index)
 
     def initializer(self, name: str) -> np.ndarray:
         """An initializer's value, read from the model."""
@@ -228,6 +232,7 @@ class Trace:
         self.steps = steps
         self.values = values
         self._digests: dict[str, str] = {}
+        self._commitment: list[bytes] | None = None
 
     def value(self, name: str) -> np.ndarray:
         found = self.values.get(name)
@@ -251,6 +256,13 @@ class Trace:
 
     def root(self, index: int) -> bytes:
         return self.steps.root(index, dict(self.computed(index)))
+
+    def commitment(self) -> list[bytes]:
+        """The leaves of the trace's commitment: the hash of each state's root, 0..N."""
+        if self._commitment is None:
+            roots = (self.root(index) for index in range(self.steps.count + 1))
+            self._commitment = merkle.leaf_hashes(roots)
+        return self._commitment
 
 
 def reduction(step: Step, shapes: Mapping[str, tuple[int, ...]]) -> int:

@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from verinfer import canonical, cid, note, tensors
-from verinfer.engine.trace import Leaf, Steps, Trace, bound, run_step, state_root
+from verinfer import canonical, cid, merkle, note, tensors
+from verinfer.engine.trace import Leaf, Steps, Trace, bound, run_step
 from verinfer.errors import InputError, VerificationError
 from verinfer.verify.bundle import Bundle, window_of
 from verinfer.verify.verifier import verify_bundle
@@ -60,6 +60,7 @@ __all__ = [
     "decode_npz",
     "encode_npz",
     "open_message",
+    "open_state",
     "settle",
     "verify_verdict",
 ]
@@ -260,23 +261,22 @@ def _leaves(value: object, what: str) -> list[Leaf]:
     return out
 
 
-def _leaves_root(leaves: Sequence[Leaf], what: str) -> str:
-    try:
-        return _hex(state_root(leaves))
-    except InputError as exc:
-        raise VerificationError(f"malformed {what}: {exc}") from exc
-
-
 # ---------------------------------------------------------------------------------------------
 # Parties
 
 
 @dataclass(frozen=True)
 class Reveal:
-    """A state's leaves and some of its tensors (those a step reads or writes)."""
+    """A state's leaves and some of its tensors (those a step reads or writes); ``encoded``:
+    the tensors' base64 ``.npz`` as they came over the wire, if they did."""
 
     leaves: list[Leaf]
     tensors: dict[str, np.ndarray]
+    encoded: str | None = None
+
+    def npz(self) -> str:
+        """The tensors as base64 ``.npz`` (the received bytes when there are some)."""
+        return _Base64(self.encoded) if self.encoded is not None else encode_npz(self.tensors)
 
 
 class Party(Protocol):
@@ -286,7 +286,7 @@ class Party(Protocol):
 
     def opening(self, dispute: Dispute, inputs: Mapping[str, np.ndarray]) -> str: ...
 
-    def state(self, dispute: Dispute, step: int) -> str: ...
+    def state(self, dispute: Dispute, step: int) -> dict[str, Any]: ...
 
     def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal: ...
 
@@ -352,14 +352,15 @@ class LocalParty:
             "steps": count,
             "initial": _hex(trace.root(0)),
             "final": _hex(trace.root(count)),
+            "trace": _hex(merkle.root(trace.commitment())),
             "outputs": [list(leaf) for leaf in trace.leaves(count)],
         }
         return _message(body, self.signer)
 
-    def state(self, dispute: Dispute, step: int) -> str:
-        root = self.trace(dispute).root(step)
-        body = {"dispute": dispute.id, "kind": "state", "step": step, "state": _hex(root)}
-        return _message(body, self.signer)
+    def state(self, dispute: Dispute, step: int) -> dict[str, Any]:
+        trace = self.trace(dispute)
+        proof = merkle.inclusion_proof(step, trace.commitment())
+        return {"step": step, "state": _hex(trace.root(step)), "proof": [_hex(h) for h in proof]}
 
     def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal:
         trace = self.trace(dispute)
@@ -368,6 +369,26 @@ class LocalParty:
         if unknown:
             raise InputError(f"{unknown[0]!r} is not a computed tensor of state {step}")
         return Reveal(trace.computed(step), {name: trace.value(name) for name in names})
+
+
+def open_state(answer: object, trace: str, count: int, step: int) -> str:
+    """A side's root of state ``step``, checked against the trace root its opening signed;
+    :class:`VerificationError` otherwise (a root it did not commit to, or another step's)."""
+    if not isinstance(answer, dict) or answer.get("step") != step:
+        raise VerificationError(f"expected the state of step {step}, got {answer!r:.80}")
+    root = _root(answer, "state")
+    proof = answer.get("proof")
+    if not isinstance(proof, list) or not all(isinstance(h, str) for h in proof):
+        raise VerificationError("malformed state: proof")
+    try:
+        hashes = [bytes.fromhex(h) for h in proof]
+        leaf = merkle.leaf_hash(bytes.fromhex(root))
+        merkle.verify_inclusion(leaf, step, count + 1, hashes, bytes.fromhex(trace))
+    except ValueError as exc:
+        raise VerificationError(f"malformed state: {exc}") from exc
+    except VerificationError as exc:
+        raise VerificationError(f"its state {step} is not in the trace it signed: {exc}") from exc
+    return root
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,20 +404,20 @@ class _Lost(Exception):  # noqa: N818 - control flow inside settle, never escape
 
 @dataclass(frozen=True)
 class Verdict:
-    """A referee's verdict: ``data`` is the JSON document ``{"verdict": body, "signature":
-    note}``, where ``note`` is the referee's signed note over the body's SHA-256 (a body holds
-    tensors: too large for a note line)."""
+    """A referee's verdict: ``data`` is the canonical JSON document ``{"signature": note,
+    "verdict": body}``, where ``note`` is the referee's signed note over the SHA-256 of the
+    body's canonical JSON with its tensor blobs (``inputs``, ``judgement.read`` and
+    ``judgement.written``) emptied: those are bound by their digests instead (the receipt's
+    inputs digest; the leaves the defendant signed), so nobody hashes megabytes twice."""
 
     data: bytes
     body: dict[str, Any]
 
     @classmethod
     def create(cls, body: dict[str, Any], signer: note.Signer) -> Verdict:
-        encoded = _dumps(body)
-        seal = {"type": VERDICT_TYPE, "referee": signer.vkey, "verdict": _sha256(encoded)}
+        seal = {"type": VERDICT_TYPE, "referee": signer.vkey, "verdict": _seal(body)}
         signature = note.sign_json(seal, signer).decode()
-        # {"signature": ..., "verdict": ...} in canonical key order, without encoding the
-        # (megabytes of) body twice
+        encoded = _dumps(body)
         data = b'{"signature":' + canonical.dumps(signature) + b',"verdict":' + encoded + b"}"
         return cls(data, body)
 
@@ -416,7 +437,7 @@ class Verdict:
         if not isinstance(body, dict) or not isinstance(signature, str):
             raise VerificationError("malformed verdict: verdict or signature")
         seal, referee = note.open_json(signature.encode(), "verdict", VERDICT_TYPE, "referee")
-        if seal.get("verdict") != _sha256(canonical.dumps(body)):
+        if seal.get("verdict") != _seal(body):
             raise VerificationError("the verdict's body is not the one its referee signed")
         if body.get("referee") != referee:
             raise VerificationError("the verdict's body names another referee than its signer")
@@ -451,14 +472,25 @@ def _dumps(body: dict[str, Any]) -> bytes:
         blobs[canonical.dumps(marker)] = value
         return marker
 
-    judgement = body.get("judgement")
-    light = {**body, "inputs": stand_in(body.get("inputs"))}
-    if isinstance(judgement, dict):
-        light["judgement"] = {**judgement, "tensors": stand_in(judgement.get("tensors"))}
-    encoded = canonical.dumps(light)
+    encoded = canonical.dumps(_blobs(body, stand_in))
     for marker, value in blobs.items():
         encoded = encoded.replace(marker, b'"' + value.encode() + b'"', 1)
     return encoded
+
+
+def _blobs(body: dict[str, Any], change: Callable[[object], object]) -> dict[str, Any]:
+    """The body with each tensor blob replaced by ``change(blob)``."""
+    judgement = body.get("judgement")
+    light = {**body, "inputs": change(body.get("inputs"))}
+    if isinstance(judgement, dict):
+        light["judgement"] = {**judgement, **{key: change(judgement.get(key))
+                                              for key in ("read", "written")}}  # fmt: skip
+    return light
+
+
+def _seal(body: dict[str, Any]) -> str:
+    """What the referee signs: the body's canonical JSON, tensor blobs emptied."""
+    return _sha256(canonical.dumps(_blobs(body, lambda _: "")))
 
 
 def _non_initializers(steps: Steps, names: Sequence[str]) -> list[str]:
@@ -475,7 +507,8 @@ def _judge(
         "op": step.op,
         "before": [list(leaf) for leaf in before.leaves],
         "after": [list(leaf) for leaf in after.leaves],
-        "tensors": encode_npz({**before.tensors, **after.tensors}),
+        "read": before.npz(),
+        "written": after.npz(),
     }
     digests_before = dict(before.leaves)
     for index, revealed, root in ((k - 1, before, roots[0]), (k, after, roots[1])):
@@ -596,9 +629,12 @@ def settle(
     challenger: Party,
     signer: note.Signer,
     steps: Steps | None = None,
+    encoded_inputs: str | None = None,
 ) -> Verdict:
     """Play the game between ``defendant`` and ``challenger`` as the referee ``signer`` and
-    return the signed verdict. ``steps`` may be given from a cache (it is the model's)."""
+    return the signed verdict. ``steps`` may be given from a cache (it is the model's);
+    ``encoded_inputs``: the inputs' base64 ``.npz`` as received, if they were (it must decode
+    to ``inputs``), kept in the verdict as is."""
     receipt = dispute.receipt
     if steps is None and cid.compute(model) == receipt["model"]:
         steps = Steps(model)
@@ -649,7 +685,7 @@ def settle(
         "type": VERDICT_TYPE,
         "referee": signer.vkey,
         "dispute": dispute.header,
-        "inputs": encode_npz(inputs),
+        "inputs": _Base64(encoded_inputs) if encoded_inputs else encode_npz(inputs),
         "steps": steps.count,
         **record,
         "winner": winner,
@@ -678,7 +714,12 @@ def _opened(
             raise _Lost(role, f"counts {body.get('steps')!r} steps, not {steps.count}")
         if [name for name, _ in outputs] != steps.live(steps.count):
             raise _Lost(role, "opened with final leaves that are not the graph's outputs")
-        if _leaves_root(outputs, "final leaves") != final:
+        _root(body, "trace")
+        model = steps.initializer_digests
+        if any(model[name] != digest for name, digest in outputs if name in model):
+            raise _Lost(role, "opened with final leaves that change an initializer")
+        computed = [(name, digest) for name, digest in outputs if name not in model]
+        if _state_root(steps, steps.count, computed) != final:
             raise _Lost(role, "opened with final leaves that do not match its final root")
         if role == "defendant":
             try:
@@ -711,6 +752,7 @@ class _Game:
         openings = self.ask(_calls(parties, lambda party: party.opening(dispute, inputs)))
         self.record["openings"] = openings
         bodies = {role: _opened(dispute, steps, initial, role, openings[role]) for role in parties}
+        self._openings = bodies
         same = bodies["defendant"]["engine"] == bodies["challenger"]["engine"]
         roots = {0: (initial, initial)}
         roots[steps.count] = (bodies["defendant"]["final"], bodies["challenger"]["final"])
@@ -734,12 +776,11 @@ class _Game:
         self._last = {role: answers[role] for role in ("defendant", "challenger")}
         pair = []
         for role in ("defendant", "challenger"):
-            party = dispute.defendant if role == "defendant" else dispute.challenger
+            trace = self._openings[role]["trace"]
             try:
-                body = open_message(answers[role], dispute, party, "state", mid)
-                pair.append(_root(body, "state"))
+                pair.append(open_state(answers[role], trace, self.steps.count, mid))
             except VerificationError as exc:
-                raise _Lost(role, f"sent a bad state message: {exc}") from exc
+                raise _Lost(role, f"sent a bad state: {exc}") from exc
         return pair[0], pair[1]
 
     def _judge(self, k: int, roots: Mapping[int, tuple[str, str]]) -> tuple[str, str, str]:
@@ -807,17 +848,23 @@ class _Recorded:
     def opening(self, dispute: Dispute, inputs: Mapping[str, np.ndarray]) -> str:
         return self._found(self._openings.get(self.role))
 
-    def state(self, dispute: Dispute, step: int) -> str:
-        return self._found(self._rounds.get(step, {}).get(self.role))
+    def state(self, dispute: Dispute, step: int) -> dict[str, Any]:
+        found = self._rounds.get(step, {}).get(self.role)
+        if not isinstance(found, dict):
+            raise InputError("no answer on record")
+        return found
 
     def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal:
         judgement = self._judgement
         if not isinstance(judgement, dict) or self.role != "defendant":
             raise InputError("no reveal on record")
-        revealed = _npz(judgement.get("tensors"), "judgement tensors")
-        key = "before" if step == judgement.get("step") - 1 else "after"  # type: ignore[operator]
+        before = step == judgement.get("step") - 1  # type: ignore[operator]
+        blob = judgement.get("read" if before else "written")
+        revealed = _npz(blob, "judgement tensors")
+        key = "before" if before else "after"
         leaves = _leaves(judgement.get(key), f"judgement {key}")
-        return Reveal(leaves, {name: revealed[name] for name in names if name in revealed})
+        shown = {name: revealed[name] for name in names if name in revealed}
+        return Reveal(leaves, shown, blob if isinstance(blob, str) else None)
 
 
 def _replay(

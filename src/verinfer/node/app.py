@@ -525,9 +525,8 @@ def _add_dispute_routes(app: FastAPI, node: Node) -> None:
     async def challenge(request: ChallengeRequest) -> Response:
         """Challenge an optimistic answer: this node referees the game between the challenger
         and the node that answered, and answers the signed verdict (kept under its ID)."""
-        inputs = inputs_of(request.inputs)
         verdict = await run_in_threadpool(
-            lambda: disputes.referee(request.bundle, inputs, challenger=request.challenger,
+            lambda: disputes.referee(request.bundle, request.inputs, challenger=request.challenger,
                                      defendant=request.defendant, deadline=request.deadline)
         )  # fmt: skip
         return Response(verdict.data, media_type="application/json")
@@ -545,10 +544,9 @@ def _add_dispute_routes(app: FastAPI, node: Node) -> None:
         return {"message": await run_in_threadpool(disputes.opening, request.dispute, inputs)}
 
     @app.post("/v1/disputes/party/state")
-    async def state(request: StateRequest) -> dict[str, str]:
-        """As a side: the signed root of a state."""
-        message = await run_in_threadpool(disputes.state, request.dispute, request.step)
-        return {"message": message}
+    async def state(request: StateRequest) -> dict[str, Any]:
+        """As a side: the root of a state, with its inclusion proof in the trace it signed."""
+        return await run_in_threadpool(disputes.state, request.dispute, request.step)
 
     @app.post("/v1/disputes/party/reveal")
     async def reveal(request: RevealRequest) -> dict[str, Any]:

@@ -84,15 +84,18 @@ class RemoteParty:
         )
         return str(answer["message"])
 
-    def state(self, dispute: Dispute, step: int) -> str:
+    def state(self, dispute: Dispute, step: int) -> dict[str, Any]:
         answer = self._post("/v1/disputes/party/state", {"dispute": dispute.id, "step": step})
-        return str(answer["message"])
+        if not isinstance(answer, dict):
+            raise StorageError(f"{self.url} answered a state that is not an object")
+        return answer
 
     def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal:
         body = {"dispute": dispute.id, "step": step, "names": list(names)}
         answer = self._post("/v1/disputes/party/reveal", body)
         leaves = [(str(name), str(digest)) for name, digest in answer["leaves"]]
-        return Reveal(leaves, decode_npz(answer["tensors"], "revealed tensors"))
+        encoded = str(answer["tensors"])
+        return Reveal(leaves, decode_npz(encoded, "revealed tensors"), encoded)
 
 
 def node_vkey(url: str, timeout: float) -> str:
@@ -160,7 +163,7 @@ class Disputes:
             self._disputes.pop(next(iter(self._disputes)))
         return message
 
-    def state(self, dispute_id: object, step: object) -> str:
+    def state(self, dispute_id: object, step: object) -> dict[str, Any]:
         dispute = self._known(dispute_id)
         return self.party.state(dispute, _step(step))
 
@@ -176,20 +179,23 @@ class Disputes:
         found = self._steps.get(model_cid)
         if found is None:
             found = Steps(model)
+            found.prepare()  # once per model: what depends on the model alone
             self._steps = {model_cid: found}
         return found
 
     def referee(
         self,
         bundle: object,
-        inputs: Mapping[str, np.ndarray],
+        inputs: str,
         *,
         challenger: str,
         defendant: str | None = None,
         deadline: float = 30.0,
     ) -> Verdict:
-        """Settle a challenge of ``bundle`` between the nodes at ``challenger`` and
-        ``defendant`` (if not given, found among this node's peers by the receipt's key)."""
+        """Settle a challenge of ``bundle`` (on ``inputs``, base64 ``.npz``) between the nodes
+        at ``challenger`` and ``defendant`` (if not given, found among this node's peers by the
+        receipt's key)."""
+        arrays = decode_npz(inputs, "inputs", max_bytes=self.node.max_input_bytes)
         parsed = Bundle.from_json(bundle)  # type: ignore[arg-type]
         receipt = parsed.receipt
         challenger_key = node_vkey(challenger, deadline)
@@ -205,8 +211,10 @@ class Disputes:
                  RemoteParty(challenger, challenger_key, timeout=deadline)]  # fmt: skip
         try:
             steps = self.steps(model, manifest.model)
-            verdict = settle(dispute, inputs, model, defendant=sides[0], challenger=sides[1],
-                             signer=self.node.signer, steps=steps)  # fmt: skip
+            verdict = settle(
+                dispute, arrays, model, defendant=sides[0], challenger=sides[1],
+                signer=self.node.signer, steps=steps, encoded_inputs=inputs,
+            )  # fmt: skip
         finally:
             for side in sides:
                 side.close()
