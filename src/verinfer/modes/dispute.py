@@ -2,27 +2,29 @@
 
 An ``optimistic:S`` receipt may be challenged for S seconds after its time. A *dispute* names the
 receipt's bundle, the challenger, the referee, when it opened and each round's deadline; its ID is
-the SHA-256 of that header's canonical JSON, and every message of the game is signed over it:
+the SHA-256 of that header's canonical JSON (docs/PROTOCOL.md §13):
 
-1. *Openings*: the defendant (the node that signed the receipt) and the challenger each sign
-   their engine identity and their roots of state 0 and state N (:mod:`verinfer.engine.trace`),
-   with the leaves of state N. Both must commit state 0 to the receipt's inputs; the
-   defendant's state N must be the receipt's outputs; the challenger's must differ.
-2. *Rounds*: the referee asks both for their signed root at the midpoint of the interval where
-   they last agreed (initially 0) and disagreed (initially N): ⌈log2 N⌉ rounds. On one engine
+1. *Openings*: the defendant (the node that signed the receipt) and the challenger each sign,
+   over the dispute's ID, their engine identity, their roots of states 0 and N
+   (:mod:`verinfer.engine.trace`) with the leaves of state N, and their *trace commitment*: the
+   Merkle root over all their N+1 state roots. Both must commit state 0 to the receipt's inputs;
+   the defendant's state N must be the receipt's outputs; the challenger's must differ.
+2. *Rounds*: the referee asks both for their root of the state at the midpoint of the interval
+   where they last agreed (initially 0) and disagreed (initially N), each with its inclusion proof
+   in the trace the side signed: ⌈log2 N⌉ rounds, one signature per side in all. On one engine
    identity two states agree when their roots are equal; across identities (AVX-512 and AVX2
    kernels round differently) the referee compares the two states' tensors, each within
    ``STATE_TOLERANCE`` of its largest magnitude.
 3. *Judgement*: at the step k where the defendant's agreed state k-1 turns into disputed state k,
-   the defendant reveals both states' leaves and the tensors step k reads and writes. The referee
-   checks them against the signed roots, re-executes step k alone and compares the defendant's
-   outputs with its own within :func:`verinfer.engine.trace.bound`. Within: the challenger loses;
-   otherwise, or on anything that does not check, the defendant does.
+   the defendant reveals both states' computed leaves and the tensors step k reads and writes.
+   The referee checks them against the committed roots, re-executes step k alone and compares
+   the defendant's outputs with its own within :func:`verinfer.engine.trace.bound`. Within: the
+   challenger loses; otherwise, or on anything that does not check, the defendant does.
 
 A side that does not answer within the deadline loses. The *verdict* is signed by the referee and
-holds the header, every signed message and the revealed tensors: :func:`verify_verdict` checks it
-offline with the model's bytes (running one operator). What rests on the referee's word alone:
-agreement across engine identities, and failures to answer (missed deadlines).
+holds the header, every message and the revealed tensors: :func:`verify_verdict` checks it offline
+with the model's bytes (running one operator). What rests on the referee's word alone: agreement
+across engine identities, and failures to answer (missed deadlines).
 """
 
 from __future__ import annotations
