@@ -33,7 +33,8 @@ bench: $(STAMP)
 		status=$$?; $(BIN)/python benchmarks/bench_inference.py || status=1; \
 		$(BIN)/python benchmarks/bench_node.py || status=1; \
 		$(BIN)/python benchmarks/bench_trust.py || status=1; \
-		$(BIN)/python benchmarks/bench_zk.py || status=1; exit $$status
+		$(BIN)/python benchmarks/bench_zk.py || status=1; \
+		$(BIN)/python benchmarks/bench_dispute.py || status=1; exit $$status
 
 system-deps:
 	scripts/install-system-deps

@@ -25,6 +25,7 @@ from verinfer.examples import light_model, sklearn_model
 from verinfer.modes.dispute import Dispute, LocalParty, Verdict, settle, verify_verdict
 from verinfer.node import Node
 from verinfer.node.service import Result
+from verinfer.verify import evidence
 
 ARCHITECTURES = ("squeezenet", "resnet50", "densenet121")
 
@@ -449,3 +450,32 @@ def test_a_verdict_with_a_broken_seal_is_refused(squeezenet: Setup, verdict: Ver
     other = _resealed(verdict, lambda b: None, squeezenet.carol)
     with pytest.raises(VerificationError, match="names another referee"):
         verify_verdict(other, model=squeezenet.model)
+
+
+def test_a_convicting_verdict_is_evidence_anyone_can_check(
+    squeezenet: Setup, verdict: Verdict
+) -> None:
+    document = evidence.dispute(verdict)
+    assert document is not None
+    assert document["vkey"] == squeezenet.node.vkey
+    proven = evidence.verify_evidence(json.dumps(document), model=squeezenet.model)
+    assert "answered falsely: step 40" in proven
+    with pytest.raises(VerificationError, match="needs the model"):
+        evidence.verify_evidence(document)
+    with pytest.raises(VerificationError, match="another node"):
+        evidence.verify_evidence(
+            {**document, "vkey": squeezenet.carol.vkey}, model=squeezenet.model
+        )
+    # a verdict the defendant won, or lost only on the referee's word, convicts nobody
+    won = squeezenet.settle(squeezenet.honest, squeezenet.party(side="defendant"),
+                            squeezenet.party(Perturbing, side="challenger", at=40))  # fmt: skip
+    assert evidence.dispute(won) is None
+    lying = _lying_answer(squeezenet, 20)
+    silent = squeezenet.party(Silent, side="defendant", after=1,
+                              stands_by=lambda d, i: lying.outputs)  # fmt: skip
+    missed = squeezenet.settle(lying, silent, squeezenet.party(side="challenger"), deadline=0.5)
+    assert missed.loser == "defendant"
+    assert evidence.dispute(missed) is None
+    forged = {**document, "verdict": won.data.decode()}
+    with pytest.raises(VerificationError, match="does not convict"):
+        evidence.verify_evidence(forged, model=squeezenet.model)

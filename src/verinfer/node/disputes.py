@@ -32,6 +32,7 @@ from verinfer.modes.dispute import (
     settle,
 )
 from verinfer.verify import Bundle
+from verinfer.verify.evidence import dispute as dispute_evidence
 
 if TYPE_CHECKING:
     from verinfer.node.service import Node
@@ -219,6 +220,9 @@ class Disputes:
             for side in sides:
                 side.close()
         self._keep(dispute.id, verdict)
+        evidence = dispute_evidence(verdict)
+        if evidence is not None and receipt["node"] in self.node.witness.logs().values():
+            self.node.witness.record(evidence)  # served at /v1/evidence: clients stop calling it
         return verdict
 
     def _find(self, vkey: str, timeout: float) -> str:

@@ -289,7 +289,7 @@ class Node:
 
     def judge(self, document: bytes) -> tuple[str, bool]:
         """Check submitted evidence and keep it if it holds: ``(verdict, newly kept)``.
-        Fraud evidence is re-executed on the model, resolved here or fetched from peers."""
+        Fraud and dispute evidence is re-executed on the model, which must be here."""
         try:
             parsed = json.loads(document)
         except (ValueError, RecursionError) as exc:
@@ -298,11 +298,15 @@ class Node:
         if accused not in self.witness.logs().values():
             raise InputError("this node keeps evidence only about the logs it witnesses")
         model = None
-        if parsed.get("kind") == "fraud":
+        if parsed.get("kind") in ("fraud", "dispute"):
             try:
-                model_cid = json.loads(parsed["bundle"]["receipt"])["model"]
+                if parsed["kind"] == "fraud":
+                    bundle = parsed["bundle"]
+                else:
+                    bundle = json.loads(parsed["verdict"])["verdict"]["dispute"]["bundle"]
+                model_cid = json.loads(bundle["receipt"])["model"]
             except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                raise InputError(f"malformed fraud evidence: {exc}") from exc
+                raise InputError(f"malformed {parsed['kind']} evidence: {exc}") from exc
             model = self._model_bytes(self._resolve_here(str(model_cid)))  # no peer fetches
         verdict = verify_evidence(document, model=model)
         return verdict, self.witness.record(parsed)

@@ -18,10 +18,11 @@ from typing import Any
 
 from verinfer import note, tensors
 from verinfer.errors import Error, InputError, VerificationError
+from verinfer.modes.dispute import Verdict, verify_verdict
 from verinfer.verify.bundle import Bundle
 from verinfer.verify.verifier import verify_bundle
 
-__all__ = ["EVIDENCE_TYPE", "equivocation", "fraud", "verify_evidence"]
+__all__ = ["EVIDENCE_TYPE", "dispute", "equivocation", "fraud", "verify_evidence"]
 
 EVIDENCE_TYPE = "verinfer.evidence/v1"
 _MAX_BYTES = 256 << 20
@@ -70,18 +71,19 @@ def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | No
         except (ValueError, RecursionError) as exc:
             raise VerificationError(f"malformed evidence: {exc}") from exc
     kind = document.get("kind") if isinstance(document, dict) else None
-    fields = {"type", "kind", "log", "vkey"} | (
-        {"checkpoints"}
-        if kind == "equivocation"
-        else {"bundle", "manifest", "inputs", "outputs", "engine"}
-    )
+    fields = {"type", "kind", "log", "vkey"} | {
+        "equivocation": {"checkpoints"},
+        "dispute": {"verdict"},
+    }.get(str(kind), {"bundle", "manifest", "inputs", "outputs", "engine"})
     if not isinstance(document, dict) or set(document) != fields:
         found = sorted(document) if isinstance(document, dict) else type(document).__name__
         raise VerificationError(f"malformed evidence: fields {found!r}")
-    if document["type"] != EVIDENCE_TYPE or kind not in ("equivocation", "fraud"):
+    if document["type"] != EVIDENCE_TYPE or kind not in ("equivocation", "fraud", "dispute"):
         raise VerificationError(f"unsupported evidence {document['type']!r} / {kind!r}")
     if kind == "fraud":
         return _fraud(document, model)
+    if kind == "dispute":
+        return _dispute(document, model)
     vkey, origin, pair = document["vkey"], document["log"], document["checkpoints"]
     if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(c, str) for c in pair):
         raise VerificationError("malformed evidence: checkpoints must be two signed notes")
@@ -98,6 +100,43 @@ def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | No
     return (
         f"log {origin!r} (key {vkey}) signed two different trees of size {a.size}: "
         f"roots {a.root.hex()} and {b.root.hex()}"
+    )
+
+
+def dispute(verdict: Verdict) -> dict[str, Any] | None:
+    """Evidence from a dispute's verdict, if it convicts the defendant by its own commitments:
+    its revealed state k-1 and state k check against the trace it signed, and re-running step k
+    on the first does not give the second within the bound (a loss by deadline, or by a reveal
+    that does not check, rests on the referee's word: no evidence)."""
+    judgement = verdict.body.get("judgement")
+    if verdict.body.get("loser") != "defendant" or not judgement or "tensor" not in judgement:
+        return None
+    receipt = Bundle.from_json(verdict.body["dispute"]["bundle"]).receipt
+    return {
+        "type": EVIDENCE_TYPE,
+        "kind": "dispute",
+        "log": receipt["log"],
+        "vkey": receipt["node"],
+        "verdict": verdict.data.decode(),
+    }
+
+
+def _dispute(document: dict[str, Any], model: bytes | None) -> str:
+    if model is None:
+        raise VerificationError("dispute evidence needs the model's bytes to re-run its step")
+    if not isinstance(document["verdict"], str):
+        raise VerificationError("malformed evidence: the verdict must be a JSON string")
+    verdict = verify_verdict(document["verdict"], model=model)
+    if dispute(verdict) is None:
+        raise VerificationError("the verdict does not convict the defendant by its own trace")
+    receipt = Bundle.from_json(verdict.body["dispute"]["bundle"]).receipt
+    if (receipt["node"], receipt["log"]) != (document["vkey"], document["log"]):
+        raise VerificationError("the verdict is about another node or log than the evidence")
+    judgement = verdict.body["judgement"]
+    return (
+        f"node {receipt['node']} (log {receipt['log']!r}) answered falsely: step "
+        f"{judgement['step']} ({judgement['op']}) of its own signed trace is off by "
+        f"{float(judgement['deviation']):.3g}, beyond the bound {float(judgement['bound']):.3g}"
     )
 
 
