@@ -21,8 +21,9 @@ from test_http import Served
 
 from verinfer import engine, examples, note
 from verinfer.audit import Auditor, Finding
-from verinfer.client import Network
+from verinfer.client import Client, Network
 from verinfer.errors import DisagreementError, VerificationError
+from verinfer.modes.dispute import verify_verdict
 from verinfer.node import Node
 from verinfer.verify import Bundle, verify_bundle
 
@@ -174,3 +175,35 @@ def test_an_audit_across_classes_uses_the_declared_bound(pair: Pair) -> None:
     verdicts = {f.verdict for f in seen}
     assert verdicts == {"ok", "incomparable"}, [(f.verdict, f.detail) for f in seen]
     assert all("within the tolerance" in f.detail for f in seen if f.verdict == "ok")
+
+
+def test_an_honest_answer_survives_a_challenger_of_another_class(pair: Pair) -> None:
+    """AVX2 and AVX-512 traces differ in their low bits at almost every state: the referee
+    compares states within the tolerance, and the step it judges within its bound."""
+    with Client(pair.native.url, trusted_vkeys=[pair.native.node.vkey]) as native:
+        answer = native.infer("alice/calibrated", IMAGE, mode="optimistic")
+    pair.native.node.archive.flush()
+    with Client(pair.liar.url, trusted_vkeys=[pair.liar.node.vkey]) as referee:  # it lies only
+        verdict = referee.challenge(  # when it answers: as a referee its verdict is checked
+            answer.bundle, IMAGE, challenger=pair.emulated_url, defendant=pair.native.url,
+            deadline=240,
+        )  # fmt: skip
+    assert (verdict.winner, verdict.loser) == ("defendant", "challenger"), verdict.reason
+    assert "disputed a correct step" in verdict.reason
+    bases = {round_["basis"] for round_ in verdict.body["rounds"]}
+    assert "tolerance" in bases  # the two classes' roots differed and were compared by value
+    model = examples.light_model("squeezenet", seed=7)
+    assert verify_verdict(verdict.data, model=model).winner == "defendant"
+
+
+def test_a_lying_node_loses_to_a_challenger_of_another_class(pair: Pair) -> None:
+    with Client(pair.liar.url, trusted_vkeys=[pair.liar.node.vkey]) as liar:
+        answer = liar.infer("alice/calibrated", IMAGE, mode="optimistic")
+    pair.liar.node.archive.flush()
+    with Client(pair.native.url, trusted_vkeys=[pair.native.node.vkey]) as referee:
+        verdict = referee.challenge(
+            answer.bundle, IMAGE, challenger=pair.emulated_url, defendant=pair.liar.url,
+            deadline=240,
+        )  # fmt: skip
+    assert (verdict.winner, verdict.loser) == ("challenger", "defendant"), verdict.reason
+    assert "beyond the bound" in verdict.reason
