@@ -27,7 +27,7 @@ from verinfer.node import Node
 from verinfer.node.service import Result
 from verinfer.verify import evidence
 
-ARCHITECTURES = ("squeezenet", "resnet50", "densenet121")
+ARCHITECTURES = ("squeezenet", "resnet50", "densenet121", "inception_v1")
 
 
 class Answering(Engine):
