@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "modes"))
-from dishonest import Perturbing, perturbed_trace
+from dishonest import Answering, Perturbing, perturbed_trace
 
 from verinfer import note
-from verinfer.engine import Engine, load_session
+from verinfer.engine import load_session
 from verinfer.engine.trace import Steps, run_step
 from verinfer.examples import light_model
 from verinfer.modes.dispute import Dispute, LocalParty, Reveal, settle
@@ -118,7 +118,7 @@ def bench_model(name: str, positions: int, tmp: Path) -> dict[str, Any]:
             lie = perturbed_trace(steps, inputs, at, 1000.0)
             answered = {n: lie.values[n] for n in steps.outputs}
             honest_engine = node.engine
-            node.engine = _Fixed(answered)
+            node.engine = Answering(answered)
             try:
                 result = node.infer(f"alice/{name}", inputs, mode="optimistic")
             finally:
@@ -164,15 +164,6 @@ def _rerun(steps: Steps, judgement: dict[str, Any] | None) -> float:
     return statistics.median(
         _cpu(lambda: run_step(steps, judgement["step"], read))[1] for _ in range(3)
     )
-
-
-class _Fixed(Engine):
-    def __init__(self, outputs: Mapping[str, np.ndarray]) -> None:
-        super().__init__()
-        self.outputs = dict(outputs)
-
-    def run(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
-        return dict(self.outputs)
 
 
 def _latency(node: Node, model: str, inputs: Mapping[str, np.ndarray]) -> tuple[float, float]:

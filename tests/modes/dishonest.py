@@ -14,10 +14,30 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from verinfer.engine import Engine
 from verinfer.engine.trace import Steps, Trace, bound
 from verinfer.modes.dispute import Dispute, LocalParty, Reveal
 
-__all__ = ["CrossClass", "Liar", "Perturbing", "Replaying", "Silent", "perturbed_trace"]
+__all__ = [
+    "Answering",
+    "CrossClass",
+    "Liar",
+    "Perturbing",
+    "Replaying",
+    "Silent",
+    "perturbed_trace",
+]
+
+
+class Answering(Engine):
+    """An engine that answers fixed outputs: what a node that lied somewhere signs."""
+
+    def __init__(self, outputs: Mapping[str, np.ndarray]) -> None:
+        super().__init__()
+        self.outputs = dict(outputs)
+
+    def run(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        return dict(self.outputs)
 
 
 def _target(steps: Steps, at: int) -> str:

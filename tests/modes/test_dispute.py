@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dishonest import CrossClass, Liar, Perturbing, Replaying, Silent, perturbed_trace
+from dishonest import Answering, CrossClass, Liar, Perturbing, Replaying, Silent, perturbed_trace
 
 from verinfer import canonical, note
 from verinfer.engine import Engine
@@ -28,17 +28,6 @@ from verinfer.node.service import Result
 from verinfer.verify import evidence
 
 ARCHITECTURES = ("squeezenet", "resnet50", "densenet121", "inception_v1")
-
-
-class Answering(Engine):
-    """An engine that answers fixed outputs: what a node that lied somewhere signs."""
-
-    def __init__(self, outputs: Mapping[str, np.ndarray]) -> None:
-        super().__init__()
-        self.outputs = dict(outputs)
-
-    def run(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
-        return dict(self.outputs)
 
 
 @dataclass
@@ -295,13 +284,22 @@ def test_a_side_that_stops_answering_loses_at_the_deadline(squeezenet: Setup) ->
     silent = squeezenet.party(
         Silent, side="defendant", after=2, stands_by=lambda d, i: lying.outputs
     )
-    verdict = squeezenet.settle(lying, silent, squeezenet.party(side="challenger"), deadline=0.5)
+    verdict = squeezenet.settle(lying, silent, squeezenet.party(side="challenger"), deadline=1)
     assert verdict.winner == "challenger"
-    assert "no answer within the 0.5 s deadline" in verdict.reason
+    assert "no answer within the 1 s deadline" in verdict.reason
     assert len(verdict.body["rounds"]) == 2
     quiet = squeezenet.party(Silent, side="challenger", after=0,
                              stands_by=lambda d, i: _lying_outputs(squeezenet))  # fmt: skip
-    verdict = squeezenet.settle(squeezenet.honest, squeezenet.party(side="defendant"), quiet, 0.5)
+    verdict = squeezenet.settle(squeezenet.honest, squeezenet.party(side="defendant"), quiet, 1)
+    assert (verdict.winner, verdict.loser) == ("defendant", "challenger")
+
+
+def test_when_both_sides_stop_answering_the_challenger_loses(squeezenet: Setup) -> None:
+    lying = _lying_answer(squeezenet, 20)
+    silent = squeezenet.party(Silent, side="defendant", after=0,
+                              stands_by=lambda d, i: lying.outputs)  # fmt: skip
+    quiet = squeezenet.party(Silent, side="challenger", after=0)
+    verdict = squeezenet.settle(lying, silent, quiet, deadline=1)
     assert (verdict.winner, verdict.loser) == ("defendant", "challenger")
 
 
@@ -355,6 +353,12 @@ def test_only_optimistic_receipts_within_their_window_are_disputed(squeezenet: S
         Dispute.create(bundle, challenger=squeezenet.node.vkey, referee=referee)
     with pytest.raises(VerificationError, match="deadline"):
         Dispute.create(bundle, challenger=carol, referee=referee, deadline=0)
+    for conflicted in (carol, squeezenet.node.vkey):
+        with pytest.raises(VerificationError, match="referee cannot be one of the sides"):
+            Dispute.create(bundle, challenger=carol, referee=conflicted)
+    with pytest.raises(VerificationError, match="malformed dispute"):
+        Dispute.from_header({**Dispute.create(bundle, challenger=carol, referee=referee).header,
+                             "opened": "2026-13-01T00:00:00.000Z"})  # fmt: skip
     short = squeezenet.node.infer("alice/squeezenet", squeezenet.inputs, mode="optimistic:60")
     assert short.bundle.receipt["mode"] == "optimistic:60"
     with pytest.raises(VerificationError, match="window of 60 s"):
@@ -363,9 +367,9 @@ def test_only_optimistic_receipts_within_their_window_are_disputed(squeezenet: S
 
 
 def _opened(bundle: Any, after: float) -> float:
-    from verinfer.modes.dispute import _seconds  # noqa: PLC0415 - the receipt's clock
+    from verinfer.modes.dispute import seconds_of  # noqa: PLC0415 - the receipt's clock
 
-    return _seconds(bundle.receipt["time"]) + after
+    return seconds_of(bundle.receipt["time"]) + after
 
 
 def test_the_referee_refuses_inputs_and_models_that_are_not_the_receipts(squeezenet: Setup) -> None:
@@ -418,18 +422,33 @@ def test_a_verdict_verifies_offline_and_names_the_loser(
     [
         (lambda b: b.update(winner="defendant", loser="challenger"), "the record gives"),
         (lambda b: b.update(reason="the defendant lost"), "the record gives"),
-        (lambda b: b["rounds"][0].update(agree=not b["rounds"][0]["agree"]), "rounds|record"),
+        (
+            lambda b: b["rounds"][0].update(agree=not b["rounds"][0]["agree"]),
+            "rounds|record|judgement",
+        ),
         (lambda b: b["rounds"].pop(), "rounds|record|judgement"),
-        (lambda b: b["rounds"][1].update(defendant=b["rounds"][0]["defendant"]), "record"),
+        (
+            lambda b: b["rounds"][1].update(defendant=b["rounds"][0]["defendant"]),
+            "record|judgement",
+        ),
         (
             lambda b: b["judgement"].update(written=b["judgement"]["written"][:-8] + "AAAAAAA="),
             "malformed|record|judgement",
         ),
-        (lambda b: b["judgement"]["after"][0].__setitem__(1, "sha256:" + "0" * 64), "record"),
-        (lambda b: b["judgement"]["before"].append(["x", "sha256:" + "0" * 64]), "record"),
+        (
+            lambda b: b["judgement"]["after"][0].__setitem__(1, "sha256:" + "0" * 64),
+            "record|judgement",
+        ),
+        (
+            lambda b: b["judgement"]["before"].append(["x", "sha256:" + "0" * 64]),
+            "record|judgement",
+        ),
         (lambda b: b.update(steps=b["steps"] + 1), "steps"),
-        (lambda b: b["dispute"].update(opened="2020-01-01T00:00:00.000Z"), "dispute|record"),
-        (lambda b: b["dispute"].update(deadline_ms=5000), "record|another dispute"),
+        (
+            lambda b: b["dispute"].update(opened="2020-01-01T00:00:00.000Z"),
+            "dispute|record|judgement",
+        ),
+        (lambda b: b["dispute"].update(deadline_ms=5000), "record|another dispute|judgement"),
     ],
 )
 def test_a_changed_verdict_is_refused(
@@ -438,6 +457,23 @@ def test_a_changed_verdict_is_refused(
     resealed = _resealed(verdict, change, squeezenet.referee)  # even re-signed by the referee
     with pytest.raises(VerificationError, match=error):
         verify_verdict(resealed, model=squeezenet.model)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: b.update(rounds=["x"]),
+        lambda b: b.update(rounds=[{"step": [], "agree": True}]),
+        lambda b: b.update(judgement="x"),
+        lambda b: b.update(openings={"defendant": 3}),
+        lambda b: b["judgement"].update(step="x"),
+    ],
+)
+def test_a_malformed_verdict_is_refused_not_crashed_on(
+    squeezenet: Setup, verdict: Verdict, change: Callable[[dict[str, Any]], None]
+) -> None:
+    with pytest.raises(VerificationError):
+        verify_verdict(_resealed(verdict, change, squeezenet.referee), model=squeezenet.model)
 
 
 def test_a_verdict_with_a_broken_seal_is_refused(squeezenet: Setup, verdict: Verdict) -> None:
@@ -473,7 +509,7 @@ def test_a_convicting_verdict_is_evidence_anyone_can_check(
     lying = _lying_answer(squeezenet, 20)
     silent = squeezenet.party(Silent, side="defendant", after=1,
                               stands_by=lambda d, i: lying.outputs)  # fmt: skip
-    missed = squeezenet.settle(lying, silent, squeezenet.party(side="challenger"), deadline=0.5)
+    missed = squeezenet.settle(lying, silent, squeezenet.party(side="challenger"), deadline=1)
     assert missed.loser == "defendant"
     assert evidence.dispute(missed) is None
     forged = {**document, "verdict": won.data.decode()}

@@ -7,6 +7,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,10 +166,19 @@ def test_bad_challenges_get_clear_4xx_answers(net: Net) -> None:
             "/v1/disputes/party/reveal", json={"dispute": "x", "step": -1, "names": []}
         )
         assert answer.status_code == 422
-        stranger = note.Signer(note.generate_key("stranger")[0]).vkey
-        header = Dispute.create(optimistic.bundle, challenger=stranger, referee=stranger).header
+        stranger, judge = (note.Signer(note.generate_key(n)[0]).vkey for n in ("x", "judge"))
+        header = Dispute.create(optimistic.bundle, challenger=stranger, referee=judge).header
         answer = http.post(
             "/v1/disputes/party/opening", json={"dispute": header, "inputs": _npz(INPUTS)}
         )
         assert (answer.status_code, answer.json()["code"]) == (400, "bad_input")
         assert "neither the defendant nor the challenger" in answer.json()["message"]
+        stale = Dispute.create(optimistic.bundle, challenger=net.nodes[2]["vkey"], referee=judge,
+                               opened=time.time() - 3600).header  # fmt: skip
+        answer = http.post(
+            "/v1/disputes/party/opening", json={"dispute": stale, "inputs": _npz(INPUTS)}
+        )
+        assert (answer.status_code, answer.json()["code"]) == (400, "bad_input")
+        assert "not within 600 s of now" in answer.json()["message"]
+        answer = http.post("/v1/disputes", json={**body, "challenger": "http://[::1"})
+        assert (answer.status_code, answer.json()["code"]) == (400, "bad_input"), answer.text

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,11 @@ Leaf = tuple[str, str]  # (tensor name, tensor digest)
 
 BOUND_FACTOR = 8.0  # headroom over K units in the last place: summation order, FMA, fusion
 _SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+_NOT_TENSORS = frozenset(
+    {"SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase", "SequenceAt",
+     "SequenceLength", "SplitToSequence", "ConcatFromSequence", "ZipMap", "CastMap",
+     "DictVectorizer", "Optional", "OptionalGetElement", "OptionalHasElement"}
+)  # fmt: skip
 
 
 def leaf_bytes(name: str, digest: str) -> bytes:
@@ -88,6 +93,11 @@ class Steps:
                 raise InputError(
                     f"step {index} ({node.op_type}) holds a subgraph; disputes cover models "
                     "whose operators have no subgraphs"
+                )
+            if node.op_type in _NOT_TENSORS:
+                raise InputError(
+                    f"step {index} ({node.op_type}) makes sequences or maps; disputes cover "
+                    "models whose values are all tensors"
                 )
             reads = tuple(name for name in node.input if name)
             missing = [name for name in reads if name not in born]
@@ -265,14 +275,54 @@ class Trace:
         return self._commitment
 
 
-def reduction(step: Step, shapes: Mapping[str, tuple[int, ...]]) -> int:
+Constant = Callable[[str], "np.ndarray | None"]  # an initializer's value by name, else None
+
+_QUANTIZING = frozenset(
+    {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd",
+     "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearSigmoid",
+     "QLinearLeakyRelu", "QLinearConcat", "QLinearSoftmax"}
+)  # fmt: skip
+
+
+def _axes(step: Step, attrs: Mapping[str, object], constant: Constant | None) -> list[int] | None:
+    """A reduction's axes, from its attribute or its constant second input; ``None`` if
+    unknown."""
+    if "axes" in attrs:
+        return [int(a) for a in attrs["axes"]]  # type: ignore[attr-defined]
+    if len(step.node.input) > 1 and step.node.input[1] and constant is not None:
+        found = constant(step.node.input[1])
+        if found is not None:
+            return [int(a) for a in np.asarray(found).reshape(-1)]
+    return None
+
+
+def _einsum(equation: str, shapes: Sequence[tuple[int, ...]]) -> int | None:
+    """The product of an einsum's summed-over dimensions, ``None`` if it cannot be read."""
+    if "->" not in equation or "." in equation:
+        return None
+    left, right = equation.replace(" ", "").split("->")
+    sizes: dict[str, int] = {}
+    for term, shape in zip(left.split(","), shapes, strict=False):
+        if len(term) != len(shape):
+            return None
+        sizes.update(zip(term, shape, strict=True))
+    return int(np.prod([size for letter, size in sizes.items() if letter not in right]))
+
+
+def reduction(
+    step: Step, shapes: Mapping[str, tuple[int, ...]], constant: Constant | None = None
+) -> int:
     """How many products or terms one output element of ``step`` accumulates (K >= 1), from
-    the operator and its input shapes: the length of the sums whose rounding can differ."""
+    the operator and its input shapes (and ``constant`` inputs such as axes): the length of the
+    sums whose rounding can differ between kernels. Where it cannot be read, the whole size of
+    the largest input (loose, never too tight)."""
     node, op = step.node, step.node.op_type
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    first = shapes.get(step.inputs[0], ()) if step.inputs else ()
+    listed = [shapes.get(name, ()) for name in step.inputs]
+    first = listed[0] if listed else ()
+    largest = max((int(np.prod(shape)) for shape in listed), default=1)
     if op in ("Conv", "ConvInteger", "QLinearConv") and len(step.inputs) > 1:
-        weight = shapes.get(step.inputs[1], ())
+        weight = shapes.get(step.inputs[3 if op == "QLinearConv" else 1], ())
         return max(1, int(np.prod(weight[1:])) if len(weight) > 1 else 1)
     if op == "ConvTranspose" and len(step.inputs) > 1:
         weight = shapes.get(step.inputs[1], ())
@@ -284,41 +334,62 @@ def reduction(step: Step, shapes: Mapping[str, tuple[int, ...]]) -> int:
         return max(1, int(np.prod(attrs.get("kernel_shape", [1]))))
     if op in ("GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool"):
         return max(1, int(np.prod(first[2:])) if len(first) > 2 else 1)
-    if op in ("LRN",):
+    if op == "LRN":
         return int(attrs.get("size", 1)) + 4
-    if op in ("Softmax", "LogSoftmax", "Hardmax"):
+    if op in ("Softmax", "LogSoftmax", "Hardmax", "CumSum"):
         axis = int(attrs.get("axis", -1))
+        if op == "CumSum":
+            found = _axes(step, {}, constant)
+            axis = found[0] if found else max(range(len(first)), key=first.__getitem__, default=0)
         return (first[axis] if first else 1) + 4
-    if op.startswith("Reduce") or op in ("LayerNormalization", "InstanceNormalization"):
-        axes = attrs.get("axes")
-        if axes is None and len(step.inputs) > 1:
-            return max(1, int(np.prod(first)) if first else 1)  # axes as an input: bound by all
-        dims = range(len(first)) if axes is None else axes
+    if op == "LayerNormalization":
+        axis = int(attrs.get("axis", -1))
+        return max(1, int(np.prod(first[axis:])) if first else 1) + 4
+    if op in ("InstanceNormalization", "GroupNormalization"):
+        return max(1, int(np.prod(first[1:] if op == "GroupNormalization" else first[2:]))) + 4
+    if op.startswith("Reduce"):
+        axes = _axes(step, attrs, constant)
+        dims = axes or range(len(first))
         return max(1, int(np.prod([first[a] for a in dims])) if first else 1) + 4
-    if op in ("BatchNormalization",):
+    if op == "Einsum":
+        equation = attrs.get("equation", b"")
+        text = equation.decode() if isinstance(equation, bytes) else str(equation)
+        summed = _einsum(text, listed)
+        return max(1, summed if summed is not None else largest)
+    if op in ("LSTM", "GRU", "RNN") and len(listed) > 1 and len(first) > 2:
+        hidden = int(attrs.get("hidden_size", listed[1][1]))
+        return first[0] * (first[2] + hidden) + 4  # every time step feeds the next
+    if op == "BatchNormalization":
         return 4
     if op in ("Sum", "Mean", "Max", "Min"):
         return max(1, len(step.inputs))
     return 1
 
 
-def bound(step: Step, shapes: Mapping[str, tuple[int, ...]], reference: np.ndarray) -> float:
+def bound(
+    step: Step,
+    shapes: Mapping[str, tuple[int, ...]],
+    reference: np.ndarray,
+    constant: Constant | None = None,
+) -> float:
     """The largest absolute difference from the referee's ``reference`` output that step's
-    output may show and still be an honest run (0 for exact dtypes)::
+    output may show and still be an honest run::
 
         bound = BOUND_FACTOR * (K + 1) * u * max(|reference|)
 
-    with u the unit roundoff of the dtype (2^-24 for float32) and K = :func:`reduction`.
+    with u the unit roundoff of the dtype (2^-24 for float32) and K = :func:`reduction`. Exact
+    dtypes: 0, except 1 for the integer outputs of quantizing operators (their rounding to an
+    integer step follows float arithmetic that differs between kernels).
     """
     if reference.dtype.kind != "f" or reference.size == 0:
-        return 0.0
+        return 1.0 if step.node.op_type in _QUANTIZING and reference.size else 0.0
     scale = float(np.max(np.abs(reference)))
     if not math.isfinite(scale):
         finite = reference[np.isfinite(reference)]
         scale = float(np.max(np.abs(finite))) if finite.size else 0.0
     unit = float(np.finfo(reference.dtype).eps) / 2
     scale = max(scale, float(np.finfo(reference.dtype).tiny))
-    return BOUND_FACTOR * (reduction(step, shapes) + 1) * unit * scale
+    return BOUND_FACTOR * (reduction(step, shapes, constant) + 1) * unit * scale
 
 
 def _onnx_type(array: np.ndarray) -> int:

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 import concurrent.futures
 import functools
 import hashlib
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +65,7 @@ __all__ = [
     "encode_npz",
     "open_message",
     "open_state",
+    "seconds_of",
     "settle",
     "verify_verdict",
 ]
@@ -72,6 +75,8 @@ MESSAGE_TYPE = "verinfer.dispute.message/v1"
 VERDICT_TYPE = "verinfer.dispute.verdict/v1"
 STATE_TOLERANCE = 1e-4  # across engine identities: |a - b| <= tol * max|b| for every tensor
 MAX_DEADLINE = 3600.0
+MIN_DEADLINE = 1.0  # seconds per round: a side must have time to answer over a network
+OPENING_FACTOR, MIN_OPENING = 10, 60.0  # openings trace the model: 10 rounds' time, >= 60 s
 _MAX_VERDICT_BYTES = 512 << 20
 
 
@@ -81,9 +86,12 @@ def _time(seconds: float) -> str:
     return f"{stamp}.{int((seconds - whole) * 1000):03d}Z"
 
 
-def _seconds(stamp: str) -> float:
-    whole = time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
-    return float(time.mktime(whole) - time.timezone) + int(stamp[20:23]) / 1000
+def seconds_of(stamp: str) -> float:
+    """Seconds since the epoch of a ``YYYY-MM-DDTHH:MM:SS.mmmZ`` time (ValueError if not)."""
+    if len(stamp) != 24 or stamp[19] != "." or stamp[23] != "Z":
+        raise ValueError(f"time {stamp!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
+    whole = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    return float(whole) + int(stamp[20:23]) / 1000
 
 
 def _sha256(data: bytes) -> str:
@@ -107,7 +115,7 @@ def decode_npz(text: object, what: str, *, max_bytes: int | None = None) -> dict
 
 def _npz(data: object, what: str) -> dict[str, np.ndarray]:
     try:
-        return decode_npz(data, what)
+        return decode_npz(data, what, max_bytes=_MAX_VERDICT_BYTES)
     except InputError as exc:
         raise VerificationError(str(exc)) from exc
 
@@ -151,7 +159,13 @@ class Dispute:
 
     @property
     def deadline(self) -> float:
+        """Seconds each side has to answer a round."""
         return int(self.header["deadline_ms"]) / 1000
+
+    @property
+    def opening_deadline(self) -> float:
+        """Seconds each side has to open: it traces the whole model first."""
+        return max(OPENING_FACTOR * self.deadline, MIN_OPENING)
 
     @classmethod
     def create(
@@ -190,7 +204,8 @@ class Dispute:
             for name in ("challenger", "referee"):
                 note.VerifierKey.parse(header[name])
             window = window_of(receipt["mode"])
-            opened = _seconds(str(header["opened"]))
+            opened = seconds_of(str(header["opened"]))
+            answered = seconds_of(str(receipt["time"]))
         except (InputError, ValueError, TypeError) as exc:
             raise VerificationError(f"malformed dispute: {exc}") from exc
         if window is None:
@@ -201,15 +216,17 @@ class Dispute:
             raise VerificationError("the dispute's defendant is not the node that signed it")
         if header["challenger"] == receipt["node"]:
             raise VerificationError("a node cannot challenge its own receipt")
+        if header["referee"] in (header["challenger"], receipt["node"]):
+            raise VerificationError("the referee cannot be one of the sides")
         deadline = header["deadline_ms"]
         if (
             not isinstance(deadline, int)
             or isinstance(deadline, bool)
-            or not 0 < deadline <= MAX_DEADLINE * 1000
+            or not MIN_DEADLINE * 1000 <= deadline <= MAX_DEADLINE * 1000
         ):
             raise VerificationError(f"malformed dispute: deadline {deadline!r} ms")
         verify_bundle(bundle, [receipt["node"]])  # logged by the defendant
-        if opened > _seconds(receipt["time"]) + window:
+        if opened > answered + window:
             raise VerificationError(
                 f"the challenge window of {window} s after {receipt['time']} has closed "
                 f"(challenged at {header['opened']})"
@@ -309,7 +326,7 @@ class LocalParty:
         *,
         engine: str,
         threads: int = 1,
-        keep: int = 4,
+        keep: int = 8,
     ) -> None:
         self.signer = signer
         self.vkey = signer.vkey
@@ -538,13 +555,17 @@ def _judge(
     shapes.update({name: tuple(steps.initializers[name].dims) for name in step.inputs
                    if name in steps.initializers})  # fmt: skip
     worst, limit = 0.0, 0.0
+
+    def constant(name: str) -> np.ndarray | None:
+        return steps.initializer(name) if name in steps.initializers else None
+
     for name, _ in after.leaves:
         if name not in written:
             continue
         claimed, correct = after.tensors[name], reference[name]
         if claimed.dtype != correct.dtype or claimed.shape != correct.shape:
             return False, f"step {k} ({step.op}) gives {name!r} another dtype or shape", record
-        allowed = bound(step, shapes, correct)
+        allowed = bound(step, shapes, correct, constant)
         deviation = _deviation(claimed, correct)
         if deviation > allowed:
             record.update(deviation=repr(deviation), bound=repr(allowed), tensor=name)
@@ -585,8 +606,14 @@ def _agree_within(a: Reveal, b: Reveal) -> bool:
         x, y = a.tensors[name], b.tensors[name]
         if x.dtype != y.dtype or x.shape != y.shape or x.dtype.kind != "f":
             return False
-        scale = float(np.max(np.abs(y))) if y.size else 0.0
-        if not np.all(np.abs(x.astype(np.float64) - y) <= STATE_TOLERANCE * scale):
+        finite = np.isfinite(y)
+        if not np.array_equal(finite, np.isfinite(x)):  # infinities and NaNs where the other has
+            return False
+        if not np.array_equal(x[~finite], y[~finite], equal_nan=True):  # ...the same ones
+            return False
+        scale = float(np.max(np.abs(y[finite]), initial=0.0))
+        gap = np.abs(x[finite].astype(np.float64) - y[finite])
+        if not np.all(gap <= STATE_TOLERANCE * scale):
             return False
     return True
 
@@ -613,7 +640,7 @@ def _checked_reveal(steps: Steps, index: int, reveal: Reveal, root: str) -> Reve
     return reveal
 
 
-Ask = Callable[[Mapping[str, Callable[[], Any]]], dict[str, Any]]
+Ask = Callable[..., dict[str, Any]]  # (calls by role, opening=False) -> answers by role
 
 
 def _calls(
@@ -652,17 +679,22 @@ def settle(
     record: dict[str, Any] = {"openings": {}, "rounds": [], "judgement": None}
     pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="verinfer-referee")
 
-    def ask(calls: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    def ask(calls: Mapping[str, Callable[[], Any]], opening: bool = False) -> dict[str, Any]:
         futures = {role: pool.submit(call) for role, call in calls.items()}
         answers: dict[str, Any] = {}
-        ends = time.monotonic() + dispute.deadline
-        for role, future in futures.items():  # the defendant is judged first on a double miss
+        failures: dict[str, str] = {}
+        limit = dispute.opening_deadline if opening else dispute.deadline
+        ends = time.monotonic() + limit
+        for role, future in futures.items():
             try:
                 answers[role] = future.result(timeout=max(0.0, ends - time.monotonic()))
             except concurrent.futures.TimeoutError:
-                raise _Lost(role, f"no answer within the {dispute.deadline:g} s deadline") from None
+                failures[role] = f"no answer within the {limit:g} s deadline"
             except Exception as exc:  # any failure to answer loses the game
-                raise _Lost(role, f"could not answer: {exc}") from exc
+                failures[role] = f"could not answer: {exc}"
+        if failures:  # both failed: the challenger, who must pursue its challenge, loses
+            role = "challenger" if "challenger" in failures else "defendant"
+            raise _Lost(role, failures[role])
         return answers
 
     def agree_across(mid: int, roots: tuple[str, str]) -> bool:
@@ -714,6 +746,8 @@ def _opened(
             raise _Lost(role, "committed state 0 to other inputs than the receipt's")
         if body.get("steps") != steps.count or not isinstance(body.get("engine"), str):
             raise _Lost(role, f"counts {body.get('steps')!r} steps, not {steps.count}")
+        if role == "defendant" and body["engine"] != dispute.receipt["engine"]:
+            raise _Lost(role, "traced on another engine than the one its receipt names")
         if [name for name, _ in outputs] != steps.live(steps.count):
             raise _Lost(role, "opened with final leaves that are not the graph's outputs")
         _root(body, "trace")
@@ -751,7 +785,9 @@ class _Game:
     def play(self) -> tuple[str, str, str]:
         dispute, steps, parties, inputs = self.dispute, self.steps, self.parties, self.inputs
         initial = _initial_root(steps, inputs)
-        openings = self.ask(_calls(parties, lambda party: party.opening(dispute, inputs)))
+        openings = self.ask(
+            _calls(parties, lambda party: party.opening(dispute, inputs)), opening=True
+        )
         self.record["openings"] = openings
         bodies = {role: _opened(dispute, steps, initial, role, openings[role]) for role in parties}
         self._openings = bodies
@@ -826,9 +862,12 @@ def verify_verdict(
     if tensors.map_digest(inputs) != dispute.receipt["inputs"]:
         raise VerificationError("the verdict's inputs are not the receipt's")
     steps = Steps(model)
-    if body.get("steps") != steps.count:
-        raise VerificationError(f"the verdict counts {body.get('steps')!r} steps")
-    _replay(dispute, inputs, steps, body)
+    if body.get("type") != VERDICT_TYPE or body.get("steps") != steps.count:
+        raise VerificationError(f"malformed verdict: type, or {body.get('steps')!r} steps")
+    try:
+        _replay(dispute, inputs, steps, body)
+    except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
+        raise VerificationError(f"malformed verdict: {type(exc).__name__}: {exc}") from exc
     return verdict
 
 
@@ -877,6 +916,15 @@ def _replay(
     rounds = body.get("rounds")
     if not isinstance(body.get("openings"), dict) or not isinstance(rounds, list):
         raise VerificationError("malformed verdict: openings or rounds")
+    for entry in rounds:
+        if (
+            not isinstance(entry, dict)
+            or type(entry.get("step")) is not int
+            or not isinstance(entry.get("agree"), bool)
+        ):
+            raise VerificationError(f"malformed verdict: round {entry!r:.80}")
+    if not isinstance(body.get("judgement"), dict | None):
+        raise VerificationError("malformed verdict: judgement")
     parties = {role: _Recorded(role, vkey, body) for role, vkey in
                (("defendant", dispute.defendant), ("challenger", dispute.challenger))}  # fmt: skip
     decided = {r.get("step"): r.get("agree") for r in rounds if isinstance(r, dict)}
@@ -885,7 +933,7 @@ def _replay(
 
     stated = (body.get("winner"), body.get("loser"), body.get("reason"))
 
-    def ask(calls: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    def ask(calls: Mapping[str, Callable[[], Any]], opening: bool = False) -> dict[str, Any]:
         answers, failures = {}, {}
         for role, call in calls.items():
             try:
@@ -910,17 +958,40 @@ def _replay(
         outcome = _outcome(lost)
         if failed and failed[-1] == lost.role:  # the record ends where this side stopped
             outcome = (outcome[0], outcome[1], str(stated[2]))
+    judged = body.get("judgement")
+    if _decision(record["judgement"]) != _decision(judged):
+        raise VerificationError("the verdict's judgement is not what its reveal gives")
+    if (
+        judged is not None
+        and outcome[:2] == stated[:2]
+        and _figures(outcome[2]) == _figures(str(stated[2]))
+    ):
+        outcome = (outcome[0], outcome[1], str(stated[2]))  # its figures may round apart here
     if outcome != stated:
         raise VerificationError(
             f"the record gives the {outcome[0]} the win ({outcome[2]}); the verdict says "
             f"{stated[0]} ({stated[2]})"
         )
-    if [r["step"] for r in record["rounds"]] != [r.get("step") for r in rounds]:
+    if [r["step"] for r in record["rounds"]] != [r["step"] for r in rounds]:
         raise VerificationError("the verdict's rounds do not follow the bisection")
-    if [r["agree"] for r in record["rounds"]] != [r.get("agree") for r in rounds]:
+    if [r["agree"] for r in record["rounds"]] != [r["agree"] for r in rounds]:
         raise VerificationError("the verdict's rounds record other decisions than their roots")
-    if record["judgement"] != body.get("judgement") and body.get("judgement") is not None:
-        raise VerificationError("the verdict's judgement is not what its reveal gives")
+
+
+def _figures(reason: str) -> str:
+    """A reason with its measured figures masked (they may differ in the last digits)."""
+    return re.sub(r"(off by|bound) [^ ,]+", r"\1 #", reason)
+
+
+def _decision(judgement: object) -> object:
+    """A judgement without the figures a re-run on another machine may give slightly apart
+    (the deviation, the bound, which tensor went past it): the decision and what it rests on."""
+    if not isinstance(judgement, dict):
+        return judgement
+    figures = {"deviation", "bound", "tensor"}
+    return {key: value for key, value in judgement.items() if key not in figures} | {
+        "beyond": "tensor" in judgement
+    }
 
 
 def _outcome(lost: _Lost) -> tuple[str, str, str]:

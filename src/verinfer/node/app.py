@@ -103,7 +103,7 @@ class ChallengeRequest(BaseModel):
     defendant: str | None = Field(
         default=None, description="URL of the node that signed it (else looked up in peers)"
     )
-    deadline: float = Field(default=30.0, gt=0, le=3600, description="seconds per round")
+    deadline: float = Field(default=30.0, ge=1, le=3600, description="seconds per round")
 
 
 class OpeningRequest(BaseModel):

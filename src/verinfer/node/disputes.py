@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from verinfer.modes.dispute import (
     Verdict,
     decode_npz,
     encode_npz,
+    seconds_of,
     settle,
 )
 from verinfer.verify import Bundle
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 __all__ = ["Disputes", "RemoteParty", "decode_npz", "encode_npz"]
 
 _MAX_ANSWER_BYTES = 256 << 20
+_FRESH = 600.0  # seconds a dispute header's opening time may be from a side's clock
+_QUEUE = 300.0  # seconds an opening waits for the trace before it
+_REFEREEING = 2  # games this node referees at once
 
 
 class RemoteParty:
@@ -59,19 +64,24 @@ class RemoteParty:
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         data = json.dumps(body).encode()
         self.sent += len(data)
+        headers = {"content-type": "application/json"}
         try:
-            response = self._http.post(
-                path, content=data, headers={"content-type": "application/json"}
-            )
+            with self._http.stream("POST", path, content=data, headers=headers) as response:
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > _MAX_ANSWER_BYTES:  # stop reading: never hold more than this
+                        raise StorageError(f"{self.url} sent more than {_MAX_ANSWER_BYTES} bytes")
+                    chunks.append(chunk)
         except httpx.TimeoutException as exc:
             raise LimitExceeded(f"{self.url} did not answer in time") from exc
+        except httpx.InvalidURL as exc:
+            raise InputError(f"{self.url} is not a URL: {exc}") from exc
         except httpx.HTTPError as exc:
             raise StorageError(f"{self.url} is unreachable: {exc}") from exc
-        self.received += len(response.content)
-        if len(response.content) > _MAX_ANSWER_BYTES:
-            raise StorageError(f"{self.url} sent more than {_MAX_ANSWER_BYTES} bytes")
+        self.received += size
         try:
-            answer = response.json()
+            answer = json.loads(b"".join(chunks))
         except ValueError as exc:
             raise StorageError(f"{self.url} answered {response.status_code}, not JSON") from exc
         if not response.is_success:
@@ -96,7 +106,13 @@ class RemoteParty:
         answer = self._post("/v1/disputes/party/reveal", body)
         leaves = [(str(name), str(digest)) for name, digest in answer["leaves"]]
         encoded = str(answer["tensors"])
-        return Reveal(leaves, decode_npz(encoded, "revealed tensors"), encoded)
+        arrays = decode_npz(encoded, "revealed tensors", max_bytes=_MAX_ANSWER_BYTES)
+        if sorted(arrays) != sorted(names):
+            raise StorageError(f"{self.url} revealed other tensors than the ones asked for")
+        expected = sum(a.nbytes for a in arrays.values()) + 4096 * (len(arrays) + 1) + (1 << 16)
+        if len(encoded) * 3 // 4 > expected:  # padding would only bloat the verdict
+            raise StorageError(f"{self.url} revealed tensors padded with other bytes")
+        return Reveal(leaves, arrays, encoded)
 
 
 def node_vkey(url: str, timeout: float) -> str:
@@ -105,6 +121,8 @@ def node_vkey(url: str, timeout: float) -> str:
         response = httpx.get(url.rstrip("/") + "/v1/node", timeout=timeout)
         response.raise_for_status()
         return str(response.json()["vkey"])
+    except httpx.InvalidURL as exc:
+        raise InputError(f"{url!r} is not a URL: {exc}") from exc
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         raise StorageError(f"cannot learn the key of the node at {url}: {exc}") from exc
 
@@ -123,6 +141,7 @@ class Disputes:
         )
         self._disputes: dict[str, Dispute] = {}
         self._tracing = threading.BoundedSemaphore(1)  # one trace at a time: they are large
+        self._refereeing = threading.BoundedSemaphore(_REFEREEING)
         self._steps: dict[str, Steps] = {}
         self.verdicts = Path(node.data) / "verdicts"
 
@@ -153,8 +172,14 @@ class Disputes:
         dispute = Dispute.from_header(header)
         if self.node.vkey not in (dispute.defendant, dispute.challenger):
             raise InputError("this node is neither the defendant nor the challenger")
-        if not self._tracing.acquire(blocking=False):
-            raise LimitExceeded("this node is tracing another dispute; retry")
+        opened = seconds_of(str(dispute.header["opened"]))
+        if abs(time.time() - opened) > _FRESH:
+            raise InputError(
+                f"the dispute opened at {dispute.header['opened']}, not within {_FRESH:g} s of "
+                "now: a referee opens a dispute when it asks"
+            )
+        if not self._tracing.acquire(timeout=_QUEUE):  # one trace at a time; others queue
+            raise LimitExceeded("this node is tracing other disputes; retry")
         try:
             message = self.party.opening(dispute, inputs)
         finally:
@@ -196,6 +221,16 @@ class Disputes:
         """Settle a challenge of ``bundle`` (on ``inputs``, base64 ``.npz``) between the nodes
         at ``challenger`` and ``defendant`` (if not given, found among this node's peers by the
         receipt's key)."""
+        if not self._refereeing.acquire(blocking=False):
+            raise LimitExceeded(f"this node referees {_REFEREEING} disputes already; retry")
+        try:
+            return self._referee(bundle, inputs, challenger, defendant, deadline)
+        finally:
+            self._refereeing.release()
+
+    def _referee(
+        self, bundle: object, inputs: str, challenger: str, defendant: str | None, deadline: float
+    ) -> Verdict:
         arrays = decode_npz(inputs, "inputs", max_bytes=self.node.max_input_bytes)
         parsed = Bundle.from_json(bundle)  # type: ignore[arg-type]
         receipt = parsed.receipt
