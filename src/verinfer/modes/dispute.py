@@ -665,9 +665,11 @@ def settle(
     ``encoded_inputs``: the inputs' base64 ``.npz`` as received, if they were (it must decode
     to ``inputs``), kept in the verdict as is."""
     receipt = dispute.receipt
-    if steps is None and cid.compute(model) == receipt["model"]:
+    if steps is None:  # the model is hashed once: Steps would hash it again for its CID
+        if cid.compute(model) != receipt["model"]:
+            raise InputError("these model bytes are not the receipt's model")
         steps = Steps(model)
-    if steps is None or steps.cid != receipt["model"]:
+    elif steps.cid != receipt["model"]:
         raise InputError("these model bytes are not the receipt's model")
     if tensors.map_digest(inputs) != receipt["inputs"]:
         raise InputError("these inputs are not the receipt's: their digest differs")
