@@ -48,7 +48,7 @@ from verinfer.hub.documents import (
 )
 from verinfer.modes.dispute import Verdict, verify_verdict
 from verinfer.verify import Bundle, mode_matches, replicas_of, verify_bundle
-from verinfer.verify.evidence import verify_evidence
+from verinfer.verify.evidence import model_of, verify_evidence
 
 __all__ = ["AsyncClient", "Client", "Network", "NetworkError", "Result", "connect"]
 
@@ -742,10 +742,8 @@ class Network:
                 if not isinstance(accused, str) or accused in self.convicted:
                     continue
                 try:
-                    model = None
-                    if document.get("kind") == "fraud":
-                        receipt = json.loads(document["bundle"]["receipt"])
-                        model = client.blob(receipt["model"])
+                    model_cid = model_of(document)  # fraud and disputes re-run the model
+                    model = client.blob(model_cid) if model_cid is not None else None
                     self.convicted[accused] = verify_evidence(document, model=model)
                 except (Error, ValueError, KeyError, TypeError):
                     continue  # evidence that does not hold convicts nobody

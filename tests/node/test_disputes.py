@@ -4,6 +4,7 @@ challenges) and a dishonest node, through the SDK, the CLI and the HTTP API."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -19,10 +20,11 @@ import pytest
 from test_http import Served
 
 from verinfer import devnet, note, tensors
-from verinfer.client import Client
+from verinfer.client import Client, Network
 from verinfer.examples import light_model
 from verinfer.modes.dispute import Dispute, verify_verdict
 from verinfer.node import Node
+from verinfer.verify import evidence
 
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
 MODEL = light_model("squeezenet", seed=5)
@@ -182,3 +184,50 @@ def test_bad_challenges_get_clear_4xx_answers(net: Net) -> None:
         assert "not within 600 s of now" in answer.json()["message"]
         answer = http.post("/v1/disputes", json={**body, "challenger": "http://[::1"})
         assert (answer.status_code, answer.json()["code"]) == (400, "bad_input"), answer.text
+
+
+def test_a_conviction_is_evidence_the_referee_serves_and_clients_act_on(
+    net: Net, tmp_path: Path
+) -> None:
+    token = (Path(net.nodes[2]["data"]) / "admin.token").read_text().strip()
+    with Client(net.url(3), admin_token=token) as admin:  # node 3 now witnesses the liar's log
+        before = admin.peers()
+        admin.set_peers([*before, net.liar.url])
+    try:
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=net.url(3), timeout=120) as http:
+            while True:  # its cosigning round takes the liar's log in within a second or so
+                lying = _lying_bundle(net)
+                with Client(net.url(3)) as referee:
+                    verdict = referee.challenge(
+                        lying.bundle, INPUTS, challenger=net.url(2), defendant=net.liar.url
+                    )
+                kept = [e for e in http.get("/v1/evidence").json() if e["kind"] == "dispute"]
+                if kept or time.monotonic() > deadline:
+                    break
+            assert kept, "the referee kept no evidence of the conviction"
+            document = evidence.dispute(verdict)
+            assert document is not None
+            assert document["vkey"] == net.liar.node.vkey
+            again = http.post("/v1/evidence", content=json.dumps(document))
+            assert again.status_code == 200, again.text
+            assert "answered falsely" in again.json()["verdict"]
+            forged = {**document, "verdict": verdict.data.decode().replace("challenger", "x", 1)}
+            refused = http.post("/v1/evidence", content=json.dumps(forged))
+            assert refused.status_code in (400, 422)
+        network_file = tmp_path / "net.json"
+        network_file.write_text(json.dumps({"nodes": [
+            {"url": net.url(3), "vkey": net.nodes[2]["vkey"]},
+            {"url": net.liar.url, "vkey": net.liar.node.vkey}]}))  # fmt: skip
+        with Network(network_file) as network:
+            convicted = network.check_evidence()
+        assert "answered falsely" in convicted[net.liar.node.vkey]
+        (tmp_path / "evidence.json").write_text(json.dumps(kept[0]))
+        (tmp_path / "sq.onnx").write_bytes(MODEL)
+        checked = run(tmp_path, "evidence", "verify", str(tmp_path / "evidence.json"),
+                      "--model", str(tmp_path / "sq.onnx"))  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
+        assert "answered falsely" in checked.stdout
+    finally:
+        with Client(net.url(3), admin_token=token) as admin:
+            admin.set_peers(before)

@@ -46,7 +46,7 @@ from verinfer.node.disputes import Disputes
 from verinfer.node.peers import HttpSource
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.bundle import check_nonce, replicas_of, window_of
-from verinfer.verify.evidence import verify_evidence
+from verinfer.verify.evidence import model_of, verify_evidence
 from verinfer.witness import Witness
 
 __all__ = [
@@ -297,17 +297,13 @@ class Node:
         accused = parsed.get("vkey") if isinstance(parsed, dict) else None
         if accused not in self.witness.logs().values():
             raise InputError("this node keeps evidence only about the logs it witnesses")
-        model = None
-        if parsed.get("kind") in ("fraud", "dispute"):
-            try:
-                if parsed["kind"] == "fraud":
-                    bundle = parsed["bundle"]
-                else:
-                    bundle = json.loads(parsed["verdict"])["verdict"]["dispute"]["bundle"]
-                model_cid = json.loads(bundle["receipt"])["model"]
-            except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                raise InputError(f"malformed {parsed['kind']} evidence: {exc}") from exc
-            model = self._model_bytes(self._resolve_here(str(model_cid)))  # no peer fetches
+        try:
+            model_cid = model_of(parsed)
+        except VerificationError as exc:
+            raise InputError(str(exc)) from exc
+        model = None  # fraud and dispute evidence re-run the model: it must be here
+        if model_cid is not None:
+            model = self._model_bytes(self._resolve_here(model_cid))  # no peer fetches
         verdict = verify_evidence(document, model=model)
         return verdict, self.witness.record(parsed)
 

@@ -22,7 +22,7 @@ from verinfer.modes.dispute import Verdict, verify_verdict
 from verinfer.verify.bundle import Bundle
 from verinfer.verify.verifier import verify_bundle
 
-__all__ = ["EVIDENCE_TYPE", "dispute", "equivocation", "fraud", "verify_evidence"]
+__all__ = ["EVIDENCE_TYPE", "dispute", "equivocation", "fraud", "model_of", "verify_evidence"]
 
 EVIDENCE_TYPE = "verinfer.evidence/v1"
 _MAX_BYTES = 256 << 20
@@ -101,6 +101,22 @@ def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | No
         f"log {origin!r} (key {vkey}) signed two different trees of size {a.size}: "
         f"roots {a.root.hex()} and {b.root.hex()}"
     )
+
+
+def model_of(document: object) -> str | None:
+    """The model CID a piece of evidence needs to be checked (fraud and dispute evidence re-run
+    it), ``None`` for equivocation; :class:`VerificationError` if it cannot be read."""
+    if not isinstance(document, dict) or document.get("kind") not in ("fraud", "dispute"):
+        return None
+    kind = document["kind"]
+    try:
+        if kind == "fraud":
+            bundle = document["bundle"]
+        else:
+            bundle = json.loads(document["verdict"])["verdict"]["dispute"]["bundle"]
+        return str(json.loads(bundle["receipt"])["model"])
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise VerificationError(f"malformed {kind} evidence: {exc}") from exc
 
 
 def dispute(verdict: Verdict) -> dict[str, Any] | None:
