@@ -378,9 +378,9 @@ def test_the_referee_refuses_inputs_and_models_that_are_not_the_receipts(squeeze
     sides = {"defendant": squeezenet.party(side="defendant"),
              "challenger": squeezenet.party(side="challenger")}  # fmt: skip
     other = {"data_0": squeezenet.inputs["data_0"] + 1}
-    with pytest.raises(InputError, match="not the receipt's"):
+    with pytest.raises(InputError, match="not the disputed receipt's: their digest"):
         settle(dispute, other, squeezenet.model, signer=squeezenet.referee, **sides)
-    with pytest.raises(InputError, match="not the receipt's model"):
+    with pytest.raises(InputError, match="not the disputed receipt's model"):
         settle(dispute, squeezenet.inputs, b"other", signer=squeezenet.referee, **sides)
     with pytest.raises(InputError, match="another referee"):
         settle(dispute, squeezenet.inputs, squeezenet.model, signer=squeezenet.carol, **sides)

@@ -148,7 +148,7 @@ def test_bad_challenges_get_clear_4xx_answers(net: Net) -> None:
         cases = [
             ({**body, "bundle": attested.bundle.to_dict()}, 422, "only optimistic answers"),
             ({**body, "inputs": "not base64!"}, 400, "malformed inputs"),
-            ({**body, "inputs": _npz({"data_0": IMAGE + 1})}, 400, "not the receipt's"),
+            ({**body, "inputs": _npz({"data_0": IMAGE + 1})}, 400, "not the disputed receipt's"),
             ({**body, "deadline": 0}, 422, "deadline"),
             ({**body, "extra": 1}, 422, "extra"),
             ({**body, "bundle": {"receipt": "x"}}, 422, "malformed"),

@@ -664,19 +664,11 @@ def settle(
     return the signed verdict. ``steps`` may be given from a cache (it is the model's);
     ``encoded_inputs``: the inputs' base64 ``.npz`` as received, if they were (it must decode
     to ``inputs``), kept in the verdict as is."""
-    receipt = dispute.receipt
-    if steps is None:  # the model is hashed once: Steps would hash it again for its CID
-        if cid.compute(model) != receipt["model"]:
-            raise InputError("these model bytes are not the receipt's model")
-        steps = Steps(model)
-    elif steps.cid != receipt["model"]:
-        raise InputError("these model bytes are not the receipt's model")
-    if tensors.map_digest(inputs) != receipt["inputs"]:
-        raise InputError("these inputs are not the receipt's: their digest differs")
     if signer.vkey != dispute.header["referee"]:
         raise InputError("the dispute names another referee")
     if defendant.vkey != dispute.defendant or challenger.vkey != dispute.challenger:
         raise InputError("the parties' keys are not the dispute's defendant and challenger")
+    steps, digests = _receipts(dispute, inputs, model, steps)
     parties = {"defendant": defendant, "challenger": challenger}
     record: dict[str, Any] = {"openings": {}, "rounds": [], "judgement": None}
     pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="verinfer-referee")
@@ -711,7 +703,7 @@ def settle(
         return _agree_within(checked[0], checked[1])
 
     try:
-        game = _Game(dispute, inputs, steps, parties, ask, agree_across, record)
+        game = _Game(dispute, inputs, digests, steps, parties, ask, agree_across, record)
         winner, loser, reason = game.play()
     except _Lost as lost:
         winner, loser, reason = _outcome(lost)
@@ -732,8 +724,27 @@ def settle(
     return Verdict.create(body, signer)
 
 
-def _initial_root(steps: Steps, inputs: Mapping[str, np.ndarray]) -> str:
-    return _hex(steps.root(0, {name: tensors.digest(inputs[name]) for name in steps.computed(0)}))
+def _receipts(
+    dispute: Dispute, inputs: Mapping[str, np.ndarray], model: bytes, steps: Steps | None
+) -> tuple[Steps, dict[str, str]]:
+    """The model's steps and the inputs' digests, both checked to be the receipt's; the model
+    and the inputs are hashed once each (:class:`InputError` if they are not the receipt's)."""
+    receipt = dispute.receipt
+    if steps is None:  # Steps would hash the model again for its CID
+        if cid.compute(model) != receipt["model"]:
+            raise InputError("these model bytes are not the disputed receipt's model")
+        steps = Steps(model)
+    elif steps.cid != receipt["model"]:
+        raise InputError("these model bytes are not the disputed receipt's model")
+    digests = {name: tensors.digest(value) for name, value in inputs.items()}
+    if tensors.map_digest_of(digests) != receipt["inputs"]:
+        raise InputError("these inputs are not the disputed receipt's: their digest differs")
+    return steps, digests
+
+
+def _initial_root(steps: Steps, digests: Mapping[str, str]) -> str:
+    """State 0's root, from the inputs' digests (the graph's live inputs among them)."""
+    return _hex(steps.root(0, {name: digests[name] for name in steps.computed(0)}))
 
 
 def _opened(
@@ -778,6 +789,7 @@ class _Game:
 
     dispute: Dispute
     inputs: Mapping[str, np.ndarray]
+    digests: Mapping[str, str]  # the inputs' (checked against the receipt)
     steps: Steps
     parties: Mapping[str, Party]
     ask: Ask
@@ -786,7 +798,7 @@ class _Game:
 
     def play(self) -> tuple[str, str, str]:
         dispute, steps, parties, inputs = self.dispute, self.steps, self.parties, self.inputs
-        initial = _initial_root(steps, inputs)
+        initial = _initial_root(steps, self.digests)
         openings = self.ask(
             _calls(parties, lambda party: party.opening(dispute, inputs)), opening=True
         )
@@ -858,16 +870,15 @@ def verify_verdict(
     dispute = Dispute.from_header(body.get("dispute"))
     if dispute.header["referee"] != referee:
         raise VerificationError("the verdict is signed by another referee than the dispute's")
-    if cid.compute(model) != dispute.receipt["model"]:
-        raise VerificationError("these model bytes are not the disputed receipt's model")
     inputs = _npz(body.get("inputs"), "verdict inputs")
-    if tensors.map_digest(inputs) != dispute.receipt["inputs"]:
-        raise VerificationError("the verdict's inputs are not the receipt's")
-    steps = Steps(model)
+    try:
+        steps, digests = _receipts(dispute, inputs, model, None)
+    except InputError as exc:
+        raise VerificationError(f"the verdict does not hold: {exc}") from exc
     if body.get("type") != VERDICT_TYPE or body.get("steps") != steps.count:
         raise VerificationError(f"malformed verdict: type, or {body.get('steps')!r} steps")
     try:
-        _replay(dispute, inputs, steps, body)
+        _replay(dispute, inputs, digests, steps, body)
     except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
         raise VerificationError(f"malformed verdict: {type(exc).__name__}: {exc}") from exc
     return verdict
@@ -911,7 +922,11 @@ class _Recorded:
 
 
 def _replay(
-    dispute: Dispute, inputs: Mapping[str, np.ndarray], steps: Steps, body: dict[str, Any]
+    dispute: Dispute,
+    inputs: Mapping[str, np.ndarray],
+    digests: Mapping[str, str],
+    steps: Steps,
+    body: dict[str, Any],
 ) -> None:
     """Play the game again against the record: every decision must come out as recorded.
     Agreement across engine identities and missed answers are taken on the referee's word."""
@@ -955,7 +970,8 @@ def _replay(
         return agree
 
     try:
-        outcome = _Game(dispute, inputs, steps, parties, ask, agree_across, record).play()
+        game = _Game(dispute, inputs, digests, steps, parties, ask, agree_across, record)
+        outcome = game.play()
     except _Lost as lost:
         outcome = _outcome(lost)
         if failed and failed[-1] == lost.role:  # the record ends where this side stopped
