@@ -10,7 +10,7 @@ import pytest
 from verinfer import merkle, note
 from verinfer.errors import InputError, StorageError
 from verinfer.log import Log
-from verinfer.log.sequencer import Sequencer
+from verinfer.log.sequencer import Committed, Sequencer
 
 
 def test_a_lone_entry_is_committed_and_proven(tmp_path: Path, signer: note.Signer) -> None:
@@ -93,3 +93,34 @@ def test_a_failed_commit_fails_its_callers_and_the_next_one_works(
             sequencer.append(b"first", timeout=30)
         assert sequencer.append(b"second", timeout=30).index == 0  # nothing of "first" remains
         assert log.size == 1
+
+
+def test_callbacks_get_each_outcome_and_a_hook_ends_each_batch(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    with Log.open(tmp_path, signer) as log, Sequencer(log) as sequencer:
+        events: list[object] = []
+        done = threading.Event()
+        sequencer.after_each_batch(lambda: events.append("batch"))
+
+        def broken(outcome: object) -> None:
+            raise RuntimeError("a caller's bug")
+
+        def record(outcome: object) -> None:
+            events.append(outcome)
+            if len([e for e in events if isinstance(e, Committed)]) == 20:
+                done.set()
+
+        for k in range(20):
+            sequencer.enqueue(b"entry %d" % k, broken if k == 3 else record)
+            if k == 3:
+                sequencer.enqueue(b"after the broken one", record)
+        assert done.wait(30)
+        sequencer.close()  # joins the committer: every hook has run
+        committed = [e for e in events if isinstance(e, Committed)]
+        assert sorted(c.index for c in committed) == [k for k in range(21) if k != 3]
+        assert events[-1] == "batch"  # the hook ran after its batch's callbacks
+        assert events.count("batch") == sequencer.commits
+        assert {log.entry(c.index) for c in committed} == {
+            b"entry %d" % k for k in range(20) if k != 3
+        } | {b"after the broken one"}

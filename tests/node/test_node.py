@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from verinfer import merkle, note, tensors
 from verinfer.engine import Engine
 from verinfer.errors import InputError, LimitExceeded, StorageError
 from verinfer.hub import Hub
-from verinfer.node import Node
+from verinfer.node import Node, Result
 from verinfer.verify import Bundle, verify_bundle, verify_bundles
 
 IRIS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
@@ -146,6 +147,68 @@ def test_concurrent_requests_share_checkpoints(node: Node, alice: note.Signer) -
     verify_bundles(bundles, [node.vkey])
 
 
+def test_asyncio_callers_get_their_own_answers_in_shared_batches(
+    node: Node, alice: note.Signer
+) -> None:
+    """Many coroutines at once: good and bad requests mixed, one caller cancelled; each gets
+    its own outputs or its own error, and the answered ones share checkpoints."""
+    node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    session = ort.InferenceSession(node.hub.blobs.get(node.resolve("alice/iris").model))
+    rows = np.random.default_rng(7).random((96, 4), dtype=np.float32) * 8
+
+    async def one(k: int) -> object:
+        if k % 8 == 3:  # a bad request in the same burst
+            bad = {"X": np.full((1, 4), np.nan, dtype=np.float32)}
+            return await node.ainfer("alice/iris", bad)
+        return await node.ainfer("alice/iris", {"X": rows[k : k + 1]}, nonce=f"{k:016x}")
+
+    async def burst() -> list[object]:
+        calls = [asyncio.ensure_future(one(k)) for k in range(96)]
+        calls[5].cancel()  # a caller that gave up: nobody else is disturbed
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    size = node.log.size
+    answers = asyncio.run(burst())
+    good = []
+    for k, answer in enumerate(answers):
+        if k == 5:
+            assert isinstance(answer, asyncio.CancelledError)
+        elif k % 8 == 3:
+            assert isinstance(answer, InputError)
+            assert "NaN or infinity" in str(answer)
+        else:
+            assert isinstance(answer, Result)
+            expected = session.run(None, {"X": rows[k : k + 1]})
+            assert np.array_equal(answer.outputs["label"], expected[0])
+            assert answer.bundle.receipt["nonce"] == f"{k:016x}"
+            assert answer.bundle.receipt["inputs"] == tensors.map_digest({"X": rows[k : k + 1]})
+            good.append(answer.bundle)
+    assert len(good) == 96 - 12 - 1
+    assert len({b.checkpoint for b in good}) < len(good)  # group commit shared signatures
+    verify_bundles(good, [node.vkey])
+    node.sequencer.append(b"barrier", timeout=30)  # the cancelled caller's receipt is logged too
+    assert node.log.size - size in (len(good) + 1, len(good) + 2)
+
+
+def test_close_answers_what_is_queued(tmp_path: Path, alice: note.Signer) -> None:
+    node = Node(tmp_path / "node")
+    node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+
+    async def burst() -> list[Result]:
+        calls = [asyncio.ensure_future(node.ainfer("alice/iris", {"X": IRIS})) for _ in range(40)]
+        await asyncio.sleep(0)  # queued, not yet answered
+        closing = asyncio.get_running_loop().run_in_executor(None, node.close)
+        answers = await asyncio.gather(*calls)
+        await closing
+        return answers
+
+    answers = asyncio.run(burst())
+    assert len(answers) == 40
+    verify_bundles([a.bundle for a in answers], [node.vkey])
+    with pytest.raises(StorageError, match="closing"):
+        node.infer("alice/iris", {"X": IRIS})
+
+
 def test_a_time_limit_stops_a_long_inference(tmp_path: Path, alice: note.Signer) -> None:
     with Node(tmp_path / "node", engine=Engine(timeout=0.001)) as node:
         model = (LIGHT / "light_inception_v2.onnx").read_bytes()
@@ -170,7 +233,7 @@ def test_a_tampered_model_blob_is_never_run(tmp_path: Path, alice: note.Signer) 
 _WORKER = """
 import json, sys
 import numpy as np
-from verinfer.node import Node
+from verinfer.node import Node, Result
 node = Node(sys.argv[1])
 x = {"X": np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)}
 with open(sys.argv[2], "a") as out:

@@ -9,7 +9,6 @@ answer carries its inclusion proof against a signed checkpoint that covers it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -44,6 +43,7 @@ from verinfer.node.archive import DEFAULT_RETENTION, TensorArchive
 from verinfer.node.cosigning import Cosigner
 from verinfer.node.disputes import Disputes
 from verinfer.node.peers import HttpSource
+from verinfer.node.pipeline import Pipeline
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.bundle import check_nonce, replicas_of, window_of
 from verinfer.verify.evidence import model_of, verify_evidence
@@ -166,17 +166,6 @@ def _falsified(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**outputs, name: changed}
 
 
-def _bundle(receipt: Receipt, committed: Committed, extras: dict[str, str]) -> Bundle:
-    return Bundle(
-        receipt,
-        committed.index,
-        tuple(committed.proof),
-        committed.signed_checkpoint,
-        zk_addendum=extras.get("zk_addendum", ""),
-        zk_proof=extras.get("zk_proof", ""),
-    )
-
-
 @dataclass(frozen=True)
 class Result:
     """An answer: the outputs, and the bundle that proves what the node stated about them."""
@@ -184,6 +173,22 @@ class Result:
     outputs: dict[str, np.ndarray]
     bundle: Bundle
     manifest: Manifest
+
+
+_Computed = tuple[Manifest, dict[str, np.ndarray], Receipt, dict[str, str]]
+
+
+def _finish(computed: _Computed, committed: Committed) -> Result:
+    manifest, outputs, receipt, extras = computed
+    bundle = Bundle(
+        receipt,
+        committed.index,
+        tuple(committed.proof),
+        committed.signed_checkpoint,
+        zk_addendum=extras.get("zk_addendum", ""),
+        zk_proof=extras.get("zk_proof", ""),
+    )
+    return Result(outputs, bundle, manifest)
 
 
 class Node:
@@ -239,8 +244,10 @@ class Node:
         self._circuits: dict[str, Any] = {}  # zk circuits by addendum CID
         self._zk_failures: dict[str, str] = {}  # addenda whose circuit could not be built
         self._zk_slot = threading.BoundedSemaphore(1)
-        self._workers = ThreadPoolExecutor(
-            max_workers=workers or os.cpu_count() or 2, thread_name_prefix="verinfer-infer"
+        # the work runs on a few worker threads, however many callers wait: on CPython, dozens
+        # of threads running Python at once spend more CPU handing the GIL around than working
+        self._pipeline: Pipeline[_Computed, Result] = Pipeline(
+            self._compute, _finish, self.sequencer, workers=workers or os.cpu_count() or 2
         )
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
         if not 10 <= window <= retention:
@@ -261,7 +268,7 @@ class Node:
     def close(self) -> None:
         """Finish what is running, commit what is queued, then close the log and the hub."""
         self.cosigner.close()
-        self._workers.shutdown(wait=True)
+        self._pipeline.close()
         self._hasher.shutdown(wait=True)
         self.sequencer.close()
         self.archive.close()
@@ -385,13 +392,7 @@ class Node:
     ) -> Result:
         """Run ``model`` on ``inputs`` and return the outputs with their proof bundle."""
         _check_request(mode, nonce)
-        # the work runs on a few worker threads, however many callers wait: on CPython, dozens
-        # of threads running Python at once spend more CPU handing the GIL around than working
-        manifest, outputs, receipt, extras = self._workers.submit(
-            self._compute, model, inputs, mode, nonce, timeout
-        ).result()
-        committed = self.sequencer.append(receipt.data)  # waits without holding a worker
-        return Result(outputs, _bundle(receipt, committed, extras), manifest)
+        return self._pipeline.run(model, inputs, mode, nonce, timeout)
 
     async def ainfer(
         self,
@@ -404,12 +405,7 @@ class Node:
     ) -> Result:
         """:meth:`infer` for asyncio callers: the event loop never blocks on the work."""
         _check_request(mode, nonce)
-        loop = asyncio.get_running_loop()
-        manifest, outputs, receipt, extras = await loop.run_in_executor(
-            self._workers, self._compute, model, inputs, mode, nonce, timeout
-        )
-        committed = await asyncio.wrap_future(self.sequencer.submit(receipt.data))
-        return Result(outputs, _bundle(receipt, committed, extras), manifest)
+        return await self._pipeline.arun(model, inputs, mode, nonce, timeout)
 
     def _compute(
         self,
@@ -418,7 +414,8 @@ class Node:
         mode: str,
         nonce: str | None,
         timeout: float | None,
-    ) -> tuple[Manifest, dict[str, np.ndarray], Receipt, dict[str, str]]:
+    ) -> tuple[bytes, _Computed]:
+        """On a worker: resolve, check, run, digest; the receipt's bytes go to the log."""
         manifest = self.resolve(model)
         checked = tensors.validate(inputs, manifest.body["inputs"], max_bytes=self.max_input_bytes)
         # a large input is hashed on another core while ONNX Runtime runs (both release the GIL)
@@ -449,7 +446,7 @@ class Node:
             time=_now(),
             nonce=nonce,
         )
-        return manifest, outputs, receipt, extras
+        return receipt.data, (manifest, outputs, receipt, extras)
 
     def _prove(
         self, manifest: Manifest, inputs: dict[str, np.ndarray]
