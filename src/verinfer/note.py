@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import time
@@ -116,7 +117,7 @@ class VerifierKey:
             raise InputError(f"malformed vkey {vkey!r}: key ID does not match the key")
         return key
 
-    @property
+    @functools.cached_property
     def vkey(self) -> str:
         """The text form of this key."""
         key_b64 = base64.b64encode(bytes([self.algorithm]) + self.public).decode()

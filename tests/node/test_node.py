@@ -190,6 +190,50 @@ def test_asyncio_callers_get_their_own_answers_in_shared_batches(
     assert node.log.size - size in (len(good) + 1, len(good) + 2)
 
 
+def test_short_requests_are_batched_by_one_worker_and_long_ones_still_run(
+    node: Node, alice: note.Signer
+) -> None:
+    """Once iris is known to run in microseconds, a burst of its requests is taken a batch at a
+    time and committed by the worker; a long model's requests in the same burst still run."""
+    iris = node.hub.publish(
+        sklearn_model("iris"), repository="alice/iris", version="1", signer=alice
+    )
+    squeeze = node.hub.publish(
+        (LIGHT / "light_squeezenet.onnx").read_bytes(), repository="alice/sq", version="1",
+        signer=alice,
+    )  # fmt: skip
+    image = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)
+    one = {"X": IRIS[:1]}
+    assert node._estimate((iris.model, one, "attested")) is None  # nothing known yet
+
+    async def burst(n: int) -> list[Result]:
+        calls = [node.ainfer(iris.model, {"X": IRIS[k % 2 : k % 2 + 1]}) for k in range(n)]
+        calls += [node.ainfer(squeeze.model, {"data_0": image}) for _ in range(2)]
+        return list(await asyncio.gather(*calls))
+
+    for _ in range(4):
+        asyncio.run(burst(16))  # learns how long each model runs
+    short = node._estimate((iris.model, one, "attested"))
+    assert short is not None, node._runs
+    assert 0 < short < 200e-6
+    assert node._estimate((iris.model, {"X": np.zeros((5000, 4), np.float32)}, "attested")) is None
+    assert node._estimate((squeeze.model, {"data_0": image}, "attested")) is None
+    assert node._estimate((iris.model, one, "zk")) is None
+    assert node._estimate((["unhashable"], one, "attested")) is None
+    assert node._estimate((iris.model, "not a mapping", "attested")) is None
+
+    commits = node.sequencer.commits
+    answers = asyncio.run(burst(200))
+    assert node.sequencer.commits - commits < 100  # committed in batches
+    expected = ort.InferenceSession(node.hub.blobs.get(iris.model)).run(None, {"X": IRIS})[0]
+    for k, answer in enumerate(answers[:200]):
+        assert answer.outputs["label"].tolist() == [expected[k % 2]]
+    squeezed = ort.InferenceSession(node.hub.blobs.get(squeeze.model)).run(None, {"data_0": image})
+    for answer in answers[200:]:
+        assert np.array_equal(answer.outputs["softmaxout_1"], squeezed[0])
+    verify_bundles([a.bundle for a in answers], [node.vkey])
+
+
 def test_close_answers_what_is_queued(tmp_path: Path, alice: note.Signer) -> None:
     node = Node(tmp_path / "node")
     node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)

@@ -52,6 +52,7 @@ class Sequencer:
         self._closed = False
         self._hooks: list[Callable[[], None]] = []
         self.commits = 0  # batches committed (for metrics and tests)
+        self._counting = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="verinfer-sequencer", daemon=True)
         self._thread.start()
 
@@ -92,7 +93,8 @@ class Sequencer:
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            for (_, done), outcome in zip(batch, self._commit(batch), strict=True):
+            outcomes = self._commit([entry for entry, _ in batch])
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
                 try:  # noqa: SIM105 - per entry: cheaper than a suppress() context
                     done(outcome)
                 except Exception:  # noqa: S110 - a caller's callback must not stop the log
@@ -101,14 +103,25 @@ class Sequencer:
                 with contextlib.suppress(Exception):
                     hook()
 
-    def _commit(self, batch: list[tuple[bytes, Done]]) -> list[Committed | BaseException]:
+    def commit(self, entries: list[bytes]) -> list[Committed | BaseException]:
+        """Commit ``entries`` as one batch on this thread, now (a caller that gathered a batch
+        itself needs no handoff to the committer); the outcome of each, in order."""
+        for entry in entries:
+            if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
+                raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}")
+        if self._closed:
+            raise StorageError("the sequencer is closed")
+        return self._commit(entries)
+
+    def _commit(self, entries: list[bytes]) -> list[Committed | BaseException]:
         try:
-            appended = self.log.append([entry for entry, _ in batch])
+            appended = self.log.append(entries)
         except Error as exc:
-            return [exc] * len(batch)
+            return [exc] * len(entries)
         except BaseException as exc:  # never leave a caller waiting forever
-            return [StorageError(f"commit failed: {exc!r}")] * len(batch)
-        self.commits += 1
+            return [StorageError(f"commit failed: {exc!r}")] * len(entries)
+        with self._counting:
+            self.commits += 1
         size = appended.end
         outcomes: list[Committed | BaseException] = []
         for index in range(appended.start, size):

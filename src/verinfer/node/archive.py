@@ -29,6 +29,9 @@ __all__ = ["DEFAULT_RETENTION", "TensorArchive"]
 DEFAULT_RETENTION = 7 * 86400.0
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _PRUNE_EVERY = 3600.0
+# a kept map named again is re-dated at most this often, not with a syscall per answer
+_TOUCH_EVERY = 600.0
+_MAX_TOUCHED = 1 << 16
 _MAX_QUEUED_BYTES = 256 << 20
 
 
@@ -43,6 +46,7 @@ class TensorArchive:
         self._queue: queue.Queue[tuple[str, dict[str, np.ndarray]] | None] = queue.Queue(4096)
         self._pruned = 0.0
         self._queued = 0  # bytes waiting to be written
+        self._touched: dict[str, float] = {}  # digest -> when it was last re-dated or queued
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="verinfer-archive", daemon=True)
         self._thread.start()
@@ -63,6 +67,12 @@ class TensorArchive:
         """Keep ``arrays`` (whose map digest is ``digest``), written in the background; a
         tensor map kept already is kept for another retention period from now."""
         path = self._file(digest)
+        now = time.monotonic()
+        if now - self._touched.get(digest, -_TOUCH_EVERY) < _TOUCH_EVERY:
+            return  # re-dated (or queued) moments ago: prune() allows for the difference
+        if len(self._touched) >= _MAX_TOUCHED:
+            self._touched.clear()
+        self._touched[digest] = now
         try:
             os.utime(path)  # named by a new receipt: retained from now
             return
@@ -140,9 +150,10 @@ class TensorArchive:
                 os.unlink(temp)
 
     def prune(self) -> int:
-        """Delete what is older than the retention period; return how many files."""
+        """Delete what is older than the retention period (files are re-dated at most every
+        ten minutes, so that much longer); return how many files."""
         self._pruned = time.monotonic()
-        cutoff = time.time() - self.retention
+        cutoff = time.time() - self.retention - _TOUCH_EVERY
         removed = 0
         for path in self.root.glob("*/*.npz"):
             with contextlib.suppress(FileNotFoundError):

@@ -6,7 +6,8 @@ between threads costs a wakeup, and on CPython a wakeup also moves the GIL. So:
 - a blocking caller does the work on its own thread (at most ``workers`` at once);
 - an asyncio caller's requests go to worker threads, which take them from one queue one at a
   time (a long zk proof never holds up a request queued behind it) and wake only when the queue
-  was empty;
+  was empty. Requests known to be short are taken several at a time and committed by the worker
+  itself as one batch: a commit and a wakeup per batch, no handoff per request;
 - a computed receipt goes to the sequencer with a callback, not a future;
 - the committer thread answers a whole batch at once: one wakeup of each event loop with
   answers in it, however many answers the batch holds.
@@ -37,7 +38,13 @@ _Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
 
 class Pipeline(Generic[T, R]):
     """``compute(*args) -> (entry, payload)`` on worker threads, the entry logged by
-    ``sequencer``, then ``finish(payload, committed) -> answer`` on the committer thread."""
+    ``sequencer``, then ``finish(payload, committed) -> answer``.
+
+    ``estimate(args)`` is the expected compute time of a request in seconds, or ``None`` if
+    unknown or long: a worker takes several queued requests at once only while their estimates
+    add up to less than ``batch_seconds``, computes them and commits them itself as one batch.
+    Any other request is committed by the sequencer's committer thread.
+    """
 
     def __init__(
         self,
@@ -46,15 +53,21 @@ class Pipeline(Generic[T, R]):
         sequencer: Sequencer,
         *,
         workers: int,
+        estimate: Callable[[tuple[Any, ...]], float | None] = lambda args: None,
+        batch_seconds: float = 2e-3,
         name: str = "verinfer-infer",
     ) -> None:
         self._compute = compute
         self._finish = finish
         self._sequencer = sequencer
+        self._estimate = estimate
+        self._batch_seconds = batch_seconds
+        self._workers = workers
         self._queue: deque[tuple[tuple[Any, ...], _Waiter]] = deque()
         self._ready = threading.Condition(threading.Lock())
         self._closed = False
         self._slots = threading.BoundedSemaphore(workers)  # how many compute at once
+        self._short_running = False  # a worker is running a batch of short requests
         self._settled: dict[asyncio.AbstractEventLoop, _Settled] = {}  # the committer thread's
         sequencer.after_each_batch(self._flush)
         self._threads = [
@@ -75,7 +88,7 @@ class Pipeline(Generic[T, R]):
         return future.result()
 
     async def arun(self, *args: Any) -> R:
-        """:meth:`run` for asyncio callers: the event loop never blocks on the work."""
+        """:meth:`run` for asyncio callers: the event loop never waits for the work."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._put(args, (loop, future))
@@ -94,38 +107,85 @@ class Pipeline(Generic[T, R]):
             if self._closed:
                 raise StorageError("the node is closing")
             self._queue.append((args, waiter))
-            self._ready.notify()  # a no-op when every worker is busy
+            if not self._short_running or self._estimate(args) is None:
+                self._ready.notify()  # a no-op when every worker is busy
 
-    def _work(self) -> None:
-        while True:
-            with self._ready:
+    def _take(self) -> tuple[list[tuple[tuple[Any, ...], _Waiter]], bool] | None:
+        """The next request; if it is short, more short ones after it while they fit the batch
+        budget. One worker at a time runs short ones: they are mostly Python, and two threads
+        running Python at once spend more CPU handing the GIL around than they gain."""
+        with self._ready:
+            while True:
                 while not self._queue and not self._closed:
                     self._ready.wait()
                 if not self._queue:
-                    return
-                args, waiter = self._queue.popleft()
+                    return None
+                first = self._estimate(self._queue[0][0])
+                if first is None or not self._short_running:
+                    break
+                self._ready.wait()  # the worker running short ones takes these next
+            taken = [self._queue.popleft()]
+            if first is not None:
+                self._short_running = True
+                budget = self._batch_seconds - first
+                while self._queue:
+                    cost = self._estimate(self._queue[0][0])
+                    if cost is None or cost > budget:
+                        break
+                    budget -= cost
+                    taken.append(self._queue.popleft())
+            if self._queue and (first is None or self._estimate(self._queue[0][0]) is None):
+                self._ready.notify()  # work another worker may take now
+            return taken, first is not None
+
+    def _work(self) -> None:
+        while (took := self._take()) is not None:
+            taken, short = took
+            try:
+                self._answer_all(taken)
+            finally:
+                if short:  # this worker takes the next short ones itself: no wakeup needed,
+                    with self._ready:  # unless closing, when a waiting worker must see the end
+                        self._short_running = False
+                        if self._closed:
+                            self._ready.notify_all()
+
+    def _answer_all(self, taken: list[tuple[tuple[Any, ...], _Waiter]]) -> None:
+        done: list[tuple[_Waiter, Any, BaseException | None]] = []
+        computed: list[tuple[_Waiter, bytes, T]] = []
+        for args, waiter in taken:
             try:
                 with self._slots:
                     entry, payload = self._compute(*args)
             except BaseException as exc:  # handed to the caller
-                _deliver(waiter, None, exc)
+                done.append((waiter, None, exc))
                 continue
+            computed.append((waiter, entry, payload))
+        if len(computed) == 1:  # the committer thread batches it with other workers' work
+            waiter, entry, payload = computed[0]
             try:
                 self._sequencer.enqueue(entry, functools.partial(self._committed, waiter, payload))
             except BaseException as exc:  # the sequencer closed or refused it
-                _deliver(waiter, None, exc)
+                done.append((waiter, None, exc))
+        elif computed:  # a batch of short ones: committed here, without another handoff
+            outcomes = self._sequencer.commit([entry for _, entry, _ in computed])
+            for (waiter, _, payload), outcome in zip(computed, outcomes, strict=True):
+                done.append((waiter, *self._answer(payload, outcome)))
+        _deliver_all(done)
+
+    def _answer(self, payload: T, outcome: Committed | BaseException) -> tuple[Any, Any]:
+        if isinstance(outcome, BaseException):
+            return None, outcome
+        try:
+            return self._finish(payload, outcome), None
+        except BaseException as exc:
+            return None, exc
 
     def _committed(self, waiter: _Waiter, payload: T, outcome: Committed | BaseException) -> None:
         """On the committer thread: finish the answer; asyncio answers wait for the batch end."""
-        answer: R | None = None
-        error = outcome if isinstance(outcome, BaseException) else None
-        if error is None:
-            try:
-                answer = self._finish(payload, outcome)  # type: ignore[arg-type]
-            except BaseException as exc:
-                error = exc
+        answer, error = self._answer(payload, outcome)
         if isinstance(waiter, Future):
-            _deliver(waiter, answer, error)
+            _deliver_all([(waiter, answer, error)])
         else:
             loop, future = waiter
             self._settled.setdefault(loop, []).append((future, answer, error))
@@ -148,14 +208,18 @@ def _settle(answers: _Settled) -> None:
             future.set_exception(error)
 
 
-def _deliver(waiter: _Waiter, answer: Any, error: BaseException | None) -> None:
-    if isinstance(waiter, Future):
-        with contextlib.suppress(InvalidStateError):  # the caller cancelled it
-            if error is None:
-                waiter.set_result(answer)
-            else:
-                waiter.set_exception(error)
-        return
-    loop, future = waiter
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_settle, [(future, answer, error)])
+def _deliver_all(done: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
+    """Answer blocking callers at once and each event loop with one wakeup."""
+    loops: dict[asyncio.AbstractEventLoop, _Settled] = {}
+    for waiter, answer, error in done:
+        if isinstance(waiter, Future):
+            with contextlib.suppress(InvalidStateError):  # the caller cancelled it
+                if error is None:
+                    waiter.set_result(answer)
+                else:
+                    waiter.set_exception(error)
+        else:
+            loops.setdefault(waiter[0], []).append((waiter[1], answer, error))
+    for loop, answers in loops.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these
+            loop.call_soon_threadsafe(_settle, answers)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -73,6 +74,8 @@ DEFAULT_MAX_INPUT_BYTES = 64 << 20
 DEFAULT_WINDOW = 86400  # seconds an optimistic answer may be challenged
 _MISS_SECONDS = 10.0  # a model no peer had is not looked for again this soon
 _OVERLAP_BYTES = 256 << 10  # below this, handing the hashing to a thread costs more than it saves
+# runs this short (CPU seconds) are worth batching: a handoff between threads costs as much
+_SHORT_SECONDS = 200e-6
 
 
 def _secret(path: Path, make: Callable[[], str]) -> str:
@@ -247,9 +250,15 @@ class Node:
         # the work runs on a few worker threads, however many callers wait: on CPython, dozens
         # of threads running Python at once spend more CPU handing the GIL around than working
         self._pipeline: Pipeline[_Computed, Result] = Pipeline(
-            self._compute, _finish, self.sequencer, workers=workers or os.cpu_count() or 2
+            self._compute,
+            _finish,
+            self.sequencer,
+            workers=workers or os.cpu_count() or 2,
+            estimate=self._estimate,
         )
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
+        # per (model ref, mode): the largest input (bytes) seen to run short, the average run
+        self._runs: dict[tuple[str, str], tuple[int, float]] = {}
         if not 10 <= window <= retention:
             raise InputError(
                 f"challenge window {window} s must be 10 s or more and within the tensor "
@@ -425,9 +434,11 @@ class Node:
         if mode == "zk":  # the circuit's outputs, proven; minutes for big models
             outputs, extras = self._prove(manifest, checked)
         else:
-            outputs = self.engine.run(
-                manifest.model, lambda: self._model_bytes(manifest), checked, timeout=timeout
-            )
+            load = lambda: self._model_bytes(manifest)  # noqa: E731
+            self.engine.session(manifest.model, load)  # built first: not part of the run's time
+            started = time.thread_time()  # CPU: waiting for the GIL back is not the run's cost
+            outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
+            self._timed((model, mode), checked, time.thread_time() - started)
         if self.dishonest and self._coin.random() < self.dishonest:
             outputs = _falsified(outputs)  # and signed as if computed: what a lying node does
         inputs_digest = hashing.result() if hashing else tensors.map_digest(checked)
@@ -447,6 +458,38 @@ class Node:
             nonce=nonce,
         )
         return receipt.data, (manifest, outputs, receipt, extras)
+
+    def _timed(self, key: tuple[str, str], inputs: dict[str, np.ndarray], seconds: float) -> None:
+        """Learn which requests are short (see :meth:`_estimate`)."""
+        size = sum(array.nbytes for array in inputs.values())
+        known = self._runs.get(key)
+        if known is None:  # a first run also sets ONNX Runtime up: it says little
+            if len(self._runs) >= 4096:
+                self._runs.clear()
+            self._runs[key] = (-1, math.inf)
+            return
+        bound, average = known
+        if average == math.inf:
+            average = seconds
+        average += (min(seconds, 4 * average) - average) / 8  # one outlier moves it little
+        if seconds < _SHORT_SECONDS:  # one long run (a page fault, a busy core) changes only
+            bound = max(bound, size)  # the average: a model whose runs are long goes above it
+        self._runs[key] = (bound, average)
+
+    def _estimate(self, args: tuple[Any, ...]) -> float | None:
+        """The expected run time of a request for a model whose runs are short, on inputs no
+        larger than its short ones; ``None`` otherwise (unknown, long, or zk)."""
+        model, inputs, mode = args[0], args[1], args[2]
+        try:  # called before the request is checked: anything odd is simply not short
+            bound, average = self._runs.get((model, mode), (-1, 0.0))
+            if bound < 0 or average >= _SHORT_SECONDS or not isinstance(inputs, Mapping):
+                return None
+            size = 0
+            for array in inputs.values():
+                size += array.nbytes if isinstance(array, np.ndarray) else bound + 1
+        except TypeError:  # an unhashable model reference
+            return None
+        return average if size <= bound else None
 
     def _prove(
         self, manifest: Manifest, inputs: dict[str, np.ndarray]
