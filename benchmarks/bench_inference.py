@@ -132,14 +132,20 @@ def main() -> int:
         iris = node.hub.publish(data, repository="bench/iris", version="1", signer=publisher)
         row = {"X": np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)}
         session = bare_session(data)
-        calls = 3_200 if quick else 32_000
+        calls = 3_168 if quick else 32_064  # three rounds of 32 callers
         pool = ThreadPoolExecutor(os.cpu_count() or 2)  # the same worker count as the node's
 
         async def bare_call() -> object:
             return await asyncio.get_running_loop().run_in_executor(pool, session.run, None, row)
 
-        bare_wall, bare_cpu = concurrent(calls, 32, bare_call)
-        att_wall, att_cpu = concurrent(calls, 32, lambda: node.ainfer(iris.model, row))
+        # rounds alternate, and each side's best round counts: this VM's speed drifts by up
+        # to 2x within minutes, which one long run of each would charge to whichever ran slower
+        bare_wall = bare_cpu = att_wall = att_cpu = float("inf")
+        for _ in range(3):
+            wall, cpu = concurrent(calls // 3, 32, bare_call)
+            bare_wall, bare_cpu = min(bare_wall, wall * 3), min(bare_cpu, cpu * 3)
+            wall, cpu = concurrent(calls // 3, 32, lambda: node.ainfer(iris.model, row))
+            att_wall, att_cpu = min(att_wall, wall * 3), min(att_cpu, cpu * 3)
         overhead = (att_cpu - bare_cpu) / calls
         ok &= overhead <= 50e-6
         print(
@@ -172,8 +178,8 @@ def main() -> int:
         async def one_by_one_call() -> object:
             return await asyncio.get_running_loop().run_in_executor(pool, one_by_one)
 
-        one_calls = calls // 10
-        one_wall, _ = concurrent(one_calls, 32, one_by_one_call)
+        one_calls = calls // 10 // 96 * 96  # three rounds of 32 callers
+        one_wall = min(concurrent(one_calls // 3, 32, one_by_one_call)[0] * 3 for _ in range(3))
         att_rate, one_rate = calls / att_wall, one_calls / one_wall
         ok &= att_rate / one_rate >= 5
         print(

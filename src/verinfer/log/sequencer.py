@@ -3,9 +3,9 @@
 One committer thread takes everything queued, appends it as one batch (one transaction, one
 signed checkpoint) and answers each entry with its index and inclusion proof. It starts the next
 commit as soon as the last one ends, so a lone entry waits for nobody and a burst costs one
-signature per commit rather than one per entry. (Committing on the callers' threads instead, by
-whichever caller finds no commit running, was measured and dropped: the committing caller stops
-computing, so with two workers a commit overlaps half the work it did, and batches shrink.)
+signature per commit rather than one per entry. A caller that finds nothing queued and no commit
+running may commit its entry itself (:meth:`Sequencer.commit_if_idle`), saving a lone entry two
+thread handoffs; one that gathered a batch itself commits it directly (:meth:`Sequencer.commit`).
 
 Callers either wait on a future (:meth:`Sequencer.submit`) or hand over a callback
 (:meth:`Sequencer.enqueue`) that the committer thread calls with the outcome; a batch hook runs
@@ -53,6 +53,7 @@ class Sequencer:
         self._hooks: list[Callable[[], None]] = []
         self.commits = 0  # batches committed (for metrics and tests)
         self._counting = threading.Lock()
+        self._busy = threading.Lock()  # held by whichever thread is committing
         self._thread = threading.Thread(target=self._run, name="verinfer-sequencer", daemon=True)
         self._thread.start()
 
@@ -93,7 +94,8 @@ class Sequencer:
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            outcomes = self._commit([entry for entry, _ in batch])
+            with self._busy:
+                outcomes = self._commit([entry for entry, _ in batch])
             for (_, done), outcome in zip(batch, outcomes, strict=True):
                 try:  # noqa: SIM105 - per entry: cheaper than a suppress() context
                     done(outcome)
@@ -111,7 +113,20 @@ class Sequencer:
                 raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}")
         if self._closed:
             raise StorageError("the sequencer is closed")
-        return self._commit(entries)
+        with self._busy:
+            return self._commit(entries)
+
+    def commit_if_idle(self, entry: bytes) -> Committed | BaseException | None:
+        """Commit ``entry`` alone on this thread if nothing is queued or committing (a lone
+        entry then skips the handoff to the committer and back); ``None`` if busy."""
+        if self._queue or self._closed or not self._busy.acquire(blocking=False):
+            return None
+        try:
+            if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
+                raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}")
+            return self._commit([entry])[0]
+        finally:
+            self._busy.release()
 
     def _commit(self, entries: list[bytes]) -> list[Committed | BaseException]:
         try:

@@ -8,7 +8,8 @@ between threads costs a wakeup, and on CPython a wakeup also moves the GIL. So:
   time (a long zk proof never holds up a request queued behind it) and wake only when the queue
   was empty. Requests known to be short are taken several at a time and committed by the worker
   itself as one batch: a commit and a wakeup per batch, no handoff per request;
-- a computed receipt goes to the sequencer with a callback, not a future;
+- a computed receipt is committed on the computing thread if nothing else is being committed,
+  else it goes to the sequencer with a callback, not a future;
 - the committer thread answers a whole batch at once: one wakeup of each event loop with
   answers in it, however many answers the batch holds.
 """
@@ -81,11 +82,17 @@ class Pipeline(Generic[T, R]):
         """Compute, log and finish one request on this thread; block until it is answered."""
         if self._closed:
             raise StorageError("the node is closing")
-        future: Future[R] = Future()
         with self._slots:
             entry, payload = self._compute(*args)
-        self._sequencer.enqueue(entry, functools.partial(self._committed, future, payload))
-        return future.result()
+        outcome = self._sequencer.commit_if_idle(entry)
+        if outcome is None:  # others are committing: join their next batch
+            future: Future[R] = Future()
+            self._sequencer.enqueue(entry, functools.partial(self._committed, future, payload))
+            return future.result()
+        answer, error = self._answer(payload, outcome)
+        if error is not None:
+            raise error
+        return answer  # type: ignore[no-any-return]
 
     async def arun(self, *args: Any) -> R:
         """:meth:`run` for asyncio callers: the event loop never waits for the work."""
@@ -142,33 +149,55 @@ class Pipeline(Generic[T, R]):
         while (took := self._take()) is not None:
             taken, short = took
             try:
-                self._answer_all(taken)
+                computed, done = self._compute_all(taken)
             finally:
-                if short:  # this worker takes the next short ones itself: no wakeup needed,
-                    with self._ready:  # unless closing, when a waiting worker must see the end
-                        self._short_running = False
-                        if self._closed:
-                            self._ready.notify_all()
+                if short:  # while this worker commits, another may compute the next batch
+                    self._short_done()
+            self._commit_all(computed, done)
 
-    def _answer_all(self, taken: list[tuple[tuple[Any, ...], _Waiter]]) -> None:
+    def _short_done(self) -> None:
+        with self._ready:
+            self._short_running = False
+            if self._closed or (self._queue and self._estimate(self._queue[0][0]) is not None):
+                self._ready.notify_all()  # closing: a waiting worker must see the end
+
+    def _compute_all(
+        self, taken: list[tuple[tuple[Any, ...], _Waiter]]
+    ) -> tuple[list[tuple[_Waiter, bytes, T]], list[tuple[_Waiter, Any, BaseException | None]]]:
         done: list[tuple[_Waiter, Any, BaseException | None]] = []
         computed: list[tuple[_Waiter, bytes, T]] = []
-        for args, waiter in taken:
-            try:
-                with self._slots:
+        with self._slots:
+            for args, waiter in taken:
+                try:
                     entry, payload = self._compute(*args)
-            except BaseException as exc:  # handed to the caller
-                done.append((waiter, None, exc))
-                continue
-            computed.append((waiter, entry, payload))
-        if len(computed) == 1:  # the committer thread batches it with other workers' work
+                except BaseException as exc:  # handed to the caller
+                    done.append((waiter, None, exc))
+                    continue
+                computed.append((waiter, entry, payload))
+        return computed, done
+
+    def _commit_all(
+        self,
+        computed: list[tuple[_Waiter, bytes, T]],
+        done: list[tuple[_Waiter, Any, BaseException | None]],
+    ) -> None:
+        if len(computed) == 1:
             waiter, entry, payload = computed[0]
-            try:
-                self._sequencer.enqueue(entry, functools.partial(self._committed, waiter, payload))
-            except BaseException as exc:  # the sequencer closed or refused it
-                done.append((waiter, None, exc))
+            outcome = self._sequencer.commit_if_idle(entry)
+            if outcome is not None:  # nothing else to commit: done here, without a handoff
+                done.append((waiter, *self._answer(payload, outcome)))
+            else:  # the committer thread batches it with other workers' work
+                try:
+                    self._sequencer.enqueue(
+                        entry, functools.partial(self._committed, waiter, payload)
+                    )
+                except BaseException as exc:  # the sequencer closed or refused it
+                    done.append((waiter, None, exc))
         elif computed:  # a batch of short ones: committed here, without another handoff
-            outcomes = self._sequencer.commit([entry for _, entry, _ in computed])
+            try:
+                outcomes = self._sequencer.commit([entry for _, entry, _ in computed])
+            except BaseException as exc:  # the sequencer closed
+                outcomes = [exc] * len(computed)
             for (waiter, _, payload), outcome in zip(computed, outcomes, strict=True):
                 done.append((waiter, *self._answer(payload, outcome)))
         _deliver_all(done)
