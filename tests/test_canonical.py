@@ -276,3 +276,31 @@ def test_the_fast_path_is_byte_identical_to_rfc8785(value: Any) -> None:
             canonical.dumps(value)
         return
     assert canonical.dumps(value) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(max_size=12), min_size=3, max_size=3),
+    st.one_of(st.none(), st.text(max_size=12)),
+)
+def test_a_receipts_fast_encoding_is_its_rfc8785_form(
+    texts: list[str], manifest: str | None
+) -> None:
+    """Receipt.create writes plain-ASCII receipts from a template: byte for byte what the
+    rfc8785 package makes of the same fields, and any other text takes the general path."""
+    from verinfer.verify import Receipt  # noqa: PLC0415
+
+    log, node, engine = texts
+    receipt = Receipt.create(
+        log=log,
+        node=node,
+        model="bafkreid2azwuun2tob3kapyrytxf4myoeycuy2u7fsqx6mvfautwojcqlu",
+        manifest=manifest,
+        inputs="sha256:" + "ab" * 32,
+        outputs="sha256:" + "cd" * 32,
+        mode="attested",
+        engine=engine,
+        time="2026-12-01T00:00:00.000Z",
+        nonce=None,
+    )
+    assert receipt.data == rfc8785.dumps(receipt.body)

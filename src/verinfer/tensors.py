@@ -61,6 +61,7 @@ _DIGEST_PREFIX = "sha256:"
 
 
 _NAMES = {np.dtype(name): name for name in DTYPES}  # dtype.name is slow (computed in Python)
+_SHAPES = [struct.Struct(f">I{rank}Q") for rank in range(65)]  # numpy allows rank <= 64
 
 
 def _dtype_name(array: np.ndarray) -> str:
@@ -84,7 +85,7 @@ def _digest(array: np.ndarray) -> bytes:
             _TENSOR_DOMAIN,
             name.encode(),
             b"\x00",
-            struct.pack(f">I{array.ndim}Q", array.ndim, *array.shape),
+            _SHAPES[array.ndim].pack(array.ndim, *array.shape),
         ]
     )
     hasher = hashlib.sha256(header)

@@ -66,10 +66,10 @@ class TensorArchive:
     def put(self, digest: str, arrays: Mapping[str, np.ndarray]) -> None:
         """Keep ``arrays`` (whose map digest is ``digest``), written in the background; a
         tensor map kept already is kept for another retention period from now."""
-        path = self._file(digest)
         now = time.monotonic()
         if now - self._touched.get(digest, -_TOUCH_EVERY) < _TOUCH_EVERY:
             return  # re-dated (or queued) moments ago: prune() allows for the difference
+        path = self._file(digest)  # checks the digest before it is remembered
         if len(self._touched) >= _MAX_TOUCHED:
             self._touched.clear()
         self._touched[digest] = now
