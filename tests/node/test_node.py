@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -222,6 +223,12 @@ def test_short_requests_are_batched_by_one_worker_and_long_ones_still_run(
     assert node._estimate((["unhashable"], one, "attested")) is None
     assert node._estimate((iris.model, "not a mapping", "attested")) is None
 
+    class Failing(dict[str, np.ndarray]):
+        def values(self) -> Any:
+            raise RuntimeError("a mapping that fails")
+
+    assert node._estimate((iris.model, Failing(one), "attested")) is None
+
     commits = node.sequencer.commits
     answers = asyncio.run(burst(200))
     assert node.sequencer.commits - commits < 100  # committed in batches
@@ -251,6 +258,47 @@ def test_close_answers_what_is_queued(tmp_path: Path, alice: note.Signer) -> Non
     verify_bundles([a.bundle for a in answers], [node.vkey])
     with pytest.raises(StorageError, match="closing"):
         node.infer("alice/iris", {"X": IRIS})
+
+
+def test_close_waits_for_blocking_callers_and_loses_no_answer(
+    tmp_path: Path, alice: note.Signer
+) -> None:
+    """Threads calling infer while the node closes: each call returns a bundle that verifies
+    or is refused as closing; every answered receipt is in the log, nothing half-done."""
+    node = Node(tmp_path / "node")
+    node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    answered: list[Bundle] = []
+    refused: list[str] = []
+    lock = threading.Lock()
+    started = threading.Barrier(9)
+
+    def caller() -> None:
+        started.wait()
+        while True:
+            try:
+                bundle = node.infer("alice/iris", {"X": IRIS}).bundle
+            except StorageError as exc:
+                with lock:
+                    refused.append(str(exc))
+                return
+            with lock:
+                answered.append(bundle)
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    time.sleep(0.3)
+    node.close()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(refused) == 8
+    assert all("clos" in message for message in refused), refused
+    verify_bundles(answered, [node.vkey])
+    with Node(tmp_path / "node") as reopened:  # every answered receipt is in the log
+        for bundle in answered:
+            assert reopened.log.entry(bundle.index) == bundle.receipt.data
 
 
 def test_a_time_limit_stops_a_long_inference(tmp_path: Path, alice: note.Signer) -> None:

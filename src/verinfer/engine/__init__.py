@@ -133,7 +133,10 @@ class _Watchdog:
 
     def disarm(self, ticket: int) -> None:
         with self._wakeup:
-            self._armed.pop(ticket, None)  # its heap entry is dropped when it comes due
+            self._armed.pop(ticket, None)  # its heap entry is dropped when it comes due,
+            if len(self._deadlines) > 2 * len(self._armed) + 1024:  # or in a sweep like this
+                self._deadlines = [d for d in self._deadlines if d[1] in self._armed]
+                heapq.heapify(self._deadlines)
 
     def _run(self) -> None:
         with self._wakeup:
@@ -170,6 +173,7 @@ class Engine:
         self.timeout = timeout
         self._cache = cache
         self._sessions: OrderedDict[str, ort.InferenceSession] = OrderedDict()
+        self._outputs: dict[str, list[str]] = {}  # output names by model CID (fixed by its bytes)
         self._lock = threading.Lock()
 
     @property
@@ -214,5 +218,7 @@ class Engine:
             raise InputError(f"the model failed on these inputs: {first}") from exc
         finally:
             _WATCHDOG.disarm(ticket)
-        names = [output.name for output in session.get_outputs()]
+        names = self._outputs.get(model)
+        if names is None:
+            names = self._outputs[model] = [output.name for output in session.get_outputs()]
         return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}

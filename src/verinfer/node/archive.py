@@ -72,11 +72,11 @@ class TensorArchive:
         path = self._file(digest)  # checks the digest before it is remembered
         if len(self._touched) >= _MAX_TOUCHED:
             self._touched.clear()
-        self._touched[digest] = now
         try:
             os.utime(path)  # named by a new receipt: retained from now
+            self._touched[digest] = now
             return
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
         size = sum(np.asarray(a).nbytes for a in arrays.values())
         with self._lock:
@@ -85,6 +85,7 @@ class TensorArchive:
             self._queued += size
         try:
             self._queue.put_nowait((digest, dict(arrays)))
+            self._touched[digest] = now  # forgotten again if the write fails
         except queue.Full:
             with self._lock:
                 self._queued -= size
@@ -130,8 +131,9 @@ class TensorArchive:
                         self._queued -= sum(np.asarray(a).nbytes for a in item[1].values())
                 if time.monotonic() - self._pruned > _PRUNE_EVERY:
                     self.prune()
-            except (OSError, InputError):
-                pass  # best effort: a full disk must not stop inference
+            except (OSError, InputError):  # best effort: a full disk must not stop inference,
+                if item is not None:  # but the next answer naming these tensors tries again
+                    self._touched.pop(item[0], None)
             finally:
                 self._queue.task_done()
 

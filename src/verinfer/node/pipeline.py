@@ -69,6 +69,7 @@ class Pipeline(Generic[T, R]):
         self._closed = False
         self._slots = threading.BoundedSemaphore(workers)  # how many compute at once
         self._short_running = False  # a worker is running a batch of short requests
+        self._running = 0  # blocking callers computing or committing on their own threads
         self._settled: dict[asyncio.AbstractEventLoop, _Settled] = {}  # the committer thread's
         sequencer.after_each_batch(self._flush)
         self._threads = [
@@ -80,8 +81,19 @@ class Pipeline(Generic[T, R]):
 
     def run(self, *args: Any) -> R:
         """Compute, log and finish one request on this thread; block until it is answered."""
-        if self._closed:
-            raise StorageError("the node is closing")
+        with self._ready:
+            if self._closed:
+                raise StorageError("the node is closing")
+            self._running += 1  # close() waits for it
+        try:
+            return self._run(args)
+        finally:
+            with self._ready:
+                self._running -= 1
+                if self._closed:
+                    self._ready.notify_all()
+
+    def _run(self, args: tuple[Any, ...]) -> R:
         with self._slots:
             entry, payload = self._compute(*args)
         outcome = self._sequencer.commit_if_idle(entry)
@@ -108,6 +120,9 @@ class Pipeline(Generic[T, R]):
             self._ready.notify_all()
         for thread in self._threads:
             thread.join()
+        with self._ready:  # and for blocking callers still computing on their own threads
+            while self._running:
+                self._ready.wait()
 
     def _put(self, args: tuple[Any, ...], waiter: _Waiter) -> None:
         with self._ready:
@@ -129,9 +144,18 @@ class Pipeline(Generic[T, R]):
                     return None
                 first = self._estimate(self._queue[0][0])
                 if first is None or not self._short_running:
+                    taken = [self._queue.popleft()]
                     break
-                self._ready.wait()  # the worker running short ones takes these next
-            taken = [self._queue.popleft()]
+                # the worker running short ones takes those next; a long one behind them is
+                # this worker's to take now
+                found = next(
+                    (k for k, (a, _) in enumerate(self._queue) if self._estimate(a) is None), None
+                )
+                if found is not None:
+                    taken = [self._queue[found]]
+                    del self._queue[found]
+                    return taken, False
+                self._ready.wait()
             if first is not None:
                 self._short_running = True
                 budget = self._batch_seconds - first
@@ -153,7 +177,10 @@ class Pipeline(Generic[T, R]):
             finally:
                 if short:  # while this worker commits, another may compute the next batch
                     self._short_done()
-            self._commit_all(computed, done)
+            try:
+                self._commit_all(computed, done)
+            except BaseException as exc:  # never leave a caller waiting, nor lose this worker
+                _deliver_all([(waiter, None, exc) for waiter, _, _ in computed])
 
     def _short_done(self) -> None:
         with self._ready:

@@ -475,8 +475,8 @@ class Node:
             self._runs[key] = (-1, math.inf)
             return
         bound, average = known
-        if average == math.inf:
-            average = seconds
+        if average == math.inf or seconds > 10 * _SHORT_SECONDS:
+            average = seconds  # new, or far slower than short (another model under this name)
         average += (min(seconds, 4 * average) - average) / 8  # one outlier moves it little
         if seconds < _SHORT_SECONDS:  # one long run (a page fault, a busy core) changes only
             bound = max(bound, size)  # the average: a model whose runs are long goes above it
@@ -493,7 +493,7 @@ class Node:
             size = 0
             for array in inputs.values():
                 size += array.nbytes if isinstance(array, np.ndarray) else bound + 1
-        except TypeError:  # an unhashable model reference
+        except Exception:  # an unhashable reference, a mapping that fails: not short
             return None
         return average if size <= bound else None
 
