@@ -180,7 +180,7 @@ class Pipeline(Generic[T, R]):
             try:
                 self._commit_all(computed, done)
             except BaseException as exc:  # never leave a caller waiting, nor lose this worker
-                _deliver_all([(waiter, None, exc) for waiter, _, _ in computed])
+                _deliver_all(done + [(waiter, None, exc) for waiter, _, _ in computed])
 
     def _short_done(self) -> None:
         with self._ready:

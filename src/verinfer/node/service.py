@@ -425,7 +425,8 @@ class Node:
         nonce: str | None,
         timeout: float | None,
     ) -> tuple[bytes, _Computed]:
-        """On a worker: resolve, check, run, digest; the receipt's bytes go to the log."""
+        """Resolve, check, run, digest (on a worker, or a blocking caller's own thread); the
+        receipt's bytes go to the log."""
         manifest = self.resolve(model)
         checked = tensors.validate(inputs, manifest.body["inputs"], max_bytes=self.max_input_bytes)
         # a large input is hashed on another core while ONNX Runtime runs (both release the GIL)
