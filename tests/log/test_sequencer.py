@@ -124,3 +124,27 @@ def test_callbacks_get_each_outcome_and_a_hook_ends_each_batch(
         assert {log.entry(c.index) for c in committed} == {
             b"entry %d" % k for k in range(20) if k != 3
         } | {b"after the broken one"}
+
+
+def test_callers_may_commit_on_their_own_thread(tmp_path: Path, signer: note.Signer) -> None:
+    with Log.open(tmp_path, signer) as log:
+        sequencer = Sequencer(log)
+        alone = sequencer.commit_if_idle(b"alone")
+        assert isinstance(alone, Committed)
+        assert (alone.index, alone.size) == (0, 1)
+        batch = sequencer.commit([b"one", b"two", b"three"])
+        assert [c.index for c in batch if isinstance(c, Committed)] == [1, 2, 3]
+        for entry, c in zip([b"alone", b"one", b"two", b"three"], [alone, *batch], strict=True):
+            assert isinstance(c, Committed)
+            checkpoint, _ = note.verify_checkpoint(c.signed_checkpoint, [signer.vkey])
+            merkle.verify_inclusion(
+                merkle.leaf_hash(entry), c.index, c.size, c.proof, checkpoint.root
+            )
+        assert sequencer.commits == 2
+        with pytest.raises(InputError, match="at most"):
+            sequencer.commit([b"x" * 70_000])
+        sequencer.close()
+        assert sequencer.commit_if_idle(b"late") is None  # closed: the caller must not log it
+        with pytest.raises(StorageError, match="closed"):
+            sequencer.commit([b"late"])
+        assert log.size == 4

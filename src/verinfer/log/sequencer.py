@@ -52,7 +52,6 @@ class Sequencer:
         self._closed = False
         self._hooks: list[Callable[[], None]] = []
         self.commits = 0  # batches committed (for metrics and tests)
-        self._counting = threading.Lock()
         self._busy = threading.Lock()  # held by whichever thread is committing
         self._thread = threading.Thread(target=self._run, name="verinfer-sequencer", daemon=True)
         self._thread.start()
@@ -135,8 +134,7 @@ class Sequencer:
             return [exc] * len(entries)
         except BaseException as exc:  # never leave a caller waiting forever
             return [StorageError(f"commit failed: {exc!r}")] * len(entries)
-        with self._counting:
-            self.commits += 1
+        self.commits += 1  # under _busy, like every commit
         size = appended.end
         outcomes: list[Committed | BaseException] = []
         for index in range(appended.start, size):
