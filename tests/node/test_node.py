@@ -241,6 +241,66 @@ def test_short_requests_are_batched_by_one_worker_and_long_ones_still_run(
     verify_bundles([a.bundle for a in answers], [node.vkey])
 
 
+def _heavy_iris_shaped_model(layers: int = 24, width: int = 1024) -> bytes:
+    """float[N, 4] -> float[N, width] through ``layers`` dense layers: iris's input, milliseconds
+    of work per row instead of microseconds."""
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    rng = np.random.default_rng(5)
+    weights = [rng.standard_normal((4, width)).astype(np.float32) / 2]
+    weights += [
+        rng.standard_normal((width, width)).astype(np.float32) / width**0.5 for _ in range(layers)
+    ]
+    nodes, last = [], "X"
+    for k in range(len(weights)):
+        nodes += [
+            helper.make_node("MatMul", [last, f"w{k}"], [f"m{k}"]),
+            helper.make_node("Tanh", [f"m{k}"], [f"h{k}"]),
+        ]
+        last = f"h{k}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "heavy",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        [
+            helper.make_tensor(f"w{k}", TensorProto.FLOAT, w.shape, w.tobytes(), raw=True)
+            for k, w in enumerate(weights)
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_a_name_that_moves_to_a_heavier_model_is_no_longer_batched(
+    node: Node, alice: note.Signer
+) -> None:
+    """A name learned as short now leads to a model of milliseconds with the same input: the
+    burst that follows is answered by the new model, correctly, and the name stops being
+    short."""
+    node.hub.publish(sklearn_model("iris"), repository="alice/m", version="1", signer=alice)
+    row = {"X": IRIS[:1]}
+
+    async def burst(n: int) -> list[Result]:
+        return list(await asyncio.gather(*(node.ainfer("alice/m", row) for _ in range(n))))
+
+    for _ in range(4):
+        asyncio.run(burst(16))
+    assert node._estimate(("alice/m", row, "attested")) is not None
+    heavy = node.hub.publish(
+        _heavy_iris_shaped_model(), repository="alice/m", version="2", signer=alice
+    )
+    answers = asyncio.run(burst(24))
+    expected = ort.InferenceSession(node.hub.blobs.get(heavy.model)).run(None, row)[0]
+    for answer in answers:
+        assert answer.manifest == heavy
+        assert np.array_equal(answer.outputs["y"], expected)
+    verify_bundles([a.bundle for a in answers], [node.vkey])
+    assert node._estimate(("alice/m", row, "attested")) is None
+
+
 def test_close_answers_what_is_queued(tmp_path: Path, alice: note.Signer) -> None:
     node = Node(tmp_path / "node")
     node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)

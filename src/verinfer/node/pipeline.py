@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -193,14 +194,22 @@ class Pipeline(Generic[T, R]):
     ) -> tuple[list[tuple[_Waiter, bytes, T]], list[tuple[_Waiter, Any, BaseException | None]]]:
         done: list[tuple[_Waiter, Any, BaseException | None]] = []
         computed: list[tuple[_Waiter, bytes, T]] = []
+        deadline = time.monotonic() + 2 * self._batch_seconds
         with self._slots:
-            for args, waiter in taken:
+            for position, (args, waiter) in enumerate(taken):
                 try:
                     entry, payload = self._compute(*args)
                 except BaseException as exc:  # handed to the caller
                     done.append((waiter, None, exc))
                     continue
                 computed.append((waiter, entry, payload))
+                if position + 1 < len(taken) and time.monotonic() > deadline:
+                    # the estimates were wrong (a name now leads to a heavier model): the rest
+                    # go back to the front of the queue, to be estimated again
+                    with self._ready:
+                        self._queue.extendleft(reversed(taken[position + 1 :]))
+                        self._ready.notify()
+                    break
         return computed, done
 
     def _commit_all(

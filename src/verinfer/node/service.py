@@ -259,7 +259,6 @@ class Node:
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
         # per (model ref, mode): the largest input (bytes) seen to run short, the average run
         self._runs: dict[tuple[str, str], tuple[int, float]] = {}
-        self._ticks = 0  # runs made (a race only times a run more or less)
         if not 10 <= window <= retention:
             raise InputError(
                 f"challenge window {window} s must be 10 s or more and within the tensor "
@@ -437,15 +436,10 @@ class Node:
             outputs, extras = self._prove(manifest, checked)
         else:
             load = lambda: self._model_bytes(manifest)  # noqa: E731
-            self._ticks += 1
-            known = self._runs.get((model, mode))
-            if self._ticks % 8 and known is not None and known[1] < _SHORT_SECONDS:
-                outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
-            else:  # a short model's runs are timed one in eight; others, every one
-                self.engine.session(manifest.model, load)  # built first: not part of the run
-                started = time.thread_time()  # CPU: waiting for the GIL back is no run's cost
-                outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
-                self._timed((model, mode), checked, time.thread_time() - started)
+            self.engine.session(manifest.model, load)  # built first: not part of the run's time
+            started = time.thread_time()  # CPU: waiting for the GIL back is not the run's cost
+            outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
+            self._timed((model, mode), checked, time.thread_time() - started)
         if self.dishonest and self._coin.random() < self.dishonest:
             outputs = _falsified(outputs)  # and signed as if computed: what a lying node does
         inputs_digest = hashing.result() if hashing else tensors.map_digest(checked)
