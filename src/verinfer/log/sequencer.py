@@ -106,10 +106,8 @@ class Sequencer:
 
     def commit(self, entries: list[bytes]) -> list[Committed | BaseException]:
         """Commit ``entries`` as one batch on this thread, now (a caller that gathered a batch
-        itself needs no handoff to the committer); the outcome of each, in order."""
-        for entry in entries:
-            if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
-                raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}")
+        itself needs no handoff to the committer); the outcome of each, in order. A bad entry
+        fails only this caller's batch, so the log's own checks suffice."""
         if self._closed:
             raise StorageError("the sequencer is closed")
         with self._busy:
@@ -121,8 +119,6 @@ class Sequencer:
         if self._queue or self._closed or not self._busy.acquire(blocking=False):
             return None
         try:
-            if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
-                raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}")
             return self._commit([entry])[0]
         finally:
             self._busy.release()

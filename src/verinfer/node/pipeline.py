@@ -97,15 +97,9 @@ class Pipeline(Generic[T, R]):
     def _run(self, args: tuple[Any, ...]) -> R:
         with self._slots:
             entry, payload = self._compute(*args)
-        outcome = self._sequencer.commit_if_idle(entry)
-        if outcome is None:  # others are committing: join their next batch
-            future: Future[R] = Future()
-            self._sequencer.enqueue(entry, functools.partial(self._committed, future, payload))
-            return future.result()
-        answer, error = self._answer(payload, outcome)
-        if error is not None:
-            raise error
-        return answer  # type: ignore[no-any-return]
+        future: Future[R] = Future()
+        self._commit_all([(future, entry, payload)], [])
+        return future.result()
 
     async def arun(self, *args: Any) -> R:
         """:meth:`run` for asyncio callers: the event loop never waits for the work."""
