@@ -105,7 +105,8 @@ def test_the_pure_core_does_no_io() -> None:
 def test_the_verifier_loads_without_the_node_or_the_runtime() -> None:
     """Embedding the verifier pulls in neither ONNX Runtime nor the log, the hub or a server."""
     code = (
-        "import sys, verinfer.verify, verinfer.tensors, verinfer.hub.documents; "
+        "import sys, verinfer.verify, verinfer.verify.evidence, verinfer.tensors, "
+        "verinfer.hub.documents; "
         "bad = [m for m in ('onnxruntime', 'onnx', 'sqlite3', 'psycopg', 'verinfer.log', "
         "'verinfer.node', 'verinfer.engine') if m in sys.modules]; print(bad)"
     )

@@ -6,7 +6,11 @@ whoever found them. Pure: no I/O.
 - ``fraud``: a node's signed, logged receipt (a bundle) states outputs that its model does not
   give on its inputs: the evidence holds the bundle, the inputs and the correct outputs; anyone
   with the model's bytes re-executes and sees it (on the receipt's engine identity, since low
-  bits may differ across CPU kernel classes). Checking it runs ONNX Runtime; the rest is pure.
+  bits may differ across CPU kernel classes).
+- ``dispute``: a referee's verdict that convicts a defendant by its own signed trace; anyone
+  with the model's bytes replays the verdict and re-runs the disputed step.
+
+Checking fraud and dispute evidence runs ONNX Runtime (imported only then); the rest is pure.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verinfer import note, tensors
 from verinfer.errors import Error, InputError, VerificationError
-from verinfer.modes.dispute import Verdict, verify_verdict
 from verinfer.verify.bundle import Bundle
 from verinfer.verify.verifier import verify_bundle
+
+if TYPE_CHECKING:  # the dispute game needs ONNX Runtime: loaded only to check its evidence
+    from verinfer.modes.dispute import Verdict
 
 __all__ = ["EVIDENCE_TYPE", "dispute", "equivocation", "fraud", "model_of", "verify_evidence"]
 
@@ -62,7 +68,7 @@ def fraud(
 def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | None = None) -> str:
     """Check evidence; return the verdict it proves, or raise :class:`VerificationError`.
 
-    Fraud evidence needs ``model`` (the bytes the receipt's model CID names)."""
+    Fraud and dispute evidence need ``model`` (the bytes :func:`model_of` names)."""
     if isinstance(document, str | bytes):
         if len(document) > _MAX_BYTES:
             raise VerificationError(f"malformed evidence: larger than {_MAX_BYTES} bytes")
@@ -142,15 +148,17 @@ def _dispute(document: dict[str, Any], model: bytes | None) -> str:
         raise VerificationError("dispute evidence needs the model's bytes to re-run its step")
     if not isinstance(document["verdict"], str):
         raise VerificationError("malformed evidence: the verdict must be a JSON string")
+    from verinfer.modes.dispute import verify_verdict  # noqa: PLC0415 - runs ONNX Runtime
+
     verdict = verify_verdict(document["verdict"], model=model)
-    if dispute(verdict) is None:
+    convicting = dispute(verdict)
+    if convicting is None:
         raise VerificationError("the verdict does not convict the defendant by its own trace")
-    receipt = Bundle.from_json(verdict.body["dispute"]["bundle"]).receipt
-    if (receipt["node"], receipt["log"]) != (document["vkey"], document["log"]):
+    if (convicting["vkey"], convicting["log"]) != (document["vkey"], document["log"]):
         raise VerificationError("the verdict is about another node or log than the evidence")
     judgement = verdict.body["judgement"]
     return (
-        f"node {receipt['node']} (log {receipt['log']!r}) answered falsely: step "
+        f"node {convicting['vkey']} (log {convicting['log']!r}) answered falsely: step "
         f"{judgement['step']} ({judgement['op']}) of its own signed trace is off by "
         f"{float(judgement['deviation']):.3g}, beyond the bound {float(judgement['bound']):.3g}"
     )
