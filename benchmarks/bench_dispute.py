@@ -32,9 +32,8 @@ from verinfer import note
 from verinfer.engine import load_session
 from verinfer.engine.trace import Steps, run_step
 from verinfer.examples import light_model
-from verinfer.modes.dispute import Dispute, LocalParty, Reveal, settle
+from verinfer.modes.dispute import Dispute, LocalParty, Reveal, decode_npz, encode_npz, settle
 from verinfer.node import Node
-from verinfer.node.disputes import decode_npz, encode_npz
 
 
 class Wire:

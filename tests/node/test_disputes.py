@@ -152,6 +152,8 @@ def test_bad_challenges_get_clear_4xx_answers(net: Net) -> None:
             ({**body, "deadline": 0}, 422, "deadline"),
             ({**body, "extra": 1}, 422, "extra"),
             ({**body, "bundle": {"receipt": "x"}}, 422, "malformed"),
+            ({**body, "challenger": "not a url"}, 400, "is not an http(s)://host[:port] URL"),
+            ({**body, "defendant": "ftp://x"}, 400, "is not an http(s)://host[:port] URL"),
         ]
         for request, status, message in cases:
             answer = http.post("/v1/disputes", json=request)

@@ -45,7 +45,7 @@ from verinfer.errors import (
 )
 from verinfer.hub.documents import Manifest
 from verinfer.log.tiles import parse_path
-from verinfer.node.disputes import decode_npz, encode_npz
+from verinfer.modes.dispute import MAX_DEADLINE, MIN_DEADLINE, decode_npz, encode_npz
 from verinfer.node.service import ADMIN_TOKEN_FILE, Node
 from verinfer.witness import Refusal
 
@@ -103,7 +103,9 @@ class ChallengeRequest(BaseModel):
     defendant: str | None = Field(
         default=None, description="URL of the node that signed it (else looked up in peers)"
     )
-    deadline: float = Field(default=30.0, ge=1, le=3600, description="seconds per round")
+    deadline: float = Field(
+        default=30.0, ge=MIN_DEADLINE, le=MAX_DEADLINE, description="seconds per round"
+    )
 
 
 class OpeningRequest(BaseModel):
@@ -508,8 +510,9 @@ def _add_trust_routes(app: FastAPI, node: Node) -> None:
 
     @app.post("/v1/evidence", openapi_extra=_JSON_BODY)
     async def submit_evidence(request: Request) -> dict[str, Any]:
-        """Submit evidence (equivocation or fraud); the node checks it before keeping it
-        (fraud: by re-executing the model, fetched from its peers if need be)."""
+        """Submit evidence (equivocation, fraud or a convicting dispute verdict) about a log this
+        node witnesses; the node checks it before keeping it (fraud and disputes: by
+        re-executing the model, which must be stored here)."""
         verdict, kept = await run_in_threadpool(node.judge, await request.body())
         return {"verdict": verdict, "kept": kept}
 

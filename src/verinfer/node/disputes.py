@@ -9,6 +9,7 @@ with the dispute's deadline per round and keeps the verdicts it signs in ``DATA/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -33,17 +34,18 @@ from verinfer.modes.dispute import (
     seconds_of,
     settle,
 )
+from verinfer.node.peers import check_peers
 from verinfer.verify import Bundle
 from verinfer.verify.evidence import dispute as dispute_evidence
 
 if TYPE_CHECKING:
+    from verinfer.hub import Manifest
     from verinfer.node.service import Node
 
-__all__ = ["Disputes", "RemoteParty", "decode_npz", "encode_npz"]
+__all__ = ["Disputes", "RemoteParty"]
 
 _MAX_ANSWER_BYTES = 256 << 20
 _FRESH = 600.0  # seconds a dispute header's opening time may be from a side's clock
-_QUEUE = 300.0  # seconds an opening waits for the trace before it
 _REFEREEING = 2  # games this node referees at once
 
 
@@ -75,8 +77,6 @@ class RemoteParty:
                     chunks.append(chunk)
         except httpx.TimeoutException as exc:
             raise LimitExceeded(f"{self.url} did not answer in time") from exc
-        except httpx.InvalidURL as exc:
-            raise InputError(f"{self.url} is not a URL: {exc}") from exc
         except httpx.HTTPError as exc:
             raise StorageError(f"{self.url} is unreachable: {exc}") from exc
         self.received += size
@@ -121,8 +121,6 @@ def node_vkey(url: str, timeout: float) -> str:
         response = httpx.get(url.rstrip("/") + "/v1/node", timeout=timeout)
         response.raise_for_status()
         return str(response.json()["vkey"])
-    except httpx.InvalidURL as exc:
-        raise InputError(f"{url!r} is not a URL: {exc}") from exc
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         raise StorageError(f"cannot learn the key of the node at {url}: {exc}") from exc
 
@@ -178,7 +176,8 @@ class Disputes:
                 f"the dispute opened at {dispute.header['opened']}, not within {_FRESH:g} s of "
                 "now: a referee opens a dispute when it asks"
             )
-        if not self._tracing.acquire(timeout=_QUEUE):  # one trace at a time; others queue
+        # one trace at a time; others queue, but not past the time the referee waits for them
+        if not self._tracing.acquire(timeout=dispute.opening_deadline):
             raise LimitExceeded("this node is tracing other disputes; retry")
         try:
             message = self.party.opening(dispute, inputs)
@@ -201,12 +200,14 @@ class Disputes:
 
     # -- as the referee
 
-    def steps(self, model: bytes, model_cid: str) -> Steps:
-        found = self._steps.get(model_cid)
+    def steps(self, manifest: Manifest) -> Steps:
+        """The model's steps, kept for the last model refereed (its bytes read and hashed
+        once, not once per challenge)."""
+        found = self._steps.get(manifest.model)
         if found is None:
-            found = Steps(model)
+            found = Steps(self.node._model_bytes(manifest))
             found.prepare()  # once per model: what depends on the model alone
-            self._steps = {model_cid: found}
+            self._steps = {manifest.model: found}
         return found
 
     def referee(
@@ -231,6 +232,7 @@ class Disputes:
     def _referee(
         self, bundle: object, inputs: str, challenger: str, defendant: str | None, deadline: float
     ) -> Verdict:
+        check_peers([challenger, *([defendant] if defendant else [])])  # 400, not a retry
         arrays = decode_npz(inputs, "inputs", max_bytes=self.node.max_input_bytes)
         parsed = Bundle.from_json(bundle)  # type: ignore[arg-type]
         receipt = parsed.receipt
@@ -242,13 +244,12 @@ class Disputes:
         if node_vkey(url, deadline) != receipt["node"]:
             raise InputError(f"the node at {url} is not the one that signed the receipt")
         manifest = self.node.resolve(receipt["manifest"] or receipt["model"])
-        model = self.node._model_bytes(manifest)
+        steps = self.steps(manifest)
         sides = [RemoteParty(url, receipt["node"], timeout=deadline),
                  RemoteParty(challenger, challenger_key, timeout=deadline)]  # fmt: skip
         try:
-            steps = self.steps(model, manifest.model)
             verdict = settle(
-                dispute, arrays, model, defendant=sides[0], challenger=sides[1],
+                dispute, arrays, steps.model, defendant=sides[0], challenger=sides[1],
                 signer=self.node.signer, steps=steps, encoded_inputs=inputs,
             )  # fmt: skip
         finally:
@@ -257,7 +258,10 @@ class Disputes:
         self._keep(dispute.id, verdict)
         evidence = dispute_evidence(verdict)
         if evidence is not None and receipt["node"] in self.node.witness.logs().values():
-            self.node.witness.record(evidence)  # served at /v1/evidence: clients stop calling it
+            # served at /v1/evidence: clients stop calling it. A full evidence store must not
+            # take the verdict, signed and kept already, from the caller.
+            with contextlib.suppress(LimitExceeded):
+                self.node.witness.record(evidence)
         return verdict
 
     def _find(self, vkey: str, timeout: float) -> str:

@@ -7,6 +7,8 @@ blob is checked against its CID while it streams in (:meth:`verinfer.hub.Hub.pul
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -14,9 +16,27 @@ import httpx
 from verinfer.errors import InputError, NotFound, StorageError, VerificationError
 from verinfer.hub.blobs import BlobStore, Progress
 
-__all__ = ["HttpSource"]
+__all__ = ["HttpSource", "check_peers"]
 
 _MAX_DOCUMENT_BYTES = 16 << 20  # a repository history or a manifest; models stream separately
+_PEER_URL = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?/?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?"
+)
+_MAX_PEERS = 64
+
+
+def check_peers(urls: Iterable[object]) -> list[str]:
+    """Node URLs (peers, dispute sides), checked: ``http(s)://host[:port]`` with no path, at
+    most 64, no repeats."""
+    found: list[str] = []
+    for url in urls:
+        if not isinstance(url, str) or not _PEER_URL.fullmatch(url):
+            raise InputError(f"node URL {url!r} is not an http(s)://host[:port] URL")
+        if url.rstrip("/") not in found:
+            found.append(url.rstrip("/"))
+    if len(found) > _MAX_PEERS:
+        raise InputError(f"{len(found)} peers: at most {_MAX_PEERS}")
+    return found
 
 
 class _Stream:

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import re
 import secrets
 import threading
 import time
@@ -43,7 +42,7 @@ from verinfer.log.sequencer import Committed, Sequencer
 from verinfer.node.archive import DEFAULT_RETENTION, TensorArchive
 from verinfer.node.cosigning import Cosigner
 from verinfer.node.disputes import Disputes
-from verinfer.node.peers import HttpSource
+from verinfer.node.peers import HttpSource, check_peers
 from verinfer.node.pipeline import Pipeline
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.bundle import check_nonce, replicas_of, window_of
@@ -66,10 +65,6 @@ NODE_KEY_FILE = "node.skey"
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
 PEERS_FILE = "peers.json"
 WITNESS_KEY_FILE = "witness.skey"
-_PEER_URL = re.compile(
-    r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?/?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?"
-)
-_MAX_PEERS = 64
 DEFAULT_MAX_INPUT_BYTES = 64 << 20
 DEFAULT_WINDOW = 86400  # seconds an optimistic answer may be challenged
 _MISS_SECONDS = 10.0  # a model no peer had is not looked for again this soon
@@ -102,19 +97,6 @@ def load_or_create_witness_key(data: Path, name: str) -> note.Signer:
 def load_or_create_token(data: Path) -> str:
     """The node's admin token in ``data`` (mode 0600), created on first use. Never printed."""
     return _secret(data / ADMIN_TOKEN_FILE, lambda: secrets.token_urlsafe(32))
-
-
-def check_peers(urls: Iterable[object]) -> list[str]:
-    """Peer URLs, checked: ``http(s)://host[:port]`` with no path, at most 64, no repeats."""
-    found: list[str] = []
-    for url in urls:
-        if not isinstance(url, str) or not _PEER_URL.fullmatch(url):
-            raise InputError(f"peer {url!r} is not an http(s)://host[:port] URL")
-        if url.rstrip("/") not in found:
-            found.append(url.rstrip("/"))
-    if len(found) > _MAX_PEERS:
-        raise InputError(f"{len(found)} peers: at most {_MAX_PEERS}")
-    return found
 
 
 def _read_peers(data: Path) -> list[str]:
