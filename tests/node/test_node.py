@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
 from hub_models import LIGHT, multi_io_model, sklearn_model
@@ -244,8 +245,6 @@ def test_short_requests_are_batched_by_one_worker_and_long_ones_still_run(
 def _heavy_iris_shaped_model(layers: int = 24, width: int = 1024) -> bytes:
     """float[N, 4] -> float[N, width] through ``layers`` dense layers: iris's input, milliseconds
     of work per row instead of microseconds."""
-    from onnx import TensorProto, helper  # noqa: PLC0415
-
     rng = np.random.default_rng(5)
     weights = [rng.standard_normal((4, width)).astype(np.float32) / 2]
     weights += [
