@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dishonest import Answering, CrossClass, Liar, Perturbing, Replaying, Silent, perturbed_trace
@@ -184,6 +185,49 @@ def test_a_node_lying_about_one_state_mid_game_loses(arch: Setup) -> None:
 
 def _lying_outputs(setup: Setup) -> dict[str, np.ndarray]:
     return {name: value + 1 for name, value in setup.honest.outputs.items()}
+
+
+def _squaring_model() -> bytes:
+    """y = relu(x) * relu(x) + c: one step reads the same tensor twice."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Mul", ["r", "r"], ["m"]),
+            helper.make_node("Add", ["m", "c"], ["y"]),
+        ],
+        "squaring",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("c", TensorProto.FLOAT, [4], [0.5, -1.0, 2.0, 0.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+class _Asked(LocalParty):
+    """An honest side that records the names it is asked to reveal."""
+
+    asked: list[list[str]]
+
+    def reveal(self, dispute: Dispute, step: int, names: Any) -> Any:
+        self.asked = [*getattr(self, "asked", []), list(names)]
+        return super().reveal(dispute, step, names)
+
+
+def test_a_step_that_reads_one_tensor_twice_asks_for_it_once(tmp_path: Path) -> None:
+    """Mul(r, r): the referee asks the defendant to reveal ``r`` once (over HTTP a side reveals
+    exactly the tensors asked for, so a repeated name would make an honest defendant lose)."""
+    inputs = {"x": np.array([[1.0, -2.0, 3.0, 0.5]], dtype=np.float32)}
+    setup = next(_setup(tmp_path, "squaring", _squaring_model(), inputs))
+    mul = next(k for k in range(1, setup.steps.count + 1) if setup.steps.step(k).op == "Mul")
+    defendant = setup.party(_Asked, side="defendant")
+    challenger = setup.party(Perturbing, side="challenger", at=mul)
+    verdict = setup.settle(setup.honest, defendant, challenger)
+    assert (verdict.winner, verdict.body["judgement"]["step"]) == ("defendant", mul)
+    assert ["r"] in defendant.asked
+    assert all(len(names) == len(set(names)) for names in defendant.asked)
+    setup.node.close()
 
 
 # ---------------------------------------------------------------------------------------------

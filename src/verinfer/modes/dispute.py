@@ -513,7 +513,8 @@ def _seal(body: dict[str, Any]) -> str:
 
 
 def _non_initializers(steps: Steps, names: Sequence[str]) -> list[str]:
-    return [name for name in names if name not in steps.initializers]
+    """The computed tensors among ``names``, each once (``Mul(x, x)`` reads ``x`` twice)."""
+    return [name for name in dict.fromkeys(names) if name not in steps.initializers]
 
 
 def _judge(
