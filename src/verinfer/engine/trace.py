@@ -314,8 +314,10 @@ def reduction(
 ) -> int:
     """How many products or terms one output element of ``step`` accumulates (K >= 1), from
     the operator and its input shapes (and ``constant`` inputs such as axes): the length of the
-    sums whose rounding can differ between kernels. Where it cannot be read, the whole size of
-    the largest input (loose, never too tight)."""
+    sums whose rounding can differ between kernels. An Einsum whose equation cannot be read
+    counts the whole size of its largest input (loose, never too tight); operators not listed
+    here are taken as element-wise (1). For recurrent operators without ``hidden_size`` the
+    weight's gate rows stand in for it (4x hidden for LSTM, 3x for GRU: looser, not tighter)."""
     node, op = step.node, step.node.op_type
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     listed = [shapes.get(name, ()) for name in step.inputs]

@@ -731,7 +731,7 @@ def _receipts(
     """The model's steps and the inputs' digests, both checked to be the receipt's; the model
     and the inputs are hashed once each (:class:`InputError` if they are not the receipt's)."""
     receipt = dispute.receipt
-    if steps is None:  # Steps would hash the model again for its CID
+    if steps is None:  # checked before parsing: other bytes get this error, not a parse error
         if cid.compute(model) != receipt["model"]:
             raise InputError("these model bytes are not the disputed receipt's model")
         steps = Steps(model)
