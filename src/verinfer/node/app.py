@@ -45,7 +45,7 @@ from verinfer.errors import (
 )
 from verinfer.hub.documents import Manifest
 from verinfer.log.tiles import parse_path
-from verinfer.modes.dispute import MAX_DEADLINE, MIN_DEADLINE, decode_npz, encode_npz
+from verinfer.modes.dispute import MAX_DEADLINE, MIN_DEADLINE, decode_npz
 from verinfer.node.service import ADMIN_TOKEN_FILE, Node
 from verinfer.witness import Refusal
 
@@ -543,8 +543,11 @@ def _add_dispute_routes(app: FastAPI, node: Node) -> None:
     @app.post("/v1/disputes/party/opening")
     async def opening(request: OpeningRequest) -> dict[str, str]:
         """As a side: trace the disputed execution and sign the opening."""
-        inputs = inputs_of(request.inputs)
-        return {"message": await run_in_threadpool(disputes.opening, request.dispute, inputs)}
+
+        def open_() -> str:  # decoding up to max_input_bytes is work: off the event loop
+            return disputes.opening(request.dispute, inputs_of(request.inputs))
+
+        return {"message": await run_in_threadpool(open_)}
 
     @app.post("/v1/disputes/party/state")
     async def state(request: StateRequest) -> dict[str, Any]:
@@ -554,11 +557,12 @@ def _add_dispute_routes(app: FastAPI, node: Node) -> None:
     @app.post("/v1/disputes/party/reveal")
     async def reveal(request: RevealRequest) -> dict[str, Any]:
         """As a side: a state's leaves and the named tensors of it."""
-        shown = await run_in_threadpool(
-            disputes.reveal, request.dispute, request.step, request.names
-        )
-        return {"leaves": [list(leaf) for leaf in shown.leaves],
-                "tensors": encode_npz(shown.tensors)}  # fmt: skip
+
+        def reveal_() -> dict[str, Any]:  # encoding the tensors is work: off the event loop
+            shown = disputes.reveal(request.dispute, request.step, request.names)
+            return {"leaves": [list(leaf) for leaf in shown.leaves], "tensors": shown.npz()}
+
+        return await run_in_threadpool(reveal_)
 
 
 def _add_hub_routes(
