@@ -2,7 +2,8 @@
 
 Appends happen in batches (group commit): the entries, the stored tiles they change and one new
 signed checkpoint are written in a single transaction, so the signature cost is shared by the
-batch and a crash leaves the last committed checkpoint and everything it covers intact. Every
+batch and a crash leaves the last committed checkpoint and everything it covers intact (or, with
+SQLite, a batch the tables lost in the store's journal, replayed when the log opens). Every
 checkpoint extends the previous one by construction: only the writer's in-memory frontier, loaded
 from and checked against the latest checkpoint, produces new tree hashes.
 """
@@ -127,6 +128,12 @@ class Log:
         self.origin: str = meta["origin"]
         self._frontier = Frontier()  # until loaded, every node is read from the store
         self._frontier, self._signed = self._load()
+        for start, entries in store.unapplied():
+            # durable but lost by the tables: appended again, the checkpoint re-signed (Ed25519
+            # is deterministic, so it is the very note that was issued)
+            if start != self.size:
+                raise StorageError(f"a batch to replay starts at {start}; the log has {self.size}")
+            self.append(entries)
 
     @classmethod
     def open(

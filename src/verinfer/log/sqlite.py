@@ -1,7 +1,9 @@
-"""The embedded default: one SQLite file in the node's data directory.
+"""The embedded default: one SQLite file in the node's data directory, and its batch journal.
 
-WAL journal with ``synchronous=FULL``: a commit is on disk (fsync of the WAL) before it returns,
-and a reader never sees a half-written batch. ``BEGIN IMMEDIATE`` takes the writer lock up front.
+WAL journal mode, so a reader never sees a half-written batch; ``BEGIN IMMEDIATE`` takes the
+writer lock up front. A commit is durable before it returns: a small batch by one synced append
+to the batch journal (``log.journal``, see :mod:`verinfer.log.journal`) while SQLite commits it
+unsynced (``synchronous=NORMAL``), a large one by SQLite itself (``synchronous=FULL``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from verinfer.errors import ConflictError, StorageError
+from verinfer.log import journal
 from verinfer.log.store import SQLStore
+from verinfer.log.tiles import TileRow
 
 __all__ = ["FILENAME", "SqliteStore"]
 
@@ -60,9 +64,17 @@ class SqliteStore(SQLStore):
             self._db.execute("PRAGMA page_size = 16384")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA)  # durably: the batch journal never holds the schema
+            self._db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open log database {str(self.path)!r}: {exc}") from exc
+        self._journal = journal.Journal(self.path.with_suffix(".journal"))
+        self._failed = ""  # set when a synced write failed after SQLite had committed
+        try:
+            self._unapplied = self._recover()
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def in_directory(cls, directory: str | os.PathLike[str]) -> SqliteStore:
@@ -96,6 +108,93 @@ class SqliteStore(SQLStore):
                 self._db.execute("ROLLBACK")
             raise
 
+    def initialize(self, meta: dict[str, str], checkpoint: str) -> None:
+        with self._lock, self._durably():
+            super().initialize(meta, checkpoint)
+
+    @contextmanager
+    def _durably(self) -> Iterator[None]:
+        """Commits inside are synced by SQLite itself, with every earlier one."""
+        self._query("PRAGMA synchronous = FULL")
+        try:
+            yield
+        finally:
+            self._query("PRAGMA synchronous = NORMAL")
+
+    def commit(
+        self,
+        old_size: int,
+        entries: Sequence[bytes],
+        tiles: Sequence[TileRow],
+        checkpoint: tuple[int, str],
+    ) -> None:
+        record = journal.encode(old_size, entries)
+        with self._lock:
+            if self._failed:
+                raise StorageError(self._failed)
+            if (
+                len(record) > journal.MAX_RECORD_BYTES
+                or self._journal.size + len(record) > journal.JOURNAL_BYTES
+            ):
+                with self._durably(), self._transaction():
+                    self._write_batch(old_size, entries, tiles, checkpoint)
+                # every batch so far is durable in SQLite now; the journal is emptied under the
+                # writer lock, so no other process is between its record and its commit
+                if self._journal.size:
+                    with self._transaction():
+                        self._journal.truncate(0)
+                return
+            before = -1
+            try:
+                with self._transaction():
+                    self._write_batch(old_size, entries, tiles, checkpoint)
+                    before = self._journal.append(record)  # the last step before COMMIT
+            except BaseException:
+                if before >= 0:  # COMMIT failed: the batch must not come back at the next open
+                    self._undo(before)
+                raise
+            try:
+                self._journal.sync()
+            except StorageError as exc:
+                # committed in SQLite but maybe not on disk: no later batch may build on it
+                self._failed = f"{exc}; reopen the log"
+                raise
+
+    def _undo(self, length: int) -> None:
+        try:
+            self._journal.truncate(length)
+        except StorageError as exc:
+            self._failed = f"{exc}; reopen the log"
+            raise
+
+    def _recover(self) -> list[tuple[int, list[bytes]]]:
+        """The journal's batches that the tables lost (a power cut after an unsynced commit)."""
+        head = self._size()
+        if head < 0:  # a new log: whatever a journal holds belongs to no tree here
+            if self._journal.size:
+                raise StorageError(
+                    f"{str(self._journal.path)!r} holds batches but the log database is empty"
+                )
+            return []
+        known = head  # one past the last entry the tables or an earlier batch hold
+        batches = []
+        for start, entries in self._journal.read():
+            end = start + len(entries)
+            if start == known:  # beyond what the tables hold: lost there, to be replayed
+                batches.append((start, entries))
+                known = end
+            elif start > known or end > known:
+                raise StorageError(
+                    f"the log journal's batch [{start}, {end}) does not follow index {known}: "
+                    "the journal or the database is corrupt"
+                )
+            # else applied before (the tables check each entry against its leaf hash on read)
+        return batches
+
+    def unapplied(self) -> list[tuple[int, list[bytes]]]:
+        batches, self._unapplied = self._unapplied, []
+        return batches
+
     def _insert_entries(self, start: int, entries: Sequence[bytes]) -> None:
         rows = list(zip(range(start, start + len(entries)), entries, strict=True))
         self._many("INSERT INTO entries (idx, data) VALUES (?, ?)", rows)
@@ -111,3 +210,5 @@ class SqliteStore(SQLStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if hasattr(self, "_journal"):
+                self._journal.close()

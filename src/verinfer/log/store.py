@@ -9,7 +9,9 @@ The tables (the same in both back ends)::
 
 :meth:`Store.commit` writes a batch of entries, the tiles it changed and the checkpoint that covers
 them in one transaction, after checking that no other writer moved the log since ``old_size``. A
-crash at any point therefore leaves the last committed checkpoint and everything it covers intact.
+crash at any point therefore leaves the last committed checkpoint and everything it covers intact,
+or (SQLite, see :mod:`verinfer.log.journal`) the batches the tables lost in the store's journal,
+for the log to replay.
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ class Store(ABC):
 
         Raises :class:`~verinfer.errors.ConflictError` if the log is no longer at ``old_size``.
         """
+
+    def unapplied(self) -> list[tuple[int, list[bytes]]]:
+        """Batches made durable but missing from the tables (a crash came between), in order:
+        ``(first index, entries)``, the first at the current head. The log replays them when it
+        opens; a store whose commits are durable transactions has none."""
+        return []
 
     @abstractmethod
     def close(self) -> None:
@@ -175,15 +183,29 @@ class SQLStore(Store):
         checkpoint: tuple[int, str],
     ) -> None:
         with self._lock, self._transaction():
-            rows = self._query("SELECT MAX(size) FROM checkpoints")
-            current = int(rows[0][0]) if rows and rows[0][0] is not None else -1
-            if current != old_size:
-                raise ConflictError(f"the log is at size {current}, not {old_size}: another writer")
-            if entries:
-                self._insert_entries(old_size, entries)
-            if tiles:
-                self._upsert_tiles(tiles)
-            self._insert_checkpoint(*checkpoint)
+            self._write_batch(old_size, entries, tiles, checkpoint)
+
+    def _write_batch(
+        self,
+        old_size: int,
+        entries: Sequence[bytes],
+        tiles: Sequence[TileRow],
+        checkpoint: tuple[int, str],
+    ) -> None:
+        """The writes of :meth:`commit`, inside the caller's transaction."""
+        current = self._size()
+        if current != old_size:
+            raise ConflictError(f"the log is at size {current}, not {old_size}: another writer")
+        if entries:
+            self._insert_entries(old_size, entries)
+        if tiles:
+            self._upsert_tiles(tiles)
+        self._insert_checkpoint(*checkpoint)
+
+    def _size(self) -> int:
+        """The size of the latest checkpoint; -1 before the log is initialized."""
+        rows = self._query("SELECT MAX(size) FROM checkpoints")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else -1
 
     def _insert_checkpoint(self, size: int, note: str) -> None:
         self._query("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (size, note))

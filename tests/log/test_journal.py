@@ -1,0 +1,195 @@
+"""The SQLite store's batch journal: small batches are durable by one synced append, and a batch
+the database lost (a power cut after its unsynced commit) comes back, under the very checkpoint
+that was issued for it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from verinfer import merkle, note
+from verinfer.errors import StorageError
+from verinfer.log import Log, journal
+from verinfer.log.sqlite import FILENAME, SqliteStore
+
+DB_FILES = (FILENAME, FILENAME + "-wal")
+
+
+def batch(start: int, count: int) -> list[bytes]:
+    return [b"receipt-%d" % i for i in range(start, start + count)]
+
+
+def snapshot(data: Path, to: Path) -> None:
+    """The database as a power cut would leave it: the files as they were at some point."""
+    to.mkdir()
+    for name in DB_FILES:
+        if (data / name).exists():
+            shutil.copy2(data / name, to / name)
+
+
+def restore(snap: Path, data: Path) -> None:
+    for name in (*DB_FILES, FILENAME + "-shm"):
+        (data / name).unlink(missing_ok=True)
+        if (snap / name).exists():
+            shutil.copy2(snap / name, data / name)
+
+
+def test_records_round_trip_and_a_torn_tail_is_never_read() -> None:
+    records = [journal.encode(0, batch(0, 3)), journal.encode(3, [b""]), journal.encode(4, [])]
+    data = b"".join(records)
+    assert journal.parse(data) == ([(0, batch(0, 3)), (3, [b""]), (4, [])], len(data))
+    ends = [sum(map(len, records[: i + 1])) for i in range(len(records))]
+    for cut in range(len(data)):  # every prefix: only the whole records in it
+        whole = sum(end <= cut for end in ends)
+        batches, length = journal.parse(data[:cut])
+        assert len(batches) == whole
+        assert length == (ends[whole - 1] if whole else 0)
+    for position in range(len(records[0])):  # any flipped byte ends the journal there
+        flipped = bytearray(data)
+        flipped[position] ^= 0x01
+        assert journal.parse(bytes(flipped))[0] == []
+
+
+def test_a_batch_the_database_lost_is_replayed_under_the_checkpoint_it_was_issued(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    data = tmp_path / "node"
+    issued: dict[int, str] = {}
+    with Log.open(data, signer) as log:
+        for count in (3, 1):
+            appended = log.append(batch(log.size, count))
+            issued[appended.end] = appended.signed_checkpoint
+    snapshot(data, tmp_path / "cut")
+    with Log.open(data, signer) as log:
+        for count in (2, 1, 300, 5):  # 300 entries: across a tile boundary
+            appended = log.append(batch(log.size, count))
+            issued[appended.end] = appended.signed_checkpoint
+        assert log.size == 312
+    restore(tmp_path / "cut", data)  # the unsynced commits are gone; the journal is not
+    store = SqliteStore.in_directory(data)
+    assert store.head()[0] == 4
+    store.close()
+    with Log.open(data, signer) as log:
+        assert log.size == 312
+        assert log.entries(0, 312) == batch(0, 312)
+        for size, signed in issued.items():  # the same bytes: no conflicting checkpoint exists
+            assert log.checkpoint_at(size) == signed
+        log.verify()
+        assert log.root() == merkle.root(merkle.leaf_hashes(batch(0, 312)))
+    with Log.open(data, signer) as log:  # replayed once: a second open finds nothing to do
+        assert log.size == 312
+        log.append([b"after"])
+        assert log.size == 313
+        log.verify()
+
+
+def test_a_torn_record_is_cut_off_and_the_log_goes_on(tmp_path: Path, signer: note.Signer) -> None:
+    data = tmp_path / "node"
+    with Log.open(data, signer) as log:
+        log.append(batch(0, 2))
+    whole = (data / "log.journal").stat().st_size
+    with (data / "log.journal").open("ab") as handle:  # a write the crash cut short
+        handle.write(journal.encode(2, batch(2, 4))[:-5])
+    with Log.open(data, signer) as log:
+        assert log.size == 2
+        assert (data / "log.journal").stat().st_size == whole
+        log.append(batch(2, 1))
+    with Log.open(data, signer) as log:
+        assert log.entries(0, 3) == batch(0, 3)
+        log.verify()
+
+
+def test_a_journal_that_does_not_follow_the_database_is_refused(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    data = tmp_path / "node"
+    with Log.open(data, signer) as log:
+        log.append(batch(0, 2))
+    with (data / "log.journal").open("ab") as handle:  # a batch at 5: 2, 3 and 4 are nowhere
+        handle.write(journal.encode(5, batch(5, 1)))
+    with pytest.raises(StorageError, match=r"batch \[5, 6\) does not follow index 2"):
+        Log.open(data, signer)
+    (data / "log.journal").write_bytes(journal.encode(0, batch(0, 3)))  # straddles the head
+    with pytest.raises(StorageError, match=r"batch \[0, 3\) does not follow index 2"):
+        Log.open(data, signer)
+    other = tmp_path / "empty"
+    other.mkdir()
+    (other / "log.journal").write_bytes(journal.encode(0, batch(0, 1)))
+    with pytest.raises(StorageError, match="holds batches but the log database is empty"):
+        Log.open(other, signer)
+
+
+def test_large_batches_and_a_full_journal_are_made_durable_by_sqlite_itself(
+    tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "node"
+    path = data / "log.journal"
+    with Log.open(data, signer) as log:
+        log.append(batch(0, 1))
+        assert path.stat().st_size > 0
+        log.append([b"x" * 40_000, b"y" * 40_000])  # above MAX_RECORD_BYTES: SQLite syncs it
+        assert path.stat().st_size == 0  # and every batch before it: the journal is emptied
+        monkeypatch.setattr(journal, "JOURNAL_BYTES", 200)
+        sizes = []
+        for _ in range(12):
+            log.append(batch(log.size, 1))
+            sizes.append(path.stat().st_size)
+        assert max(sizes) <= 200
+        assert 0 in sizes[1:]  # it filled up and was emptied again
+    with Log.open(data, signer) as log:
+        assert log.size == 15
+        log.verify()
+
+
+def test_a_failed_commit_leaves_no_record_behind(
+    tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "node"
+    with Log.open(data, signer) as log:
+        log.append(batch(0, 1))
+        store = log._store
+        assert isinstance(store, SqliteStore)
+        length = store._journal.size
+        query = store._query
+
+        def failing_commit(sql: str, params: object = ()) -> list[tuple[object, ...]]:
+            if sql == "COMMIT":
+                raise StorageError("log database error: disk I/O error")
+            return query(sql, params)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "_query", failing_commit)
+        with pytest.raises(StorageError, match="disk I/O error"):
+            log.append([b"never acknowledged"])
+        assert store._journal.size == length == (data / "log.journal").stat().st_size
+        monkeypatch.setattr(store, "_query", query)
+        assert log.size == 1
+    with Log.open(data, signer) as log:  # the failed batch does not come back
+        assert log.size == 1
+        assert log.entries(0, 1) == batch(0, 1)
+
+
+def test_a_failed_sync_stops_the_writer_until_the_log_is_reopened(
+    tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "node"
+    with Log.open(data, signer) as log:
+        log.append(batch(0, 1))
+        sync = os.fdatasync
+
+        def failing(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fdatasync", failing)
+        with pytest.raises(StorageError, match="cannot sync the log journal"):
+            log.append(batch(1, 1))
+        monkeypatch.setattr(os, "fdatasync", sync)
+        with pytest.raises(StorageError, match="reopen the log"):  # nothing builds on it
+            log.append(batch(1, 1))
+        assert log.size == 1
+    with Log.open(data, signer) as log:  # SQLite had committed it: it is there, consistent
+        assert log.size == 2
+        log.append(batch(2, 1))
+        log.verify()
