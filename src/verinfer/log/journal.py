@@ -133,5 +133,7 @@ class Journal:
         self.size = length
 
     def close(self) -> None:
-        """Close the file."""
-        os.close(self._fd)
+        """Close the file (once; later calls do nothing)."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
