@@ -279,8 +279,14 @@ def test_no_disagreement_no_dispute(squeezenet: Setup) -> None:
 # Different hardware: tolerance, and the per-operator bound
 
 
+def _other_class(identity: str) -> str:
+    """The identity of the same engine on a CPU of another kernel class than this one's."""
+    runtime, own = identity.rsplit("/", 1)
+    return f"{runtime}/{'avx512' if own == 'avx2' else 'avx2'}"
+
+
 def test_honest_cross_class_sides_never_lose(squeezenet: Setup) -> None:
-    other = squeezenet.node.engine.identity.rsplit("/", 1)[0] + "/avx2"
+    other = _other_class(squeezenet.node.engine.identity)
     challenger = squeezenet.party(
         CrossClass, side="challenger", engine=other, stands_by=lambda d, i: _lying_outputs(
             squeezenet))  # fmt: skip
@@ -290,7 +296,7 @@ def test_honest_cross_class_sides_never_lose(squeezenet: Setup) -> None:
 
 
 def test_across_classes_a_perturbation_above_the_bound_always_loses(squeezenet: Setup) -> None:
-    other = squeezenet.node.engine.identity.rsplit("/", 1)[0] + "/avx2"
+    other = _other_class(squeezenet.node.engine.identity)
     for at in _positions(squeezenet.steps, count=8):
         lying = _lying_answer(squeezenet, at, scale=1000.0)
         defendant = squeezenet.party(Perturbing, side="defendant", at=at, scale=1000.0)
