@@ -128,13 +128,13 @@ class SqliteStore(SQLStore):
         tiles: Sequence[TileRow],
         checkpoint: tuple[int, str],
     ) -> None:
-        record = journal.encode(old_size, entries)
+        length = journal.size(entries)
         with self._lock:
             if self._failed:
                 raise StorageError(self._failed)
             if (
-                len(record) > journal.MAX_RECORD_BYTES
-                or self._journal.size + len(record) > journal.JOURNAL_BYTES
+                length > journal.MAX_RECORD_BYTES
+                or self._journal.size + length > journal.JOURNAL_BYTES
             ):
                 with self._durably(), self._transaction():
                     self._write_batch(old_size, entries, tiles, checkpoint)
@@ -148,6 +148,7 @@ class SqliteStore(SQLStore):
             try:
                 with self._transaction():
                     self._write_batch(old_size, entries, tiles, checkpoint)
+                    record = journal.encode(old_size, entries)
                     before = self._journal.append(record)  # the last step before COMMIT
             except BaseException:
                 if before >= 0:  # COMMIT failed: the batch must not come back at the next open
