@@ -170,16 +170,18 @@ class SqliteStore(SQLStore):
 
     def _recover(self) -> list[tuple[int, list[bytes]]]:
         """The journal's batches that the tables lost (a power cut after an unsynced commit)."""
-        head = self._size()
+        with self._lock, self._transaction():  # no writer is between its record and its COMMIT
+            head = self._size()
+            records = self._journal.read()
         if head < 0:  # a new log: whatever a journal holds belongs to no tree here
-            if self._journal.size:
+            if records:
                 raise StorageError(
                     f"{str(self._journal.path)!r} holds batches but the log database is empty"
                 )
             return []
         known = head  # one past the last entry the tables or an earlier batch hold
         batches = []
-        for start, entries in self._journal.read():
+        for start, entries in records:
             end = start + len(entries)
             if start == known:  # beyond what the tables hold: lost there, to be replayed
                 batches.append((start, entries))
