@@ -193,3 +193,17 @@ def test_a_failed_sync_stops_the_writer_until_the_log_is_reopened(
         assert log.size == 2
         log.append(batch(2, 1))
         log.verify()
+
+
+def test_a_second_opener_replays_nothing_the_first_committed(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    data = tmp_path / "node"
+    with Log.open(data, signer) as writer:
+        writer.append(batch(0, 3))
+        writer.append(batch(3, 2))
+        with Log.open(data, signer) as reader:  # the journal holds both batches; both applied
+            assert reader.size == 5
+            assert reader.signed_checkpoint == writer.signed_checkpoint
+        writer.append(batch(5, 1))  # the writer was not moved by the second opener
+        assert writer.size == 6
