@@ -46,6 +46,16 @@ def _private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             os.environ[HOME_ENV] = previous
 
 
+@pytest.fixture(autouse=True)
+def _home_per_test(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test its own ``VERINFER_HOME`` (module fixtures keep the session's): keys pinned on
+    first use (``known_nodes.json``, ``known_publishers.json``) would leak from one test into
+    the next, and every test makes its own ``alice`` key."""
+    monkeypatch.setenv(HOME_ENV, str(tmp_path_factory.mktemp("home")))
+
+
 def _postgres_bindir() -> Path | None:
     found = shutil.which("initdb") or shutil.which("pg_ctl")
     if found:

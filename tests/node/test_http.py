@@ -94,7 +94,8 @@ def test_trust_on_first_use_pins_the_node_key(served: Served, tmp_path: Path) ->
         first.infer("alice/iris", {"X": IRIS})
     pinned = json.loads(known.read_text())
     assert pinned[served.url] == served.node.vkey
-    assert note.VerifierKey.parse(pinned["owner:alice"]).name == "alice"  # the model's owner
+    owners = json.loads((tmp_path / "known_publishers.json").read_text())["owners"]
+    assert note.VerifierKey.parse(owners["alice"]).name == "alice"  # the model's owner, beside
     impostor = note.generate_key("node.verinfer.local")[1]
     known.write_text(json.dumps({served.url: impostor}))
     with (

@@ -1,0 +1,230 @@
+"""The asyncio client: drives the same flows as :class:`~verinfer.client.Client`, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+from verinfer import note
+from verinfer.client._core import Call, Flow, Result, Sleep, Step, Work
+from verinfer.client._options import PublisherTrust, make_core
+from verinfer.client._sync import _arguments
+from verinfer.client._trust import Notify, Publishers
+from verinfer.hub.documents import Manifest
+from verinfer.modes.dispute import Verdict
+from verinfer.verify import Bundle
+
+__all__ = ["AsyncClient"]
+
+T = TypeVar("T")
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    """A file's bytes in 1 MiB chunks, read off the event loop."""
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, 1 << 20):
+            yield chunk
+    finally:
+        handle.close()
+
+
+class AsyncClient:
+    """:class:`Client` for asyncio: the same options, and the very same flows (so the same
+    trust policy, verification and error mapping), awaited. Blocking local work (hashing a file,
+    checking a zk proof) runs in a thread."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        trusted_vkeys: Iterable[str] | None = None,
+        known_nodes: str | os.PathLike[str] | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+        admin_token: str | None = None,
+        trusted_srs: Iterable[str] = (),
+        allow_insecure_srs: bool = False,
+        trusted_publishers: PublisherTrust = (),
+        known_publishers: str | os.PathLike[str] | None = None,
+        on_pin: Notify | None = None,
+    ) -> None:
+        self._core = make_core(
+            url,
+            trusted_vkeys=trusted_vkeys,
+            known_nodes=known_nodes,
+            trusted_publishers=trusted_publishers,
+            known_publishers=known_publishers,
+            on_pin=on_pin,
+            retries=retries,
+            admin_token=admin_token,
+            trusted_srs=trusted_srs,
+            allow_insecure_srs=allow_insecure_srs,
+            timeout=timeout,
+        )
+        self.url = self._core.url
+        self._trusted = self._core.nodes.trusted
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
+
+    @property
+    def publishers(self) -> Publishers:
+        """The publisher policy this client resolves names and checks endorsements with."""
+        return self._core.publishers
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the driver -----------------------------------------------------------------------------
+
+    async def _step(self, step: Step) -> Any:
+        if isinstance(step, Sleep):
+            await asyncio.sleep(step.seconds)
+            return None
+        if isinstance(step, Work):
+            return await asyncio.to_thread(step.function)
+        arguments = _arguments(step)
+        if step.upload is not None:
+            arguments["content"] = _chunks(step.upload)
+        try:
+            return await self._http.request(step.method, step.path, **arguments)
+        except httpx.HTTPError as exc:
+            return exc
+
+    async def _run(self, flow: Flow[T]) -> T:
+        """Drive a flow to its result."""
+        try:
+            step = next(flow)
+            while True:
+                step = flow.send(await self._step(step))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def _request(self, method: str, path: str, **arguments: Any) -> httpx.Response:
+        """One request with the core's retries and error mapping."""
+        return await self._run(self._core.send(Call(method, path, **arguments)))
+
+    # -- calls: see Client for what each verifies ------------------------------------------------
+
+    async def node_vkey(self) -> str:
+        """:meth:`Client.node_vkey`, awaited."""
+        return await self._run(self._core.node_vkey())
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str = "attested",
+        nonce: str | None = None,
+        audit: str = "private",
+    ) -> Result:
+        """:meth:`Client.infer`, awaited (``replicated:K`` needs a Network: ``InputError``)."""
+        return await self._run(self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit))
+
+    async def publish(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        *,
+        repository: str,
+        version: str,
+        signer: note.Signer,
+        description: str = "",
+        license: str = "",  # the manifest's field name
+        tags: tuple[str, ...] = (),
+        calibrate: bool = False,
+    ) -> Manifest:
+        """:meth:`Client.publish`, awaited."""
+        source = model if isinstance(model, bytes) else Path(model)
+        return await self._run(
+            self._core.publish(
+                source,
+                repository=repository,
+                version=version,
+                signer=signer,
+                description=description,
+                license=license,
+                tags=tags,
+                calibrate=calibrate,
+            )
+        )
+
+    async def models(
+        self, *, owner: str | None = None, tag: str | None = None, text: str | None = None
+    ) -> list[dict[str, Any]]:
+        """:meth:`Client.models`, awaited."""
+        return await self._run(self._core.models(owner=owner, tag=tag, text=text))
+
+    async def checkpoint(self, since: str | None = None) -> str:
+        """:meth:`Client.checkpoint`, awaited."""
+        return await self._run(self._core.checkpoint(since))
+
+    async def publish_zk(self, addendum: bytes, materials: Iterable[bytes]) -> str:
+        """:meth:`Client.publish_zk`, awaited."""
+        return await self._run(self._core.publish_zk(addendum, materials))
+
+    async def zk_materials(self, bundle: Bundle) -> dict[str, bytes]:
+        """:meth:`Client.zk_materials`, awaited."""
+        return await self._run(self._core.zk_materials(bundle))
+
+    async def peers(self) -> list[str]:
+        """:meth:`Client.peers`, awaited."""
+        return await self._run(self._core.peers())
+
+    async def set_peers(self, peers: Iterable[str]) -> list[str]:
+        """:meth:`Client.set_peers`, awaited."""
+        return await self._run(self._core.set_peers(peers))
+
+    async def delete_blob(self, blob: str) -> None:
+        """:meth:`Client.delete_blob`, awaited."""
+        await self._run(self._core.delete_blob(blob))
+
+    async def cosigned(
+        self, bundle: Bundle, witnesses: Iterable[str], quorum: int, *, timeout: float = 15.0
+    ) -> Bundle:
+        """:meth:`Client.cosigned`, awaited."""
+        return await self._run(self._core.cosigned(bundle, witnesses, quorum, timeout=timeout))
+
+    async def challenge(
+        self,
+        bundle: Bundle,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        challenger: str,
+        defendant: str | None = None,
+        deadline: float = 30.0,
+        model: bytes | None = None,
+    ) -> Verdict:
+        """:meth:`Client.challenge`, awaited."""
+        return await self._run(
+            self._core.challenge(
+                bundle,
+                inputs,
+                challenger=challenger,
+                defendant=defendant,
+                deadline=deadline,
+                model=model,
+            )
+        )
+
+    async def verdict(self, dispute: str) -> bytes:
+        """:meth:`Client.verdict`, awaited."""
+        return await self._run(self._core.verdict(dispute))
+
+    async def blob(self, blob: str) -> bytes:
+        """:meth:`Client.blob`, awaited."""
+        return await self._run(self._core.blob(blob))

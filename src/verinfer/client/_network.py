@@ -1,0 +1,297 @@
+"""A network of nodes: fail-over, ``replicated:K`` agreement, evidence; one publisher policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from verinfer import tensors
+from verinfer.client._core import NetworkError, Result, json_of
+from verinfer.client._options import PublisherTrust, publishers_of
+from verinfer.client._sync import Client
+from verinfer.client._trust import Notify, StaleHistory
+from verinfer.errors import (
+    DisagreementError,
+    Error,
+    InputError,
+    LimitExceeded,
+    NotFound,
+    StorageError,
+    VerificationError,
+)
+from verinfer.hub.documents import Manifest
+from verinfer.verify import Bundle, replicas_of, verify_bundle
+from verinfer.verify.evidence import model_of, verify_evidence
+
+__all__ = ["Network", "connect"]
+
+
+class Network:
+    """Clients of every node of a network file (``network.json``: ``{"nodes": [{"url", "vkey"}]}``).
+
+    Each node is trusted with exactly the vkey the file lists. Names (``owner/name[@v]``)
+    resolve under one :class:`Publishers` policy shared by every node's client:
+    ``trusted_publishers`` (vkeys, owner -> vkeys, or a policy), else keys pinned on first use
+    in ``known_publishers`` (default ``$VERINFER_HOME/known_publishers.json``; ``on_pin`` is
+    told). Calls go to the nodes in turn; a node that is unreachable or overloaded, or serves a
+    stale history of a repository, is skipped for the next one (fail-over), while a
+    verification failure is raised at once: a node that lies is never papered over.
+
+    ``mode="replicated:K"`` sends the request to K nodes of distinct operators at once (a node's
+    optional ``operator`` in the file groups keys; by default each key is its own operator) and
+    accepts only if all K verified answers agree; the bundle then carries all K receipts.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 60.0,
+        trusted_publishers: PublisherTrust = (),
+        known_publishers: str | os.PathLike[str] | None = None,
+        on_pin: Notify | None = None,
+    ) -> None:
+        try:
+            nodes = json.loads(Path(path).read_text())["nodes"]
+            triples = [
+                (str(node["url"]), str(node["vkey"]), str(node.get("operator") or node["vkey"]))
+                for node in nodes
+            ]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"cannot read network file {os.fspath(path)!r}: {exc}") from exc
+        if not triples:
+            raise InputError(f"network file {os.fspath(path)!r} lists no nodes")
+        # one publisher policy for every node: a name means the same key whoever answers
+        self.publishers = publishers_of(trusted_publishers, known_publishers, on_pin, None)
+        self.clients = [
+            Client(
+                url,
+                trusted_vkeys=[vkey],
+                timeout=timeout,
+                retries=1,
+                trusted_publishers=self.publishers,
+            )
+            for url, vkey, _ in triples
+        ]
+        self._operators = {client.url: operator for client, (*_, operator) in
+                           zip(self.clients, triples, strict=True)}  # fmt: skip
+        self.convicted: dict[str, str] = {}  # node vkey -> the verdict of evidence against it
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every client."""
+        for client in self.clients:
+            client.close()
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _order(self) -> list[Client]:
+        with self._lock:
+            start = self._next
+            self._next = (self._next + 1) % len(self.clients)
+        ordered = self.clients[start:] + self.clients[:start]
+        return [c for c in ordered if (c._trusted or [""])[0] not in self.convicted]
+
+    def gossip(self, checkpoint: str) -> dict[str, Any] | None:
+        """Tell every node's witness a signed checkpoint seen elsewhere (e.g. a bundle's); if a
+        node saw another tree of that size from the same log, return its equivocation evidence
+        (checked here). Nodes that do not witness that log are skipped."""
+        for client in self.clients:
+            try:
+                response = client._http.post("/v1/gossip", content=checkpoint.encode())
+            except httpx.HTTPError:
+                continue
+            if response.status_code != 200:
+                continue
+            answer = json_of(response)
+            found = answer.get("equivocation") if isinstance(answer, dict) else None
+            if isinstance(found, dict) and found:
+                verify_evidence(found)  # and it must be about the log of this checkpoint
+                if found.get("log") == checkpoint.split("\n", 1)[0]:
+                    return dict(found)
+        return None
+
+    def check_evidence(self) -> dict[str, str]:
+        """Ask every node for the evidence it holds, check each piece here (fraud by
+        re-executing the model, fetched by CID and hash-checked), and stop calling the nodes it
+        convicts. Returns the convicted node keys with their verdicts."""
+        for client in self.clients:
+            try:
+                found = json_of(client._request("GET", "/v1/evidence"))
+            except Error:
+                continue  # an unreachable node holds no evidence we can see
+            for document in found if isinstance(found, list) else []:
+                accused = document.get("vkey") if isinstance(document, dict) else None
+                if not isinstance(accused, str) or accused in self.convicted:
+                    continue
+                try:
+                    model_cid = model_of(document)  # fraud and disputes re-run the model
+                    model = client.blob(model_cid) if model_cid is not None else None
+                    self.convicted[accused] = verify_evidence(document, model=model)
+                except (Error, ValueError, KeyError, TypeError):
+                    continue  # evidence that does not hold convicts nobody
+        return dict(self.convicted)
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str = "attested",
+        nonce: str | None = None,
+        audit: str = "private",
+    ) -> Result:
+        """:meth:`Client.infer` on the next node that answers; for ``replicated:K``, on K nodes
+        of distinct operators, whose answers must agree (:class:`DisagreementError`, carrying
+        every signed answer, if they do not: no majority is ever returned as verified)."""
+        wanted = replicas_of(mode)
+        if wanted > 1:
+            nonce = nonce or secrets.token_hex(16)
+            return self._replicated(
+                model, inputs, mode=mode, wanted=wanted, nonce=nonce, audit=audit
+            )
+        failures = []
+        for client in self._order():
+            try:
+                return client.infer(model, inputs, mode=mode, nonce=nonce, audit=audit)
+            except (NetworkError, LimitExceeded, StorageError, StaleHistory) as exc:
+                failures.append(f"{client.url}: {exc}")  # a lie (VerificationError) propagates
+        raise NetworkError("no node answered: " + "; ".join(failures))
+
+    def _replicated(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str,
+        wanted: int,
+        nonce: str,
+        audit: str,
+    ) -> Result:
+        candidates = self._order()
+        operators = {self._operators[c.url] for c in candidates}
+        if len(operators) < wanted:
+            raise InputError(
+                f"{mode} needs {wanted} nodes of distinct operators; the network has "
+                f"{len(operators)}"
+            )
+        answers: dict[str, Result] = {}  # by operator
+        failures: list[str] = []
+        with ThreadPoolExecutor(max_workers=wanted) as pool:
+            while len(answers) < wanted:
+                used = set(answers)
+                batch: list[Client] = []
+                for client in list(candidates):  # one untried node per missing operator
+                    operator = self._operators[client.url]
+                    if operator not in used and len(answers) + len(batch) < wanted:
+                        batch.append(client)
+                        used.add(operator)
+                        candidates.remove(client)
+                if not batch:
+                    raise NetworkError(
+                        f"{mode}: only {len(answers)} of {wanted} operators answered: "
+                        + "; ".join(failures)
+                    )
+                futures = {
+                    client: pool.submit(
+                        client._infer, model, inputs, mode=mode, nonce=nonce, audit=audit
+                    )
+                    for client in batch
+                }
+                for client, future in futures.items():
+                    try:
+                        answers[self._operators[client.url]] = future.result()
+                    except (NetworkError, LimitExceeded, StorageError, NotFound,
+                            StaleHistory) as exc:  # fmt: skip
+                        failures.append(f"{client.url}: {exc}")  # VerificationError propagates
+        return _agreed(mode, list(answers.values()), self.vkeys(), self._manifest)
+
+    def _manifest(self, ref: str) -> bytes:
+        """A manifest's bytes from any node (checked against its CID by the caller)."""
+        problems = []
+        for client in self.clients:
+            try:
+                return client._request("GET", f"/v1/manifests/{ref}").content
+            except Error as exc:
+                problems.append(f"{client.url}: {exc}")
+        raise NetworkError(f"no node served manifest {ref!r}: " + "; ".join(problems))
+
+    def vkeys(self) -> list[str]:
+        """The node keys the network file lists."""
+        return [key for client in self.clients for key in client._trusted or []]
+
+
+def _agreed(
+    mode: str, answers: list[Result], trusted: list[str], manifest_of: Callable[[str], bytes]
+) -> Result:
+    """One bundle of K agreeing answers, or a :class:`DisagreementError` with all of them.
+
+    Answers agree bit for bit; from different engine classes, within the tolerance the model's
+    manifest declares (the bundle then carries every answer's outputs and the manifest)."""
+    bundles = tuple(answer.bundle for answer in answers)
+    first = bundles[0]
+    compared: tuple[bytes, ...] = ()
+    manifest = b""
+    observed = 0.0
+    if len({b.receipt["outputs"] for b in bundles}) > 1:
+        same_engine = all(b.receipt["engine"] == first.receipt["engine"] for b in bundles)
+        tolerance = None
+        if not same_engine:
+            manifest = manifest_of(str(first.receipt["manifest"]))
+            declared = Manifest.from_bytes(manifest, first.receipt["manifest"])
+            tolerance = declared.body["determinism"].get("tolerance")
+            if tolerance is None:
+                raise VerificationError(
+                    f"{mode}: the nodes run on different CPU kernel classes and "
+                    f"{declared.repository}@{declared.version} declares no tolerance to compare "
+                    "their outputs: publish it calibrated (verinfer model publish --calibrate)"
+                )
+        deviations = [tensors.deviation(answers[0].outputs, a.outputs) for a in answers[1:]]
+        if tolerance is None or any(d is None or d > tolerance["abs"] for d in deviations):
+            said: dict[str, list[str]] = {}
+            for bundle in bundles:
+                said.setdefault(str(bundle.receipt["outputs"]), []).append(
+                    str(bundle.receipt["node"])
+                )
+            raise DisagreementError(
+                f"{mode}: the nodes disagree: "
+                + "; ".join(f"{', '.join(n)} answered {digest}" for digest, n in said.items()),
+                bundles,
+            )
+        compared = tuple(tensors.encode_binary(a.outputs) for a in answers)
+        observed = max(d for d in deviations if d is not None)
+    combined = Bundle(
+        first.receipt,
+        first.index,
+        first.proof,
+        first.checkpoint,
+        first.cosignatures,
+        replicas=bundles[1:],
+        compared=compared,
+        manifest=manifest,
+        deviation=observed,
+    )
+    verify_bundle(combined, trusted)  # agreement of model, inputs, nonce and outputs again
+    return Result(answers[0].outputs, combined, answers[0].manifest, answers[0].capabilities)
+
+
+def connect(target: str | os.PathLike[str], **options: Any) -> Client | Network:
+    """A :class:`Client` for a node URL, or a :class:`Network` for a network file."""
+    text = os.fspath(target)
+    if text.startswith(("http://", "https://")):
+        return Client(text, **options)
+    return Network(text, **options)

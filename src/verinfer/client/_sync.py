@@ -1,0 +1,288 @@
+"""The blocking client: drives the core's flows with :class:`httpx.Client`."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+from verinfer import note
+from verinfer.client._core import Call, Flow, Result, Sleep, Step, Work
+from verinfer.client._options import PublisherTrust, make_core
+from verinfer.client._trust import Notify, Publishers
+from verinfer.hub.documents import Manifest
+from verinfer.modes.dispute import Verdict
+from verinfer.verify import Bundle
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+
+def _arguments(call: Call) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name in ("params", "json", "content", "headers", "timeout"):
+        value = getattr(call, name)
+        if value is not None:
+            found[name] = value
+    return found
+
+
+class Client:
+    """A client of one node; every answer is verified before it is returned.
+
+    ``trusted_vkeys``: the node keys to accept. Without them, the node's key is trusted on
+    first use and pinned in ``known_nodes`` (default ``$VERINFER_HOME/known_nodes.json``); a node
+    that later answers with another key is refused.
+
+    ``trusted_publishers``: who may stand behind an owner name (named refs such as
+    ``alice/iris@2``, and the endorsement of zk circuits): vkeys (each key's name is its owner),
+    a mapping owner -> vkeys, or a :class:`Publishers` policy shared with other clients. Without
+    them, the first key seen for an owner is pinned in ``known_publishers`` (default: beside
+    ``known_nodes``, else ``$VERINFER_HOME/known_publishers.json``) and ``on_pin`` is told
+    (default: a warning on the ``verinfer.client`` logger).
+
+    ``admin_token`` (the node's ``DATA/admin.token``) is sent only with administrative calls:
+    peers, blob deletion, calibration. ``trusted_srs``, ``allow_insecure_srs``: the zk SRS policy.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        trusted_vkeys: Iterable[str] | None = None,
+        known_nodes: str | os.PathLike[str] | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+        admin_token: str | None = None,
+        trusted_srs: Iterable[str] = (),
+        allow_insecure_srs: bool = False,
+        trusted_publishers: PublisherTrust = (),
+        known_publishers: str | os.PathLike[str] | None = None,
+        on_pin: Notify | None = None,
+    ) -> None:
+        self._core = make_core(
+            url,
+            trusted_vkeys=trusted_vkeys,
+            known_nodes=known_nodes,
+            trusted_publishers=trusted_publishers,
+            known_publishers=known_publishers,
+            on_pin=on_pin,
+            retries=retries,
+            admin_token=admin_token,
+            trusted_srs=trusted_srs,
+            allow_insecure_srs=allow_insecure_srs,
+            timeout=timeout,
+        )
+        self.url = self._core.url
+        self._trusted = self._core.nodes.trusted
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+
+    @property
+    def publishers(self) -> Publishers:
+        """The publisher policy this client resolves names and checks endorsements with."""
+        return self._core.publishers
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the driver -----------------------------------------------------------------------------
+
+    def _step(self, step: Step) -> Any:
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            return None
+        if isinstance(step, Work):
+            return step.function()
+        arguments = _arguments(step)
+        try:
+            if step.upload is None:
+                return self._http.request(step.method, step.path, **arguments)
+            with open(step.upload, "rb") as handle:
+                return self._http.request(step.method, step.path, content=handle, **arguments)
+        except httpx.HTTPError as exc:
+            return exc
+
+    def _run(self, flow: Flow[T]) -> T:
+        """Drive a flow to its result."""
+        try:
+            step = next(flow)
+            while True:
+                step = flow.send(self._step(step))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    def _request(self, method: str, path: str, **arguments: Any) -> httpx.Response:
+        """One request with the core's retries and error mapping."""
+        return self._run(self._core.send(Call(method, path, **arguments)))
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def node_vkey(self) -> str:
+        """The node's key, checked against the trusted keys or pinned on first use."""
+        return self._run(self._core.node_vkey())
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str = "attested",
+        nonce: str | None = None,
+        audit: str = "private",
+    ) -> Result:
+        """Run ``model`` (``owner/name[@version|tag]`` or a CID) on the node; return outputs
+        whose bundle has been verified here.
+
+        Raises :class:`~verinfer.errors.VerificationError` unless the bundle proves exactly
+        these inputs and outputs under a trusted node key with the nonce sent, and the model is
+        the one asked for: a named version exactly that version, a name without one (or with a
+        tag) the manifest the owner's signed history resolves it to, under a publisher key this
+        client trusts for the owner. ``replicated:K`` needs a :class:`Network`
+        (:class:`~verinfer.errors.InputError` here).
+        """
+        return self._run(self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit))
+
+    def _infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str,
+        nonce: str | None,
+        audit: str = "private",
+    ) -> Result:
+        """One node's verified answer (for ``replicated:K``, one of the K)."""
+        flow = self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit, single=False)
+        return self._run(flow)
+
+    def publish(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        *,
+        repository: str,
+        version: str,
+        signer: note.Signer,
+        description: str = "",
+        license: str = "",  # the manifest's field name
+        tags: tuple[str, ...] = (),
+        calibrate: bool = False,
+    ) -> Manifest:
+        """Upload a model and publish it as ``repository@version``, signed here by ``signer``.
+
+        The node checks the model in its sandbox and answers the facts; the manifest and the
+        repository changes are signed locally (the key never leaves this process) on top of the
+        node's history, which must verify under ``signer``'s key.
+        """
+        source = model if isinstance(model, bytes) else Path(model)
+        return self._run(
+            self._core.publish(
+                source,
+                repository=repository,
+                version=version,
+                signer=signer,
+                description=description,
+                license=license,
+                tags=tags,
+                calibrate=calibrate,
+            )
+        )
+
+    def models(
+        self, *, owner: str | None = None, tag: str | None = None, text: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The node's published models, newest first."""
+        return self._run(self._core.models(owner=owner, tag=tag, text=text))
+
+    def checkpoint(self, since: str | None = None) -> str:
+        """The node's latest signed checkpoint, verified against its key.
+
+        With ``since`` (an earlier signed checkpoint of this node), the new one is also proven
+        to extend it: a consistency proof from the node, checked here. A node that rewrote its
+        log, or signed two different trees of one size, raises ``VerificationError``.
+        """
+        return self._run(self._core.checkpoint(since))
+
+    def publish_zk(self, addendum: bytes, materials: Iterable[bytes]) -> str:
+        """Publish a zk addendum signed elsewhere, after uploading its materials (settings,
+        verification key, SRS); returns the addendum's CID as the node stored it."""
+        return self._run(self._core.publish_zk(addendum, materials))
+
+    def zk_materials(self, bundle: Bundle) -> dict[str, bytes]:
+        """The circuit materials a zk bundle names (addendum, manifest, settings, verification
+        key, SRS), fetched by CID and hash-checked (and kept: content never changes under its
+        CID); the verifier checks what they are."""
+        return self._run(self._core.zk_materials(bundle))
+
+    def peers(self) -> list[str]:
+        """The node URLs this node fetches missing models from."""
+        return self._run(self._core.peers())
+
+    def set_peers(self, peers: Iterable[str]) -> list[str]:
+        """Replace the node's peers (needs ``admin_token``); returns them as the node kept them."""
+        return self._run(self._core.set_peers(peers))
+
+    def delete_blob(self, blob: str) -> None:
+        """Delete a blob no published document names (needs ``admin_token``)."""
+        self._run(self._core.delete_blob(blob))
+
+    def cosigned(
+        self, bundle: Bundle, witnesses: Iterable[str], quorum: int, *, timeout: float = 15.0
+    ) -> Bundle:
+        """``bundle`` proven against a checkpoint that ``quorum`` of ``witnesses`` cosigned.
+
+        Waits (up to ``timeout`` seconds) until the node has gathered the cosignatures for a
+        checkpoint that covers the receipt, then fetches the inclusion proof against it; the
+        returned bundle verifies under the witness policy (``verify_bundle`` with ``witnesses``
+        and ``quorum``). ``LimitExceeded`` if the witnesses do not cosign in time.
+        """
+        return self._run(self._core.cosigned(bundle, witnesses, quorum, timeout=timeout))
+
+    def challenge(
+        self,
+        bundle: Bundle,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        challenger: str,
+        defendant: str | None = None,
+        deadline: float = 30.0,
+        model: bytes | None = None,
+    ) -> Verdict:
+        """Challenge an optimistic answer, with this client's node as the referee of the game
+        between the node at ``challenger`` and the one that answered (at ``defendant``, or found
+        among the referee's peers). The verdict is checked here before it is returned: signed
+        by this node's (trusted) key, and replayed on the model (fetched by CID unless given).
+        """
+        return self._run(
+            self._core.challenge(
+                bundle,
+                inputs,
+                challenger=challenger,
+                defendant=defendant,
+                deadline=deadline,
+                model=model,
+            )
+        )
+
+    def verdict(self, dispute: str) -> bytes:
+        """A verdict the node signed as a referee, by dispute ID (not checked: see
+        :func:`verinfer.modes.dispute.verify_verdict`)."""
+        return self._run(self._core.verdict(dispute))
+
+    def blob(self, blob: str) -> bytes:
+        """A blob (a model's bytes) by CID, checked against the CID here."""
+        return self._run(self._core.blob(blob))
