@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from verinfer import cid, engine, merkle, note, tensors
+from verinfer.engine.nondeterminism import nondeterministic_operators_of
 from verinfer.errors import Error, VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.verify import Bundle, Receipt
@@ -66,6 +67,7 @@ class Auditor:
         self._random = random.Random(seed)  # noqa: S311 - sampling, not secrecy
         self._sizes: dict[str, int] = {}  # vkey -> log size audited up to
         self._models: dict[str, bytes] = {}
+        self._randoms: dict[str, list[str]] = {}  # nondeterministic operators by model CID
         self._engines: dict[str, str] = {}  # url -> the engine identity the node advertises
         self._engine = engine.Engine()
         self._identity = engine.identity()
@@ -161,6 +163,10 @@ class Auditor:
         if tensors.map_digest(inputs) != receipt["inputs"]:
             return Finding(vkey, index, "unavailable", "served inputs that are not the receipt's")
         model = self._model(url, receipt["model"])
+        drawn = self._nondeterministic(receipt["model"], model)  # from the bytes, not the manifest
+        if drawn:
+            return Finding(vkey, index, "incomparable", "the model has operators whose output "
+                           f"is not a function of their inputs ({', '.join(drawn)})")  # fmt: skip
         outputs = self._engine.run(receipt["model"], lambda: model, inputs)
         if tensors.map_digest(outputs) == receipt["outputs"]:
             return Finding(vkey, index, "ok")
@@ -179,6 +185,9 @@ class Auditor:
         if manifest_data is None or receipt["manifest"] is None:
             return Finding(vkey, index, "deviation", "outputs differ, but the receipt names no "
                            "manifest to judge by")  # fmt: skip
+        if manifest is not None and manifest.body["determinism"].get("bit_identical") is not True:
+            return Finding(vkey, index, "incomparable", "outputs differ, but the manifest does "
+                           "not record the model as bit-reproducible")  # fmt: skip
         bundle = Bundle(receipt, index, proof, signed)
         evidence = fraud(bundle, manifest_data, inputs_npz, tensors.encode_binary(outputs),
                          self._identity)  # fmt: skip
@@ -191,6 +200,16 @@ class Auditor:
         if known is None:
             known = str(json.loads(self._get(f"{url}/v1/node")).get("engine"))
             self._engines[url] = known
+        return known
+
+    def _nondeterministic(self, model: str, data: bytes) -> list[str]:
+        """The model's nondeterministic operators (static analysis, once per model)."""
+        known = self._randoms.get(model)
+        if known is None:
+            try:
+                known = self._randoms[model] = nondeterministic_operators_of(data)
+            except ValueError as exc:
+                raise VerificationError(f"model {model!r}: {exc}") from exc
         return known
 
     def _model(self, url: str, model: str) -> bytes:

@@ -174,6 +174,10 @@ class Engine:
         self._cache = cache
         self._sessions: OrderedDict[str, ort.InferenceSession] = OrderedDict()
         self._outputs: dict[str, list[str]] = {}  # output names by model CID (fixed by its bytes)
+        # models with operators whose state a session carries from run to run (random
+        # generators: nondeterminism.py): each of their sessions serves exactly one run
+        self._stateful: dict[str, bool] = {}
+        self._fresh: dict[str, list[ort.InferenceSession]] = {}  # built, not yet run
         self._lock = threading.Lock()
 
     @property
@@ -182,18 +186,58 @@ class Engine:
         return identity()
 
     def session(self, model: str, load: Callable[[], bytes]) -> ort.InferenceSession:
-        """The session for model CID ``model``; ``load`` returns the (checked) bytes if needed."""
+        """The session for model CID ``model``; ``load`` returns the (checked) bytes if needed.
+
+        A model whose operators keep state across runs (a random generator advances on every
+        call) gets a new session here, set aside for the next :meth:`run`, which uses it once:
+        an answer never depends on the requests before it."""
+        return self._session(model, load, set_aside=True)
+
+    def _session(
+        self, model: str, load: Callable[[], bytes], *, set_aside: bool
+    ) -> ort.InferenceSession:
         with self._lock:
             found = self._sessions.get(model)
             if found is not None:
                 self._sessions.move_to_end(model)
                 return found
-        created = load_session(load(), self.threads)
+        data = load()
+        stateful = self._stateful.get(model)
+        if stateful is None:
+            from verinfer.engine.nondeterminism import (  # noqa: PLC0415 - needs onnx's parser
+                nondeterministic_operators_of,
+            )
+
+            try:
+                stateful = bool(nondeterministic_operators_of(data))
+            except ValueError as exc:
+                raise InputError(f"ONNX Runtime cannot load the model: {exc}") from exc
+            with self._lock:
+                if len(self._stateful) > 4096:
+                    self._stateful.clear()
+                self._stateful[model] = stateful
+        created = load_session(data, self.threads)
         with self._lock:
-            self._sessions[model] = created
-            while len(self._sessions) > self._cache:
-                self._sessions.popitem(last=False)
+            if not stateful:
+                self._sessions[model] = created
+                while len(self._sessions) > self._cache:
+                    self._sessions.popitem(last=False)
+            elif set_aside:
+                if model not in self._fresh and len(self._fresh) >= self._cache:
+                    self._fresh.clear()  # sessions nobody ran: built again when asked
+                spare = self._fresh.setdefault(model, [])
+                if len(spare) < 4:  # for the runs that asked for it first (Node._compute)
+                    spare.append(created)
         return created
+
+    def _for_run(self, model: str, load: Callable[[], bytes]) -> ort.InferenceSession:
+        """A session for one run: the cached one, or for a stateful model one never run."""
+        with self._lock:
+            if self._stateful.get(model):
+                spare = self._fresh.get(model)
+                if spare:
+                    return spare.pop()  # taken under the lock: no other run gets it
+        return self._session(model, load, set_aside=False)
 
     def run(
         self,
@@ -204,7 +248,7 @@ class Engine:
         timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the model on named inputs; return its named outputs."""
-        session = self.session(model, load)
+        session = self._for_run(model, load)
         limit = self.timeout if timeout is None else timeout
         options = ort.RunOptions()
         ticket = _WATCHDOG.arm(limit, options)

@@ -250,9 +250,22 @@ def _check_facts(body: Mapping[str, Any]) -> None:
         raise bad("operators")
     if not all(isinstance(tag, str) and _VERSION.fullmatch(tag) for tag in body["tags"]):
         raise bad("tags")
-    if body["determinism"].get("bit_identical") not in (True, False, None):
+    determinism = body["determinism"]
+    if set(determinism) - _DETERMINISM or determinism.get("bit_identical") not in (
+        True,
+        False,
+        None,
+    ):
         raise bad("determinism")
-    tolerance = body["determinism"].get("tolerance")
+    found = determinism.get("nondeterministic", [])
+    if (
+        not isinstance(found, list)
+        or not all(isinstance(op, str) for op in found)
+        or found != sorted(set(found))
+        or (found and determinism.get("bit_identical") is not False)
+    ):  # a model with a random operator is never bit-reproducible, whatever a probe saw
+        raise bad("determinism")
+    tolerance = determinism.get("tolerance")
     if tolerance is not None and not (
         isinstance(tolerance, dict)
         and isinstance(tolerance.get("abs"), int | float)
@@ -265,6 +278,11 @@ def _check_facts(body: Mapping[str, Any]) -> None:
         raise bad("determinism")
 
 
+# what ``determinism`` may hold (PROTOCOL.md §8); ``nondeterministic`` is absent only in
+# manifests written before it existed, and verifiers recompute it from the model's bytes anyway
+_DETERMINISM = frozenset(
+    {"bit_identical", "nondeterministic", "runs", "threads", "seed", "engine", "error", "tolerance"}
+)
 _FACTS = (
     "size",
     "format",

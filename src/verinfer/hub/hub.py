@@ -479,22 +479,16 @@ class Hub:
         that extend its repository's history.
 
         (1) The manifest verifies and its model is stored here; (2) the hub's own analysis of
-        the model accepts it and agrees with the manifest on every fact but the determinism
-        verdict (which depends on the publisher's engine); (3) the changes extend this hub's
-        history of the repository, signed by the pinned owner key, and the first of them
-        publishes this manifest.
+        the model accepts it and agrees with the manifest on every fact, the determinism
+        verdict included, and a declared tolerance is the one this hub's calibration measured
+        (:meth:`_check_facts`); (3) the changes extend this hub's history of the repository,
+        signed by the pinned owner key, and the first of them publishes this manifest.
         """
         manifest = Manifest.from_bytes(manifest_data)
         owner, _ = check_repository(manifest.repository)
         if not self.blobs.has(manifest.model):
             raise NotFound(f"model {manifest.model!r} is not stored here: upload it first")
-        facts = self.analyse(manifest.model)
-        for key, value in facts.items():
-            if key != "determinism" and manifest.body.get(key) != value:
-                raise VerificationError(
-                    f"the manifest says {key} = {manifest.body.get(key)!r}, but the model has "
-                    f"{value!r}"
-                )
+        self._check_facts(manifest)
         history = self._history_or_empty(manifest.repository)
         pinned = self.pinned_owner(owner)
         full = verify_history(
@@ -514,6 +508,64 @@ class Hub:
             raise InputError("publish one version per request")
         self._commit(manifest.repository, owner, full.owner, new, manifest)
         return manifest
+
+    def _check_facts(self, manifest: Manifest, *, pulled: bool = False) -> None:
+        """The manifest states what this hub's own analysis of the model finds; raise
+        :class:`VerificationError` naming the first field that differs.
+
+        Every fact but ``determinism`` must be equal. Of ``determinism``, ``engine`` names the
+        engine that probed the model for the publisher and may differ (another runtime version
+        or kernel class); the verdict (``bit_identical``, ``nondeterministic``, the probe's
+        ``seed``, ``runs`` and ``threads``, whether it failed with an ``error``) may not: a
+        node must never host, as bit-reproducible, a model its own probe finds otherwise. A
+        declared ``tolerance`` must be exactly what this hub's calibration measured (it is
+        deterministic on one pair of kernel classes); calibration runs qemu for minutes, so it
+        is not started here: ``POST /v1/blobs/{cid}/analysis?calibrate=true`` (admin) first.
+        A pulled manifest's tolerance is compared only if this hub calibrated the model (a hub
+        of another kernel class cannot reproduce the measurement; see PROTOCOL.md §8).
+        """
+        body = manifest.body
+        facts = self.analyse(manifest.model)
+        for key, value in facts.items():
+            if key != "determinism" and body.get(key) != value:
+                raise VerificationError(
+                    f"the manifest says {key} = {body.get(key)!r}, but the model has {value!r}"
+                )
+        declared, measured = body["determinism"], facts["determinism"]
+        for key in ("bit_identical", "nondeterministic", "seed", "runs", "threads"):
+            if declared.get(key) != measured.get(key):
+                raise VerificationError(
+                    f"the manifest says determinism.{key} = {declared.get(key)!r}, but this "
+                    f"node's probe of the model found {measured.get(key)!r}"
+                )
+        if ("error" in declared) != ("error" in measured):
+            raise VerificationError(
+                f"the manifest says determinism.error = {declared.get('error')!r}, but this "
+                f"node's probe found {measured.get('error')!r}"
+            )
+        if not isinstance(declared.get("engine"), str):
+            raise VerificationError(
+                f"the manifest says determinism.engine = {declared.get('engine')!r}: not an "
+                "engine identity"
+            )
+        if "tolerance" not in declared:
+            return
+        own = self._tolerances.get(manifest.model)
+        if own is None:
+            if pulled:  # the publisher's signed claim, checked by the node it published through
+                return
+            raise VerificationError(
+                f"the manifest says determinism.tolerance = {declared['tolerance']!r}, but this "
+                f"node has not calibrated model {manifest.model!r}: ask it to first (POST "
+                f"/v1/blobs/{manifest.model}/analysis?calibrate=true, admin token)"
+            )
+        for key in sorted(set(own) | set(declared["tolerance"])):
+            if declared["tolerance"].get(key) != own.get(key):
+                raise VerificationError(
+                    f"the manifest says determinism.tolerance.{key} = "
+                    f"{declared['tolerance'].get(key)!r}, but this node's calibration measured "
+                    f"{own.get(key)!r}"
+                )
 
     def _analyse(self, model_cid: str) -> dict[str, Any]:
         with self._lock:
@@ -696,6 +748,9 @@ class Hub:
             raise VerificationError(f"manifest {manifest_cid!r} does not belong to {repository!r}")
         if not self.blobs.has(manifest.model) or not _intact(self.blobs, manifest.model):
             source.copy_blob(manifest.model, self.blobs, progress)
+        # the model is as hostile as an upload, and the facts are the publisher's word: the
+        # same checks as a publication here (once per model: the analysis is cached)
+        self._check_facts(manifest, pulled=True)
         new = list(history.changes[len(local.changes) :])
         for change in new:
             self.blobs.put(change.data)

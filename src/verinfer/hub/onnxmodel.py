@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from verinfer import cid, engine
+from verinfer.engine.nondeterminism import nondeterministic_operators_of
 from verinfer.errors import InputError
 
 __all__ = [
@@ -224,16 +225,26 @@ def _probe_input(spec: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
 
 
 def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run the model on seeded inputs, twice under each thread setting; compare the bytes.
+    """Find the operators whose output is not a function of their inputs (static analysis of
+    every graph, subgraph and local function), then run the model on seeded inputs, twice under
+    each thread setting, and compare the bytes.
 
-    The verdict records whether every run gave bit-identical outputs, and on what engine.
+    The verdict records those operators (``nondeterministic``), whether the model is
+    bit-reproducible (``bit_identical``: every run gave the same bytes and no such operator
+    exists; the probe's inputs may never reach a random branch, so the runs alone prove
+    nothing), and on what engine.
     """
+    try:
+        nondeterministic = nondeterministic_operators_of(data)
+    except ValueError as exc:
+        raise InputError(f"malformed ONNX model: {exc}") from exc
     rng = np.random.default_rng(PROBE_SEED)
     verdict: dict[str, Any] = {
         "engine": engine.identity(),
         "seed": PROBE_SEED,
         "threads": list(PROBE_THREADS),
         "runs": len(PROBE_THREADS) * PROBE_REPEATS,
+        "nondeterministic": nondeterministic,
     }
     digests = set()
     try:
@@ -254,10 +265,10 @@ def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, An
         raise
     except Exception as exc:  # the model loads but fails on plausible inputs
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        verdict["bit_identical"] = None
+        verdict["bit_identical"] = False if nondeterministic else None
         verdict["error"] = f"the probe could not run the model: {first}"
         return verdict
-    verdict["bit_identical"] = len(digests) == 1
+    verdict["bit_identical"] = len(digests) == 1 and not nondeterministic
     return verdict
 
 

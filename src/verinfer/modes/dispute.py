@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from verinfer import canonical, cid, merkle, note, tensors
+from verinfer.engine.nondeterminism import nondeterministic_operators
 from verinfer.engine.trace import Leaf, Steps, Trace, bound, run_step
 from verinfer.errors import InputError, VerificationError
 from verinfer.verify.bundle import Bundle, window_of
@@ -737,6 +738,12 @@ def _receipts(
         steps = Steps(model)
     elif steps.cid != receipt["model"]:
         raise InputError("these model bytes are not the disputed receipt's model")
+    random = nondeterministic_operators(steps.proto)  # a step that draws at random has no
+    if random:  # correct output to judge it by: such a model is never disputed
+        raise InputError(
+            f"the model has operators whose output is not a function of their inputs "
+            f"({', '.join(random)}): its answers are never disputed"
+        )
     digests = {name: tensors.digest(value) for name, value in inputs.items()}
     if tensors.map_digest_of(digests) != receipt["inputs"]:
         raise InputError("these inputs are not the disputed receipt's: their digest differs")

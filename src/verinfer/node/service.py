@@ -222,6 +222,7 @@ class Node:
         self.engine = engine or Engine()
         self.max_input_bytes = max_input_bytes
         self._manifests: dict[str, Manifest] = {}  # by manifest CID: immutable
+        self._random_operators: dict[str, list[str]] = {}  # by model CID, see _check_judgeable
         self._names: dict[str, tuple[str | None, str]] = {}  # ref -> (history head, manifest)
         self._lock = threading.Lock()
         self._fetching = threading.Lock()
@@ -409,6 +410,7 @@ class Node:
         """Resolve, check, run, digest (on a worker, or a blocking caller's own thread); the
         receipt's bytes go to the log."""
         manifest = self.resolve(model)
+        self._check_judgeable(manifest, mode)
         checked = tensors.validate(inputs, manifest.body["inputs"], max_bytes=self.max_input_bytes)
         # a large input is hashed on another core while ONNX Runtime runs (both release the GIL)
         large = sum(array.nbytes for array in checked.values()) >= _OVERLAP_BYTES
@@ -514,6 +516,31 @@ class Node:
         finally:
             self._zk_slot.release()
         return outputs, {"zk_addendum": addendum.cid, "zk_proof": proof.decode()}
+
+    def _check_judgeable(self, manifest: Manifest, mode: str) -> None:
+        """Refuse ``replicated:K`` and ``optimistic`` for a model with operators whose output
+        is not a function of their inputs (found here, from the bytes): bitwise agreement and
+        disputes would judge answers that no honest re-run has to reproduce."""
+        if replicas_of(mode) == 1 and window_of(mode, receipt=False) is None:
+            return
+        found = self._random_operators.get(manifest.model)
+        if found is None:
+            from verinfer.engine.nondeterminism import (  # noqa: PLC0415 - onnx's parser
+                nondeterministic_operators_of,
+            )
+
+            try:
+                found = nondeterministic_operators_of(self._model_bytes(manifest))
+            except ValueError as exc:
+                raise StorageError(f"model {manifest.model!r} does not parse here: {exc}") from exc
+            self._random_operators[manifest.model] = found
+        if found:
+            raise InputError(
+                f"mode {mode!r} is refused for {manifest.repository}@{manifest.version}: the "
+                f"model has operators whose output is not a function of their inputs "
+                f"({', '.join(found)}), so its answers can be neither compared bit for bit nor "
+                "disputed; ask for attested"
+            )
 
     def _model_bytes(self, manifest: Manifest) -> bytes:
         try:

@@ -164,6 +164,16 @@ def _dispute(document: dict[str, Any], model: bytes | None) -> str:
     )
 
 
+def _nondeterministic(model: bytes) -> list[str]:
+    """The model's random operators, by static analysis (imports onnx: only judging needs it)."""
+    from verinfer.engine.nondeterminism import nondeterministic_operators_of  # noqa: PLC0415
+
+    try:
+        return nondeterministic_operators_of(model)
+    except ValueError as exc:
+        raise VerificationError(f"cannot judge: {exc}") from exc
+
+
 def _npz(document: dict[str, Any], name: str) -> dict[str, Any]:
     try:
         raw = base64.b64decode(document[name], validate=True)
@@ -206,6 +216,12 @@ def _fraud(document: dict[str, Any], model: bytes | None) -> str:
         raise VerificationError("evidence does not verify: the inputs are not the receipt's")
     if tensors.map_digest(claimed) == receipt["outputs"]:
         raise VerificationError("evidence does not verify: its outputs are the receipt's")
+    random = _nondeterministic(model)  # from the bytes: the manifest's word is not enough
+    if random:
+        raise VerificationError(
+            f"cannot judge: the model has operators whose output is not a function of their "
+            f"inputs ({', '.join(random)}), so a different re-execution proves nothing"
+        )
     from verinfer import engine  # noqa: PLC0415 - only judging fraud runs a model
 
     here = engine.identity()
