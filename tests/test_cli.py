@@ -91,7 +91,7 @@ def test_demo_runs_a_devnet_end_to_end_and_stops_it(tmp_path: Path) -> None:
     assert "3 nodes stopped cleanly" in text
     # every node is down; what the demo saved verifies again, offline, from the command line
     for node in json.loads((network / "network.json").read_text())["nodes"]:
-        with pytest.raises(ProcessLookupError):
+        with pytest.raises(ProcessLookupError, match="No such process"):
             os.kill(node["pid"], 0)
     files = {name: str(network / name) for name in ("bundle.json", "trust.txt")}
     again = run(

@@ -625,19 +625,19 @@ def _leaves_ending_in(bad: object, size: int) -> list[object]:
 
 @pytest.mark.parametrize("bad", _BAD_LEAF_HASHES)
 def test_root_rejects_bad_leaf_hashes(bad: object) -> None:
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"^leaf hash 4 must be 32 bytes, got "):
         merkle.root(_leaves_ending_in(bad, 5))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("bad", _BAD_LEAF_HASHES)
 def test_inclusion_proof_rejects_bad_leaf_hashes(bad: object) -> None:
     # the bad hash is leaf 0's last audit-path sibling
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"^leaf hash 4 must be 32 bytes, got "):
         merkle.inclusion_proof(0, _leaves_ending_in(bad, 5))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("bad", _BAD_LEAF_HASHES)
 def test_consistency_proof_rejects_bad_leaf_hashes(bad: object) -> None:
     # the bad hash is the last hash of the proof from 1 to 5
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"^leaf hash 4 must be 32 bytes, got "):
         merkle.consistency_proof(1, _leaves_ending_in(bad, 5))  # type: ignore[arg-type]

@@ -54,16 +54,19 @@ def test_a_proof_verifies_and_binds_inputs_and_outputs(circuits: tuple[zk.Circui
     nudged = {"y": outputs["y"] + np.float32(2.0**-16)}  # within half a quantum: still refused
     with pytest.raises(VerificationError, match="not values the circuit produces"):
         _verify(circuit, proof, nudged)
-    odds = ({"y": np.full((1, 3), np.nan, np.float32)}, {"y": outputs["y"].reshape(3, 1)[:2]},
-            {"y": outputs["y"].astype(np.float64)})  # fmt: skip
-    for odd in odds:
-        with pytest.raises(VerificationError):
+    odds = (
+        ({"y": np.full((1, 3), np.nan, np.float32)}, r"shape \[1, 3\] .* or is not finite"),
+        ({"y": outputs["y"].reshape(3, 1)[:2]}, r"shape \[2, 1\] is not the circuit's \[1, 3\]"),
+        ({"y": outputs["y"].astype(np.float64)}, "not values the circuit produces"),
+    )
+    for odd, message in odds:
+        with pytest.raises(VerificationError, match=message):
             _verify(circuit, proof, odd)
     with pytest.raises(VerificationError, match="1 inputs and 1 outputs; 1 and 2"):
         zk.verify(proof, circuit.settings, circuit.vk, circuit.srs, [X["x"]],
                   [outputs["y"], outputs["y"]], allow_insecure_srs=True)  # fmt: skip
     truncated = proof[: len(proof) // 2]
-    with pytest.raises(VerificationError):
+    with pytest.raises(VerificationError, match="malformed proof or settings"):
         _verify(circuit, truncated, outputs)
 
 

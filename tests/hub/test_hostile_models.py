@@ -356,7 +356,7 @@ def test_probe_of_an_unallocatable_input_is_contained(sandbox: Sandbox) -> None:
     """The determinism probe cannot build such an input; the sandbox reports, it survives."""
     data = _huge_input_model()
     assert inspect_model(data)["inputs"][0]["shape"] == [1 << 40, 1 << 40]
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="declared inputs cannot be allocated: array is too big"):
         sandbox.call(analyse, data, cid.compute(data), Limits(), timeout=60, what="the model")
     assert sandbox.call(inspect_model, TINY, Limits(), timeout=60, what="tiny")["size"] == len(TINY)
 
@@ -364,7 +364,7 @@ def test_probe_of_an_unallocatable_input_is_contained(sandbox: Sandbox) -> None:
 def test_probe_of_an_unallocatable_input_is_refused_by_name() -> None:
     """Through the hub, the publisher sees ``unexpected ValueError: array is too big; ...``."""
     data = _huge_input_model()
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="declared inputs cannot be allocated: array is too big"):
         analyse(data, cid.compute(data), Limits())
 
 

@@ -147,9 +147,9 @@ def test_tiles_and_entry_bundles_follow_c2sp(log_location: str, signer: note.Sig
         assert [level1[i * 32 : (i + 1) * 32] for i in range(3)] == [
             merkle.root(hashes[i * 256 : (i + 1) * 256]) for i in range(3)
         ]
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFound, match=r"tile 0/3 of width 256 does not exist \(yet\)"):
             log.tile(0, 3)  # not full yet
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFound, match=r"tile 1/0 of width 4 does not exist \(yet\)"):
             log.tile(1, 0, 4)
         with pytest.raises(InputError, match="width"):
             log.tile(0, 0, 0)
@@ -161,7 +161,7 @@ def test_tiles_and_entry_bundles_follow_c2sp(log_location: str, signer: note.Sig
             position += 2 + length
         assert decoded == entries_for(768, 17)
         assert len(log.entry_bundle(0)) == sum(2 + len(e) for e in entries_for(0, 256))
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFound, match=r"entry bundle 3 of width 18 does not exist \(yet\)"):
             log.entry_bundle(3, 18)
 
 

@@ -510,19 +510,19 @@ def test_a_changed_verdict_is_refused(
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "error"),
     [
-        lambda b: b.update(rounds=["x"]),
-        lambda b: b.update(rounds=[{"step": [], "agree": True}]),
-        lambda b: b.update(judgement="x"),
-        lambda b: b.update(openings={"defendant": 3}),
-        lambda b: b["judgement"].update(step="x"),
+        (lambda b: b.update(rounds=["x"]), "malformed verdict: round 'x'"),
+        (lambda b: b.update(rounds=[{"step": [], "agree": True}]), "malformed verdict: round {"),
+        (lambda b: b.update(judgement="x"), "malformed verdict: judgement"),
+        (lambda b: b.update(openings={"defendant": 3}), "judgement is not what its reveal gives"),
+        (lambda b: b["judgement"].update(step="x"), "judgement is not what its reveal gives"),
     ],
 )
 def test_a_malformed_verdict_is_refused_not_crashed_on(
-    squeezenet: Setup, verdict: Verdict, change: Callable[[dict[str, Any]], None]
+    squeezenet: Setup, verdict: Verdict, change: Callable[[dict[str, Any]], None], error: str
 ) -> None:
-    with pytest.raises(VerificationError):
+    with pytest.raises(VerificationError, match=error):
         verify_verdict(_resealed(verdict, change, squeezenet.referee), model=squeezenet.model)
 
 

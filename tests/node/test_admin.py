@@ -104,7 +104,7 @@ def test_only_unpublished_blobs_can_be_deleted(served: Served) -> None:
     published = served.node.hub.resolve("alice/iris")
     with Client(served.url, admin_token=_token(served)) as admin:
         admin.delete_blob(unpublished)
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFound, match=f"no blob '{unpublished}'"):
             admin.blob(unpublished)
         with pytest.raises(NotFound, match="no blob"):
             admin.delete_blob(unpublished)
@@ -210,7 +210,9 @@ def test_a_failed_upload_leaves_nothing_behind(served: Served) -> None:
         time.sleep(0.05)
     assert leftovers == []
     assert served.node.hub.unpublished() == []
-    with pytest.raises(LimitExceeded):
+    with pytest.raises(
+        LimitExceeded, match=f"holds 0 bytes of unpublished uploads and its quota is {QUOTA}"
+    ):
         served.node.hub.make_room(QUOTA + 1, quota=QUOTA, max_age=3600)
 
 

@@ -102,13 +102,13 @@ def test_an_audit_convicts_a_lying_node_and_clears_an_honest_one(
     assert honest_answer.verdict == "ok"
     # the evidence cannot be bent: other outputs, another model, a forged receipt
     bent = dict(evidence, outputs=evidence["inputs"])
-    with pytest.raises(VerificationError):
+    with pytest.raises(VerificationError, match=r"neither the receipt's .* nor the evidence's"):
         verify_evidence(json.dumps(bent), model=MODEL)
     with pytest.raises(VerificationError, match="step 3"):
         verify_evidence(json.dumps(evidence), model=MODEL + b"\x00")
     forged = json.loads(json.dumps(evidence))
     forged["bundle"]["receipt"] = forged["bundle"]["receipt"].replace('"time":"', '"time":"1', 1)
-    with pytest.raises(VerificationError):
+    with pytest.raises(VerificationError, match="malformed receipt: time '12"):
         verify_evidence(json.dumps(forged), model=MODEL)
     # offline, from the command line
     path, model = tmp_path / "fraud.json", tmp_path / "iris.onnx"
