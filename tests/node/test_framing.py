@@ -380,3 +380,23 @@ def test_a_node_does_not_pull_a_forged_verdict_from_a_peer(framed: Framed) -> No
     finally:
         served.stop()
         fetcher.close()
+
+
+def test_a_tolerance_other_than_the_measured_one_is_refused(framed: Framed) -> None:
+    """Once this node calibrated the model (admin), a declared tolerance must be exactly what it
+    measured: 1e300 is refused naming the field, the measured one is published."""
+    model = _graph_model([helper.make_node("Sigmoid", ["x"], ["y"])])
+    admin = {"authorization": f"Bearer {framed.victim.node.admin_token}"}
+    with httpx.Client(base_url=framed.victim.url, timeout=900) as http:
+        model_cid = http.put("/v1/blobs", content=model).json()["cid"]
+        measured = http.post(f"/v1/blobs/{model_cid}/analysis", params={"calibrate": "true"},
+                             headers=admin)  # fmt: skip
+        assert measured.status_code == 200, measured.text
+    tolerance = measured.json()["determinism"]["tolerance"]
+    answer = _publish_over_http(framed.victim.url, model, "alice/calibrated", framed.alice,
+                                tolerance={**tolerance, "abs": 1e300})  # fmt: skip
+    assert answer.status_code == 422, answer.text
+    assert "determinism.tolerance.abs = 1e+300" in answer.json()["message"]
+    answer = _publish_over_http(framed.victim.url, model, "alice/calibrated", framed.alice,
+                                tolerance=tolerance)  # fmt: skip
+    assert answer.status_code == 200, answer.text
