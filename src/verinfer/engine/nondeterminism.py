@@ -71,7 +71,7 @@ def _dropout_trains(graph: onnx.GraphProto, node: onnx.NodeProto, opset: int) ->
         return not _constant_false(graph, node.input[2])
     for attribute in node.attribute:  # opsets 1-6: is_test (0, the default, is training)
         if attribute.name == "is_test":
-            return attribute.i == 0
+            return bool(attribute.i == 0)
     return opset < 7
 
 
