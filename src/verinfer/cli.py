@@ -21,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from verinfer import canonical, cid, devnet, examples, keys, merkle, note, tensors
-from verinfer.client import Client, Network, Publishers, connect
+from verinfer.client import Client, Network, connect
 from verinfer.engine import DEFAULT_RUN_MEMORY
 from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub import Hub, Manifest
@@ -618,50 +618,6 @@ def node_delete_blob(
     out.print(f"deleted {blob}")
 
 
-auditors_app = typer.Typer(
-    help="Tokens of the auditors allowed to read this node's private tensors (DATA/auditors.json)."
-)
-node_app.add_typer(auditors_app, name="auditors")
-DataOption = Annotated[
-    Path | None, typer.Option(help="node data directory (default: $VERINFER_HOME/node)")
-]
-
-
-@auditors_app.command("add")
-def auditors_add(
-    name: Annotated[str, typer.Argument(help="the auditor's name (1-64 of A-Z a-z 0-9 . _ -)")],
-    data: DataOption = None,
-    replace: Annotated[bool, typer.Option(help="issue a new token for an existing name")] = False,
-) -> None:
-    """Issue a token that lets auditor NAME read the node's private tensors. The token is
-    printed once (only its SHA-256 is kept); a running node accepts it at once."""
-    from verinfer.node.access import Auditors  # noqa: PLC0415
-
-    token = Auditors(data or keys.home() / "node").add(name, replace=replace)
-    out.print(token, markup=False)
-    err.print(f"auditor {name!r}: give it this token (Authorization: Bearer); it is not kept")
-
-
-@auditors_app.command("remove")
-def auditors_remove(
-    name: Annotated[str, typer.Argument(help="the auditor's name")], data: DataOption = None
-) -> None:
-    """Revoke auditor NAME's token (a running node refuses it at once)."""
-    from verinfer.node.access import Auditors  # noqa: PLC0415
-
-    Auditors(data or keys.home() / "node").remove(name)
-    out.print(f"removed auditor {name!r}", markup=False)
-
-
-@auditors_app.command("list")
-def auditors_list(data: DataOption = None) -> None:
-    """The auditors holding a token (names only: the tokens are not kept)."""
-    from verinfer.node.access import Auditors  # noqa: PLC0415
-
-    names = Auditors(data or keys.home() / "node").names()
-    out.print("\n".join(names) if names else "(no auditors)", markup=False)
-
-
 # -- the local network --------------------------------------------------------------------------
 
 devnet_app = typer.Typer(help="A local network of nodes on loopback.")
@@ -748,59 +704,6 @@ def _read_trust(path: Path) -> list[str]:
     return found
 
 
-PublisherOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        help="a publisher vkey trusted for its owner (the key's name), repeatable: then names "
-        "resolve only to these keys (and only they endorse zk circuits)"
-    ),
-]
-KnownPublishersOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="without --publisher: pin each owner's key on first use in this file (default "
-        "$VERINFER_HOME/known_publishers.json) and refuse another key later"
-    ),
-]
-
-
-def _notice(line: str) -> None:
-    err.print(f"notice: {line}", markup=False, highlight=False)
-
-
-def _published(
-    bundle: Bundle, signed: bytes, publishers: Publishers, path: Path | None
-) -> tuple[str, list[str]]:
-    """(8) the receipt's signed manifest: the receipt names it, it is of the receipt's model,
-    and its publisher is a key trusted for its owner. Returns the step's line and those keys."""
-    receipt = bundle.receipt
-    where = repr(str(path)) if path is not None else "the zk materials' manifest"
-    if receipt["manifest"] is None:
-        raise VerificationError(
-            f"step 8 (publisher): the receipt names no manifest (the model was asked by CID), "
-            f"so {where} is not its manifest"
-        )
-    try:
-        cid.verify(str(receipt["manifest"]), signed)
-    except VerificationError:
-        raise VerificationError(
-            f"step 8 (publisher): {where} is not the receipt's manifest {receipt['manifest']}"
-        ) from None
-    found = Manifest.from_bytes(signed, receipt["manifest"])
-    if found.model != receipt["model"]:
-        raise VerificationError("step 8 (publisher): the receipt's manifest is of another model")
-    owner = found.repository.split("/")[0]
-    try:
-        publishers.check(owner, found.publisher, f"manifest {found.repository}@{found.version}")
-    except VerificationError as exc:
-        raise VerificationError(f"step 8 (publisher): {exc}") from exc
-    line = (
-        f"manifest {found.repository}@{found.version} of the receipt's model is published by a "
-        f"trusted key of owner {owner!r}"
-    )
-    return line, publishers.keys_for(owner, found.publisher)
-
-
 @app.command()
 def infer(  # noqa: PLR0917 - a typer command: its options
     model: Annotated[str, typer.Argument(help="owner/name[@version|tag], or a model CID")],
@@ -843,38 +746,22 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     zk_materials: Annotated[
         Path | None, typer.Option(help="zk: save the circuit materials here (files named by CID)")
     ] = None,
-    public_audit: Annotated[
-        bool,
-        typer.Option(
-            "--public-audit",
-            help="let anyone read the inputs and outputs to audit the answer (the receipt says "
-            "so); by default only you and the operator's auditors can",
-        ),
-    ] = False,
-    publisher: PublisherOption = None,
-    known_publishers: KnownPublishersOption = None,
 ) -> None:
     """Run a model (on a node, a network, or in process) and write its outputs and bundle.
 
-    Answers from a node or a network are verified before anything is written; a name resolves
-    only to a publisher key you trust for its owner (--publisher, or pinned on first use).
+    Answers from a node or a network are verified before anything is written.
     """
-    audit_choice = "public" if public_audit else "private"
     given = _read_tensors(inputs, "inputs")
     if quorum and (witnesses is None or (node is None and network is None)):
         raise InputError("--quorum needs --witnesses FILE and a --node or --network")
     if node is not None or network is not None:
-        options: dict[str, Any] = {
-            "trusted_publishers": publisher or (),
-            "known_publishers": known_publishers,
-            "on_pin": _notice,
-        }
+        options: dict[str, Any] = {}
         if node is not None:  # the zero-knowledge SRS policy (networks take the default)
-            options |= {"allow_insecure_srs": allow_insecure_srs, "trusted_srs": trusted_srs or []}
+            options = {"allow_insecure_srs": allow_insecure_srs, "trusted_srs": trusted_srs or []}
         with connect(node or network, **options) as remote:  # type: ignore[arg-type]
             waiting = err.status("proving…") if mode == "zk" else contextlib.nullcontext()
             with waiting:  # a zk proof takes seconds to minutes
-                answer = remote.infer(model, given, mode=mode, nonce=nonce, audit=audit_choice)
+                answer = remote.infer(model, given, mode=mode, nonce=nonce)
             result_bundle = answer.bundle
             if zk_materials is not None and isinstance(remote, Client) and mode == "zk":
                 zk_materials.mkdir(parents=True, exist_ok=True)
@@ -897,7 +784,7 @@ def infer(  # noqa: PLR0917 - a typer command: its options
             _hub(hub) as store,
             Node(data or keys.home() / "node", hub=store) as local,
         ):
-            result = local.infer(model, given, mode=mode, nonce=nonce, audit=audit_choice)
+            result = local.infer(model, given, mode=mode, nonce=nonce)
         outputs_got, result_bundle, signer_vkey = result.outputs, result.bundle, local.vkey
     bundle.write_text(result_bundle.to_json() + "\n")
     if outputs is not None:
@@ -938,15 +825,10 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     allow_insecure_srs: Annotated[
         bool, typer.Option(help="zk: accept an SRS that is not trusted (development only)")
     ] = False,
-    manifest: Annotated[
-        Path | None,
-        typer.Option(
-            help="the receipt's signed manifest: check it names the receipt's model and is "
-            "signed by a publisher key trusted for its owner (zk: taken from --zk-materials)"
-        ),
+    publisher: Annotated[
+        list[str] | None,
+        typer.Option(help="zk: a publisher vkey trusted to endorse circuits (repeatable)"),
     ] = None,
-    publisher: PublisherOption = None,
-    known_publishers: KnownPublishersOption = None,
 ) -> None:
     """Verify a proof bundle offline. Exit 0 if valid, 1 with the failed step if not."""
     trusted = _read_trust(trust)
@@ -963,22 +845,6 @@ def verify(  # noqa: PLR0917 - a typer command: its options
             model_bytes = model.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read model {str(model)!r}: {exc.strerror}") from exc
-    materials = (
-        {path.name: path.read_bytes() for path in zk_materials.iterdir() if path.is_file()}
-        if zk_materials is not None
-        else None
-    )
-    signed = _read_file(manifest, "manifest") if manifest is not None else None
-    if signed is None and materials is not None:
-        signed = materials.get(str(parsed.receipt["manifest"]))
-    if signed is None and (publisher or known_publishers):
-        raise InputError("--publisher and --known-publishers check the receipt's manifest: give "
-                         "--manifest FILE (or --zk-materials DIR holding it)")  # fmt: skip
-    publishers = Publishers(publisher or (), known=known_publishers, notify=_notice)
-    endorsers: list[str] = []
-    published = None
-    if signed is not None:
-        published, endorsers = _published(parsed, signed, publishers, manifest)
     verify_bundle(
         parsed,
         trusted,
@@ -989,13 +855,15 @@ def verify(  # noqa: PLR0917 - a typer command: its options
         report=lambda line: out.print(f"[green]✓[/] {line}"),
         witnesses=_read_trust(witnesses) if witnesses else (),
         quorum=quorum,
-        zk_materials=materials,
-        zk_publishers=endorsers,
+        zk_materials=(
+            {path.name: path.read_bytes() for path in zk_materials.iterdir() if path.is_file()}
+            if zk_materials is not None
+            else None
+        ),
+        zk_publishers=publisher or (),
         trusted_srs=trusted_srs or (),
         allow_insecure_srs=allow_insecure_srs,
     )
-    if published is not None:
-        out.print(f"[green]✓[/] 8. {published}", highlight=False)
     out.print(
         f"[green]valid[/]: {parsed.receipt['mode']} answer of model {parsed.receipt['model']}"
     )
@@ -1099,31 +967,16 @@ def audit(  # noqa: PLR0917 - a typer command: its options
     submit: Annotated[
         bool, typer.Option(help="submit fraud evidence to every node of the network")
     ] = False,
-    tokens: Annotated[
-        Path | None,
-        typer.Option(
-            help='auditor tokens, a JSON file {"<node url>": "<token>"} (mode 0600): without '
-            "one a node's private receipts are skipped, not audited"
-        ),
-    ] = None,
 ) -> None:
-    """Re-execute a random share of the nodes' new log entries; write fraud evidence.
-
-    Without an auditor token for a node, only its public receipts (the requester allowed a
-    public audit) are re-executed."""
+    """Re-execute a random share of the nodes' new log entries; write fraud evidence."""
     import time  # noqa: PLC0415
 
-    from verinfer.audit import Auditor, read_tokens  # noqa: PLC0415 - runs models: lazy
+    from verinfer.audit import Auditor  # noqa: PLC0415 - runs models: lazy
 
     nodes = [(str(n["url"]), str(n["vkey"])) for n in devnet.read_file(network)]
-    given = read_tokens(tokens) if tokens is not None else {}
     table = Table("node", "entry", "verdict", "detail", title="audit findings")
     frauds = 0
-    try:
-        auditor = Auditor(nodes, rate, tokens=given)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
-    with auditor:
+    with Auditor(nodes, rate) as auditor:
         for number in range(rounds):
             if number:
                 time.sleep(interval)
@@ -1142,11 +995,9 @@ def audit(  # noqa: PLR0917 - a typer command: its options
                                 httpx.post(f"{url}/v1/evidence", json=finding.evidence, timeout=60)
                 table.add_row(finding.node.split("+", 1)[0], str(finding.index),
                               finding.verdict, detail)  # fmt: skip
-        audited, private = auditor.audited, auditor.private
+        audited = auditor.audited
     out.print(table)
     out.print(f"re-executed {audited} entries at rate {rate}; {frauds} frauds found")
-    if private:
-        out.print(f"{private} sampled entries were private (no auditor token): not audited")
 
 
 def main() -> None:

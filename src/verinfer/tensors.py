@@ -28,6 +28,8 @@ from verinfer.errors import InputError
 
 __all__ = [
     "DTYPES",
+    "MAX_NPZ_DIRECTORY",
+    "MAX_NPZ_MEMBERS",
     "decode_binary",
     "decode_json",
     "deviation",
@@ -57,6 +59,9 @@ DTYPES = (
 _TENSOR_DOMAIN = b"verinfer/tensor/v1\x00"
 _MAP_DOMAIN = b"verinfer/tensors/v1\x00"
 _MAX_RANK = 32
+_MAX_EXTENT = 2**63 - 1  # bytes an array's dims (zeros left out) may span: numpy's intp
+MAX_NPZ_MEMBERS = 1024  # tensors in one .npz
+MAX_NPZ_DIRECTORY = 1 << 20  # bytes of an .npz's zip directory (at least 46 per member)
 _DIGEST_PREFIX = "sha256:"
 
 
@@ -143,6 +148,25 @@ def _shape(value: object, name: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _check_extent(name: str, shape: tuple[int, ...], itemsize: int) -> None:
+    """Refuse a shape no array can have: numpy (like every 64-bit runtime) needs the product of
+    the dims, zeros left out, times the element size to fit in a signed 64-bit byte count, so
+    ``[0, 2**70]`` holds no data and still cannot be made (nor digested: dims are u64)."""
+    extent = itemsize
+    for dim in shape:
+        if dim < 0:  # only an .npy header can say so: the JSON form is checked before
+            raise InputError(
+                f"tensor {name!r}: malformed .npy/.npz data: shape {list(shape)} has a "
+                "negative dim"
+            )
+        extent *= max(dim, 1)
+        if extent > _MAX_EXTENT:
+            raise InputError(
+                f"tensor {name!r}: shape {list(shape)} is too large to represent (its dims, "
+                f"zeros left out, times the {itemsize}-byte element exceed 2**63 - 1 bytes)"
+            )
+
+
 def decode_json(value: object, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Named tensors from their JSON form; raises :class:`InputError` naming the bad tensor."""
     if not isinstance(value, dict) or not value:
@@ -171,6 +195,7 @@ def decode_json(value: object, *, max_bytes: int | None = None) -> dict[str, np.
         total += size
         if max_bytes is not None and total > max_bytes:
             raise InputError(f"tensor {name!r}: the inputs exceed {max_bytes} bytes")
+        _check_extent(name, shape, np.dtype(dtype).itemsize)  # [0, 2**70]: no bytes, no array
         if "base64" in item:
             out[name] = _from_base64(name, item["base64"], dtype, shape, size)
         else:
@@ -277,6 +302,7 @@ def _read_npy(name: str, stream: IO[bytes], max_bytes: int | None) -> np.ndarray
             raise InputError(
                 f"tensor {name!r}: unsupported dtype {dtype.name!r}{why if dtype.hasobject else ''}"
             )
+        _check_extent(name, shape, dtype.itemsize)
         size = math.prod(shape) * dtype.itemsize
         if max_bytes is not None and size > max_bytes:
             raise InputError(f"tensor {name!r} declares {size} bytes, above {max_bytes}")
@@ -292,13 +318,34 @@ def _read_npy(name: str, stream: IO[bytes], max_bytes: int | None) -> np.ndarray
         raise InputError(f"tensor {name!r}: malformed .npy/.npz data: {exc}") from exc
 
 
+def _check_directory(data: bytes) -> None:
+    """Refuse an ``.npz`` whose zip directory is too large to read, before :mod:`zipfile`
+    reads it: opening an archive builds an object per directory entry, so a 63 MiB file that
+    lists 1.3M members took 19 s and 900 MB. The sizes come from zipfile's own end-of-archive
+    reader, so they describe the very directory it would read; it parses entries while fewer
+    than the declared directory size bytes were consumed, at least 46 per entry."""
+    end = zipfile._EndRecData(io.BytesIO(data))  # type: ignore[attr-defined]
+    if not end:
+        raise InputError("malformed .npy/.npz data: File is not a zip file")
+    entries = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+    size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    if entries > MAX_NPZ_MEMBERS:
+        raise InputError(f"the .npz lists {entries} members, above the limit of {MAX_NPZ_MEMBERS}")
+    if size > MAX_NPZ_DIRECTORY:
+        raise InputError(
+            f"the .npz's zip directory is {size} bytes, above the limit of {MAX_NPZ_DIRECTORY}"
+        )
+
+
 def decode_binary(
     data: bytes, *, name: str | None = None, max_bytes: int | None = None
 ) -> dict[str, np.ndarray]:
     """Named tensors from ``.npz`` bytes, or one ``.npy`` tensor called ``name``.
 
     Sizes declared in headers (and the uncompressed sizes of ``.npz`` members) count against
-    ``max_bytes`` before anything is read; pickles are never loaded.
+    ``max_bytes`` before anything is read, an ``.npz`` holds at most :data:`MAX_NPZ_MEMBERS`
+    members in a directory of at most :data:`MAX_NPZ_DIRECTORY` bytes, and pickles are never
+    loaded.
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise InputError(f"the tensor file is {len(data)} bytes, above the limit of {max_bytes}")
@@ -307,16 +354,23 @@ def decode_binary(
             raise InputError("a .npy file holds one unnamed tensor: give its input name")
         return {name: _read_npy(name, io.BytesIO(data), max_bytes)}
     arrays = {}
-    total = 0
     try:
+        _check_directory(data)
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            for info in archive.infolist():
+            members = archive.infolist()
+            if len(members) > MAX_NPZ_MEMBERS:
+                raise InputError(
+                    f"the .npz holds {len(members)} members, above the limit of {MAX_NPZ_MEMBERS}"
+                )
+            total = sum(info.file_size for info in members)  # declared: checked before reading
+            if max_bytes is not None and total > max_bytes:
+                raise InputError(
+                    f"the .npz declares {total} bytes of members, above the limit of {max_bytes}"
+                )
+            for info in members:
                 if not info.filename.endswith(".npy"):
                     raise InputError(f"member {info.filename!r} of the .npz is not a .npy")
                 key = info.filename.removesuffix(".npy")
-                total += info.file_size
-                if max_bytes is not None and total > max_bytes:
-                    raise InputError(f"the .npz holds more than {max_bytes} bytes: above the limit")
                 with archive.open(info) as member:
                     arrays[key] = _read_npy(key, member, max_bytes)
     except InputError:

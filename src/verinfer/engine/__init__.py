@@ -13,6 +13,7 @@ import functools
 import heapq
 import itertools
 import platform
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +25,7 @@ import onnxruntime as ort
 from verinfer.errors import InputError, LimitExceeded
 
 __all__ = [
+    "DEFAULT_RUN_MEMORY",
     "KERNEL_CLASSES",
     "OPTIMIZATION",
     "PROVIDER",
@@ -88,7 +90,43 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: warnings would go to stderr
+    if _ARENA:  # this process caps inference memory: every session draws from the shared arena
+        options.add_session_config_entry("session.use_env_allocators", "1")
+        # the weights stay outside it: the cap is on what a run allocates, not on the models kept
+        options.add_session_config_entry("session.use_device_allocator_for_initializers", "1")
     return options
+
+
+DEFAULT_RUN_MEMORY = 1 << 30
+_ARENA: list[int] = []  # the cap of this process's shared ONNX Runtime arena, once set
+_ARENA_LOCK = threading.Lock()
+_ARENA_FULL = re.compile(r"Available memory of (\d+) is smaller than requested bytes of (\d+)")
+
+
+def _share_arena(memory: int) -> None:
+    """Make every session this process builds from now on allocate its tensors from one ONNX
+    Runtime arena of at most ``memory`` bytes (an ``OrtArenaCfg`` with ``max_mem``, registered
+    with the environment). An allocation beyond it fails inside ONNX Runtime, before any memory
+    is taken: a requester-chosen ``ConstantOfShape`` took a node from 104 MB to 3.3 GB.
+
+    ONNX Runtime has one such arena per process (per device), shared by the runs in progress,
+    so the cap is one per process too."""
+    if memory < 1 << 20:
+        raise InputError(f"the inference memory limit must be at least 1 MiB, got {memory!r}")
+    with _ARENA_LOCK:
+        if _ARENA:
+            if _ARENA[0] != memory:
+                raise InputError(
+                    f"this process already caps inference memory at {_ARENA[0]} bytes; ONNX "
+                    f"Runtime shares one arena per process, so it cannot also be {memory}"
+                )
+            return
+        info = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        # -1: ONNX Runtime's defaults for the extend strategy, first chunk and dead bytes
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(memory, -1, -1, -1))
+        _ARENA.append(memory)
 
 
 def load_session(model: bytes, threads: int = 1) -> ort.InferenceSession:
@@ -160,17 +198,44 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
+def _over_memory(requested: int, cap: int) -> InputError | LimitExceeded:
+    """The refusal of a run the arena could not serve: one allocation above the whole cap can
+    never fit (400); otherwise the runs in progress hold the rest, and a retry may (503)."""
+    if requested > cap:
+        return InputError(
+            f"the model needs {requested} bytes at once on these inputs, above the node's "
+            f"inference memory limit of {cap} bytes (verinfer node start --max-run-memory)"
+        )
+    return LimitExceeded(
+        f"the run needed {requested} bytes more than the node's inference memory limit of "
+        f"{cap} bytes leaves free (shared by the runs in progress); retry"
+    )
+
+
 class Engine:
     """Runs models by CID with cached sessions; safe to call from many threads at once.
 
     ONNX Runtime releases the GIL inside ``run``, so concurrent requests use several cores.
-    ``timeout`` bounds each run: a run still going when it passes is terminated.
+    ``timeout`` bounds each run: a run still going when it passes is terminated. ``memory``
+    bounds the bytes of tensors the runs in progress allocate together (not the models'
+    weights): a run that needs more is refused (see :func:`_share_arena`; one value per process;
+    ``None``: no cap).
     """
 
-    def __init__(self, *, threads: int = 1, cache: int = 32, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        cache: int = 32,
+        timeout: float = 60.0,
+        memory: int | None = DEFAULT_RUN_MEMORY,
+    ) -> None:
         session_options(threads)  # validates
+        if memory is not None:
+            _share_arena(memory)
         self.threads = threads
         self.timeout = timeout
+        self.memory = memory
         self._cache = cache
         self._sessions: OrderedDict[str, ort.InferenceSession] = OrderedDict()
         self._outputs: dict[str, list[str]] = {}  # output names by model CID (fixed by its bytes)
@@ -251,6 +316,9 @@ class Engine:
         session = self._for_run(model, load)
         limit = self.timeout if timeout is None else timeout
         options = ort.RunOptions()
+        if _ARENA:  # give the arena's free regions back after each run: a large run's leftovers
+            # would otherwise count against the cap for the next one, which then could not fit
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         ticket = _WATCHDOG.arm(limit, options)
         try:
             values = session.run(None, {k: _native(v) for k, v in inputs.items()}, options)
@@ -258,6 +326,9 @@ class Engine:
             if options.terminate:
                 message = f"inference took more than {limit:g} s; it was stopped"
                 raise LimitExceeded(message) from exc
+            full = _ARENA_FULL.search(str(exc)) if _ARENA else None
+            if full is not None:
+                raise _over_memory(int(full[2]), _ARENA[0]) from exc
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"the model failed on these inputs: {first}") from exc
         finally:

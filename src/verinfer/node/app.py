@@ -6,13 +6,17 @@ store or capacity failure on the node's side); the message names the bad field o
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hmac
+import json
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -30,6 +34,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from verinfer import __version__, tensors
@@ -49,11 +54,29 @@ from verinfer.modes.dispute import MAX_DEADLINE, MIN_DEADLINE, decode_npz
 from verinfer.node.service import ADMIN_TOKEN_FILE, Node
 from verinfer.witness import Refusal
 
-__all__ = ["MAX_BODY_BYTES", "MAX_PENDING", "UPLOAD_QUOTA", "UPLOAD_TTL", "create_app", "serve"]
+__all__ = [
+    "BODY_TIMEOUT",
+    "HEADER_TIMEOUT",
+    "MAX_ANALYSES",
+    "MAX_BODY_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_PENDING",
+    "UPLOAD_QUOTA",
+    "UPLOAD_TTL",
+    "create_app",
+    "serve",
+    "timed_protocol",
+]
+
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 << 20
 _MAX_INT = 2**63 - 1  # what the stores can hold: larger indices are refused by validation
 MAX_PENDING = 256
+MAX_ANALYSES = 8  # model analyses (and publishes, which analyse) running or queued at once
+HEADER_TIMEOUT = 10.0  # seconds a request's head may take to arrive
+BODY_TIMEOUT = 30.0  # seconds a request's body may stall while the node reads it
+MAX_HEADER_BYTES = 64 << 10  # bytes of a request's head (request line and headers)
 _RAW_FROM = 256  # outputs of this many elements or more are answered as base64
 UPLOAD_QUOTA = 4 << 30  # bytes of unpublished uploads a node holds at most
 UPLOAD_TTL = 3600.0  # seconds an unpublished upload is kept when room is needed
@@ -90,6 +113,61 @@ _TEXT_BODY: dict[str, Any] = {
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+class _Busy(LimitExceeded):
+    """A lane is full: answered 503 with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Lane:
+    """Slow work on threads of its own, behind a bounded queue.
+
+    A model's analysis runs in the hub's sandbox, one at a time, for up to minutes. On the
+    thread pool every other route shares (40 threads), 45 analyses waiting for the sandbox held
+    every thread, and witnessing, gossip, the model list and blob reads stopped answering. A
+    lane runs its calls on ``workers`` threads of its own and admits at most ``limit`` of them
+    (running or queued); beyond that it refuses with 503 and ``Retry-After``.
+    """
+
+    def __init__(
+        self, what: str, *, workers: int, limit: int, retry_after: int, metric: str,
+        registry: CollectorRegistry,
+    ) -> None:  # fmt: skip
+        if limit < 1:
+            raise InputError(f"a queue of {what} must admit at least 1, got {limit!r}")
+        self.what, self.limit, self.retry_after = what, limit, retry_after
+        self.admitted = 0  # only touched on the event loop: no lock
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"verinfer-{metric}")
+        Gauge(metric, f"{what} running or queued", registry=registry).set_function(
+            lambda: self.admitted
+        )
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """``work()`` on the lane's threads; :class:`_Busy` if ``limit`` calls are in."""
+        if self.admitted >= self.limit:
+            raise _Busy(
+                f"{self.admitted} {self.what} are running or queued, the most this node "
+                f"takes at once; retry in {self.retry_after} s",
+                self.retry_after,
+            )
+        self.admitted += 1
+        try:
+            return await asyncio.wrap_future(self._executor.submit(work))
+        finally:
+            self.admitted -= 1
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        """The app's lifespan: when the server stops, what is queued is dropped (what runs
+        finishes on its own)."""
+        try:
+            yield
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class ChallengeRequest(BaseModel):
@@ -214,6 +292,8 @@ class _Guard:
 
         try:
             await self.app(scope, receive, counted)
+        except ClientDisconnect:  # gone (or cut off as too slow) while sending its body:
+            status = 499  # nobody to answer, nothing to log
         finally:
             route = getattr(scope.get("route"), "path", "other")
             self.requests.labels(route, str(status)).inc()
@@ -226,6 +306,7 @@ def create_app(
     max_pending: int = MAX_PENDING,
     upload_quota: int = UPLOAD_QUOTA,
     upload_ttl: float = UPLOAD_TTL,
+    max_analyses: int = MAX_ANALYSES,
 ) -> FastAPI:
     """The HTTP application serving ``node``.
 
@@ -234,11 +315,16 @@ def create_app(
 
     At most ``max_pending`` inferences are admitted at once (running or queued for the node's
     workers); beyond that the node answers 503 with ``Retry-After`` instead of queueing without
-    bound.
+    bound. Model analyses (and the publishes that analyse) run on a thread of their own, at most
+    ``max_analyses`` admitted at once, so that they never hold the threads every other route
+    shares (the witness, gossip, reads).
     """
     registry, requests, latency = _metrics(node)
     pending = 0
+    analyses = _Lane("model analyses", workers=1, limit=max_analyses, retry_after=5,
+                     metric="verinfer_analyses", registry=registry)  # fmt: skip
     app = FastAPI(
+        lifespan=analyses.lifespan,
         title="verinfer node",
         version=__version__,
         description="Verifiable inference: every answer carries a bundle anyone can check offline.",
@@ -249,6 +335,10 @@ def create_app(
 
     @app.exception_handler(Error)
     async def _verinfer_error(_: Request, exc: Error) -> JSONResponse:
+        if isinstance(exc, _Busy):
+            busy = _error(503, "over_limit", str(exc))
+            busy.headers["Retry-After"] = str(exc.retry_after)
+            return busy
         for kind, status, code in _STATUS:
             if isinstance(exc, kind):
                 return _error(status, code, str(exc))
@@ -301,7 +391,8 @@ def create_app(
         pending += 1
         try:
             started = time.perf_counter()
-            result = await node.ainfer(model, decode(), mode=mode, nonce=nonce)
+            inputs = await run_in_threadpool(decode)  # up to max_input_bytes: off the loop
+            result = await node.ainfer(model, inputs, mode=mode, nonce=nonce)
             latency.observe(time.perf_counter() - started)
         finally:
             pending -= 1
@@ -344,7 +435,7 @@ def create_app(
     admin = _admin_check(node)
     _add_log_routes(app, node)
     _add_trust_routes(app, node)
-    _add_hub_routes(app, node, admin, upload_quota, upload_ttl)
+    _add_hub_routes(app, node, admin, upload_quota, upload_ttl, analyses=analyses)
     _add_dispute_routes(app, node)
     _add_admin_routes(app, node, admin)
     return app
@@ -571,6 +662,8 @@ def _add_hub_routes(
     admin: Callable[..., Awaitable[None]],
     upload_quota: int,
     upload_ttl: float,
+    *,
+    analyses: _Lane,
 ) -> None:
     """The hub: models, manifests, repository histories, blobs, and publishing."""
 
@@ -641,7 +734,7 @@ def _add_hub_routes(
         """The hub's checks and probe of a stored model: the facts a manifest must state."""
         if calibrate:
             await admin(authorization)
-        facts: dict[str, Any] = await run_in_threadpool(
+        facts: dict[str, Any] = await analyses.run(
             lambda: node.hub.analyse(blob, calibrate=calibrate)
         )
         return facts
@@ -662,7 +755,8 @@ def _add_hub_routes(
         claimed = Manifest.from_bytes(manifest_data).repository
         if claimed != f"{owner}/{name}":  # checked before anything is accepted
             raise InputError(f"the manifest is for {claimed!r}, not {owner}/{name}")
-        manifest = await run_in_threadpool(node.hub.accept, manifest_data, change_data)
+        # accepting analyses the model (in the sandbox) unless it was analysed here already
+        manifest = await analyses.run(lambda: node.hub.accept(manifest_data, change_data))
         return {"manifest": manifest.cid, "model": manifest.model}
 
     @app.post("/v1/zk/addenda", openapi_extra=_TEXT_BODY)
@@ -685,12 +779,147 @@ def _add_hub_routes(
         return FileResponse(node.hub.blobs.path(blob), media_type="application/octet-stream")
 
 
-def serve(node: Node, *, host: str = "127.0.0.1", port: int = 8600) -> None:
+def _refusal(status: int, reason: str, message: str) -> bytes:
+    """A complete HTTP/1.1 error answer that closes the connection, written by the protocol
+    itself (no request reached the app)."""
+    body = json.dumps({"code": reason.lower().replace(" ", "_"), "message": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def timed_protocol(
+    *,
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol with the deadlines it lacks (it has only a keep-alive
+    timeout, armed after a response): a request's head must arrive within ``header_timeout``
+    seconds of its first byte (or of the connection, for the first request) and within
+    ``max_header_bytes``; a body must not stall for ``body_timeout`` seconds while the server
+    is reading it. A connection that misses one is answered 408 (or 431) and closed, so slow
+    clients cannot hold connections, and the memory of half-read requests, for ever.
+
+    The deadlines live in the protocol because no ASGI middleware sees a request before its
+    head is complete.
+    """
+    base: type[Any]
+    try:  # the parser uvicorn's "auto" picks: httptools if it is installed, else h11
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+
+        base = HttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools is a dependency
+        from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: PLC0415
+
+        base = H11Protocol
+
+    class Timed(base):  # type: ignore[misc]
+        _header_timer: asyncio.TimerHandle | None = None
+        _body_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._header_timer = self.loop.call_later(header_timeout, self._header_expired)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_timers()
+            super().connection_lost(exc)
+
+        def _cancel_timers(self) -> None:
+            for timer in (self._header_timer, self._body_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._header_timer = self._body_timer = None
+
+        def data_received(self, data: bytes) -> None:
+            before = self.cycle
+            if before is not None and before.more_body:  # a body arriving: not stalled
+                self._arm_body()
+            else:  # the head of a request (a new one on a kept-alive connection)
+                if self._header_timer is None:
+                    self._header_timer = self.loop.call_later(
+                        header_timeout, self._header_expired
+                    )
+                self._header_bytes += len(data)
+                if self._header_bytes > max_header_bytes:
+                    self._close(
+                        _refusal(431, "Request Header Fields Too Large",
+                                 f"a request's head may be at most {max_header_bytes} bytes")
+                    )  # fmt: skip
+                    return
+            super().data_received(data)
+            cycle = self.cycle
+            if self.transport.is_closing():
+                self._cancel_timers()
+            elif cycle is not before and cycle is not None:  # a head is complete
+                if self._header_timer is not None:
+                    self._header_timer.cancel()
+                self._header_timer, self._header_bytes = None, 0
+                if cycle.more_body:
+                    self._arm_body()
+            if cycle is not None and not cycle.more_body and self._body_timer is not None:
+                self._body_timer.cancel()  # the body is complete
+                self._body_timer = None
+
+        def _arm_body(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+            self._body_timer = self.loop.call_later(body_timeout, self._body_expired)
+
+        def _answering(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def _header_expired(self) -> None:
+            self._header_timer = None
+            if self.flow.read_paused:  # the server stopped reading (a pipelined request): the
+                self._header_timer = self.loop.call_later(header_timeout, self._header_expired)
+                return  # client is not the slow one
+            refusal = _refusal(
+                408, "Request Timeout",
+                f"a request's head must arrive within {header_timeout:g} s",
+            )  # fmt: skip
+            self._close(None if self._answering() else refusal)
+
+        def _body_expired(self) -> None:
+            self._body_timer = None
+            if self.flow.read_paused:  # the app has not asked for more yet: not the client
+                self._arm_body()
+                return
+            started = self.cycle is not None and self.cycle.response_started
+            refusal = _refusal(
+                408, "Request Timeout",
+                f"the request's body stalled for {body_timeout:g} s",
+            )  # fmt: skip
+            self._close(None if started else refusal)
+
+        def _close(self, answer: bytes | None) -> None:
+            self._cancel_timers()
+            if not self.transport.is_closing():
+                if answer is not None:
+                    self.transport.write(answer)
+                self.transport.close()
+
+    return Timed
+
+
+def serve(
+    node: Node,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8600,
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+) -> None:
     """Serve ``node`` until SIGINT or SIGTERM, then return so the caller can close it.
 
     uvicorn finishes in-flight requests, then re-raises the signal it caught; the handlers
     installed here receive it instead of the default one, which would kill the process before
-    the node commits its queue and closes its log.
+    the node commits its queue and closes its log. Slow clients are cut off (see
+    :func:`timed_protocol`).
     """
     caught: list[int] = []
 
@@ -700,7 +929,12 @@ def serve(node: Node, *, host: str = "127.0.0.1", port: int = 8600) -> None:
     previous = {sig: signal.signal(sig, note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         uvicorn.run(
-            create_app(node), host=host, port=port, log_level="warning", proxy_headers=False
+            create_app(node),
+            host=host,
+            port=port,
+            log_level="warning",
+            proxy_headers=False,
+            http=timed_protocol(header_timeout=header_timeout, body_timeout=body_timeout),
         )
     finally:
         for sig, handler in previous.items():
