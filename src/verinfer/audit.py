@@ -151,6 +151,11 @@ class Auditor:
             if manifest.model != receipt["model"]:
                 return Finding(vkey, index, "misreported", "the receipt's manifest is of "
                                "another model")  # fmt: skip
+        model = self._model(url, receipt["model"])  # judged nondeterministic before any tensor
+        drawn = self._nondeterministic(receipt["model"], model)  # from the bytes, not the manifest
+        if drawn:
+            return Finding(vkey, index, "incomparable", "the model has operators whose output "
+                           f"is not a function of their inputs ({', '.join(drawn)})")  # fmt: skip
         tolerance = None
         if receipt["engine"] != self._identity:  # another kernel class: only within a bound
             if manifest is not None:
@@ -162,11 +167,6 @@ class Auditor:
         inputs = tensors.decode_binary(inputs_npz, max_bytes=MAX_TENSOR_BYTES)
         if tensors.map_digest(inputs) != receipt["inputs"]:
             return Finding(vkey, index, "unavailable", "served inputs that are not the receipt's")
-        model = self._model(url, receipt["model"])
-        drawn = self._nondeterministic(receipt["model"], model)  # from the bytes, not the manifest
-        if drawn:
-            return Finding(vkey, index, "incomparable", "the model has operators whose output "
-                           f"is not a function of their inputs ({', '.join(drawn)})")  # fmt: skip
         outputs = self._engine.run(receipt["model"], lambda: model, inputs)
         if tensors.map_digest(outputs) == receipt["outputs"]:
             return Finding(vkey, index, "ok")

@@ -26,6 +26,7 @@ from onnx import TensorProto, helper
 from test_http import Served
 
 from verinfer import note, tensors
+from verinfer.audit import Auditor, Finding
 from verinfer.client import Network
 from verinfer.engine import Engine
 from verinfer.engine.nondeterminism import nondeterministic_operators
@@ -267,6 +268,33 @@ def test_framing_evidence_is_refused_offline_by_nodes_and_by_clients(framed: Fra
     network_file.write_text(json.dumps({"nodes": nodes}))
     with Network(network_file) as network:
         assert network.check_evidence() == {}
+
+
+def test_auditors_report_the_model_as_not_comparable(framed: Framed) -> None:
+    """An auditor re-running the node's answers about the model finds them ``incomparable``
+    (from the model's bytes, whatever the manifest says), never ``fraud``."""
+    for ref in (framed.legacy.cid, framed.honest.cid, framed.legacy.cid):
+        _answer(framed, ref)
+    framed.victim.node.archive.flush()
+    seen: list[Finding] = []
+    with Auditor([(framed.victim.url, framed.victim.node.vkey)], rate=1.0, seed=3) as auditor:
+        auditor.round(seen.append)
+    assert len(seen) >= 3
+    assert {finding.verdict for finding in seen} == {"incomparable"}
+    assert all("(RandomUniformLike)" in finding.detail for finding in seen)
+    assert all(finding.evidence is None for finding in seen)
+
+
+def test_manifests_state_the_operators_consistently(framed: Framed) -> None:
+    """A manifest naming random operators cannot claim bit-reproducibility, and its
+    ``determinism`` holds only the documented fields."""
+    facts = {key: framed.honest.body[key] for key in framed.honest.body}
+    with pytest.raises(VerificationError, match="malformed manifest: field 'determinism'"):
+        _forged(facts, "alice/x", framed.alice, bit_identical=True)
+    with pytest.raises(VerificationError, match="malformed manifest: field 'determinism'"):
+        _forged(facts, "alice/x", framed.alice, nondeterministic=["Z", "A"])
+    with pytest.raises(VerificationError, match="malformed manifest: field 'determinism'"):
+        _forged(facts, "alice/x", framed.alice, trusted=True)
 
 
 def test_the_node_refuses_modes_that_would_judge_the_model(framed: Framed) -> None:
