@@ -1,7 +1,8 @@
 """Replicated mode: K nodes of distinct operators answer the same request and must agree.
 
 Real nodes served by uvicorn on 127.0.0.1, one of them dishonest (it falsifies its outputs and
-signs them as if computed); the SDK, the HTTP API and the CLI."""
+signs them as if computed); the SDK, the HTTP API and the CLI. What the right answer is comes from
+ONNX Runtime run here directly (:func:`_truth`), never from one of the answers being judged."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import onnxruntime
 import pytest
 from test_http import IRIS, Served
 
@@ -27,10 +31,26 @@ from verinfer.verify import Bundle, verify_bundle
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
 
 
+def _truth(model: bytes, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The model's outputs from a plain ONNX Runtime session in this process: independent of
+    verinfer's engine and of every node, so a wrong answer they all share is still wrong."""
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(None, inputs), strict=True))
+
+
+def _same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> bool:
+    return got.keys() == expected.keys() and all(
+        got[name].dtype == expected[name].dtype and np.array_equal(got[name], expected[name])
+        for name in expected
+    )
+
+
 @dataclass
 class World:
     nodes: dict[str, Served]  # a, b, c honest; liar falsifies every answer
     tmp: Path
+    model: bytes  # the published iris model
 
     def network(self, *names: str, operators: dict[str, str] | None = None) -> Path:
         entries = []
@@ -64,14 +84,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         first = Node(tmp / "a", name="a.test")
         opened.append(first)
-        first.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+        model = sklearn_model("iris")
+        first.hub.publish(model, repository="alice/iris", version="1", signer=alice)
         nodes["a"] = Served(first)
         for name in ("b", "c", "liar"):  # they fetch the model from a, hash-checked
             node = Node(tmp / name, name=f"{name}.test", peers=[nodes["a"].url],
                         dishonest=1.0 if name == "liar" else 0.0)  # fmt: skip
             opened.append(node)
             nodes[name] = Served(node)
-        yield World(nodes, tmp)
+        yield World(nodes, tmp, model)
     finally:
         for served in nodes.values():
             served.stop()
@@ -85,7 +106,10 @@ def test_three_honest_nodes_agree_and_the_bundle_proves_it(world: World) -> None
     bundle = result.bundle
     nodes = [bundle.receipt["node"], *(r.receipt["node"] for r in bundle.replicas)]
     assert sorted(nodes) == sorted(world.vkeys("a", "b", "c"))
-    assert {r.receipt["outputs"] for r in bundle.replicas} == {bundle.receipt["outputs"]}
+    truth = _truth(world.model, {"X": IRIS})
+    assert _same(result.outputs, truth)
+    assert {r.receipt["outputs"] for r in bundle.replicas} == {tensors.map_digest(truth)}
+    assert bundle.receipt["outputs"] == tensors.map_digest(truth)
     lines: list[str] = []
     verify_bundle(
         Bundle.from_json(bundle.to_json()),
@@ -112,12 +136,13 @@ def test_a_dishonest_node_is_never_outvoted_into_a_verified_answer(world: World)
     for bundle in error.bundles:  # each one is validly signed and logged by its own node
         verify_bundle(bundle, world.vkeys("a", "b", "liar"), inputs={"X": IRIS})
     digests = {b.receipt["node"]: b.receipt["outputs"] for b in error.bundles}
-    assert digests[world.nodes["a"].node.vkey] == digests[world.nodes["b"].node.vkey]
-    assert digests[world.nodes["liar"].node.vkey] != digests[world.nodes["a"].node.vkey]
+    truth = tensors.map_digest(_truth(world.model, {"X": IRIS}))
+    assert digests[world.nodes["a"].node.vkey] == digests[world.nodes["b"].node.vkey] == truth
+    assert digests[world.nodes["liar"].node.vkey] != truth
 
 
 def test_with_a_liar_in_the_network_no_wrong_answer_is_ever_returned(world: World) -> None:
-    honest = None
+    truth = _truth(world.model, {"X": IRIS})
     outcomes = {"agreed": 0, "disagreed": 0}
     with Network(world.network("a", "b", "c", "liar")) as network:
         for _ in range(12):
@@ -127,8 +152,8 @@ def test_with_a_liar_in_the_network_no_wrong_answer_is_ever_returned(world: Worl
                 outcomes["disagreed"] += 1
                 continue
             outcomes["agreed"] += 1
-            honest = honest or result.bundle.receipt["outputs"]
-            assert result.bundle.receipt["outputs"] == honest
+            assert _same(result.outputs, truth)
+            assert result.bundle.receipt["outputs"] == tensors.map_digest(truth)
             liar = world.nodes["liar"].node.vkey
             assert liar not in [result.bundle.receipt["node"]] + [
                 r.receipt["node"] for r in result.bundle.replicas
