@@ -25,7 +25,7 @@ import pytest
 from onnx import TensorProto, helper
 from test_http import Served
 
-from verinfer import note, tensors
+from verinfer import cid, note, tensors
 from verinfer.audit import Auditor, Finding
 from verinfer.client import Network
 from verinfer.engine import Engine
@@ -405,6 +405,15 @@ def test_a_node_does_not_pull_a_forged_verdict_from_a_peer(framed: Framed) -> No
         assert answer.status_code == 404, answer.text
         assert "determinism.bit_identical" in answer.json()["message"]
         assert _infer(served.url, fetcher.vkey, "alice/framing@1").status_code == 200
+        # a model the fetcher's own checks refuse is a bad source too (tried like a liar: 404)
+        garbage = b"not an onnx model"
+        framed.victim.node.hub.blobs.put(garbage)
+        facts = {key: framed.honest.body[key] for key in framed.honest.body}
+        facts.update(size=len(garbage), model=cid.compute(garbage))
+        _commit(framed.victim.node, _forged(facts, "alice/garbage", framed.alice), framed.alice)
+        answer = _infer(served.url, fetcher.vkey, "alice/garbage@1")
+        assert answer.status_code == 404, answer.text
+        assert "malformed ONNX model" in answer.json()["message"]
     finally:
         served.stop()
         fetcher.close()

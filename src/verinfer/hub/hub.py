@@ -750,7 +750,10 @@ class Hub:
             source.copy_blob(manifest.model, self.blobs, progress)
         # the model is as hostile as an upload, and the facts are the publisher's word: the
         # same checks as a publication here (once per model: the analysis is cached)
-        self._check_facts(manifest, pulled=True)
+        try:
+            self._check_facts(manifest, pulled=True)
+        except InputError as exc:  # refused here: a bad source, like one that lies
+            raise VerificationError(f"the source's model of {repository!r}: {exc}") from exc
         new = list(history.changes[len(local.changes) :])
         for change in new:
             self.blobs.put(change.data)
