@@ -22,6 +22,7 @@ from verinfer.client import Client, Network
 from verinfer.errors import VerificationError
 from verinfer.examples import sklearn_model
 from verinfer.node import Node
+from verinfer.testing import FalsifyingEngine
 from verinfer.verify.evidence import verify_evidence
 
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
@@ -35,7 +36,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Ser
     honest = Node(tmp / "honest", name="honest.test")
     honest.hub.publish(MODEL, repository="alice/iris", version="1", signer=alice)
     a = Served(honest)
-    liar = Node(tmp / "liar", name="liar.test", peers=[a.url], dishonest=1.0)
+    liar = Node(tmp / "liar", name="liar.test", peers=[a.url], engine=FalsifyingEngine(share=1.0))
     b = Served(liar)
     try:
         yield a, b
@@ -160,7 +161,9 @@ def test_detection_rate_follows_one_minus_one_minus_pf_to_the_n(
     with probability (1 - p*f)^n."""
     _, liar = pair
     f, p, n, trials = 0.5, 0.3, 6, 40
-    liar.node.dishonest = f
+    lying = liar.node.engine
+    assert isinstance(lying, FalsifyingEngine)
+    lying.share = f
     caught = 0
     try:
         with Auditor([(liar.url, liar.node.vkey)], rate=p, seed=3) as auditor:
@@ -169,7 +172,7 @@ def test_detection_rate_follows_one_minus_one_minus_pf_to_the_n(
                 _ask(liar, n)
                 caught += any(x.verdict == "fraud" for x in auditor.round())
     finally:
-        liar.node.dishonest = 1.0
+        lying.share = 1.0
     expected = 1 - (1 - p * f) ** n
     spread = 4 * math.sqrt(expected * (1 - expected) / trials)
     assert abs(caught / trials - expected) <= spread, (caught, trials, expected)
