@@ -4,7 +4,8 @@ own data directory, key, log and HTTP server):
 1. a dishonest node (falsifies a share f of its answers, signing them as if computed) among
    honest ones: replicated:3 never returns a wrong answer as verified;
 2. audits at rate p convict it: the measured detection rate over many rounds of n requests
-   against the analytic 1 - (1 - p*f)^n;
+   against the analytic 1 - (1 - p*f)^n (an auditor the operator issued a token, so the
+   callers' private receipts are audited too);
 3. an equivocating log (one key, two histories shown to two witnesses) is caught by gossip.
 
 Usage: python scripts/fault-scenarios.py [--trials 30] [--rate 0.3] [--share 0.5] [--n 6]
@@ -30,8 +31,8 @@ from verinfer.audit import Auditor
 from verinfer.client import Client, Network
 from verinfer.errors import DisagreementError
 from verinfer.node import Node
+from verinfer.node.access import Auditors
 from verinfer.node.app import create_app
-from verinfer.testing import FalsifyingEngine
 from verinfer.verify.evidence import verify_evidence
 
 X = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
@@ -84,8 +85,8 @@ def dishonest(work: Path, args: argparse.Namespace, alice: note.Signer, model: b
     served = [Served(node) for node in honest]
     for node in honest[1:]:
         node.set_peers([served[0].url])
-    lying = FalsifyingEngine(share=args.share)  # test support: the node signs what it returns
-    liar = Served(Node(work / "liar", name="liar.test", peers=[served[0].url], engine=lying))
+    liar = Served(Node(work / "liar", name="liar.test", peers=[served[0].url],
+                       dishonest=args.share))  # fmt: skip
     everyone = [*served, liar]
     try:
         wrong = agreed = refused = 0
@@ -109,9 +110,12 @@ def dishonest(work: Path, args: argparse.Namespace, alice: note.Signer, model: b
 
         # -- 2. audits ------------------------------------------------------------------
         caught = 0
+        token = Auditors(liar.node.data).add("fault-scenarios", replace=True)
         with (
             Client(liar.url, trusted_vkeys=[liar.node.vkey]) as client,
-            Auditor([(liar.url, liar.node.vkey)], args.rate, seed=11) as auditor,
+            Auditor(
+                [(liar.url, liar.node.vkey)], args.rate, seed=11, tokens={liar.url: token}
+            ) as auditor,
         ):
             auditor.round()
             for trial in range(args.trials):

@@ -8,8 +8,15 @@ A mismatch on the same engine identity is **fraud evidence** anyone with the mod
 (:func:`verinfer.verify.evidence.verify_evidence`). A node that cannot serve the inputs of a
 receipt it logged is reported as a fault (``unavailable``); a receipt from another engine class
 is compared within the tolerance its manifest declares (``deviation`` beyond it), or reported
-``incomparable`` if none is declared. With dishonest share ``f`` of answers and rate ``p``, a
-node that answered ``n`` requests escapes ``n`` audits with probability ``(1 - p*f)**n``.
+``incomparable`` if none is declared.
+
+A receipt's tensors are its requester's data: a node serves them to anyone only if the receipt
+says ``"audit": "public"``, else only to the requester and to auditors its operator issued a
+token (``tokens``, by node URL, sent as ``Authorization: Bearer``). A refused public receipt is
+``unavailable`` (a fault); a refused private one is ``private``, not a fault, and not audited.
+With dishonest share ``f`` of the answers this auditor can read and rate ``p``, a node that
+answered ``n`` of them escapes with probability ``(1 - p*f)**n``: over public receipts for
+anyone, over all receipts for an auditor the operator authorized.
 """
 
 from __future__ import annotations
@@ -17,27 +24,52 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from verinfer import cid, engine, merkle, note, tensors
 from verinfer.engine.nondeterminism import nondeterministic_operators_of
-from verinfer.errors import Error, VerificationError
+from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.evidence import MAX_TENSOR_BYTES, fraud
 
-__all__ = ["Auditor", "Finding"]
+__all__ = ["Auditor", "Finding", "read_tokens"]
+
+
+def read_tokens(path: Path) -> dict[str, str]:
+    """Auditor tokens by node URL, from a JSON file ``{"<node url>": "<token>"}`` that only
+    its owner may read (mode 0600: the tokens open callers' private tensors)."""
+    try:
+        if path.stat().st_mode & 0o077:
+            raise InputError(f"token file {str(path)!r} is readable by others: chmod 600 it")
+        parsed = json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read token file {str(path)!r}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise InputError(f"token file {str(path)!r} is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict) or not all(
+        isinstance(url, str) and url.startswith(("http://", "https://"))
+        and isinstance(token, str) and token
+        for url, token in parsed.items()
+    ):  # fmt: skip
+        raise InputError(
+            f'token file {str(path)!r} must be an object {{"<node url>": "<token>", ...}}'
+        )
+    return {url.rstrip("/"): token for url, token in parsed.items()}
 
 
 @dataclass(frozen=True)
 class Finding:
     """The outcome of auditing one receipt: ``ok``, ``fraud`` (with ``evidence``),
     ``misreported`` (the receipt names another engine than the node runs, or a manifest of
-    another model), ``unavailable`` (the node did not serve what its receipt names),
+    another model), ``unavailable`` (the node did not serve what its receipt names: for a
+    public receipt, refusing this auditor counts), ``private`` (a private receipt whose tensors
+    this auditor may not read: not audited, not a fault),
     ``deviation`` (another kernel class, beyond the manifest's tolerance: no self-contained
     evidence) or ``incomparable`` (another kernel class, and no tolerance declared)."""
 
@@ -50,7 +82,8 @@ class Finding:
 
 class Auditor:
     """Audits the nodes ``(url, vkey)`` at ``rate`` (0..1); ``seed`` makes the sample
-    reproducible."""
+    reproducible. ``tokens`` maps a node URL to the auditor token its operator issued (or its
+    admin token): with one, the node's private receipts are audited too."""
 
     def __init__(
         self,
@@ -59,10 +92,15 @@ class Auditor:
         *,
         seed: int | None = None,
         timeout: float = 60.0,
+        tokens: Mapping[str, str] | None = None,
     ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"audit rate {rate!r} is not in [0, 1]")
         self.nodes = [(url.rstrip("/"), vkey) for url, vkey in nodes]
+        self._tokens = {url.rstrip("/"): token for url, token in (tokens or {}).items()}
+        unknown = sorted(set(self._tokens) - {url for url, _ in self.nodes})
+        if unknown:  # a token is sent only to the node it was issued for
+            raise ValueError(f"tokens for nodes not audited: {', '.join(unknown)}")
         self.rate = rate
         self._random = random.Random(seed)  # noqa: S311 - sampling, not secrecy
         self._sizes: dict[str, int] = {}  # vkey -> log size audited up to
@@ -72,7 +110,8 @@ class Auditor:
         self._engine = engine.Engine()
         self._identity = engine.identity()
         self._http = httpx.Client(timeout=timeout)
-        self.audited = 0
+        self.audited = 0  # entries judged (private ones this auditor may not read excluded)
+        self.private = 0  # sampled private entries this auditor was refused
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -86,13 +125,14 @@ class Auditor:
 
     def round(self, on_finding: Callable[[Finding], None] | None = None) -> list[Finding]:
         """Audit what every node logged since the last round; return the findings (not ``ok``
-        ones unless ``on_finding`` wants to see everything)."""
+        or ``private`` ones, counted in :attr:`private`, unless ``on_finding`` wants to see
+        everything)."""
         findings = []
         for url, vkey in self.nodes:
             for finding in self._audit_node(url, vkey):
                 if on_finding is not None:
                     on_finding(finding)
-                if finding.verdict != "ok":
+                if finding.verdict not in ("ok", "private"):
                     findings.append(finding)
         return findings
 
@@ -108,9 +148,14 @@ class Auditor:
         found = []
         for index in picked:
             try:
-                found.append(self._audit_entry(url, vkey, signed, checkpoint, index))
+                finding = self._audit_entry(url, vkey, signed, checkpoint, index)
             except (httpx.HTTPError, VerificationError, Error) as exc:
-                found.append(Finding(vkey, index, "unavailable", str(exc)))
+                finding = Finding(vkey, index, "unavailable", str(exc))
+            if finding.verdict == "private":
+                self.private += 1
+            else:
+                self.audited += 1
+            found.append(finding)
         return found
 
     def _get(self, url: str) -> bytes:
@@ -119,10 +164,27 @@ class Auditor:
             raise VerificationError(f"{url} answered {response.status_code}")
         return response.content
 
+    def _tensors(self, url: str, receipt: Receipt, name: str) -> bytes | None:
+        """The receipt's ``inputs`` or ``outputs`` as the node serves them; ``None`` if the
+        receipt is private and this auditor may not read them (a refused public receipt
+        raises: the node withholds what it promised everyone)."""
+        headers = {}
+        token = self._tokens.get(url)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        response = self._http.get(f"{url}/v1/tensors/{receipt[name]}", headers=headers)
+        if response.status_code == 403 and receipt["audit"] == "private":
+            return None
+        if response.status_code != 200:
+            raise VerificationError(
+                f"{url} answered {response.status_code} for the {name} of a "
+                f"{receipt['audit']} receipt"
+            )
+        return response.content
+
     def _audit_entry(
         self, url: str, vkey: str, signed: str, checkpoint: note.Checkpoint, index: int
     ) -> Finding:
-        self.audited += 1
         path = f"{url}/v1/log/proof/inclusion?index={index}&size={checkpoint.size}"
         try:  # the entry and its proof in one answer; the proof checks the entry
             answer = json.loads(self._get(path))
@@ -163,7 +225,9 @@ class Auditor:
             if tolerance is None:
                 return Finding(vkey, index, "incomparable", f"ran on {receipt['engine']}, and "
                                "the model declares no tolerance across classes")  # fmt: skip
-        inputs_npz = self._get(f"{url}/v1/tensors/{receipt['inputs']}")
+        inputs_npz = self._tensors(url, receipt, "inputs")
+        if inputs_npz is None:
+            return self._private(url, vkey, index)
         inputs = tensors.decode_binary(inputs_npz, max_bytes=MAX_TENSOR_BYTES)
         if tensors.map_digest(inputs) != receipt["inputs"]:
             return Finding(vkey, index, "unavailable", "served inputs that are not the receipt's")
@@ -171,9 +235,10 @@ class Auditor:
         if tensors.map_digest(outputs) == receipt["outputs"]:
             return Finding(vkey, index, "ok")
         if tolerance is not None:
-            claimed = tensors.decode_binary(
-                self._get(f"{url}/v1/tensors/{receipt['outputs']}"), max_bytes=MAX_TENSOR_BYTES
-            )
+            outputs_npz = self._tensors(url, receipt, "outputs")
+            if outputs_npz is None:
+                return self._private(url, vkey, index)
+            claimed = tensors.decode_binary(outputs_npz, max_bytes=MAX_TENSOR_BYTES)
             if tensors.map_digest(claimed) != receipt["outputs"]:
                 return Finding(vkey, index, "unavailable", "served outputs that are not the "
                                "receipt's")  # fmt: skip
@@ -193,6 +258,11 @@ class Auditor:
                          self._identity)  # fmt: skip
         return Finding(vkey, index, "fraud", f"model gives {tensors.map_digest(outputs)}, the "
                        f"receipt says {receipt['outputs']}", evidence)  # fmt: skip
+
+    def _private(self, url: str, vkey: str, index: int) -> Finding:
+        why = "refused this auditor's token" if url in self._tokens else "no auditor token"
+        return Finding(vkey, index, "private", f"a private receipt; its tensors are its "
+                       f"requester's ({why})")  # fmt: skip
 
     def _advertised(self, url: str) -> str:
         """The engine identity the node advertises (``GET /v1/node``), asked once."""

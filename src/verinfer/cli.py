@@ -537,14 +537,9 @@ def node_start(  # noqa: PLR0917 - a typer command: its options
             "kept in DATA/peers.json)"
         ),
     ] = None,
-    test_engine: Annotated[
-        str | None,
-        typer.Option(
-            hidden=True,
-            help="TEST SUPPORT ONLY: run on a fake engine from verinfer.testing, NAME[:ARG] "
-            "(falsifying:0.5 signs wrong outputs for half the answers)",
-        ),
-    ] = None,
+    dishonest: Annotated[
+        float, typer.Option(min=0.0, max=1.0, hidden=True, help="TEST ONLY: falsify this share")
+    ] = 0.0,
     max_run_memory: Annotated[
         int,
         typer.Option(
@@ -567,12 +562,11 @@ def node_start(  # noqa: PLR0917 - a typer command: its options
     from verinfer.node.app import serve  # noqa: PLC0415 - only the server needs FastAPI
 
     engine = Engine(memory=max_run_memory << 20)
-    if test_engine is not None:  # a lying node for fault injection: never a real one
-        from verinfer.testing import named_engine  # noqa: PLC0415
-
-        engine = named_engine(test_engine, memory=max_run_memory << 20)
-        err.print(f"[bold red]TEST NODE[/] on the fake engine {test_engine!r}: do not trust it")
-    with Node(data or keys.home() / "node", name=name, peers=peer, engine=engine) as node:
+    with Node(
+        data or keys.home() / "node", name=name, peers=peer, dishonest=dishonest, engine=engine
+    ) as node:
+        if dishonest:
+            err.print(f"[bold red]DISHONEST TEST NODE[/]: falsifies {dishonest:.0%} of answers")
         err.print(f"node {node.vkey}")
         err.print(f"serving http://{host}:{port} (log size {node.log.size})")
         timeouts = {"header_timeout": header_timeout, "body_timeout": body_timeout}
@@ -622,6 +616,50 @@ def node_delete_blob(
     with _admin_client(node, token) as client:
         client.delete_blob(blob)
     out.print(f"deleted {blob}")
+
+
+auditors_app = typer.Typer(
+    help="Tokens of the auditors allowed to read this node's private tensors (DATA/auditors.json)."
+)
+node_app.add_typer(auditors_app, name="auditors")
+DataOption = Annotated[
+    Path | None, typer.Option(help="node data directory (default: $VERINFER_HOME/node)")
+]
+
+
+@auditors_app.command("add")
+def auditors_add(
+    name: Annotated[str, typer.Argument(help="the auditor's name (1-64 of A-Z a-z 0-9 . _ -)")],
+    data: DataOption = None,
+    replace: Annotated[bool, typer.Option(help="issue a new token for an existing name")] = False,
+) -> None:
+    """Issue a token that lets auditor NAME read the node's private tensors. The token is
+    printed once (only its SHA-256 is kept); a running node accepts it at once."""
+    from verinfer.node.access import Auditors  # noqa: PLC0415
+
+    token = Auditors(data or keys.home() / "node").add(name, replace=replace)
+    out.print(token, markup=False)
+    err.print(f"auditor {name!r}: give it this token (Authorization: Bearer); it is not kept")
+
+
+@auditors_app.command("remove")
+def auditors_remove(
+    name: Annotated[str, typer.Argument(help="the auditor's name")], data: DataOption = None
+) -> None:
+    """Revoke auditor NAME's token (a running node refuses it at once)."""
+    from verinfer.node.access import Auditors  # noqa: PLC0415
+
+    Auditors(data or keys.home() / "node").remove(name)
+    out.print(f"removed auditor {name!r}", markup=False)
+
+
+@auditors_app.command("list")
+def auditors_list(data: DataOption = None) -> None:
+    """The auditors holding a token (names only: the tokens are not kept)."""
+    from verinfer.node.access import Auditors  # noqa: PLC0415
+
+    names = Auditors(data or keys.home() / "node").names()
+    out.print("\n".join(names) if names else "(no auditors)", markup=False)
 
 
 # -- the local network --------------------------------------------------------------------------
@@ -752,11 +790,20 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     zk_materials: Annotated[
         Path | None, typer.Option(help="zk: save the circuit materials here (files named by CID)")
     ] = None,
+    public_audit: Annotated[
+        bool,
+        typer.Option(
+            "--public-audit",
+            help="let anyone read the inputs and outputs to audit the answer (the receipt says "
+            "so); by default only you and the operator's auditors can",
+        ),
+    ] = False,
 ) -> None:
     """Run a model (on a node, a network, or in process) and write its outputs and bundle.
 
     Answers from a node or a network are verified before anything is written.
     """
+    audit_choice = "public" if public_audit else "private"
     given = _read_tensors(inputs, "inputs")
     if quorum and (witnesses is None or (node is None and network is None)):
         raise InputError("--quorum needs --witnesses FILE and a --node or --network")
@@ -767,7 +814,7 @@ def infer(  # noqa: PLR0917 - a typer command: its options
         with connect(node or network, **options) as remote:  # type: ignore[arg-type]
             waiting = err.status("proving…") if mode == "zk" else contextlib.nullcontext()
             with waiting:  # a zk proof takes seconds to minutes
-                answer = remote.infer(model, given, mode=mode, nonce=nonce)
+                answer = remote.infer(model, given, mode=mode, nonce=nonce, audit=audit_choice)
             result_bundle = answer.bundle
             if zk_materials is not None and isinstance(remote, Client) and mode == "zk":
                 zk_materials.mkdir(parents=True, exist_ok=True)
@@ -790,7 +837,7 @@ def infer(  # noqa: PLR0917 - a typer command: its options
             _hub(hub) as store,
             Node(data or keys.home() / "node", hub=store) as local,
         ):
-            result = local.infer(model, given, mode=mode, nonce=nonce)
+            result = local.infer(model, given, mode=mode, nonce=nonce, audit=audit_choice)
         outputs_got, result_bundle, signer_vkey = result.outputs, result.bundle, local.vkey
     bundle.write_text(result_bundle.to_json() + "\n")
     if outputs is not None:
@@ -973,16 +1020,31 @@ def audit(  # noqa: PLR0917 - a typer command: its options
     submit: Annotated[
         bool, typer.Option(help="submit fraud evidence to every node of the network")
     ] = False,
+    tokens: Annotated[
+        Path | None,
+        typer.Option(
+            help='auditor tokens, a JSON file {"<node url>": "<token>"} (mode 0600): without '
+            "one a node's private receipts are skipped, not audited"
+        ),
+    ] = None,
 ) -> None:
-    """Re-execute a random share of the nodes' new log entries; write fraud evidence."""
+    """Re-execute a random share of the nodes' new log entries; write fraud evidence.
+
+    Without an auditor token for a node, only its public receipts (the requester allowed a
+    public audit) are re-executed."""
     import time  # noqa: PLC0415
 
-    from verinfer.audit import Auditor  # noqa: PLC0415 - runs models: lazy
+    from verinfer.audit import Auditor, read_tokens  # noqa: PLC0415 - runs models: lazy
 
     nodes = [(str(n["url"]), str(n["vkey"])) for n in devnet.read_file(network)]
+    given = read_tokens(tokens) if tokens is not None else {}
     table = Table("node", "entry", "verdict", "detail", title="audit findings")
     frauds = 0
-    with Auditor(nodes, rate) as auditor:
+    try:
+        auditor = Auditor(nodes, rate, tokens=given)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    with auditor:
         for number in range(rounds):
             if number:
                 time.sleep(interval)
@@ -1001,9 +1063,11 @@ def audit(  # noqa: PLR0917 - a typer command: its options
                                 httpx.post(f"{url}/v1/evidence", json=finding.evidence, timeout=60)
                 table.add_row(finding.node.split("+", 1)[0], str(finding.index),
                               finding.verdict, detail)  # fmt: skip
-        audited = auditor.audited
+        audited, private = auditor.audited, auditor.private
     out.print(table)
     out.print(f"re-executed {audited} entries at rate {rate}; {frauds} frauds found")
+    if private:
+        out.print(f"{private} sampled entries were private (no auditor token): not audited")
 
 
 def main() -> None:

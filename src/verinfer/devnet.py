@@ -3,8 +3,10 @@ all peered with each other (each fetches the models it lacks from the others, an
 witnesses the others' logs).
 
 ``up`` writes, into the network's directory, ``network.json`` (``{"nodes": [{"name", "url",
-"vkey", "witness", "pid", "data"}]}``), ``trust.txt`` (the node vkeys, one a line) and
-``witnesses.txt`` (their witness keys); ``status`` asks every node for its health; ``down``
+"vkey", "witness", "pid", "data"}]}``), ``trust.txt`` (the node vkeys, one a line),
+``witnesses.txt`` (their witness keys) and ``audit-tokens.json`` (mode 0600: an auditor token
+of every node, by URL, for ``verinfer audit --tokens``: the devnet's operator audits its
+callers' private receipts too); ``status`` asks every node for its health; ``down``
 stops them with SIGTERM (they finish in-flight requests and commit first).
 """
 
@@ -24,8 +26,10 @@ from typing import Any
 import httpx
 
 from verinfer.errors import ConflictError, InputError, LimitExceeded, NotFound
+from verinfer.node.access import Auditors
 
 __all__ = [
+    "AUDIT_TOKENS_FILE",
     "NETWORK_FILE",
     "TRUST_FILE",
     "WITNESSES_FILE",
@@ -37,6 +41,7 @@ __all__ = [
 ]
 
 NETWORK_FILE = "network.json"
+AUDIT_TOKENS_FILE = "audit-tokens.json"
 TRUST_FILE = "trust.txt"
 WITNESSES_FILE = "witnesses.txt"
 _NODE = "from verinfer.cli import main; main()"
@@ -92,6 +97,7 @@ def up(directory: Path, nodes: int = 3, *, timeout: float = 90.0) -> list[dict[s
     ports = [_free_port() for _ in range(nodes)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     described: list[dict[str, Any]] = []
+    tokens = {}
     for number, url in enumerate(urls, 1):
         node: dict[str, Any] = {
             "name": f"node-{number}",
@@ -99,6 +105,7 @@ def up(directory: Path, nodes: int = 3, *, timeout: float = 90.0) -> list[dict[s
             "data": str(directory / f"node-{number}"),
             "peers": [other for other in urls if other != url],
         }
+        tokens[url] = Auditors(node["data"]).add("devnet", replace=True)
         node["pid"] = _spawn(directory, node)
         described.append(node)
     try:
@@ -110,7 +117,19 @@ def up(directory: Path, nodes: int = 3, *, timeout: float = 90.0) -> list[dict[s
     (directory / NETWORK_FILE).write_text(json.dumps({"nodes": described}, indent=1) + "\n")
     (directory / TRUST_FILE).write_text("".join(f"{node['vkey']}\n" for node in described))
     (directory / WITNESSES_FILE).write_text("".join(f"{n['witness']}\n" for n in described))
+    _write_private(directory / AUDIT_TOKENS_FILE, json.dumps(tokens, indent=1) + "\n")
     return described
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by its owner only from the start."""
+    temp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temp, path)
 
 
 def _spawn(directory: Path, node: dict[str, Any]) -> int:

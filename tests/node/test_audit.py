@@ -22,7 +22,7 @@ from verinfer.client import Client, Network
 from verinfer.errors import VerificationError
 from verinfer.examples import sklearn_model
 from verinfer.node import Node
-from verinfer.testing import FalsifyingEngine
+from verinfer.node.access import Auditors
 from verinfer.verify.evidence import verify_evidence
 
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
@@ -36,7 +36,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Ser
     honest = Node(tmp / "honest", name="honest.test")
     honest.hub.publish(MODEL, repository="alice/iris", version="1", signer=alice)
     a = Served(honest)
-    liar = Node(tmp / "liar", name="liar.test", peers=[a.url], engine=FalsifyingEngine(share=1.0))
+    liar = Node(tmp / "liar", name="liar.test", peers=[a.url], dishonest=1.0)
     b = Served(liar)
     try:
         yield a, b
@@ -45,6 +45,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Ser
         a.stop()
         liar.close()
         honest.close()
+
+
+def _tokens(*nodes: Served) -> dict[str, str]:
+    """Auditor tokens the nodes' operators issue: callers' tensors are private by default."""
+    return {s.url: Auditors(s.node.data).add("test-auditor", replace=True) for s in nodes}
 
 
 def _ask(served: Served, count: int) -> None:
@@ -60,7 +65,8 @@ def test_nodes_keep_and_serve_the_tensors_their_receipts_name(pair: tuple[Served
         result = client.infer("alice/iris", {"X": IRIS})
     honest.node.archive.flush()
     receipt = result.bundle.receipt
-    with httpx.Client(base_url=honest.url) as http:
+    admin = {"Authorization": f"Bearer {honest.node.admin_token}"}  # private: the operator reads
+    with httpx.Client(base_url=honest.url, headers=admin) as http:
         for name, expected in (("inputs", {"X": IRIS}), ("outputs", result.outputs)):
             answer = http.get(f"/v1/tensors/{receipt[name]}")
             assert answer.status_code == 200
@@ -87,7 +93,7 @@ def test_an_audit_convicts_a_lying_node_and_clears_an_honest_one(
     _ask(liar, 5)
     nodes = [(s.url, s.node.vkey) for s in pair]
     seen = []
-    with Auditor(nodes, rate=1.0, seed=1) as auditor:
+    with Auditor(nodes, rate=1.0, seed=1, tokens=_tokens(*pair)) as auditor:
         findings = auditor.round(seen.append)
     assert {f.verdict for f in seen if f.node == honest.node.vkey} == {"ok"}
     frauds = [f for f in findings if f.verdict == "fraud"]
@@ -129,7 +135,7 @@ def test_nodes_keep_checked_evidence_and_clients_avoid_the_convicted(
 ) -> None:
     honest, liar = pair
     _ask(liar, 2)
-    with Auditor([(liar.url, liar.node.vkey)], rate=1.0, seed=2) as auditor:
+    with Auditor([(liar.url, liar.node.vkey)], rate=1.0, seed=2, tokens=_tokens(liar)) as auditor:
         evidence = next(f.evidence for f in auditor.round() if f.evidence is not None)
     with httpx.Client(base_url=honest.url, timeout=60) as http:
         stranger = http.post("/v1/evidence", json=evidence)  # a log this node does not witness
@@ -162,11 +168,10 @@ def test_detection_rate_follows_one_minus_one_minus_pf_to_the_n(
     _, liar = pair
     f, p, n, trials = 0.5, 0.3, 6, 40
     lying = liar.node.engine
-    assert isinstance(lying, FalsifyingEngine)
     lying.share = f
     caught = 0
     try:
-        with Auditor([(liar.url, liar.node.vkey)], rate=p, seed=3) as auditor:
+        with Auditor([(liar.url, liar.node.vkey)], rate=p, seed=3, tokens=_tokens(liar)) as auditor:
             auditor.round()  # start after what earlier tests logged
             for _ in range(trials):
                 _ask(liar, n)
@@ -188,10 +193,13 @@ def test_the_audit_command_writes_and_submits_fraud_evidence(
     network.write_text(json.dumps({"nodes": [
         {"url": s.url, "vkey": s.node.vkey} for s in (honest, liar)]}))  # fmt: skip
     out = tmp_path / "evidence"
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps(_tokens(honest, liar)))
+    tokens.chmod(0o600)
     env = {**os.environ, "VERINFER_HOME": str(tmp_path / "home")}
     done = subprocess.run(
         [*VERINFER, "audit", "--network", str(network), "--rate", "1", "--out", str(out),
-         "--submit"],
+         "--submit", "--tokens", str(tokens)],
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

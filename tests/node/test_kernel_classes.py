@@ -25,7 +25,7 @@ from verinfer.client import Client, Network
 from verinfer.errors import DisagreementError, VerificationError
 from verinfer.modes.dispute import verify_verdict
 from verinfer.node import Node
-from verinfer.testing import FalsifyingEngine
+from verinfer.node.access import Auditors
 from verinfer.verify import Bundle, verify_bundle
 
 CLI = "from verinfer.cli import main; main()"
@@ -72,8 +72,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     native_node.hub.publish(examples.light_model("squeezenet", seed=8),
                             repository="alice/uncalibrated", version="1", signer=alice)  # fmt: skip
     native = Served(native_node)
-    liar_node = Node(tmp / "liar", name="liar.test", peers=[native.url],
-                     engine=FalsifyingEngine(share=1.0))  # fmt: skip
+    liar_node = Node(tmp / "liar", name="liar.test", peers=[native.url], dishonest=1.0)
     liar = Served(liar_node)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -169,7 +168,9 @@ def test_an_audit_across_classes_uses_the_declared_bound(pair: Pair) -> None:
     pass; for the model without one they are reported incomparable, never convicted."""
     for _ in range(50):  # the node archives its tensors off the request path: let it catch up
         seen: list[Finding] = []
-        with Auditor([(pair.emulated_url, pair.emulated_vkey)], rate=1.0, seed=0) as auditor:
+        token = Auditors(pair.tmp / "emulated").add("test", replace=True)  # private tensors
+        nodes = [(pair.emulated_url, pair.emulated_vkey)]
+        with Auditor(nodes, rate=1.0, seed=0, tokens={pair.emulated_url: token}) as auditor:
             auditor.round(seen.append)
         if all(f.verdict != "unavailable" for f in seen):
             break

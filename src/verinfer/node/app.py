@@ -51,6 +51,7 @@ from verinfer.errors import (
 from verinfer.hub.documents import Manifest
 from verinfer.log.tiles import parse_path
 from verinfer.modes.dispute import MAX_DEADLINE, MIN_DEADLINE, decode_npz
+from verinfer.node.access import bearer
 from verinfer.node.service import ADMIN_TOKEN_FILE, Node
 from verinfer.witness import Refusal
 
@@ -221,6 +222,12 @@ class InferRequest(BaseModel):
     nonce: str | None = Field(
         default=None, description="a fresh client nonce (1-128 of A-Za-z0-9_-)"
     )
+    audit: str = Field(
+        default="private",
+        description="who may read the inputs and outputs: private (the requester, with the "
+        "answer's capabilities, and the operator's auditors) or public (anyone; the receipt "
+        "says so)",
+    )
 
 
 class PublishRequest(BaseModel):
@@ -382,7 +389,7 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def answer(model: str, decode: Callable[[], dict[str, Any]], mode: str,
-                     nonce: str | None) -> Response:  # fmt: skip
+                     nonce: str | None, audit: str) -> Response:  # fmt: skip
         nonlocal pending
         if pending >= max_pending:
             response = _error(503, "over_limit", f"{pending} inferences are pending; retry")
@@ -392,16 +399,22 @@ def create_app(
         try:
             started = time.perf_counter()
             inputs = await run_in_threadpool(decode)  # up to max_input_bytes: off the loop
-            result = await node.ainfer(model, inputs, mode=mode, nonce=nonce)
+            result = await node.ainfer(model, inputs, mode=mode, nonce=nonce, audit=audit)
             latency.observe(time.perf_counter() - started)
         finally:
             pending -= 1
+        receipt = result.bundle.receipt
         # a ready JSONResponse: FastAPI's generic encoder would walk the whole answer again
         return JSONResponse(
             {
                 "outputs": tensors.encode_json(result.outputs, raw_from=_RAW_FROM),
                 "bundle": result.bundle.to_dict(),
                 "manifest": result.manifest.cid,
+                # the requester's keys to its own tensors (GET /v1/tensors/{digest})
+                "capabilities": {
+                    digest: node.access.capability(digest)
+                    for digest in (receipt["inputs"], receipt["outputs"])
+                },
             }
         )
 
@@ -413,6 +426,7 @@ def create_app(
             lambda: tensors.decode_json(request.inputs, max_bytes=node.max_input_bytes),
             request.mode,
             request.nonce,
+            request.audit,
         )
 
     @app.post("/v1/infer/npz", openapi_extra=_NPZ_BODY)
@@ -421,6 +435,10 @@ def create_app(
         model: str = Query(description="owner/name[@version|tag], or a model or manifest CID"),
         mode: str = Query("attested", description="verification mode"),
         nonce: str | None = Query(None, description="a fresh client nonce"),
+        audit: str = Query(
+            "private",
+            description="private (default) or public: who may read the inputs and outputs",
+        ),
     ) -> Any:
         """:code:`/v1/infer` with the inputs as an ``.npz`` body (binary, no base64): for large
         tensors. The answer is the same JSON."""
@@ -430,6 +448,7 @@ def create_app(
             lambda: tensors.decode_binary(data, max_bytes=node.max_input_bytes),
             mode,
             nonce,
+            audit,
         )
 
     admin = _admin_check(node)
@@ -587,9 +606,28 @@ def _add_trust_routes(app: FastAPI, node: Node) -> None:
         return JSONResponse({"equivocation": found})
 
     @app.get("/v1/tensors/{digest}")
-    async def kept_tensors(digest: str) -> Response:
-        """The inputs or outputs a logged receipt's digest names (``.npz``), for auditors;
-        checked against the digest before they are served."""
+    async def kept_tensors(
+        digest: str,
+        authorization: str | None = Header(
+            None, description="Bearer <the answer's capability, an auditor token or admin token>"
+        ),
+    ) -> Response:
+        """The inputs or outputs a logged receipt's digest names (``.npz``), checked against
+        the digest before they are served: to anyone if a public receipt names them, else only
+        to the requester (the capability answered with the inference) and the operator's
+        auditors. Private or not, the refusal is the same 403, so it does not tell whether
+        the tensors are kept."""
+        node.archive.path(digest)  # a malformed digest is a 400 before anything is looked up
+        if not node.archive.is_public(digest):
+            reader = await run_in_threadpool(node.access.reader, digest, bearer(authorization))
+            if reader is None:
+                return _error(
+                    403,
+                    "private",
+                    f"the tensors {digest} are private to their requester: send Authorization: "
+                    "Bearer <the capability answered with the inference, or an auditor token "
+                    "this node's operator issued>",
+                )
         data = await run_in_threadpool(node.archive.get, digest)
         return Response(data, media_type="application/x-npz")
 

@@ -3,8 +3,13 @@
 An auditor re-executes a sample of a node's receipts; for that the node serves the tensors a
 receipt's digests name (``GET /v1/tensors/{digest}``), for ``retention`` seconds. Writes happen
 on a background thread, off the request path; a read decodes the file and checks its digest
-before serving, so a damaged file is reported, never served. Refusing to serve the tensors of a
-logged receipt within the retention period is itself a fault an auditor reports.
+before serving, so a damaged file is reported, never served.
+
+Tensors are private to their requester unless a *public* receipt names them (the requester
+asked for a public audit): then a marker ``<digest>.public`` beside the ``.npz`` records it, for
+the retention period from the last public receipt that named them. Refusing anyone the tensors
+of a public receipt within the retention period is a fault an auditor reports; who else may read
+private ones is :mod:`verinfer.node.access`'s decision.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class TensorArchive:
         self._pruned = 0.0
         self._queued = 0  # bytes waiting to be written
         self._touched: dict[str, float] = {}  # digest -> when it was last re-dated or queued
+        self._marked: dict[str, float] = {}  # digest -> when its public marker was re-dated
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="verinfer-archive", daemon=True)
         self._thread.start()
@@ -63,10 +69,13 @@ class TensorArchive:
         hexdigest = found.group(1)
         return f"{self._root}{os.sep}{hexdigest[:2]}{os.sep}{hexdigest}.npz"
 
-    def put(self, digest: str, arrays: Mapping[str, np.ndarray]) -> None:
+    def put(self, digest: str, arrays: Mapping[str, np.ndarray], *, public: bool = False) -> None:
         """Keep ``arrays`` (whose map digest is ``digest``), written in the background; a
-        tensor map kept already is kept for another retention period from now."""
+        tensor map kept already is kept for another retention period from now. ``public``: a
+        public receipt names them, so anyone may read them for the retention period."""
         now = time.monotonic()
+        if public:
+            self._mark_public(digest, now)
         if now - self._touched.get(digest, -_TOUCH_EVERY) < _TOUCH_EVERY:
             return  # re-dated (or queued) moments ago: prune() allows for the difference
         path = self._file(digest)  # checks the digest before it is remembered
@@ -89,6 +98,29 @@ class TensorArchive:
         except queue.Full:
             with self._lock:
                 self._queued -= size
+
+    def _mark_public(self, digest: str, now: float) -> None:
+        """Create or re-date ``digest``'s public marker (before its answer is sent, so a reader
+        of the public receipt never finds the tensors private)."""
+        if now - self._marked.get(digest, -_TOUCH_EVERY) < _TOUCH_EVERY:
+            return
+        marker = self._file(digest)[: -len(".npz")] + ".public"
+        if len(self._marked) >= _MAX_TOUCHED:
+            self._marked.clear()
+        try:
+            try:
+                os.utime(marker)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(marker), exist_ok=True)
+                with open(marker, "ab"):
+                    pass
+            self._marked[digest] = now
+        except OSError:  # best effort, as archiving is: the next public answer tries again
+            pass
+
+    def is_public(self, digest: str) -> bool:
+        """Whether a public receipt named ``digest`` within the retention period."""
+        return os.path.exists(self._file(digest)[: -len(".npz")] + ".public")
 
     def get(self, digest: str) -> bytes:
         """The ``.npz`` bytes of ``digest``'s tensors, checked against the digest."""
@@ -157,9 +189,10 @@ class TensorArchive:
         self._pruned = time.monotonic()
         cutoff = time.time() - self.retention - _TOUCH_EVERY
         removed = 0
-        for path in self.root.glob("*/*.npz"):
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
+        for pattern in ("*/*.npz", "*/*.public"):  # a marker lapses with its public receipts
+            for path in self.root.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += pattern.endswith(".npz")
         return removed

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import secrets
 import threading
 import time
@@ -38,13 +39,14 @@ from verinfer.hub import Hub, Manifest
 from verinfer.hub.documents import parse_ref
 from verinfer.log import Log
 from verinfer.log.sequencer import Committed, Sequencer
+from verinfer.node.access import TensorAccess
 from verinfer.node.archive import DEFAULT_RETENTION, TensorArchive
 from verinfer.node.cosigning import Cosigner
 from verinfer.node.disputes import Disputes
 from verinfer.node.peers import HttpSource, check_peers
 from verinfer.node.pipeline import Pipeline
 from verinfer.verify import Bundle, Receipt
-from verinfer.verify.bundle import check_nonce, replicas_of, window_of
+from verinfer.verify.bundle import AUDITS, check_nonce, replicas_of, window_of
 from verinfer.verify.evidence import model_of, verify_evidence
 from verinfer.witness import Witness
 
@@ -130,9 +132,26 @@ def _now() -> str:
     return f"{_second[1]}{int((now - whole) * 1000):03d}Z"
 
 
-def _check_request(mode: str, nonce: str | None) -> None:
+def _check_request(mode: str, nonce: str | None, audit: str) -> None:
     replicas_of(mode)  # a node answers each replica of a replicated request on its own
     check_nonce(nonce)
+    if audit not in AUDITS:
+        raise InputError(f"audit {audit!r} is not one of {', '.join(AUDITS)}")
+
+
+def _falsified(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The outputs with one value changed (test-only dishonest nodes)."""
+    name = next(iter(outputs))
+    changed = np.array(outputs[name], copy=True)
+    if changed.size:
+        flat = changed.reshape(-1)
+        if changed.dtype == np.bool_:
+            flat[0] = not flat[0]
+        elif changed.dtype.kind == "f":
+            flat[0] += max(abs(float(flat[0])) * 1e-3, 1e-3)
+        else:
+            flat[0] += 1
+    return {**outputs, name: changed}
 
 
 @dataclass(frozen=True)
@@ -178,10 +197,15 @@ class Node:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         workers: int | None = None,
         peers: list[str] | None = None,
+        dishonest: float = 0.0,
         cosign_interval: float = 0.25,
         retention: float = DEFAULT_RETENTION,
         window: int = DEFAULT_WINDOW,
     ) -> None:
+        if not 0.0 <= dishonest <= 1.0:
+            raise InputError(f"dishonest share {dishonest!r} is not in [0, 1]")
+        self.dishonest = dishonest  # test only: the share of answers this node falsifies
+        self._coin = random.Random()  # noqa: S311 - picks which answers a test node falsifies
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
         self.signer = load_or_create_key(self.data, name)
@@ -228,6 +252,7 @@ class Node:
             )
         self.window = window  # how long an optimistic answer may be challenged
         self.archive = TensorArchive(self.data / "tensors", retention=retention)  # for audits
+        self.access = TensorAccess(self.data, self.admin_token)  # who reads private tensors
         self.cosigner = Cosigner(self, interval=cosign_interval)
         self.disputes = Disputes(self)  # a side of its optimistic answers' disputes, a referee
 
@@ -360,10 +385,14 @@ class Node:
         mode: str = "attested",
         nonce: str | None = None,
         timeout: float | None = None,
+        audit: str = "private",
     ) -> Result:
-        """Run ``model`` on ``inputs`` and return the outputs with their proof bundle."""
-        _check_request(mode, nonce)
-        return self._pipeline.run(model, inputs, mode, nonce, timeout)
+        """Run ``model`` on ``inputs`` and return the outputs with their proof bundle.
+
+        ``audit="public"``: the requester lets anyone read the inputs and outputs (the receipt
+        says so); by default they are private (:mod:`verinfer.node.access`)."""
+        _check_request(mode, nonce, audit)
+        return self._pipeline.run(model, inputs, mode, nonce, timeout, audit)
 
     async def ainfer(
         self,
@@ -373,18 +402,20 @@ class Node:
         mode: str = "attested",
         nonce: str | None = None,
         timeout: float | None = None,
+        audit: str = "private",
     ) -> Result:
         """:meth:`infer` for asyncio callers: the event loop never blocks on the work."""
-        _check_request(mode, nonce)
-        return await self._pipeline.arun(model, inputs, mode, nonce, timeout)
+        _check_request(mode, nonce, audit)
+        return await self._pipeline.arun(model, inputs, mode, nonce, timeout, audit)
 
-    def _compute(
+    def _compute(  # noqa: PLR0917 - the pipeline passes a request's arguments positionally
         self,
         model: str,
         inputs: Mapping[str, np.ndarray],
         mode: str,
         nonce: str | None,
         timeout: float | None,
+        audit: str = "private",
     ) -> tuple[bytes, _Computed]:
         """Resolve, check, run, digest (on a worker, or a blocking caller's own thread); the
         receipt's bytes go to the log."""
@@ -403,10 +434,13 @@ class Node:
             started = time.thread_time()  # CPU: waiting for the GIL back is not the run's cost
             outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
             self._timed((model, mode), checked, time.thread_time() - started)
+        if self.dishonest and self._coin.random() < self.dishonest:
+            outputs = _falsified(outputs)  # and signed as if computed: what a lying node does
         inputs_digest = hashing.result() if hashing else tensors.map_digest(checked)
         outputs_digest = tensors.map_digest(outputs)
-        self.archive.put(inputs_digest, checked)  # served to auditors (retention period)
-        self.archive.put(outputs_digest, outputs)
+        public = audit == "public"  # served to anyone; else to the requester and auditors
+        self.archive.put(inputs_digest, checked, public=public)  # kept for the retention period
+        self.archive.put(outputs_digest, outputs, public=public)
         receipt = Receipt.create(
             log=self.log.origin,
             node=self.signer.vkey,
@@ -418,6 +452,7 @@ class Node:
             engine=self.engine.identity,
             time=_now(),
             nonce=nonce,
+            audit=audit,
         )
         return receipt.data, (manifest, outputs, receipt, extras)
 

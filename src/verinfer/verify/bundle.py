@@ -19,6 +19,7 @@ from verinfer import canonical, cid
 from verinfer.errors import InputError, VerificationError
 
 __all__ = [
+    "AUDITS",
     "BUNDLE_TYPE",
     "MODES",
     "RECEIPT_TYPE",
@@ -44,6 +45,8 @@ _RECEIPT_TEMPLATE = (
     '{"engine":"%s","inputs":"%s","log":"%s","manifest":%s,"mode":"%s","model":"%s",'
     '"node":"%s","nonce":%s,"outputs":"%s","time":"%s","type":"%s"}'
 )  # the fields in RFC 8785 order (ASCII keys sort by their bytes)
+_PUBLIC_PREFIX = '{"audit":"public",'  # "audit" sorts before "engine": a public receipt's head
+AUDITS = ("private", "public")  # who may read a receipt's tensors: see docs/PROTOCOL.md §10
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 MAX_BUNDLE_BYTES = 1 << 20
 
@@ -151,8 +154,13 @@ class Receipt:
         engine: str,
         time: str,
         nonce: str | None,
+        audit: str = "private",
     ) -> Receipt:
-        """A new receipt; its bytes are the RFC 8785 form."""
+        """A new receipt; its bytes are the RFC 8785 form. ``audit="public"`` states that the
+        requester let anyone read its tensors (the field ``"audit": "public"``); a private
+        receipt has no ``audit`` field."""
+        if audit not in AUDITS:
+            raise InputError(f"audit {audit!r} is not one of {', '.join(AUDITS)}")
         body: dict[str, str | None] = {
             "type": RECEIPT_TYPE,
             "log": log,
@@ -166,6 +174,8 @@ class Receipt:
             "time": time,
             "nonce": check_nonce(nonce),
         }
+        if audit == "public":
+            body = {"audit": audit, **body}
         parts = [log, node, model, inputs, outputs, mode, engine, time]
         parts += [v for v in (manifest, nonce) if v is not None]
         if all(type(v) is str for v in parts) and _PLAIN.fullmatch("".join(parts)):
@@ -186,6 +196,8 @@ class Receipt:
                     RECEIPT_TYPE,
                 )
             ).encode()
+            if audit == "public":
+                data = _PUBLIC_PREFIX.encode() + data[1:]
             return cls(data, body)
         return cls(canonical.dumps_flat(body), dict(body))
 
@@ -193,9 +205,11 @@ class Receipt:
     def from_bytes(cls, data: bytes) -> Receipt:
         """Parse a receipt; raise :class:`VerificationError` naming the malformed field."""
         body = _parse_json(data, "receipt")
-        if not isinstance(body, dict) or set(body) != set(cls._FIELDS):
+        if not isinstance(body, dict) or set(body) - {"audit"} != set(cls._FIELDS):
             fields = sorted(body) if isinstance(body, dict) else type(body).__name__
             raise VerificationError(f"malformed receipt: fields {fields!r}")
+        if "audit" in body and body["audit"] != "public":  # private: no field, one encoding
+            raise VerificationError(f"malformed receipt: audit {body['audit']!r}")
         if body["type"] != RECEIPT_TYPE:
             raise VerificationError(f"unsupported receipt type {body['type']!r}")
         for name in ("log", "node", "engine"):
@@ -221,6 +235,8 @@ class Receipt:
         return cls(bytes(data), body)
 
     def __getitem__(self, name: str) -> Any:
+        if name == "audit":  # a private receipt states it by having no audit field
+            return self.body.get("audit", "private")
         return self.body[name]
 
 
