@@ -6,6 +6,7 @@ slow work back with an event it controls and checks that the others answer *befo
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -35,6 +36,7 @@ from verinfer.hub import Hub
 from verinfer.hub.sandbox import Sandbox
 from verinfer.log import Log
 from verinfer.node import Node
+from verinfer.node.app import MAX_EVIDENCE_CHECKS
 from verinfer.witness import add_checkpoint_body
 
 T = TypeVar("T")
@@ -101,6 +103,18 @@ def _gauge(url: str, name: str) -> float:
     raise AssertionError(f"no metric {name!r} in /metrics")
 
 
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path / "node") as node:
+        node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+        running = Served(node)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
 # -- item 8: analyses have their own bounded queue --------------------------------------------
 
 
@@ -165,19 +179,48 @@ def test_analyses_queue_apart_and_the_one_beyond_the_queue_gets_503(tmp_path: Pa
     assert [a.json()["size"] for a in answers] == [len(_loop_model(tag)) for tag in range(45)]
 
 
-# -- item 9: an .npz's directory is capped before it is read, and decoded off the event loop ----
+def test_evidence_checks_queue_apart_with_a_bound(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Submitted evidence is checked by re-running the model (up to the run timeout): the checks
+    take threads of their own, at most MAX_EVIDENCE_CHECKS admitted; the one beyond gets 503."""
+    gate, entered = threading.Event(), threading.Semaphore(0)
+    real = served.node.judge
 
+    def held(document: bytes) -> tuple[str, bool]:
+        entered.release()
+        assert gate.wait(PATIENCE * 4), "the test never opened the gate"
+        return real(document)
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    alice = note.Signer(note.generate_key("alice")[0])
-    with Node(tmp_path / "node") as node:
-        node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
-        running = Served(node)
+    monkeypatch.setattr(served.node, "judge", held)
+    bound = MAX_EVIDENCE_CHECKS
+    with (
+        ThreadPoolExecutor(bound) as pool,
+        httpx.Client(base_url=served.url, timeout=PATIENCE) as http,
+    ):
         try:
-            yield running
+            held_ = [
+                pool.submit(httpx.post, f"{served.url}/v1/evidence", json={}, timeout=PATIENCE * 4)
+                for _ in range(bound)
+            ]
+            hang = time.monotonic() + PATIENCE  # a guard against a hang, not a measure
+            while _gauge(served.url, "verinfer_evidence_checks") < bound:
+                assert time.monotonic() < hang, "the checks were never all admitted"
+            beyond = http.post("/v1/evidence", json={})
+            assert beyond.status_code == 503, beyond.text
+            assert f"{bound} evidence checks are running or queued" in beyond.json()["message"]
+            assert int(beyond.headers["Retry-After"]) > 0
+            assert http.get("/v1/models").status_code == 200
+            assert http.post("/v1/gossip", content=b"not a checkpoint").status_code == 400
+            assert not any(f.done() for f in held_)
         finally:
-            running.stop()
+            gate.set()
+        answers = [f.result() for f in held_]
+    assert {a.status_code for a in answers} == {400}  # the real check, once let through
+    assert "keeps evidence only about the logs it witnesses" in answers[0].json()["message"]
+
+
+# -- item 9: an .npz's directory is capped before it is read, and decoded off the event loop ----
 
 
 def _many_members(count: int) -> bytes:
@@ -207,6 +250,15 @@ def test_an_npz_listing_too_many_members_is_refused_over_http(served: Served) ->
             content=tensors.encode_binary({"X": IRIS}),
         )
         assert good.status_code == 200, good.text
+
+
+def test_the_npz_cap_holds_on_the_dispute_routes_too(served: Served) -> None:
+    """A side's opening decodes the disputed inputs (base64 .npz) with the same parser."""
+    crafted = base64.b64encode(_many_members(6000)).decode()
+    with httpx.Client(base_url=served.url, timeout=PATIENCE) as http:
+        refused = http.post("/v1/disputes/party/opening", json={"dispute": {}, "inputs": crafted})
+    assert refused.status_code == 400, refused.text
+    assert "the .npz lists 6000 members, above the limit of 1024" in refused.json()["message"]
 
 
 def test_an_npz_whose_directory_understates_its_members_is_refused() -> None:

@@ -207,8 +207,8 @@ def _over_memory(requested: int, cap: int) -> InputError | LimitExceeded:
             f"inference memory limit of {cap} bytes (verinfer node start --max-run-memory)"
         )
     return LimitExceeded(
-        f"the run needed {requested} bytes more than the node's inference memory limit of "
-        f"{cap} bytes leaves free (shared by the runs in progress); retry"
+        f"the run needed {requested} bytes more, and the node's inference memory limit of "
+        f"{cap} bytes, shared by the runs in progress, had less free; retry"
     )
 
 

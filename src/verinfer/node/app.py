@@ -60,6 +60,7 @@ __all__ = [
     "HEADER_TIMEOUT",
     "MAX_ANALYSES",
     "MAX_BODY_BYTES",
+    "MAX_EVIDENCE_CHECKS",
     "MAX_HEADER_BYTES",
     "MAX_PENDING",
     "UPLOAD_QUOTA",
@@ -75,6 +76,7 @@ MAX_BODY_BYTES = 64 << 20
 _MAX_INT = 2**63 - 1  # what the stores can hold: larger indices are refused by validation
 MAX_PENDING = 256
 MAX_ANALYSES = 8  # model analyses (and publishes, which analyse) running or queued at once
+MAX_EVIDENCE_CHECKS = 16  # submitted evidence being checked (a model re-run each) or queued
 HEADER_TIMEOUT = 10.0  # seconds a request's head may take to arrive
 BODY_TIMEOUT = 30.0  # seconds a request's body may stall while the node reads it
 MAX_HEADER_BYTES = 64 << 10  # bytes of a request's head (request line and headers)
@@ -161,14 +163,23 @@ class _Lane:
         finally:
             self.admitted -= 1
 
+    def close(self) -> None:
+        """Drop what is queued (what runs finishes on its own)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _closing(*lanes: _Lane) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """The app's lifespan: when the server stops, the lanes drop what they have queued."""
+
     @contextlib.asynccontextmanager
-    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        """The app's lifespan: when the server stops, what is queued is dropped (what runs
-        finishes on its own)."""
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            for lane in lanes:
+                lane.close()
+
+    return lifespan
 
 
 class ChallengeRequest(BaseModel):
@@ -323,15 +334,18 @@ def create_app(
     At most ``max_pending`` inferences are admitted at once (running or queued for the node's
     workers); beyond that the node answers 503 with ``Retry-After`` instead of queueing without
     bound. Model analyses (and the publishes that analyse) run on a thread of their own, at most
-    ``max_analyses`` admitted at once, so that they never hold the threads every other route
-    shares (the witness, gossip, reads).
+    ``max_analyses`` admitted at once, and submitted evidence (checked by re-executing the
+    model) on two, at most :data:`MAX_EVIDENCE_CHECKS` admitted, so that neither ever holds the
+    threads every other route shares (the witness, gossip, reads).
     """
     registry, requests, latency = _metrics(node)
     pending = 0
     analyses = _Lane("model analyses", workers=1, limit=max_analyses, retry_after=5,
                      metric="verinfer_analyses", registry=registry)  # fmt: skip
+    checks = _Lane("evidence checks", workers=2, limit=MAX_EVIDENCE_CHECKS, retry_after=5,
+                   metric="verinfer_evidence_checks", registry=registry)  # fmt: skip
     app = FastAPI(
-        lifespan=analyses.lifespan,
+        lifespan=_closing(analyses, checks),
         title="verinfer node",
         version=__version__,
         description="Verifiable inference: every answer carries a bundle anyone can check offline.",
@@ -453,7 +467,7 @@ def create_app(
 
     admin = _admin_check(node)
     _add_log_routes(app, node)
-    _add_trust_routes(app, node)
+    _add_trust_routes(app, node, checks)
     _add_hub_routes(app, node, admin, upload_quota, upload_ttl, analyses=analyses)
     _add_dispute_routes(app, node)
     _add_admin_routes(app, node, admin)
@@ -574,7 +588,7 @@ def _add_log_routes(app: FastAPI, node: Node) -> None:
         return Response(data, media_type="application/octet-stream")
 
 
-def _add_trust_routes(app: FastAPI, node: Node) -> None:
+def _add_trust_routes(app: FastAPI, node: Node, checks: _Lane) -> None:
     """Witnessing (C2SP tlog-witness), gossip, evidence, and the tensors auditors re-run."""
 
     @app.post("/add-checkpoint", openapi_extra=_TEXT_BODY)
@@ -642,7 +656,8 @@ def _add_trust_routes(app: FastAPI, node: Node) -> None:
         """Submit evidence (equivocation, fraud or a convicting dispute verdict) about a log this
         node witnesses; the node checks it before keeping it (fraud and disputes: by
         re-executing the model, which must be stored here)."""
-        verdict, kept = await run_in_threadpool(node.judge, await request.body())
+        document = await request.body()
+        verdict, kept = await checks.run(lambda: node.judge(document))
         return {"verdict": verdict, "kept": kept}
 
 
@@ -879,9 +894,7 @@ def timed_protocol(
                 self._arm_body()
             else:  # the head of a request (a new one on a kept-alive connection)
                 if self._header_timer is None:
-                    self._header_timer = self.loop.call_later(
-                        header_timeout, self._header_expired
-                    )
+                    self._header_timer = self.loop.call_later(header_timeout, self._header_expired)
                 self._header_bytes += len(data)
                 if self._header_bytes > max_header_bytes:
                     self._close(
@@ -924,10 +937,11 @@ def timed_protocol(
 
         def _body_expired(self) -> None:
             self._body_timer = None
-            if self.flow.read_paused:  # the app has not asked for more yet: not the client
-                self._arm_body()
+            cycle = self.cycle
+            if self.flow.read_paused or getattr(cycle, "waiting_for_100_continue", False):
+                self._arm_body()  # the app has not asked for more yet: not the client's stall
                 return
-            started = self.cycle is not None and self.cycle.response_started
+            started = cycle is not None and cycle.response_started
             refusal = _refusal(
                 408, "Request Timeout",
                 f"the request's body stalled for {body_timeout:g} s",
