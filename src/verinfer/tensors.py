@@ -156,8 +156,7 @@ def _check_extent(name: str, shape: tuple[int, ...], itemsize: int) -> None:
     for dim in shape:
         if dim < 0:  # only an .npy header can say so: the JSON form is checked before
             raise InputError(
-                f"tensor {name!r}: malformed .npy/.npz data: shape {list(shape)} has a "
-                "negative dim"
+                f"tensor {name!r}: malformed .npy/.npz data: shape {list(shape)} has a negative dim"
             )
         extent *= max(dim, 1)
         if extent > _MAX_EXTENT:
