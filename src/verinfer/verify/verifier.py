@@ -13,9 +13,33 @@ from verinfer.errors import Error, VerificationError
 from verinfer.note import Checkpoint
 from verinfer.verify.bundle import Bundle
 
-__all__ = ["Report", "verify_bundle", "verify_bundles"]
+__all__ = [
+    "KERNEL_CLASSES",
+    "Report",
+    "cross_class_bound",
+    "kernel_class_of",
+    "verify_bundle",
+    "verify_bundles",
+]
 
 MAX_TENSOR_BYTES = 64 << 20  # what evidence may make a verifier decode
+# the CPU kernel classes an engine identity may name (its last part): verinfer.engine's
+# KERNEL_CLASSES, repeated here so that the verifier needs no ONNX Runtime (a test keeps the two
+# equal)
+KERNEL_CLASSES = frozenset(
+    (
+        "avx512vnni",
+        "avx512",
+        "avxvnni",
+        "avx2",
+        "avx",
+        "sse4",
+        "x86_64",
+        "aarch64",
+        "arm64",
+        "unknown",
+    )
+)
 Report = Callable[[str], None]
 """Called with a line describing each step that passed."""
 
@@ -64,6 +88,7 @@ def verify_bundle(
     report: Report | None = None,
     witnesses: Iterable[str] = (),
     quorum: int = 0,
+    operators: Mapping[str, str] | None = None,
     zk_materials: Mapping[str, bytes] | None = None,
     zk_publishers: Iterable[str] = (),
     trusted_srs: Iterable[str] = (),
@@ -76,6 +101,12 @@ def verify_bundle(
     bytes, if given, are the receipt's model; (4) the inputs and (5) the outputs, if given,
     have the receipt's digests; (6) with ``reexecute``, running the model on the inputs here
     gives the receipt's outputs bit for bit (meaningful on the same engine identity).
+
+    With ``quorum``, step (1+): at least ``quorum`` of the trusted ``witnesses``, of as many
+    distinct operators other than the log's own, cosigned the checkpoint. ``operators`` maps
+    keys (node vkeys and witness vkeys) to their operator, the caller's trust decision; a key
+    it does not name is its own operator, and a witness named ``<the node key's name>/witness``
+    (how every node names its own) is taken as the log's own witness whatever the mapping says.
     """
     say = report or (lambda _: None)
     trusted = list(trusted_vkeys)
@@ -83,8 +114,11 @@ def verify_bundle(
     checkpoint = _checkpoint(bundle, trusted)
     say(f"1. checkpoint of size {checkpoint.size} is signed by trusted node {receipt['node']}")
     if quorum > 0:
-        count = _cosigned(bundle, list(witnesses), quorum)
-        say(f"1+. {count} trusted witnesses cosigned that checkpoint (quorum {quorum})")
+        count = _cosigned(bundle, list(witnesses), quorum, operators or {})
+        say(
+            f"1+. {count} trusted witnesses cosigned that checkpoint, each of another operator "
+            f"and none the log's own (quorum {quorum})"
+        )
     _inclusion(bundle, checkpoint)
     say(f"2. receipt is entry {bundle.index} of that log ({len(bundle.proof)}-hash proof)")
     if bundle.replicas:
@@ -193,31 +227,144 @@ def _zk_proof(
         raise VerificationError(f"step 7 (zk): {exc}") from exc
 
 
-def _cosigned(bundle: Bundle, witnesses: list[str], quorum: int) -> int:
-    """Witness policy: at least ``quorum`` distinct trusted witness keys cosigned the checkpoint
-    (tlog-cosignature/v1: each over the checkpoint text, with a timestamp)."""
+def _operator_of(key: note.VerifierKey, operators: Mapping[str, str]) -> str:
+    """The operator of ``key``: the label the caller gave it (a label that is itself a vkey
+    stands for that key's operator), else the key itself, by its key material (one key under
+    two names is one operator)."""
+    seen: set[str] = set()
+    while True:
+        given = operators.get(key.vkey)
+        if given is None:
+            return "key:" + key.public.hex()
+        if given in seen:
+            return "cycle:" + min(seen)
+        seen.add(given)
+        try:
+            key = note.VerifierKey.parse(given)
+        except Error:
+            return "operator:" + given
+
+
+def _operators(operators: Mapping[str, str]) -> dict[str, str]:
+    """The caller's mapping with every key in its normal text form."""
+    normal = {}
+    for vkey, operator in operators.items():
+        try:
+            normal[note.VerifierKey.parse(vkey).vkey] = str(operator)
+        except Error as exc:
+            raise VerificationError(f"step 1+ (witnesses): the operators map: {exc}") from exc
+    return normal
+
+
+def _cosigned(
+    bundle: Bundle, witnesses: list[str], quorum: int, operators: Mapping[str, str]
+) -> int:
+    """Witness policy: at least ``quorum`` trusted witness keys of distinct operators, none of
+    them the log's own operator, cosigned the checkpoint (tlog-cosignature/v1: each over the
+    checkpoint text, with a timestamp). A log's own witness proves nothing about the history
+    it showed others: it is the same party as the log."""
+    mapping = _operators(operators)
+    receipt = bundle.receipt
+    node = note.VerifierKey.parse(receipt["node"])
+    own = _operator_of(node, mapping)
+    own_names = {f"{node.name}/witness", f"{receipt['log']}/witness"}
     cosigners = [
-        w for w in witnesses if note.VerifierKey.parse(w).algorithm == note.ALG_COSIGNATURE_V1
+        key
+        for key in map(note.VerifierKey.parse, witnesses)
+        if key.algorithm == note.ALG_COSIGNATURE_V1
     ]
-    if len(cosigners) < quorum:
+
+    # (a) the log's own witness: by the operator the caller gave, by its key material, or by
+    # the name every node gives its own witness (a name its holder chose: it only ever
+    # excludes, never admits)
+    def is_own(key: note.VerifierKey) -> bool:
+        return (
+            _operator_of(key, mapping) == own or key.public == node.public or key.name in own_names
+        )
+
+    independent = {_operator_of(k, mapping) for k in cosigners if not is_own(k)}
+    if len(independent) < quorum:
         raise VerificationError(
             f"step 1+ (witnesses): a quorum of {quorum} needs as many trusted witness keys "
-            f"(cosigner keys), {len(cosigners)} given"
+            f"(cosigner keys) of distinct operators other than the log's, {len(independent)} "
+            "given"
         )
     try:
         signed = note.attach(bundle.checkpoint, bundle.cosignatures)
         verified = note.verify(signed, cosigners).verified
     except (VerificationError, Error) as exc:
         raise VerificationError(f"step 1+ (witnesses): {exc}") from exc
-    material = {(k.name, k.key_id): k.public for k in map(note.VerifierKey.parse, cosigners)}
-    # distinct key material: one key listed under two names is one witness
-    count = len({material[(s.name, s.key_id)] for s in verified if s.timestamp is not None})
-    if count < quorum:
-        raise VerificationError(
-            f"step 1+ (witnesses): {count} trusted witnesses cosigned the checkpoint, "
-            f"the policy needs {quorum}"
+    by_id = {(k.name, k.key_id): k for k in cosigners}
+    counted, ignored = set(), []
+    for signature in verified:
+        key = by_id[(signature.name, signature.key_id)]
+        if signature.timestamp is None:
+            continue
+        if is_own(key):
+            ignored.append(key.name)
+        else:
+            counted.add(_operator_of(key, mapping))
+    # (b) distinct operators: two keys of one operator, or one key under two names, count once
+    if len(counted) < quorum:
+        why = (
+            f" (not counted: {', '.join(sorted(set(ignored)))}, the log's own operator's; a "
+            "log's own witness never counts toward its quorum)"
+            if ignored
+            else ""
         )
-    return count
+        raise VerificationError(
+            f"step 1+ (witnesses): {len(counted)} trusted witnesses of distinct operators other "
+            f"than the log's cosigned the checkpoint, the policy needs {quorum}{why}"
+        )
+    return len(counted)
+
+
+def kernel_class_of(engine: str) -> str:
+    """The CPU kernel class an engine identity names (its last part); :class:`VerificationError`
+    if it is not one of :data:`KERNEL_CLASSES` (a node could name any string, and an unknown
+    class must not buy a comparison within a tolerance)."""
+    prefix, _, kernel = engine.rpartition("/")
+    if not prefix or kernel not in KERNEL_CLASSES:
+        raise VerificationError(
+            f"engine {engine!r} names kernel class {kernel!r}, which is not one verinfer knows "
+            f"({', '.join(sorted(KERNEL_CLASSES))})"
+        )
+    return kernel
+
+
+def cross_class_bound(engines: Iterable[str], tolerance: Mapping[str, Any] | None) -> float:
+    """How far apart outputs computed on the engine identities ``engines`` may be: ``0.0``
+    (bit for bit) when they are all one identity; otherwise the calibrated bound
+    ``tolerance["abs"]`` of the manifest (signed with it), and only when every identity names a
+    kernel class verinfer knows, they differ in nothing but that class (one runtime, provider
+    and optimization level: what the calibration varied), and the calibration covered every one
+    of those classes (``tolerance["classes"]``). Raises :class:`VerificationError` naming what
+    cannot be compared.
+
+    A node's kernel class is its own claim; this is what bounds the claim: claiming another
+    class buys a comparison within ``tolerance["abs"]``, never more, and never for a class the
+    calibration did not measure."""
+    distinct = sorted(set(engines))
+    classes = {kernel_class_of(engine) for engine in distinct}
+    if len(distinct) <= 1:
+        return 0.0
+    if len({engine.rpartition("/")[0] for engine in distinct}) > 1:
+        raise VerificationError(
+            f"engines {', '.join(distinct)} differ in more than their kernel class; the "
+            "tolerance was calibrated across kernel classes only"
+        )
+    if tolerance is None:
+        raise VerificationError(
+            f"kernel classes {', '.join(sorted(classes))} differ and no tolerance is declared"
+        )
+    covered = {str(c) for c in tolerance.get("classes", ())}
+    missing = sorted(classes - covered)
+    if missing:
+        raise VerificationError(
+            f"the tolerance was calibrated on kernel classes {', '.join(sorted(covered))}, not "
+            f"{', '.join(missing)}: outputs from there cannot be compared within it"
+        )
+    return float(tolerance["abs"])
 
 
 def _agreement(bundle: Bundle, trusted: Sequence[str]) -> str:
@@ -228,6 +375,10 @@ def _agreement(bundle: Bundle, trusted: Sequence[str]) -> str:
     primary = bundle.receipt
     keys = {_public_key(primary["node"])}
     receipts = [primary]
+    try:  # an unknown kernel class is refused, whatever the outputs
+        kernel_class_of(primary["engine"])
+    except VerificationError as exc:
+        raise VerificationError(f"step 2+ (agreement): the first receipt's {exc}") from exc
     for position, replica in enumerate(bundle.replicas, 1):
         try:
             _inclusion(replica, _checkpoint(replica, trusted))
@@ -241,6 +392,10 @@ def _agreement(bundle: Bundle, trusted: Sequence[str]) -> str:
                 f"again; {primary['mode']} needs distinct nodes"
             )
         keys.add(key)
+        try:
+            kernel_class_of(receipt["engine"])
+        except VerificationError as exc:
+            raise VerificationError(f"step 2+ (agreement): replica {position}'s {exc}") from exc
         for name in ("mode", "model", "inputs", "nonce"):
             if receipt[name] != primary[name]:
                 raise VerificationError(
@@ -294,6 +449,10 @@ def _within_tolerance(bundle: Bundle, receipts: list[Any]) -> str:
             f"step 2+ (agreement): {manifest.repository}@{manifest.version} declares no tolerance "
             "across engine classes: outputs from different classes cannot be compared"
         )
+    try:
+        bound = cross_class_bound([r["engine"] for r in receipts], tolerance)
+    except VerificationError as exc:
+        raise VerificationError(f"step 2+ (agreement): {exc}") from exc
     outputs = []
     for receipt, npz in zip(receipts, bundle.compared, strict=True):
         try:
@@ -309,12 +468,12 @@ def _within_tolerance(bundle: Bundle, receipts: list[Any]) -> str:
     worst = 0.0
     for receipt, other in zip(receipts[1:], outputs[1:], strict=True):
         found = tensors.deviation(outputs[0], other)
-        if found is None or found > tolerance["abs"]:
+        if found is None or found > bound:
             raise VerificationError(
                 f"step 2+ (agreement): node {receipt['node']!r} answered outputs "
                 + ("that differ in kind" if found is None else f"{found:.3g} away")
                 + f" from node {primary['node']!r}'s, beyond the declared tolerance "
-                f"{tolerance['abs']:.3g}: the nodes disagree"
+                f"{bound:.3g}: the nodes disagree"
             )
         worst = max(worst, found)
     if worst != bundle.deviation:
@@ -322,7 +481,7 @@ def _within_tolerance(bundle: Bundle, receipts: list[Any]) -> str:
             f"step 2+ (agreement): the bundle records deviation {bundle.deviation!r}, the "
             f"outputs it carries give {worst!r}"
         )
-    return f"within the declared tolerance {tolerance['abs']:.3g} (largest deviation {worst:.3g})"
+    return f"within the declared tolerance {bound:.3g} (largest deviation {worst:.3g})"
 
 
 def _public_key(vkey: str) -> str:
