@@ -33,6 +33,7 @@ from verinfer.errors import DisagreementError
 from verinfer.node import Node
 from verinfer.node.access import Auditors
 from verinfer.node.app import create_app
+from verinfer.testing import FalsifyingEngine
 from verinfer.verify.evidence import verify_evidence
 
 X = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
@@ -85,8 +86,8 @@ def dishonest(work: Path, args: argparse.Namespace, alice: note.Signer, model: b
     served = [Served(node) for node in honest]
     for node in honest[1:]:
         node.set_peers([served[0].url])
-    liar = Served(Node(work / "liar", name="liar.test", peers=[served[0].url],
-                       dishonest=args.share))  # fmt: skip
+    lying = FalsifyingEngine(share=args.share)  # test support: the node signs what it returns
+    liar = Served(Node(work / "liar", name="liar.test", peers=[served[0].url], engine=lying))
     everyone = [*served, liar]
     try:
         wrong = agreed = refused = 0

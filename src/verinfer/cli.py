@@ -537,9 +537,14 @@ def node_start(  # noqa: PLR0917 - a typer command: its options
             "kept in DATA/peers.json)"
         ),
     ] = None,
-    dishonest: Annotated[
-        float, typer.Option(min=0.0, max=1.0, hidden=True, help="TEST ONLY: falsify this share")
-    ] = 0.0,
+    test_engine: Annotated[
+        str | None,
+        typer.Option(
+            hidden=True,
+            help="TEST SUPPORT ONLY: run on a fake engine from verinfer.testing, NAME[:ARG] "
+            "(falsifying:0.5 signs wrong outputs for half the answers)",
+        ),
+    ] = None,
     max_run_memory: Annotated[
         int,
         typer.Option(
@@ -562,11 +567,12 @@ def node_start(  # noqa: PLR0917 - a typer command: its options
     from verinfer.node.app import serve  # noqa: PLC0415 - only the server needs FastAPI
 
     engine = Engine(memory=max_run_memory << 20)
-    with Node(
-        data or keys.home() / "node", name=name, peers=peer, dishonest=dishonest, engine=engine
-    ) as node:
-        if dishonest:
-            err.print(f"[bold red]DISHONEST TEST NODE[/]: falsifies {dishonest:.0%} of answers")
+    if test_engine is not None:  # a lying node for fault injection: never a real one
+        from verinfer.testing import named_engine  # noqa: PLC0415
+
+        engine = named_engine(test_engine, memory=max_run_memory << 20)
+        err.print(f"[bold red]TEST NODE[/] on the fake engine {test_engine!r}: do not trust it")
+    with Node(data or keys.home() / "node", name=name, peers=peer, engine=engine) as node:
         err.print(f"node {node.vkey}")
         err.print(f"serving http://{host}:{port} (log size {node.log.size})")
         timeouts = {"header_timeout": header_timeout, "body_timeout": body_timeout}

@@ -26,6 +26,7 @@ from verinfer.examples import light_model, sklearn_model
 from verinfer.modes.dispute import Dispute, LocalParty, Verdict, settle, verify_verdict
 from verinfer.node import Node
 from verinfer.node.service import Result
+from verinfer.testing import FalsifyingEngine
 from verinfer.verify import evidence
 
 ARCHITECTURES = ("squeezenet", "resnet50", "densenet121", "inception_v1")
@@ -237,7 +238,7 @@ def test_a_step_that_reads_one_tensor_twice_asks_for_it_once(tmp_path: Path) -> 
 def test_a_node_that_only_falsifies_its_final_output_loses(tmp_path: Path) -> None:
     model = light_model("squeezenet", seed=5)
     image = np.random.default_rng(4).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    with Node(tmp_path / "node", dishonest=1.0) as node:
+    with Node(tmp_path / "node", engine=FalsifyingEngine(share=1.0)) as node:
         node.hub.publish(model, repository="alice/sq", version="1", signer=_signer("alice"))
         lying = node.infer("alice/sq", {"data_0": image}, mode="optimistic")
         setup = Setup("sq", model, Steps(model), node, {"data_0": image}, lying,

@@ -23,6 +23,7 @@ from verinfer.errors import VerificationError
 from verinfer.examples import sklearn_model
 from verinfer.node import Node
 from verinfer.node.access import Auditors
+from verinfer.testing import FalsifyingEngine
 from verinfer.verify.evidence import verify_evidence
 
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
@@ -36,7 +37,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Ser
     honest = Node(tmp / "honest", name="honest.test")
     honest.hub.publish(MODEL, repository="alice/iris", version="1", signer=alice)
     a = Served(honest)
-    liar = Node(tmp / "liar", name="liar.test", peers=[a.url], dishonest=1.0)
+    liar = Node(tmp / "liar", name="liar.test", peers=[a.url], engine=FalsifyingEngine(share=1.0))
     b = Served(liar)
     try:
         yield a, b
@@ -168,6 +169,7 @@ def test_detection_rate_follows_one_minus_one_minus_pf_to_the_n(
     _, liar = pair
     f, p, n, trials = 0.5, 0.3, 6, 40
     lying = liar.node.engine
+    assert isinstance(lying, FalsifyingEngine)
     lying.share = f
     caught = 0
     try:

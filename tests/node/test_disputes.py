@@ -24,6 +24,7 @@ from verinfer.client import Client, Network
 from verinfer.examples import light_model
 from verinfer.modes.dispute import Dispute, verify_verdict
 from verinfer.node import Node
+from verinfer.testing import FalsifyingEngine
 from verinfer.verify import evidence
 
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
@@ -50,7 +51,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         alice = note.Signer(note.generate_key("alice")[0])
         with Client(nodes[0]["url"]) as first:
             first.publish(MODEL, repository="alice/squeezenet", version="1", signer=alice)
-        liar = Node(tmp / "liar", name="liar.test", peers=[nodes[0]["url"]], dishonest=1.0)
+        liar = Node(
+            tmp / "liar", name="liar.test", peers=[nodes[0]["url"]],
+            engine=FalsifyingEngine(share=1.0),
+        )  # fmt: skip
         served = Served(liar)
         try:
             yield Net(nodes, served, tmp / "net")
@@ -86,8 +90,8 @@ def test_a_dishonest_node_loses_a_dispute_through_the_sdk(net: Net) -> None:
 def test_an_honest_answer_survives_a_challenge(net: Net) -> None:
     with Client(net.url(1)) as first:
         honest = first.infer("alice/squeezenet", INPUTS, mode="optimistic:600")
-    with Client(net.url(3)) as referee:  # the liar only lies when it answers: it challenges
-        verdict = referee.challenge(honest.bundle, INPUTS, challenger=net.liar.url)
+    with Client(net.url(3)) as referee:  # an honest challenger computes the receipt's outputs
+        verdict = referee.challenge(honest.bundle, INPUTS, challenger=net.url(2))
     assert (verdict.winner, verdict.reason) == (
         "defendant",
         "the challenger's final state is the receipt's",

@@ -26,6 +26,7 @@ from verinfer.errors import DisagreementError, VerificationError
 from verinfer.modes.dispute import verify_verdict
 from verinfer.node import Node
 from verinfer.node.access import Auditors
+from verinfer.testing import FalsifyingEngine
 from verinfer.verify import Bundle, verify_bundle
 
 CLI = "from verinfer.cli import main; main()"
@@ -72,7 +73,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     native_node.hub.publish(examples.light_model("squeezenet", seed=8),
                             repository="alice/uncalibrated", version="1", signer=alice)  # fmt: skip
     native = Served(native_node)
-    liar_node = Node(tmp / "liar", name="liar.test", peers=[native.url], dishonest=1.0)
+    liar_node = Node(tmp / "liar", name="liar.test", peers=[native.url],
+                     engine=FalsifyingEngine(share=1.0))  # fmt: skip
     liar = Served(liar_node)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

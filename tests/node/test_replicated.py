@@ -26,6 +26,7 @@ from verinfer.client import Client, Network
 from verinfer.errors import DisagreementError, InputError, VerificationError
 from verinfer.examples import sklearn_model
 from verinfer.node import Node
+from verinfer.testing import FalsifyingEngine
 from verinfer.verify import Bundle, verify_bundle
 
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
@@ -88,8 +89,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         first.hub.publish(model, repository="alice/iris", version="1", signer=alice)
         nodes["a"] = Served(first)
         for name in ("b", "c", "liar"):  # they fetch the model from a, hash-checked
-            node = Node(tmp / name, name=f"{name}.test", peers=[nodes["a"].url],
-                        dishonest=1.0 if name == "liar" else 0.0)  # fmt: skip
+            engine = FalsifyingEngine(share=1.0) if name == "liar" else None
+            node = Node(tmp / name, name=f"{name}.test", peers=[nodes["a"].url], engine=engine)
             opened.append(node)
             nodes[name] = Served(node)
         yield World(nodes, tmp, model)

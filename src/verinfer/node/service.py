@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import secrets
 import threading
 import time
@@ -139,21 +138,6 @@ def _check_request(mode: str, nonce: str | None, audit: str) -> None:
         raise InputError(f"audit {audit!r} is not one of {', '.join(AUDITS)}")
 
 
-def _falsified(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The outputs with one value changed (test-only dishonest nodes)."""
-    name = next(iter(outputs))
-    changed = np.array(outputs[name], copy=True)
-    if changed.size:
-        flat = changed.reshape(-1)
-        if changed.dtype == np.bool_:
-            flat[0] = not flat[0]
-        elif changed.dtype.kind == "f":
-            flat[0] += max(abs(float(flat[0])) * 1e-3, 1e-3)
-        else:
-            flat[0] += 1
-    return {**outputs, name: changed}
-
-
 @dataclass(frozen=True)
 class Result:
     """An answer: the outputs, and the bundle that proves what the node stated about them."""
@@ -197,15 +181,10 @@ class Node:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         workers: int | None = None,
         peers: list[str] | None = None,
-        dishonest: float = 0.0,
         cosign_interval: float = 0.25,
         retention: float = DEFAULT_RETENTION,
         window: int = DEFAULT_WINDOW,
     ) -> None:
-        if not 0.0 <= dishonest <= 1.0:
-            raise InputError(f"dishonest share {dishonest!r} is not in [0, 1]")
-        self.dishonest = dishonest  # test only: the share of answers this node falsifies
-        self._coin = random.Random()  # noqa: S311 - picks which answers a test node falsifies
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
         self.signer = load_or_create_key(self.data, name)
@@ -434,8 +413,6 @@ class Node:
             started = time.thread_time()  # CPU: waiting for the GIL back is not the run's cost
             outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
             self._timed((model, mode), checked, time.thread_time() - started)
-        if self.dishonest and self._coin.random() < self.dishonest:
-            outputs = _falsified(outputs)  # and signed as if computed: what a lying node does
         inputs_digest = hashing.result() if hashing else tensors.map_digest(checked)
         outputs_digest = tensors.map_digest(outputs)
         public = audit == "public"  # served to anyone; else to the requester and auditors
