@@ -28,6 +28,7 @@ from test_http import IRIS, Served
 
 from verinfer import devnet, note, tensors
 from verinfer.audit import Auditor, Finding, read_tokens
+from verinfer.client import Client
 from verinfer.errors import InputError, VerificationError
 from verinfer.examples import sklearn_model
 from verinfer.hub import Hub
@@ -492,3 +493,36 @@ def test_a_devnet_operator_audits_its_callers_private_receipts(tmp_path: Path) -
         assert [f.verdict for f in seen] == ["ok"], seen
     finally:
         devnet.down(directory)
+
+
+def test_the_cli_asks_a_node_for_a_public_audit(served: Served, tmp_path: Path) -> None:
+    env = {**os.environ, "VERINFER_HOME": str(tmp_path / "home")}
+    inputs = tmp_path / "x.json"
+    inputs.write_text(json.dumps(tensors.encode_json({"X": IRIS + 11})))
+    bundle = tmp_path / "bundle.json"
+    done = subprocess.run(
+        [*VERINFER, "infer", "alice/iris", "--inputs", str(inputs), "--bundle", str(bundle),
+         "--node", served.url, "--public-audit"],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    receipt = Bundle.from_json(bundle.read_text()).receipt
+    assert receipt["audit"] == "public"
+    served.node.archive.flush()
+    assert _get(served, receipt["inputs"]).status_code == 200  # anyone reads them
+
+
+def test_the_sdk_hands_the_requester_its_capabilities(served: Served, tmp_path: Path) -> None:
+    with Client(served.url, trusted_vkeys=[served.node.vkey], known_nodes=tmp_path / "k.json",
+                known_publishers=tmp_path / "p.json") as client:  # fmt: skip
+        private = client.infer("alice/iris", {"X": IRIS + 12})
+        public = client.infer("alice/iris", {"X": IRIS + 13}, audit="public")
+    served.node.archive.flush()
+    receipt = private.bundle.receipt
+    assert receipt["audit"] == "private"
+    assert public.bundle.receipt["audit"] == "public"
+    _refused(_get(served, receipt["outputs"]))
+    opened = _get(served, receipt["outputs"], private.capabilities[receipt["outputs"]])
+    assert opened.status_code == 200
+    assert tensors.map_digest(tensors.decode_binary(opened.content)) == receipt["outputs"]
+    assert _get(served, public.bundle.receipt["outputs"]).status_code == 200
