@@ -239,6 +239,17 @@ def test_an_answer_never_depends_on_earlier_requests(framed: Framed) -> None:
     assert float(first["y"].min()) < 1.0  # the random branch was taken: not the input back
 
 
+def test_an_unseeded_random_operator_answers_alike_in_every_process(tmp_path: Path) -> None:
+    """Without a ``seed`` attribute ONNX Runtime draws from a process-wide seed (the clock by
+    default): the engine pins it, so runs and processes agree as with a seeded operator."""
+    unseeded = _graph_model([helper.make_node("RandomNormalLike", ["x"], ["y"])])
+    engine = Engine()
+    first = engine.run(cid.compute(unseeded), lambda: unseeded, HIGH)
+    second = engine.run(cid.compute(unseeded), lambda: unseeded, HIGH)
+    fresh = _fresh_process(unseeded, tmp_path)
+    assert tensors.map_digest(first) == tensors.map_digest(second) == tensors.map_digest(fresh)
+
+
 def test_framing_evidence_is_refused_offline_by_nodes_and_by_clients(framed: Framed) -> None:
     """Evidence from the node's second answer, under a manifest that (wrongly) records the
     model as bit-reproducible, with a correct fresh re-execution as the 'true' outputs."""

@@ -196,6 +196,7 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+RANDOM_SEED = 0  # ONNX Runtime's seed for random operators that name none (Engine pins it)
 
 
 def _over_memory(requested: int, cap: int) -> InputError | LimitExceeded:
@@ -231,6 +232,9 @@ class Engine:
         memory: int | None = DEFAULT_RUN_MEMORY,
     ) -> None:
         session_options(threads)  # validates
+        # a random operator without a seed attribute draws from ONNX Runtime's process-wide
+        # seed, which defaults to the clock: pinned, its answers do not depend on the process
+        ort.set_seed(RANDOM_SEED)
         if memory is not None:
             _share_arena(memory)
         self.threads = threads
