@@ -4,6 +4,7 @@ an offline verifier holding the materials. A real node on 127.0.0.1, real ezkl (
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 from test_http import Served
 
 from verinfer import cid, note, tensors
-from verinfer.client import Client
+from verinfer.client import AsyncClient, Client, Result
 from verinfer.errors import NotFound, VerificationError
 from verinfer.hub.documents import Manifest, ZkAddendum
 from verinfer.node import Node
@@ -48,11 +49,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 def test_a_zk_answer_is_proven_and_verified(served: Served) -> None:
     vkey = served.node.vkey
-    with (
-        Client(served.url, trusted_vkeys=[vkey], allow_insecure_srs=True) as client,
-        pytest.raises(VerificationError, match="give trusted_publishers"),
+    mallory = note.generate_key("alice")[1]  # the owner's name, another key
+    for publishers, message in (
+        ([mallory], "not a trusted publisher"),
+        ([note.generate_key("bob")[1]], "no publisher key is trusted for owner 'alice'"),
     ):
-        client.infer("alice/mlp", X, mode="zk")
+        with (
+            Client(served.url, trusted_vkeys=[vkey], allow_insecure_srs=True,
+                   trusted_publishers=publishers) as client,
+            pytest.raises(VerificationError, match=message),
+        ):  # fmt: skip
+            client.infer("alice/mlp", X, mode="zk")
     with Client(served.url, trusted_vkeys=[vkey], allow_insecure_srs=True,
                 trusted_publishers=[ALICE.vkey]) as client:  # fmt: skip
         result = client.infer("alice/mlp", X, mode="zk")
@@ -101,6 +108,24 @@ def test_a_zk_answer_is_proven_and_verified(served: Served) -> None:
         verify_bundle(flipped, [vkey], X, result.outputs, zk_materials=materials,
                       zk_publishers=[ALICE.vkey], allow_insecure_srs=True)  # fmt: skip
     assert cid.compute(materials[bundle.zk_addendum]) == bundle.zk_addendum
+
+
+def test_the_async_client_verifies_zk_through_the_same_flow(served: Served) -> None:
+    """AsyncClient drives the very flow Client does: the proof, the endorsement by a trusted
+    publisher, the SRS policy (it could not ask for zk at all before)."""
+
+    async def ask(publisher: str) -> Result:
+        async with AsyncClient(served.url, trusted_vkeys=[served.node.vkey],
+                               allow_insecure_srs=True,
+                               trusted_publishers=[publisher]) as client:  # fmt: skip
+            return await client.infer("alice/mlp", X, mode="zk")
+
+    result = asyncio.run(ask(ALICE.vkey))
+    assert result.bundle.receipt["mode"] == "zk"
+    assert result.bundle.zk_addendum
+    mallory = note.generate_key("alice")[1]
+    with pytest.raises(VerificationError, match=r"step 7 \(zk\).*not a trusted publisher"):
+        asyncio.run(ask(mallory))
 
 
 def test_the_sdk_refuses_an_insecure_srs_unless_told_and_unendorsed_models(
