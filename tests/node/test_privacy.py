@@ -526,3 +526,26 @@ def test_the_sdk_hands_the_requester_its_capabilities(served: Served, tmp_path: 
     assert opened.status_code == 200
     assert tensors.map_digest(tensors.decode_binary(opened.content)) == receipt["outputs"]
     assert _get(served, public.bundle.receipt["outputs"]).status_code == 200
+
+
+def test_a_loose_auditor_file_refuses_every_auditor_and_tells_only_the_operator(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    receipt = _receipt(_infer(served, IRIS + 14))
+    token = Auditors(served.node.data).add("loose", replace=True)
+    assert _get(served, receipt["inputs"], token).status_code == 200
+    path = served.node.data / "auditors.json"
+    path.chmod(0o644)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1))  # seen as changed: read again
+    try:
+        with caplog.at_level(logging.WARNING, logger="verinfer.access"):
+            refused = _get(served, receipt["inputs"], token)
+        _refused(refused)  # a 403 like any stranger's: no path of the node's disk in it
+        assert str(served.node.data) not in refused.text
+        assert "auditor tokens unusable" in caplog.text
+        assert "is readable by others: chmod 600 it" in caplog.text
+        assert token not in caplog.text
+    finally:
+        path.chmod(0o600)
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 2))
+    assert _get(served, receipt["inputs"], token).status_code == 200
