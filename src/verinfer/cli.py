@@ -555,11 +555,13 @@ def node_start(  # noqa: PLR0917 - a typer command: its options
     ] = DEFAULT_RUN_MEMORY >> 20,
     header_timeout: Annotated[
         float | None,
-        typer.Option(min=0.01, help="seconds a request's head may take to arrive [default: 10]"),
+        typer.Option(
+            min=0.01, show_default="10", help="seconds a request's head may take to arrive"
+        ),
     ] = None,
     body_timeout: Annotated[
         float | None,
-        typer.Option(min=0.01, help="seconds a request's body may stall [default: 30]"),
+        typer.Option(min=0.01, show_default="30", help="seconds a request's body may stall"),
     ] = None,
 ) -> None:
     """Serve the HTTP API until SIGINT/SIGTERM; in-flight requests finish, the queue commits."""
