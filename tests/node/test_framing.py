@@ -306,6 +306,9 @@ def test_manifests_state_the_operators_consistently(framed: Framed) -> None:
         _forged(facts, "alice/x", framed.alice, nondeterministic=["Z", "A"])
     with pytest.raises(VerificationError, match="malformed manifest: field 'determinism'"):
         _forged(facts, "alice/x", framed.alice, trusted=True)
+    for bad in ({"runs": "4"}, {"threads": [1, True]}, {"engine": 1}, {"seed": 1.5}):
+        with pytest.raises(VerificationError, match="malformed manifest: field 'determinism'"):
+            _forged(facts, "alice/x", framed.alice, **bad)
 
 
 def test_the_node_refuses_modes_that_would_judge_the_model(framed: Framed) -> None:

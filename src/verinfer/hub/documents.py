@@ -257,6 +257,14 @@ def _check_facts(body: Mapping[str, Any]) -> None:
         None,
     ):
         raise bad("determinism")
+    if any(
+        key in determinism
+        and (not isinstance(determinism[key], kind) or isinstance(determinism[key], bool))
+        for key, kind in _DETERMINISM_TYPES.items()
+    ) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in determinism.get("threads", [])
+    ):
+        raise bad("determinism")
     found = determinism.get("nondeterministic", [])
     if (
         not isinstance(found, list)
@@ -283,6 +291,9 @@ def _check_facts(body: Mapping[str, Any]) -> None:
 _DETERMINISM = frozenset(
     {"bit_identical", "nondeterministic", "runs", "threads", "seed", "engine", "error", "tolerance"}
 )
+_DETERMINISM_TYPES: dict[str, type] = {
+    "runs": int, "threads": list, "seed": int, "engine": str, "error": str,
+}  # fmt: skip
 _FACTS = (
     "size",
     "format",
