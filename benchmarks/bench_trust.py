@@ -54,7 +54,7 @@ def throughput(path: Path, model: str, inputs: dict[str, np.ndarray], mode: str,
     threads, per = 8, max(1, n // 8)
 
     def work() -> None:
-        with Network(path) as network:
+        with Network(path, known_publishers=path.with_name("publishers.json")) as network:
             for _ in range(per):
                 network.infer(model, inputs, mode=mode)
 
@@ -95,7 +95,7 @@ def main() -> int:
             }  # fmt: skip
             path = directory / devnet.NETWORK_FILE
             pids = [int(node["pid"]) for node in nodes]
-            with Network(path) as network:
+            with Network(path, trusted_publishers=[publisher.vkey]) as network:
                 for name, (inputs, latency_runs, audit_runs) in cases.items():
                     model = f"bench/{name}"
                     for _ in range(3):  # every node fetches the model and builds its session

@@ -46,9 +46,12 @@ def run(out: Console, *, nodes: int = 3, directory: Path | None = None) -> None:
     started = devnet.up(directory, nodes)
     try:
         _show_network(out, started)
+        pins = directory / "known_publishers.json"  # the demo's publisher, pinned on first use
         clients = [
-            Client(node["url"], trusted_vkeys=[node["vkey"]], timeout=120) for node in started
-        ]
+            Client(node["url"], trusted_vkeys=[node["vkey"]], timeout=120, known_publishers=pins,
+                   on_pin=lambda line: out.print(f"  notice: {line}", markup=False))
+            for node in started
+        ]  # fmt: skip
         try:
             _walk_through(out, directory, started, clients)
         finally:
@@ -228,7 +231,8 @@ def _trust_across_nodes(
     out.print("\n[bold]5. trust across nodes[/]")
     k = len(started)
     if k >= 2:
-        with Network(directory / devnet.NETWORK_FILE) as network:
+        pins = directory / "known_publishers.json"  # as the clients pinned it
+        with Network(directory / devnet.NETWORK_FILE, known_publishers=pins) as network:
             replicated = network.infer("demo/digits", inputs, mode=f"replicated:{k}")
         nodes = [replicated.bundle.receipt["node"]]
         nodes += [r.receipt["node"] for r in replicated.bundle.replicas]
