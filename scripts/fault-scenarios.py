@@ -95,7 +95,8 @@ def dishonest(work: Path, args: argparse.Namespace, alice: note.Signer, model: b
         session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
         names = [output.name for output in session.get_outputs()]
         truth = tensors.map_digest(dict(zip(names, session.run(None, {"X": X}), strict=True)))
-        with Network(network_file(work / "all.json", everyone)) as network:
+        with Network(network_file(work / "all.json", everyone),
+                     trusted_publishers=[alice.vkey]) as network:  # fmt: skip
             for _ in range(40):
                 try:
                     result = network.infer("alice/iris", {"X": X}, mode="replicated:3")
@@ -113,7 +114,9 @@ def dishonest(work: Path, args: argparse.Namespace, alice: note.Signer, model: b
         caught = 0
         token = Auditors(liar.node.data).add("fault-scenarios", replace=True)
         with (
-            Client(liar.url, trusted_vkeys=[liar.node.vkey]) as client,
+            Client(
+                liar.url, trusted_vkeys=[liar.node.vkey], trusted_publishers=[alice.vkey]
+            ) as client,
             Auditor(
                 [(liar.url, liar.node.vkey)], args.rate, seed=11, tokens={liar.url: token}
             ) as auditor,
@@ -156,7 +159,8 @@ def equivocating(work: Path, alice: note.Signer, model: bytes) -> bool:
         f2.node.set_peers([w2.url])
         start = time.monotonic()
         for fork, value in ((f1, X), (f2, X + 1)):
-            with Client(fork.url, trusted_vkeys=[first.vkey]) as client:
+            with Client(fork.url, trusted_vkeys=[first.vkey],
+                        trusted_publishers=[alice.vkey]) as client:  # fmt: skip
                 client.infer("alice/iris", {"X": value})
         found: list[dict[str, object]] = []
         while not found and time.monotonic() - start < 30:
