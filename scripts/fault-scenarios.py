@@ -6,7 +6,9 @@ own data directory, key, log and HTTP server):
 2. audits at rate p convict it: the measured detection rate over many rounds of n requests
    against the analytic 1 - (1 - p*f)^n (an auditor the operator issued a token, so the
    callers' private receipts are audited too);
-3. an equivocating log (one key, two histories shown to two witnesses) is caught by gossip.
+3. an equivocating log (one key, two histories shown to two witnesses) is caught by gossip;
+4. an honest node serving a model with a random operator is never framed: its answers repeat
+   bit for bit, and fraud evidence built from them is refused offline, by nodes and by clients.
 
 Usage: python scripts/fault-scenarios.py [--trials 30] [--rate 0.3] [--share 0.5] [--n 6]
 """
@@ -22,19 +24,24 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnxruntime
 import uvicorn
+from onnx import TensorProto, helper
 
 from verinfer import examples, note, tensors
 from verinfer.audit import Auditor
 from verinfer.client import Client, Network
-from verinfer.errors import DisagreementError
+from verinfer.engine import Engine
+from verinfer.errors import DisagreementError, VerificationError
+from verinfer.hub.documents import Change, Manifest
 from verinfer.node import Node
 from verinfer.node.access import Auditors
 from verinfer.node.app import create_app
 from verinfer.testing import FalsifyingEngine
-from verinfer.verify.evidence import verify_evidence
+from verinfer.verify import Bundle
+from verinfer.verify.evidence import fraud, verify_evidence
 
 X = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
 
@@ -74,6 +81,7 @@ def main() -> int:
         work = Path(tmp)
         ok = dishonest(work, args, alice, model)
         ok &= equivocating(work, alice, model)
+        ok &= framing(work, args, alice)
     print("all scenarios behaved" if ok else "SOME SCENARIOS MISBEHAVED")
     return 0 if ok else 1
 
@@ -176,6 +184,89 @@ def equivocating(work: Path, alice: note.Signer, model: bytes) -> bool:
         for running in (f1, f2, w1, w2):
             running.stop()
     return ok
+
+
+def _framing_model() -> bytes:
+    """``Where(x > 100, RandomUniformLike(x, seed=7), x)``: the publish-time probe's inputs
+    never reach the random branch."""
+    limit = helper.make_tensor("limit", TensorProto.FLOAT, [], [100.0])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["limit"], value=limit),
+            helper.make_node("Greater", ["x", "limit"], ["high"]),
+            helper.make_node("RandomUniformLike", ["x"], ["random"], seed=7.0),
+            helper.make_node("Where", ["high", "random", "x"], ["y"]),
+        ],
+        "framing",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def framing(work: Path, args: argparse.Namespace, alice: note.Signer) -> bool:
+    """Scenario 4: the framing attack of issue 15, item 1, repeated over many trials."""
+    model = _framing_model()
+    victim = Served(Node(work / "victim", name="victim.test"))
+    honest = victim.node.hub.publish(model, repository="alice/framing", version="1",
+                                     signer=alice)  # fmt: skip
+    # the worst case: a manifest signed before nodes recomputed the verdict, still in a hub,
+    # that (wrongly) records the model as bit-reproducible
+    facts = dict(honest.body)
+    facts["determinism"] = {k: v for k, v in facts["determinism"].items()
+                            if k != "nondeterministic"} | {"bit_identical": True}  # fmt: skip
+    legacy = Manifest.create(facts, repository="alice/legacy", version="1", model=honest.model,
+                             signer=alice)  # fmt: skip
+    publish = Change.create(repository="alice/legacy", seq=0, prev=None, signer=alice,
+                            version="1", manifest=legacy.cid)  # fmt: skip
+    victim.node.hub._commit("alice/legacy", "alice", alice.vkey, [publish], legacy)
+    witness = Served(Node(work / "witness", name="witness.test", peers=[victim.url]))
+    witness.node.witness.trust(victim.node.log.origin, victim.node.vkey)
+    witness.node.resolve(honest.cid)  # it holds the model, to judge evidence about it
+    repeated = refused_offline = refused_by_node = refused_modes = 0
+    try:
+        for trial in range(args.trials):
+            x = {"x": np.full((1, 4), 101.0 + trial, np.float32)}
+            answers = []
+            for _ in range(2):
+                body = {"model": legacy.cid, "inputs": tensors.encode_json(x, raw=True)}
+                answer = httpx.post(f"{victim.url}/v1/infer", json=body, timeout=60).json()
+                answers.append(Bundle.from_json(answer["bundle"]))
+            rerun = tensors.map_digest(Engine().run(honest.model, lambda: model, x))
+            second = answers[1].receipt["outputs"]
+            repeated += answers[0].receipt["outputs"] == second == rerun
+            claimed = Engine().run(honest.model, lambda: model, x)
+            if tensors.map_digest(claimed) == second:  # the attacker claims anything else
+                claimed = {"y": claimed["y"] + np.float32(0.5)}
+            evidence = fraud(answers[1], legacy.data, tensors.encode_binary(x),
+                             tensors.encode_binary(claimed), Engine().identity)  # fmt: skip
+            try:
+                verify_evidence(json.dumps(evidence), model=model)
+            except VerificationError:
+                refused_offline += 1
+            submitted = httpx.post(f"{witness.url}/v1/evidence", json=evidence, timeout=60)
+            refused_by_node += 400 <= submitted.status_code < 500
+            witness.node.witness.record(evidence)  # a dishonest node serves it anyway
+            for mode in ("optimistic", "replicated:2"):
+                body = {"model": legacy.cid, "inputs": tensors.encode_json(x, raw=True),
+                        "mode": mode}  # fmt: skip
+                refused_modes += httpx.post(f"{victim.url}/v1/infer", json=body,
+                                            timeout=60).status_code == 400  # fmt: skip
+        with Network(network_file(work / "framing.json", [victim, witness])) as network:
+            convicted = network.check_evidence()
+        print(f"4. framing an honest node with a random operator, {args.trials} trials: answers "
+              f"repeated bit for bit {repeated}/{args.trials}, evidence refused offline "
+              f"{refused_offline}/{args.trials} and by a node {refused_by_node}/{args.trials}, "
+              f"optimistic and replicated refused {refused_modes}/{2 * args.trials}, honest "
+              f"nodes convicted by Network.check_evidence(): {len(convicted)}")  # fmt: skip
+        ok = len(convicted) == 0
+        ok &= repeated == refused_offline == refused_by_node == args.trials
+        return ok and refused_modes == 2 * args.trials
+    finally:
+        for running in (witness, victim):
+            running.stop()
 
 
 if __name__ == "__main__":
