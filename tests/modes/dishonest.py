@@ -6,7 +6,7 @@ Import as ``from dishonest import ...`` (the tests put this directory on ``sys.p
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -131,8 +131,15 @@ class Liar(LocalParty):
         return {**answer, "state": "ab" * 32} if step == self.at else answer
 
 
+# never set: a silent side waits on it far past any test's deadline (the referee gives up at
+# its deadline and never joins the thread), instead of sleeping a guessed few seconds
+_NEVER = threading.Event()
+_SILENCE = 30.0
+
+
 class Silent(LocalParty):
-    """Stops answering from round ``after`` on (it sleeps past any test deadline)."""
+    """Stops answering from round ``after`` on (it answers only 30 s later, long after
+    any deadline a test gives, however loaded the machine)."""
 
     def __init__(self, *args: object, after: int = 0, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -141,11 +148,11 @@ class Silent(LocalParty):
     def state(self, dispute: Dispute, step: int) -> dict[str, Any]:
         self.asked += 1
         if self.asked > self.after:
-            time.sleep(5)
+            _NEVER.wait(_SILENCE)
         return super().state(dispute, step)
 
     def reveal(self, dispute: Dispute, step: int, names: Sequence[str]) -> Reveal:
-        time.sleep(5)
+        _NEVER.wait(_SILENCE)
         return super().reveal(dispute, step, names)
 
 

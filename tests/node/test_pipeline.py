@@ -1,11 +1,13 @@
 """The request pipeline's scheduling, with a real log: a long request is never held up by a
-batch of short ones, and a batch whose estimates were wrong hands its rest back."""
+batch of short ones, and a batch whose estimates were wrong hands its rest back. Ordering comes
+from events the computations set and wait on, and time from a clock the test advances: nothing
+here depends on how fast the machine is."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 from verinfer import note
@@ -14,8 +16,35 @@ from verinfer.log.sequencer import Committed, Sequencer
 from verinfer.node.pipeline import Pipeline
 
 
+class Clock:
+    """Seconds that pass only when a computation says so (one for every thread)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+async def _until(event: threading.Event) -> None:
+    """Wait on a thread's event without blocking the event loop."""
+    assert await asyncio.to_thread(event.wait, 30)
+
+
 def _pipeline(
-    log: Log, compute: object, estimate: object, *, workers: int, batch_seconds: float = 2e-3
+    log: Log,
+    compute: object,
+    estimate: object,
+    *,
+    workers: int,
+    batch_seconds: float = 2e-3,
+    clock: Callable[[], float] | None = None,
 ) -> tuple[Sequencer, Pipeline[str, tuple[str, Committed]]]:
     sequencer = Sequencer(log)
     pipeline: Pipeline[str, tuple[str, Committed]] = Pipeline(
@@ -25,6 +54,7 @@ def _pipeline(
         workers=workers,
         estimate=estimate,  # type: ignore[arg-type]
         batch_seconds=batch_seconds,
+        **({"clock": clock} if clock else {}),
     )
     return sequencer, pipeline
 
@@ -32,10 +62,11 @@ def _pipeline(
 def test_a_long_request_is_not_held_up_by_a_running_short_batch(
     tmp_path: Path, signer: note.Signer
 ) -> None:
-    gate = threading.Event()
+    gate, running = threading.Event(), threading.Event()
 
     def compute(name: str) -> tuple[bytes, str]:
         if name == "short-0":
+            running.set()  # a worker has taken it and holds the short role
             assert gate.wait(30)  # the short batch is still running while the long one arrives
         return name.encode(), name
 
@@ -47,7 +78,7 @@ def test_a_long_request_is_not_held_up_by_a_running_short_batch(
 
         async def scenario() -> list[str]:
             first = asyncio.ensure_future(pipeline.arun("short-0"))
-            await asyncio.sleep(0.2)  # a worker has taken it and holds the short role
+            await _until(running)
             later = [asyncio.ensure_future(pipeline.arun(f"short-{k}")) for k in (1, 2)]
             long = await asyncio.wait_for(pipeline.arun("long"), 30)  # the idle worker takes it
             order = [long[0]]
@@ -66,26 +97,29 @@ def test_a_long_request_is_not_held_up_by_a_running_short_batch(
 def test_a_batch_whose_estimates_were_wrong_hands_its_rest_back(
     tmp_path: Path, signer: note.Signer
 ) -> None:
-    gate = threading.Event()
+    gate, busy, clock = threading.Event(), threading.Event(), Clock()
 
     def compute(name: str) -> tuple[bytes, str]:
         if name == "gate":
+            busy.set()
             assert gate.wait(30)
         else:
-            time.sleep(0.005)  # estimated at 1 us, takes 5 ms: over twice the 1 ms budget
+            clock.advance(0.005)  # estimated at 1 us, takes 5 ms: over twice the 1 ms budget
         return name.encode(), name
 
     def estimate(args: tuple[str, ...]) -> float | None:
         return None if args[0] == "gate" else 1e-6
 
     with Log.open(tmp_path, signer) as log:
-        sequencer, pipeline = _pipeline(log, compute, estimate, workers=1, batch_seconds=1e-3)
+        sequencer, pipeline = _pipeline(
+            log, compute, estimate, workers=1, batch_seconds=1e-3, clock=clock
+        )
 
         async def scenario() -> list[tuple[str, Committed]]:
             blocked = asyncio.ensure_future(pipeline.arun("gate"))
-            await asyncio.sleep(0.2)  # the only worker is busy: five short ones queue
+            await _until(busy)  # the only worker is busy: five short ones queue
             rest = [asyncio.ensure_future(pipeline.arun(f"s{k}")) for k in range(5)]
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0)  # each task queues its request before it first waits
             gate.set()
             return list(await asyncio.gather(blocked, *rest))
 

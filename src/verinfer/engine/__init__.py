@@ -254,6 +254,11 @@ class Engine:
         """The engine identity this engine's results carry."""
         return identity()
 
+    def cpu_time(self) -> float:
+        """The calling thread's CPU time in seconds, which a node times this engine's runs
+        with (waiting for the GIL back is not a run's cost); a test engine may count its own."""
+        return time.thread_time()
+
     def session(self, model: str, load: Callable[[], bytes]) -> ort.InferenceSession:
         """The session for model CID ``model``; ``load`` returns the (checked) bytes if needed.
 
