@@ -11,6 +11,7 @@ own data directory, key, log and HTTP server):
    bit for bit, and fraud evidence built from them is refused offline, by nodes and by clients.
 
 Usage: python scripts/fault-scenarios.py [--trials 30] [--rate 0.3] [--share 0.5] [--n 6]
+                                         [--framing-trials 30]
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.3)
     parser.add_argument("--share", type=float, default=0.5)
     parser.add_argument("--n", type=int, default=6)
+    parser.add_argument("--framing-trials", type=int, default=30)
     args = parser.parse_args()
     alice = note.Signer(note.generate_key("alice")[0])
     model = examples.sklearn_model("iris")
@@ -225,9 +227,10 @@ def framing(work: Path, args: argparse.Namespace, alice: note.Signer) -> bool:
     witness = Served(Node(work / "witness", name="witness.test", peers=[victim.url]))
     witness.node.witness.trust(victim.node.log.origin, victim.node.vkey)
     witness.node.resolve(honest.cid)  # it holds the model, to judge evidence about it
+    trials = args.framing_trials
     repeated = refused_offline = refused_by_node = refused_modes = 0
     try:
-        for trial in range(args.trials):
+        for trial in range(trials):
             x = {"x": np.full((1, 4), 101.0 + trial, np.float32)}
             answers = []
             for _ in range(2):
@@ -256,14 +259,14 @@ def framing(work: Path, args: argparse.Namespace, alice: note.Signer) -> bool:
                                             timeout=60).status_code == 400  # fmt: skip
         with Network(network_file(work / "framing.json", [victim, witness])) as network:
             convicted = network.check_evidence()
-        print(f"4. framing an honest node with a random operator, {args.trials} trials: answers "
-              f"repeated bit for bit {repeated}/{args.trials}, evidence refused offline "
-              f"{refused_offline}/{args.trials} and by a node {refused_by_node}/{args.trials}, "
-              f"optimistic and replicated refused {refused_modes}/{2 * args.trials}, honest "
+        print(f"4. framing an honest node with a random operator, {trials} trials: answers "
+              f"repeated bit for bit {repeated}/{trials}, evidence refused offline "
+              f"{refused_offline}/{trials} and by a node {refused_by_node}/{trials}, "
+              f"optimistic and replicated refused {refused_modes}/{2 * trials}, honest "
               f"nodes convicted by Network.check_evidence(): {len(convicted)}")  # fmt: skip
         ok = len(convicted) == 0
-        ok &= repeated == refused_offline == refused_by_node == args.trials
-        return ok and refused_modes == 2 * args.trials
+        ok &= repeated == refused_offline == refused_by_node == trials
+        return ok and refused_modes == 2 * trials
     finally:
         for running in (witness, victim):
             running.stop()
