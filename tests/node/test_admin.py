@@ -202,10 +202,9 @@ def test_a_failed_upload_leaves_nothing_behind(served: Served) -> None:
     assert answer.startswith(b"HTTP/1.1 413")
     assert b'"code":"body_too_large"' in answer
     _raw_upload(served.url, 50_000, os.urandom(20_000))  # the client hangs up mid-body
-    deadline = time.monotonic() + 10
-    while True:
+    while True:  # until the node sees the hang-up and cleans up (pytest's limit stops a hang)
         leftovers = [p for p in served.node.hub.blobs.root.iterdir() if p.name.startswith(".")]
-        if not leftovers or time.monotonic() > deadline:
+        if not leftovers:
             break
         time.sleep(0.05)
     assert leftovers == []

@@ -200,7 +200,6 @@ def test_a_conviction_is_evidence_the_referee_serves_and_clients_act_on(
         before = admin.peers()
         admin.set_peers([*before, net.liar.url])
     try:
-        deadline = time.monotonic() + 60
         with httpx.Client(base_url=net.url(3), timeout=120) as http:
             while True:  # its cosigning round takes the liar's log in within a second or so
                 lying = _lying_bundle(net)
@@ -209,7 +208,7 @@ def test_a_conviction_is_evidence_the_referee_serves_and_clients_act_on(
                         lying.bundle, INPUTS, challenger=net.url(2), defendant=net.liar.url
                     )
                 kept = [e for e in http.get("/v1/evidence").json() if e["kind"] == "dispute"]
-                if kept or time.monotonic() > deadline:
+                if kept:  # (pytest's time limit stops a hang: no clock decides)
                     break
             assert kept, "the referee kept no evidence of the conviction"
             document = evidence.dispute(verdict)

@@ -231,13 +231,12 @@ def test_every_node_witnesses_the_others(trio: list[Served]) -> None:
         for served in trio:
             with Client(served.url, trusted_vkeys=[served.node.vkey]) as client:
                 client.infer("alice/iris", {"X": IRIS})
-        deadline = time.monotonic() + 20
-        while True:  # every log is cosigned by both other nodes' witnesses
-            counts = []
+        while True:  # until every log is cosigned by both other nodes' witnesses (pytest's
+            counts = []  # time limit stops a hang: no clock decides)
             for served in trio:
                 answer = http.get(f"{served.url}/v1/log/cosigned")
                 counts.append(answer.text.count("/witness ") if answer.status_code == 200 else 0)
-            if counts == [2, 2, 2] or time.monotonic() > deadline:
+            if counts == [2, 2, 2]:
                 break
             time.sleep(0.05)
         assert counts == [2, 2, 2]
@@ -311,9 +310,8 @@ def test_a_log_showing_two_histories_is_caught_by_gossip(tmp_path: Path) -> None
                 bundles.append(client.infer("alice/iris", {"X": row}).bundle)
         sizes = {note.verify_checkpoint(b.checkpoint, [first.vkey])[0].size for b in bundles}
         assert sizes == {1}  # one size, two roots
-        deadline = time.monotonic() + 30
         found: list[dict[str, object]] = []
-        while not found and time.monotonic() < deadline:  # ...until they gossip
+        while not found:  # ...until they gossip (pytest's time limit stops a hang)
             found = [e for s in (w1, w2) for e in s.node.witness.evidence()]
             time.sleep(0.05)
         assert found, "the witnesses' gossip did not find the split view"
