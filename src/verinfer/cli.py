@@ -756,6 +756,51 @@ def _read_trust(path: Path) -> list[str]:
     return found
 
 
+def _read_witnesses(path: Path) -> tuple[list[str], dict[str, str]]:
+    """Trusted witness keys and their operators (the caller's trust decision, §11), from a
+    witness file (a vkey a line, optionally followed by its operator: a label, or the vkey of a
+    node that operator runs; ``#`` starts a comment) or a network file (``{"nodes": [{"vkey",
+    "witness", "operator"}]}``: each node's ``witness`` is trusted, of the node's ``operator``,
+    by default the node's own key)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read witness file {str(path)!r}: {exc}") from exc
+    keys: list[str] = []
+    operators: dict[str, str] = {}
+    if text.lstrip().startswith("{"):
+        try:
+            for node in json.loads(text)["nodes"]:
+                if node.get("witness") is None:
+                    continue
+                vkey = note.VerifierKey.parse(str(node["vkey"])).vkey
+                witness = note.VerifierKey.parse(str(node["witness"])).vkey
+                operator = str(node.get("operator") or vkey)
+                keys.append(witness)
+                operators.update({witness: operator, vkey: operator})
+        except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
+            raise InputError(f"network file {str(path)!r} is malformed: {exc}") from exc
+    for number, line in enumerate([] if keys else text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 2:
+            raise InputError(
+                f"witness file {str(path)!r} line {number}: expected a vkey and optionally its "
+                "operator"
+            )
+        try:
+            key = note.VerifierKey.parse(fields[0]).vkey
+        except InputError as exc:
+            raise InputError(f"witness file {str(path)!r} line {number}: {exc}") from exc
+        keys.append(key)
+        if len(fields) == 2:
+            operators[key] = fields[1]
+    if not keys:
+        raise InputError(f"witness file {str(path)!r} lists no witness keys")
+    return keys, operators
+
+
 @app.command()
 def infer(  # noqa: PLR0917 - a typer command: its options
     model: Annotated[str, typer.Argument(help="owner/name[@version|tag], or a model CID")],
@@ -835,7 +880,8 @@ def infer(  # noqa: PLR0917 - a typer command: its options
                     for c in clients
                     if result_bundle.receipt["node"] in (c._trusted or [c.node_vkey()])
                 )
-                result_bundle = answering.cosigned(result_bundle, _read_trust(witnesses), quorum)
+                keys_given = _read_witnesses(witnesses)[0]
+                result_bundle = answering.cosigned(result_bundle, keys_given, quorum)
                 err.print(f"cosigned by {quorum} trusted witnesses")
         outputs_got, signer_vkey = answer.outputs, result_bundle.receipt["node"]
     else:
@@ -871,7 +917,12 @@ def verify(  # noqa: PLR0917 - a typer command: its options
         bool, typer.Option("--reexecute", help="run the model here and compare outputs")
     ] = False,
     witnesses: Annotated[
-        Path | None, typer.Option(help="trusted witness vkeys, one per line (with --quorum)")
+        Path | None,
+        typer.Option(
+            help="trusted witness vkeys, one per line, each optionally followed by its operator "
+            "(a label, or a node vkey of that operator), or a network.json (each node's witness, "
+            "of the node's operator); a log's own operator's witnesses never count (with --quorum)"
+        ),
     ] = None,
     quorum: Annotated[
         int, typer.Option(min=0, help="require this many trusted witnesses' cosignatures")
@@ -895,6 +946,7 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     trusted = _read_trust(trust)
     if quorum and witnesses is None:
         raise InputError("--quorum needs --witnesses FILE")
+    policy = _read_witnesses(witnesses) if witnesses else ([], {})
     try:
         text = bundle.read_bytes()
     except OSError as exc:
@@ -914,8 +966,9 @@ def verify(  # noqa: PLR0917 - a typer command: its options
         model=model_bytes,
         reexecute=reexecute,
         report=lambda line: out.print(f"[green]✓[/] {line}"),
-        witnesses=_read_trust(witnesses) if witnesses else (),
+        witnesses=policy[0],
         quorum=quorum,
+        operators=policy[1],
         zk_materials=(
             {path.name: path.read_bytes() for path in zk_materials.iterdir() if path.is_file()}
             if zk_materials is not None

@@ -240,7 +240,8 @@ def _trust_across_nodes(
             f"  [green]✓[/] replicated:{k}: {k} nodes answered the same request and agree; the "
             f"bundle holds {k} signed receipts ({', '.join(str(n).split('+')[0] for n in nodes)})"
         )
-        witnesses = (directory / devnet.WITNESSES_FILE).read_text().split()
+        lines = (directory / devnet.WITNESSES_FILE).read_text().splitlines()
+        witnesses = [line.split()[0] for line in lines]  # each: a witness key, its operator
         others = [w for w, n in zip(witnesses, started, strict=True) if n is not started[0]]
         quorum = len(others)
         answer = clients[0].infer("demo/digits", inputs)

@@ -3,11 +3,12 @@ all peered with each other (each fetches the models it lacks from the others, an
 witnesses the others' logs).
 
 ``up`` writes, into the network's directory, ``network.json`` (``{"nodes": [{"name", "url",
-"vkey", "witness", "pid", "data"}]}``), ``trust.txt`` (the node vkeys, one a line),
-``witnesses.txt`` (their witness keys) and ``audit-tokens.json`` (mode 0600: an auditor token
-of every node, by URL, for ``verinfer audit --tokens``: the devnet's operator audits its
-callers' private receipts too); ``status`` asks every node for its health; ``down``
-stops them with SIGTERM (they finish in-flight requests and commit first).
+"vkey", "witness", "operator", "pid", "data"}]}``), ``trust.txt`` (the node vkeys, one a line),
+``witnesses.txt`` (their witness keys, each followed by its node's key, which names its
+operator) and ``audit-tokens.json`` (mode 0600: an auditor token of every node, by URL, for
+``verinfer audit --tokens``: the devnet's operator audits its callers' private receipts too);
+``status`` asks every node for its health; ``down`` stops them with SIGTERM (they finish
+in-flight requests and commit first).
 """
 
 from __future__ import annotations
@@ -111,12 +112,17 @@ def up(directory: Path, nodes: int = 3, *, timeout: float = 90.0) -> list[dict[s
     try:
         for node in described:
             node["vkey"], node["witness"] = _wait(directory, node, timeout)
+            node["operator"] = node["name"]  # its key and its witness: one operator
     except LimitExceeded:
         down_nodes(described)
         raise
     (directory / NETWORK_FILE).write_text(json.dumps({"nodes": described}, indent=1) + "\n")
     (directory / TRUST_FILE).write_text("".join(f"{node['vkey']}\n" for node in described))
-    (directory / WITNESSES_FILE).write_text("".join(f"{n['witness']}\n" for n in described))
+    # each line: a witness key and its operator, named by the node key it runs beside (a log's
+    # own operator's witness never counts toward its quorum: PROTOCOL.md §11)
+    (directory / WITNESSES_FILE).write_text(
+        "".join(f"{n['witness']} {n['vkey']}\n" for n in described)
+    )
     _write_private(directory / AUDIT_TOKENS_FILE, json.dumps(tokens, indent=1) + "\n")
     return described
 
