@@ -30,7 +30,7 @@ import pytest
 from onnx import TensorProto, helper
 from test_http import IRIS, Served
 
-from verinfer import note, tensors
+from verinfer import cid, note, tensors
 from verinfer.examples import sklearn_model
 from verinfer.hub import Hub
 from verinfer.hub.sandbox import Sandbox
@@ -514,6 +514,21 @@ def test_a_request_head_beyond_the_size_limit_is_cut_off(node_process: Process) 
         answer = _answer_then_close(sock)
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:200]
     assert b"a request's head may be at most 65536 bytes" in answer
+
+
+def test_a_body_sent_with_its_head_does_not_count_as_head(node_process: Process) -> None:
+    """One read may hold a small head and the start of a large body (an upload): only the head
+    counts toward the head's limit (regression: a 1 MiB model upload was answered 431)."""
+    body = os.urandom(1 << 20)
+    head = (
+        b"PUT /v1/blobs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    with _connect(node_process.port) as sock:
+        sock.sendall(head + body)
+        answer = _answer_then_close(sock)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:300]
+    assert cid.compute(body).encode() in answer
 
 
 def test_a_body_that_stalls_is_cut_off(node_process: Process) -> None:

@@ -890,23 +890,30 @@ def timed_protocol(
 
         def data_received(self, data: bytes) -> None:
             before = self.cycle
-            if before is not None and before.more_body:  # a body arriving: not stalled
+            head = before is None or not before.more_body
+            earlier = self._header_bytes  # of this head, in earlier reads
+            if not head:  # a body arriving: not stalled
                 self._arm_body()
-            else:  # the head of a request (a new one on a kept-alive connection)
-                if self._header_timer is None:
-                    self._header_timer = self.loop.call_later(header_timeout, self._header_expired)
-                self._header_bytes += len(data)
+            elif self._header_timer is None:  # a new head (on a kept-alive connection)
+                self._header_timer = self.loop.call_later(header_timeout, self._header_expired)
+            super().data_received(data)
+            cycle = self.cycle
+            complete = cycle is not before and cycle is not None
+            if head:  # one read may hold a head and the start of its body: count the head only
+                end = data.find(b"\r\n\r\n") if complete else -1
+                if end >= 0:
+                    self._header_bytes = earlier + end + 4
+                else:  # incomplete; or its blank line began in the previous read
+                    self._header_bytes = earlier + (3 if complete else len(data))
                 if self._header_bytes > max_header_bytes:
                     self._close(
                         _refusal(431, "Request Header Fields Too Large",
                                  f"a request's head may be at most {max_header_bytes} bytes")
                     )  # fmt: skip
                     return
-            super().data_received(data)
-            cycle = self.cycle
             if self.transport.is_closing():
                 self._cancel_timers()
-            elif cycle is not before and cycle is not None:  # a head is complete
+            elif complete:  # a head is complete
                 if self._header_timer is not None:
                     self._header_timer.cancel()
                 self._header_timer, self._header_bytes = None, 0
