@@ -187,7 +187,7 @@ class TensorAccess:
 
     def capability(self, digest: str) -> str:
         """The token that opens ``digest``'s tensors, and only them."""
-        mac = hmac.new(self._secret, _LABEL + digest.encode(), hashlib.sha256).digest()
+        mac = hmac.digest(self._secret, _LABEL + digest.encode(), "sha256")  # one-shot, in C
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
     def reader(self, digest: str, token: str | None) -> str | None:
