@@ -45,9 +45,8 @@ class Served:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
+        while not self.server.started:  # until it serves, or its thread ended without serving
+            if not self.thread.is_alive():
                 raise RuntimeError("the server did not start")
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
@@ -311,14 +310,12 @@ def test_node_start_serves_until_sigterm_and_loses_nothing(tmp_path: Path) -> No
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        while True:  # until it serves, or has died (pytest's time limit stops a hang)
             try:
                 if httpx.get(f"{url}/healthz").status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "the node did not start"
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             time.sleep(0.1)
         with Client(url, known_nodes=tmp_path / "known.json") as c:
