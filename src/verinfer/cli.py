@@ -21,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from verinfer import canonical, cid, devnet, examples, keys, merkle, note, tensors
-from verinfer.client import Client, Network, connect
+from verinfer.client import Client, Network, Publishers, connect
 from verinfer.engine import DEFAULT_RUN_MEMORY
 from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub import Hub, Manifest
@@ -801,6 +801,59 @@ def _read_witnesses(path: Path) -> tuple[list[str], dict[str, str]]:
     return keys, operators
 
 
+PublisherOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="a publisher vkey trusted for its owner (the key's name), repeatable: then names "
+        "resolve only to these keys (and only they endorse zk circuits)"
+    ),
+]
+KnownPublishersOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="without --publisher: pin each owner's key on first use in this file (default "
+        "$VERINFER_HOME/known_publishers.json) and refuse another key later"
+    ),
+]
+
+
+def _notice(line: str) -> None:
+    err.print(f"notice: {line}", markup=False, highlight=False)
+
+
+def _published(
+    bundle: Bundle, signed: bytes, publishers: Publishers, path: Path | None
+) -> tuple[str, list[str]]:
+    """(8) the receipt's signed manifest: the receipt names it, it is of the receipt's model,
+    and its publisher is a key trusted for its owner. Returns the step's line and those keys."""
+    receipt = bundle.receipt
+    where = repr(str(path)) if path is not None else "the zk materials' manifest"
+    if receipt["manifest"] is None:
+        raise VerificationError(
+            f"step 8 (publisher): the receipt names no manifest (the model was asked by CID), "
+            f"so {where} is not its manifest"
+        )
+    try:
+        cid.verify(str(receipt["manifest"]), signed)
+    except VerificationError:
+        raise VerificationError(
+            f"step 8 (publisher): {where} is not the receipt's manifest {receipt['manifest']}"
+        ) from None
+    found = Manifest.from_bytes(signed, receipt["manifest"])
+    if found.model != receipt["model"]:
+        raise VerificationError("step 8 (publisher): the receipt's manifest is of another model")
+    owner = found.repository.split("/")[0]
+    try:
+        publishers.check(owner, found.publisher, f"manifest {found.repository}@{found.version}")
+    except VerificationError as exc:
+        raise VerificationError(f"step 8 (publisher): {exc}") from exc
+    line = (
+        f"manifest {found.repository}@{found.version} of the receipt's model is published by a "
+        f"trusted key of owner {owner!r}"
+    )
+    return line, publishers.keys_for(owner, found.publisher)
+
+
 @app.command()
 def infer(  # noqa: PLR0917 - a typer command: its options
     model: Annotated[str, typer.Argument(help="owner/name[@version|tag], or a model CID")],
@@ -851,19 +904,23 @@ def infer(  # noqa: PLR0917 - a typer command: its options
             "so); by default only you and the operator's auditors can",
         ),
     ] = False,
+    publisher: PublisherOption = None,
+    known_publishers: KnownPublishersOption = None,
 ) -> None:
     """Run a model (on a node, a network, or in process) and write its outputs and bundle.
 
-    Answers from a node or a network are verified before anything is written.
+    Answers from a node or a network are verified before anything is written; a name resolves
+    only to a publisher key you trust for its owner (--publisher, or pinned on first use).
     """
     audit_choice = "public" if public_audit else "private"
     given = _read_tensors(inputs, "inputs")
     if quorum and (witnesses is None or (node is None and network is None)):
         raise InputError("--quorum needs --witnesses FILE and a --node or --network")
     if node is not None or network is not None:
-        options: dict[str, Any] = {}
+        publishers = Publishers(publisher or (), known=known_publishers, notify=_notice)
+        options: dict[str, Any] = {"trusted_publishers": publishers}  # one policy, every node
         if node is not None:  # the zero-knowledge SRS policy (networks take the default)
-            options = {"allow_insecure_srs": allow_insecure_srs, "trusted_srs": trusted_srs or []}
+            options |= {"allow_insecure_srs": allow_insecure_srs, "trusted_srs": trusted_srs or []}
         with connect(node or network, **options) as remote:  # type: ignore[arg-type]
             waiting = err.status("proving…") if mode == "zk" else contextlib.nullcontext()
             with waiting:  # a zk proof takes seconds to minutes
@@ -937,10 +994,15 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     allow_insecure_srs: Annotated[
         bool, typer.Option(help="zk: accept an SRS that is not trusted (development only)")
     ] = False,
-    publisher: Annotated[
-        list[str] | None,
-        typer.Option(help="zk: a publisher vkey trusted to endorse circuits (repeatable)"),
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="the receipt's signed manifest: check it names the receipt's model and is "
+            "signed by a publisher key trusted for its owner (zk: taken from --zk-materials)"
+        ),
     ] = None,
+    publisher: PublisherOption = None,
+    known_publishers: KnownPublishersOption = None,
 ) -> None:
     """Verify a proof bundle offline. Exit 0 if valid, 1 with the failed step if not."""
     trusted = _read_trust(trust)
@@ -958,6 +1020,22 @@ def verify(  # noqa: PLR0917 - a typer command: its options
             model_bytes = model.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read model {str(model)!r}: {exc.strerror}") from exc
+    materials = (
+        {path.name: path.read_bytes() for path in zk_materials.iterdir() if path.is_file()}
+        if zk_materials is not None
+        else None
+    )
+    signed = _read_file(manifest, "manifest") if manifest is not None else None
+    if signed is None and materials is not None:
+        signed = materials.get(str(parsed.receipt["manifest"]))
+    if signed is None and (publisher or known_publishers):
+        raise InputError("--publisher and --known-publishers check the receipt's manifest: give "
+                         "--manifest FILE (or --zk-materials DIR holding it)")  # fmt: skip
+    publishers = Publishers(publisher or (), known=known_publishers, notify=_notice)
+    endorsers: list[str] = []
+    published = None
+    if signed is not None:
+        published, endorsers = _published(parsed, signed, publishers, manifest)
     verify_bundle(
         parsed,
         trusted,
@@ -969,15 +1047,13 @@ def verify(  # noqa: PLR0917 - a typer command: its options
         witnesses=policy[0],
         quorum=quorum,
         operators=policy[1],
-        zk_materials=(
-            {path.name: path.read_bytes() for path in zk_materials.iterdir() if path.is_file()}
-            if zk_materials is not None
-            else None
-        ),
-        zk_publishers=publisher or (),
+        zk_materials=materials,
+        zk_publishers=endorsers,
         trusted_srs=trusted_srs or (),
         allow_insecure_srs=allow_insecure_srs,
     )
+    if published is not None:
+        out.print(f"[green]✓[/] 8. {published}", highlight=False)
     out.print(
         f"[green]valid[/]: {parsed.receipt['mode']} answer of model {parsed.receipt['model']}"
     )
