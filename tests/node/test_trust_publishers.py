@@ -60,7 +60,7 @@ def calc(factor: float) -> bytes:
 @dataclass
 class World:
     home: Served  # alice/calc@1 (x10) and @2 (x20), bob/calc@1 (x2): the real publishers
-    squat: Served  # bob/calc@1 (x3), published first here by another key named bob
+    squat: Served  # bob/calc@1 (x3) by another key named bob; alice/calc@1, @2 (x30) forked
     tmp: Path
 
     def network(self, *served: Served) -> Path:
@@ -79,6 +79,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             home.hub.publish(calc(factor), repository="alice/calc", version=version, signer=ALICE)
         home.hub.publish(calc(2.0), repository="bob/calc", version="1", signer=BOB)
         squat.hub.publish(calc(3.0), repository="bob/calc", version="1", signer=SQUATTER)
+        for version, factor in (("1", 10.0), ("2", 30.0)):  # alice signs a second history
+            squat.hub.publish(calc(factor), repository="alice/calc", version=version,
+                              signer=ALICE, description="forked")  # fmt: skip
         served = World(Served(home), Served(squat), tmp)
         try:
             yield served
@@ -208,6 +211,17 @@ def test_a_stale_history_is_refused_once_a_longer_one_was_seen(
               trusted_vkeys=[world.home.node.vkey], trusted_publishers=shared)  # fmt: skip
 
 
+def test_a_history_forked_by_the_owner_is_refused(
+    world: World, infer: Infer, tmp_path: Path
+) -> None:
+    """The owner's key signed two histories of one repository (here: ``@2`` multiplies by 20 on
+    one node, by 30 on the other). A client that verified one refuses the other."""
+    options = {"known_publishers": tmp_path / "pins.json"}
+    assert infer(world.home.url, "alice/calc@2", **options).outputs["y"][0, 0] == 20
+    with pytest.raises(VerificationError, match=r"forks from the one this client verified"):
+        infer(world.squat.url, "alice/calc@2", **options)
+
+
 def test_a_tampered_or_forged_answer_is_refused(world: World, infer: Infer) -> None:
     def bump(body: dict[str, Any]) -> None:
         y = tensors.decode_json(body["outputs"])["y"]
@@ -247,9 +261,9 @@ def test_replicated_on_one_client_is_refused(world: World, infer: Infer) -> None
 
 def test_a_squatted_owner_is_refused_under_the_trusted_key(world: World, infer: Infer) -> None:
     options = {"trusted_publishers": [BOB.vkey]}
-    assert infer(world.home.url, "bob/calc", **options).outputs["y"][0, 0] == 2  # the real one
     with pytest.raises(VerificationError, match=r"not a publisher key trusted for owner 'bob'"):
-        infer(world.squat.url, "bob/calc", **options)
+        infer(world.squat.url, "bob/calc", **options)  # the squatter's node, asked first
+    assert infer(world.home.url, "bob/calc", **options).outputs["y"][0, 0] == 2  # the real one
     with pytest.raises(VerificationError, match=r"no publisher key is trusted for owner 'alice'"):
         infer(world.home.url, "alice/calc", **options)  # explicit keys: no one else resolves
 
