@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from verinfer import devnet, examples, note
-from verinfer.audit import Auditor
+from verinfer.audit import Auditor, read_tokens
 from verinfer.client import Client, Network
 
 RATE = 0.1
@@ -113,7 +113,8 @@ def main() -> int:
                     )
                     # audits: the auditor catches up first (its model fetch and session)
                     nodes_pairs = [(str(n["url"]), str(n["vkey"])) for n in nodes]
-                    with Auditor(nodes_pairs, RATE, seed=7) as auditor:
+                    tokens = read_tokens(directory / devnet.AUDIT_TOKENS_FILE)  # private tensors
+                    with Auditor(nodes_pairs, RATE, seed=7, tokens=tokens) as auditor:
                         auditor.round()
                         warm = auditor.audited
                         n_audit = max(20, int(audit_runs * scale))
