@@ -3,10 +3,12 @@
 ONNX Runtime picks its kernels by instruction set at run time, with no switch to pin them, so a
 float model's low bits differ between, say, an AVX-512 and an AVX2 machine. Calibration runs the
 model on seeded inputs natively and under ``qemu-x86_64 -cpu <model>`` for each emulated CPU
-(Haswell: AVX2 without AVX-512), measures the largest absolute difference of any float output,
-and declares ``margin`` times that as the bound (``determinism.tolerance`` in the manifest,
-signed by the publisher). Integer and boolean outputs must agree exactly; if they do not, the
-model is refused for cross-class comparison.
+(Haswell: AVX2 without AVX-512; Nehalem: SSE4.2, no AVX), measures the largest absolute
+difference of any float output between any two of these runs, and declares ``margin`` times that
+as the bound (``determinism.tolerance`` in the manifest, signed by the publisher). Two emulated
+classes that differ from each other mean at least one differs from the publisher's own, whatever
+its class (an AVX2 publisher measured nothing against Haswell alone). Integer and boolean
+outputs must agree exactly; if they do not, the model is refused for cross-class comparison.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from verinfer.errors import InputError, LimitExceeded, NotFound
 __all__ = ["CALIBRATION_SEED", "EMULATED", "MARGIN", "calibrate"]
 
 CALIBRATION_SEED = 1337
-EMULATED = ("Haswell",)  # qemu CPU models to emulate; Haswell: AVX2 + FMA, no AVX-512
+# qemu CPU models to emulate: Haswell (AVX2 + FMA, no AVX-512), Nehalem (SSE4.2, no AVX)
+EMULATED = ("Haswell", "Nehalem")
 MARGIN = 4.0
 _WORKER = "import sys; from verinfer.hub.calibration import _worker; _worker(sys.argv[1])"
 
@@ -53,6 +56,7 @@ def calibrate(
     native = [dict(zip(names, session.run(None, feed), strict=True)) for feed in feeds]
     classes = {engine.kernel_class()}
     deviation = 0.0
+    runs: list[tuple[str, list[dict[str, np.ndarray]]]] = [("this machine", native)]
     with tempfile.TemporaryDirectory(prefix="verinfer-calibrate-") as tmp:
         work = Path(tmp)
         (work / "model.onnx").write_bytes(data)
@@ -69,9 +73,14 @@ def calibrate(
             if done.returncode != 0:
                 raise InputError(f"calibration under {cpu} failed: {done.stderr.strip()[-300:]}")
             classes.add((work / "class.txt").read_text().strip())
-            for number, expected in enumerate(native):
-                got = tensors.decode_binary((work / f"out-{number}.npz").read_bytes())
-                deviation = max(deviation, _deviation(expected, got, cpu))
+            got = [
+                tensors.decode_binary((work / f"out-{n}.npz").read_bytes()) for n in range(samples)
+            ]
+            for label, earlier in runs:  # every pair of classes may meet in a comparison
+                where = cpu if label == "this machine" else f"{cpu} (against {label})"
+                for expected, found in zip(earlier, got, strict=True):
+                    deviation = max(deviation, _deviation(expected, found, where))
+            runs.append((cpu, got))
     return {
         "abs": deviation * margin,
         "observed": deviation,
