@@ -117,6 +117,7 @@ def test_the_requesters_capability_opens_its_own_tensors_and_no_others(served: S
         digest = receipt[name]
         answer = _get(served, digest, first["capabilities"][digest])
         assert answer.status_code == 200, answer.text
+        assert answer.headers["cache-control"] == "private, no-store"  # no proxy keeps a copy
         kept = tensors.decode_binary(answer.content)
         assert tensors.map_digest(kept) == digest
         if expected is not None:

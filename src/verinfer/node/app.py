@@ -632,7 +632,8 @@ def _add_trust_routes(app: FastAPI, node: Node, checks: _Lane) -> None:
         auditors. Private or not, the refusal is the same 403, so it does not tell whether
         the tensors are kept."""
         node.archive.path(digest)  # a malformed digest is a 400 before anything is looked up
-        if not node.archive.is_public(digest):
+        public = node.archive.is_public(digest)
+        if not public:
             reader = await run_in_threadpool(node.access.reader, digest, bearer(authorization))
             if reader is None:
                 return _error(
@@ -643,7 +644,9 @@ def _add_trust_routes(app: FastAPI, node: Node, checks: _Lane) -> None:
                     "this node's operator issued>",
                 )
         data = await run_in_threadpool(node.archive.get, digest)
-        return Response(data, media_type="application/x-npz")
+        # a caller's private data: no cache on the way keeps a copy
+        headers = {} if public else {"Cache-Control": "private, no-store"}
+        return Response(data, media_type="application/x-npz", headers=headers)
 
     @app.get("/v1/evidence")
     async def evidence() -> list[dict[str, Any]]:
