@@ -1204,7 +1204,8 @@ def audit(  # noqa: PLR0917 - a typer command: its options
     out.print(table)
     out.print(f"re-executed {audited} entries at rate {rate}; {frauds} frauds found")
     if private:
-        out.print(f"{private} sampled entries were private (no auditor token): not audited")
+        why = "no auditor token" if not given else "no token, or a refused one, for their node"
+        out.print(f"{private} sampled entries were private ({why}): not audited")
 
 
 def main() -> None:
