@@ -217,13 +217,13 @@ def test_an_audit_across_classes_uses_the_declared_bound(pair: Pair) -> None:
 
 
 def test_an_honest_answer_survives_a_challenger_of_another_class(pair: Pair) -> None:
-    """AVX2 and AVX-512 traces differ in their low bits at almost every state: the referee
+    """Two kernel classes' traces differ in their low bits at almost every state: the referee
     compares states within the tolerance, and the step it judges within its bound."""
     with Client(pair.native.url, trusted_vkeys=[pair.native.node.vkey]) as native:
         answer = native.infer("alice/calibrated", IMAGE, mode="optimistic")
     pair.native.node.archive.flush()
-    with Client(pair.liar.url, trusted_vkeys=[pair.liar.node.vkey]) as referee:  # it lies only
-        verdict = referee.challenge(  # when it answers: as a referee its verdict is checked
+    with Client(pair.liar.url, trusted_vkeys=[pair.liar.node.vkey]) as referee:  # its engine
+        verdict = referee.challenge(  # lies; a referee runs one operator, and is checked
             answer.bundle, IMAGE, challenger=pair.other_than_native().url,
             defendant=pair.native.url, deadline=240,
         )  # fmt: skip
