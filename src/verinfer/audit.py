@@ -37,6 +37,7 @@ from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.evidence import MAX_TENSOR_BYTES, fraud
+from verinfer.verify.verifier import cross_class_bound
 
 __all__ = ["Auditor", "Finding", "read_tokens"]
 
@@ -218,13 +219,17 @@ class Auditor:
         if drawn:
             return Finding(vkey, index, "incomparable", "the model has operators whose output "
                            f"is not a function of their inputs ({', '.join(drawn)})")  # fmt: skip
-        tolerance = None
+        tolerance, bound = None, 0.0
         if receipt["engine"] != self._identity:  # another kernel class: only within a bound
             if manifest is not None:
                 tolerance = manifest.body["determinism"].get("tolerance")
             if tolerance is None:
                 return Finding(vkey, index, "incomparable", f"ran on {receipt['engine']}, and "
                                "the model declares no tolerance across classes")  # fmt: skip
+            try:  # a claimed class buys the calibrated bound at most, and only where measured
+                bound = cross_class_bound([receipt["engine"], self._identity], tolerance)
+            except VerificationError as exc:
+                return Finding(vkey, index, "incomparable", f"ran on {receipt['engine']}: {exc}")
         inputs_npz = self._tensors(url, receipt, "inputs")
         if inputs_npz is None:
             return self._private(url, vkey, index)
@@ -243,7 +248,7 @@ class Auditor:
                 return Finding(vkey, index, "unavailable", "served outputs that are not the "
                                "receipt's")  # fmt: skip
             found = tensors.deviation(outputs, claimed)
-            if found is not None and found <= tolerance["abs"]:
+            if found is not None and found <= bound:
                 return Finding(vkey, index, "ok", f"within the tolerance ({found:.3g})")
             return Finding(vkey, index, "deviation", "outputs beyond the declared tolerance "
                            f"across classes ({receipt['engine']} vs {self._identity})")  # fmt: skip

@@ -50,7 +50,7 @@ from verinfer.engine.nondeterminism import nondeterministic_operators
 from verinfer.engine.trace import Leaf, Steps, Trace, bound, run_step
 from verinfer.errors import InputError, VerificationError
 from verinfer.verify.bundle import Bundle, window_of
-from verinfer.verify.verifier import verify_bundle
+from verinfer.verify.verifier import kernel_class_of, verify_bundle
 
 __all__ = [
     "DISPUTE_TYPE",
@@ -767,6 +767,7 @@ def _opened(
             raise _Lost(role, "committed state 0 to other inputs than the receipt's")
         if body.get("steps") != steps.count or not isinstance(body.get("engine"), str):
             raise _Lost(role, f"counts {body.get('steps')!r} steps, not {steps.count}")
+        kernel_class_of(body["engine"])  # an unknown class buys no comparison within a bound
         if role == "defendant" and body["engine"] != dispute.receipt["engine"]:
             raise _Lost(role, "traced on another engine than the one its receipt names")
         if [name for name, _ in outputs] != steps.live(steps.count):
@@ -813,7 +814,12 @@ class _Game:
         self.record["openings"] = openings
         bodies = {role: _opened(dispute, steps, initial, role, openings[role]) for role in parties}
         self._openings = bodies
-        same = bodies["defendant"]["engine"] == bodies["challenger"]["engine"]
+        engines = (bodies["defendant"]["engine"], bodies["challenger"]["engine"])
+        # states are compared within STATE_TOLERANCE only across kernel classes: identities that
+        # differ in anything else (runtime, provider, optimization) are compared by root
+        same = engines[0] == engines[1] or (
+            engines[0].rpartition("/")[0] != engines[1].rpartition("/")[0]
+        )
         roots = {0: (initial, initial)}
         roots[steps.count] = (bodies["defendant"]["final"], bodies["challenger"]["final"])
         if roots[steps.count][0] == roots[steps.count][1]:
