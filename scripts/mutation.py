@@ -45,7 +45,9 @@ _STATUS = re.compile(r"^\s*(\S+): (killed|survived|timeout|suspicious|no tests|s
                      r"segfault|not checked|check was interrupted by user)\s*$")  # fmt: skip
 
 
-def _run_target(work: Path, name: str, children: int, show: bool) -> Counter[str]:
+def _run_target(
+    work: Path, name: str, children: int, show: bool, mutants: list[str]
+) -> Counter[str]:
     files, tests = TARGETS[name]
     shutil.rmtree(work / "mutants", ignore_errors=True)
     config = [
@@ -59,10 +61,11 @@ def _run_target(work: Path, name: str, children: int, show: bool) -> Counter[str
     (work / "setup.cfg").write_text("\n".join(config))
     env = {**os.environ, "PYTHONPATH": str(work / "mutants" / "src")}
     mutmut = [str(Path(sys.executable).with_name("mutmut"))]
-    subprocess.run([*mutmut, "run", "--max-children", str(children)], cwd=work, env=env,
-                   check=False, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run([*mutmut, "run", "--max-children", str(children), *mutants], cwd=work,
+                   env=env, check=False, stdout=subprocess.DEVNULL)  # fmt: skip
     listed = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, env=env,
                             capture_output=True, text=True, check=False).stdout  # fmt: skip
+    (work / f"mutation-{name}.txt").write_text(listed)  # every mutant's status, kept
     counts: Counter[str] = Counter()
     survivors = []
     for line in listed.splitlines():
@@ -85,6 +88,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="scratch clone (default: a temporary one)")
     parser.add_argument("--children", type=int, default=2, help="mutants run at once")
     parser.add_argument("--show", action="store_true", help="print every surviving mutant")
+    parser.add_argument(
+        "--mutants",
+        action="append",
+        default=[],
+        help="only the mutants matching this glob (repeatable), e.g. "
+        "'verinfer.verify.verifier.x__cosigned*'",
+    )
     args = parser.parse_args()
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
@@ -98,7 +108,7 @@ def main() -> None:
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     print(f"clone: {work} at {head}", flush=True)
     for name in args.targets or TARGETS:
-        counts = _run_target(work, name, args.children, args.show)
+        counts = _run_target(work, name, args.children, args.show, args.mutants)
         killed = counts["killed"] + counts["timeout"]
         judged = killed + counts["survived"]
         score = f"{100 * killed / judged:.1f}%" if judged else "n/a"
