@@ -35,6 +35,7 @@ from verinfer.client import (
 )
 from verinfer.errors import InputError, VerificationError
 from verinfer.node import Node
+from verinfer.verify import Bundle, Receipt
 
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
 X = {"x": np.array([[1.0, 2.0, 3.0]], dtype=np.float32)}
@@ -188,6 +189,38 @@ def test_a_node_answering_another_version_is_refused(world: World, infer: Infer,
     with pytest.raises(VerificationError, match=r"resolves to alice/calc@2 .*another model"):
         infer("http://liar.test", ref, transport=_lying(world.home.url, ask=_version_one),
               trusted_vkeys=[world.home.node.vkey], trusted_publishers=[ALICE.vkey])  # fmt: skip
+
+
+def test_a_receipt_of_the_right_manifest_but_another_model_is_refused(
+    world: World, infer: Infer
+) -> None:
+    """The operator logs and signs a receipt that names version 2's manifest but version 1's
+    model, with version 1's outputs: everything the node signs is consistent except that the
+    manifest it names is not of the model it names."""
+    node = world.home.node
+    one, two = node.hub.resolve("alice/calc@1"), node.hub.resolve("alice/calc@2")
+    options = {"trusted_vkeys": [node.vkey], "trusted_publishers": [ALICE.vkey]}
+    honest = infer(world.home.url, "alice/calc@1", **options).bundle.receipt
+    outputs = {"y": X["x"] * np.float32(10)}  # what version 1 computes
+    forward = _lying(world.home.url)
+
+    def forge(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v1/infer":
+            return forward.handler(request)  # type: ignore[no-any-return]
+        receipt = Receipt.create(
+            log=node.log.origin, node=node.vkey, model=one.model, manifest=two.cid,
+            inputs=tensors.map_digest(X), outputs=tensors.map_digest(outputs), mode="attested",
+            engine=honest["engine"], time=honest["time"],
+            nonce=json.loads(request.content)["nonce"],
+        )  # fmt: skip
+        logged = node.log.append([receipt.data])
+        proof = tuple(node.log.inclusion_proof(logged.start, logged.end))
+        bundle = Bundle(receipt, logged.start, proof, logged.signed_checkpoint)
+        body = {"bundle": bundle.to_dict(), "outputs": tensors.encode_json(outputs)}
+        return httpx.Response(200, json=body)
+
+    with pytest.raises(VerificationError, match=r"answer's manifest is alice/calc@2 .*model"):
+        infer("http://liar.test", "alice/calc@2", transport=httpx.MockTransport(forge), **options)
 
 
 def test_a_stale_history_is_refused_once_a_longer_one_was_seen(
