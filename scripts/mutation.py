@@ -59,6 +59,10 @@ def _run_target(
         "",
     ]
     (work / "setup.cfg").write_text("\n".join(config))
+    # the mutated sources come first on the path (the venv's editable install points at the
+    # working tree); the directory must exist before Python starts, or its import cache keeps
+    # "nothing here" for it and the tests silently import the unmutated working tree
+    (work / "mutants" / "src").mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(work / "mutants" / "src")}
     mutmut = [str(Path(sys.executable).with_name("mutmut"))]
     subprocess.run([*mutmut, "run", "--max-children", str(children), *mutants], cwd=work,
