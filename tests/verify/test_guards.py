@@ -15,7 +15,7 @@ import pytest
 from verinfer import cid, merkle, note, tensors
 from verinfer.errors import VerificationError
 from verinfer.hub.documents import Manifest
-from verinfer.verify import Bundle, Receipt, verify_bundle
+from verinfer.verify import Bundle, Receipt, verify_bundle, verify_bundles
 from verinfer.verify.verifier import KERNEL_CLASSES, cross_class_bound, kernel_class_of
 
 MODEL = cid.compute(b"the model")
@@ -302,3 +302,82 @@ def test_the_node_keys_own_material_as_a_witness_never_counts() -> None:
     with pytest.raises(VerificationError, match="not counted: mirror, the log's own"):
         verify_bundle(cosigned(node, [mirror, other]), [node.vkey], witnesses=keys, quorum=2,
                       operators={node.vkey: "acme"})  # fmt: skip
+
+
+# -- found by mutation testing (scripts/mutation.py): each kills a mutant that weakened a check --
+
+
+def test_every_replica_is_another_node_not_just_another_than_the_first() -> None:
+    a, b = signer("a.test"), signer("b.test")
+    mode = "replicated:3"
+    first = bundle_for(a, receipt_for(a, mode=mode))
+    second = bundle_for(b, receipt_for(b, mode=mode))
+    again = bundle_for(b, receipt_for(b, mode=mode, time="2026-01-01T00:00:01.000Z"))
+    with pytest.raises(VerificationError, match=r"replica 2 comes from node .* again"):
+        verify_bundle(replicated(first, second, again), [a.vkey, b.vkey])
+
+
+def test_one_node_key_under_two_names_is_one_node() -> None:
+    skey = note.generate_key("b.test")[0]
+    b = note.Signer(skey)
+    alias = renamed(b, skey, "b-alias.test")  # the same key material, another name and key ID
+    a = signer("a.test")
+    first = bundle_for(a, receipt_for(a))
+    with pytest.raises(VerificationError, match=r"replica 1 comes from node .*b-alias.* again"):
+        verify_bundle(replicated(bundle_for(b, receipt_for(b)), bundle_for(alias,
+                      receipt_for(alias))), [b.vkey, alias.vkey])  # fmt: skip
+    verify_bundle(replicated(first, bundle_for(alias, receipt_for(alias))), [a.vkey, alias.vkey])
+
+
+@pytest.mark.parametrize("rider", ["compared", "manifest", "deviation"])
+def test_nothing_rides_along_a_bitwise_agreement(rider: str) -> None:
+    """A bundle built in process (not parsed) with any one tolerance field: refused."""
+    a, b = signer("a.test"), signer("b.test")
+    first = bundle_for(a, receipt_for(a))
+    riding: dict[str, Any] = {
+        "compared": (tensors.encode_binary(Y),) * 2, "manifest": b"x", "deviation": 0.5,
+    }  # fmt: skip
+    bundle = Bundle(first.receipt, 0, (), first.checkpoint, (), (bundle_for(b, receipt_for(b)),),
+                    **{rider: riding[rider]})  # fmt: skip
+    with pytest.raises(VerificationError, match="nothing unchecked rides along"):
+        verify_bundle(bundle, [a.vkey, b.vkey])
+
+
+def test_the_evidence_manifest_is_the_one_the_receipts_name() -> None:
+    """A liar carries another manifest of the same model, with a huge tolerance, while every
+    receipt names the real one: the manifest's bytes must be the CID the receipts name."""
+    real = manifest(STEP, ["avx2", "avx512"])
+    bundle = across([Y, off_by(1.0)], [RUNTIME + "avx512", RUNTIME + "avx2"], real)
+    loose = manifest(10.0, ["avx2", "avx512"])
+    swapped = Bundle(bundle.receipt, 0, (), bundle.checkpoint, (), bundle.replicas,
+                     bundle.compared, loose.data, bundle.deviation)  # fmt: skip
+    with pytest.raises(VerificationError, match=r"the evidence manifest: .*CID"):
+        verify_bundle(swapped, trust(bundle))
+    short = Bundle(bundle.receipt, 0, (), bundle.checkpoint, (), bundle.replicas,
+                   bundle.compared[:1], real.data, bundle.deviation)  # fmt: skip
+    with pytest.raises(ValueError, match="zip"):
+        verify_bundle(short, trust(bundle))
+
+
+def test_verify_bundles_checks_replicated_agreement() -> None:
+    a, b = signer("a.test"), signer("b.test")
+    first = bundle_for(a, receipt_for(a))
+    agreeing = replicated(first, bundle_for(b, receipt_for(b)))
+    other = {"y": np.zeros(3, np.float32)}
+    disagreeing = replicated(
+        first, bundle_for(b, receipt_for(b, outputs=tensors.map_digest(other)))
+    )
+    verify_bundles([agreeing, agreeing], [a.vkey, b.vkey])
+    with pytest.raises(VerificationError, match=r"bundle 1: step 2\+ \(agreement\)"):
+        verify_bundles([agreeing, disagreeing], [a.vkey, b.vkey])
+
+
+def test_operator_labels_that_name_each_other_are_one_operator() -> None:
+    node = signer("node-1.test")
+    mirror, other = cosigner("mirror"), cosigner("node-2.test/witness")
+    keys = [mirror.vkey, other.vkey]
+    bundle = cosigned(node, [mirror, other])
+    cycle = {mirror.vkey: node.vkey, node.vkey: mirror.vkey}  # each names the other's operator
+    with pytest.raises(VerificationError, match="needs as many trusted witness keys"):
+        verify_bundle(bundle, [node.vkey], witnesses=keys, quorum=2, operators=cycle)
+    verify_bundle(bundle, [node.vkey], witnesses=keys, quorum=1, operators=cycle)
