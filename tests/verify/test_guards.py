@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -381,3 +383,46 @@ def test_operator_labels_that_name_each_other_are_one_operator() -> None:
     with pytest.raises(VerificationError, match="needs as many trusted witness keys"):
         verify_bundle(bundle, [node.vkey], witnesses=keys, quorum=2, operators=cycle)
     verify_bundle(bundle, [node.vkey], witnesses=keys, quorum=1, operators=cycle)
+
+
+def _bomb() -> bytes:
+    """A small .npz whose member declares 200 MB."""
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("y.npy", "w", force_zip64=True) as member,
+    ):
+        np.lib.format.write_array(member, np.zeros(50_000_000, np.float32))
+    return buffer.getvalue()
+
+
+def test_every_flaw_of_the_tolerance_evidence_is_named() -> None:
+    declared = manifest(STEP, ["avx2", "avx512"])
+    engines = [RUNTIME + "avx512", RUNTIME + "avx2"]
+    good = across([Y, off_by(STEP)], engines, declared)
+    keys = trust(good)
+
+    def with_(**changes: Any) -> Bundle:
+        fields = {"compared": good.compared, "manifest": good.manifest,
+                  "deviation": good.deviation, **changes}  # fmt: skip
+        return Bundle(good.receipt, 0, (), good.checkpoint, (), good.replicas, **fields)
+
+    with pytest.raises(VerificationError, match=r"ran on different engine classes \(onnxrun"):
+        verify_bundle(with_(compared=(), manifest=b"", deviation=0.0), keys)
+    with pytest.raises(VerificationError, match=r"evidence outputs: .*(above the limit|more than)"):
+        verify_bundle(with_(compared=(_bomb(), good.compared[1])), keys)  # never inflated
+    swapped = (good.compared[1], good.compared[0])
+    with pytest.raises(VerificationError, match=r"the evidence outputs of 'n0\.test.* are not the"):
+        verify_bundle(with_(compared=swapped), keys)
+    with pytest.raises(VerificationError, match=r"records deviation 0\.5, the outputs it carries"):
+        verify_bundle(with_(deviation=0.5), keys)
+    bare = across([Y, off_by(STEP)], engines, manifest(None, []))
+    with pytest.raises(VerificationError, match="declares no tolerance across engine classes"):
+        verify_bundle(bare, trust(bare))
+    kind = {"y": Y["y"].astype(np.float64)}  # another dtype: no deviation is defined
+    other = across([Y, kind], engines, declared)
+    with pytest.raises(VerificationError, match="answered outputs that differ in kind from node"):
+        verify_bundle(other, trust(other))
+    beyond = across([Y, off_by(2 * STEP)], engines, declared)
+    with pytest.raises(VerificationError, match=r"0\.00195 away from node 'n0\.test"):
+        verify_bundle(beyond, trust(beyond))
