@@ -6,6 +6,7 @@ this machine's). Real nodes, a real dishonest one, real re-execution here."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from verinfer.errors import VerificationError
 from verinfer.examples import sklearn_model
 from verinfer.node import Node
 from verinfer.testing import FalsifyingEngine
-from verinfer.verify.evidence import fraud, verify_evidence
+from verinfer.verify.evidence import equivocation, fraud, verify_evidence
 
 MODEL = sklearn_model("iris")
 X = {"X": np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)}
@@ -146,3 +147,27 @@ def test_evidence_must_be_the_bundles_own_bytes(nodes: Nodes) -> None:
         verify_evidence(evidence, model=MODEL)
     with pytest.raises(VerificationError, match="fraud evidence needs the bytes of model"):
         verify_evidence(fraud(answer.bundle, nodes.manifest(answer), npz(X), npz(here(X)), "e"))
+
+
+# -- found by mutation testing (scripts/mutation.py): the document's shape is checked first ----
+
+
+def _equivocation() -> dict[str, Any]:
+    key = note.Signer(note.generate_key("log.test")[0])
+    first, second = (key.sign(f"log.test\n4\n{base64.b64encode(bytes([b]) * 32).decode()}\n")
+                     for b in (1, 2))  # fmt: skip
+    return equivocation("log.test", key.vkey, first, second)
+
+
+def test_equivocation_evidence_and_its_shape() -> None:
+    document = _equivocation()
+    assert "signed two different trees of size 4" in verify_evidence(json.dumps(document))
+    with pytest.raises(VerificationError, match=r"malformed evidence: fields \['checkpoints', "):
+        verify_evidence({**document, "extra": 1})
+    with pytest.raises(VerificationError, match="malformed evidence: fields 'list'"):
+        verify_evidence("[]")
+    with pytest.raises(VerificationError, match="malformed evidence: Expecting"):
+        verify_evidence("{")
+    same = dict(document, checkpoints=[document["checkpoints"][0]] * 2)
+    with pytest.raises(VerificationError, match="have the same root"):
+        verify_evidence(same)
