@@ -33,6 +33,7 @@ __all__ = [
     "identity",
     "kernel_class",
     "load_session",
+    "run_options",
 ]
 
 PROVIDER = "CPUExecutionProvider"
@@ -79,8 +80,9 @@ def identity() -> str:
     return f"onnxruntime-{ort.__version__}/{PROVIDER}/opt-{OPTIMIZATION}/{kernel_class()}"
 
 
-def session_options(threads: int = 1) -> ort.SessionOptions:
-    """The pinned session options, with ``threads`` intra-op threads."""
+def session_options(threads: int = 1, *, capped: bool = True) -> ort.SessionOptions:
+    """The pinned session options, with ``threads`` intra-op threads; ``capped``: the session
+    draws its tensors from the process's capped arena, if the process has one."""
     if threads < 1:
         raise InputError(f"threads must be >= 1, got {threads!r}")
     options = ort.SessionOptions()
@@ -90,7 +92,9 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: warnings would go to stderr
-    if _ARENA:  # this process caps inference memory: every session draws from the shared arena
+    if (
+        capped and _ARENA
+    ):  # this process caps inference memory: every session draws from the shared arena
         options.add_session_config_entry("session.use_env_allocators", "1")
         # the weights stay outside it: the cap is on what a run allocates, not on the models kept
         options.add_session_config_entry("session.use_device_allocator_for_initializers", "1")
@@ -129,10 +133,11 @@ def _share_arena(memory: int) -> None:
         _ARENA.append(memory)
 
 
-def load_session(model: bytes, threads: int = 1) -> ort.InferenceSession:
+def load_session(model: bytes, threads: int = 1, *, capped: bool = True) -> ort.InferenceSession:
     """An ONNX Runtime session for the model bytes, in the pinned configuration."""
     try:
-        return ort.InferenceSession(model, session_options(threads), providers=[PROVIDER])
+        options = session_options(threads, capped=capped)
+        return ort.InferenceSession(model, options, providers=[PROVIDER])
     except Exception as exc:  # ORT raises its own untyped exceptions (Fail, InvalidGraph, ...)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"ONNX Runtime cannot load the model: {message}") from exc
@@ -197,6 +202,17 @@ class _Watchdog:
 
 _WATCHDOG = _Watchdog()
 RANDOM_SEED = 0  # ONNX Runtime's seed for random operators that name none (Engine pins it)
+
+
+def run_options() -> ort.RunOptions:
+    """Run options for a session of this process: when the process caps inference memory, the
+    arena's free regions are given back after the run (a large run's leftovers would otherwise
+    count against the cap for the next one, which then could not fit). Every run of a session
+    built here uses them: traces for disputes and one-step re-executions too."""
+    options = ort.RunOptions()
+    if _ARENA:
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def _over_memory(requested: int, cap: int) -> InputError | LimitExceeded:
@@ -324,10 +340,7 @@ class Engine:
         """Run the model on named inputs; return its named outputs."""
         session = self._for_run(model, load)
         limit = self.timeout if timeout is None else timeout
-        options = ort.RunOptions()
-        if _ARENA:  # give the arena's free regions back after each run: a large run's leftovers
-            # would otherwise count against the cap for the next one, which then could not fit
-            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        options = run_options()
         ticket = _WATCHDOG.arm(limit, options)
         try:
             values = session.run(None, {k: _native(v) for k, v in inputs.items()}, options)
