@@ -8,10 +8,13 @@ own data directory, key, log and HTTP server):
    callers' private receipts are audited too);
 3. an equivocating log (one key, two histories shown to two witnesses) is caught by gossip;
 4. an honest node serving a model with a random operator is never framed: its answers repeat
-   bit for bit, and fraud evidence built from them is refused offline, by nodes and by clients.
+   bit for bit, and fraud evidence built from them is refused offline, by nodes and by clients;
+5. a squatter who publishes `alice/calc` first, on a node of its own, under a key it named
+   `alice`: a network client that trusts alice's key (given, or pinned on first use) never
+   returns the squatter's model as verified, however the requests fall across the nodes.
 
 Usage: python scripts/fault-scenarios.py [--trials 30] [--rate 0.3] [--share 0.5] [--n 6]
-                                         [--framing-trials 30]
+                                         [--framing-trials 30] [--squatting-trials 30]
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def main() -> int:
     parser.add_argument("--share", type=float, default=0.5)
     parser.add_argument("--n", type=int, default=6)
     parser.add_argument("--framing-trials", type=int, default=30)
+    parser.add_argument("--squatting-trials", type=int, default=30)
     args = parser.parse_args()
     alice = note.Signer(note.generate_key("alice")[0])
     model = examples.sklearn_model("iris")
@@ -84,6 +88,7 @@ def main() -> int:
         ok = dishonest(work, args, alice, model)
         ok &= equivocating(work, alice, model)
         ok &= framing(work, args, alice)
+        ok &= squatting(work, args, alice, model)
     print("all scenarios behaved" if ok else "SOME SCENARIOS MISBEHAVED")
     return 0 if ok else 1
 
@@ -269,6 +274,62 @@ def framing(work: Path, args: argparse.Namespace, alice: note.Signer) -> bool:
         return ok and refused_modes == 2 * trials
     finally:
         for running in (witness, victim):
+            running.stop()
+
+
+def _squatters_model() -> bytes:
+    """A model with iris's input that answers something else: ``2 * X``."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["X", "X"], ["doubled"])],
+        "squatted",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("doubled", TensorProto.FLOAT, [None, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def squatting(work: Path, args: argparse.Namespace, alice: note.Signer, model: bytes) -> bool:
+    """Scenario 5: the owner-name squatting of issue 15, item 4, over many trials. The real
+    alice publishes `alice/calc` on one node; a squatter, with its own key named `alice`,
+    publishes another model as `alice/calc` first on a node of its own (that node pins the
+    squatter's key for `alice`: a node's first-come pin is no trust anchor)."""
+    squatter = note.Signer(note.generate_key("alice")[0])
+    other = _squatters_model()
+    honest = Served(Node(work / "calc-honest", name="calc-honest.test"))
+    rogue = Served(Node(work / "calc-squat", name="calc-squat.test"))
+    honest.node.hub.publish(model, repository="alice/calc", version="1", signer=alice)
+    fake = rogue.node.hub.publish(other, repository="alice/calc", version="1", signer=squatter)
+    trials = args.squatting_trials
+    squatted = answered = refused = 0
+    pins = work / "squatting-pins"
+    pins.mkdir()
+    try:
+        network = network_file(work / "calc.json", [honest, rogue])
+        for trial in range(trials):
+            # half the trials trust alice's key explicitly; half pin on first use, the first
+            # answer coming from the honest node (the squatter's node is asked second)
+            policy: dict[str, object] = (
+                {"trusted_publishers": [alice.vkey]}
+                if trial % 2 == 0
+                else {"known_publishers": pins / f"known-{trial}.json"}
+            )
+            with Network(network, **policy) as client:  # type: ignore[arg-type]
+                for _ in range(2):  # Network asks its nodes in turn: both are asked
+                    try:
+                        result = client.infer("alice/calc", {"X": X + trial})
+                    except VerificationError:
+                        refused += 1
+                        continue
+                    answered += 1
+                    squatted += result.bundle.receipt["model"] == fake.model
+        print(f"5. squatting alice/calc on a node of the squatter's, {trials} trials: "
+              f"{answered} answers verified (all alice's: {squatted} squatted), {refused} "
+              f"answers from the squatter's node refused")  # fmt: skip
+        return squatted == 0 and answered == trials and refused == trials
+    finally:
+        for running in (honest, rogue):
             running.stop()
 
 

@@ -38,4 +38,8 @@ def test_the_fault_scenarios_behave() -> None:
     assert f"/{TRIALS} rounds" in done.stdout
     assert "analytic 1-(1-pf)^n = 0.48 (4 sigma: ±0.07)" in done.stdout
     assert "equivocation caught by gossip" in done.stdout
+    assert "honest nodes convicted by Network.check_evidence(): 0" in done.stdout
+    assert "30 answers verified (all alice's: 0 squatted), 30 answers from the squatter's" in (
+        done.stdout
+    )
     assert "all scenarios behaved" in done.stdout
