@@ -99,15 +99,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 Infer = Callable[..., Result]
 
 
-def _sync(url: str, model: str, *, mode: str = "attested", **options: Any) -> Result:
+def _sync(
+    url: str, model: str, *, mode: str = "attested", audit: str = "private", **options: Any
+) -> Result:
     with Client(url, **options) as client:
-        return client.infer(model, X, mode=mode)
+        return client.infer(model, X, mode=mode, audit=audit)
 
 
-def _async(url: str, model: str, *, mode: str = "attested", **options: Any) -> Result:
+def _async(
+    url: str, model: str, *, mode: str = "attested", audit: str = "private", **options: Any
+) -> Result:
     async def main() -> Result:
         async with AsyncClient(url, **options) as client:
-            return await client.infer(model, X, mode=mode)
+            return await client.infer(model, X, mode=mode, audit=audit)
 
     return asyncio.run(main())
 
@@ -180,6 +184,28 @@ def test_capabilities_ride_along_and_malformed_ones_are_refused(world: World, in
     with pytest.raises(VerificationError, match=r"malformed answer.*capabilities"):
         infer("http://node.test", "alice/calc@1",
               transport=_lying(world.home.url, answer=add({"d": 1})), **options)  # fmt: skip
+
+
+@pytest.mark.parametrize(("asked", "forwarded"), [("public", "private"), ("private", "public")])
+def test_a_receipt_stating_another_tensor_access_is_refused(
+    world: World, infer: Infer, asked: str, forwarded: str
+) -> None:
+    """A node that signs a public-audit request as private escapes the audits its requester
+    asked for; one that signs a private request as public publishes the requester's data."""
+
+    def change(body: dict[str, Any]) -> None:
+        body.pop("audit", None)
+        if forwarded == "public":
+            body["audit"] = "public"
+
+    options = {"trusted_vkeys": [world.home.node.vkey], "trusted_publishers": [ALICE.vkey]}
+    assert (
+        infer(world.home.url, "alice/calc@1", audit=asked, **options).bundle.receipt["audit"]
+        == asked
+    )  # an honest node: the receipt states what was asked
+    with pytest.raises(VerificationError, match=rf"asked for {asked} tensors, .* '{forwarded}'"):
+        infer("http://liar.test", "alice/calc@1", audit=asked,
+              transport=_lying(world.home.url, ask=change), **options)  # fmt: skip
 
 
 @pytest.mark.parametrize("ref", ["alice/calc@2", "alice/calc", "alice/calc@latest"])

@@ -210,9 +210,16 @@ def _parse_answer(
     return bundle, outputs, dict(capabilities)
 
 
-def _check_claims(model: str, bundle: Bundle, nonce: str, mode: str) -> None:
-    """The receipt answers this request: the content asked for (by CID), the nonce, the mode."""
+def _check_claims(model: str, bundle: Bundle, nonce: str, mode: str, audit: str) -> None:
+    """The receipt answers this request: the content asked for (by CID), the nonce, the mode,
+    and who may read its tensors (a node that signed a public request as private would escape
+    the audits its requester asked for; one that signed a private request as public would
+    publish the requester's data)."""
     receipt = bundle.receipt
+    if receipt["audit"] != audit:
+        raise VerificationError(
+            f"asked for {audit} tensors, but the receipt states {receipt['audit']!r}"
+        )
     if "/" not in model and model not in (receipt["model"], receipt["manifest"]):
         raise VerificationError(
             f"asked for {model!r}, but the receipt names model {receipt['model']!r} "
@@ -392,7 +399,7 @@ class Core:
             yield Work(lambda: verify_bundle(bundle, [vkey], inputs, outputs, **policy))
         else:
             verify_bundle(bundle, [vkey], inputs=inputs, outputs=outputs)
-        _check_claims(model, bundle, nonce, mode)
+        _check_claims(model, bundle, nonce, mode, audit)
         if "/" in model:
             yield from self.named(model, bundle)
         return Result(outputs, bundle, str(bundle.receipt["manifest"] or ""), capabilities)
