@@ -451,3 +451,29 @@ def test_a_tolerance_other_than_the_measured_one_is_refused(framed: Framed) -> N
     answer = _publish_over_http(framed.victim.url, model, "alice/calibrated", framed.alice,
                                 tolerance=tolerance)  # fmt: skip
     assert answer.status_code == 200, answer.text
+
+
+def test_re_execution_refuses_to_judge_the_model_in_the_cli_and_the_sdk(
+    framed: Framed, tmp_path: Path
+) -> None:
+    """``verinfer verify --reexecute`` (and ``verify_bundle(reexecute=True)``) on an answer of
+    a model with a random operator: not "the outputs differ" or "bit-identical", but a refusal
+    naming the operators, whatever the draws here."""
+    outputs, bundle = _answer(framed, framed.honest.cid)
+    with pytest.raises(VerificationError, match=r"step 6 .*nondeterministic .*RandomUniformLike"):
+        verify_bundle(bundle, [framed.victim.node.vkey], inputs=HIGH, outputs=outputs,
+                      model=framed.model, reexecute=True)  # fmt: skip
+    (tmp_path / "bundle.json").write_text(bundle.to_json())
+    (tmp_path / "x.json").write_text(json.dumps(tensors.encode_json(HIGH)))
+    (tmp_path / "model.onnx").write_bytes(framed.model)
+    (tmp_path / "trust.txt").write_text(framed.victim.node.vkey + "\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "from verinfer.cli import main; main()", "verify",
+         str(tmp_path / "bundle.json"), "--trust", str(tmp_path / "trust.txt"),
+         "--inputs", str(tmp_path / "x.json"), "--model", str(tmp_path / "model.onnx"),
+         "--reexecute"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "nondeterministic operators (RandomUniformLike)" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -492,8 +492,19 @@ def _public_key(vkey: str) -> str:
 def _reexecute(bundle: Bundle, model: bytes, inputs: Mapping[str, np.ndarray], say: Report) -> None:
     # (6) run it here; imported lazily so the verifier needs ONNX Runtime only for this step
     from verinfer import engine  # noqa: PLC0415
+    from verinfer.engine.nondeterminism import nondeterministic_operators_of  # noqa: PLC0415
 
     receipt = bundle.receipt
+    try:
+        random = nondeterministic_operators_of(model)
+    except ValueError as exc:
+        raise VerificationError(f"step 6 (re-execution): {exc}") from exc
+    if random:  # a different draw here would prove nothing, and a same one nothing either
+        raise VerificationError(
+            f"step 6 (re-execution): the model holds nondeterministic operators "
+            f"({', '.join(random)}): its outputs are not a function of its inputs, so "
+            "re-execution cannot judge them"
+        )
     try:
         computed = engine.Engine().run(receipt["model"], lambda: model, inputs)
     except Error as exc:
