@@ -937,8 +937,10 @@ def infer(  # noqa: PLR0917 - a typer command: its options
                     for c in clients
                     if result_bundle.receipt["node"] in (c._trusted or [c.node_vkey()])
                 )
-                keys_given = _read_witnesses(witnesses)[0]
-                result_bundle = answering.cosigned(result_bundle, keys_given, quorum)
+                keys_given, operators = _read_witnesses(witnesses)
+                result_bundle = answering.cosigned(
+                    result_bundle, keys_given, quorum, operators=operators
+                )
                 err.print(f"cosigned by {quorum} trusted witnesses")
         outputs_got, signer_vkey = answer.outputs, result_bundle.receipt["node"]
     else:

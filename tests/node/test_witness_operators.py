@@ -4,6 +4,7 @@ the SDK and the ``verinfer verify`` command with the devnet's witness and networ
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from test_http import IRIS, Served
 
 from verinfer import note
-from verinfer.client import Client
+from verinfer.client import AsyncClient, Client, Network
 from verinfer.errors import VerificationError
 from verinfer.examples import sklearn_model
 from verinfer.node import Node
@@ -153,3 +154,34 @@ def test_a_node_that_cosigns_its_own_log_gets_no_quorum_from_it(trio: list[Serve
                 client.cosigned(answer.bundle, everyone, 2, timeout=1)
     finally:
         a.node.set_peers([b.url, c.url])
+
+
+def test_the_sdk_applies_the_callers_operator_map(trio: list[Served], tmp_path: Path) -> None:
+    """b's and c's witnesses declared one operator's: their two cosignatures are one, in both
+    drivers; a network file states the same policy (each node's witness of its operator)."""
+    a, b, c = trio
+    others = [b.node.witness.vkey, c.node.witness.vkey]
+    one_operator = {b.node.witness.vkey: "bob", c.node.witness.vkey: "bob"}
+    with Client(a.url, trusted_vkeys=[a.node.vkey]) as client:
+        answer = client.infer("alice/iris", {"X": IRIS})
+        client.cosigned(answer.bundle, others, 2)  # two operators by default
+        with pytest.raises(VerificationError, match="needs as many trusted witness keys"):
+            client.cosigned(answer.bundle, others, 2, operators=one_operator, timeout=1)
+
+    async def driven() -> None:
+        async with AsyncClient(a.url, trusted_vkeys=[a.node.vkey]) as client:
+            with pytest.raises(VerificationError, match="needs as many trusted witness keys"):
+                await client.cosigned(answer.bundle, others, 2, operators=one_operator, timeout=1)
+
+    asyncio.run(driven())
+    _, network_text = _devnet_files(trio)
+    shared = json.loads(network_text)
+    shared["nodes"][2]["operator"] = shared["nodes"][1]["operator"]  # b's operator runs c too
+    path = tmp_path / "network.json"
+    path.write_text(json.dumps(shared))
+    with Network(path) as network:
+        assert network.witnesses == [s.node.witness.vkey for s in trio]
+        node = network.clients[0]
+        with pytest.raises(VerificationError, match="needs as many trusted witness keys"):
+            node.cosigned(answer.bundle, network.witnesses, 2, operators=network.operators,
+                          timeout=1)  # fmt: skip

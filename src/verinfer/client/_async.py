@@ -194,10 +194,18 @@ class AsyncClient:
         await self._run(self._core.delete_blob(blob))
 
     async def cosigned(
-        self, bundle: Bundle, witnesses: Iterable[str], quorum: int, *, timeout: float = 15.0
+        self,
+        bundle: Bundle,
+        witnesses: Iterable[str],
+        quorum: int,
+        *,
+        timeout: float = 15.0,
+        operators: Mapping[str, str] | None = None,
     ) -> Bundle:
         """:meth:`Client.cosigned`, awaited."""
-        return await self._run(self._core.cosigned(bundle, witnesses, quorum, timeout=timeout))
+        return await self._run(
+            self._core.cosigned(bundle, witnesses, quorum, timeout=timeout, operators=operators)
+        )
 
     async def challenge(
         self,

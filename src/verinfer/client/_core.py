@@ -606,11 +606,18 @@ class Core:
         return signed
 
     def cosigned(
-        self, bundle: Bundle, witnesses: Iterable[str], quorum: int, *, timeout: float
+        self,
+        bundle: Bundle,
+        witnesses: Iterable[str],
+        quorum: int,
+        *,
+        timeout: float,
+        operators: Mapping[str, str] | None = None,
     ) -> Flow[Bundle]:
-        """``bundle`` proven against a checkpoint that ``quorum`` of ``witnesses`` cosigned,
-        polling until the node has gathered the cosignatures (:class:`LimitExceeded` after
-        ``timeout`` seconds)."""
+        """``bundle`` proven against a checkpoint that ``quorum`` of ``witnesses`` of distinct
+        operators other than the log's cosigned (``operators``: whose each key is, as in
+        ``verify_bundle``), polling until the node has gathered the cosignatures
+        (:class:`LimitExceeded` after ``timeout`` seconds)."""
         vkey, keys = (yield from self.node_vkey()), list(witnesses)
         deadline = time.monotonic() + timeout
         while True:
@@ -620,7 +627,9 @@ class Core:
             if response.status_code == 200:
                 candidate = yield from self._rebased(bundle, response.text, vkey)
                 try:
-                    verify_bundle(candidate, [vkey], witnesses=keys, quorum=quorum)
+                    verify_bundle(
+                        candidate, [vkey], witnesses=keys, quorum=quorum, operators=operators
+                    )
                 except VerificationError:
                     if time.monotonic() > deadline:
                         raise

@@ -84,6 +84,11 @@ class Network:
         ]
         self._operators = {client.url: operator for client, (*_, operator) in
                            zip(self.clients, triples, strict=True)}  # fmt: skip
+        # the witness policy the file states: each node's witness key (if listed), of the node's
+        # operator (a log's own operator's witnesses never count toward its quorum)
+        self.witnesses = [str(node["witness"]) for node in nodes if node.get("witness")]
+        self.operators = {key: operator for (_, vkey, operator), node in zip(triples, nodes,
+                          strict=True) for key in (vkey, node.get("witness")) if key}  # fmt: skip
         self.convicted: dict[str, str] = {}  # node vkey -> the verdict of evidence against it
         self._next = 0
         self._lock = threading.Lock()

@@ -241,16 +241,27 @@ class Client:
         self._run(self._core.delete_blob(blob))
 
     def cosigned(
-        self, bundle: Bundle, witnesses: Iterable[str], quorum: int, *, timeout: float = 15.0
+        self,
+        bundle: Bundle,
+        witnesses: Iterable[str],
+        quorum: int,
+        *,
+        timeout: float = 15.0,
+        operators: Mapping[str, str] | None = None,
     ) -> Bundle:
         """``bundle`` proven against a checkpoint that ``quorum`` of ``witnesses`` cosigned.
 
         Waits (up to ``timeout`` seconds) until the node has gathered the cosignatures for a
         checkpoint that covers the receipt, then fetches the inclusion proof against it; the
         returned bundle verifies under the witness policy (``verify_bundle`` with ``witnesses``
-        and ``quorum``). ``LimitExceeded`` if the witnesses do not cosign in time.
+        and ``quorum``): witnesses of distinct operators, never the log's own, by ``operators``
+        (node and witness vkeys to their operator: the caller's trust decision) and by the name
+        every node gives its own witness. ``LimitExceeded`` if the witnesses do not cosign in
+        time.
         """
-        return self._run(self._core.cosigned(bundle, witnesses, quorum, timeout=timeout))
+        return self._run(
+            self._core.cosigned(bundle, witnesses, quorum, timeout=timeout, operators=operators)
+        )
 
     def challenge(
         self,
