@@ -62,12 +62,14 @@ def replicated(primary: Bundle, *replicas: Bundle) -> Bundle:
         ("model", cid.compute(b"another model")),
         ("inputs", tensors.map_digest({"x": np.zeros(3, np.float32)})),
         ("nonce", "n2"),
+        ("audit", "public"),
     ],
 )
 def test_replicas_must_answer_one_request(name: str, value: str) -> None:
     """Two nodes that agree on outputs for different requests (another model, other inputs,
     another mode or nonce) are not a replicated answer: the outputs would be the same by chance
-    or by collusion, never by agreement on this request."""
+    or by collusion, never by agreement on this request. One request has one tensor access: a
+    replica that signed it otherwise (public, of a private request) did not answer it."""
     a, b = signer("a.test"), signer("b.test")
     keys = [a.vkey, b.vkey]
     first = bundle_for(a, receipt_for(a))

@@ -396,7 +396,7 @@ def _agreement(bundle: Bundle, trusted: Sequence[str]) -> str:
             kernel_class_of(receipt["engine"])
         except VerificationError as exc:
             raise VerificationError(f"step 2+ (agreement): replica {position}'s {exc}") from exc
-        for name in ("mode", "model", "inputs", "nonce"):
+        for name in ("mode", "model", "inputs", "nonce", "audit"):
             if receipt[name] != primary[name]:
                 raise VerificationError(
                     f"step 2+ (agreement): replica {position} has {name} {receipt[name]!r}, the "
