@@ -18,6 +18,7 @@ from verinfer import engine, note, tensors
 from verinfer.engine import Engine
 from verinfer.errors import VerificationError
 from verinfer.examples import sklearn_model
+from verinfer.hub.documents import Manifest
 from verinfer.node import Node
 from verinfer.testing import FalsifyingEngine
 from verinfer.verify.evidence import equivocation, fraud, verify_evidence
@@ -171,3 +172,31 @@ def test_equivocation_evidence_and_its_shape() -> None:
     same = dict(document, checkpoints=[document["checkpoints"][0]] * 2)
     with pytest.raises(VerificationError, match="have the same root"):
         verify_evidence(same)
+
+
+def test_the_evidence_judges_the_receipts_own_model_and_manifest(nodes: Nodes) -> None:
+    """Another model's bytes (which give other outputs), or another signed manifest of the
+    model, must not stand in for the receipt's: either would let anyone frame an honest node."""
+    answer = nodes.honest.infer("alice/iris", X)
+    other_model = MODEL + b"\x00"  # other bytes: not the receipt's model CID
+    with pytest.raises(VerificationError, match=r"step 3 \(model\)"):
+        verify_evidence(fraud(answer.bundle, nodes.manifest(answer), npz(X), npz(here(X)),
+                              engine.identity()), model=other_model)  # fmt: skip
+    mallory = note.Signer(note.generate_key("alice")[0])
+    forged = Manifest.create(Manifest.from_bytes(nodes.manifest(answer)).body, repository=
+                             "alice/iris", version="1", model=answer.bundle.receipt["model"],
+                             signer=mallory)  # fmt: skip
+    evidence = fraud(answer.bundle, forged.data, npz(X), npz(here(X)), engine.identity())
+    with pytest.raises(VerificationError, match="evidence does not verify: the manifest"):
+        verify_evidence(evidence, model=MODEL)
+    evidence = fraud(answer.bundle, nodes.manifest(answer), npz(X), npz(here(X)), "e")
+    evidence["bundle"] = json.dumps(evidence["bundle"])
+    with pytest.raises(VerificationError, match="bundle must be an object, manifest text"):
+        verify_evidence(evidence, model=MODEL)
+
+
+def test_a_liars_replicated_answer_is_fraud_evidence_too(nodes: Nodes) -> None:
+    answer = nodes.liar.infer("alice/iris", X, mode="replicated:2")
+    evidence = fraud(answer.bundle, nodes.manifest(answer), npz(X), npz(here(X)),
+                     engine.identity())  # fmt: skip
+    assert verify_evidence(evidence, model=MODEL).startswith(f"node {nodes.liar.vkey} signed")
