@@ -247,6 +247,9 @@ def test_a_receipt_of_the_right_manifest_but_another_model_is_refused(
 
     with pytest.raises(VerificationError, match=r"answer's manifest is alice/calc@2 .*model"):
         infer("http://liar.test", "alice/calc@2", transport=httpx.MockTransport(forge), **options)
+    # asked by version 2's manifest CID, the same forgery names exactly what was asked for
+    with pytest.raises(VerificationError, match=r"names manifest .* which is of model .*another"):
+        infer("http://liar.test", two.cid, transport=httpx.MockTransport(forge), **options)
 
 
 def test_a_stale_history_is_refused_once_a_longer_one_was_seen(

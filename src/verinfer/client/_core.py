@@ -402,6 +402,16 @@ class Core:
         _check_claims(model, bundle, nonce, mode, audit)
         if "/" in model:
             yield from self.named(model, bundle)
+        elif bundle.receipt["manifest"] is not None:  # a ref by CID: the manifest the receipt
+            # names is of the model it names (asked by manifest CID, the receipt could name
+            # that manifest and another model's answer)
+            manifest = yield from self.manifest(str(bundle.receipt["manifest"]))
+            if manifest.model != bundle.receipt["model"]:
+                raise VerificationError(
+                    f"the receipt names manifest {bundle.receipt['manifest']!r}, which is of "
+                    f"model {manifest.model!r}, and model {bundle.receipt['model']!r}: another "
+                    "model answered"
+                )
         return Result(outputs, bundle, str(bundle.receipt["manifest"] or ""), capabilities)
 
     # -- zero knowledge -------------------------------------------------------------------------
