@@ -108,7 +108,7 @@ class Auditor:
         self._models: dict[str, bytes] = {}
         self._randoms: dict[str, list[str]] = {}  # nondeterministic operators by model CID
         self._engines: dict[str, str] = {}  # url -> the engine identity the node advertises
-        self._engine = engine.Engine()
+        self._engine = engine.Engine(memory=None)
         self._identity = engine.identity()
         self._http = httpx.Client(timeout=timeout)
         self.audited = 0  # entries judged (private ones this auditor may not read excluded)

@@ -559,3 +559,28 @@ def test_a_body_that_stalls_is_cut_off(node_process: Process) -> None:
     with httpx.Client(timeout=PATIENCE) as http:
         refused = http.post(f"{node_process.url}/add-checkpoint", content=b"not a checkpoint")
     assert refused.status_code == 400, refused.text
+
+
+def test_judging_works_in_a_node_process_with_another_memory_limit(tmp_path: Path) -> None:
+    """The arena cap is one per process: a node started with a non-default limit must still
+    re-execute to verify, judge fraud evidence and audit (they ask for no cap of their own),
+    instead of refusing every one with "already caps inference memory"."""
+    code = (
+        "import sys, numpy as np; from pathlib import Path;"
+        "from verinfer import examples, note; from verinfer.engine import Engine;"
+        "from verinfer.node import Node; from verinfer.audit import Auditor;"
+        "from verinfer.verify import verify_bundle;"
+        "alice = note.Signer(note.generate_key('alice')[0]);"
+        "model = examples.sklearn_model('iris');"
+        "node = Node(Path(sys.argv[1]), engine=Engine(memory=96 << 20));"
+        "m = node.hub.publish(model, repository='alice/iris', version='1', signer=alice);"
+        "x = {'X': np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)};"
+        "r = node.infer(m.model, x);"
+        "verify_bundle(r.bundle, [node.vkey], inputs=x, outputs=r.outputs, model=model,"
+        " reexecute=True);"
+        "Auditor([], 0.5).close(); node.close(); print('judged')"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "node")],
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "judged"

@@ -231,7 +231,7 @@ def _fraud(document: dict[str, Any], model: bytes | None) -> str:
             "low bits may differ across CPU kernel classes"
         )
     try:
-        computed = engine.Engine().run(receipt["model"], lambda: model, inputs)
+        computed = engine.Engine(memory=None).run(receipt["model"], lambda: model, inputs)
     except Error as exc:
         raise VerificationError(f"re-execution failed: {exc}") from exc
     found = tensors.map_digest(computed)

@@ -506,7 +506,7 @@ def _reexecute(bundle: Bundle, model: bytes, inputs: Mapping[str, np.ndarray], s
             "re-execution cannot judge them"
         )
     try:
-        computed = engine.Engine().run(receipt["model"], lambda: model, inputs)
+        computed = engine.Engine(memory=None).run(receipt["model"], lambda: model, inputs)
     except Error as exc:
         raise VerificationError(f"step 6 (re-execution): {exc}") from exc
     found = tensors.map_digest(computed)
