@@ -584,3 +584,50 @@ def test_judging_works_in_a_node_process_with_another_memory_limit(tmp_path: Pat
                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "judged"
+
+
+def _string_models() -> dict[str, bytes]:
+    """Models that compute with strings inside, though their inputs and outputs are numbers."""
+    n = helper.make_tensor_value_info("n", TensorProto.INT64, [1])
+    size = helper.make_tensor_value_info("size", TensorProto.INT64, [])
+    big = helper.make_tensor("big", TensorProto.STRING, [1], [b"A" * 4096])
+
+    def model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto]) -> bytes:
+        graph = helper.make_graph(nodes, "strings", inputs, [size])
+        made = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        made.ir_version = 8
+        return made.SerializeToString()
+
+    return {
+        # the review's model: a string constant expanded to a requester-chosen shape
+        "constant": model(
+            [
+                helper.make_node("Constant", [], ["c"], value=big),
+                helper.make_node("Expand", ["c", "n"], ["e"]),
+                helper.make_node("Size", ["e"], ["size"]),
+            ],
+            [n],
+        ),
+        "cast": model(
+            [
+                helper.make_node("Cast", ["n"], ["s"], to=TensorProto.STRING),
+                helper.make_node("Size", ["s"], ["size"]),
+            ],
+            [n],
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", ["constant", "cast"])
+def test_a_model_that_computes_with_strings_is_refused_at_publish(
+    served: Served, kind: str
+) -> None:
+    """ONNX Runtime's arena cap counts a string tensor's headers, not its characters: a 1 MiB
+    string constant expanded 800 times took 900 MB under a 64 MiB cap (an adversarial review).
+    Such a model is refused when it is analysed, naming the strings."""
+    data = _string_models()[kind]
+    blob = httpx.put(f"{served.url}/v1/blobs", content=data, timeout=PATIENCE).json()["cid"]
+    refused = httpx.post(f"{served.url}/v1/blobs/{blob}/analysis", timeout=PATIENCE)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "bad_input"
+    assert "the model computes with strings" in refused.json()["message"]

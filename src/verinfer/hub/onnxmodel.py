@@ -124,6 +124,73 @@ def _check_domains(model: onnx.ModelProto, allowed: tuple[str, ...]) -> None:
                 )
 
 
+# attributes from which operators make strings out of numbers (a string input is caught by its
+# type): CategoryMapper always maps between strings and integers
+_STRING_MAKERS = {
+    "CategoryMapper": {"cats_strings"},
+    "LabelEncoder": {"values_strings", "default_string"},
+}
+
+
+def _string_type(value: onnx.TypeProto) -> bool:
+    """Whether a value of this type holds strings (a tensor, or a sequence or optional of one)."""
+    kind = value.WhichOneof("value")
+    if kind == "tensor_type":
+        return bool(value.tensor_type.elem_type == onnx.TensorProto.STRING)
+    if kind == "sequence_type":
+        return _string_type(value.sequence_type.elem_type)
+    if kind == "optional_type":
+        return _string_type(value.optional_type.elem_type)
+    if kind == "map_type":
+        return bool(value.map_type.key_type == onnx.TensorProto.STRING) or _string_type(
+            value.map_type.value_type
+        )
+    return False
+
+
+def _check_no_strings(model: onnx.ModelProto) -> None:
+    """Refuse a model that computes with strings anywhere, not only at its inputs and outputs.
+
+    ONNX Runtime's memory cap (the arena, see :mod:`verinfer.engine`) counts a string tensor's
+    element headers but not the characters, so ``Expand`` of a 1 MiB string constant to a
+    requester-chosen shape took gigabytes under a 64 MiB cap. Strings are found in stored
+    tensors and ``Constant`` attributes, in ``Cast`` to string, in the operators that make
+    strings from their attributes, and in every value's type after shape inference."""
+    where = ""
+    if any(tensor.data_type == onnx.TensorProto.STRING for tensor in _tensors(model)):
+        where = "a stored tensor"
+    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
+    nodes += [node for function in model.functions for node in function.node]
+    for node in nodes if not where else []:
+        names = {attribute.name for attribute in node.attribute}
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        makers = _STRING_MAKERS.get(node.op_type, set()) if node.domain == "ai.onnx.ml" else set()
+        if (
+            (node.op_type == "Constant" and names & {"value_string", "value_strings"})
+            or (node.op_type == "Cast" and to == onnx.TensorProto.STRING)
+            or names & makers
+        ):
+            where = f"node {node.name or node.op_type!r} ({node.op_type})"
+            break
+    if not where:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except Exception:  # the checker, run before, reports what inference cannot do
+            inferred = model
+        for graph in _graphs(inferred.graph):
+            for value in (*graph.input, *graph.value_info, *graph.output):
+                if _string_type(value.type):
+                    where = f"value {value.name!r}"
+                    break
+            if where:
+                break
+    if where:
+        raise InputError(
+            f"the model computes with strings ({where}): verinfer hosts models of fixed-width "
+            "tensors only, since a run's memory limit cannot bound the length of strings"
+        )
+
+
 def _signature(values: Any, role: str, skip: set[str]) -> list[dict[str, Any]]:
     out = []
     for value in values:
@@ -185,6 +252,7 @@ def inspect_model(data: bytes, limits: Limits = Limits()) -> dict[str, Any]:
     outputs = _signature(model.graph.output, "output", set())
     if not inputs or not outputs:
         raise InputError("the model must have at least one input and one output")
+    _check_no_strings(model)  # after the signature: a string input or output is named as such
     engine.load_session(data)  # raises InputError if ONNX Runtime cannot load it
     operators = sorted(
         {
