@@ -38,7 +38,6 @@ from verinfer.errors import (
     VerificationError,
 )
 from verinfer.hub.documents import (
-    Change,
     Manifest,
     check_repository,
     check_version,
@@ -537,22 +536,7 @@ class Core:
             (yield from self.send(Call("GET", f"/v1/repositories/{repository}/changes")))
         )["changes"]
         history = verify_history(repository, [c.encode() for c in found], signer.vkey)
-        published = Change.create(
-            repository=repository,
-            seq=len(history.changes),
-            prev=history.head,
-            signer=signer,
-            version=version,
-            manifest=manifest.cid,
-        )
-        latest = Change.create(
-            repository=repository,
-            seq=len(history.changes) + 1,
-            prev=published.cid,
-            signer=signer,
-            version=version,
-            tag="latest",
-        )
+        published, latest = history.publication(signer, version, manifest.cid)
         body = {
             "manifest": manifest.data.decode(),
             "changes": [published.data.decode(), latest.data.decode()],

@@ -479,6 +479,21 @@ class History:
         """The CID of the latest change, or ``None`` for an empty history."""
         return self.changes[-1].cid if self.changes else None
 
+    def publication(
+        self, signer: note.Signer, version: str, manifest: str
+    ) -> tuple[Change, Change]:
+        """The two changes that publish ``version`` (manifest CID ``manifest``) on top of this
+        history, signed by ``signer``: the version, then the ``latest`` tag moved to it."""
+        published = Change.create(
+            repository=self.repository, seq=len(self.changes), prev=self.head, signer=signer,
+            version=version, manifest=manifest,
+        )  # fmt: skip
+        latest = Change.create(
+            repository=self.repository, seq=len(self.changes) + 1, prev=published.cid,
+            signer=signer, version=version, tag="latest",
+        )  # fmt: skip
+        return published, latest
+
     def resolve(self, selector: str | None) -> tuple[str, str]:
         """``(version, manifest CID)`` for a version or tag (default: the ``latest`` tag)."""
         selector = selector or "latest"

@@ -641,22 +641,7 @@ class Hub:
             license=license,
             tags=tags,
         )
-        publish = Change.create(
-            repository=repository,
-            seq=len(history.changes),
-            prev=history.head,
-            signer=signer,
-            version=version,
-            manifest=manifest.cid,
-        )
-        latest = Change.create(
-            repository=repository,
-            seq=len(history.changes) + 1,
-            prev=publish.cid,
-            signer=signer,
-            version=version,
-            tag="latest",
-        )
+        publish, latest = history.publication(signer, version, manifest.cid)
         self._commit(repository, owner, signer.vkey, [publish, latest], manifest)
         return manifest
 
