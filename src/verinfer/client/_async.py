@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import numpy as np
 
 from verinfer import note
 from verinfer.client._core import Call, Flow, Result, Sleep, Step, Work
@@ -127,7 +126,7 @@ class AsyncClient:
     async def infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str = "attested",
         nonce: str | None = None,
@@ -147,6 +146,7 @@ class AsyncClient:
         license: str = "",  # the manifest's field name
         tags: tuple[str, ...] = (),
         calibrate: bool = False,
+        finite_inputs: bool = False,
     ) -> Manifest:
         """:meth:`Client.publish`, awaited."""
         source = model if isinstance(model, bytes) else Path(model)
@@ -160,6 +160,7 @@ class AsyncClient:
                 license=license,
                 tags=tags,
                 calibrate=calibrate,
+                finite_inputs=finite_inputs,
             )
         )
 
@@ -210,7 +211,7 @@ class AsyncClient:
     async def challenge(
         self,
         bundle: Bundle,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         challenger: str,
         defendant: str | None = None,

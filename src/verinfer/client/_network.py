@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 from verinfer import tensors
 from verinfer.client._core import NetworkError, Result, json_of
@@ -154,7 +153,7 @@ class Network:
     def infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str = "attested",
         nonce: str | None = None,
@@ -180,7 +179,7 @@ class Network:
     def _replicated(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str,
         wanted: int,

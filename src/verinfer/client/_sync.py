@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import numpy as np
 
 from verinfer import note
 from verinfer.client._core import Call, Flow, Result, Sleep, Step, Work
@@ -139,7 +138,7 @@ class Client:
     def infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str = "attested",
         nonce: str | None = None,
@@ -160,7 +159,7 @@ class Client:
     def _infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str,
         nonce: str | None,
@@ -181,6 +180,7 @@ class Client:
         license: str = "",  # the manifest's field name
         tags: tuple[str, ...] = (),
         calibrate: bool = False,
+        finite_inputs: bool = False,
     ) -> Manifest:
         """Upload a model and publish it as ``repository@version``, signed here by ``signer``.
 
@@ -199,6 +199,7 @@ class Client:
                 license=license,
                 tags=tags,
                 calibrate=calibrate,
+                finite_inputs=finite_inputs,
             )
         )
 
@@ -266,7 +267,7 @@ class Client:
     def challenge(
         self,
         bundle: Bundle,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         challenger: str,
         defendant: str | None = None,

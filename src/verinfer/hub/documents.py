@@ -157,8 +157,12 @@ class Manifest(_Document):
         license: str = "",
         tags: Sequence[str] = (),
         time: str | None = None,
+        finite_inputs: bool = False,
     ) -> Manifest:
-        """Sign a new manifest for ``model`` from the facts the hub's analysis found."""
+        """Sign a new manifest for ``model`` from the facts the hub's analysis found.
+
+        ``finite_inputs``: the publisher asks nodes to refuse inputs holding NaN or infinity
+        (by default they are data like any other value); written only when set."""
         check_repository(repository)
         check_version(version)
         for tag in tags:
@@ -169,6 +173,8 @@ class Manifest(_Document):
             "version": version,
             "model": model,
             **{key: facts[key] for key in _FACTS},
+            **{key: facts[key] for key in _OPTIONAL_FACTS if key in facts},
+            **({"finite_inputs": True} if finite_inputs else {}),
             "description": description,
             "license": license,
             "tags": sorted(set(tags)),
@@ -201,8 +207,20 @@ class Manifest(_Document):
             _field(body, name, kind, what)
         if not _TIME.fullmatch(body["time"]):
             raise VerificationError(f"malformed manifest: time {body['time']!r}")
+        for name, kind in _OPTIONAL_TYPES.items():
+            if name in body:
+                _field(body, name, kind, what)
+        if body.get("finite_inputs", True) is not True:  # absent, or true: one way to say it
+            raise VerificationError(
+                f"malformed manifest: field 'finite_inputs' is {body['finite_inputs']!r}"
+            )
         _check_facts(body)
-        extra = set(body) - set(_FIELD_TYPES) - {"type", "repository", "version", "model"}
+        extra = (
+            set(body)
+            - set(_FIELD_TYPES)
+            - set(_OPTIONAL_TYPES)
+            - {"type", "repository", "version", "model"}
+        )
         if extra:
             raise VerificationError(f"malformed manifest: unknown fields {sorted(extra)!r}")
         return cls(data, body)
@@ -248,6 +266,11 @@ def _check_facts(body: Mapping[str, Any]) -> None:
         raise bad("opsets")
     if not all(isinstance(op, str) for op in body["operators"]):
         raise bad("operators")
+    analysis = body.get("analysis")
+    if analysis is not None and not (
+        analysis and set(analysis) <= {"checker"} and isinstance(analysis.get("checker"), str)
+    ):
+        raise bad("analysis")
     if not all(isinstance(tag, str) and _VERSION.fullmatch(tag) for tag in body["tags"]):
         raise bad("tags")
     determinism = body["determinism"]
@@ -306,6 +329,12 @@ _FACTS = (
     "operators",
     "determinism",
 )
+# facts the analysis writes only when there is something to say: ``analysis.checker`` is the
+# ``onnx.checker`` finding the hub overrode (a failure inside a function body that ONNX Runtime
+# accepts; see verinfer.hub.onnxmodel)
+_OPTIONAL_FACTS = ("analysis",)
+# optional fields: the optional facts, and the publisher's own declarations
+_OPTIONAL_TYPES: dict[str, type] = {"analysis": dict, "finite_inputs": bool}
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "size": int,
     "format": str,

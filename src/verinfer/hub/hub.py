@@ -526,7 +526,8 @@ class Hub:
         """
         body = manifest.body
         facts = self.analyse(manifest.model)
-        for key, value in facts.items():
+        for key in sorted(set(facts) | {"analysis"}):  # an optional fact must be absent in both
+            value = facts.get(key)
             if key != "determinism" and body.get(key) != value:
                 raise VerificationError(
                     f"the manifest says {key} = {body.get(key)!r}, but the model has {value!r}"
@@ -593,11 +594,13 @@ class Hub:
         tags: tuple[str, ...] = (),
         progress: Progress | None = None,
         calibrate: bool = False,
+        finite_inputs: bool = False,
     ) -> Manifest:
         """Check, store and publish a model as ``repository@version``; move ``latest`` to it.
 
         ``calibrate``: also measure the model's tolerance across CPU kernel classes (under
         qemu; :mod:`verinfer.hub.calibration`) and declare it in the manifest.
+        ``finite_inputs``: nodes refuse inputs holding NaN or infinity for this version.
 
         Raises :class:`InputError` for a model the hub refuses (naming the problem) and
         :class:`ConflictError` if the version exists or the owner name belongs to another key.
@@ -640,6 +643,7 @@ class Hub:
             description=description,
             license=license,
             tags=tags,
+            finite_inputs=finite_inputs,
         )
         publish, latest = history.publication(signer, version, manifest.cid)
         self._commit(repository, owner, signer.vkey, [publish, latest], manifest)

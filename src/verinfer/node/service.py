@@ -400,7 +400,12 @@ class Node:
         receipt's bytes go to the log."""
         manifest = self.resolve(model)
         self._check_judgeable(manifest, mode)
-        checked = tensors.validate(inputs, manifest.body["inputs"], max_bytes=self.max_input_bytes)
+        checked = tensors.validate(
+            inputs,
+            manifest.body["inputs"],
+            max_bytes=self.max_input_bytes,
+            finite_only=manifest.body.get("finite_inputs", False),
+        )
         # a large input is hashed on another core while ONNX Runtime runs (both release the GIL)
         large = sum(array.nbytes for array in checked.values()) >= _OVERLAP_BYTES
         hashing = self._hasher.submit(tensors.map_digest, checked) if large else None
