@@ -336,3 +336,84 @@ def test_plain_lists_through_the_sdk_are_typed_and_verified(
         client.infer("alice/iris", {"X": typed["X"].astype(np.float64)})
     with pytest.raises(InputError, match="input 'X' is a str: give a numpy array or nested"):
         client.infer("alice/iris", {"X": "5.1 3.5 1.4 0.2"})
+
+
+# -- the determinism probe -------------------------------------------------------------------
+
+
+def _int64(name: str, shape: list[int]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.INT64, shape)
+
+
+@pytest.mark.parametrize(
+    ("name", "nodes", "inputs", "output", "request_"),
+    [
+        (  # random integers in [0, 4) index out of range: zeros are always in range
+            "gather",
+            [helper.make_node("Gather", ["data", "i"], ["y"])],
+            [helper.make_tensor_value_info("data", TensorProto.FLOAT, [2, 3]), _int64("i", [8])],
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 3]),
+            {"data": np.arange(6, dtype=np.float32).reshape(2, 3), "i": np.ones(8, np.int64)},
+        ),
+        (  # random divisors include 0
+            "div",
+            [helper.make_node("Div", ["a", "b"], ["y"])],
+            [_int64("a", [16]), _int64("b", [16])],
+            _int64("y", [16]),
+            {"a": np.full(16, 7, np.int64), "b": np.full(16, 2, np.int64)},
+        ),
+        (  # a Reshape target must fit: zeros copy every dim
+            "reshape",
+            [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+            [
+                helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+                _int64("shape", [3]),
+            ],
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c"]),
+            {"x": np.ones((2, 3, 4), np.float32), "shape": np.array([4, 3, 2], np.int64)},
+        ),
+    ],
+)
+def test_the_probe_finds_inputs_the_model_accepts(
+    served: Served,
+    client: Client,
+    alice: note.Signer,
+    name: str,
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    output: onnx.ValueInfoProto,
+    request_: dict[str, np.ndarray],
+) -> None:
+    data = _model(nodes, inputs, [output], {"": 17})
+    manifest = client.publish(data, repository=f"alice/probe-{name}", version="1", signer=alice)
+    verdict = manifest.body["determinism"]
+    assert verdict["bit_identical"] is True, verdict
+    assert verdict["inputs"] in {"positive", "zeros", "ones", "zeros-last-minus-one"}
+    assert "error" not in verdict
+    result = client.infer(f"alice/probe-{name}", request_)
+    _checked(served, result, request_)
+
+
+def test_null_means_the_model_cannot_run_on_any_probe_family(
+    client: Client, alice: note.Signer
+) -> None:
+    """An index that is 5 or more into 3 elements, whatever the family: nothing runs it."""
+    data = _model(
+        [
+            helper.make_node("Add", ["i", "five"], ["j"]),
+            helper.make_node("Gather", ["data", "j"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [3]), _int64("i", [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        {"": 17},
+    )
+    model = onnx.ModelProto.FromString(data)
+    model.graph.initializer.append(helper.make_tensor("five", TensorProto.INT64, [], [5]))
+    manifest = client.publish(
+        model.SerializeToString(), repository="alice/probe-never", version="1", signer=alice
+    )
+    verdict = manifest.body["determinism"]
+    assert verdict["bit_identical"] is None
+    assert "inputs" not in verdict
+    assert verdict["error"].startswith("the probe could not run the model: ")
+    assert "Gather" in verdict["error"] or "indices" in verdict["error"]

@@ -312,10 +312,13 @@ def _check_facts(body: Mapping[str, Any]) -> None:
 # what ``determinism`` may hold (PROTOCOL.md §8); ``nondeterministic`` is absent only in
 # manifests written before it existed, and verifiers recompute it from the model's bytes anyway
 _DETERMINISM = frozenset(
-    {"bit_identical", "nondeterministic", "runs", "threads", "seed", "engine", "error", "tolerance"}
-)
+    {
+        "bit_identical", "nondeterministic", "runs", "threads", "seed", "engine", "error",
+        "tolerance", "inputs",
+    }
+)  # fmt: skip
 _DETERMINISM_TYPES: dict[str, type] = {
-    "runs": int, "threads": list, "seed": int, "engine": str, "error": str,
+    "runs": int, "threads": list, "seed": int, "engine": str, "error": str, "inputs": str,
 }  # fmt: skip
 _FACTS = (
     "size",

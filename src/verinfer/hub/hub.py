@@ -533,7 +533,7 @@ class Hub:
                     f"the manifest says {key} = {body.get(key)!r}, but the model has {value!r}"
                 )
         declared, measured = body["determinism"], facts["determinism"]
-        for key in ("bit_identical", "nondeterministic", "seed", "runs", "threads"):
+        for key in ("bit_identical", "nondeterministic", "seed", "runs", "threads", "inputs"):
             if declared.get(key) != measured.get(key):
                 raise VerificationError(
                     f"the manifest says determinism.{key} = {declared.get(key)!r}, but this "

@@ -363,14 +363,54 @@ def _check(model: onnx.ModelProto) -> str | None:
     )
 
 
-def _probe_input(spec: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+# the families of inputs the determinism probe tries, in order, until one runs the model: a
+# model's valid inputs are often narrower than its types (an index must be in range, a divisor
+# non-zero, a scale positive, a Reshape target must fit); each family is seeded and fixed, so
+# every hub probes a model with the same inputs and reaches the same verdict
+PROBE_FAMILIES = ("random", "positive", "zeros", "ones", "zeros-last-minus-one")
+
+
+def _probe_input(
+    spec: dict[str, Any], rng: np.random.Generator, family: str = "random"
+) -> np.ndarray:
+    """One probe input of ``family`` (symbolic or unknown dims are 1): ``random`` floats
+    N(0, 1), integers in [0, 4); ``positive`` floats in [1, 2), integers in [1, 4) (divisors,
+    scales, sizes); ``zeros`` (an index that is always in range, a Reshape target that copies
+    every dim); ``ones``; ``zeros-last-minus-one``: zeros with a 1-D signed integer tensor
+    ending in -1 (a Reshape target that copies the leading dims and infers the last). Booleans
+    are random in every family."""
     shape = [d if isinstance(d, int) and d >= 0 else 1 for d in spec["shape"] or []]
     dtype = np.dtype(spec["dtype"])
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(np.bool_)
-    if dtype.kind in "iu":
-        return rng.integers(0, 4, size=shape).astype(dtype)
-    return rng.standard_normal(size=shape).astype(dtype)
+    integer = dtype.kind in "iu"
+    if family == "random":
+        if integer:
+            return rng.integers(0, 4, size=shape).astype(dtype)
+        return rng.standard_normal(size=shape).astype(dtype)
+    if family == "positive":
+        if integer:
+            return rng.integers(1, 4, size=shape).astype(dtype)
+        return rng.uniform(1.0, 2.0, size=shape).astype(dtype)
+    array = np.ones(shape, dtype) if family == "ones" else np.zeros(shape, dtype)
+    if family == "zeros-last-minus-one" and dtype.kind == "i" and array.ndim == 1 and array.size:
+        array[-1] = -1
+    return array
+
+
+def _probe_runs(data: bytes, feed: dict[str, np.ndarray]) -> set[bytes]:
+    """The digests of every output of every probe run on ``feed``."""
+    digests = set()
+    for threads in PROBE_THREADS:
+        session = engine.load_session(data, threads)
+        for _ in range(PROBE_REPEATS):
+            hasher = hashlib.sha256()
+            for output in session.run(None, feed):
+                array = np.ascontiguousarray(output)
+                hasher.update(f"{array.dtype.str}{array.shape}".encode())
+                hasher.update(array.tobytes())
+            digests.add(hasher.digest())
+    return digests
 
 
 def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -378,6 +418,10 @@ def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, An
     every graph, subgraph and local function), then run the model on seeded inputs, twice under
     each thread setting, and compare the bytes.
 
+    The inputs are the first of :data:`PROBE_FAMILIES` the model accepts (each family with
+    the seed :data:`PROBE_SEED`); the verdict names the family as ``inputs`` unless it is the
+    first, ``random``. ``bit_identical`` is ``null`` only when no family runs the model: the
+    model cannot be run on inputs that plain (its ``error`` says why, for the first family).
     The verdict records those operators (``nondeterministic``), whether the model is
     bit-reproducible (``bit_identical``: every run gave the same bytes and no such operator
     exists; the probe's inputs may never reach a random branch, so the runs alone prove
@@ -387,7 +431,6 @@ def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, An
         nondeterministic = nondeterministic_operators_of(data)
     except ValueError as exc:
         raise InputError(f"malformed ONNX model: {exc}") from exc
-    rng = np.random.default_rng(PROBE_SEED)
     verdict: dict[str, Any] = {
         "engine": engine.identity(),
         "seed": PROBE_SEED,
@@ -395,29 +438,28 @@ def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, An
         "runs": len(PROBE_THREADS) * PROBE_REPEATS,
         "nondeterministic": nondeterministic,
     }
-    digests = set()
-    try:
-        feed = {spec["name"]: _probe_input(spec, rng) for spec in inputs}
-    except (ValueError, MemoryError) as exc:  # e.g. a declared input of 2**40 x 2**40
-        raise InputError(f"the model's declared inputs cannot be allocated: {exc}") from exc
-    try:
-        for threads in PROBE_THREADS:
-            session = engine.load_session(data, threads)
-            for _ in range(PROBE_REPEATS):
-                hasher = hashlib.sha256()
-                for output in session.run(None, feed):
-                    array = np.ascontiguousarray(output)
-                    hasher.update(f"{array.dtype.str}{array.shape}".encode())
-                    hasher.update(array.tobytes())
-                digests.add(hasher.digest())
-    except InputError:
-        raise
-    except Exception as exc:  # the model loads but fails on plausible inputs
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        verdict["bit_identical"] = False if nondeterministic else None
-        verdict["error"] = f"the probe could not run the model: {first}"
+    first_error = ""
+    for family in PROBE_FAMILIES:
+        rng = np.random.default_rng(PROBE_SEED)
+        try:
+            feed = {spec["name"]: _probe_input(spec, rng, family) for spec in inputs}
+        except (ValueError, MemoryError) as exc:  # e.g. a declared input of 2**40 x 2**40
+            raise InputError(f"the model's declared inputs cannot be allocated: {exc}") from exc
+        try:
+            digests = _probe_runs(data, feed)
+        except InputError:
+            raise
+        except Exception as exc:  # the model loads but fails on these inputs: the next family
+            if not first_error:
+                text = str(exc).strip()
+                first_error = text.splitlines()[0] if text else type(exc).__name__
+            continue
+        if family != PROBE_FAMILIES[0]:
+            verdict["inputs"] = family
+        verdict["bit_identical"] = len(digests) == 1 and not nondeterministic
         return verdict
-    verdict["bit_identical"] = len(digests) == 1 and not nondeterministic
+    verdict["bit_identical"] = False if nondeterministic else None
+    verdict["error"] = f"the probe could not run the model: {first_error}"
     return verdict
 
 
