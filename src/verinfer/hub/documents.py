@@ -451,8 +451,11 @@ class ZkAddendum(_Document):
         logrows: int,
         signer: note.Signer,
         time: str | None = None,
+        shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> ZkAddendum:
-        """Sign an addendum to ``manifest`` (the signer must be its publisher)."""
+        """Sign an addendum to ``manifest`` (the signer must be its publisher). ``shapes``: the
+        input shapes the circuit is built for, when the model's inputs have dimensions that
+        are not fixed (bound at setup; requests of other shapes are refused)."""
         if signer.vkey != manifest.publisher:
             raise InputError("only the manifest's publisher can endorse a circuit for it")
         body = {
@@ -465,6 +468,7 @@ class ZkAddendum(_Document):
             "logrows": logrows,
             "publisher": signer.vkey,
             "time": time or now(),
+            **({"shapes": {k: list(v) for k, v in shapes.items()}} if shapes else {}),
         }
         return cls.from_bytes(sign_document(body, signer), manifest)
 
@@ -479,8 +483,19 @@ class ZkAddendum(_Document):
         what = "zk addendum"
         fields = {"type", "manifest", "model", "settings", "vk", "srs", "logrows", "publisher",
                   "time"}  # fmt: skip
-        if set(body) != fields:
+        if set(body) - {"shapes"} != fields:
             raise VerificationError(f"malformed zk addendum: fields {sorted(body)!r}")
+        shapes = body.get("shapes", {})
+        if (
+            not isinstance(shapes, dict)
+            or ("shapes" in body and not shapes)
+            or not all(
+                isinstance(shape, list)
+                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+                for shape in shapes.values()
+            )
+        ):
+            raise VerificationError(f"malformed zk addendum: shapes {shapes!r}")
         try:
             for name in ("manifest", "model", "settings", "vk", "srs"):
                 cid.digest(_field(body, name, str, what))

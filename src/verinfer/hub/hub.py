@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,11 +356,20 @@ class Hub:
         """Whether any indexed manifest or change names the blob (then it is never deleted)."""
         return bool(self._query(_NAMED, (blob,)))
 
-    def zk_setup(self, ref: str, signer: note.Signer, *, srs: bytes | None = None) -> ZkAddendum:
+    def zk_setup(
+        self,
+        ref: str,
+        signer: note.Signer,
+        *,
+        srs: bytes | None = None,
+        dims: Mapping[str, int] | None = None,
+    ) -> ZkAddendum:
         """Build the zero-knowledge circuit of a published model (weights fixed in it) and
         publish the signer's endorsement of it: the settings, verification key and SRS as blobs,
         and a signed :class:`ZkAddendum` naming them. Without ``srs``, a local development SRS is
-        generated (verifiers refuse it unless told otherwise)."""
+        generated (verifiers refuse it unless told otherwise). ``dims`` binds the inputs'
+        dimensions that are not fixed (by symbolic name or ``input:axis``; default 1): the
+        addendum records the bound shapes, and nodes refuse zk requests of other shapes."""
         from verinfer import zk  # noqa: PLC0415 - optional, heavy
 
         manifest = self.resolve(ref)
@@ -369,9 +378,12 @@ class Hub:
             manifest.body["inputs"],
             self.root / "zk" / manifest.model,
             srs=srs,
+            dims=dims,
         )
         names = {key: self.blobs.put(getattr(circuit, key)) for key in ("settings", "vk", "srs")}
-        addendum = ZkAddendum.create(manifest, logrows=circuit.logrows, signer=signer, **names)
+        addendum = ZkAddendum.create(
+            manifest, logrows=circuit.logrows, signer=signer, shapes=circuit.shapes, **names
+        )
         self.accept_zk(addendum.data)
         return addendum
 

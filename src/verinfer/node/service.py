@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from verinfer.errors import (
     VerificationError,
 )
 from verinfer.hub import Hub, Manifest
-from verinfer.hub.documents import parse_ref
+from verinfer.hub.documents import ZkAddendum, parse_ref
 from verinfer.log import Log
 from verinfer.log.sequencer import Committed, Sequencer
 from verinfer.node.access import TensorAccess
@@ -48,6 +48,9 @@ from verinfer.verify import Bundle, Receipt
 from verinfer.verify.bundle import AUDITS, check_nonce, replicas_of, window_of
 from verinfer.verify.evidence import model_of, verify_evidence
 from verinfer.witness import Witness
+
+if TYPE_CHECKING:
+    from verinfer import zk
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
@@ -484,7 +487,7 @@ class Node:
             circuit = self._circuits.get(addendum.cid)
             if circuit is None:
                 directory = self.data / "zk" / addendum.cid
-                circuit = zk.load(directory)
+                circuit = zk.load(directory) or self._own_circuit(manifest, addendum)
                 try:
                     if circuit is None:
                         circuit = zk.build(
@@ -493,6 +496,7 @@ class Node:
                             self.hub.blobs.get(addendum.body["settings"]),
                             self.hub.blobs.get(addendum.body["srs"]),
                             directory,
+                            shapes=addendum.body.get("shapes"),
                         )
                     if cid.compute(circuit.vk) != addendum.body["vk"]:
                         raise StorageError(
@@ -510,6 +514,21 @@ class Node:
         finally:
             self._zk_slot.release()
         return outputs, {"zk_addendum": addendum.cid, "zk_proof": proof.decode()}
+
+    def _own_circuit(self, manifest: Manifest, addendum: ZkAddendum) -> zk.Circuit | None:
+        """The circuit this node's own hub built for the endorsement (``zk-setup`` run here),
+        if it is exactly the endorsed one (settings, verification key, SRS and bound shapes):
+        its keys need not be generated twice. ``None`` otherwise."""
+        from verinfer import zk  # noqa: PLC0415 - optional, heavy
+
+        circuit = zk.load(self.hub.root / "zk" / manifest.model)
+        if circuit is None or circuit.shapes != addendum.body.get("shapes"):
+            return None
+        if any(
+            cid.compute(getattr(circuit, k)) != addendum.body[k] for k in ("settings", "vk", "srs")
+        ):
+            return None
+        return circuit
 
     def _check_judgeable(self, manifest: Manifest, mode: str) -> None:
         """Refuse ``replicated:K`` and ``optimistic`` for a model with operators whose output
