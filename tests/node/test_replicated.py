@@ -25,6 +25,7 @@ from verinfer import note, tensors
 from verinfer.client import Client, Network
 from verinfer.errors import DisagreementError, InputError, VerificationError
 from verinfer.examples import sklearn_model
+from verinfer.modes.replicated import Agreement
 from verinfer.node import Node
 from verinfer.testing import FalsifyingEngine
 from verinfer.verify import Bundle, verify_bundle
@@ -187,7 +188,7 @@ def test_replicated_bundles_are_tamper_evident(world: World) -> None:
 
     def swapped(*replicas: Bundle) -> Bundle:
         return Bundle(bundle.receipt, bundle.index, bundle.proof, bundle.checkpoint,
-                      replicas=replicas)  # fmt: skip
+                      evidence=Agreement(replicas))  # fmt: skip
 
     cases = {
         "the same node twice": (swapped(first, first), trusted, "again; replicated:3 needs"),

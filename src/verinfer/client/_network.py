@@ -29,6 +29,7 @@ from verinfer.errors import (
     VerificationError,
 )
 from verinfer.hub.documents import Manifest
+from verinfer.modes.replicated import Agreement, cross_class_bound, within_tolerance
 from verinfer.verify import Bundle, replicas_of, verify_bundle
 from verinfer.verify.evidence import model_of, verify_evidence
 
@@ -265,8 +266,14 @@ def _agreed(
                     f"{declared.repository}@{declared.version} declares no tolerance to compare "
                     "their outputs: publish it calibrated (verinfer model publish --calibrate)"
                 )
-        deviations = [tensors.deviation(answers[0].outputs, a.outputs) for a in answers[1:]]
-        if tolerance is None or any(d is None or d > tolerance["abs"] for d in deviations):
+        bound = 0.0
+        if tolerance is not None:  # the one rule: the calibrated bound, for measured classes
+            try:
+                bound = cross_class_bound([b.receipt["engine"] for b in bundles], tolerance)
+            except VerificationError:  # the verifier below names why, as it does offline
+                bound = float(tolerance["abs"])
+        verdicts = [within_tolerance(answers[0].outputs, a.outputs, bound) for a in answers[1:]]
+        if tolerance is None or not all(agrees for agrees, _ in verdicts):
             said: dict[str, list[str]] = {}
             for bundle in bundles:
                 said.setdefault(str(bundle.receipt["outputs"]), []).append(
@@ -278,17 +285,14 @@ def _agreed(
                 bundles,
             )
         compared = tuple(tensors.encode_binary(a.outputs) for a in answers)
-        observed = max(d for d in deviations if d is not None)
+        observed = max(d for _, d in verdicts if d is not None)
     combined = Bundle(
         first.receipt,
         first.index,
         first.proof,
         first.checkpoint,
         first.cosignatures,
-        replicas=bundles[1:],
-        compared=compared,
-        manifest=manifest,
-        deviation=observed,
+        Agreement(bundles[1:], compared, manifest, observed),
     )
     verify_bundle(combined, trusted)  # agreement of model, inputs, nonce and outputs again
     return Result(answers[0].outputs, combined, answers[0].manifest, answers[0].capabilities)
