@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from verinfer import cid, note
@@ -123,7 +124,7 @@ class TrustRoot:
     def from_file(cls, path: str | os.PathLike[str]) -> TrustRoot:
         """Read a trust file (see :meth:`from_json`)."""
         try:
-            data = open(path, "rb").read(MAX_TRUST_BYTES + 1)  # noqa: SIM115
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read trust root {os.fspath(path)!r}: {exc.strerror}") from exc
         try:
