@@ -114,6 +114,7 @@ def test_exports_are_deliberate() -> None:
     assert sorted(verinfer.client.__all__) == sorted(
         [
             "AsyncClient",
+            "AsyncNetwork",
             "Client",
             "Network",
             "NetworkError",
