@@ -37,8 +37,11 @@ def _root() -> None:
 # -- inference and verification -----------------------------------------------------------------
 
 
-def _read_tensors(path: Path, what: str) -> dict[str, Any]:
-    """Tensors from a .json (verinfer's JSON form), .npz or .npy file (named after the file)."""
+def _read_tensors(path: Path, what: str, *, plain: bool = False) -> dict[str, Any]:
+    """Tensors from a .json (verinfer's JSON form), .npz or .npy file (named after the file).
+
+    ``plain``: a .json tensor may also be plain nested lists, ``{"x": [[5.1, 3.5]]}``, kept as
+    lists for the model's signature to type (:func:`verinfer.tensors.from_plain`)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -48,6 +51,10 @@ def _read_tensors(path: Path, what: str) -> dict[str, Any]:
             value = json.loads(data)
         except ValueError as exc:
             raise InputError(f"{what} file {str(path)!r} is not JSON: {exc}") from exc
+        if plain and isinstance(value, dict) and value:
+            lists = {k: v for k, v in value.items() if tensors.is_plain(v)}
+            explicit = {k: v for k, v in value.items() if k not in lists}
+            return {**(tensors.decode_json(explicit) if explicit else {}), **lists}
         return tensors.decode_json(value)
     return tensors.decode_binary(data, name=path.stem)
 
@@ -194,6 +201,7 @@ HubOption = Annotated[
 NodeOption = Annotated[
     str | None, typer.Option("--node", help="act on a node (URL) instead of the local hub")
 ]
+SourceNodeOption = Annotated[str | None, typer.Option("--node", help="the node (URL) to pull from")]
 
 
 def _hub(path: Path | None) -> Hub:
