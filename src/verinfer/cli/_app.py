@@ -24,14 +24,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: flags without "<bool>", no markup in help text
 )
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-@app.callback()
-def _root() -> None:
-    """Verifiable inference: every answer comes with a proof anyone can check offline."""
 
 
 # -- inference and verification -----------------------------------------------------------------

@@ -20,7 +20,10 @@ DirOption = Annotated[Path, typer.Option("--dir", help="the network's directory"
 
 
 def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
-    table = Table("node", "url", "pid", "up", "log size", "vkey")
+    table = Table()  # narrow terminals fold the vkey; the short columns keep their width
+    for header in ("node", "url", "pid", "up", "log size"):
+        table.add_column(header, no_wrap=True, min_width=len(header))
+    table.add_column("vkey", overflow="fold")
     for node in nodes:
         state = node.get("up")
         table.add_row(
