@@ -62,3 +62,17 @@ def devnet_down(directory: DirOption = Path("devnet")) -> None:
     """Stop every node (SIGTERM: in-flight requests finish, queues commit)."""
     stopped = devnet.down(directory)
     out.print(f"stopped {len(stopped)} nodes")
+
+
+@devnet_app.command("url")
+def devnet_url(
+    directory: DirOption = Path("devnet"),
+    index: Annotated[int, typer.Option("--node", min=0, help="which node, from 0")] = 0,
+) -> None:
+    """Print one node's URL, for --node in scripts: --node "$(verinfer devnet url --dir net)"."""
+    nodes = devnet.read(directory)
+    if index >= len(nodes):
+        raise Error(
+            f"the network in {str(directory)!r} has {len(nodes)} nodes (0 to {len(nodes) - 1})"
+        )
+    out.print(nodes[index]["url"], markup=False)
