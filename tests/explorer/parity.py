@@ -91,7 +91,8 @@ def _receipt_text(body: dict[str, Any]) -> str:
 def _tree_mutations(value: Any, path: str) -> Iterator[tuple[str, Any]]:
     """Every single-field mutation of a JSON value, as (what, mutated value)."""
     for what, other in _values(value):
-        yield f"{path} {what}", other
+        if json.dumps(other) != json.dumps(value):  # a change, not the same value again
+            yield f"{path} {what}", other
     if isinstance(value, dict):
         for key in sorted(value):
             yield f"{path}.{key} deleted", {k: v for k, v in value.items() if k != key}
@@ -127,7 +128,7 @@ def _field_mutations(key: str, value: Any, path: str) -> Iterator[tuple[str, Any
 
 def mutations(bundle: dict[str, Any]) -> list[tuple[str, str]]:
     """Every single-field mutation of ``bundle`` (its dict form), as (what, JSON text)."""
-    found = [("(whole)" + what, json.dumps(other)) for what, other in _values(bundle)]
+    found = [(f"(whole) {what}", json.dumps(other)) for what, other in _values(bundle)]
     for key in sorted(bundle):
         found.append((f"{key} deleted", json.dumps({k: v for k, v in bundle.items() if k != key})))
         for what, other in _field_mutations(key, bundle[key], key):
