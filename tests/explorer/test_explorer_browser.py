@@ -77,7 +77,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         alice = note.Signer(note.generate_key("alice")[0])
         with Client(nodes[0]["url"], trusted_vkeys=trust) as client:
             client.publish(sklearn_model("iris"), repository="alice/iris", version="1",
-                           signer=alice, description="iris flowers, a small sklearn tree")  # fmt: skip
+                           signer=alice, description="iris flowers, a small tree")  # fmt: skip
             for _ in range(3):  # a few entries and checkpoints to chart
                 result = client.infer("alice/iris@1", {"X": X})
             bundle = client.cosigned(result.bundle, witnesses, 1, timeout=60, operators=operators)
@@ -116,7 +116,7 @@ def open_page(driver: WebDriver, url: str, page: str, ready: str = "h1") -> None
         driver.refresh()
     else:
         driver.get(target)
-    shown = f"#view[data-page='{page.split('/')[0].split('?')[0]}'] {ready}"
+    shown = f"#view[data-page='{page.split('/', maxsplit=1)[0].split('?', maxsplit=1)[0]}'] {ready}"
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, shown))
     assert not driver.find_elements(By.CSS_SELECTOR, "#view .error"), driver.find_element(
         By.ID, "view"
@@ -170,14 +170,22 @@ def test_vectors_pass_in_the_browser_and_in_python(net: Net, browser: WebDriver)
         const [vec] = args, out = {cids: [], leaves: [], inclusion: [], consistency: [], notes: [],
           tensors: [], maps: []};
         const fromHex = (h) => Uint8Array.from(h.match(/../g) ?? [], (x) => parseInt(x, 16));
-        const run = async (f) => { try { await f(); return true; } catch (e) { return e.message; } };
-        for (const c of vec.cids) out.cids.push(await v.cidCompute(new TextEncoder().encode(c.data_utf8)));
+        const run = (f) => f().then(() => true, (e) => e.message);
+        const utf8 = (text) => new TextEncoder().encode(text);
+        for (const c of vec.cids) out.cids.push(await v.cidCompute(utf8(c.data_utf8)));
         const m = vec.merkle;
         for (const l of m.leaf_inputs) out.leaves.push(v.hex(await v.leafHash(fromHex(l))));
-        for (const p of m.inclusion) out.inclusion.push(await run(() => v.verifyInclusion(
-          fromHex(m.leaf_hashes[p.index]), p.index, p.size, p.proof.map(fromHex), fromHex(m.roots[p.size]))));
-        for (const p of m.consistency) out.consistency.push(await run(() => v.verifyConsistency(
-          p.size1, p.size2, fromHex(m.roots[p.size1]), fromHex(m.roots[p.size2]), p.proof.map(fromHex))));
+        const root = (size) => fromHex(m.roots[size]);
+        for (const p of m.inclusion) {
+          const leaf = fromHex(m.leaf_hashes[p.index]), proof = p.proof.map(fromHex);
+          out.inclusion.push(await run(
+            () => v.verifyInclusion(leaf, p.index, p.size, proof, root(p.size))));
+        }
+        for (const p of m.consistency) {
+          const proof = p.proof.map(fromHex);
+          out.consistency.push(await run(
+            () => v.verifyConsistency(p.size1, p.size2, root(p.size1), root(p.size2), proof)));
+        }
         for (const n of vec.notes) {
           const signed = `${n.text}\\n\\u2014 ${n.vkey.split("+")[0]} ${n.signature_b64}\\n`;
           out.notes.push(await run(async () => v.verifyNote(signed, [await v.parseKey(n.vkey)])));
@@ -205,7 +213,8 @@ def test_vectors_pass_in_the_browser_and_in_python(net: Net, browser: WebDriver)
     for p in merkle_vectors["inclusion"]:
         merkle.verify_inclusion(
             bytes.fromhex(merkle_vectors["leaf_hashes"][p["index"]]), p["index"], p["size"],
-            [bytes.fromhex(h) for h in p["proof"]], bytes.fromhex(merkle_vectors["roots"][str(p["size"])]),
+            [bytes.fromhex(h) for h in p["proof"]],
+            bytes.fromhex(merkle_vectors["roots"][str(p["size"])]),
         )  # fmt: skip
     for n in vectors["notes"]:
         signed = f"{n['text']}\n— {n['vkey'].split('+')[0]} {n['signature_b64']}\n"
@@ -284,7 +293,10 @@ def test_both_verifiers_agree_on_real_and_every_mutated_bundle(
     # same), and witnesses each of its own operator but the log's (node 2's still counts)
     steps = {name: [line.split(".")[0] for line in verdicts[name]["steps"]]
              for name in ("attested", "replicated")}  # fmt: skip
-    assert steps == {"attested": ["1", "1+", "2", "4", "5"], "replicated": ["1", "2", "2+", "4", "5"]}
+    assert steps == {
+        "attested": ["1", "1+", "2", "4", "5"],
+        "replicated": ["1", "2", "2+", "4", "5"],
+    }
     passed = sorted(what for what, verdict in verdicts.items() if verdict["ok"])
     assert passed == [
         "attested",
@@ -340,7 +352,9 @@ def test_the_verify_page_passes_a_real_bundle_and_fails_tampered_ones_like_the_c
         (net.attested, changed, "step 4 (inputs)"),
     ]  # fmt: skip
     for text, inputs, step in tampered:
-        python = python_verdict(text, {"trusted": net.trust, **({"inputs": inputs} if inputs else {})})
+        python = python_verdict(
+            text, {"trusted": net.trust, **({"inputs": inputs} if inputs else {})}
+        )
         lines = check(text, inputs)
         assert python["error"].startswith(step), python
         assert lines == [*python["steps"], f"error: {python['error']}"]
@@ -372,7 +386,7 @@ def test_try_it_runs_the_model_and_verifies_its_answer_in_the_page(
     verdict = python_verdict(text, {"trusted": net.trust, "inputs": tensors.encode_json({"X": X}),
                                     "outputs": outputs})  # fmt: skip
     assert verdict["ok"], verdict
-    assert [s for s in steps[:-1]] == verdict["steps"]
+    assert list(steps[:-1]) == verdict["steps"]
     assert outputs == net.outputs  # the same inputs as the fixture's: the same answer
 
 
@@ -383,7 +397,8 @@ def test_network_models_and_log_pages_show_the_nodes_state(net: Net, browser: We
         assert http.get("/explorer/verify.js").status_code == 200
     open_page(browser, net.url, "network")
     text = browser.find_element(By.ID, "view").text
-    assert net.trust[0] in text and summary["peers"][0] in text
+    assert net.trust[0] in text
+    assert summary["peers"][0] in text
     assert net.witnesses[1].split("+")[0] in text  # node 2's witness cosigned node 1's log
     assert "No evidence held" in text
     open_page(browser, net.url, "models?q=nothing-like-this", "p")
@@ -407,9 +422,10 @@ def test_network_models_and_log_pages_show_the_nodes_state(net: Net, browser: We
     old.send_keys("1")
     browser.find_element(By.NAME, "size").send_keys(Keys.ENTER)
     wait_for(browser, lambda d: "consistent" in d.find_element(By.ID, "view").text)
-    assert f"size 1 is a prefix of the signed tree of size {size}" in browser.find_element(
-        By.ID, "view"
-    ).text
+    assert (
+        f"size 1 is a prefix of the signed tree of size {size}"
+        in browser.find_element(By.ID, "view").text
+    )
 
 
 def http_entry(url: str, index: int) -> bytes:
