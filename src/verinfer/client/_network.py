@@ -109,7 +109,7 @@ class Network:
             start = self._next
             self._next = (self._next + 1) % len(self.clients)
         ordered = self.clients[start:] + self.clients[:start]
-        return [c for c in ordered if (c._trusted or [""])[0] not in self.convicted]
+        return [c for c in ordered if (c.trusted_nodes or [""])[0] not in self.convicted]
 
     def gossip(self, checkpoint: str) -> dict[str, Any] | None:
         """Tell every node's witness a signed checkpoint seen elsewhere (e.g. a bundle's); if a
@@ -237,7 +237,7 @@ class Network:
 
     def vkeys(self) -> list[str]:
         """The node keys the network file lists."""
-        return [key for client in self.clients for key in client._trusted or []]
+        return [key for client in self.clients for key in client.trusted_nodes or []]
 
 
 def _agreed(
