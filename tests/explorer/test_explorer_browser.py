@@ -15,8 +15,10 @@ import base64
 import json
 import os
 import shutil
+import struct
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -63,6 +66,34 @@ class Net:
     outputs: dict[str, Any]
 
 
+def _pixels_model() -> bytes:
+    """An image model in miniature: float32 [1, 3, 8, 8] -> each channel's mean, [1, 3]."""
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["scores"])],
+        "pixels",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A picture of one colour, as PNG (8-bit RGB, no colour profile)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     directory = tmp_path_factory.mktemp("explorer") / "net"
@@ -78,6 +109,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         with Client(nodes[0]["url"], trusted_vkeys=trust) as client:
             client.publish(sklearn_model("iris"), repository="alice/iris", version="1",
                            signer=alice, description="iris flowers, a small tree")  # fmt: skip
+            client.publish(_pixels_model(), repository="alice/pixels", version="1",
+                           signer=alice, description="mean colour of a picture")  # fmt: skip
             for _ in range(3):  # a few entries and checkpoints to chart
                 result = client.infer("alice/iris@1", {"X": X})
             bundle = client.cosigned(result.bundle, witnesses, 1, timeout=60, operators=operators)
@@ -388,6 +421,35 @@ def test_try_it_runs_the_model_and_verifies_its_answer_in_the_page(
     assert verdict["ok"], verdict
     assert list(steps[:-1]) == verdict["steps"]
     assert outputs == net.outputs  # the same inputs as the fixture's: the same answer
+
+
+def test_try_it_classifies_an_uploaded_picture(
+    net: Net, browser: WebDriver, tmp_path: Path
+) -> None:
+    colour = (255, 128, 0)
+    picture = tmp_path / "orange.png"
+    picture.write_bytes(_png(20, 10, colour))
+    open_page(browser, net.url, "model/alice/pixels@1", "form.tryit")
+    browser.find_element(By.CSS_SELECTOR, "form.tryit input[type=file]").send_keys(str(picture))
+    browser.find_element(By.CSS_SELECTOR, "form.tryit button").click()
+    wait_for(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".answer .verdict, .answer .error")
+    )
+    assert browser.find_element(By.CSS_SELECTOR, ".answer .badge").text == "verified"
+    # the page sent the picture resized, scaled to [0, 1] and normalized as for ImageNet:
+    # a picture of one colour is that colour everywhere, so the model's means are exactly it
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    expected = ((np.array(colour) / 255 - mean) / std).astype(np.float32)
+    image = np.broadcast_to(expected[None, :, None, None], (1, 3, 8, 8)).astype(np.float32)
+    text = browser.execute_script("return document.querySelector('pre.bundle').textContent")
+    receipt = json.loads(json.loads(text)["receipt"])
+    assert receipt["inputs"] == tensors.map_digest({"image": image})
+    outputs = json.loads(
+        browser.execute_script("return document.querySelector('pre.outputs').textContent")
+    )
+    scores = tensors.decode_json(outputs)["scores"]
+    np.testing.assert_allclose(scores[0], expected, rtol=1e-6)
+    assert "largest at index 0" in browser.find_element(By.CSS_SELECTOR, ".answer ul").text
 
 
 def test_network_models_and_log_pages_show_the_nodes_state(net: Net, browser: WebDriver) -> None:

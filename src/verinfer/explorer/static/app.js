@@ -6,7 +6,7 @@ const view = document.getElementById("view");
 
 // h("p", {class: "x"}, "text", child...): an element; text is never parsed as HTML
 function h(tag, attrs = {}, ...children) {
-  const svg = ["svg", "polyline", "line", "text", "circle"].includes(tag);
+  const svg = ["svg", "polyline", "line", "text"].includes(tag);
   const el = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag)
     : document.createElement(tag);
   for (const [k, value] of Object.entries(attrs)) {
@@ -127,6 +127,13 @@ async function modelsPage(query) {
   ];
 }
 
+// the JSON form of a tensor from its elements in row-major order
+function nested(spec, shape, flat) {
+  const nest = (at, dims) => (dims.length === 0 ? flat[at]
+    : Array.from({ length: dims[0] }, (_, i) => nest(at * dims[0] + i, dims.slice(1))));
+  return { dtype: spec.dtype, shape, data: nest(0, shape) };
+}
+
 function describe(spec) {
   const dims = spec.shape ? spec.shape.map((d) => d ?? "?").join(", ") : "any shape";
   return `${spec.name}: ${spec.dtype}[${dims}]`;
@@ -172,7 +179,39 @@ async function modelPage(ref) {
   ];
 }
 
-// a form from the input signature (numbers for small tabular inputs, JSON otherwise)
+// an input an image classifier reads: float32 [N, 3, H, W] with fixed H and W
+const isImage = (spec, shape) => spec.dtype === "float32" && shape.length === 4 && shape[1] === 3
+  && typeof spec.shape?.[2] === "number" && typeof spec.shape?.[3] === "number";
+const MEAN = [0.485, 0.456, 0.406], STD = [0.229, 0.224, 0.225]; // ImageNet's, per channel
+
+// a picture as float32 [1, 3, H, W]: resized, scaled to [0, 1], normalized by ImageNet's mean
+// and standard deviation (what ImageNet classifiers such as squeezenet expect)
+async function pixels(file, height, width) {
+  const canvas = h("canvas", { width, height });
+  const context = canvas.getContext("2d");
+  context.drawImage(await createImageBitmap(file), 0, 0, width, height);
+  const rgba = context.getImageData(0, 0, width, height).data;
+  const out = new Float32Array(3 * height * width);
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < height * width; i++) {
+      out[c * height * width + i] = (rgba[4 * i + c] / 255 - MEAN[c]) / STD[c];
+    }
+  }
+  return v.b64encode(new Uint8Array(out.buffer));
+}
+
+// one output in a line: its shape and, for a vector of scores, the largest
+function top(name, tensor) {
+  let values = [];
+  try { values = Array.from(v.tensorValues(name, tensor)); } catch { /* not numbers */ }
+  let best = 0;
+  values.forEach((x, i) => { if (x > values[best]) best = i; });
+  return h("li", {}, `${name}: ${tensor.dtype}[${tensor.shape.join(", ")}]`,
+    values.length > 1 ? ` — largest at index ${best} (${values[best]})` : values.length ? ` = ${values[0]}` : "");
+}
+
+// a form from the input signature: numbers for small tabular inputs, a picture for an image
+// classifier, JSON nested lists otherwise
 function tryIt(ref, body) {
   const fields = [];
   const form = h("form", { class: "tryit", onsubmit: (e) => { e.preventDefault(); run(); } });
@@ -180,17 +219,27 @@ function tryIt(ref, body) {
     const shape = (spec.shape ?? [1]).map((d) => (typeof d === "number" ? d : 1));
     const count = shape.reduce((a, b) => a * b, 1);
     const kind = spec.dtype === "bool" ? "bool" : spec.dtype.startsWith("float") ? "float" : "int";
-    if (count <= 32) {
+    if (isImage(spec, shape)) {
+      shape[0] = 1;
+      const preview = h("img", { alt: "", class: "preview" });
+      const file = h("input", { type: "file", accept: "image/*", required: true, name: spec.name,
+        onchange: () => { if (file.files[0]) preview.src = URL.createObjectURL(file.files[0]); } });
+      fields.push({ spec, shape, tensor: async () => ({ dtype: spec.dtype, shape,
+        base64: await pixels(file.files[0], shape[2], shape[3]) }) });
+      form.append(h("label", { class: "wide" },
+        `${describe(spec)}: a picture (resized to ${shape[3]}×${shape[2]}, normalized as for ImageNet)`,
+        file, preview));
+    } else if (count <= 32) {
       const inputs = Array.from({ length: count }, (_, i) => h("input", {
         type: "number", step: kind === "float" ? "any" : "1", value: "1", required: true,
         "aria-label": `${spec.name}[${i}]`, name: `${spec.name}.${i}`,
       }));
-      fields.push({ spec, shape, read: () => inputs.map((x) => Number(x.value)) });
+      fields.push({ spec, shape, tensor: async () => nested(spec, shape, inputs.map((x) => Number(x.value))) });
       form.append(h("fieldset", { class: "row" }, h("legend", {}, describe(spec)), inputs));
     } else {
       const area = h("textarea", { name: spec.name, "aria-label": `${spec.name} as JSON nested lists` },
         JSON.stringify(new Array(count).fill(0)));
-      fields.push({ spec, shape, read: () => JSON.parse(area.value).flat(Infinity) });
+      fields.push({ spec, shape, tensor: async () => nested(spec, shape, JSON.parse(area.value).flat(Infinity)) });
       form.append(h("label", { class: "wide" }, `${describe(spec)}: numbers, as JSON`, area));
     }
   }
@@ -199,20 +248,17 @@ function tryIt(ref, body) {
 
   async function run() {
     out.replaceChildren(h("p", {}, "Running…"));
-    const inputs = {};
-    for (const { spec, shape, read } of fields) {
-      const flat = read();
-      const nest = (at, dims) => (dims.length === 0 ? flat[at]
-        : Array.from({ length: dims[0] }, (_, i) => nest(at * dims[0] + i, dims.slice(1))));
-      inputs[spec.name] = { dtype: spec.dtype, shape, data: nest(0, shape) };
-    }
     try {
+      const inputs = {};
+      for (const { spec, tensor } of fields) inputs[spec.name] = await tensor();
       const answer = await api("/v1/infer", { method: "POST", headers: { "content-type": "application/json" },
         body: JSON.stringify({ model: ref, inputs }) });
       const text = JSON.stringify(answer.bundle);
       const result = await v.verify(text, { trusted: [(await node()).vkey], inputs, outputs: answer.outputs });
       out.replaceChildren(
-        h("h3", {}, "Outputs"), h("pre", { class: "outputs" }, JSON.stringify(answer.outputs)),
+        h("h3", {}, "Outputs"), h("ul", {}, Object.entries(answer.outputs).map(([name, t]) => top(name, t))),
+        h("details", {}, h("summary", {}, "all outputs"),
+          h("pre", { class: "outputs" }, JSON.stringify(answer.outputs))),
         h("h3", {}, "Verified in this page"),
         h("p", { class: "muted" }, "against the key this node states; to trust your own keys, use Verify."),
         verdictView(result),

@@ -193,6 +193,14 @@ export function tensorBytes(name, item) {
   return new Uint8Array(array.buffer); // little-endian on every platform a browser runs on
 }
 
+// the elements of a tensor of the JSON form, as a typed array
+export function tensorValues(name, item) {
+  const bytes = tensorBytes(name, item);
+  const Kind = DTYPES[item.dtype][1];
+  if (Kind === null) fail("this browser has no Float16Array");
+  return new Kind(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+}
+
 export async function tensorDigest(name, item) {
   const rank = item.shape.length;
   const head = new DataView(new ArrayBuffer(4 + 8 * rank));
