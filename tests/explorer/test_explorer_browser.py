@@ -536,5 +536,13 @@ def test_no_request_leaves_for_another_host_and_pages_fit_a_phone(
             scheme = urlsplit(url).scheme
             assert scheme in ("data", "blob") or urlsplit(url).netloc == here, url
     assert any(u.endswith("/explorer/verify.js") for u in seen), sorted(seen)[:10]
+    # and only the public, read-only API (and try it's own inference, answered to its requester):
+    # never a tensor, never an admin route
+    public = ("/v1/infer", "/v1/node", "/v1/explorer/network", "/v1/evidence", "/v1/models",
+              "/v1/manifests/", "/v1/repositories/", "/v1/log/", "/explorer/")  # fmt: skip
+    for url in seen:
+        path = urlsplit(url).path
+        assert urlsplit(url).scheme in ("data", "blob") or path == "/" or path.startswith(public)
+        assert not path.startswith("/v1/tensors"), url
     console = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not console, console
