@@ -546,3 +546,25 @@ def test_no_request_leaves_for_another_host_and_pages_fit_a_phone(
         assert not path.startswith("/v1/tensors"), url
     console = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not console, console
+
+
+def test_a_node_that_equivocates_is_shown_convicted(net: Net, browser: WebDriver) -> None:
+    """Node 2 signs a second tree of a size it already published; node 1's witness hears of
+    both (gossip) and keeps the evidence; the network page shows node 2 convicted and checks
+    the two signatures in the page. (Runs last: it changes what the network page shows.)"""
+    nodes = devnet.read(net.directory)
+    liar = note.Signer((Path(nodes[1]["data"]) / "node.skey").read_text().strip())
+    with httpx.Client(base_url=nodes[1]["url"]) as http:
+        genuine = http.get("/v1/log/checkpoint/1").text
+    checkpoint, _ = note.verify_checkpoint(genuine, [nodes[1]["vkey"]])
+    forged = liar.sign(note.Checkpoint(checkpoint.origin, 1, bytes(32)).text)
+    with httpx.Client(base_url=net.url) as http:
+        assert http.post("/v1/gossip", content=genuine).json() == {"equivocation": None}
+        assert http.post("/v1/gossip", content=forged).json()["equivocation"]["kind"] == (
+            "equivocation"
+        )
+    open_page(browser, net.url, "network", ".evidence .badge")
+    shown = browser.find_element(By.CSS_SELECTOR, ".evidence").text
+    assert shown.startswith(f"Convicted: {checkpoint.origin} — equivocation"), shown
+    assert "two signed trees of size 1, checked here" in shown
+    assert browser.find_elements(By.CSS_SELECTOR, ".evidence .badge.ok")

@@ -97,13 +97,27 @@ async function networkPage() {
         h("td", {}, String(w.size)), h("td", {}, code(w.vkey)))))))
       : h("p", { class: "muted" }, "None yet."),
     h("h2", {}, "Evidence of misbehaviour"),
-    evidence.length ? evidence.map((e) => card(
-      h("p", {}, h("strong", { class: "error" }, `Convicted: ${e.log ?? e.node ?? "a node"}`),
-        ` — ${e.type ?? e.kind ?? "evidence"}`),
+    evidence.length ? (await Promise.all(evidence.map(async (e) => card(
+      h("p", { class: "evidence" }, h("strong", { class: "convicted" }, `Convicted: ${e.log ?? "a node"}`),
+        ` — ${e.kind ?? "evidence"} `, await checkEvidence(e)),
       h("details", {}, h("summary", {}, "the evidence (check it: verinfer evidence verify)"),
-        h("pre", {}, JSON.stringify(e, null, 1)))))
+        h("pre", {}, JSON.stringify(e, null, 1)))))))
       : h("p", {}, "No evidence held: no node was caught lying to this node's witness."),
   ];
+}
+
+// equivocation is checked here: two checkpoints of one log and size, two roots, both signed
+// by the log's key; other kinds need a model re-run (verinfer evidence verify)
+async function checkEvidence(e) {
+  if (e.kind !== "equivocation") return h("span", { class: "muted" }, "(checked by this node)");
+  try {
+    const key = await v.parseKey(e.vkey);
+    const [a, b] = await Promise.all(e.checkpoints.map(async (signed) =>
+      v.parseCheckpoint((await v.verifyNote(signed, [key])).text)));
+    const ok = a.origin === e.log && b.origin === e.log && a.size === b.size
+      && v.hex(a.root) !== v.hex(b.root);
+    return badge(ok, ok ? `two signed trees of size ${a.size}, checked here` : "does not hold");
+  } catch (exc) { return badge(false, `does not hold: ${exc.message}`); }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -433,7 +447,7 @@ async function route() {
     const pages = { network: networkPage, models: modelsPage, log: logPage, verify: verifyPage,
       model: () => modelPage(decodeURIComponent(rest.join("/"))) };
     const content = await (pages[page] ?? networkPage)(query);
-    view.replaceChildren(...[content].flat());
+    view.replaceChildren(...[content].flat(Infinity));
     document.title = `${view.querySelector("h1")?.textContent ?? "verinfer"} · verinfer explorer`;
     view.dataset.page = page;
   } catch (exc) {
