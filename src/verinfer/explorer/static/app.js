@@ -168,6 +168,13 @@ async function modelPage(ref) {
       .map((c) => JSON.parse(c.slice(0, c.indexOf("\n"))));
   } catch { /* a model fetched from a peer may have no history here */ }
   const d = body.determinism ?? {};
+  const manifestCid = await v.cidCompute(new TextEncoder().encode(signed));
+  let zk = "none endorsed";
+  try {
+    const addendum = await api(`/v1/zk/${manifestCid}`);
+    await v.verifyNote(addendum, [await v.parseKey(body.publisher)]);
+    zk = "a circuit endorsed by the publisher (signature checked here): answers in mode zk";
+  } catch { /* none, or not the publisher's: nothing to show */ }
   return [
     h("h1", {}, `${body.repository}@${body.version}`),
     card(h("p", {}, signature), facts([
@@ -182,7 +189,8 @@ async function modelPage(ref) {
         : d.bit_identical === false ? `not bit-identical${d.nondeterministic?.length ? ` (random operators: ${d.nondeterministic.join(", ")})` : ""}`
           : "not measured"],
       ["tolerance", d.tolerance ? `${d.tolerance.abs} across kernel classes ${d.tolerance.classes.join(", ")}` : "none declared"],
-      ["license", body.license], ["tags", body.tags.join(", ") || "-"],
+      ["zk", zk], ["manifest", code(manifestCid)],
+      ["license", body.license || "-"], ["tags", body.tags.join(", ") || "-"],
     ])),
     h("h2", {}, "Version history"),
     history.length ? h("ol", {}, history.map((c) => h("li", {},
