@@ -12,6 +12,7 @@ verdict with the same steps and the same message. No request may leave for anoth
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
@@ -263,6 +264,33 @@ def test_vectors_pass_in_the_browser_and_in_python(net: Net, browser: WebDriver)
     ] == found["maps"]  # fmt: skip
 
 
+def test_npz_files_have_the_same_digests_in_the_browser(net: Net, browser: WebDriver) -> None:
+    """.npz as verinfer writes them (zip64, stored) and as numpy compresses them (deflate), of
+    every dtype, little- and big-endian: the browser reads the digest Python computes."""
+    rng = np.random.default_rng(7)
+    arrays = {
+        dtype: (rng.normal(size=(2, 3)) * 50).astype(dtype) for dtype in tensors.DTYPES
+    }  # fmt: skip
+    arrays["big-endian"] = np.arange(5, dtype=">f4")
+    arrays["empty"] = np.zeros((0, 3), np.int64)
+    compressed = io.BytesIO()
+    np.savez_compressed(compressed, a=np.arange(12, dtype=np.int32).reshape(3, 4), b=np.ones(3))
+    files = [tensors.encode_binary(arrays), compressed.getvalue()]
+    found = in_browser(
+        browser,
+        """
+        const out = [];
+        for (const text of args[0]) {
+          const bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+          out.push(await v.mapDigest(await v.decodeNpz(bytes)));
+        }
+        return out;
+        """,
+        [base64.b64encode(f).decode() for f in files],
+    )
+    assert found == [tensors.map_digest(tensors.decode_binary(f)) for f in files]
+
+
 def _cases(net: Net) -> list[tuple[str, str, dict[str, Any]]]:
     """Real bundles, every single-field mutation of them, and changes to what they are
     checked against."""
@@ -346,7 +374,7 @@ def test_both_verifiers_agree_on_real_and_every_mutated_bundle(
 
 
 def test_the_verify_page_passes_a_real_bundle_and_fails_tampered_ones_like_the_cli(
-    net: Net, browser: WebDriver
+    net: Net, browser: WebDriver, tmp_path: Path
 ) -> None:
     open_page(browser, net.url, "verify")
 
@@ -366,6 +394,18 @@ def test_the_verify_page_passes_a_real_bundle_and_fails_tampered_ones_like_the_c
     options = {"trusted": net.trust, "inputs": net.inputs}
     python = python_verdict(net.attested, options)
     lines = check(net.attested, net.inputs)
+    # the tensors as .npz files, read in the page
+    for name in ("inputs", "outputs"):
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(tensors.encode_binary(tensors.decode_json(getattr(net, name))))
+        browser.find_element(By.NAME, f"{name}-file").send_keys(str(path))
+        wait_for(browser, lambda d, n=name: d.find_element(By.NAME, n).get_property("value"))
+    browser.find_element(By.ID, "verify").click()
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#result ol.steps li")) == 5)
+    both = python_verdict(net.attested, {**options, "outputs": net.outputs})
+    shown = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#result ol.steps li")]
+    assert shown[:-1] == both["steps"]
+    assert [line.split(".")[0] for line in shown[:-1]] == ["1", "2", "4", "5"]
     model = json.loads(json.loads(net.attested)["receipt"])["model"]
     assert lines == [*python["steps"], f"valid: attested answer of model {model}"]
     assert browser.find_element(By.CSS_SELECTOR, "#result .badge").text == "verified"

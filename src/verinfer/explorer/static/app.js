@@ -398,15 +398,22 @@ async function checkConsistency(old, size, vkey, out) {
 function verifyPage() {
   const area = (name, label, rows = 6) => {
     const t = h("textarea", { name, rows, spellcheck: "false" });
-    const file = h("input", { type: "file", "aria-label": `${label}: from a file`, onchange: async () => {
-      if (file.files[0]) t.value = await file.files[0].text();
-    } });
+    const file = h("input", { type: "file", name: `${name}-file`, "aria-label": `${label}: from a file`,
+      onchange: async () => {
+        const chosen = file.files[0];
+        if (!chosen) return;
+        try {  // an .npz (as verinfer infer writes them) is shown in the JSON form
+          t.value = chosen.name.endsWith(".npz")
+            ? JSON.stringify(await v.decodeNpz(new Uint8Array(await chosen.arrayBuffer())))
+            : await chosen.text();
+        } catch (exc) { t.value = ""; out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
+      } });
     return [t, h("label", { class: "wide" }, label, t, file)];
   };
   const [bundle, bundleField] = area("bundle", "bundle.json (paste, drop or choose a file)", 8);
   const [trust, trustField] = area("trust", "trusted node keys, one per line", 3);
-  const [inputs, inputsField] = area("inputs", "inputs (optional, JSON tensors)", 3);
-  const [outputs, outputsField] = area("outputs", "outputs (optional, JSON tensors)", 3);
+  const [inputs, inputsField] = area("inputs", "inputs (optional: JSON tensors or an .npz)", 3);
+  const [outputs, outputsField] = area("outputs", "outputs (optional: JSON tensors or an .npz)", 3);
   const [witnesses, witnessesField] = area("witnesses", "trusted witness keys (optional), each optionally followed by its operator", 3);
   const quorum = h("input", { type: "number", min: 0, value: 0, name: "quorum" });
   const out = h("div", { id: "result", "aria-live": "polite" });

@@ -233,6 +233,79 @@ function u32(n) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// .npz files (numpy's zip of .npy members, as `verinfer infer` writes them) to the JSON form
+
+const NPY_DTYPES = { f2: "float16", f4: "float32", f8: "float64", i1: "int8", i2: "int16",
+  i4: "int32", i8: "int64", u1: "uint8", u2: "uint16", u4: "uint32", u8: "uint64", b1: "bool" };
+
+function npy(name, bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const magic = bytes[0] === 0x93 && new TextDecoder().decode(bytes.subarray(1, 6)) === "NUMPY";
+  if (!magic) fail(`tensor ${repr(name)}: not a .npy`);
+  const long = bytes[6] >= 2;
+  const size = long ? view.getUint32(8, true) : view.getUint16(8, true);
+  const start = (long ? 12 : 10) + size;
+  const header = new TextDecoder().decode(bytes.subarray(long ? 12 : 10, start));
+  const descr = /'descr':\s*'([<>|=])([a-z][0-9]+)'/.exec(header);
+  const shape = /'shape':\s*\(([0-9,\s]*)\)/.exec(header);
+  if (!descr || !shape || !NPY_DTYPES[descr[2]]) fail(`tensor ${repr(name)}: unsupported .npy header ${header.trim()}`);
+  if (/'fortran_order':\s*True/.test(header)) fail(`tensor ${repr(name)}: Fortran order: save it in C order`);
+  const dtype = NPY_DTYPES[descr[2]], width = DTYPES[dtype][0];
+  const dims = shape[1].split(",").map((d) => d.trim()).filter(Boolean).map(Number);
+  const length = dims.reduce((a, b) => a * b, 1) * width;
+  const data = bytes.slice(start, start + length);
+  if (data.length !== length) fail(`tensor ${repr(name)}: truncated .npy`);
+  if (descr[1] === ">") for (let i = 0; i < data.length; i += width) data.subarray(i, i + width).reverse();
+  return { dtype, shape: dims, base64: b64encode(data) };
+}
+
+async function inflate(bytes) {
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+// the named tensors of an .npz, in the JSON form (base64 of the little-endian bytes)
+export async function decodeNpz(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let end = bytes.length - 22;
+  while (end >= 0 && view.getUint32(end, true) !== 0x06054b50) end--;
+  if (end < 0) fail("malformed .npz: not a zip file");
+  const count = view.getUint16(end + 10, true);
+  let at = view.getUint32(end + 16, true);
+  const out = {};
+  for (let n = 0; n < count; n++) {
+    if (view.getUint32(at, true) !== 0x02014b50) fail("malformed .npz: bad zip directory");
+    const method = view.getUint16(at + 10, true);
+    let compressed = view.getUint32(at + 20, true), offset = view.getUint32(at + 42, true);
+    const nameLength = view.getUint16(at + 28, true), extraLength = view.getUint16(at + 30, true);
+    const file = new TextDecoder().decode(bytes.subarray(at + 46, at + 46 + nameLength));
+    // zip64 (numpy writes it): the sizes and offset that overflowed are in extra field 0x0001
+    let extra = at + 46 + nameLength;
+    const extraEnd = extra + extraLength;
+    while (extra + 4 <= extraEnd) {
+      const id = view.getUint16(extra, true), length = view.getUint16(extra + 2, true);
+      if (id === 1) {
+        let field = extra + 4;
+        const next = () => { const x = Number(view.getBigUint64(field, true)); field += 8; return x; };
+        if (view.getUint32(at + 24, true) === 0xffffffff) next();
+        if (compressed === 0xffffffff) compressed = next();
+        if (offset === 0xffffffff) offset = next();
+      }
+      extra += 4 + length;
+    }
+    at = extraEnd + view.getUint16(at + 32, true);
+    const local = offset + 30 + view.getUint16(offset + 26, true) + view.getUint16(offset + 28, true);
+    let data = bytes.subarray(local, local + compressed);
+    if (method === 8) data = await inflate(data);
+    else if (method !== 0) fail(`malformed .npz: member ${repr(file)} is compressed with method ${method}`);
+    if (!file.endsWith(".npy")) fail(`member ${repr(file)} of the .npz is not a .npy`);
+    out[file.slice(0, -4)] = npy(file.slice(0, -4), data);
+  }
+  if (!Object.keys(out).length) fail("the .npz holds no tensors");
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // RFC 9162 Merkle trees (verinfer.merkle)
 
 export const leafHash = (data) => sha256(concat(Uint8Array.of(0), data));
