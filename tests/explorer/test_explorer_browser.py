@@ -321,6 +321,16 @@ def _cases(net: Net) -> list[tuple[str, str, dict[str, Any]]]:
     ]  # fmt: skip
     cases += [(what, net.attested, options) for what, options in against]
     cases += [("replicated, one node trusted", net.replicated, {**plain, "trusted": net.trust[:1]})]
+    # what a dict cannot hold: a key twice (JSON.parse would keep the last one)
+    receipt = json.loads(json.loads(net.attested)["receipt"])
+    twice = '{"nonce":"x",' + json.dumps(receipt, separators=(",", ":"))[1:]
+    cases += [
+        ("index twice", '{"index":0,' + net.attested[1:], quorum),
+        ("receipt field twice", json.dumps({**json.loads(net.attested), "receipt": twice}), quorum),
+        ("nested key twice", net.replicated.replace('"evidence":{', '"evidence":{"x":1,"x":2,', 1),
+         plain),
+        ("quoted brace", net.attested.replace('"index"', '"in{\\"dex"', 1), quorum),
+    ]  # fmt: skip
     return cases
 
 
@@ -357,6 +367,15 @@ def test_both_verifiers_agree_on_real_and_every_mutated_bundle(
     assert steps == {
         "attested": ["1", "1+", "2", "4", "5"],
         "replicated": ["1", "2", "2+", "4", "5"],
+    }
+    twice = ("index twice", "receipt field twice", "nested key twice", "quoted brace")
+    errors = {what: verdicts[what]["error"] for what in twice}
+    assert errors == {
+        "index twice": "malformed bundle: duplicate object key",
+        "receipt field twice": "malformed receipt: duplicate object key",
+        "nested key twice": "malformed bundle: duplicate object key",
+        "quoted brace": "malformed bundle: fields ['checkpoint', 'cosignatures', 'evidence', "
+        "'in{\"dex', 'proof', 'receipt', 'type']",
     }
     passed = sorted(what for what, verdict in verdicts.items() if verdict["ok"])
     assert passed == [

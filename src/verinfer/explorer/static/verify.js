@@ -534,9 +534,38 @@ export function replicasOf(mode) {
 
 function sorted(keys) { return [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)); }
 
+// JSON.parse keeps the last of two equal keys; the Python verifier refuses the text
+function noDuplicateKeys(text, what) {
+  const stack = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)), keys = stack.at(-1);
+        if (keys.has(key)) fail(`malformed ${what}: duplicate object key`);
+        keys.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === "{") { stack.push(new Set()); expectKey = true; }
+    else if (c === "[") { stack.push(null); expectKey = false; }
+    else if (c === "}" || c === "]") { stack.pop(); expectKey = false; }
+    else if (c === ",") expectKey = stack.at(-1) instanceof Set;
+  }
+}
+
+function parseJson(text, what) {
+  let value;
+  try { value = JSON.parse(text); } catch (exc) { fail(`malformed ${what}: ${exc.message}`); }
+  noDuplicateKeys(text, what);
+  return value;
+}
+
 export function parseReceipt(text) {
-  let body;
-  try { body = JSON.parse(text); } catch (exc) { fail(`malformed receipt: ${exc.message}`); }
+  const body = parseJson(text, "receipt");
   const keys = isObject(body) ? Object.keys(body).filter((k) => k !== "audit") : null;
   if (!keys || keys.length !== RECEIPT_FIELDS.length || !RECEIPT_FIELDS.every((f) => f in body)) {
     fail(`malformed receipt: fields ${repr(isObject(body) ? sorted(Object.keys(body)) : typeName(body))}`);
@@ -567,7 +596,7 @@ export function parseBundle(value, replica = false) {
   if (typeof value === "string") {
     if (!encodable(value)) fail("malformed bundle: not valid Unicode");
     if (enc.encode(value).length > MAX_BUNDLE_BYTES) fail(`malformed bundle: larger than ${MAX_BUNDLE_BYTES} bytes`);
-    try { value = JSON.parse(value); } catch (exc) { fail(`malformed bundle: ${exc.message}`); }
+    value = parseJson(value, "bundle");
   }
   const expected = ["type", "receipt", "index", "proof", "checkpoint", "cosignatures", "evidence"];
   if (!isObject(value) || Object.keys(value).length !== expected.length || !expected.every((f) => f in value)) {
