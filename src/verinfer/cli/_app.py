@@ -16,7 +16,7 @@ from verinfer.client import Publishers
 from verinfer.errors import InputError, VerificationError
 from verinfer.hub import Hub, Manifest
 from verinfer.modes.dispute import Verdict
-from verinfer.verify import Bundle
+from verinfer.verify import Bundle, TrustRoot
 
 app = typer.Typer(
     name="verinfer",
@@ -69,6 +69,17 @@ def _read_trust(path: Path) -> list[str]:
     if not found:
         raise InputError(f"trust file {str(path)!r} lists no keys")
     return found
+
+
+def _read_trust_root(path: Path) -> TrustRoot:
+    """A trust root file (``verinfer.trust/v1`` JSON), or a trust file of node vkeys."""
+    try:
+        head = path.read_bytes()[:64].lstrip()
+    except OSError as exc:
+        raise InputError(f"cannot read trust file {str(path)!r}: {exc.strerror}") from exc
+    if head.startswith(b"{"):
+        return TrustRoot.from_file(path)
+    return TrustRoot.of(_read_trust(path))
 
 
 def _read_witnesses(path: Path) -> tuple[list[str], dict[str, str]]:

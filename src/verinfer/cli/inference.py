@@ -11,7 +11,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from verinfer import devnet, keys, tensors
+from verinfer import devnet, keys, modes, tensors
 from verinfer.cli._app import (
     HubOption,
     KnownPublishersOption,
@@ -101,11 +101,13 @@ def infer(  # noqa: PLR0917 - a typer command: its options
         if node is not None:  # the zero-knowledge SRS policy (networks take the default)
             options |= {"allow_insecure_srs": allow_insecure_srs, "trusted_srs": trusted_srs or []}
         with connect(node or network, **options) as remote:  # type: ignore[arg-type]
-            waiting = err.status("proving…") if mode == "zk" else contextlib.nullcontext()
+            waiting = (
+                err.status("proving…") if modes.parse(mode).proven else contextlib.nullcontext()
+            )
             with waiting:  # a zk proof takes seconds to minutes
                 answer = remote.infer(model, given, mode=mode, nonce=nonce, audit=audit_choice)
             result_bundle = answer.bundle
-            if zk_materials is not None and isinstance(remote, Client) and mode == "zk":
+            if zk_materials is not None and isinstance(remote, Client) and result_bundle.zk_proof:
                 zk_materials.mkdir(parents=True, exist_ok=True)
                 for name, blob in remote.zk_materials(result_bundle).items():
                     (zk_materials / name).write_bytes(blob)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from verinfer.cli._app import (
     _read_file,
     _read_tensors,
     _read_trust,
+    _read_trust_root,
     _read_witnesses,
     app,
     out,
@@ -23,14 +25,29 @@ from verinfer.cli._app import (
 from verinfer.client import Publishers
 from verinfer.errors import InputError
 from verinfer.modes.dispute import verify_verdict
-from verinfer.verify import Bundle, verify_bundle
+from verinfer.verify import (
+    AllOf,
+    Bundle,
+    Claims,
+    Policy,
+    Reexecute,
+    UnsafeLocalSrs,
+    Verifier,
+    WitnessQuorum,
+)
 from verinfer.verify.evidence import verify_evidence
 
 
 @app.command()
 def verify(  # noqa: PLR0917 - a typer command: its options
     bundle: Annotated[Path, typer.Argument(help="the bundle JSON file")],
-    trust: Annotated[Path, typer.Option(help="trusted node vkeys, one per line")],
+    trust: Annotated[
+        Path,
+        typer.Option(
+            help="trusted node vkeys, one per line, or a trust root (verinfer.trust/v1 JSON: "
+            "nodes, witnesses and their operators, publishers, SRS)"
+        ),
+    ],
     inputs: Annotated[Path | None, typer.Option(help="check the inputs (.json/.npz/.npy)")] = None,
     outputs: Annotated[Path | None, typer.Option(help="check the outputs")] = None,
     model: Annotated[Path | None, typer.Option(help="check the model bytes (.onnx)")] = None,
@@ -69,10 +86,13 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     known_publishers: KnownPublishersOption = None,
 ) -> None:
     """Verify a proof bundle offline. Exit 0 if valid, 1 with the failed step if not."""
-    trusted = _read_trust(trust)
-    if quorum and witnesses is None:
-        raise InputError("--quorum needs --witnesses FILE")
-    policy = _read_witnesses(witnesses) if witnesses else ([], {})
+    root = _read_trust_root(trust)
+    if quorum and witnesses is None and not root.witnesses:
+        raise InputError("--quorum needs --witnesses FILE (or witnesses in the trust root)")
+    if witnesses is not None:
+        found, operators = _read_witnesses(witnesses)
+        root = replace(root, witnesses=root.witnesses + tuple(found),
+                       operators={**root.operators, **operators})  # fmt: skip
     try:
         text = bundle.read_bytes()
     except OSError as exc:
@@ -95,26 +115,24 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     if signed is None and (publisher or known_publishers):
         raise InputError("--publisher and --known-publishers check the receipt's manifest: give "
                          "--manifest FILE (or --zk-materials DIR holding it)")  # fmt: skip
-    publishers = Publishers(publisher or (), known=known_publishers, notify=_notice)
+    trusted_publishers = [*root.publishers, *(publisher or ())]
+    publishers = Publishers(trusted_publishers, known=known_publishers, notify=_notice)
     endorsers: list[str] = []
     published = None
     if signed is not None:
         published, endorsers = _published(parsed, signed, publishers, manifest)
-    verify_bundle(
-        parsed,
-        trusted,
+    root = replace(root, publishers=tuple(endorsers), srs=root.srs + tuple(trusted_srs or ()))
+    policy: list[Policy] = [WitnessQuorum(quorum)] if quorum else []
+    policy += [Reexecute()] if reexecute else []
+    policy += [UnsafeLocalSrs()] if allow_insecure_srs else []
+    claims = Claims(
         inputs=_read_tensors(inputs, "inputs") if inputs else None,
         outputs=_read_tensors(outputs, "outputs") if outputs else None,
         model=model_bytes,
-        reexecute=reexecute,
-        report=lambda line: out.print(f"[green]✓[/] {line}"),
-        witnesses=policy[0],
-        quorum=quorum,
-        operators=policy[1],
-        zk_materials=materials,
-        zk_publishers=endorsers,
-        trusted_srs=trusted_srs or (),
-        allow_insecure_srs=allow_insecure_srs,
+        materials=materials,
+    )
+    Verifier(root).verify(
+        parsed, claims, AllOf(policy), report=lambda line: out.print(f"[green]✓[/] {line}")
     )
     if published is not None:
         out.print(f"[green]✓[/] 8. {published}", highlight=False)

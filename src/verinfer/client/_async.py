@@ -141,6 +141,19 @@ class AsyncClient:
         """:meth:`Client.infer`, awaited (``replicated:K`` needs a Network: ``InputError``)."""
         return await self._run(self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit))
 
+    async def _infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str,
+        nonce: str | None,
+        audit: str = "private",
+    ) -> Result:
+        """One node's verified answer (for ``replicated:K``, one of the K)."""
+        flow = self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit, single=False)
+        return await self._run(flow)
+
     async def publish(
         self,
         model: str | os.PathLike[str] | bytes,
