@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import time
 import zlib
@@ -403,6 +404,7 @@ def test_the_verify_page_passes_a_real_bundle_and_fails_tampered_ones_like_the_c
             "document.querySelector('[name=bundle]').value = b;"
             "document.querySelector('[name=trust]').value = t;"
             "document.querySelector('[name=inputs]').value = i;"
+            "document.querySelector('[name=outputs]').value = '';"
             "document.querySelector('#result').replaceChildren();",
             text, "\n".join(net.trust), json.dumps(inputs) if inputs else "",
         )  # fmt: skip
@@ -451,6 +453,25 @@ def test_the_verify_page_passes_a_real_bundle_and_fails_tampered_ones_like_the_c
         assert python["error"].startswith(step), python
         assert lines == [*python["steps"], f"error: {python['error']}"]
         assert browser.find_element(By.CSS_SELECTOR, "#result .badge").text == "failed"
+    # and `verinfer verify` itself prints these lines, on the real bundle and a tampered one
+    for text, inputs, _ in [(net.attested, net.inputs, ""), tampered[-1]]:
+        lines = check(text, inputs)
+        assert lines == cli_verify(tmp_path, net, text, inputs)
+
+
+def cli_verify(tmp_path: Path, net: Net, text: str, inputs: dict[str, Any]) -> list[str]:
+    """The lines ``verinfer verify`` prints (its steps, then ``valid: ...`` or the error)."""
+    (tmp_path / "bundle.json").write_text(text)
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+    done = subprocess.run(
+        [sys.executable, "-c", "from verinfer.cli import main; main()", "verify",
+         str(tmp_path / "bundle.json"), "--trust", str(net.directory / devnet.TRUST_FILE),
+         "--inputs", str(tmp_path / "inputs.json")],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "1000", "NO_COLOR": "1"},
+    )  # fmt: skip
+    lines = [line.removeprefix("✓ ") for line in done.stdout.splitlines()]
+    return lines + done.stderr.splitlines()
 
 
 def test_try_it_runs_the_model_and_verifies_its_answer_in_the_page(
