@@ -46,6 +46,7 @@ from vectors import load_vectors
 
 from verinfer import cid, devnet, merkle, note, tensors
 from verinfer.client import Client, Network
+from verinfer.verify.trust import TrustRoot
 
 X = np.array([[5.9, 3.0, 5.1, 1.8]], dtype=np.float32)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -398,15 +399,18 @@ def test_the_verify_page_passes_a_real_bundle_and_fails_tampered_ones_like_the_c
 ) -> None:
     open_page(browser, net.url, "verify")
 
-    def check(text: str, inputs: dict[str, Any] | None = None) -> list[str]:
+    def check(
+        text: str, inputs: dict[str, Any] | None = None, trust: str = "", quorum: int = 0
+    ) -> list[str]:
         browser.execute_script(
-            "const [b, t, i] = arguments;"
+            "const [b, t, i, q] = arguments;"
+            "document.querySelector('[name=quorum]').value = q;"
             "document.querySelector('[name=bundle]').value = b;"
             "document.querySelector('[name=trust]').value = t;"
             "document.querySelector('[name=inputs]').value = i;"
             "document.querySelector('[name=outputs]').value = '';"
             "document.querySelector('#result').replaceChildren();",
-            text, "\n".join(net.trust), json.dumps(inputs) if inputs else "",
+            text, trust or "\n".join(net.trust), json.dumps(inputs) if inputs else "", quorum,
         )  # fmt: skip
         browser.find_element(By.ID, "verify").click()
         wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#result .verdict"))
@@ -453,20 +457,28 @@ def test_the_verify_page_passes_a_real_bundle_and_fails_tampered_ones_like_the_c
         assert python["error"].startswith(step), python
         assert lines == [*python["steps"], f"error: {python['error']}"]
         assert browser.find_element(By.CSS_SELECTOR, "#result .badge").text == "failed"
-    # and `verinfer verify` itself prints these lines, on the real bundle and a tampered one
+    # and `verinfer verify` itself prints these lines, on the real bundle and a tampered one,
+    # with node keys or with a trust root that asks for a witness quorum
+    root = TrustRoot.of(net.trust, witnesses=net.witnesses, operators=net.operators).to_json()
+    (tmp_path / "trust.json").write_text(root)
     for text, inputs, _ in [(net.attested, net.inputs, ""), tampered[-1]]:
         lines = check(text, inputs)
-        assert lines == cli_verify(tmp_path, net, text, inputs)
+        assert lines == cli_verify(tmp_path, net.directory / devnet.TRUST_FILE, text, inputs)
+    lines = check(net.attested, net.inputs, trust=root, quorum=1)
+    assert lines == cli_verify(tmp_path, tmp_path / "trust.json", net.attested, net.inputs, 1)
+    assert [line.split(".")[0] for line in lines[:-1]] == ["1", "1+", "2", "4"]
 
 
-def cli_verify(tmp_path: Path, net: Net, text: str, inputs: dict[str, Any]) -> list[str]:
+def cli_verify(
+    tmp_path: Path, trust: Path, text: str, inputs: dict[str, Any], quorum: int = 0
+) -> list[str]:
     """The lines ``verinfer verify`` prints (its steps, then ``valid: ...`` or the error)."""
     (tmp_path / "bundle.json").write_text(text)
     (tmp_path / "inputs.json").write_text(json.dumps(inputs))
     done = subprocess.run(
         [sys.executable, "-c", "from verinfer.cli import main; main()", "verify",
-         str(tmp_path / "bundle.json"), "--trust", str(net.directory / devnet.TRUST_FILE),
-         "--inputs", str(tmp_path / "inputs.json")],
+         str(tmp_path / "bundle.json"), "--trust", str(trust), "--inputs",
+         str(tmp_path / "inputs.json"), "--quorum", str(quorum)],
         capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "COLUMNS": "1000", "NO_COLOR": "1"},
     )  # fmt: skip

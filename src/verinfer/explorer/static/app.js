@@ -411,7 +411,7 @@ function verifyPage() {
     return [t, h("label", { class: "wide" }, label, t, file)];
   };
   const [bundle, bundleField] = area("bundle", "bundle.json (paste, drop or choose a file)", 8);
-  const [trust, trustField] = area("trust", "trusted node keys, one per line", 3);
+  const [trust, trustField] = area("trust", "trusted node keys, one per line, or a trust root (verinfer.trust/v1)", 3);
   const [inputs, inputsField] = area("inputs", "inputs (optional: JSON tensors or an .npz)", 3);
   const [outputs, outputsField] = area("outputs", "outputs (optional: JSON tensors or an .npz)", 3);
   const [witnesses, witnessesField] = area("witnesses", "trusted witness keys (optional), each optionally followed by its operator", 3);
@@ -425,13 +425,19 @@ function verifyPage() {
   const lines = (text) => text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
   async function check() {
     try {
-      const operators = {};
-      const keys = lines(witnesses.value).map((line) => {
+      // a trust root (verinfer.trust/v1, the file verinfer verify --trust reads) or node keys
+      let root = { nodes: lines(trust.value), witnesses: [], operators: {} };
+      if (trust.value.trim().startsWith("{")) {
+        root = JSON.parse(trust.value);
+        if (root.type !== "verinfer.trust/v1") throw new Error("trust root: not a verinfer.trust/v1 object");
+      }
+      const operators = { ...root.operators };
+      const keys = [...(root.witnesses ?? []), ...lines(witnesses.value).map((line) => {
         const [key, operator] = line.split(/\s+/);
         if (operator) operators[key] = operator;
         return key;
-      });
-      const options = { trusted: lines(trust.value), witnesses: keys, operators, quorum: +quorum.value };
+      })];
+      const options = { trusted: root.nodes ?? [], witnesses: keys, operators, quorum: +quorum.value };
       if (inputs.value.trim()) options.inputs = JSON.parse(inputs.value);
       if (outputs.value.trim()) options.outputs = JSON.parse(outputs.value);
       out.replaceChildren(verdictView(await v.verify(bundle.value, options)));
