@@ -492,7 +492,10 @@ def test_try_it_runs_the_model_and_verifies_its_answer_in_the_page(
     open_page(browser, net.url, "models", "tbody a")
     browser.find_element(By.LINK_TEXT, "alice/iris@1").click()
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "form.tryit"))
-    assert "signed by its publisher" in browser.find_element(By.ID, "view").text
+    assert (
+        "signed by the publisher key it names (checked here)"
+        in browser.find_element(By.ID, "view").text
+    )
     fields = browser.find_elements(By.CSS_SELECTOR, "form.tryit input[type=number]")
     assert len(fields) == 4
     for field, value in zip(fields, X[0], strict=True):

@@ -159,7 +159,7 @@ async function modelPage(ref) {
   let signature;
   try {
     await v.verifyNote(signed, [await v.parseKey(body.publisher)]);
-    signature = badge(true, "signed by its publisher");
+    signature = badge(true, "signed by the publisher key it names (checked here)");
   } catch (exc) { signature = badge(false, `bad signature: ${exc.message}`); }
   const [owner, name] = body.repository.split("/");
   let history = [];
