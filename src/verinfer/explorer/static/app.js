@@ -136,7 +136,7 @@ async function modelsPage(query) {
       h("thead", {}, h("tr", {}, h("th", {}, "model"), h("th", {}, "description"), h("th", {}, "published"))),
       h("tbody", {}, models.map((m) => h("tr", {},
         h("td", {}, h("a", { href: `#/model/${m.repository}@${m.version}` }, `${m.repository}@${m.version}`)),
-        h("td", {}, m.description), h("td", {}, m.time))))))
+        h("td", {}, m.description), h("td", {}, h("time", { datetime: m.time }, m.time.slice(0, 10))))))))
       : h("p", { class: "muted" }, q ? `No model matches “${q}”.` : "No model is published here yet."),
   ];
 }
