@@ -55,7 +55,9 @@ def make_core(
     """One client's state and flows. A :class:`~verinfer.verify.TrustRoot` supplies the node
     keys, publisher keys and SRS not given one by one."""
     if trust is not None:
-        if trusted_vkeys is None and trust.nodes:
+        if trusted_vkeys is None:
+            if not trust.nodes:  # a root that trusts no node must not fall back to first use
+                raise InputError("the trust root lists no node keys")
             trusted_vkeys = trust.nodes
         if not trusted_publishers and trust.publishers:
             trusted_publishers = trust.publishers

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from verinfer import cid
 from verinfer.errors import Error, InputError, VerificationError
-from verinfer.modes._base import Claims, Context, Evidence, Mode
+from verinfer.modes._base import Claims, Context, Evidence, Mode, Report, _evidence_is
 
 if TYPE_CHECKING:
     from verinfer.verify.bundle import Bundle
@@ -51,6 +51,9 @@ class Zk(Mode):
         if not isinstance(proof, str) or not proof or not _encodable(proof):
             raise VerificationError("malformed bundle: the zk proof must be its JSON text")
         return ZkProof(addendum, proof)
+
+    def check_evidence(self, bundle: Bundle, trusted: list[str], say: Report) -> None:
+        _evidence_is(bundle, self, ZkProof)
 
     def check_claims(self, bundle: Bundle, claims: Claims, context: Context) -> None:
         _check_proof(bundle, claims, context)
