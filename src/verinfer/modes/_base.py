@@ -104,6 +104,15 @@ class Mode:
         default)."""
 
 
+def encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogates), so it has UTF-8 bytes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _evidence_is(bundle: Bundle, mode: Mode, *kinds: type[Evidence]) -> None:
     """Refuse evidence of a kind ``mode`` does not have (a bundle built, not parsed)."""
     if type(bundle.evidence) not in kinds:

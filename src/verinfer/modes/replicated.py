@@ -16,7 +16,7 @@ import numpy as np
 
 from verinfer import tensors
 from verinfer.errors import Error, VerificationError
-from verinfer.modes._base import NO_EVIDENCE, Evidence, Mode, Report, _evidence_is
+from verinfer.modes._base import NO_EVIDENCE, Evidence, Mode, Report, _evidence_is, encodable
 
 if TYPE_CHECKING:
     from verinfer.verify.bundle import Bundle
@@ -147,7 +147,7 @@ def _agreement_of(evidence: object, mode: str, wanted: int) -> Agreement:
             compared.append(base64.b64decode(text, validate=True))
         except (TypeError, ValueError, binascii.Error) as exc:
             raise VerificationError(f"malformed bundle: evidence outputs {position}") from exc
-    if not isinstance(manifest, str) or not _encodable(manifest):
+    if not isinstance(manifest, str) or not encodable(manifest):
         raise VerificationError("malformed bundle: evidence manifest must be its text")
     deviation = evidence["deviation"]  # canonical JSON writes 2.0 as 2: ints are numbers too
     try:
@@ -157,14 +157,6 @@ def _agreement_of(evidence: object, mode: str, wanted: int) -> Agreement:
     if isinstance(deviation, bool) or not 0 <= value < float("inf"):
         raise VerificationError(f"malformed bundle: evidence deviation {deviation!r}")
     return Agreement(tuple(found), tuple(compared), manifest.encode(), value)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def kernel_class_of(engine: str) -> str:
