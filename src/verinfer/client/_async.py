@@ -18,6 +18,7 @@ from verinfer.client._trust import Notify, Publishers
 from verinfer.hub.documents import Manifest
 from verinfer.modes.dispute import Verdict
 from verinfer.verify import Bundle
+from verinfer.verify.trust import TrustRoot
 
 __all__ = ["AsyncClient"]
 
@@ -54,6 +55,7 @@ class AsyncClient:
         trusted_publishers: PublisherTrust = (),
         known_publishers: str | os.PathLike[str] | None = None,
         on_pin: Notify | None = None,
+        trust: TrustRoot | None = None,
     ) -> None:
         self._core = make_core(
             url,
@@ -67,6 +69,7 @@ class AsyncClient:
             trusted_srs=trusted_srs,
             allow_insecure_srs=allow_insecure_srs,
             timeout=timeout,
+            trust=trust,
         )
         self.url = self._core.url
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
