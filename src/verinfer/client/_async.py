@@ -137,9 +137,28 @@ class AsyncClient:
         mode: str = "attested",
         nonce: str | None = None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> Result:
         """:meth:`Client.infer`, awaited (``replicated:K`` needs a Network: ``InputError``)."""
-        return await self._run(self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit))
+        flow = self._core.infer(
+            model, inputs, mode=mode, nonce=nonce, audit=audit, durability=durability
+        )
+        return await self._run(flow)
+
+    async def upgrade(
+        self,
+        bundle: Bundle,
+        *,
+        timeout: float = 15.0,
+        witnesses: Iterable[str] = (),
+        quorum: int = 0,
+        operators: Mapping[str, str] | None = None,
+    ) -> Bundle:
+        """:meth:`Client.upgrade`, awaited."""
+        flow = self._core.upgrade(
+            bundle, timeout=timeout, witnesses=witnesses, quorum=quorum, operators=operators
+        )
+        return await self._run(flow)
 
     async def publish(
         self,

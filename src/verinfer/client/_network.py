@@ -147,7 +147,9 @@ class Network:
                 try:
                     model_cid = model_of(document)  # fraud and disputes re-run the model
                     model = client.blob(model_cid) if model_cid is not None else None
-                    self.convicted[accused] = verify_evidence(document, model=model)
+                    self.convicted[accused] = verify_evidence(
+                        document, model=model, witnesses=self.witnesses
+                    )
                 except (Error, ValueError, KeyError, TypeError):
                     continue  # evidence that does not hold convicts nobody
         return dict(self.convicted)
@@ -160,11 +162,15 @@ class Network:
         mode: str = "attested",
         nonce: str | None = None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> Result:
         """:meth:`Client.infer` on the next node that answers; for ``replicated:K``, on K nodes
         of distinct operators, whose answers must agree (:class:`DisagreementError`, carrying
-        every signed answer, if they do not: no majority is ever returned as verified)."""
+        every signed answer, if they do not: no majority is ever returned as verified).
+        ``durability="promise"`` (one node's modes only): as :meth:`Client.infer`."""
         wanted = replicas_of(mode)
+        if wanted > 1 and durability != "durable":
+            raise InputError(f"durability {durability!r} is for one node's answer, not {mode!r}")
         if wanted > 1:
             nonce = nonce or secrets.token_hex(16)
             return self._replicated(
@@ -173,7 +179,9 @@ class Network:
         failures = []
         for client in self._order():
             try:
-                return client.infer(model, inputs, mode=mode, nonce=nonce, audit=audit)
+                return client.infer(
+                    model, inputs, mode=mode, nonce=nonce, audit=audit, durability=durability
+                )
             except (NetworkError, LimitExceeded, StorageError, StaleHistory) as exc:
                 failures.append(f"{client.url}: {exc}")  # a lie (VerificationError) propagates
         raise NetworkError("no node answered: " + "; ".join(failures))

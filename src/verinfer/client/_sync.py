@@ -149,9 +149,14 @@ class Client:
         mode: str = "attested",
         nonce: str | None = None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> Result:
         """Run ``model`` (``owner/name[@version|tag]`` or a CID) on the node; return outputs
         whose bundle has been verified here.
+
+        ``durability="promise"``: the node answers as soon as the outputs exist, with its signed
+        promise to log the receipt at a stated index by a deadline (verified here as a promise:
+        :class:`~verinfer.verify.AcceptPromise`); :meth:`upgrade` fetches the logged bundle.
 
         Raises :class:`~verinfer.errors.VerificationError` unless the bundle proves exactly
         these inputs and outputs under a trusted node key with the nonce sent, and the model is
@@ -160,7 +165,30 @@ class Client:
         client trusts for the owner. ``replicated:K`` needs a :class:`Network`
         (:class:`~verinfer.errors.InputError` here).
         """
-        return self._run(self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit))
+        flow = self._core.infer(
+            model, inputs, mode=mode, nonce=nonce, audit=audit, durability=durability
+        )
+        return self._run(flow)
+
+    def upgrade(
+        self,
+        bundle: Bundle,
+        *,
+        timeout: float = 15.0,
+        witnesses: Iterable[str] = (),
+        quorum: int = 0,
+        operators: Mapping[str, str] | None = None,
+    ) -> Bundle:
+        """The logged bundle of a promise: the receipt's inclusion proof against a checkpoint of
+        the node that covers the promised index (with ``quorum``: one that many ``witnesses``
+        cosigned, as :meth:`cosigned`), verified here. Raises
+        :class:`~verinfer.client.BrokenPromiseError` (its ``evidence`` proves it offline) if
+        the log holds another receipt there, or, with ``witnesses``, if one of them cosigned
+        a tree too small to hold it after the deadline; ``LimitExceeded`` after ``timeout``."""
+        flow = self._core.upgrade(
+            bundle, timeout=timeout, witnesses=witnesses, quorum=quorum, operators=operators
+        )
+        return self._run(flow)
 
     def _infer(
         self,
