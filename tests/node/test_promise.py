@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -306,3 +307,71 @@ def test_an_honest_node_is_never_framed(tmp_path: Path) -> None:
     moved = _checkpoint_of(log, [receipt, other])
     verdict = verify_evidence(broken_promise(promise, moved, merkle.leaf_hash(other), other_proof))
     assert "holds leaf" in verdict
+
+
+@pytest.mark.parametrize("killed", ["stuck", "commit"])
+def test_a_node_killed_after_a_promise_keeps_it_or_is_convicted(
+    tmp_path: Path, killed: str
+) -> None:
+    """A real node process answers a promise over HTTP (through ``verinfer infer``), then is
+    killed with SIGKILL: before its receipt is committed (``stuck``) or after. After a restart
+    the promise is either kept (the receipt is at its index, ``verinfer upgrade`` proves it) or,
+    once the index holds another receipt, ``verinfer upgrade`` writes evidence that ``verinfer
+    evidence verify`` accepts."""
+    data = tmp_path / "node"
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(data) as setup:
+        setup.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1",
+                          signer=alice)  # fmt: skip
+        vkey = setup.vkey
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = Path(__file__).with_name("promise_crash_node.py")
+    process = subprocess.Popen([sys.executable, str(script), str(data), str(port), killed],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "SERVING"
+        inputs = tmp_path / "x.json"
+        inputs.write_text(json.dumps(tensors.encode_json(IRIS)))
+        answered = run("infer", "alice/iris", "--inputs", str(inputs), "--node",
+                       f"http://127.0.0.1:{port}", "--durability", "promise", "--bundle",
+                       str(tmp_path / "promise.json"), home=tmp_path)  # fmt: skip
+        assert answered.returncode == 0, answered.stderr
+        assert "promised as entry 0" in answered.stderr
+        while killed == "commit":  # until the receipt is committed
+            head = httpx.get(f"http://127.0.0.1:{port}/v1/log/checkpoint", timeout=60).text
+            if note.Checkpoint.from_text(note.parse(head)[0]).size > 0:
+                break
+            time.sleep(0.01)
+    finally:
+        process.kill()  # stuck: between promise and commit
+        process.communicate(timeout=60)
+    promised = Bundle.from_json((tmp_path / "promise.json").read_text())
+    verify_bundle(promised, [vkey], IRIS, accept_promise=AcceptPromise())
+    with Node(data) as restarted:
+        served = Served(restarted)
+        try:
+            lost = restarted.log.size <= promised.index
+            if not lost:  # the receipt survived: the promise is kept
+                assert restarted.log.entry(promised.index) == promised.receipt.data
+            else:  # it was lost; another receipt takes its index
+                with Client(served.url, trusted_vkeys=[vkey]) as remote:
+                    remote.infer("alice/iris", IRIS)
+            upgraded = run("upgrade", str(tmp_path / "promise.json"), "--node", served.url,
+                           "--evidence", str(tmp_path / "broken.json"), home=tmp_path)  # fmt: skip
+        finally:
+            served.stop()
+    assert lost == (killed == "stuck")  # an append that never ran left nothing durable
+    if lost:
+        assert upgraded.returncode == 1
+        assert "broke its promise" in upgraded.stderr
+        checked = run("evidence", "verify", str(tmp_path / "broken.json"), home=tmp_path)
+        assert checked.returncode == 0, checked.stderr
+        assert "entry 0 of log" in checked.stdout
+    else:
+        assert upgraded.returncode == 0, upgraded.stderr
+        logged = Bundle.from_json((tmp_path / "promise.json").read_text())
+        verify_bundle(logged, [vkey], IRIS)
