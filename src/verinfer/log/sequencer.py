@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from verinfer.errors import Error, InputError, StorageError
 from verinfer.log.core import MAX_ENTRY_BYTES, Log
 
-__all__ = ["Committed", "Sequencer"]
+__all__ = ["MAX_BATCH", "Committed", "Sequencer"]
 
 MAX_BATCH = 4096
 

@@ -38,7 +38,7 @@ from verinfer.errors import (
 from verinfer.hub import Hub, Manifest
 from verinfer.hub.documents import parse_ref
 from verinfer.log import Log
-from verinfer.log.sequencer import Committed, Sequencer
+from verinfer.log.sequencer import MAX_BATCH, Committed, Sequencer
 from verinfer.modes import NO_EVIDENCE, Evidence
 from verinfer.modes.zk import ZkProof
 from verinfer.node.access import TensorAccess
@@ -183,7 +183,9 @@ class Node:
     """A node over a data directory: its key, its log, its hub, its engine.
 
     ``data`` holds ``node.skey``, the log (``log.sqlite``, or ``log`` may name a PostgreSQL URL)
-    and the hub (``hub/``).
+    and the hub (``hub/``). ``merge_delay``: the seconds a promise gives the node to log its
+    receipt (``durability="promise"``). ``group_commit=False``: every receipt is committed and
+    its checkpoint signed on its own (no batching).
     """
 
     def __init__(
@@ -201,6 +203,7 @@ class Node:
         retention: float = DEFAULT_RETENTION,
         window: int = DEFAULT_WINDOW,
         merge_delay: int = DEFAULT_MERGE_DELAY,
+        group_commit: bool = True,
     ) -> None:
         if not 1 <= merge_delay <= 86400:
             raise InputError(f"merge delay {merge_delay} s must be 1 s to a day")
@@ -220,7 +223,9 @@ class Node:
             self.data / "witness.sqlite", load_or_create_witness_key(self.data, name)
         )  # this node witnesses its peers' logs (C2SP tlog-witness)
         self.log = Log.open(log or self.data, self.signer)
-        self.sequencer = Sequencer(self.log)
+        # group_commit=False: every receipt its own commit and signature (a baseline, and for
+        # operators who want no batching at all)
+        self.sequencer = Sequencer(self.log, max_batch=MAX_BATCH if group_commit else 1)
         self.hub = hub or Hub(self.data / "hub")
         self._own_hub = hub is None
         self.engine = engine or Engine()
@@ -241,7 +246,7 @@ class Node:
             _finish,
             self.sequencer,
             workers=workers or os.cpu_count() or 2,
-            estimate=self._estimate,
+            estimate=self._estimate if group_commit else lambda args: None,
             promise=lambda computed: computed[4],
             pledge=self._pledge,
             settle=self._settle,
