@@ -375,3 +375,21 @@ def test_a_node_killed_after_a_promise_keeps_it_or_is_convicted(
         assert upgraded.returncode == 0, upgraded.stderr
         logged = Bundle.from_json((tmp_path / "promise.json").read_text())
         verify_bundle(logged, [vkey], IRIS)
+
+
+def test_with_group_commit_off_every_receipt_is_its_own_commit(tmp_path: Path) -> None:
+    """The "signs every receipt" baseline of the benchmarks is a real configuration."""
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path / "single", group_commit=False) as single:
+        single.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1",
+                           signer=alice)  # fmt: skip
+
+        async def burst() -> list[Any]:
+            return await asyncio.gather(*(single.ainfer("alice/iris", IRIS) for _ in range(24)))
+
+        results = asyncio.run(burst())
+        assert single.log.size == 24
+        # one commit and one signed checkpoint per receipt, however many arrived together
+        assert len({result.bundle.checkpoint for result in results}) == 24
+        for result in results:
+            verify_bundle(result.bundle, [single.vkey])
