@@ -6,6 +6,7 @@ broken one is evidence that convicts the node offline. Real nodes on 127.0.0.1, 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
@@ -25,7 +26,7 @@ from test_http import Served
 sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
 from hub_models import sklearn_model
 
-from verinfer import merkle, note, tensors
+from verinfer import canonical, merkle, note, tensors
 from verinfer.client import AsyncClient, BrokenPromiseError, Client, Network
 from verinfer.errors import InputError, LimitExceeded, VerificationError
 from verinfer.log.sequencer import Committed
@@ -393,3 +394,27 @@ def test_with_group_commit_off_every_receipt_is_its_own_commit(tmp_path: Path) -
         assert len({result.bundle.checkpoint for result in results}) == 24
         for result in results:
             verify_bundle(result.bundle, [single.vkey])
+
+
+@pytest.mark.parametrize(
+    ("log", "index", "deadline"),
+    [
+        ("node.test", 0, 0),
+        ("a/b-c_d~!", 41, 1_764_892_800),
+        ('q"uote\\d', 7, 9),
+        ("é", 2**53 - 1, 3),
+    ],
+)
+def test_a_promise_is_canonical_json_whichever_path_wrote_it(
+    log: str, index: int, deadline: int
+) -> None:
+    """The promise's fast template and the general RFC 8785 encoder write the same bytes."""
+    signer = note.Signer(note.generate_key("n.test")[0])
+    signed = sign_promise(signer, log=log, index=index, receipt=b"r", deadline=deadline)
+    text, _ = note.parse(signed)
+    leaf = base64.b64encode(merkle.leaf_hash(b"r")).decode()
+    body = {"type": "verinfer.promise/v1", "log": log, "node": signer.vkey, "index": index,
+            "leaf": leaf, "deadline": deadline}  # fmt: skip
+    assert text == canonical.dumps(body).decode() + "\n"
+    opened = open_promise(signed, [signer.vkey])
+    assert (opened.log, opened.index, opened.deadline) == (log, index, deadline)
