@@ -352,6 +352,15 @@ def test_a_node_killed_after_a_promise_keeps_it_or_is_convicted(
         process.communicate(timeout=60)
     promised = Bundle.from_json((tmp_path / "promise.json").read_text())
     verify_bundle(promised, [vkey], IRIS, accept_promise=AcceptPromise())
+    if killed == "stuck":  # offline, the command refuses a promise unless told to accept one
+        (tmp_path / "trust.txt").write_text(vkey + "\n")
+        bundle_file, trust = str(tmp_path / "promise.json"), str(tmp_path / "trust.txt")
+        refused = run("verify", bundle_file, "--trust", trust, home=tmp_path)
+        assert refused.returncode == 1
+        assert "signed promise" in refused.stderr
+        accepted = run("verify", bundle_file, "--trust", trust, "--accept-promise", home=tmp_path)
+        assert accepted.returncode == 0, accepted.stderr
+        assert "PROMISE, NOT YET LOGGED" in accepted.stdout
     with Node(data) as restarted:
         served = Served(restarted)
         try:
