@@ -110,6 +110,11 @@ def test_a_promise_answers_is_refused_by_default_and_upgrades(node: Served, clie
     verify_bundle(logged, [node.node.vkey], IRIS)
     assert node.node.log.entry(bundle.index) == bundle.receipt.data
     assert client.upgrade(logged) == logged  # a logged bundle stays as it is
+    # or in the background: the SDK hands back the logged bundle when it is there
+    later = client.infer("alice/iris", IRIS, durability="promise").bundle
+    upgraded = client.upgrade_in_background(later).result(timeout=60)
+    verify_bundle(upgraded, [node.node.vkey])
+    assert upgraded.receipt == later.receipt
 
 
 def test_the_default_stays_durable_and_async_clients_upgrade_too(
@@ -125,8 +130,10 @@ def test_the_default_stays_durable_and_async_clients_upgrade_too(
                 *(remote.infer("alice/iris", IRIS, durability="promise") for _ in range(8))
             )
             bundles = [answer.bundle for answer in answers]
-            upgraded = await asyncio.gather(*(remote.upgrade(b) for b in bundles))
-            return bundles[0], upgraded[0]
+            upgraded = await asyncio.gather(*(remote.upgrade(b) for b in bundles[1:]))
+            first = await remote.upgrade_in_background(bundles[0])
+            assert [b.receipt for b in upgraded] == [b.receipt for b in bundles[1:]]
+            return bundles[0], first
 
     promised, logged = asyncio.run(main())
     assert promised.promised

@@ -217,6 +217,22 @@ class AsyncClient:
         """:meth:`Client.delete_blob`, awaited."""
         await self._run(self._core.delete_blob(blob))
 
+    def upgrade_in_background(
+        self,
+        bundle: Bundle,
+        *,
+        timeout: float = 15.0,
+        witnesses: Iterable[str] = (),
+        quorum: int = 0,
+        operators: Mapping[str, str] | None = None,
+    ) -> asyncio.Task[Bundle]:
+        """:meth:`upgrade` as a task on the running loop: await it for the logged bundle."""
+        return asyncio.ensure_future(
+            self.upgrade(
+                bundle, timeout=timeout, witnesses=witnesses, quorum=quorum, operators=operators
+            )
+        )
+
     async def cosigned(
         self,
         bundle: Bundle,

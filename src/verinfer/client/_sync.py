@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,6 +84,8 @@ class Client:
         )
         self.url = self._core.url
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self._upgrades: ThreadPoolExecutor | None = None  # made by the first background upgrade
+        self._upgrades_lock = threading.Lock()
 
     @property
     def trusted_nodes(self) -> list[str] | None:
@@ -95,7 +99,10 @@ class Client:
         return self._core.publishers
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Finish the background upgrades (each is bounded by its timeout), then close the
+        connection pool."""
+        if self._upgrades is not None:
+            self._upgrades.shutdown(wait=True)
         self._http.close()
 
     def __enter__(self) -> Client:
@@ -272,6 +279,29 @@ class Client:
     def delete_blob(self, blob: str) -> None:
         """Delete a blob no published document names (needs ``admin_token``)."""
         self._run(self._core.delete_blob(blob))
+
+    def upgrade_in_background(
+        self,
+        bundle: Bundle,
+        *,
+        timeout: float = 15.0,
+        witnesses: Iterable[str] = (),
+        quorum: int = 0,
+        operators: Mapping[str, str] | None = None,
+    ) -> Future[Bundle]:
+        """:meth:`upgrade` on a background thread: the future holds the logged bundle (or the
+        error, such as :class:`~verinfer.client.BrokenPromiseError` with its evidence)."""
+        with self._upgrades_lock:
+            if self._upgrades is None:
+                self._upgrades = ThreadPoolExecutor(2, thread_name_prefix="verinfer-upgrade")
+        return self._upgrades.submit(
+            self.upgrade,
+            bundle,
+            timeout=timeout,
+            witnesses=witnesses,
+            quorum=quorum,
+            operators=operators,
+        )
 
     def cosigned(
         self,
