@@ -154,6 +154,16 @@ def test_bad_promise_requests_are_refused_with_json(node: Served) -> None:
     )
     assert answer.status_code == 400
     assert "one node's answer" in answer.json()["message"]
+    # the .npz route takes it as a query parameter
+    answer = httpx.post(
+        f"{node.url}/v1/infer/npz",
+        params={"model": "alice/iris", "durability": "promise"},
+        content=tensors.encode_binary(IRIS),
+        headers={"content-type": "application/x-npz"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert Bundle.from_json(answer.json()["bundle"]).promised
     with pytest.raises(InputError, match="durability 'later'"):
         node.node.infer("alice/iris", IRIS, durability="later")
 
