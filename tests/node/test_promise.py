@@ -444,3 +444,22 @@ def test_a_promise_is_canonical_json_whichever_path_wrote_it(
     assert text == canonical.dumps(body).decode() + "\n"
     opened = open_promise(signed, [signer.vkey])
     assert (opened.log, opened.index, opened.deadline) == (log, index, deadline)
+
+
+def test_a_node_that_closes_keeps_every_promise_it_made(tmp_path: Path) -> None:
+    """A clean stop (SIGTERM, Node.close) commits the promised receipts still queued."""
+    alice = note.Signer(note.generate_key("alice")[0])
+    node = Node(tmp_path / "node")
+    node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+
+    async def burst() -> list[Any]:
+        calls = (node.ainfer("alice/iris", IRIS, durability="promise") for _ in range(32))
+        return await asyncio.gather(*calls)
+
+    bundles = [result.bundle for result in asyncio.run(burst())]
+    node.close()
+    assert sorted(b.index for b in bundles) == list(range(32))
+    with Node(tmp_path / "node") as reopened:
+        assert reopened.log.size == 32
+        for bundle in bundles:
+            assert reopened.log.entry(bundle.index) == bundle.receipt.data
