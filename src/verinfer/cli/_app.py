@@ -77,9 +77,12 @@ def _read_trust_root(path: Path) -> TrustRoot:
         head = path.read_bytes()[:64].lstrip()
     except OSError as exc:
         raise InputError(f"cannot read trust file {str(path)!r}: {exc.strerror}") from exc
-    if head.startswith(b"{"):
-        return TrustRoot.from_file(path)
-    return TrustRoot.of(_read_trust(path))
+    if not head.startswith(b"{"):
+        return TrustRoot.of(_read_trust(path))
+    root = TrustRoot.from_file(path)
+    if not root.nodes:
+        raise InputError(f"trust root {str(path)!r} lists no node keys")
+    return root
 
 
 def _read_witnesses(path: Path) -> tuple[list[str], dict[str, str]]:

@@ -43,6 +43,8 @@ def devnet_up(
     started = devnet.up(directory, nodes)
     out.print(_nodes_table(started))
     out.print(f"network: {directory / devnet.NETWORK_FILE}; trust: {directory / devnet.TRUST_FILE}")
+    for node in started:  # every node serves the explorer at /
+        out.print(f"explorer of {node['name']}: {node['url']}/", markup=False, highlight=False)
 
 
 @devnet_app.command("status")

@@ -19,6 +19,7 @@ from verinfer.client._trust import Notify, Publishers
 from verinfer.hub.documents import Manifest
 from verinfer.modes.dispute import Verdict
 from verinfer.verify import Bundle
+from verinfer.verify.trust import TrustRoot
 
 __all__ = ["AsyncClient"]
 
@@ -55,6 +56,7 @@ class AsyncClient:
         trusted_publishers: PublisherTrust = (),
         known_publishers: str | os.PathLike[str] | None = None,
         on_pin: Notify | None = None,
+        trust: TrustRoot | None = None,
     ) -> None:
         self._core = make_core(
             url,
@@ -68,6 +70,7 @@ class AsyncClient:
             trusted_srs=trusted_srs,
             allow_insecure_srs=allow_insecure_srs,
             timeout=timeout,
+            trust=trust,
         )
         self.url = self._core.url
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
@@ -158,6 +161,19 @@ class AsyncClient:
         flow = self._core.upgrade(
             bundle, timeout=timeout, witnesses=witnesses, quorum=quorum, operators=operators
         )
+        return await self._run(flow)
+
+    async def _infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str,
+        nonce: str | None,
+        audit: str = "private",
+    ) -> Result:
+        """One node's verified answer (for ``replicated:K``, one of the K)."""
+        flow = self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit, single=False)
         return await self._run(flow)
 
     async def publish(

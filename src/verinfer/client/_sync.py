@@ -20,6 +20,7 @@ from verinfer.client._trust import Notify, Publishers
 from verinfer.hub.documents import Manifest
 from verinfer.modes.dispute import Verdict
 from verinfer.verify import Bundle
+from verinfer.verify.trust import TrustRoot
 
 __all__ = ["Client"]
 
@@ -51,6 +52,10 @@ class Client:
 
     ``admin_token`` (the node's ``DATA/admin.token``) is sent only with administrative calls:
     peers, blob deletion, calibration. ``trusted_srs``, ``allow_insecure_srs``: the zk SRS policy.
+
+    ``trust``: a :class:`~verinfer.verify.TrustRoot` (``TrustRoot.from_file("trust.json")``, the
+    file the CLI and the explorer read) for the node keys, publisher keys and SRS not given
+    above.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class Client:
         trusted_publishers: PublisherTrust = (),
         known_publishers: str | os.PathLike[str] | None = None,
         on_pin: Notify | None = None,
+        trust: TrustRoot | None = None,
     ) -> None:
         self._core = make_core(
             url,
@@ -81,6 +87,7 @@ class Client:
             trusted_srs=trusted_srs,
             allow_insecure_srs=allow_insecure_srs,
             timeout=timeout,
+            trust=trust,
         )
         self.url = self._core.url
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)

@@ -48,6 +48,7 @@ from verinfer.errors import (
     StorageError,
     VerificationError,
 )
+from verinfer.explorer import add_explorer
 from verinfer.hub.documents import Manifest
 from verinfer.log.tiles import parse_path
 from verinfer.modes.dispute import MAX_DEADLINE, MIN_DEADLINE, decode_npz
@@ -488,6 +489,7 @@ def create_app(
     _add_hub_routes(app, node, admin, upload_quota, upload_ttl, analyses=analyses)
     _add_dispute_routes(app, node)
     _add_admin_routes(app, node, admin)
+    add_explorer(app, node)
     return app
 
 
