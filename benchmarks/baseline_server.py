@@ -1,13 +1,13 @@
 """The baseline of bench_node.py: FastAPI + uvicorn + ONNX Runtime, and no verification.
 
 Usage: python benchmarks/baseline_server.py MODEL.onnx PORT
-It answers POST /infer {"inputs": {name: {"dtype", "shape", "base64"}}} with the outputs in the
-same form: the same wire format as verinfer's node, without digests, receipts, log or proofs.
+It answers POST /infer {"inputs": {name: tensor}} with {"outputs": {name: tensor}}, tensors in
+verinfer's JSON form decoded and encoded exactly as the node does (small outputs as lists, large
+ones as base64): the node's wire format, without digests, receipts, log or proofs.
 """
 
 from __future__ import annotations
 
-import base64
 import sys
 from typing import Any
 
@@ -16,8 +16,10 @@ import onnxruntime as ort
 import uvicorn
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
-from verinfer import engine
+from verinfer import engine, tensors
+from verinfer.node.app import _RAW_FROM
 
 
 def main() -> None:
@@ -26,25 +28,12 @@ def main() -> None:
     app = FastAPI()
 
     @app.post("/infer")
-    async def infer(body: dict[str, Any]) -> dict[str, Any]:
-        feed = {
-            name: np.frombuffer(base64.b64decode(item["base64"]), dtype=item["dtype"]).reshape(
-                item["shape"]
-            )
-            for name, item in body["inputs"].items()
-        }
+    async def infer(body: dict[str, Any]) -> JSONResponse:
+        feed = await run_in_threadpool(tensors.decode_json, body["inputs"])  # as the node does
         values = await run_in_threadpool(session.run, None, feed)
         names = [output.name for output in session.get_outputs()]
-        return {
-            "outputs": {
-                name: {
-                    "dtype": value.dtype.name,
-                    "shape": list(value.shape),
-                    "base64": base64.b64encode(np.ascontiguousarray(value).tobytes()).decode(),
-                }
-                for name, value in zip(names, values, strict=True)
-            }
-        }
+        outputs: dict[str, np.ndarray] = dict(zip(names, values, strict=True))
+        return JSONResponse({"outputs": tensors.encode_json(outputs, raw_from=_RAW_FROM)})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

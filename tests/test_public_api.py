@@ -18,7 +18,7 @@ from verinfer import canonical, cid, errors, merkle, note, tensors
 from verinfer.engine import trace
 from verinfer.hub import documents
 from verinfer.modes import attested, dispute, optimistic, replicated, zk
-from verinfer.verify import bundle, evidence, policy, steps, trust, verifier
+from verinfer.verify import bundle, evidence, policy, promise, steps, trust, verifier
 
 
 def test_the_public_contract_names_exist() -> None:
@@ -76,6 +76,7 @@ def test_exports_are_deliberate() -> None:
             "BUNDLE_TYPE",
             "MODES",
             "RECEIPT_TYPE",
+            "AcceptPromise",
             "AllOf",
             "Bundle",
             "Claims",
@@ -117,6 +118,7 @@ def test_exports_are_deliberate() -> None:
         [
             "AsyncClient",
             "AsyncNetwork",
+            "BrokenPromiseError",
             "Client",
             "Network",
             "NetworkError",
@@ -137,7 +139,7 @@ def test_the_pure_core_does_no_io() -> None:
     """The verification core never imports the log, the store or the network."""
     forbidden = ("sqlite3", "psycopg", "socket", "httpx", "verinfer.log", "open(")
     pure = (canonical, cid, merkle, note, tensors, documents, bundle, verifier, evidence, policy)
-    pure += (steps, trust, attested, replicated, optimistic, zk)  # trust reads one local file
+    pure += (steps, trust, promise, attested, replicated, optimistic, zk)  # trust reads a file
     for module in (*pure, trace, dispute):  # disputes: verdicts are checked offline too
         source = inspect.getsource(module)
         for word in forbidden:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,93 @@ def test_callers_may_commit_on_their_own_thread(tmp_path: Path, signer: note.Sig
         with pytest.raises(StorageError, match="closed"):
             sequencer.commit([b"late"])
         assert log.size == 4
+
+
+def test_promised_indexes_hold_while_other_threads_commit_directly(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    """Promises (queued) and direct commits (a worker's own batch, a lone idle entry) from many
+    threads at once: every promised entry lands exactly at the index promised."""
+    promised: dict[bytes, int] = {}
+    landed: dict[bytes, int] = {}
+    lock = threading.Lock()
+    with Log.open(tmp_path, signer) as log, Sequencer(log) as sequencer:
+        barrier = threading.Barrier(6)
+
+        def promising(number: int) -> None:
+            barrier.wait()
+            for i in range(40):
+                entry = b"promise %d/%d" % (number, i)
+
+                def done(
+                    index: int, outcome: Committed | BaseException, entry: bytes = entry
+                ) -> None:
+                    assert isinstance(outcome, Committed)
+                    with lock:
+                        landed[entry] = outcome.index
+
+                index = sequencer.promise(entry, done)
+                with lock:
+                    promised[entry] = index
+
+        def direct(number: int) -> None:
+            barrier.wait()
+            for i in range(20):
+                sequencer.commit([b"direct %d/%d/%d" % (number, i, k) for k in range(3)])
+                sequencer.commit_if_idle(b"idle %d/%d" % (number, i))
+
+        threads = [threading.Thread(target=promising, args=(n,)) for n in range(3)]
+        threads += [threading.Thread(target=direct, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        sequencer.close()
+        assert len(promised) == 120
+        assert landed == promised
+        for entry, index in promised.items():
+            assert log.entry(index) == entry
+
+
+def test_a_failed_batch_breaks_only_the_promises_queued_behind_it(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    """A batch that fails takes no indexes: a promise made while it was being committed lands
+    earlier than promised (the node reports it broken); a promise made after it holds."""
+    with Log.open(tmp_path, signer) as log, Sequencer(log) as sequencer:
+        real_append = log.append
+        entered, release = threading.Event(), threading.Event()
+
+        def failing_first(entries: list[bytes]) -> object:
+            if b"doomed" in entries:
+                entered.set()
+                release.wait(30)
+                raise StorageError("disk full")
+            return real_append(entries)
+
+        log.append = failing_first  # type: ignore[assignment,method-assign]
+        outcomes: dict[bytes, tuple[int, Committed | BaseException]] = {}
+        finished = threading.Event()
+
+        def record(entry: bytes) -> Callable[[int, Committed | BaseException], None]:
+            def done(index: int, outcome: Committed | BaseException) -> None:
+                outcomes[entry] = (index, outcome)
+                if len(outcomes) == 2:
+                    finished.set()
+
+            return done
+
+        failed: list[Committed | BaseException] = []
+        worker = threading.Thread(target=lambda: failed.extend(sequencer.commit([b"doomed"])))
+        worker.start()
+        assert entered.wait(30)  # "doomed" holds index 0 and is being committed
+        behind = sequencer.promise(b"behind", record(b"behind"))
+        assert behind == 1
+        release.set()
+        worker.join()
+        assert isinstance(failed[0], StorageError)
+        after = sequencer.promise(b"after", record(b"after"))
+        assert finished.wait(30)
+        landed = {e: o.index for e, (_, o) in outcomes.items() if isinstance(o, Committed)}
+        assert landed[b"behind"] == 0  # broken: it landed before the index it was promised
+        assert landed[b"after"] == after == 1  # made after the failure was known: kept

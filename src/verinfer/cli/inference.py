@@ -92,12 +92,23 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     ] = False,
     publisher: PublisherOption = None,
     known_publishers: KnownPublishersOption = None,
+    durability: Annotated[
+        str,
+        typer.Option(
+            help="durable (the answer waits for the receipt to be in the log) or promise (the "
+            "node answers at once with its signed promise to log it; `verinfer upgrade` later)"
+        ),
+    ] = "durable",
 ) -> None:
     """Run a model (on a node, a network, or in process) and write its outputs and bundle.
 
     Answers from a node or a network are verified before anything is written; a name resolves
     only to a publisher key you trust for its owner (--publisher, or pinned on first use).
     """
+    if durability not in ("durable", "promise"):
+        raise InputError(f"--durability {durability!r} is not one of durable, promise")
+    if quorum and durability != "durable":
+        raise InputError("--quorum needs a logged receipt: upgrade the promise with it instead")
     audit_choice = "public" if public_audit else "private"
     if node is not None and network is not None:
         raise InputError("give --node URL or --network FILE, not both")
@@ -114,7 +125,9 @@ def infer(  # noqa: PLR0917 - a typer command: its options
                 err.status("proving…") if modes.parse(mode).proven else contextlib.nullcontext()
             )
             with waiting:  # a zk proof takes seconds to minutes
-                answer = remote.infer(model, given, mode=mode, nonce=nonce, audit=audit_choice)
+                answer = remote.infer(
+                    model, given, mode=mode, nonce=nonce, audit=audit_choice, durability=durability
+                )
             result_bundle = answer.bundle
             if zk_materials is not None and isinstance(remote, Client) and result_bundle.zk_proof:
                 zk_materials.mkdir(parents=True, exist_ok=True)
@@ -142,21 +155,79 @@ def infer(  # noqa: PLR0917 - a typer command: its options
         ):
             if not all(isinstance(v, np.ndarray) for v in given.values()):  # plain lists
                 given = tensors.from_plain(given, local.resolve(model).body["inputs"])
-            result = local.infer(model, given, mode=mode, nonce=nonce, audit=audit_choice)
+            result = local.infer(
+                model, given, mode=mode, nonce=nonce, audit=audit_choice, durability=durability
+            )
         outputs_got, result_bundle, signer_vkey = result.outputs, result.bundle, local.vkey
     bundle.write_text(result_bundle.to_json() + "\n")
-    if outputs is not None:
-        if outputs.suffix == ".npz":
-            outputs.write_bytes(tensors.encode_binary(outputs_got))
-        else:
-            outputs.write_text(json.dumps(tensors.encode_json(outputs_got)) + "\n")
-    if outputs is None:  # with --outputs FILE the outputs go there only (squeezenet: 27 KB)
-        out.print(json.dumps(tensors.encode_json(outputs_got)), markup=False)
-    else:
-        err.print(f"outputs written to {outputs}")
+    _write_outputs(outputs_got, outputs)
+    where = "promised as entry" if result_bundle.promised else "receipt"
     err.print(
-        f"receipt {result_bundle.index} in the log of {signer_vkey}; bundle written to {bundle}"
+        f"{where} {result_bundle.index} in the log of {signer_vkey}; bundle written to {bundle}"
         + (" (verified)" if node or network else "")
+        + (f"; upgrade it: verinfer upgrade {bundle} --node URL" if result_bundle.promised else "")
+    )
+
+
+def _write_outputs(found: dict[str, np.ndarray], path: Path | None) -> None:
+    """To ``path`` (.npz, else JSON) only, or printed (squeezenet's are 27 KB)."""
+    if path is None:
+        out.print(json.dumps(tensors.encode_json(found)), markup=False)
+        return
+    if path.suffix == ".npz":
+        path.write_bytes(tensors.encode_binary(found))
+    else:
+        path.write_text(json.dumps(tensors.encode_json(found)) + "\n")
+    err.print(f"outputs written to {path}")
+
+
+@app.command()
+def upgrade(  # noqa: PLR0917 - a typer command: its options
+    bundle: Annotated[Path, typer.Argument(help="a promise bundle (from --durability promise)")],
+    node: Annotated[str, typer.Option(help="URL of the node that made the promise")],
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="where to write the logged bundle (default: BUNDLE)"),
+    ] = None,
+    witnesses: Annotated[
+        Path | None, typer.Option(help="witness vkeys, one per line (with --quorum)")
+    ] = None,
+    quorum: Annotated[
+        int, typer.Option(min=0, help="also wait until this many of --witnesses cosigned")
+    ] = 0,
+    timeout: Annotated[float, typer.Option(min=0.0, help="seconds to wait for the log")] = 15.0,
+    evidence: Annotated[
+        Path, typer.Option(help="where to write the evidence if the promise was broken")
+    ] = Path("broken-promise.json"),
+) -> None:
+    """Turn a node's signed promise into the logged bundle: the receipt's inclusion proof
+    against a checkpoint that covers it (cosigned with --quorum), verified here. If the log
+    holds another receipt where one was promised, write the evidence that proves it and exit 1.
+    """
+    from verinfer.client import BrokenPromiseError  # noqa: PLC0415
+
+    parsed = Bundle.from_json(_read_file(bundle, "bundle"))
+    if quorum and witnesses is None:
+        raise InputError("--quorum needs --witnesses FILE")
+    keys_given, operators = _read_witnesses(witnesses) if witnesses is not None else ([], {})
+    with Client(node, trusted_vkeys=[parsed.receipt["node"]]) as remote:
+        try:
+            logged = remote.upgrade(
+                parsed,
+                timeout=timeout,
+                witnesses=keys_given,
+                quorum=quorum,
+                operators=operators,
+            )
+        except BrokenPromiseError as exc:
+            evidence.write_text(json.dumps(exc.evidence) + "\n")
+            err.print(f"evidence written to {evidence} (check it: verinfer evidence verify)")
+            raise
+    target = out_path or bundle
+    target.write_text(logged.to_json() + "\n")
+    err.print(
+        f"receipt is entry {logged.index} of the log of {logged.receipt['node']}; logged bundle "
+        f"written to {target} (verified)"
     )
 
 

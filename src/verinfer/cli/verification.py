@@ -26,6 +26,7 @@ from verinfer.client import Publishers
 from verinfer.errors import InputError
 from verinfer.modes.dispute import verify_verdict
 from verinfer.verify import (
+    AcceptPromise,
     AllOf,
     Bundle,
     Claims,
@@ -84,6 +85,14 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     ] = None,
     publisher: PublisherOption = None,
     known_publishers: KnownPublishersOption = None,
+    accept_promise: Annotated[
+        bool,
+        typer.Option(
+            "--accept-promise",
+            help="accept a node's signed promise to log the receipt (not yet in its log; "
+            "reported as a promise); without it a promise fails: `verinfer upgrade` it",
+        ),
+    ] = False,
 ) -> None:
     """Verify a proof bundle offline. Exit 0 if valid, 1 with the failed step if not."""
     root = _read_trust_root(trust)
@@ -129,6 +138,7 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     policy: list[Policy] = [WitnessQuorum(quorum)] if quorum else []
     policy += [Reexecute()] if reexecute else []
     policy += [UnsafeLocalSrs()] if allow_insecure_srs else []
+    policy += [AcceptPromise()] if accept_promise else []
     claims = Claims(
         inputs=_read_tensors(inputs, "inputs") if inputs else None,
         outputs=_read_tensors(outputs, "outputs") if outputs else None,
@@ -140,8 +150,10 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     )
     if published is not None:
         out.print(f"[green]✓[/] 8. {published}", highlight=False)
+    state = " (a PROMISE: not yet in the node's log)" if parsed.promised else ""
     out.print(
         f"[green]valid[/]: {parsed.receipt['mode']} answer of model {parsed.receipt['model']}"
+        + state
     )
 
 
@@ -173,6 +185,13 @@ def evidence_verify(
     model: Annotated[
         Path | None, typer.Option(help="the model's bytes (.onnx): fraud evidence needs them")
     ] = None,
+    witnesses: Annotated[
+        Path | None,
+        typer.Option(
+            help="trusted witness vkeys, one per line: a broken promise shown by a checkpoint "
+            "too small to hold it needs one's cosignature from after the deadline"
+        ),
+    ] = None,
 ) -> None:
     """Check evidence offline. Exit 0 and print what it proves, or 1 with why it does not."""
     try:
@@ -180,4 +199,6 @@ def evidence_verify(
         model_bytes = model.read_bytes() if model is not None else None
     except OSError as exc:
         raise InputError(f"cannot read {exc.filename!r}: {exc.strerror}") from exc
-    out.print(f"[green]proven[/]: {verify_evidence(data, model=model_bytes)}")
+    trusted = _read_witnesses(witnesses)[0] if witnesses is not None else []
+    verdict = verify_evidence(data, model=model_bytes, witnesses=trusted)
+    out.print(f"[green]proven[/]: {verdict}")

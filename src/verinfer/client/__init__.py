@@ -20,7 +20,7 @@ modules are internal; import from ``verinfer.client``.
 import time  # noqa: F401 - tests patch verinfer.client.time.sleep, the sync driver's sleep
 
 from verinfer.client._async import AsyncClient
-from verinfer.client._core import NetworkError, Result
+from verinfer.client._core import BrokenPromiseError, NetworkError, Result
 from verinfer.client._network import AsyncNetwork, Network, connect
 from verinfer.client._sync import Client
 from verinfer.client._trust import NodeKeys, Publishers, StaleHistory
@@ -28,6 +28,7 @@ from verinfer.client._trust import NodeKeys, Publishers, StaleHistory
 __all__ = [
     "AsyncClient",
     "AsyncNetwork",
+    "BrokenPromiseError",
     "Client",
     "Network",
     "NetworkError",

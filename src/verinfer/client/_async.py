@@ -139,9 +139,28 @@ class AsyncClient:
         mode: str = "attested",
         nonce: str | None = None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> Result:
         """:meth:`Client.infer`, awaited (``replicated:K`` needs a Network: ``InputError``)."""
-        return await self._run(self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit))
+        flow = self._core.infer(
+            model, inputs, mode=mode, nonce=nonce, audit=audit, durability=durability
+        )
+        return await self._run(flow)
+
+    async def upgrade(
+        self,
+        bundle: Bundle,
+        *,
+        timeout: float = 15.0,
+        witnesses: Iterable[str] = (),
+        quorum: int = 0,
+        operators: Mapping[str, str] | None = None,
+    ) -> Bundle:
+        """:meth:`Client.upgrade`, awaited."""
+        flow = self._core.upgrade(
+            bundle, timeout=timeout, witnesses=witnesses, quorum=quorum, operators=operators
+        )
+        return await self._run(flow)
 
     async def _infer(
         self,
@@ -214,6 +233,22 @@ class AsyncClient:
     async def delete_blob(self, blob: str) -> None:
         """:meth:`Client.delete_blob`, awaited."""
         await self._run(self._core.delete_blob(blob))
+
+    def upgrade_in_background(
+        self,
+        bundle: Bundle,
+        *,
+        timeout: float = 15.0,
+        witnesses: Iterable[str] = (),
+        quorum: int = 0,
+        operators: Mapping[str, str] | None = None,
+    ) -> asyncio.Task[Bundle]:
+        """:meth:`upgrade` as a task on the running loop: await it for the logged bundle."""
+        return asyncio.ensure_future(
+            self.upgrade(
+                bundle, timeout=timeout, witnesses=witnesses, quorum=quorum, operators=operators
+            )
+        )
 
     async def cosigned(
         self,

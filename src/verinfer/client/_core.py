@@ -45,11 +45,22 @@ from verinfer.hub.documents import (
     verify_history,
 )
 from verinfer.modes.dispute import Verdict, verify_verdict
-from verinfer.verify import Bundle, mode_matches, replicas_of, verify_bundle
+from verinfer.verify import AcceptPromise, Bundle, mode_matches, replicas_of, verify_bundle
+from verinfer.verify.evidence import broken_promise, verify_evidence
+from verinfer.verify.promise import open_promise
 
-__all__ = ["Call", "Core", "Flow", "NetworkError", "Result", "Sleep", "Work"]
+__all__ = ["BrokenPromiseError", "Call", "Core", "Flow", "NetworkError", "Result", "Sleep", "Work"]
 
 T = TypeVar("T")
+
+
+class BrokenPromiseError(VerificationError):
+    """A node broke a signed promise: ``evidence`` is the document that proves it offline
+    (``verinfer evidence verify``; submit it to witnesses and auditors)."""
+
+    def __init__(self, message: str, evidence: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.evidence = evidence
 
 
 class NetworkError(Error):
@@ -167,13 +178,22 @@ def _peers(response: httpx.Response) -> list[str]:
 
 
 def _infer_request(
-    model: str, inputs: Mapping[str, Any], mode: str, nonce: str | None, audit: str
+    model: str,
+    inputs: Mapping[str, Any],
+    mode: str,
+    nonce: str | None,
+    audit: str,
+    *,
+    durability: str = "durable",
 ) -> tuple[Call, str]:
     """The request of an inference, and its nonce. Large inputs travel as an ``.npz`` body
     instead of base64 inside JSON; plain lists travel as they are, typed by the node from the
-    model's signature. ``audit`` is sent only when it is not the default."""
+    model's signature. ``audit`` and ``durability`` are sent only when they are not the
+    default."""
     nonce = nonce or secrets.token_hex(16)
     extra = {} if audit == "private" else {"audit": audit}
+    if durability != "durable":
+        extra["durability"] = durability
     arrays = {k: v for k, v in inputs.items() if isinstance(v, np.ndarray)}
     if len(arrays) < len(inputs) or sum(a.nbytes for a in arrays.values()) < _BINARY_FROM:
         body = {
@@ -385,6 +405,7 @@ class Core:
         nonce: str | None,
         audit: str = "private",
         single: bool = True,
+        durability: str = "durable",
     ) -> Flow[Result]:
         """Run ``model`` on the node; return outputs whose bundle has been verified here: under
         a trusted node key, for exactly these inputs and outputs, the nonce sent and the mode
@@ -393,9 +414,13 @@ class Core:
         proof under the circuit a trusted publisher endorsed. ``single``: refuse modes that
         need several nodes (a :class:`~verinfer.client.Network` asks each node for its part).
         ``audit="public"`` lets anyone read this request's tensors (by default only the
-        requester, through the answer's capabilities, and the operator's auditors)."""
+        requester, through the answer's capabilities, and the operator's auditors).
+        ``durability="promise"``: the node may answer with its signed promise to log the
+        receipt (verified as such); :meth:`upgrade` turns it into the logged bundle."""
         if replicas_of(mode) > 1 and single:
             raise InputError(f"mode {mode!r} asks several nodes: use a Network (--network)")
+        if durability not in ("durable", "promise"):
+            raise InputError(f"durability {durability!r} is not one of durable, promise")
         vkey = yield from self.node_vkey()
         for name, value in inputs.items():
             if not isinstance(value, np.ndarray) and not tensors.is_plain(value):
@@ -403,9 +428,15 @@ class Core:
                     f"input {name!r} is a {type(value).__name__}: give a numpy array or nested "
                     "lists (typed by the model's signature)"
                 )
-        call, nonce = _infer_request(model, inputs, mode, nonce, audit)
+        call, nonce = _infer_request(model, inputs, mode, nonce, audit, durability=durability)
         response = yield from self.send(call)
         bundle, outputs, capabilities = _parse_answer(response, self.url, mode)
+        if bundle.promised and durability != "promise":
+            raise VerificationError(
+                "asked for a durable answer, but the node answered a promise: its receipt is "
+                "not in its log"
+            )
+        accept = AcceptPromise() if durability == "promise" else None
         if not all(isinstance(value, np.ndarray) for value in inputs.values()):
             # plain lists: typed here as the node typed them, by the signature of the manifest
             # the receipt names (checked below to be the model asked for); the digest in the
@@ -418,9 +449,13 @@ class Core:
             inputs = tensors.from_plain(inputs, typed.body["inputs"])
         if modes.parse(bundle.receipt["mode"], receipt=True).proven:
             policy = yield from self.zk_policy(bundle)
-            yield Work(lambda: verify_bundle(bundle, [vkey], inputs, outputs, **policy))
+            yield Work(
+                lambda: verify_bundle(
+                    bundle, [vkey], inputs, outputs, accept_promise=accept, **policy
+                )
+            )
         else:
-            verify_bundle(bundle, [vkey], inputs=inputs, outputs=outputs)
+            verify_bundle(bundle, [vkey], inputs=inputs, outputs=outputs, accept_promise=accept)
         _check_claims(model, bundle, nonce, mode, audit)
         if "/" in model:
             yield from self.named(model, bundle)
@@ -662,6 +697,78 @@ class Core:
                     f"{quorum} of the given witnesses within {timeout:g} s"
                 )
             yield Sleep(0.1)
+
+    def upgrade(
+        self,
+        bundle: Bundle,
+        *,
+        timeout: float,
+        witnesses: Iterable[str] = (),
+        quorum: int = 0,
+        operators: Mapping[str, str] | None = None,
+    ) -> Flow[Bundle]:
+        """A promise turned into the logged bundle: the node's latest checkpoint, once it covers
+        the promised index, and the receipt's inclusion proof against it (with ``quorum``,
+        against a checkpoint that many ``witnesses`` cosigned, as :meth:`cosigned`). A logged
+        bundle is returned as it is (or cosigned). Raises :class:`BrokenPromiseError`, with the
+        evidence, if the log holds another receipt at the promised index;
+        :class:`LimitExceeded` if the log has not reached it within ``timeout`` seconds."""
+        vkey = yield from self.node_vkey()
+        logged = bundle
+        if bundle.promised:
+            verify_bundle(bundle, [vkey], accept_promise=AcceptPromise())  # the node's own word
+            promise = open_promise(bundle.promise, [vkey])
+            until = time.monotonic() + timeout
+            while True:
+                signed = (yield from self.send(Call("GET", "/v1/log/checkpoint"))).text
+                checkpoint, _ = note.verify_checkpoint(signed, [vkey], origin=promise.log)
+                if checkpoint.size > promise.index:
+                    break
+                if witnesses and time.time() > promise.deadline:
+                    yield from self._overdue(promise.signed, list(witnesses))
+                if time.monotonic() > until:
+                    raise LimitExceeded(
+                        f"{self.url}: the log has {checkpoint.size} entries, not yet the "
+                        f"promised entry {promise.index} (due by {promise.when})"
+                    )
+                yield Sleep(0.05)
+            logged = yield from self._rebased(dataclasses.replace(bundle, promise=""), signed, vkey)
+            try:
+                verify_bundle(logged, [vkey])
+            except VerificationError:
+                yield from self._broken(promise.signed, logged)
+                raise
+        if quorum > 0:
+            logged = yield from self.cosigned(
+                logged, witnesses, quorum, timeout=timeout, operators=operators
+            )
+        return logged
+
+    def _overdue(self, promise: str, witnesses: list[str]) -> Flow[None]:
+        """Past the deadline, a log too small to hold the promise: raise
+        :class:`BrokenPromiseError` if one of ``witnesses`` cosigned that after the deadline."""
+        response = yield from self.attempt(Call("GET", "/v1/log/cosigned"))
+        if response.status_code != 200:
+            return
+        evidence = broken_promise(promise, response.text)
+        try:
+            verdict = verify_evidence(evidence, witnesses=witnesses)
+        except (VerificationError, InputError):
+            return  # no trusted witness has cosigned a small tree since the deadline
+        raise BrokenPromiseError(f"{self.url} broke its promise: {verdict}", evidence)
+
+    def _broken(self, promise: str, logged: Bundle) -> Flow[None]:
+        """Raise :class:`BrokenPromiseError` if the log holds another entry where ``logged`` (the
+        promise, proven against a checkpoint) was promised; return if it cannot be shown."""
+        there = (yield from self.send(Call("GET", f"/v1/log/entries/{logged.index}"))).content
+        evidence = broken_promise(
+            promise, logged.checkpoint, merkle.leaf_hash(there), list(logged.proof)
+        )
+        try:
+            verdict = verify_evidence(evidence)
+        except VerificationError:
+            return  # the node answered a bad proof or entry: not evidence, a failed upgrade
+        raise BrokenPromiseError(f"{self.url} broke its promise: {verdict}", evidence)
 
     def _rebased(self, bundle: Bundle, cosigned: str, vkey: str) -> Flow[Bundle]:
         """The bundle with the node's note of the cosigned checkpoint, the witnesses' lines

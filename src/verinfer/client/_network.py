@@ -188,7 +188,9 @@ class Network(_Nodes[Client]):
                 try:
                     model_cid = model_of(document)  # fraud and disputes re-run the model
                     model = client.blob(model_cid) if model_cid is not None else None
-                    self.convicted[accused] = verify_evidence(document, model=model)
+                    self.convicted[accused] = verify_evidence(
+                        document, model=model, witnesses=self.witnesses
+                    )
                 except (Error, ValueError, KeyError, TypeError):
                     continue  # evidence that does not hold convicts nobody
         return dict(self.convicted)
@@ -201,11 +203,15 @@ class Network(_Nodes[Client]):
         mode: str = "attested",
         nonce: str | None = None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> Result:
         """:meth:`Client.infer` on the next node that answers; for ``replicated:K``, on K nodes
         of distinct operators, whose answers must agree (:class:`DisagreementError`, carrying
-        every signed answer, if they do not: no majority is ever returned as verified)."""
+        every signed answer, if they do not: no majority is ever returned as verified).
+        ``durability="promise"`` (one node's modes only): as :meth:`Client.infer`."""
         wanted = replicas_of(mode)
+        if wanted > 1 and durability != "durable":
+            raise InputError(f"durability {durability!r} is for one node's answer, not {mode!r}")
         if wanted > 1:
             nonce = nonce or secrets.token_hex(16)
             return self._replicated(
@@ -214,7 +220,9 @@ class Network(_Nodes[Client]):
         failures = []
         for client in self._order():
             try:
-                return client.infer(model, inputs, mode=mode, nonce=nonce, audit=audit)
+                return client.infer(
+                    model, inputs, mode=mode, nonce=nonce, audit=audit, durability=durability
+                )
             except (NetworkError, LimitExceeded, StorageError, StaleHistory) as exc:
                 failures.append(f"{client.url}: {exc}")  # a lie (VerificationError) propagates
         raise NetworkError("no node answered: " + "; ".join(failures))
@@ -396,16 +404,21 @@ class AsyncNetwork(_Nodes[AsyncClient]):
         mode: str = "attested",
         nonce: str | None = None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> Result:
         """:meth:`Network.infer`, awaited."""
         wanted = replicas_of(mode)
+        if wanted > 1 and durability != "durable":
+            raise InputError(f"durability {durability!r} is for one node's answer, not {mode!r}")
         if wanted > 1:
             nonce = nonce or secrets.token_hex(16)
             return await self._replicated(model, inputs, mode, wanted, nonce, audit)
         failures = []
         for client in self._order():
             try:
-                return await client.infer(model, inputs, mode=mode, nonce=nonce, audit=audit)
+                return await client.infer(
+                    model, inputs, mode=mode, nonce=nonce, audit=audit, durability=durability
+                )
             except (NetworkError, LimitExceeded, StorageError, StaleHistory) as exc:
                 failures.append(f"{client.url}: {exc}")  # a lie (VerificationError) propagates
         raise NetworkError("no node answered: " + "; ".join(failures))
@@ -482,7 +495,9 @@ class AsyncNetwork(_Nodes[AsyncClient]):
                 try:
                     model_cid = model_of(document)
                     model = await client.blob(model_cid) if model_cid is not None else None
-                    verdict = await asyncio.to_thread(verify_evidence, document, model=model)
+                    verdict = await asyncio.to_thread(
+                        verify_evidence, document, model=model, witnesses=self.witnesses
+                    )
                     self.convicted[accused] = verdict
                 except (Error, ValueError, KeyError, TypeError):
                     continue

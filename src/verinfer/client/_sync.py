@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,6 +90,8 @@ class Client:
         )
         self.url = self._core.url
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self._upgrades: ThreadPoolExecutor | None = None  # made by the first background upgrade
+        self._upgrades_lock = threading.Lock()
 
     @property
     def trusted_nodes(self) -> list[str] | None:
@@ -101,7 +105,10 @@ class Client:
         return self._core.publishers
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Finish the background upgrades (each is bounded by its timeout), then close the
+        connection pool."""
+        if self._upgrades is not None:
+            self._upgrades.shutdown(wait=True)
         self._http.close()
 
     def __enter__(self) -> Client:
@@ -155,9 +162,14 @@ class Client:
         mode: str = "attested",
         nonce: str | None = None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> Result:
         """Run ``model`` (``owner/name[@version|tag]`` or a CID) on the node; return outputs
         whose bundle has been verified here.
+
+        ``durability="promise"``: the node answers as soon as the outputs exist, with its signed
+        promise to log the receipt at a stated index by a deadline (verified here as a promise:
+        :class:`~verinfer.verify.AcceptPromise`); :meth:`upgrade` fetches the logged bundle.
 
         Raises :class:`~verinfer.errors.VerificationError` unless the bundle proves exactly
         these inputs and outputs under a trusted node key with the nonce sent, and the model is
@@ -166,7 +178,30 @@ class Client:
         client trusts for the owner. ``replicated:K`` needs a :class:`Network`
         (:class:`~verinfer.errors.InputError` here).
         """
-        return self._run(self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit))
+        flow = self._core.infer(
+            model, inputs, mode=mode, nonce=nonce, audit=audit, durability=durability
+        )
+        return self._run(flow)
+
+    def upgrade(
+        self,
+        bundle: Bundle,
+        *,
+        timeout: float = 15.0,
+        witnesses: Iterable[str] = (),
+        quorum: int = 0,
+        operators: Mapping[str, str] | None = None,
+    ) -> Bundle:
+        """The logged bundle of a promise: the receipt's inclusion proof against a checkpoint of
+        the node that covers the promised index (with ``quorum``: one that many ``witnesses``
+        cosigned, as :meth:`cosigned`), verified here. Raises
+        :class:`~verinfer.client.BrokenPromiseError` (its ``evidence`` proves it offline) if
+        the log holds another receipt there, or, with ``witnesses``, if one of them cosigned
+        a tree too small to hold it after the deadline; ``LimitExceeded`` after ``timeout``."""
+        flow = self._core.upgrade(
+            bundle, timeout=timeout, witnesses=witnesses, quorum=quorum, operators=operators
+        )
+        return self._run(flow)
 
     def _infer(
         self,
@@ -252,6 +287,29 @@ class Client:
     def delete_blob(self, blob: str) -> None:
         """Delete a blob no published document names (needs ``admin_token``)."""
         self._run(self._core.delete_blob(blob))
+
+    def upgrade_in_background(
+        self,
+        bundle: Bundle,
+        *,
+        timeout: float = 15.0,
+        witnesses: Iterable[str] = (),
+        quorum: int = 0,
+        operators: Mapping[str, str] | None = None,
+    ) -> Future[Bundle]:
+        """:meth:`upgrade` on a background thread: the future holds the logged bundle (or the
+        error, such as :class:`~verinfer.client.BrokenPromiseError` with its evidence)."""
+        with self._upgrades_lock:
+            if self._upgrades is None:
+                self._upgrades = ThreadPoolExecutor(2, thread_name_prefix="verinfer-upgrade")
+        return self._upgrades.submit(
+            self.upgrade,
+            bundle,
+            timeout=timeout,
+            witnesses=witnesses,
+            quorum=quorum,
+            operators=operators,
+        )
 
     def cosigned(
         self,

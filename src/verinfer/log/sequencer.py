@@ -10,11 +10,19 @@ thread handoffs; one that gathered a batch itself commits it directly (:meth:`Se
 Callers either wait on a future (:meth:`Sequencer.submit`) or hand over a callback
 (:meth:`Sequencer.enqueue`) that the committer thread calls with the outcome; a batch hook runs
 after each batch's callbacks, so a caller can deliver a whole batch of answers in one handoff.
+
+**Positions before durability** (:meth:`Sequencer.promise`): every entry takes a ticket when it
+is queued or handed to :meth:`Sequencer.commit`, and batches are appended strictly in ticket
+order (a batch waits until every earlier ticket is committed or failed). So the index an entry
+will occupy is known when it is queued: its ticket, less the entries of batches that failed
+before it was queued. A batch that fails after later entries were promised shifts them: those
+promises break, which the node reports (and their holders can prove).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +32,7 @@ from dataclasses import dataclass
 from verinfer.errors import Error, InputError, StorageError
 from verinfer.log.core import MAX_ENTRY_BYTES, Log
 
-__all__ = ["Committed", "Sequencer"]
+__all__ = ["MAX_BATCH", "Committed", "Sequencer"]
 
 MAX_BATCH = 4096
 
@@ -52,7 +60,13 @@ class Sequencer:
         self._closed = False
         self._hooks: list[Callable[[], None]] = []
         self.commits = 0  # batches committed (for metrics and tests)
-        self._busy = threading.Lock()  # held by whichever thread is committing
+        # tickets: the order entries are appended in. _next is the next to hand out (under
+        # _wakeup); a batch of tickets [start, end) is appended once _done reaches start
+        self._next = log.size
+        self._done = log.size
+        self._lost = 0  # entries of failed batches: tickets that took no index
+        self._turn = threading.Condition(threading.Lock())
+        self._tickets: deque[int] = deque()  # the queued entries' tickets, in queue order
         self._thread = threading.Thread(target=self._run, name="verinfer-sequencer", daemon=True)
         self._thread.start()
 
@@ -65,14 +79,36 @@ class Sequencer:
     def enqueue(self, entry: bytes, done: Done) -> None:
         """Queue an entry; ``done`` is called on the committer thread with its
         :class:`Committed` or the exception that failed its batch. It must not block."""
+        self._queued(entry, done, None)
+
+    def promise(self, entry: bytes, done: Callable[[int, Committed | BaseException], None]) -> int:
+        """:meth:`enqueue`, and return the index ``entry`` will occupy once committed, which
+        ``done`` is called with too, before the outcome (a batch failing before it was
+        committed moves it elsewhere, or fails it: the outcome then says so)."""
+        return self._queued(entry, None, done)
+
+    def _queued(
+        self,
+        entry: bytes,
+        done: Done | None,
+        pledged: Callable[[int, Committed | BaseException], None] | None,
+    ) -> int:
+        # checked here, so one bad entry can never fail the batch it would have joined
         if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
-            # checked here, so one bad entry can never fail the batch it would have joined
             raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}, got {len(entry)}")
         with self._wakeup:
             if self._closed:
                 raise StorageError("the sequencer is closed")
+            ticket = self._next
+            self._next += 1
+            index = ticket - self._lost
+            if pledged is not None:
+                done = functools.partial(pledged, index)
+            assert done is not None
             self._queue.append((entry, done))
+            self._tickets.append(ticket)
             self._wakeup.notify()
+            return index
 
     def after_each_batch(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` on the committer thread after each batch's callbacks have run."""
@@ -82,19 +118,27 @@ class Sequencer:
         """Queue an entry and wait until it is committed."""
         return self.submit(entry).result(timeout)
 
-    def _take(self) -> list[tuple[bytes, Done]] | None:
+    def _take(self) -> tuple[int, list[tuple[bytes, Done]]] | None:
+        """The queue's head: entries of consecutive tickets (a direct commit may hold the
+        tickets between two queued entries), and the first ticket."""
         with self._wakeup:
             while not self._queue and not self._closed:
                 self._wakeup.wait()
             if not self._queue:
                 return None
-            count = min(len(self._queue), self._max_batch)
-            return [self._queue.popleft() for _ in range(count)]
+            start = self._tickets.popleft()
+            batch = [self._queue.popleft()]
+            while self._queue and len(batch) < self._max_batch:
+                if self._tickets[0] != start + len(batch):
+                    break
+                self._tickets.popleft()
+                batch.append(self._queue.popleft())
+            return start, batch
 
     def _run(self) -> None:
-        while (batch := self._take()) is not None:
-            with self._busy:
-                outcomes = self._commit([entry for entry, _ in batch])
+        while (taken := self._take()) is not None:
+            start, batch = taken
+            outcomes = self._in_turn(start, [entry for entry, _ in batch])
             for (_, done), outcome in zip(batch, outcomes, strict=True):
                 try:  # noqa: SIM105 - per entry: cheaper than a suppress() context
                     done(outcome)
@@ -108,29 +152,45 @@ class Sequencer:
         """Commit ``entries`` as one batch on this thread, now (a caller that gathered a batch
         itself needs no handoff to the committer); the outcome of each, in order. A bad entry
         fails only this caller's batch, so the log's own checks suffice."""
-        if self._closed:
-            raise StorageError("the sequencer is closed")
-        with self._busy:
-            return self._commit(entries)
+        with self._wakeup:
+            if self._closed:
+                raise StorageError("the sequencer is closed")
+            start = self._next
+            self._next += len(entries)
+        return self._in_turn(start, entries)
 
     def commit_if_idle(self, entry: bytes) -> Committed | BaseException | None:
         """Commit ``entry`` alone on this thread if nothing is queued or committing (a lone
         entry then skips the handoff to the committer and back); ``None`` if busy."""
-        if self._queue or self._closed or not self._busy.acquire(blocking=False):
-            return None
-        try:
-            return self._commit([entry])[0]
-        finally:
-            self._busy.release()
+        with self._wakeup:
+            if self._queue or self._closed or self._next != self._done:
+                return None
+            start = self._next
+            self._next += 1
+        return self._in_turn(start, [entry])[0]
+
+    def _in_turn(self, start: int, entries: list[bytes]) -> list[Committed | BaseException]:
+        """Commit the batch of tickets ``[start, start + len(entries))`` once every earlier
+        ticket is done: appends happen in ticket order, one at a time."""
+        with self._turn:
+            while self._done != start:
+                self._turn.wait()
+            try:
+                return self._commit(entries)
+            finally:
+                self._done = start + len(entries)
+                self._turn.notify_all()
 
     def _commit(self, entries: list[bytes]) -> list[Committed | BaseException]:
         try:
             appended = self.log.append(entries)
         except Error as exc:
+            self._failed(len(entries))
             return [exc] * len(entries)
         except BaseException as exc:  # never leave a caller waiting forever
+            self._failed(len(entries))
             return [StorageError(f"commit failed: {exc!r}")] * len(entries)
-        self.commits += 1  # under _busy, like every commit
+        self.commits += 1  # in turn, like every commit
         size = appended.end
         outcomes: list[Committed | BaseException] = []
         for index in range(appended.start, size):
@@ -141,6 +201,11 @@ class Sequencer:
                 continue
             outcomes.append(Committed(index, size, appended.signed_checkpoint, proof))
         return outcomes
+
+    def _failed(self, count: int) -> None:
+        """A batch took no indexes: later tickets land ``count`` earlier than counted."""
+        with self._wakeup:
+            self._lost += count
 
     def close(self) -> None:
         """Commit whatever is queued, then stop."""

@@ -243,6 +243,12 @@ class InferRequest(BaseModel):
         "answer's capabilities, and the operator's auditors) or public (anyone; the receipt "
         "says so)",
     )
+    durability: str = Field(
+        default="durable",
+        description="durable (answer once the receipt is in the log, with its inclusion proof) "
+        "or promise (answer at once with the node's signed promise to log the receipt at a "
+        "stated index by a deadline; upgrade it later)",
+    )
 
 
 class PublishRequest(BaseModel):
@@ -268,6 +274,11 @@ def _metrics(node: Node) -> tuple[CollectorRegistry, Counter, Histogram]:
     Gauge("verinfer_log_size", "entries in the node's log", registry=registry).set_function(
         lambda: node.log.size
     )
+    Gauge(
+        "verinfer_promises_broken",
+        "promised receipts that were not logged where promised (a crash or a failing disk)",
+        registry=registry,
+    ).set_function(lambda: node.broken_promises)
     Gauge("verinfer_log_commits", "batches committed since start", registry=registry).set_function(
         lambda: node.sequencer.commits
     )
@@ -406,8 +417,8 @@ def create_app(
         """Prometheus metrics: requests by route and status, inference latency, log size."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def answer(model: str, decode: Callable[[], dict[str, Any]], mode: str,
-                     nonce: str | None, audit: str) -> Response:  # fmt: skip
+    async def answer(model: str, decode: Callable[[], dict[str, Any]], *, mode: str,
+                     nonce: str | None, audit: str, durability: str) -> Response:  # fmt: skip
         nonlocal pending
         if pending >= max_pending:
             response = _error(503, "over_limit", f"{pending} inferences are pending; retry")
@@ -417,7 +428,9 @@ def create_app(
         try:
             started = time.perf_counter()
             inputs = await run_in_threadpool(decode)  # up to max_input_bytes: off the loop
-            result = await node.ainfer(model, inputs, mode=mode, nonce=nonce, audit=audit)
+            result = await node.ainfer(
+                model, inputs, mode=mode, nonce=nonce, audit=audit, durability=durability
+            )
             latency.observe(time.perf_counter() - started)
         finally:
             pending -= 1
@@ -447,14 +460,16 @@ def create_app(
                 # a plain list takes its dtype and shape from the model's signature
                 signature=lambda: node.resolve(request.model).body["inputs"],
             ),
-            request.mode,
-            request.nonce,
-            request.audit,
+            mode=request.mode,
+            nonce=request.nonce,
+            audit=request.audit,
+            durability=request.durability,
         )
 
     @app.post("/v1/infer/npz", openapi_extra=_NPZ_BODY)
     async def infer_npz(
         request: Request,
+        *,
         model: str = Query(description="owner/name[@version|tag], or a model or manifest CID"),
         mode: str = Query("attested", description="verification mode"),
         nonce: str | None = Query(None, description="a fresh client nonce"),
@@ -462,6 +477,7 @@ def create_app(
             "private",
             description="private (default) or public: who may read the inputs and outputs",
         ),
+        durability: str = Query("durable", description="durable (default) or promise"),
     ) -> Any:
         """:code:`/v1/infer` with the inputs as an ``.npz`` body (binary, no base64): for large
         tensors. The answer is the same JSON."""
@@ -469,9 +485,10 @@ def create_app(
         return await answer(
             model,
             lambda: tensors.decode_binary(data, max_bytes=node.max_input_bytes),
-            mode,
-            nonce,
-            audit,
+            mode=mode,
+            nonce=nonce,
+            audit=audit,
+            durability=durability,
         )
 
     admin = _admin_check(node)

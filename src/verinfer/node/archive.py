@@ -78,15 +78,11 @@ class TensorArchive:
             self._mark_public(digest, now)
         if now - self._touched.get(digest, -_TOUCH_EVERY) < _TOUCH_EVERY:
             return  # re-dated (or queued) moments ago: prune() allows for the difference
-        path = self._file(digest)  # checks the digest before it is remembered
+        self._file(digest)  # checks the digest before it is remembered
         if len(self._touched) >= _MAX_TOUCHED:
             self._touched.clear()
-        try:
-            os.utime(path)  # named by a new receipt: retained from now
-            self._touched[digest] = now
-            return
-        except (FileNotFoundError, NotADirectoryError):
-            pass
+        # kept already (re-dated) or new (written): the writer thread finds out, so the answer
+        # path makes no system call (a failed utime of a new digest cost ~10-60 us an answer)
         size = sum(np.asarray(a).nbytes for a in arrays.values())
         with self._lock:
             if self._queued + size > _MAX_QUEUED_BYTES:
@@ -171,8 +167,11 @@ class TensorArchive:
 
     def _write(self, digest: str, arrays: dict[str, np.ndarray]) -> None:
         path = self.path(digest)
-        if path.exists():
+        try:
+            os.utime(path)  # kept already, and named by a new receipt: retained from now
             return
+        except (FileNotFoundError, NotADirectoryError):
+            pass
         path.parent.mkdir(exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:

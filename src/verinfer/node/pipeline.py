@@ -47,6 +47,11 @@ class Pipeline(Generic[T, R]):
     add up to less than ``batch_seconds``, computes them and commits them itself as one batch.
     Any other request is committed by the sequencer's committer thread. ``clock`` (seconds)
     times a batch against twice its budget; tests give one they advance themselves.
+
+    A request whose payload ``promise(payload)`` is ``True`` is answered before it is durable:
+    its entry is queued for the committer with the index it will occupy, and
+    ``pledge(payload, index)`` is the answer at once; ``settle(payload, index, outcome)`` is
+    called on the committer thread once the entry is committed (or its batch failed).
     """
 
     def __init__(
@@ -60,8 +65,14 @@ class Pipeline(Generic[T, R]):
         batch_seconds: float = 2e-3,
         name: str = "verinfer-infer",
         clock: Callable[[], float] = time.monotonic,
+        promise: Callable[[T], bool] = lambda payload: False,
+        pledge: Callable[[T, int], R] | None = None,
+        settle: Callable[[T, int, Committed | BaseException], None] | None = None,
     ) -> None:
         self._compute = compute
+        self._promise = promise
+        self._pledge = pledge
+        self._settle = settle
         self._finish = finish
         self._sequencer = sequencer
         self._estimate = estimate
@@ -214,6 +225,8 @@ class Pipeline(Generic[T, R]):
         computed: list[tuple[_Waiter, bytes, T]],
         done: list[tuple[_Waiter, Any, BaseException | None]],
     ) -> None:
+        if self._pledge is not None:
+            computed = self._promise_all(computed, done)
         if len(computed) == 1:
             waiter, entry, payload = computed[0]
             outcome = self._sequencer.commit_if_idle(entry)
@@ -234,6 +247,30 @@ class Pipeline(Generic[T, R]):
             for (waiter, _, payload), outcome in zip(computed, outcomes, strict=True):
                 done.append((waiter, *self._answer(payload, outcome)))
         _deliver_all(done)
+
+    def _promise_all(
+        self,
+        computed: list[tuple[_Waiter, bytes, T]],
+        done: list[tuple[_Waiter, Any, BaseException | None]],
+    ) -> list[tuple[_Waiter, bytes, T]]:
+        """Answer the promise requests of ``computed`` (into ``done``); the others, to commit."""
+        rest = []
+        for item in computed:
+            waiter, entry, payload = item
+            if not self._promise(payload):
+                rest.append(item)
+                continue
+            try:
+                index = self._sequencer.promise(entry, functools.partial(self._logged, payload))
+                assert self._pledge is not None  # checked by the caller
+                done.append((waiter, self._pledge(payload, index), None))
+            except BaseException as exc:  # the sequencer closed or refused it
+                done.append((waiter, None, exc))
+        return rest
+
+    def _logged(self, payload: T, index: int, outcome: Committed | BaseException) -> None:
+        if self._settle is not None:
+            self._settle(payload, index, outcome)
 
     def _answer(self, payload: T, outcome: Committed | BaseException) -> tuple[Any, Any]:
         if isinstance(outcome, BaseException):

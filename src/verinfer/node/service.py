@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import secrets
@@ -37,7 +38,7 @@ from verinfer.errors import (
 from verinfer.hub import Hub, Manifest
 from verinfer.hub.documents import ZkAddendum, parse_ref
 from verinfer.log import Log
-from verinfer.log.sequencer import Committed, Sequencer
+from verinfer.log.sequencer import MAX_BATCH, Committed, Sequencer
 from verinfer.modes import NO_EVIDENCE, Evidence
 from verinfer.modes.zk import ZkProof
 from verinfer.node.access import TensorAccess
@@ -49,6 +50,7 @@ from verinfer.node.pipeline import Pipeline
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.bundle import AUDITS, check_nonce
 from verinfer.verify.evidence import model_of, verify_evidence
+from verinfer.verify.promise import sign_promise
 from verinfer.witness import Witness
 
 if TYPE_CHECKING:
@@ -66,12 +68,18 @@ __all__ = [
     "load_or_create_token",
 ]
 
+_logger = logging.getLogger(__name__)
+
 NODE_KEY_FILE = "node.skey"
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
 PEERS_FILE = "peers.json"
 WITNESS_KEY_FILE = "witness.skey"
 DEFAULT_MAX_INPUT_BYTES = 64 << 20
 DEFAULT_WINDOW = 86400  # seconds an optimistic answer may be challenged
+# seconds a promise gives the node to log its receipt (its maximum merge delay): far above a
+# commit's milliseconds, so only a crash or a failing disk breaks one
+DEFAULT_MERGE_DELAY = 60
+DURABILITIES = ("durable", "promise")
 _MISS_SECONDS = 10.0  # a model no peer had is not looked for again this soon
 _OVERLAP_BYTES = 256 << 10  # below this, handing the hashing to a thread costs more than it saves
 # runs this short (CPU seconds) are worth batching: a handoff between threads costs as much
@@ -136,11 +144,18 @@ def _now() -> str:
     return f"{_second[1]}{int((now - whole) * 1000):03d}Z"
 
 
-def _check_request(mode: str, nonce: str | None, audit: str) -> None:
-    modes.parse(mode)  # a node answers each replica of a replicated request on its own
+def _check_request(mode: str, nonce: str | None, audit: str, durability: str = "durable") -> None:
+    asked = modes.parse(mode)  # a node answers each replica of a replicated request on its own
     check_nonce(nonce)
     if audit not in AUDITS:
         raise InputError(f"audit {audit!r} is not one of {', '.join(AUDITS)}")
+    if durability not in DURABILITIES:
+        raise InputError(f"durability {durability!r} is not one of {', '.join(DURABILITIES)}")
+    if durability == "promise" and asked.nodes > 1:
+        raise InputError(
+            f"durability 'promise' is for one node's answer, not mode {mode!r}: its replicas "
+            "are checked against each other's logged receipts"
+        )
 
 
 @dataclass(frozen=True)
@@ -152,11 +167,11 @@ class Result:
     manifest: Manifest
 
 
-_Computed = tuple[Manifest, dict[str, np.ndarray], Receipt, Evidence]
+_Computed = tuple[Manifest, dict[str, np.ndarray], Receipt, Evidence, bool]
 
 
 def _finish(computed: _Computed, committed: Committed) -> Result:
-    manifest, outputs, receipt, evidence = computed
+    manifest, outputs, receipt, evidence, _ = computed
     bundle = Bundle(
         receipt,
         committed.index,
@@ -171,7 +186,9 @@ class Node:
     """A node over a data directory: its key, its log, its hub, its engine.
 
     ``data`` holds ``node.skey``, the log (``log.sqlite``, or ``log`` may name a PostgreSQL URL)
-    and the hub (``hub/``).
+    and the hub (``hub/``). ``merge_delay``: the seconds a promise gives the node to log its
+    receipt (``durability="promise"``). ``group_commit=False``: every receipt is committed and
+    its checkpoint signed on its own (no batching).
     """
 
     def __init__(
@@ -188,7 +205,14 @@ class Node:
         cosign_interval: float = 0.25,
         retention: float = DEFAULT_RETENTION,
         window: int = DEFAULT_WINDOW,
+        merge_delay: int = DEFAULT_MERGE_DELAY,
+        group_commit: bool = True,
     ) -> None:
+        if not 1 <= merge_delay <= 86400:
+            raise InputError(f"merge delay {merge_delay} s must be 1 s to a day")
+        self.merge_delay = merge_delay  # what a promise gives the node to log its receipt
+        self.promises = 0  # promises made, and those broken (their receipt landed elsewhere,
+        self.broken_promises = 0  # or failed): a broken one is evidence against this node
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
         self.signer = load_or_create_key(self.data, name)
@@ -202,7 +226,9 @@ class Node:
             self.data / "witness.sqlite", load_or_create_witness_key(self.data, name)
         )  # this node witnesses its peers' logs (C2SP tlog-witness)
         self.log = Log.open(log or self.data, self.signer)
-        self.sequencer = Sequencer(self.log)
+        # group_commit=False: every receipt its own commit and signature (a baseline, and for
+        # operators who want no batching at all)
+        self.sequencer = Sequencer(self.log, max_batch=MAX_BATCH if group_commit else 1)
         self.hub = hub or Hub(self.data / "hub")
         self._own_hub = hub is None
         self.engine = engine or Engine()
@@ -223,7 +249,10 @@ class Node:
             _finish,
             self.sequencer,
             workers=workers or os.cpu_count() or 2,
-            estimate=self._estimate,
+            estimate=self._estimate if group_commit else lambda args: None,
+            promise=lambda computed: computed[4],
+            pledge=self._pledge,
+            settle=self._settle,
         )
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
         # per (model ref, mode): the largest input (bytes) seen to run short, the average run
@@ -275,7 +304,9 @@ class Node:
 
     def judge(self, document: bytes) -> tuple[str, bool]:
         """Check submitted evidence and keep it if it holds: ``(verdict, newly kept)``.
-        Fraud and dispute evidence is re-executed on the model, which must be here."""
+        Fraud and dispute evidence is re-executed on the model, which must be here; a broken
+        promise shown by a tree too small to hold it needs this node's witness's cosignature
+        from after the deadline."""
         try:
             parsed = json.loads(document)
         except (ValueError, RecursionError) as exc:
@@ -290,7 +321,8 @@ class Node:
         model = None  # fraud and dispute evidence re-run the model: it must be here
         if model_cid is not None:
             model = self._model_bytes(self._resolve_here(model_cid))  # no peer fetches
-        verdict = verify_evidence(document, model=model)
+        # a broken promise by a too-small tree counts this node's own witness's cosignatures
+        verdict = verify_evidence(document, model=model, witnesses=[self.witness.vkey])
         return verdict, self.witness.record(parsed)
 
     def resolve(self, ref: str) -> Manifest:
@@ -369,13 +401,17 @@ class Node:
         nonce: str | None = None,
         timeout: float | None = None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> Result:
         """Run ``model`` on ``inputs`` and return the outputs with their proof bundle.
 
         ``audit="public"``: the requester lets anyone read the inputs and outputs (the receipt
-        says so); by default they are private (:mod:`verinfer.node.access`)."""
-        _check_request(mode, nonce, audit)
-        return self._pipeline.run(model, inputs, mode, nonce, timeout, audit)
+        says so); by default they are private (:mod:`verinfer.node.access`).
+        ``durability="promise"``: answer as soon as the outputs exist, with a signed promise to
+        log the receipt at the index the sequencer gave it within :attr:`merge_delay` seconds
+        (:mod:`verinfer.verify.promise`), instead of after the receipt is durable."""
+        _check_request(mode, nonce, audit, durability)
+        return self._pipeline.run(model, inputs, mode, nonce, timeout, audit, durability)
 
     async def ainfer(
         self,
@@ -386,10 +422,32 @@ class Node:
         nonce: str | None = None,
         timeout: float | None = None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> Result:
         """:meth:`infer` for asyncio callers: the event loop never blocks on the work."""
-        _check_request(mode, nonce, audit)
-        return await self._pipeline.arun(model, inputs, mode, nonce, timeout, audit)
+        _check_request(mode, nonce, audit, durability)
+        return await self._pipeline.arun(model, inputs, mode, nonce, timeout, audit, durability)
+
+    def _pledge(self, computed: _Computed, index: int) -> Result:
+        """A promise's answer: the receipt, the index it will occupy, the signed promise."""
+        manifest, outputs, receipt, evidence, _ = computed
+        signed = sign_promise(
+            self.signer,
+            log=self.log.origin,
+            index=index,
+            receipt=receipt.data,
+            deadline=math.ceil(time.time()) + self.merge_delay,
+        )
+        self.promises += 1
+        bundle = Bundle(receipt, index, (), "", evidence=evidence, promise=signed)
+        return Result(outputs, bundle, manifest)
+
+    def _settle(self, computed: _Computed, index: int, outcome: Committed | BaseException) -> None:
+        """On the committer thread: a promised receipt was logged (where promised, or not)."""
+        if isinstance(outcome, BaseException) or outcome.index != index:
+            self.broken_promises += 1
+            where = outcome if isinstance(outcome, BaseException) else f"entry {outcome.index}"
+            _logger.error("broke the promise of entry %d: %s", index, where)
 
     def _compute(  # noqa: PLR0917 - the pipeline passes a request's arguments positionally
         self,
@@ -399,6 +457,7 @@ class Node:
         nonce: str | None,
         timeout: float | None,
         audit: str = "private",
+        durability: str = "durable",
     ) -> tuple[bytes, _Computed]:
         """Resolve, check, run, digest (on a worker, or a blocking caller's own thread); the
         receipt's bytes go to the log."""
@@ -441,7 +500,7 @@ class Node:
             nonce=nonce,
             audit=audit,
         )
-        return receipt.data, (manifest, outputs, receipt, evidence)
+        return receipt.data, (manifest, outputs, receipt, evidence, durability == "promise")
 
     def _timed(self, key: tuple[str, str], inputs: dict[str, np.ndarray], seconds: float) -> None:
         """Learn which requests are short (see :meth:`_estimate`)."""

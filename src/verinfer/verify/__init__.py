@@ -15,6 +15,7 @@ from verinfer.verify.bundle import (
     window_of,
 )
 from verinfer.verify.policy import (
+    AcceptPromise,
     AllOf,
     Policy,
     Reexecute,
@@ -29,6 +30,7 @@ __all__ = [
     "BUNDLE_TYPE",
     "MODES",
     "RECEIPT_TYPE",
+    "AcceptPromise",
     "AllOf",
     "Bundle",
     "Claims",

@@ -225,6 +225,11 @@ class Bundle:
     ``cosignatures`` are witness cosignature lines on that checkpoint (none yet). ``replicas``
     (in the JSON form, ``evidence.replicas``) are, for ``replicated:K``, the bundles of the K-1
     other nodes that answered the same request; ``attested`` has no evidence.
+
+    ``promise`` (a node's signed promise, :mod:`verinfer.verify.promise`) makes the bundle a
+    *promise*: the receipt is not yet in a signed checkpoint, so ``proof`` and ``checkpoint``
+    are empty and ``index`` is the promised entry. The verifier accepts it only under
+    :class:`~verinfer.verify.AcceptPromise`; an upgrade replaces it with the logged bundle.
     """
 
     receipt: Receipt
@@ -233,6 +238,12 @@ class Bundle:
     checkpoint: str
     cosignatures: tuple[str, ...] = ()
     evidence: Evidence = NO_EVIDENCE  # what the receipt's mode adds (verinfer.modes)
+    promise: str = ""  # a signed promise: the receipt is not logged yet (no proof, checkpoint)
+
+    @property
+    def promised(self) -> bool:
+        """Whether this is a promise, not yet a logged receipt."""
+        return bool(self.promise)
 
     # the evidence of each mode, read through the bundle (empty when the mode has none)
     @property
@@ -266,8 +277,8 @@ class Bundle:
         return self.evidence.proof if isinstance(self.evidence, ZkProof) else ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object form."""
-        return {
+        """The JSON object form (``promise`` only in a promise)."""
+        out = {
             "type": BUNDLE_TYPE,
             "receipt": self.receipt.data.decode(),
             "index": self.index,
@@ -276,6 +287,9 @@ class Bundle:
             "cosignatures": list(self.cosignatures),
             "evidence": self.evidence.to_dict(),
         }
+        if self.promise:
+            out["promise"] = self.promise
+        return out
 
     def to_json(self) -> str:
         """The canonical JSON text of the bundle."""
@@ -298,6 +312,8 @@ class Bundle:
             raise VerificationError(f"malformed bundle: larger than {MAX_BUNDLE_BYTES} bytes")
         value = data if isinstance(data, dict) else _parse_json(data, "bundle")
         expected = {"type", "receipt", "index", "proof", "checkpoint", "cosignatures", "evidence"}
+        if isinstance(value, dict) and "promise" in value:
+            expected.add("promise")
         if not isinstance(value, dict) or set(value) != expected:
             fields = sorted(value) if isinstance(value, dict) else type(value).__name__
             raise VerificationError(f"malformed bundle: fields {fields!r}")
@@ -332,10 +348,23 @@ class Bundle:
             raise VerificationError("malformed bundle: cosignatures must be a list of lines")
         if not encodable(value["receipt"]):
             raise VerificationError("malformed bundle: the receipt is not valid Unicode")
+        promise = value.get("promise", "")
+        if "promise" in value and (
+            not isinstance(promise, str) or not promise or value["checkpoint"] or hashes
+        ):
+            raise VerificationError(
+                "malformed bundle: a promise is a signed note, with no proof and no checkpoint"
+            )
         receipt = Receipt.from_bytes(value["receipt"].encode())
         evidence = modes.parse(receipt["mode"], receipt=True).evidence(
             value["evidence"], replica=replica
         )
         return cls(
-            receipt, index, tuple(hashes), value["checkpoint"], tuple(cosignatures), evidence
+            receipt,
+            index,
+            tuple(hashes),
+            value["checkpoint"],
+            tuple(cosignatures),
+            evidence,
+            promise,
         )

@@ -7,6 +7,11 @@ whoever found them. Pure: no I/O.
   give on its inputs: the evidence holds the bundle, the inputs and the correct outputs; anyone
   with the model's bytes re-executes and sees it (on the receipt's engine identity, since low
   bits may differ across CPU kernel classes).
+- ``broken-promise``: a node's signed promise (:mod:`verinfer.verify.promise`) that a receipt
+  would be entry ``i`` of its log, and a checkpoint it signed that proves otherwise: of size > i,
+  with an inclusion proof of another leaf at ``i`` (conclusive at any time: the log is
+  append-only), or of size <= i cosigned by a witness the checker trusts at or after the
+  promise's deadline.
 - ``dispute``: a referee's verdict that convicts a defendant by its own signed trace; anyone
   with the model's bytes replays the verdict and re-runs the disputed step.
 
@@ -18,17 +23,27 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from verinfer import note, tensors
+from verinfer import merkle, note, tensors
 from verinfer.errors import Error, InputError, VerificationError
 from verinfer.verify.bundle import Bundle
+from verinfer.verify.promise import open_promise
 from verinfer.verify.verifier import verify_bundle
 
 if TYPE_CHECKING:  # the dispute game needs ONNX Runtime: loaded only to check its evidence
     from verinfer.modes.dispute import Verdict
 
-__all__ = ["EVIDENCE_TYPE", "dispute", "equivocation", "fraud", "model_of", "verify_evidence"]
+__all__ = [
+    "EVIDENCE_TYPE",
+    "broken_promise",
+    "dispute",
+    "equivocation",
+    "fraud",
+    "model_of",
+    "verify_evidence",
+]
 
 EVIDENCE_TYPE = "verinfer.evidence/v1"
 _MAX_BYTES = 256 << 20
@@ -65,10 +80,38 @@ def fraud(
     }
 
 
-def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | None = None) -> str:
+def broken_promise(
+    promise: str, checkpoint: str, leaf: bytes | None = None, proof: Iterable[bytes] = ()
+) -> dict[str, Any]:
+    """Broken-promise evidence: the node's signed ``promise`` and a ``checkpoint`` it signed
+    (with any cosignatures attached) that either holds ``leaf`` at the promised index, proven by
+    ``proof``, or is too small to hold the index (then ``leaf`` is ``None``, and the checkpoint
+    must carry a trusted witness's cosignature from at or after the deadline)."""
+    body = note.parse(promise)[0]
+    parsed = json.loads(body)
+    return {
+        "type": EVIDENCE_TYPE,
+        "kind": "broken-promise",
+        "log": parsed.get("log"),
+        "vkey": parsed.get("node"),
+        "promise": promise,
+        "checkpoint": checkpoint,
+        "leaf": None if leaf is None else base64.b64encode(leaf).decode(),
+        "proof": [base64.b64encode(h).decode() for h in proof],
+    }
+
+
+def verify_evidence(
+    document: str | bytes | dict[str, Any],
+    *,
+    model: bytes | None = None,
+    witnesses: Iterable[str] = (),
+) -> str:
     """Check evidence; return the verdict it proves, or raise :class:`VerificationError`.
 
-    Fraud and dispute evidence need ``model`` (the bytes :func:`model_of` names)."""
+    Fraud and dispute evidence need ``model`` (the bytes :func:`model_of` names); a broken
+    promise whose checkpoint is too small to hold the promised index counts only cosignatures
+    by ``witnesses``, the checker's trusted witness keys."""
     if isinstance(document, str | bytes):
         if len(document) > _MAX_BYTES:
             raise VerificationError(f"malformed evidence: larger than {_MAX_BYTES} bytes")
@@ -80,12 +123,16 @@ def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | No
     fields = {"type", "kind", "log", "vkey"} | {
         "equivocation": {"checkpoints"},
         "dispute": {"verdict"},
+        "broken-promise": {"promise", "checkpoint", "leaf", "proof"},
     }.get(str(kind), {"bundle", "manifest", "inputs", "outputs", "engine"})
     if not isinstance(document, dict) or set(document) != fields:
         found = sorted(document) if isinstance(document, dict) else type(document).__name__
         raise VerificationError(f"malformed evidence: fields {found!r}")
-    if document["type"] != EVIDENCE_TYPE or kind not in ("equivocation", "fraud", "dispute"):
+    kinds = ("equivocation", "fraud", "dispute", "broken-promise")
+    if document["type"] != EVIDENCE_TYPE or kind not in kinds:
         raise VerificationError(f"unsupported evidence {document['type']!r} / {kind!r}")
+    if kind == "broken-promise":
+        return _broken_promise(document, list(witnesses))
     if kind == "fraud":
         return _fraud(document, model)
     if kind == "dispute":
@@ -106,6 +153,74 @@ def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | No
     return (
         f"log {origin!r} (key {vkey}) signed two different trees of size {a.size}: "
         f"roots {a.root.hex()} and {b.root.hex()}"
+    )
+
+
+def _hashes(values: object, what: str) -> list[bytes]:
+    if not isinstance(values, list) or len(values) > 64:
+        raise VerificationError(f"malformed evidence: {what} must be a list of at most 64 hashes")
+    out = []
+    for value in values:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (TypeError, ValueError, binascii.Error) as exc:
+            raise VerificationError(f"malformed evidence: {what}: not base64") from exc
+        if len(raw) != merkle.HASH_SIZE:
+            raise VerificationError(f"malformed evidence: {what}: a hash is not 32 bytes")
+        out.append(raw)
+    return out
+
+
+def _broken_promise(document: dict[str, Any], witnesses: list[str]) -> str:
+    vkey, origin = document["vkey"], document["log"]
+    if not isinstance(vkey, str) or not isinstance(origin, str):
+        raise VerificationError("malformed evidence: log and vkey must be strings")
+    if not isinstance(document["checkpoint"], str):
+        raise VerificationError("malformed evidence: checkpoint must be a signed note")
+    try:
+        promise = open_promise(document["promise"], [vkey])
+        checkpoint, _ = note.verify_checkpoint(document["checkpoint"], [vkey], origin=origin)
+    except (VerificationError, InputError) as exc:
+        raise VerificationError(f"evidence does not verify: {exc}") from exc
+    if promise.log != origin:
+        raise VerificationError(f"the promise is about log {promise.log!r}, not {origin!r}")
+    index = promise.index
+    if checkpoint.size > index:  # another leaf at the promised index: no clock needed
+        if document["leaf"] is None:
+            raise VerificationError(
+                f"the checkpoint of size {checkpoint.size} holds entry {index}: the evidence "
+                "must give the leaf there and its inclusion proof"
+            )
+        (leaf,) = _hashes([document["leaf"]], "leaf")
+        proof = _hashes(document["proof"], "proof")
+        if leaf == promise.leaf:
+            raise VerificationError(f"entry {index} is the promised receipt: the promise is kept")
+        try:
+            merkle.verify_inclusion(leaf, index, checkpoint.size, proof, checkpoint.root)
+        except VerificationError as exc:
+            raise VerificationError(f"evidence does not verify: {exc}") from exc
+        return (
+            f"node {vkey} promised receipt leaf {promise.leaf.hex()} as entry {index} of log "
+            f"{origin!r} by {promise.when}; its signed tree of size {checkpoint.size} holds "
+            f"leaf {leaf.hex()} there"
+        )
+    cosigner = note.ALG_COSIGNATURE_V1
+    trusted = [w for w in witnesses if note.VerifierKey.parse(w).algorithm == cosigner]
+    try:
+        cosigned = note.verify(document["checkpoint"], trusted).verified if trusted else ()
+    except VerificationError:
+        cosigned = ()
+    late = [s for s in cosigned if s.timestamp is not None and s.timestamp >= promise.deadline]
+    if not late:
+        raise VerificationError(
+            f"the checkpoint of size {checkpoint.size} is too small to hold entry {index}, but "
+            f"nothing shows it is from after the deadline {promise.when}: that needs a "
+            "cosignature by a witness the checker trusts, timestamped at or after it"
+        )
+    return (
+        f"node {vkey} promised receipt leaf {promise.leaf.hex()} as entry {index} of log "
+        f"{origin!r} by {promise.when}; at {late[0].timestamp} witness {late[0].name} cosigned "
+        f"its checkpoint of size {checkpoint.size}, which does not hold that entry"
     )
 
 

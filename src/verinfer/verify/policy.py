@@ -17,7 +17,15 @@ if TYPE_CHECKING:
     from verinfer.verify.bundle import Bundle
     from verinfer.verify.trust import TrustRoot
 
-__all__ = ["AllOf", "Policy", "Reexecute", "RequireMode", "UnsafeLocalSrs", "WitnessQuorum"]
+__all__ = [
+    "AcceptPromise",
+    "AllOf",
+    "Policy",
+    "Reexecute",
+    "RequireMode",
+    "UnsafeLocalSrs",
+    "WitnessQuorum",
+]
 
 
 class Policy:
@@ -90,6 +98,15 @@ class RequireMode(Policy):
 class Reexecute(Policy):
     """Step 6: run the model here on the given inputs; the outputs must be the receipt's, bit
     for bit (meaningful on the same engine identity). Needs the model and the inputs."""
+
+
+@dataclass(frozen=True)
+class AcceptPromise(Policy):
+    """Accept a *promise*: a bundle whose receipt the node signed it will log by a deadline,
+    but which no signed checkpoint covers yet (``durability="promise"``). The node is bound by
+    its signature (a broken promise is evidence against it), but nobody can yet see the receipt
+    in its log: upgrade the bundle (``Client.upgrade``) for that. Without this policy a promise
+    fails verification."""
 
 
 @dataclass(frozen=True)

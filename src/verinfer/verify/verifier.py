@@ -17,7 +17,15 @@ from verinfer.modes import Claims, Context
 from verinfer.modes.replicated import KERNEL_CLASSES, cross_class_bound, kernel_class_of
 from verinfer.note import Checkpoint
 from verinfer.verify.bundle import Bundle
-from verinfer.verify.policy import AllOf, Policy, Reexecute, UnsafeLocalSrs, WitnessQuorum
+from verinfer.verify.policy import (
+    AcceptPromise,
+    AllOf,
+    Policy,
+    Reexecute,
+    UnsafeLocalSrs,
+    WitnessQuorum,
+)
+from verinfer.verify.promise import open_promise
 from verinfer.verify.steps import Report, checkpoint_of, inclusion
 from verinfer.verify.trust import TrustRoot
 
@@ -63,13 +71,17 @@ class Verifier:
         trusted = list(self.trust.nodes)
         receipt = bundle.receipt
         mode = modes.parse(receipt["mode"], receipt=True)
-        checkpoint = checkpoint_of(bundle, trusted)
-        say(f"1. checkpoint of size {checkpoint.size} is signed by trusted node {receipt['node']}")
-        for member in members:
-            if isinstance(member, WitnessQuorum) and member.count > 0:
-                say(member.check(bundle, self.trust))
-        inclusion(bundle, checkpoint)
-        say(f"2. receipt is entry {bundle.index} of that log ({len(bundle.proof)}-hash proof)")
+        if bundle.promised:
+            _promise(bundle, trusted, members, say)
+        else:
+            checkpoint = checkpoint_of(bundle, trusted)
+            node = receipt["node"]
+            say(f"1. checkpoint of size {checkpoint.size} is signed by trusted node {node}")
+            for member in members:
+                if isinstance(member, WitnessQuorum) and member.count > 0:
+                    say(member.check(bundle, self.trust))
+            inclusion(bundle, checkpoint)
+            say(f"2. receipt is entry {bundle.index} of that log ({len(bundle.proof)}-hash proof)")
         mode.check_evidence(bundle, trusted, say)
         if claims.model is not None:
             try:
@@ -97,10 +109,45 @@ class Verifier:
         insecure = any(isinstance(member, UnsafeLocalSrs) for member in members)
         mode.check_claims(bundle, claims, Context(self.trust, say, insecure))
         for member in members:
-            if not isinstance(member, WitnessQuorum | Reexecute | UnsafeLocalSrs):
+            if not isinstance(member, WitnessQuorum | Reexecute | UnsafeLocalSrs | AcceptPromise):
                 line = member.check(bundle, self.trust)
                 if line:
                     say(line)
+
+
+def _promise(bundle: Bundle, trusted: list[str], members: tuple[Policy, ...], say: Report) -> None:
+    """Steps 1-2 of a promise: only under :class:`AcceptPromise`, and reported as a promise."""
+    receipt = bundle.receipt
+    if not any(isinstance(member, AcceptPromise) for member in members):
+        raise VerificationError(
+            f"step 1 (log): this bundle is a signed promise that the receipt will be entry "
+            f"{bundle.index} of the node's log, not yet a logged receipt: upgrade it "
+            "(verinfer upgrade, Client.upgrade) or accept promises with AcceptPromise()"
+        )
+    if any(isinstance(member, WitnessQuorum) and member.count > 0 for member in members):
+        raise VerificationError(
+            "step 1+ (witnesses): a promise has no checkpoint for witnesses to cosign: upgrade it"
+        )
+    if receipt["node"] not in trusted:
+        raise VerificationError(
+            f"step 1 (promise): the receipt's node {receipt['node']!r} is not a trusted key"
+        )
+    try:
+        promise = open_promise(bundle.promise, [receipt["node"]])
+    except VerificationError as exc:
+        raise VerificationError(f"step 1 (promise): {exc}") from exc
+    if promise.log != receipt["log"] or promise.index != bundle.index:
+        raise VerificationError(
+            f"step 1 (promise): it promises entry {promise.index} of log {promise.log!r}, the "
+            f"bundle says entry {bundle.index} of log {receipt['log']!r}"
+        )
+    if not promise.promises(receipt.data):
+        raise VerificationError("step 1 (promise): it promises another receipt than the bundle's")
+    say(
+        f"1. PROMISE, NOT YET LOGGED: trusted node {receipt['node']} signed that this receipt "
+        f"will be entry {promise.index} of log {promise.log!r} by {promise.when}"
+    )
+    say("2. no inclusion proof yet: upgrade the bundle to see the receipt in the log")
 
 
 def verify_bundle(
@@ -119,6 +166,7 @@ def verify_bundle(
     zk_publishers: Iterable[str] = (),
     trusted_srs: Iterable[str] = (),
     allow_insecure_srs: bool = False,
+    accept_promise: AcceptPromise | None = None,
 ) -> None:
     """Verify a bundle offline; return ``None`` or raise :class:`VerificationError`: the
     steps of :meth:`Verifier.verify`, with the trust root and the policy as keyword arguments.
@@ -130,6 +178,7 @@ def verify_bundle(
     (how every node names its own) is taken as the log's own witness whatever the mapping says.
     ``zk_publishers`` are the publisher keys trusted to endorse circuits, ``trusted_srs`` the
     zk setups accepted (``allow_insecure_srs``: any, see :class:`UnsafeLocalSrs`).
+    ``accept_promise=AcceptPromise()``: a promise passes (reported as one); by default it fails.
     """
     trust = TrustRoot.of(
         trusted_vkeys,
@@ -141,6 +190,7 @@ def verify_bundle(
     policy: list[Policy] = [WitnessQuorum(quorum)] if quorum > 0 else []
     policy += [Reexecute()] if reexecute else []
     policy += [UnsafeLocalSrs()] if allow_insecure_srs else []
+    policy += [accept_promise] if isinstance(accept_promise, AcceptPromise) else []
     claims = Claims(inputs, outputs, model, zk_materials)
     Verifier(trust).verify(bundle, claims, AllOf(policy), report=report)
 
@@ -192,6 +242,8 @@ def verify_bundles(bundles: Iterable[Bundle], trusted_vkeys: Iterable[str]) -> N
         receipt = bundle.receipt
         key = (bundle.checkpoint, receipt["node"], receipt["log"])
         try:
+            if bundle.promised:
+                raise VerificationError("a promise, not yet logged: upgrade it")
             checkpoint = seen.get(key)
             if checkpoint is None:
                 checkpoint = seen[key] = checkpoint_of(bundle, trusted)

@@ -1,0 +1,465 @@
+"""Signed promises (issue 20): a node answers before its receipt is durable, with a signed
+promise of the index it will occupy by a deadline; a promise upgrades to the logged bundle, and a
+broken one is evidence that convicts the node offline. Real nodes on 127.0.0.1, the SDK and the
+``verinfer`` command; a dishonest node, a forging client and a framed honest node."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from test_http import Served
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
+from hub_models import sklearn_model
+
+from verinfer import canonical, merkle, note, tensors
+from verinfer.client import AsyncClient, BrokenPromiseError, Client, Network
+from verinfer.errors import InputError, LimitExceeded, VerificationError
+from verinfer.log.sequencer import Committed
+from verinfer.node import Node
+from verinfer.verify import AcceptPromise, Bundle, verify_bundle
+from verinfer.verify.evidence import broken_promise, verify_evidence
+from verinfer.verify.promise import open_promise, sign_promise
+
+IRIS = {"X": np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)}
+VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
+
+
+def run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*VERINFER, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VERINFER_HOME": str(home)},
+    )
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Served]]:
+    """An answering node, and a node that witnesses its log (to keep evidence about it)."""
+    tmp = tmp_path_factory.mktemp("promise")
+    alice = note.Signer(note.generate_key("alice")[0])
+    answering = Node(tmp / "answering", name="answering.test")
+    answering.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1",
+                          signer=alice)  # fmt: skip
+    witnessing = Node(tmp / "witnessing", name="witnessing.test")
+    witnessing.witness.trust(answering.log.origin, answering.vkey)
+    served = Served(answering), Served(witnessing)
+    try:
+        yield served
+    finally:
+        for one in served:
+            one.stop()
+            one.node.close()
+
+
+@pytest.fixture
+def node(nodes: tuple[Served, Served]) -> Served:
+    return nodes[0]
+
+
+@pytest.fixture
+def client(node: Served) -> Iterator[Client]:
+    with Client(node.url, trusted_vkeys=[node.node.vkey]) as opened:
+        yield opened
+
+
+def test_a_promise_answers_is_refused_by_default_and_upgrades(node: Served, client: Client) -> None:
+    result = client.infer("alice/iris", IRIS, durability="promise")
+    bundle = result.bundle
+    assert result.outputs["label"].tolist() == [0, 2]
+    assert bundle.promised
+    assert bundle.proof == ()
+    assert bundle.checkpoint == ""
+    # the JSON form round-trips; offline, a promise fails unless the policy accepts one
+    parsed = Bundle.from_json(bundle.to_json())
+    assert parsed == bundle
+    with pytest.raises(VerificationError, match=r"signed promise.*AcceptPromise"):
+        verify_bundle(parsed, [node.node.vkey], IRIS)
+    lines: list[str] = []
+    verify_bundle(parsed, [node.node.vkey], IRIS, accept_promise=AcceptPromise(),
+                  report=lines.append)  # fmt: skip
+    assert lines[0].startswith("1. PROMISE, NOT YET LOGGED")
+    with pytest.raises(VerificationError, match="no checkpoint for witnesses"):
+        verify_bundle(parsed, [node.node.vkey], accept_promise=AcceptPromise(),
+                      witnesses=[node.node.witness.vkey], quorum=1)  # fmt: skip
+    promise = open_promise(bundle.promise, [node.node.vkey])
+    assert promise.index == bundle.index
+    assert promise.deadline >= time.time() + node.node.merge_delay - 5
+    # the upgrade: the same receipt, logged where it was promised, proven
+    logged = client.upgrade(bundle)
+    assert not logged.promised
+    assert logged.receipt == bundle.receipt
+    assert logged.index == bundle.index
+    verify_bundle(logged, [node.node.vkey], IRIS)
+    assert node.node.log.entry(bundle.index) == bundle.receipt.data
+    assert client.upgrade(logged) == logged  # a logged bundle stays as it is
+    # or in the background: the SDK hands back the logged bundle when it is there
+    later = client.infer("alice/iris", IRIS, durability="promise").bundle
+    upgraded = client.upgrade_in_background(later).result(timeout=60)
+    verify_bundle(upgraded, [node.node.vkey])
+    assert upgraded.receipt == later.receipt
+
+
+def test_the_default_stays_durable_and_async_clients_upgrade_too(
+    node: Served, client: Client
+) -> None:
+    durable = client.infer("alice/iris", IRIS)
+    assert not durable.bundle.promised
+    verify_bundle(durable.bundle, [node.node.vkey])
+
+    async def main() -> tuple[Bundle, Bundle]:
+        async with AsyncClient(node.url, trusted_vkeys=[node.node.vkey]) as remote:
+            answers = await asyncio.gather(
+                *(remote.infer("alice/iris", IRIS, durability="promise") for _ in range(8))
+            )
+            bundles = [answer.bundle for answer in answers]
+            upgraded = await asyncio.gather(*(remote.upgrade(b) for b in bundles[1:]))
+            first = await remote.upgrade_in_background(bundles[0])
+            assert [b.receipt for b in upgraded] == [b.receipt for b in bundles[1:]]
+            return bundles[0], first
+
+    promised, logged = asyncio.run(main())
+    assert promised.promised
+    assert logged.index == promised.index
+    verify_bundle(logged, [node.node.vkey])
+    assert node.node.broken_promises == 0
+
+
+def test_bad_promise_requests_are_refused_with_json(node: Served) -> None:
+    body = {"model": "alice/iris", "inputs": tensors.encode_json(IRIS, raw=True)}
+    answer = httpx.post(f"{node.url}/v1/infer", json={**body, "durability": "soon"}, timeout=60)
+    assert answer.status_code == 400
+    assert "durability 'soon'" in answer.json()["message"]
+    answer = httpx.post(
+        f"{node.url}/v1/infer",
+        json={**body, "durability": "promise", "mode": "replicated:2"},
+        timeout=60,
+    )
+    assert answer.status_code == 400
+    assert "one node's answer" in answer.json()["message"]
+    # the .npz route takes it as a query parameter
+    answer = httpx.post(
+        f"{node.url}/v1/infer/npz",
+        params={"model": "alice/iris", "durability": "promise"},
+        content=tensors.encode_binary(IRIS),
+        headers={"content-type": "application/x-npz"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert Bundle.from_json(answer.json()["bundle"]).promised
+    with pytest.raises(InputError, match="durability 'later'"):
+        node.node.infer("alice/iris", IRIS, durability="later")
+
+
+def _forged(bundle: Bundle, signer: note.Signer, **changes: Any) -> Bundle:
+    fields = {"log": bundle.receipt["log"], "index": bundle.index, "receipt": bundle.receipt.data,
+              "deadline": int(time.time()) + 60} | changes  # fmt: skip
+    return replace(bundle, promise=sign_promise(signer, **fields))
+
+
+def test_forged_and_mismatched_promises_fail(node: Served, client: Client) -> None:
+    bundle = client.infer("alice/iris", IRIS, durability="promise").bundle
+    vkey, accept = node.node.vkey, AcceptPromise()
+    # a client forging a promise: another key, even under the node's name
+    mallory = note.Signer(note.generate_key(node.node.signer.name)[0])
+    with pytest.raises(VerificationError, match=r"step 1 \(promise\).*not a trusted key"):
+        verify_bundle(_forged(bundle, mallory), [vkey], accept_promise=accept)
+    # ... or naming the node's key in the signed text
+    text, _ = note.parse(bundle.promise)
+    claimed = mallory.sign(text)
+    with pytest.raises(VerificationError, match=r"step 1 \(promise\).*not signed by any"):
+        verify_bundle(replace(bundle, promise=claimed), [vkey], accept_promise=accept)
+    # the node's own promise, moved: another index, another receipt, or another log
+    signer = node.node.signer
+    with pytest.raises(VerificationError, match="promises entry 999"):
+        verify_bundle(_forged(bundle, signer, index=999), [vkey], accept_promise=accept)
+    with pytest.raises(VerificationError, match="another receipt"):
+        verify_bundle(_forged(bundle, signer, receipt=b"{}"), [vkey], accept_promise=accept)
+    with pytest.raises(VerificationError, match="log 'elsewhere'"):
+        verify_bundle(_forged(bundle, signer, log="elsewhere"), [vkey], accept_promise=accept)
+    # a byte of the signed promise changed
+    tampered = bundle.promise.replace('"index":', '"index":1', 1)
+    with pytest.raises(VerificationError, match="signature"):
+        verify_bundle(replace(bundle, promise=tampered), [vkey], accept_promise=accept)
+    # a promise is never also a proof, and a durable request is never answered by one
+    mixed = {**bundle.to_dict(), "checkpoint": node.node.log.signed_checkpoint}
+    with pytest.raises(VerificationError, match="no proof and no checkpoint"):
+        Bundle.from_json(mixed)
+    # a promise's signature never passes as a checkpoint's (one line of JSON, not a tree)
+    with pytest.raises(VerificationError, match="malformed checkpoint"):
+        note.verify_checkpoint(bundle.promise, [vkey])
+
+
+def _served_liar(tmp: Path, break_it: Callable[[Node], None]) -> Served:
+    alice = note.Signer(note.generate_key("alice")[0])
+    liar = Node(tmp, name=f"liar{break_it.__name__}.test")
+    liar.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    break_it(liar)
+    return Served(liar)
+
+
+def _never_logs(liar: Node) -> None:
+    """Promises the next index, and never queues the receipt."""
+    liar.sequencer.promise = lambda entry, done: liar.log.size  # type: ignore[method-assign]
+
+
+def _logs_another(liar: Node) -> None:
+    """Promises a receipt, and logs another one at that index."""
+    real = liar.sequencer.promise
+
+    def other(entry: bytes, done: Callable[[int, Committed | BaseException], None]) -> int:
+        return real(entry.replace(b'"time":"', b'"time":"0', 1), done)
+
+    liar.sequencer.promise = other  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("break_it", [_never_logs, _logs_another])
+def test_a_broken_promise_is_evidence_that_convicts_the_node(
+    nodes: tuple[Served, Served], tmp_path: Path, break_it: Callable[[Node], None]
+) -> None:
+    witness = nodes[1]
+    liar = _served_liar(tmp_path / "liar", break_it)
+    witness.node.witness.trust(liar.node.log.origin, liar.node.vkey)
+    try:
+        with Client(liar.url, trusted_vkeys=[liar.node.vkey]) as remote:
+            promised = remote.infer("alice/iris", IRIS, durability="promise").bundle
+            if break_it is _never_logs:  # nothing logged yet: the upgrade waits, then gives up
+                with pytest.raises(LimitExceeded, match="not yet the promised entry"):
+                    remote.upgrade(promised, timeout=0.2)
+                remote.infer("alice/iris", IRIS)  # the promised index now holds another receipt
+            with pytest.raises(BrokenPromiseError, match="broke its promise") as caught:
+                remote.upgrade(promised)
+        evidence = caught.value.evidence
+        verdict = verify_evidence(json.dumps(evidence))
+        assert f"entry {promised.index} of log {liar.node.log.origin!r}" in verdict
+        # the command checks it offline
+        path = tmp_path / "broken.json"
+        path.write_text(json.dumps(evidence))
+        checked = run("evidence", "verify", str(path), home=tmp_path)
+        assert checked.returncode == 0, checked.stderr
+        assert "proven" in checked.stdout
+        # a witness keeps it, and a network's client stops calling the node
+        kept = httpx.post(f"{witness.url}/v1/evidence", json=evidence, timeout=60)
+        assert kept.status_code == 200, kept.text
+        network_file = tmp_path / "network.json"
+        network_file.write_text(json.dumps({"nodes": [
+            {"url": liar.url, "vkey": liar.node.vkey},
+            {"url": witness.url, "vkey": witness.node.vkey},
+        ]}))  # fmt: skip
+        with Network(network_file) as network:
+            convicted = network.check_evidence()
+            assert liar.node.vkey in convicted
+            assert all(c.url != liar.url for c in network._order())
+    finally:
+        liar.stop()
+        liar.node.close()
+
+
+def _checkpoint_of(signer: note.Signer, leaves: list[bytes]) -> str:
+    tree = [merkle.leaf_hash(leaf) for leaf in leaves]
+    root = merkle.root(tree)
+    return signer.sign(note.Checkpoint(signer.name, len(leaves), root).text)
+
+
+def test_an_honest_node_is_never_framed(tmp_path: Path) -> None:
+    """Pure: what does not prove a broken promise convicts nobody."""
+    log = note.Signer(note.generate_key("log.test")[0])
+    witness = note.Signer(note.generate_key("w.test", cosigner=True)[0])
+    receipt, other = b'{"receipt":1}', b'{"receipt":2}'
+    deadline = int(time.time()) + 3600
+    promise = sign_promise(log, log="log.test", index=1, receipt=receipt, deadline=deadline)
+    kept = _checkpoint_of(log, [other, receipt])
+    proof = merkle.inclusion_proof(1, merkle.leaf_hashes([other, receipt]))
+    # the promised leaf where it was promised: kept
+    with pytest.raises(VerificationError, match="the promise is kept"):
+        verify_evidence(broken_promise(promise, kept, merkle.leaf_hash(receipt), proof))
+    # another leaf claimed there, with a proof that does not lead to the signed root
+    with pytest.raises(VerificationError, match="evidence does not verify"):
+        verify_evidence(broken_promise(promise, kept, merkle.leaf_hash(other), proof))
+    # a checkpoint by another key, under the log's name
+    impostor = note.Signer(note.generate_key("log.test")[0])
+    swapped = _checkpoint_of(impostor, [receipt, other])
+    other_proof = merkle.inclusion_proof(1, merkle.leaf_hashes([receipt, other]))
+    with pytest.raises(VerificationError, match="evidence does not verify"):
+        verify_evidence(broken_promise(promise, swapped, merkle.leaf_hash(other), other_proof))
+    # a tree too small, before the deadline, or with no trusted witness's word on the time
+    small = _checkpoint_of(log, [other])
+    early = note.attach(small, [witness.signature_line(note.parse(small)[0],
+                                                        timestamp=deadline - 1)])  # fmt: skip
+    with pytest.raises(VerificationError, match="nothing shows it is from after the deadline"):
+        verify_evidence(broken_promise(promise, early), witnesses=[witness.vkey])
+    late = note.attach(small, [witness.signature_line(note.parse(small)[0],
+                                                       timestamp=deadline)])  # fmt: skip
+    with pytest.raises(VerificationError, match="nothing shows it is from after the deadline"):
+        verify_evidence(broken_promise(promise, late))  # the witness is not trusted here
+    # the same, cosigned at the deadline by a trusted witness: broken
+    verdict = verify_evidence(broken_promise(promise, late), witnesses=[witness.vkey])
+    assert "does not hold that entry" in verdict
+    path = tmp_path / "late.json"
+    path.write_text(json.dumps(broken_promise(promise, late)))
+    (tmp_path / "witnesses.txt").write_text(witness.vkey + "\n")
+    checked = run("evidence", "verify", str(path), home=tmp_path)
+    assert checked.returncode == 1
+    assert "after the deadline" in checked.stderr
+    checked = run("evidence", "verify", str(path), "--witnesses",
+                  str(tmp_path / "witnesses.txt"), home=tmp_path)  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    # another leaf at the index in a tree the log signed: broken, before any deadline
+    moved = _checkpoint_of(log, [receipt, other])
+    verdict = verify_evidence(broken_promise(promise, moved, merkle.leaf_hash(other), other_proof))
+    assert "holds leaf" in verdict
+
+
+@pytest.mark.parametrize("killed", ["stuck", "commit"])
+def test_a_node_killed_after_a_promise_keeps_it_or_is_convicted(
+    tmp_path: Path, killed: str
+) -> None:
+    """A real node process answers a promise over HTTP (through ``verinfer infer``), then is
+    killed with SIGKILL: before its receipt is committed (``stuck``) or after. After a restart
+    the promise is either kept (the receipt is at its index, ``verinfer upgrade`` proves it) or,
+    once the index holds another receipt, ``verinfer upgrade`` writes evidence that ``verinfer
+    evidence verify`` accepts."""
+    data = tmp_path / "node"
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(data) as setup:
+        setup.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1",
+                          signer=alice)  # fmt: skip
+        vkey = setup.vkey
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = Path(__file__).with_name("promise_crash_node.py")
+    process = subprocess.Popen([sys.executable, str(script), str(data), str(port), killed],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "SERVING"
+        inputs = tmp_path / "x.json"
+        inputs.write_text(json.dumps(tensors.encode_json(IRIS)))
+        answered = run("infer", "alice/iris", "--inputs", str(inputs), "--node",
+                       f"http://127.0.0.1:{port}", "--durability", "promise", "--bundle",
+                       str(tmp_path / "promise.json"), home=tmp_path)  # fmt: skip
+        assert answered.returncode == 0, answered.stderr
+        assert "promised as entry 0" in answered.stderr
+        while killed == "commit":  # until the receipt is committed
+            head = httpx.get(f"http://127.0.0.1:{port}/v1/log/checkpoint", timeout=60).text
+            if note.Checkpoint.from_text(note.parse(head)[0]).size > 0:
+                break
+            time.sleep(0.01)
+    finally:
+        process.kill()  # stuck: between promise and commit
+        process.communicate(timeout=60)
+    promised = Bundle.from_json((tmp_path / "promise.json").read_text())
+    verify_bundle(promised, [vkey], IRIS, accept_promise=AcceptPromise())
+    if killed == "stuck":  # offline, the command refuses a promise unless told to accept one
+        (tmp_path / "trust.txt").write_text(vkey + "\n")
+        bundle_file, trust = str(tmp_path / "promise.json"), str(tmp_path / "trust.txt")
+        refused = run("verify", bundle_file, "--trust", trust, home=tmp_path)
+        assert refused.returncode == 1
+        assert "signed promise" in refused.stderr
+        accepted = run("verify", bundle_file, "--trust", trust, "--accept-promise", home=tmp_path)
+        assert accepted.returncode == 0, accepted.stderr
+        assert "PROMISE, NOT YET LOGGED" in accepted.stdout
+    with Node(data) as restarted:
+        served = Served(restarted)
+        try:
+            lost = restarted.log.size <= promised.index
+            if not lost:  # the receipt survived: the promise is kept
+                assert restarted.log.entry(promised.index) == promised.receipt.data
+            else:  # it was lost; another receipt takes its index
+                with Client(served.url, trusted_vkeys=[vkey]) as remote:
+                    remote.infer("alice/iris", IRIS)
+            upgraded = run("upgrade", str(tmp_path / "promise.json"), "--node", served.url,
+                           "--evidence", str(tmp_path / "broken.json"), home=tmp_path)  # fmt: skip
+        finally:
+            served.stop()
+    assert lost == (killed == "stuck")  # an append that never ran left nothing durable
+    if lost:
+        assert upgraded.returncode == 1
+        assert "broke its promise" in upgraded.stderr
+        checked = run("evidence", "verify", str(tmp_path / "broken.json"), home=tmp_path)
+        assert checked.returncode == 0, checked.stderr
+        assert "entry 0 of log" in checked.stdout
+    else:
+        assert upgraded.returncode == 0, upgraded.stderr
+        logged = Bundle.from_json((tmp_path / "promise.json").read_text())
+        verify_bundle(logged, [vkey], IRIS)
+
+
+def test_with_group_commit_off_every_receipt_is_its_own_commit(tmp_path: Path) -> None:
+    """The "signs every receipt" baseline of the benchmarks is a real configuration."""
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path / "single", group_commit=False) as single:
+        single.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1",
+                           signer=alice)  # fmt: skip
+
+        async def burst() -> list[Any]:
+            return await asyncio.gather(*(single.ainfer("alice/iris", IRIS) for _ in range(24)))
+
+        results = asyncio.run(burst())
+        assert single.log.size == 24
+        # one commit and one signed checkpoint per receipt, however many arrived together
+        assert len({result.bundle.checkpoint for result in results}) == 24
+        for result in results:
+            verify_bundle(result.bundle, [single.vkey])
+
+
+@pytest.mark.parametrize(
+    ("log", "index", "deadline"),
+    [
+        ("node.test", 0, 0),
+        ("a/b-c_d~!", 41, 1_764_892_800),
+        ('q"uote\\d', 7, 9),
+        ("é", 2**53 - 1, 3),
+    ],
+)
+def test_a_promise_is_canonical_json_whichever_path_wrote_it(
+    log: str, index: int, deadline: int
+) -> None:
+    """The promise's fast template and the general RFC 8785 encoder write the same bytes."""
+    signer = note.Signer(note.generate_key("n.test")[0])
+    signed = sign_promise(signer, log=log, index=index, receipt=b"r", deadline=deadline)
+    text, _ = note.parse(signed)
+    leaf = base64.b64encode(merkle.leaf_hash(b"r")).decode()
+    body = {"type": "verinfer.promise/v1", "log": log, "node": signer.vkey, "index": index,
+            "leaf": leaf, "deadline": deadline}  # fmt: skip
+    assert text == canonical.dumps(body).decode() + "\n"
+    opened = open_promise(signed, [signer.vkey])
+    assert (opened.log, opened.index, opened.deadline) == (log, index, deadline)
+
+
+def test_a_node_that_closes_keeps_every_promise_it_made(tmp_path: Path) -> None:
+    """A clean stop (SIGTERM, Node.close) commits the promised receipts still queued."""
+    alice = note.Signer(note.generate_key("alice")[0])
+    node = Node(tmp_path / "node")
+    node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+
+    async def burst() -> list[Any]:
+        calls = (node.ainfer("alice/iris", IRIS, durability="promise") for _ in range(32))
+        return await asyncio.gather(*calls)
+
+    bundles = [result.bundle for result in asyncio.run(burst())]
+    node.close()
+    assert sorted(b.index for b in bundles) == list(range(32))
+    with Node(tmp_path / "node") as reopened:
+        assert reopened.log.size == 32
+        for bundle in bundles:
+            assert reopened.log.entry(bundle.index) == bundle.receipt.data
