@@ -1307,3 +1307,14 @@ def test_bug_names_must_be_utf8_encodable() -> None:
     value = json.loads('{"\\ud800": {"dtype": "int8", "shape": [], "data": 1}}')
     with pytest.raises(InputError, match=r"tensor name '\\ud800' is not valid Unicode"):
         tensors.decode_json(value)
+
+
+def test_deviation_compares_nan_and_infinity_by_place() -> None:
+    """NaN where the other has NaN (any payload) and an infinity where the other has the same
+    one agree; the finite rest is compared; anything else is not comparable."""
+    nan = np.float32(np.nan)
+    negative_nan = np.frombuffer(np.uint32(0xFFC00000).tobytes(), np.float32)[0]
+    left = {"y": np.array([nan, np.inf, 1.0], np.float32)}
+    assert tensors.deviation(left, {"y": np.array([negative_nan, np.inf, 1.5], np.float32)}) == 0.5
+    for other in ([1.0, np.inf, 1.0], [nan, -np.inf, 1.0], [np.inf, np.inf, 1.0]):
+        assert tensors.deviation(left, {"y": np.array(other, np.float32)}) is None

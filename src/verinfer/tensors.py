@@ -561,8 +561,9 @@ def validate(
 
 def deviation(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float | None:
     """The largest absolute difference between two named maps' float tensors, if they are
-    comparable: the same names, shapes and dtypes, finite floats, and identical integer and
-    boolean tensors. ``None`` if they are not."""
+    comparable: the same names, shapes and dtypes, NaN and infinities in the same places (NaN
+    against NaN is equal, whatever its payload; an infinity against one of its sign), and
+    identical integer and boolean tensors. ``None`` if they are not."""
     if set(a) != set(b):
         return None
     worst = 0.0
@@ -574,8 +575,11 @@ def deviation(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float
             if not np.array_equal(left, right):
                 return None
             continue
-        if not (np.isfinite(left).all() and np.isfinite(right).all()):
-            return None
-        diff = np.abs(left.astype(np.float64) - right.astype(np.float64))
+        finite = np.isfinite(left)
+        if not np.array_equal(finite, np.isfinite(right)):
+            return None  # a number against NaN or infinity: infinitely far
+        if not np.array_equal(left[~finite], right[~finite], equal_nan=True):
+            return None  # NaN against infinity, or infinities of opposite signs
+        diff = np.abs(left[finite].astype(np.float64) - right[finite].astype(np.float64))
         worst = max(worst, float(diff.max(initial=0.0)))
     return worst

@@ -20,7 +20,7 @@ from dishonest import Answering, CrossClass, Liar, Perturbing, Replaying, Silent
 
 from verinfer import canonical, note
 from verinfer.engine import Engine
-from verinfer.engine.trace import Steps
+from verinfer.engine.trace import Steps, Trace
 from verinfer.errors import InputError, VerificationError
 from verinfer.examples import light_model, sklearn_model
 from verinfer.modes.dispute import Dispute, LocalParty, Verdict, settle, verify_verdict
@@ -566,3 +566,53 @@ def test_a_convicting_verdict_is_evidence_anyone_can_check(
     forged = {**document, "verdict": won.data.decode()}
     with pytest.raises(VerificationError, match="does not convict"):
         evidence.verify_evidence(forged, model=squeezenet.model)
+
+
+# -- a zero of the wrong sign is a lie, not a rounding (found by an adversarial review) -------
+
+
+def _reciprocal_model(negate: bool = False) -> bytes:
+    """y = Sigmoid(1 / (x * 0)): every zero is +0.0, so y is 1; a node that turns it into -0.0
+    (here: a Neg the honest model does not have) answers 0."""
+    nodes = [helper.make_node("Mul", ["x", "c"], ["m" if negate else "z"])]
+    nodes += [helper.make_node("Neg", ["m"], ["z"])] if negate else []
+    nodes += [helper.make_node("Reciprocal", ["z"], ["r"]),
+              helper.make_node("Sigmoid", ["r"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "zeros", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("c", TensorProto.FLOAT, [4], [0.0] * 4)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+class _NegativeZero(LocalParty):
+    """A defendant whose state after the Mul holds -0.0 where the model computes +0.0."""
+
+    def trace(self, dispute: Dispute, inputs: Mapping[str, np.ndarray] | None = None) -> Any:
+        if dispute.id not in self._traces:
+            steps = self.steps(dispute.receipt["model"])
+            honest = steps.trace(inputs)
+            lying = Steps(_reciprocal_model(negate=True)).trace(inputs)
+            values = {name: value for name, value in lying.values.items() if name in honest.values}
+            self._traces[dispute.id] = Trace(steps, values)
+        return self._traces[dispute.id]
+
+
+def test_a_zero_of_the_other_sign_loses_the_dispute(tmp_path: Path) -> None:
+    inputs = {"x": np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)}
+    made = _setup(tmp_path, "zeros", _reciprocal_model(), inputs)  # held: it owns the node
+    setup = next(made)
+    try:
+        assert setup.honest.outputs["y"].tolist() == [[1.0] * 4]
+        lie = Steps(_reciprocal_model(negate=True)).trace(inputs).values["y"]
+        assert lie.tolist() == [[0.0] * 4]
+        lying = setup.answer({"y": lie})
+        verdict = setup.settle(lying, setup.party(_NegativeZero, side="defendant"),
+                               setup.party(side="challenger"))  # fmt: skip
+        assert verdict.winner == "challenger", verdict.reason
+        assert verdict.body["judgement"]["step"] == 1
+    finally:
+        made.close()

@@ -417,3 +417,54 @@ def test_null_means_the_model_cannot_run_on_any_probe_family(
     assert "inputs" not in verdict
     assert verdict["error"].startswith("the probe could not run the model: ")
     assert "Gather" in verdict["error"] or "indices" in verdict["error"]
+
+
+# -- what runs must be what was checked (found by an adversarial review) ---------------------
+
+_F = helper.make_tensor_value_info
+
+
+@pytest.mark.parametrize(("domain", "name"), [("com.microsoft", "Gelu"), ("", "Sigmoid")])
+def test_a_local_function_cannot_stand_in_for_a_runtime_kernel(
+    client: Client, alice: note.Signer, domain: str, name: str
+) -> None:
+    """ONNX Runtime runs its own kernel (contrib Gelu, standard Sigmoid) rather than a local
+    function of that name: the Relu body the hub would check is not what would run."""
+    body = [helper.make_node("Relu", ["a"], ["b"])]
+    function = helper.make_function(domain, name, ["a"], ["b"], body,
+                                    [helper.make_opsetid("", 17)])  # fmt: skip
+    imports = {"": 17} | ({domain: 1} if domain else {})
+    data = _model([helper.make_node(name, ["x"], ["y"], domain=domain)],
+                  [_F("x", TensorProto.FLOAT, [2])], [_F("y", TensorProto.FLOAT, [2])],
+                  imports, functions=[function])  # fmt: skip
+    with pytest.raises(InputError, match=rf"local function .*{name} is refused"):
+        client.publish(data, repository=f"alice/smuggle-{name.lower()}", version="1",
+                       signer=alice)  # fmt: skip
+
+
+def _unused_function(name: str) -> onnx.FunctionProto:
+    return helper.make_function("foo", name, ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])],
+                                [helper.make_opsetid("", 17)])  # fmt: skip
+
+
+def test_a_graph_finding_cannot_pass_for_a_function_body_one(
+    client: Client, alice: note.Signer
+) -> None:
+    """A strict-checker finding about the graph is refused even when a local function bears
+    the operator's name, or a node's name imitates the checker's wording."""
+    branch = helper.make_graph([helper.make_node("Relu", ["x"], ["r"])], "branch", [],
+                               [_F("r", TensorProto.FLOAT, [2, 4])])  # fmt: skip
+    lying_if = _model(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)],
+        [_F("c", TensorProto.BOOL, []), _F("x", TensorProto.FLOAT, [2, 3])],
+        [_F("y", TensorProto.FLOAT, [2, 4])], {"": 17, "foo": 1},
+        functions=[_unused_function("If")],
+    )  # fmt: skip
+    with pytest.raises(InputError, match="the ONNX checker rejects the model"):
+        client.publish(lying_if, repository="alice/lying-if", version="1", signer=alice)
+    forged = helper.make_node("Relu", ["x"], ["y"], name="a): Inference error(s): (op_type:q")
+    named = _model([forged], [_F("x", TensorProto.FLOAT, [2, 3])],
+                   [_F("y", TensorProto.FLOAT, [2, 4])], {"": 17, "foo": 1},
+                   functions=[_unused_function("Relu")])  # fmt: skip
+    with pytest.raises(InputError, match="the ONNX checker rejects the model"):
+        client.publish(named, repository="alice/named", version="1", signer=alice)

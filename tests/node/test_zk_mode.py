@@ -25,7 +25,7 @@ from verinfer.errors import NotFound, VerificationError
 from verinfer.hub.documents import Manifest, ZkAddendum
 from verinfer.modes.zk import ZkProof
 from verinfer.node import Node
-from verinfer.verify import Bundle, verify_bundle
+from verinfer.verify import Bundle, Receipt, verify_bundle
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_zk import X, mlp
@@ -109,6 +109,23 @@ def test_a_zk_answer_is_proven_and_verified(served: Served) -> None:
         verify_bundle(flipped, [vkey], X, result.outputs, zk_materials=materials,
                       zk_publishers=[ALICE.vkey], allow_insecure_srs=True)  # fmt: skip
     assert cid.compute(materials[bundle.zk_addendum]) == bundle.zk_addendum
+    # a node that proves a request's values in another shape (the circuit's flattened
+    # instances are the same) and signs a receipt over the shape asked: not what was proven
+    node = served.node
+    reshaped = {"x": X["x"].reshape(X["x"].shape[::-1])}
+    receipt = Receipt.create(
+        log=node.log.origin, node=node.vkey, model=bundle.receipt["model"],
+        manifest=bundle.receipt["manifest"], inputs=tensors.map_digest(reshaped),
+        outputs=bundle.receipt["outputs"], mode="zk", engine=bundle.receipt["engine"],
+        time=bundle.receipt["time"], nonce=None,
+    )  # fmt: skip
+    logged = node.log.append([receipt.data])
+    proof_path = tuple(node.log.inclusion_proof(logged.start, logged.end))
+    relabelled = Bundle(receipt, logged.start, proof_path, logged.signed_checkpoint, (),
+                        bundle.evidence)  # fmt: skip
+    with pytest.raises(VerificationError, match=r"step 7 \(zk\): 'x' has shape"):
+        verify_bundle(relabelled, [vkey], reshaped, result.outputs, zk_materials=materials,
+                      zk_publishers=[ALICE.vkey], allow_insecure_srs=True)  # fmt: skip
 
 
 def test_the_async_client_verifies_zk_through_the_same_flow(served: Served) -> None:

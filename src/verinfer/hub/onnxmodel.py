@@ -130,6 +130,13 @@ def _check_domains(model: onnx.ModelProto, allowed: tuple[str, ...]) -> None:
     ``opset_import`` (exporters declare ``ai.onnx.preview`` or their own domain out of habit)
     runs nothing; a call of a local function is checked through the function's body."""
     local = {(function.domain, function.name) for function in model.functions}
+    for domain, name in sorted(local):  # ONNX Runtime prefers a kernel it has to a local function
+        if _runtime_domain(domain) or onnx.defs.has(name, domain):
+            raise InputError(
+                f"local function {_domain(domain)}:{name} is refused: its domain is one ONNX "
+                "Runtime has kernels in, so what runs could be a kernel rather than the body "
+                "that was checked; give local functions a domain of their own"
+            )
     for node in _nodes(model):
         if (node.domain, node.op_type) in local:
             continue
@@ -139,6 +146,14 @@ def _check_domains(model: onnx.ModelProto, allowed: tuple[str, ...]) -> None:
                 f"{node.name or node.op_type!r} uses its operator {node.op_type!r}; "
                 f"allowed: {', '.join(allowed)}"
             )
+
+
+def _runtime_domain(domain: str) -> bool:
+    """Whether ONNX Runtime registers kernels in ``domain`` (the ONNX domains and its own)."""
+    name = _domain(domain)
+    return name in ("ai.onnx", "ai.onnx.ml") or name.startswith(
+        ("ai.onnx.", "com.microsoft", "com.ms.", "org.pytorch")
+    )
 
 
 # attributes from which operators make strings out of numbers (a string input is caught by its
@@ -303,7 +318,7 @@ def _function_ops(model: onnx.ModelProto) -> set[str]:
     """Operators whose shape inference is their function body's: the model's local functions,
     and the schema operators (of the model's opsets) that have a body and no inference of
     their own."""
-    found = {function.name for function in model.functions}
+    found: set[str] = set()  # a local function is not: a body its author wrote is checked whole
     versions = {_domain(o.domain): int(o.version) for o in model.opset_import}
     for node in _nodes(model):
         domain = node.domain if node.domain != "ai.onnx" else ""
@@ -317,6 +332,11 @@ def _function_ops(model: onnx.ModelProto) -> set[str]:
         if body and not schema.has_type_and_shape_inference_function:
             found.add(node.op_type)
     return found
+
+
+def _forges_findings(name: str) -> bool:
+    """Whether a node name could pass for part of the checker's findings."""
+    return any(mark in name for mark in ("(", ")", ":", "\n"))
 
 
 def _check(model: onnx.ModelProto) -> str | None:
@@ -344,6 +364,8 @@ def _check(model: onnx.ModelProto) -> str | None:
     except Exception:
         raise refused from failure
     functions = _function_ops(model)
+    if any(_forges_findings(node.name) for node in _nodes(model)):
+        raise refused from failure  # the findings quote node names: they must not be text
     inside: list[str] = []
     for line in filter(None, (line.strip() for line in text.splitlines())):
         found = _TOP_LEVEL.search(line)

@@ -583,9 +583,17 @@ def _judge(
     return True, f"step {k} ({step.op}) re-executed: within the bound", record
 
 
+def _zero_signs_differ(x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether a zero of one sign stands where the other tensor has the other sign's zero."""
+    zeros = (x == 0) & (y == 0)
+    return bool((np.signbit(x) != np.signbit(y))[zeros].any())
+
+
 def _deviation(claimed: np.ndarray, correct: np.ndarray) -> float:
     """The largest absolute difference (NaN where the referee has NaN counts as equal; NaN or
     infinity against a number as infinitely far; any difference of exact dtypes too)."""
+    if correct.dtype.kind == "f" and _zero_signs_differ(claimed, correct):
+        return math.inf  # -0.0 for 0.0 is no rounding: 1/x turns it into -inf for inf
     if np.array_equal(claimed, correct, equal_nan=correct.dtype.kind == "f"):
         return 0.0
     if correct.dtype.kind != "f":
@@ -607,6 +615,8 @@ def _agree_within(a: Reveal, b: Reveal) -> bool:
             continue
         x, y = a.tensors[name], b.tensors[name]
         if x.dtype != y.dtype or x.shape != y.shape or x.dtype.kind != "f":
+            return False
+        if _zero_signs_differ(x, y):
             return False
         finite = np.isfinite(y)
         if not np.array_equal(finite, np.isfinite(x)):  # infinities and NaNs where the other has

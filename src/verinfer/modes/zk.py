@@ -63,6 +63,16 @@ class Zk(Mode):
         )
 
 
+def _fits(shape: tuple[int, ...], declared: object) -> bool:
+    """``shape`` has the rank of ``declared`` and each of its fixed dimensions (an output the
+    model declares no shape for is bound by the circuit's size alone)."""
+    if declared is None:
+        return True
+    if not isinstance(declared, list) or len(declared) != len(shape):
+        return False
+    return all(not isinstance(d, int) or d == size for d, size in zip(declared, shape, strict=True))
+
+
 def _check_proof(bundle: Bundle, claims: Claims, context: Context) -> None:
     """(7) zk: the addendum is the manifest publisher's endorsement of this circuit; the
     settings, key and SRS are the ones it names; the proof verifies with public instances that
@@ -106,6 +116,7 @@ def _check_proof(bundle: Bundle, claims: Claims, context: Context) -> None:
             )
         addendum = ZkAddendum.from_bytes(material(evidence.addendum), manifest)
         ordered = []
+        bound = addendum.body.get("shapes") or {}  # the shapes the circuit's inputs were built for
         for given, specs in (
             (inputs, manifest.body["inputs"]),
             (outputs, manifest.body["outputs"]),
@@ -115,6 +126,14 @@ def _check_proof(bundle: Bundle, claims: Claims, context: Context) -> None:
                 raise VerificationError(
                     f"the tensors must be exactly {names!r}, got {sorted(given)!r}"
                 )
+            for spec in specs:  # the circuit computed these shapes and no others: the same
+                # values under another shape are another request, which it never proved
+                want = bound.get(spec["name"], spec["shape"])
+                if not _fits(given[spec["name"]].shape, want):
+                    raise VerificationError(
+                        f"{spec['name']!r} has shape {list(given[spec['name']].shape)}, the "
+                        f"circuit's is {want}"
+                    )
             ordered.append([given[name] for name in names])  # the model's order
         zk.verify(
             evidence.proof.encode(),
