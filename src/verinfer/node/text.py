@@ -207,7 +207,7 @@ def sampling_of(body: Mapping[str, Any], *, default_max: int = 16) -> Sampling:
         temperature=1.0 if body.get("temperature") is None else body["temperature"],
         top_p=1.0 if body.get("top_p") is None else body["top_p"],
         top_k=8 if body.get("top_k") is None else body["top_k"],
-        seed=secrets.randbelow(1 << 63) if seed is None else seed,
+        seed=secrets.randbelow(1 << 53) if seed is None else seed,
         max_tokens=default_max if max_tokens is None else max_tokens,
         stop=stop,
     )

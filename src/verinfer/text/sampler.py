@@ -24,7 +24,7 @@ __all__ = ["MAX_TOKENS", "TOP", "Sampling", "choose", "commit", "uniform"]
 
 TOP = 8  # candidates committed per position (and the most the sampler ever considers)
 MAX_TOKENS = 4096  # the most tokens one request may generate
-_MAX_SEED = (1 << 63) - 1
+_MAX_SEED = (1 << 53) - 1  # an exact JSON number (RFC 8785)
 _DOMAIN = b"verinfer/sampler/v1\x00"
 
 
@@ -113,7 +113,7 @@ def commit(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def uniform(seed: int, position: int) -> float:
     """The number in [0, 1) that position ``position`` (0 = first generated token) draws:
-    the first 8 bytes of SHA-256("verinfer/sampler/v1" 0x00 || seed u64 BE || position u32 BE)
+    the first 8 bytes of SHA-256("verinfer/sampler/v1" 0x00 || seed u64 BE, at most 2**53 - 1 || position u32 BE)
     as a big-endian integer, divided by 2**64."""
     digest = hashlib.sha256(_DOMAIN + seed.to_bytes(8, "big") + position.to_bytes(4, "big"))
     return int.from_bytes(digest.digest()[:8], "big") / 18446744073709551616.0

@@ -1,0 +1,112 @@
+"""Generation over HTTP: the real ``openai`` client against a node on loopback, streaming
+included; the bundle verifies offline; bad input gets a 4xx JSON answer."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import openai
+import pytest
+from conftest import TextNode
+
+from verinfer.modes.generation import verify_generation
+from verinfer.text.chat import Tokenizer
+from verinfer.text.generation import Generation
+from verinfer.verify import Bundle
+
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def _verify(node: TextNode, evidence: dict) -> Generation:  # type: ignore[type-arg]
+    generation = Generation.from_json(evidence["generation"])
+    tokenizer_cid = node.manifest.text["tokenizer"]  # type: ignore[index]
+    tokenizer = Tokenizer(node.node.hub.blobs.get(tokenizer_cid))
+    verify_generation(
+        Bundle.from_json(evidence["bundle"]), generation, [node.node.vkey],
+        ends=[tokenizer.token_id("<|im_end|>")], detokenize=tokenizer.decode,
+        manifest=node.manifest, tokenizer_cid=tokenizer_cid,
+    )  # fmt: skip
+    return generation
+
+
+def test_openai_client_chat_answers_paris_with_a_verifiable_bundle(text_node: TextNode) -> None:
+    client = openai.OpenAI(base_url=f"{text_node.url}/openai/v1", api_key="unused")
+    assert "alice/smollm2@1" in [m.id for m in client.models.list()]
+    answer = client.chat.completions.create(
+        model="alice/smollm2", messages=FRANCE, temperature=0, max_tokens=12  # type: ignore[arg-type]
+    )
+    assert answer.choices[0].message.content == "The capital of France is Paris."
+    assert answer.choices[0].finish_reason == "stop"
+    evidence = answer.model_extra["verinfer"]  # type: ignore[index]
+    generation = _verify(text_node, evidence)
+    assert answer.usage is not None and answer.usage.completion_tokens == len(generation.tokens)
+    # the record can be fetched again by its receipt's digest, with the requester's capability
+    outputs = Bundle.from_json(evidence["bundle"]).receipt["outputs"]
+    kept = httpx.get(
+        f"{text_node.url}/v1/tensors/{outputs}",
+        headers={"Authorization": f"Bearer {evidence['capabilities'][outputs]}"},
+    )
+    assert kept.status_code == 200
+
+
+def test_completion_without_a_system_turn_answers_paris(text_node: TextNode) -> None:
+    client = openai.OpenAI(base_url=f"{text_node.url}/v1", api_key="unused")
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    answer = client.completions.create(
+        model="alice/smollm2", prompt=prompt, temperature=0, max_tokens=12
+    )
+    assert answer.choices[0].text == "The capital of France is Paris."
+    _verify(text_node, answer.model_extra["verinfer"])  # type: ignore[index]
+
+
+def test_openai_client_streams_tokens_and_the_bundle_comes_last(text_node: TextNode) -> None:
+    client = openai.OpenAI(base_url=f"{text_node.url}/openai/v1", api_key="unused")
+    stream = client.chat.completions.create(
+        model="alice/smollm2", messages=[{"role": "user", "content": "Say hello."}],
+        temperature=0.7, seed=11, max_tokens=6, stream=True,
+    )  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    last = chunks[-1]
+    assert last.choices[0].finish_reason in ("stop", "length")
+    evidence = last.model_extra["verinfer"]  # type: ignore[index]
+    generation = _verify(text_node, evidence)
+    assert generation.sampling.seed == 11 and generation.sampling.temperature == 0.7
+    tokenizer = Tokenizer(text_node.node.hub.blobs.get(text_node.manifest.text["tokenizer"]))  # type: ignore[index]
+    assert text == tokenizer.decode(generation.tokens)
+    assert all(c.model_extra.get("verinfer") is None for c in chunks[:-1])  # type: ignore[union-attr]
+
+
+def test_generate_route_and_stop_strings(text_node: TextNode) -> None:
+    answer = httpx.post(
+        f"{text_node.url}/v1/generate",
+        json={"model": "alice/smollm2", "messages": FRANCE, "temperature": 0,
+              "max_tokens": 12, "stop": " Paris"},
+        timeout=60,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["text"] == "The capital of France is"
+    assert body["finish_reason"] == "stop"
+    _verify(text_node, body)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "match"),
+    [
+        ({"model": "alice/nothing", "messages": FRANCE}, 404, "nothing"),
+        ({"model": "alice/smollm2", "messages": FRANCE, "temperature": 5}, 400, "temperature"),
+        ({"model": "alice/smollm2", "messages": FRANCE, "top_k": 50}, 400, "top_k"),
+        ({"model": "alice/smollm2", "messages": []}, 400, "messages"),
+        ({"model": "alice/smollm2", "messages": [{"role": "x"}]}, 400, r"messages\[0\]"),
+        ({"model": "alice/smollm2", "messages": FRANCE, "max_tokens": 9000}, 400, "max_tokens"),
+        ({"model": "alice/smollm2", "messages": FRANCE, "stop": 3}, 400, "stop"),
+        ({"model": "alice/smollm2", "messages": FRANCE, "n": 2}, 400, "n must be 1"),
+        ({"messages": FRANCE}, 400, "model must be"),
+    ],
+)
+def test_bad_requests_get_4xx_json(text_node: TextNode, body: dict, status: int, match: str) -> None:  # type: ignore[type-arg]
+    answer = httpx.post(f"{text_node.url}/v1/chat/completions", json=body, timeout=60)
+    assert answer.status_code == status, answer.text
+    assert re.search(match, answer.json()["message"]), answer.text
