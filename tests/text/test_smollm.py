@@ -3,11 +3,12 @@ greedy answer, the tokenizer and chat template, the manifest's text section."""
 
 from __future__ import annotations
 
+import gguf
 import numpy as np
 import pytest
 from conftest import TextNode, run_with, smollm_path
 
-from verinfer import cid
+from verinfer import cid, note
 from verinfer.errors import InputError, VerificationError
 from verinfer.hub import Manifest
 from verinfer.text.chat import Tokenizer, check_messages, render_chat
@@ -21,8 +22,6 @@ FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 def _reference_logits(tokens: list[int]) -> np.ndarray:
     """A plain numpy forward pass on the GGUF's own tensors, written apart from the converter:
     llama.cpp's layout as is (query/key rows in adjacent pairs), rotary on adjacent pairs."""
-    import gguf
-
     reader = gguf.GGUFReader(str(smollm_path()))
     w = {
         t.name: gguf.dequantize(np.asarray(t.data), t.tensor_type)
@@ -82,7 +81,8 @@ def test_onnx_logits_match_an_independent_numpy_forward_pass(
 def test_the_same_file_converts_to_the_same_model(converted: Converted) -> None:
     again = convert_gguf(smollm_path())
     assert cid.compute(again.model) == cid.compute(converted.model)
-    assert again.tokenizer == converted.tokenizer and again.text == converted.text
+    assert again.tokenizer == converted.tokenizer
+    assert again.text == converted.text
     assert converted.text["source"] == cid.compute(smollm_path().read_bytes())
 
 
@@ -100,7 +100,8 @@ def test_greedy_answer_with_the_templates_default_system_prompt(
         ends=[tokenizer.token_id("<|im_end|>")], detokenize=tokenizer.decode,
     )  # fmt: skip
     assert tokenizer.decode(list(decoder)) == "The capital of France is Paris."
-    assert decoder.generation is not None and decoder.generation.finish == "stop"
+    assert decoder.generation is not None
+    assert decoder.generation.finish == "stop"
 
 
 def test_a_user_cannot_forge_a_turn_boundary(converted: Converted) -> None:
@@ -119,7 +120,8 @@ def test_a_user_cannot_forge_a_turn_boundary(converted: Converted) -> None:
 def test_the_manifest_names_the_tokenizer_template_and_source(text_node: TextNode) -> None:
     manifest = Manifest.from_bytes(text_node.manifest.data)
     text = manifest.text
-    assert text is not None and text["kind"] == "chat"
+    assert text is not None
+    assert text["kind"] == "chat"
     assert text["special_tokens"]["eos"] == "<|im_end|>"
     assert text["context_length"] == 8192
     assert text["converter"] == "verinfer-gguf/1"
@@ -130,8 +132,6 @@ def test_the_manifest_names_the_tokenizer_template_and_source(text_node: TextNod
 
 
 def test_a_malformed_text_section_is_refused(text_node: TextNode) -> None:
-    from verinfer import note
-
     body = dict(text_node.manifest.body)
     body["text"] = {**body["text"], "pooling": "max"}
     signer = note.Signer(note.generate_key("alice")[0])

@@ -327,7 +327,7 @@ def check_text(text: object) -> dict[str, Any]:
         value = text[name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise InputError(f"text section: field {name!r} is {value!r}")
-        if kind is int and not 0 < value <= 1 << 20:
+        if isinstance(value, int) and kind is int and not 0 < value <= 1 << 20:
             raise InputError(f"text section: field {name!r} is {value!r}")
     cid.digest(text["tokenizer"])
     cid.digest(text["source"])

@@ -42,7 +42,7 @@ class Tolerance:
 
     def bound(self, value: np.ndarray) -> np.ndarray:
         """The allowed deviation at each recomputed value."""
-        return self.absolute + self.relative * np.abs(value)
+        return np.asarray(self.absolute + self.relative * np.abs(value))
 
 
 # float16 rounding of the commitment is at most 2**-11 relative; the rest covers a cached
@@ -190,7 +190,7 @@ def reexecute(
             )
         others = np.delete(row, ids)
         floor = float(recomputed.min())
-        if others.size and float(others.max()) > floor + float(tolerance.bound(floor)):
+        if others.size and float(others.max()) > floor + float(tolerance.bound(np.asarray(floor))):
             raise VerificationError(
                 f"re-execution: at position {position} a token outside the committed "
                 f"{TOP} has logit {others.max():.4g} above theirs: the commitment hid it"

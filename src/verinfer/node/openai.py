@@ -207,7 +207,7 @@ def _sse(events: Iterator[Any], ident: str, created: int, model: str, chat: bool
                 yield chunk({"text": event.text}, None, {})
             first = False
         elif isinstance(event, Finished):
-            piece = {"delta": {}} if chat else {"text": ""}
+            piece: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
             extra = {"usage": _usage(event), "verinfer": _evidence(event)}
             yield chunk(piece, event.generation.finish, extra)
     yield "data: [DONE]\n\n"

@@ -124,7 +124,7 @@ class TextModels:
                 f"exceed the model's context of {context} tokens"
             )
         model = chat.manifest.model
-        load = lambda: node._model_bytes(chat.manifest)  # noqa: E731, SLF001 - node's loader
+        load = lambda: node._model_bytes(chat.manifest)  # noqa: E731 - node's loader
         node.engine.session(model, load)
 
         def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -148,7 +148,7 @@ class TextModels:
                 yield Delta(token, text[sent:ready])
                 sent = ready
         generation = decoder.generation
-        assert generation is not None  # noqa: S101 - set when the iteration ends
+        assert generation is not None
         text = chat.tokenizer.decode(generation.tokens)
         cut = stop_reached(text, sampling.stop)
         final = text if cut is None else text[:cut]

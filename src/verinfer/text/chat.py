@@ -105,9 +105,7 @@ class Tokenizer:
         """The prompt's IDs: the rendered template, with each message's content tokenised as
         plain text (a ``<|im_end|>`` typed by a user is text, not a turn boundary)."""
         marker = "\x00verinfer-content-{}\x00"
-        masked = [
-            {"role": m["role"], "content": marker.format(i)} for i, m in enumerate(messages)
-        ]
+        masked = [{"role": m["role"], "content": marker.format(i)} for i, m in enumerate(messages)]
         rendered = render_chat(template, masked, special)
         ids: list[int] = []
         rest = rendered

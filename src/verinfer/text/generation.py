@@ -74,7 +74,8 @@ class Generation:
         """Parse the JSON form; raise :class:`VerificationError` naming a malformed field."""
         fields = {"prompt", "sampling", "tokens", "top_ids", "top_logits", "finish"}
         if not isinstance(body, Mapping) or set(body) != fields:
-            raise VerificationError(f"malformed generation: fields {sorted(body or {})!r}")
+            found = sorted(body) if isinstance(body, Mapping) else type(body).__name__
+            raise VerificationError(f"malformed generation: fields {found!r}")
         try:
             sampling = Sampling.from_json(body["sampling"])
         except InputError as exc:
@@ -83,8 +84,7 @@ class Generation:
         def ids(name: str) -> tuple[int, ...]:
             value = body[name]
             if not isinstance(value, list) or not all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 31
-                for i in value
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 31 for i in value
             ):
                 raise VerificationError(f"malformed generation: {name} must be token IDs")
             return tuple(value)
@@ -95,8 +95,7 @@ class Generation:
             top_logits = np.array(body["top_logits"], dtype=np.float64).reshape(len(tokens), TOP)
         except (ValueError, TypeError) as exc:
             raise VerificationError(
-                f"malformed generation: top_ids and top_logits must be {len(tokens)} rows of "
-                f"{TOP}"
+                f"malformed generation: top_ids and top_logits must be {len(tokens)} rows of {TOP}"
             ) from exc
         if top_ids.size and (top_ids.min() < 0 or top_ids.max() >= 1 << 16):
             raise VerificationError("malformed generation: a top_ids entry is out of range")

@@ -55,7 +55,7 @@ def _fields(reader: Any) -> dict[str, Any]:
     for name, field in reader.fields.items():
         try:
             found[name] = field.contents()
-        except Exception:  # noqa: BLE001, S112 - a field gguf cannot decode is not one we read
+        except Exception:  # noqa: S112 - a field gguf cannot decode is not one we read
             continue
     return found
 
@@ -85,7 +85,7 @@ def _tokenizer(fields: dict[str, Any]) -> bytes:
     if len(vocabulary) != len(tokens):
         raise InputError("the GGUF vocabulary has duplicate tokens")
     tokenizer = Tokenizer(models.BPE(vocabulary, merges, fuse_unk=False, byte_fallback=False))
-    steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    steps: list[Any] = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
     if pre == "smollm":
         steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)

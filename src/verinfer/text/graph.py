@@ -17,6 +17,7 @@ head_dim / 2``); the caller gives the query and key weights in that layout.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -85,16 +86,16 @@ class _Builder:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def op(self, kind: str, inputs: list[str], outputs: int = 1, **attrs: object) -> list[str]:
+    def op(self, kind: str, inputs: list[str], outputs: int = 1, **attrs: Any) -> list[str]:
         self._count += 1
         names = [f"{kind.lower()}_{self._count}_{i}" for i in range(outputs)]
         self.nodes.append(helper.make_node(kind, inputs, names, **attrs))
         return names
 
-    def one(self, kind: str, inputs: list[str], **attrs: object) -> str:
+    def one(self, kind: str, inputs: list[str], **attrs: Any) -> str:
         return self.op(kind, inputs, 1, **attrs)[0]
 
-    def named(self, kind: str, inputs: list[str], output: str, **attrs: object) -> str:
+    def named(self, kind: str, inputs: list[str], output: str, **attrs: Any) -> str:
         self.nodes.append(helper.make_node(kind, inputs, [output], **attrs))
         return output
 
@@ -105,7 +106,9 @@ def _rms_norm(b: _Builder, x: str, weight: str, eps: str, axes: str) -> str:
     return b.one("Mul", [b.one("Mul", [x, scale]), weight])
 
 
-def build_llama(config: LlamaConfig, weights: LlamaWeights, *, producer: str) -> bytes:
+def build_llama(  # noqa: PLR0915 - one graph, written top to bottom
+    config: LlamaConfig, weights: LlamaWeights, *, producer: str
+) -> bytes:
     """The serialized ONNX model (deterministic: same weights, same bytes)."""
     b = _Builder()
     hd, kvh, heads = config.head_dim, config.kv_heads, config.heads
@@ -220,4 +223,4 @@ def build_llama(config: LlamaConfig, weights: LlamaWeights, *, producer: str) ->
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=producer
     )
     model.ir_version = 10
-    return model.SerializeToString(deterministic=True)
+    return bytes(model.SerializeToString(deterministic=True))

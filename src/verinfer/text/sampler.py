@@ -113,8 +113,8 @@ def commit(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def uniform(seed: int, position: int) -> float:
     """The number in [0, 1) that position ``position`` (0 = first generated token) draws:
-    the first 8 bytes of SHA-256("verinfer/sampler/v1" 0x00 || seed u64 BE, at most 2**53 - 1 || position u32 BE)
-    as a big-endian integer, divided by 2**64."""
+    the first 8 bytes of SHA-256("verinfer/sampler/v1" 0x00 || seed u64 BE || position u32 BE)
+    as a big-endian integer, divided by 2**64 (seeds are at most 2**53 - 1)."""
     digest = hashlib.sha256(_DOMAIN + seed.to_bytes(8, "big") + position.to_bytes(4, "big"))
     return int.from_bytes(digest.digest()[:8], "big") / 18446744073709551616.0
 
