@@ -10,13 +10,14 @@ import verinfer
 import verinfer.client
 import verinfer.hub
 import verinfer.log
+import verinfer.modes
 import verinfer.node
 import verinfer.verify
 from verinfer import canonical, cid, errors, merkle, note, tensors
 from verinfer.engine import trace
 from verinfer.hub import documents
-from verinfer.modes import dispute
-from verinfer.verify import bundle, evidence, verifier
+from verinfer.modes import attested, dispute, optimistic, replicated, zk
+from verinfer.verify import bundle, evidence, policy, steps, trust, verifier
 
 
 def test_the_public_contract_names_exist() -> None:
@@ -74,9 +75,18 @@ def test_exports_are_deliberate() -> None:
             "BUNDLE_TYPE",
             "MODES",
             "RECEIPT_TYPE",
+            "AllOf",
             "Bundle",
+            "Claims",
+            "Policy",
             "Receipt",
+            "Reexecute",
             "Report",
+            "RequireMode",
+            "TrustRoot",
+            "UnsafeLocalSrs",
+            "Verifier",
+            "WitnessQuorum",
             "mode_matches",
             "replicas_of",
             "verify_bundle",
@@ -84,10 +94,27 @@ def test_exports_are_deliberate() -> None:
             "window_of",
         ]
     )
+    assert sorted(verinfer.modes.__all__) == sorted(
+        [
+            "FAMILY",
+            "MODES",
+            "NO_EVIDENCE",
+            "Attested",
+            "Claims",
+            "Context",
+            "Evidence",
+            "Mode",
+            "Optimistic",
+            "Replicated",
+            "Zk",
+            "parse",
+        ]
+    )
     assert sorted(verinfer.node.__all__) == ["Node", "Result", "load_or_create_key"]
     assert sorted(verinfer.client.__all__) == sorted(
         [
             "AsyncClient",
+            "AsyncNetwork",
             "Client",
             "Network",
             "NetworkError",
@@ -99,7 +126,7 @@ def test_exports_are_deliberate() -> None:
         ]
     )
     modules = (canonical, cid, errors, merkle, note, tensors, verinfer.log, verinfer.hub)
-    for module in (*modules, verinfer.verify, verinfer.node, verinfer.client):
+    for module in (*modules, verinfer.verify, verinfer.modes, verinfer.node, verinfer.client):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.__all__ lists missing {name}"
 
@@ -107,7 +134,8 @@ def test_exports_are_deliberate() -> None:
 def test_the_pure_core_does_no_io() -> None:
     """The verification core never imports the log, the store or the network."""
     forbidden = ("sqlite3", "psycopg", "socket", "httpx", "verinfer.log", "open(")
-    pure = (canonical, cid, merkle, note, tensors, documents, bundle, verifier, evidence)
+    pure = (canonical, cid, merkle, note, tensors, documents, bundle, verifier, evidence, policy)
+    pure += (steps, trust, attested, replicated, optimistic, zk)  # trust reads one local file
     for module in (*pure, trace, dispute):  # disputes: verdicts are checked offline too
         source = inspect.getsource(module)
         for word in forbidden:

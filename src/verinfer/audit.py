@@ -31,13 +31,13 @@ from typing import Any
 
 import httpx
 
-from verinfer import cid, engine, merkle, note, tensors
+from verinfer import cid, engine, merkle, modes, note, tensors
 from verinfer.engine.nondeterminism import nondeterministic_operators_of
 from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub.documents import Manifest
+from verinfer.modes.replicated import cross_class_bound, within_tolerance
 from verinfer.verify import Bundle, Receipt
 from verinfer.verify.evidence import MAX_TENSOR_BYTES, fraud
-from verinfer.verify.verifier import cross_class_bound
 
 __all__ = ["Auditor", "Finding", "read_tokens"]
 
@@ -198,7 +198,7 @@ class Auditor:
         receipt = Receipt.from_bytes(data)
         if receipt["node"] != vkey:
             return Finding(vkey, index, "unavailable", "the entry names another node")
-        if receipt["mode"] == "zk":  # proven by its own bundle's proof, not re-run
+        if modes.parse(receipt["mode"], receipt=True).proven:  # its own proof is the check
             return Finding(vkey, index, "incomparable", "a zk receipt: its proof is the check")
         advertised = self._advertised(url)
         if advertised.rsplit("/", 1)[-1] not in engine.KERNEL_CLASSES:
@@ -247,8 +247,8 @@ class Auditor:
             if tensors.map_digest(claimed) != receipt["outputs"]:
                 return Finding(vkey, index, "unavailable", "served outputs that are not the "
                                "receipt's")  # fmt: skip
-            found = tensors.deviation(outputs, claimed)
-            if found is not None and found <= bound:
+            agrees, found = within_tolerance(outputs, claimed, bound)
+            if agrees and found is not None:
                 return Finding(vkey, index, "ok", f"within the tolerance ({found:.3g})")
             return Finding(vkey, index, "deviation", "outputs beyond the declared tolerance "
                            f"across classes ({receipt['engine']} vs {self._identity})")  # fmt: skip

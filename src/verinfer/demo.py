@@ -9,6 +9,7 @@ have only grown; a summary table; a clean shutdown.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from verinfer import devnet, examples, keys, note, tensors
+from verinfer import canonical, cid, devnet, examples, keys, merkle, note, tensors
 from verinfer.client import Client, Network, Result
 from verinfer.errors import Error, VerificationError
+from verinfer.log import Log
+from verinfer.log.tiles import TILE_WIDTH, entries_path, tile_path
+from verinfer.node import Node, load_or_create_key
 from verinfer.verify import Bundle, verify_bundle
 
-__all__ = ["run"]
+__all__ = ["run", "run_local"]
 
 _PUBLISHER = "demo"
 
@@ -268,3 +272,143 @@ def _describe(model: str, result: Result, labels: np.ndarray) -> str:
     probabilities = next(iter(result.outputs.values())).reshape(-1)
     top = int(probabilities.argmax())
     return f"class {top}, p={probabilities[top]:.2f}"
+
+
+def _demo_receipt(index: int) -> bytes:
+    """A receipt-shaped log entry, in canonical JSON."""
+    model = cid.compute(b"demo model %d" % (index % 3))
+    return canonical.dumps(
+        {
+            "model": model,
+            "input": merkle.leaf_hash(b"input %d" % index).hex(),
+            "output": merkle.leaf_hash(b"output %d" % index).hex(),
+            "mode": "attested",
+            "nonce": f"{index:032x}",
+            "time": 1764000000 + index,
+        }
+    )
+
+
+def run_local(out: Console, data: Path | None, batches: int, batch_size: int) -> None:
+    """The log (append, prove, verify, catch tampering), then a model published, answered with
+    a bundle and verified offline, in one process."""
+    directory = data or Path(tempfile.mkdtemp(prefix="verinfer-demo-"))
+    signer = load_or_create_key(directory, "demo.verinfer.example/node")
+    out.print(f"[bold]verinfer demo[/] — data directory {directory}")
+    out.print(f"node key: {signer.vkey}\n")
+    with Log.open(directory, signer) as log:
+        # (1) group commit: each batch of receipts gets one signed checkpoint
+        table = Table(
+            "batch", "entries", "tree size", "root", title="appended (one checkpoint each)"
+        )
+        start, first = log.size, 0
+        for number in range(batches):
+            appended = log.append([_demo_receipt(log.size + i) for i in range(batch_size)])
+            first = first or appended.end  # the first checkpoint of this run
+            table.add_row(
+                str(number + 1),
+                f"{appended.start}..{appended.end - 1}",
+                str(appended.end),
+                appended.checkpoint.root.hex()[:16] + "…",
+            )
+        out.print(table)
+        signed = log.signed_checkpoint
+        out.print("\n[bold]latest signed checkpoint[/] (C2SP tlog-checkpoint):")
+        out.print(signed, end="", markup=False)
+
+        # (2) a client with only the node's vkey checks one receipt offline
+        checkpoint, _ = note.verify_checkpoint(signed, [signer.vkey])
+        index = start + (checkpoint.size - start) // 2  # an entry this run appended
+        entry = log.entry(index)
+        proof = log.inclusion_proof(index, checkpoint.size)
+        merkle.verify_inclusion(
+            merkle.leaf_hash(entry), index, checkpoint.size, proof, checkpoint.root
+        )
+        out.print(f"\n[green]✓[/] checkpoint signature verifies with {signer.name}")
+        out.print(
+            f"[green]✓[/] entry {index} is in the tree of size {checkpoint.size} "
+            f"({len(proof)}-hash inclusion proof)"
+        )
+        out.print(
+            f"  served from {tile_path(0, index // TILE_WIDTH)} and "
+            f"{entries_path(index // TILE_WIDTH)}"
+        )
+
+        # (3) the log only grew: the first checkpoint of this run is a prefix of the latest
+        old = log.checkpoint_at(first)
+        old_checkpoint, _ = note.verify_checkpoint(old, [signer.vkey])
+        consistency = log.consistency_proof(first, checkpoint.size)
+        merkle.verify_consistency(
+            first, checkpoint.size, old_checkpoint.root, checkpoint.root, consistency
+        )
+        out.print(
+            f"[green]✓[/] tree of size {first} is a prefix of size {checkpoint.size} "
+            f"({len(consistency)}-hash consistency proof)"
+        )
+
+        # (4) a node that alters an answered entry is caught by the same check
+        forged = entry.replace(b'"attested"', b'"attested "')
+        try:
+            merkle.verify_inclusion(
+                merkle.leaf_hash(forged), index, checkpoint.size, proof, checkpoint.root
+            )
+        except VerificationError as exc:
+            out.print(f"[green]✓[/] an altered entry {index} is rejected: {exc}")
+        else:  # pragma: no cover - would mean the proof check is broken
+            raise Error("an altered entry verified: the log is broken")
+        log.verify()
+        out.print(f"[green]✓[/] full audit: all {log.size} entries, tiles and checkpoints agree")
+    _local_inference(out, directory)
+
+
+def _local_inference(out: Console, directory: Path) -> None:
+    """Publish a model, answer a request with a bundle, verify it offline, catch a lie."""
+    out.print("\n[bold]verified inference[/]")
+    publisher_key = directory / "publisher.skey"
+    if not publisher_key.exists():
+        keys.write_secret(publisher_key, note.generate_key("demo")[0] + "\n")
+    publisher = note.Signer(publisher_key.read_text().strip())
+    with Node(directory) as node:
+        try:
+            manifest = node.hub.resolve("demo/mlp@1")
+        except Error:
+            manifest = node.hub.publish(
+                examples.mlp(
+                    [4, 16, 3], seed=7, batch="batch", softmax=True, output="probabilities"
+                ),
+                repository="demo/mlp",
+                version="1",
+                signer=publisher,
+                description="a seeded 4-16-3 MLP",
+            )
+        verdict = manifest.body["determinism"]["bit_identical"]
+        out.print(
+            f"[green]✓[/] published demo/mlp@1: model {manifest.model}, manifest {manifest.cid} "
+            f"(checked in a sandbox; bit-identical across threads: {verdict})"
+        )
+        inputs = {"x": np.array([[0.5, -1.0, 2.0, 0.1], [1.5, 0.2, -0.3, 0.9]], np.float32)}
+        result = node.infer("demo/mlp", inputs, nonce=os.urandom(8).hex())
+        bundle_text = result.bundle.to_json()
+        model_bytes = node.hub.blobs.get(manifest.model)
+        out.print(
+            f"[green]✓[/] answered with a {len(bundle_text):,}-byte bundle: receipt "
+            f"{result.bundle.index} of the node's log"
+        )
+        # anyone, offline, with the node's vkey: the bundle, the tensors, the model
+        verify_bundle(
+            Bundle.from_json(bundle_text),
+            [node.vkey],
+            inputs=inputs,
+            outputs=result.outputs,
+            model=model_bytes,
+            reexecute=True,
+            report=lambda line: out.print(f"  [green]✓[/] {line}"),
+        )
+        forged = {"probabilities": result.outputs["probabilities"].copy()}
+        forged["probabilities"][0, 0] += 0.01
+        try:
+            verify_bundle(Bundle.from_json(bundle_text), [node.vkey], outputs=forged)
+        except VerificationError as exc:
+            out.print(f"[green]✓[/] an altered output is rejected: {exc}")
+        else:  # pragma: no cover - would mean the digest check is broken
+            raise Error("an altered output verified: the verifier is broken")

@@ -6,12 +6,13 @@ ONNX Runtime run here directly (:func:`_truth`), never from one of the answers b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ import pytest
 from test_http import IRIS, Served
 
 from verinfer import note, tensors
-from verinfer.client import Client, Network
+from verinfer.client import AsyncNetwork, Client, Network, Result
 from verinfer.errors import DisagreementError, InputError, VerificationError
 from verinfer.examples import sklearn_model
+from verinfer.modes.replicated import Agreement
 from verinfer.node import Node
 from verinfer.testing import FalsifyingEngine
 from verinfer.verify import Bundle, verify_bundle
@@ -187,7 +189,7 @@ def test_replicated_bundles_are_tamper_evident(world: World) -> None:
 
     def swapped(*replicas: Bundle) -> Bundle:
         return Bundle(bundle.receipt, bundle.index, bundle.proof, bundle.checkpoint,
-                      replicas=replicas)  # fmt: skip
+                      evidence=Agreement(replicas))  # fmt: skip
 
     cases = {
         "the same node twice": (swapped(first, first), trusted, "again; replicated:3 needs"),
@@ -256,3 +258,39 @@ def test_the_cli_runs_replicated_and_verifies_the_bundle(world: World, tmp_path:
                "--network", str(world.network("a", "b", "liar")))  # fmt: skip
     assert liar.returncode == 1
     assert "the nodes disagree" in liar.stderr
+
+
+# -- both drivers of the network: one set of decisions, driven by threads or by asyncio -----
+
+
+def _network_sync(path: Path, mode: str) -> Result:
+    with Network(path) as network:
+        return network.infer("alice/iris", {"X": IRIS}, mode=mode)
+
+
+def _network_async(path: Path, mode: str) -> Result:
+    async def main() -> Result:
+        async with AsyncNetwork(path) as network:
+            return await network.infer("alice/iris", {"X": IRIS}, mode=mode)
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("drive", [_network_sync, _network_async], ids=["sync", "async"])
+def test_both_network_drivers_make_the_same_decisions(
+    world: World, drive: Callable[[Path, str], Result]
+) -> None:
+    truth = _truth(world.model, {"X": IRIS})
+    agreed = drive(world.network("dead", "a", "b", "c"), "replicated:3")  # the dead one replaced
+    assert _same(agreed.outputs, truth)
+    nodes = [agreed.bundle.receipt["node"], *(r.receipt["node"] for r in agreed.bundle.replicas)]
+    assert sorted(nodes) == sorted(world.vkeys("a", "b", "c"))
+    verify_bundle(agreed.bundle, world.vkeys("a", "b", "c"), inputs={"X": IRIS})
+    with pytest.raises(DisagreementError, match="the nodes disagree") as caught:
+        drive(world.network("a", "b", "liar"), "replicated:3")
+    assert len(caught.value.bundles) == 3
+    with pytest.raises(InputError, match="needs 3 nodes of distinct operators; the network has 2"):
+        drive(world.network("a", "b", "c", operators={"a": "acme", "b": "acme"}), "replicated:3")
+    single = drive(world.network("dead", "a"), "attested")  # fail-over past the dead node
+    assert single.bundle.receipt["node"] == world.nodes["a"].node.vkey
+    assert _same(single.outputs, truth)

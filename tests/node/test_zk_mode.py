@@ -23,6 +23,7 @@ from verinfer import cid, note, tensors
 from verinfer.client import AsyncClient, Client, Result
 from verinfer.errors import NotFound, VerificationError
 from verinfer.hub.documents import Manifest, ZkAddendum
+from verinfer.modes.zk import ZkProof
 from verinfer.node import Node
 from verinfer.verify import Bundle, verify_bundle
 
@@ -103,7 +104,7 @@ def test_a_zk_answer_is_proven_and_verified(served: Served) -> None:
     proof = json.loads(bundle.zk_proof)  # one flipped bit of the proof itself
     proof["proof"][40] ^= 1
     proof["hex_proof"] = "0x" + bytes(proof["proof"]).hex()
-    flipped = dataclasses.replace(bundle, zk_proof=json.dumps(proof))
+    flipped = dataclasses.replace(bundle, evidence=ZkProof(bundle.zk_addendum, json.dumps(proof)))
     with pytest.raises(VerificationError, match="step 7"):
         verify_bundle(flipped, [vkey], X, result.outputs, zk_materials=materials,
                       zk_publishers=[ALICE.vkey], allow_insecure_srs=True)  # fmt: skip

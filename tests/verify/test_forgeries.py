@@ -14,6 +14,7 @@ import pytest
 from verinfer import cid, merkle, note, tensors
 from verinfer.errors import VerificationError
 from verinfer.hub.documents import Manifest
+from verinfer.modes.replicated import Agreement
 from verinfer.verify import Bundle, Receipt, verify_bundle
 from verinfer.verify.evidence import verify_evidence
 
@@ -56,8 +57,8 @@ def combined(primary: Bundle, replicas: list[Bundle], outputs: list[dict[str, np
              manifest_data: bytes) -> Bundle:  # fmt: skip
     deviation = max(tensors.deviation(outputs[0], o) or 0.0 for o in outputs[1:])
     compared = tuple(tensors.encode_binary(o) for o in outputs)
-    built = Bundle(primary.receipt, 0, (), primary.checkpoint, (), tuple(replicas), compared,
-                   manifest_data, deviation)  # fmt: skip
+    built = Bundle(primary.receipt, 0, (), primary.checkpoint, (),
+                   Agreement(tuple(replicas), compared, manifest_data, deviation))  # fmt: skip
     return Bundle.from_json(built.to_json())
 
 
@@ -83,11 +84,13 @@ def test_nothing_unchecked_rides_along_and_same_engines_agree_pairwise() -> None
     a, b, c = signer("a.test"), signer("b.test"), signer("c.test")
     first = bundle_for(a, GOOD, ENGINE + "avx2", None, "replicated:3")
     second = bundle_for(b, GOOD, ENGINE + "avx2", None, "replicated:3")
-    text = json.loads(Bundle(first.receipt, 0, (), first.checkpoint, (), (second,)).to_json())
+    text = json.loads(
+        Bundle(first.receipt, 0, (), first.checkpoint, (), Agreement((second,))).to_json()
+    )
     text["evidence"] = {"replicas": [second.to_dict(), second.to_dict()]}
+    third = bundle_for(c, GOOD, ENGINE + "avx2", None, "replicated:3")
     garbage = json.loads(Bundle(first.receipt, 0, (), first.checkpoint, (),
-                                (second, bundle_for(c, GOOD, ENGINE + "avx2", None,
-                                                    "replicated:3"))).to_json())  # fmt: skip
+                                Agreement((second, third))).to_json())  # fmt: skip
     garbage["evidence"].update(outputs=["AAAA"] * 3, manifest="anything", deviation=12345)
     with pytest.raises(VerificationError, match="nothing unchecked rides along"):
         verify_bundle(Bundle.from_json(garbage), [a.vkey, b.vkey, c.vkey])

@@ -17,6 +17,7 @@ import pytest
 from verinfer import cid, merkle, note, tensors
 from verinfer.errors import VerificationError
 from verinfer.hub.documents import Manifest
+from verinfer.modes.replicated import Agreement
 from verinfer.verify import Bundle, Receipt, verify_bundle, verify_bundles
 from verinfer.verify.verifier import KERNEL_CLASSES, cross_class_bound, kernel_class_of
 
@@ -48,7 +49,7 @@ def bundle_for(key: note.Signer, receipt: Receipt) -> Bundle:
 
 
 def replicated(primary: Bundle, *replicas: Bundle) -> Bundle:
-    built = Bundle(primary.receipt, 0, (), primary.checkpoint, (), replicas)
+    built = Bundle(primary.receipt, 0, (), primary.checkpoint, (), Agreement(replicas))
     return Bundle.from_json(built.to_json())
 
 
@@ -114,8 +115,8 @@ def across(outputs: list[dict[str, np.ndarray]], engines: list[str], declared: M
     ]  # fmt: skip
     deviation = max(tensors.deviation(outputs[0], o) or 0.0 for o in outputs[1:])
     compared = tuple(tensors.encode_binary(o) for o in outputs)
-    built = Bundle(bundles[0].receipt, 0, (), bundles[0].checkpoint, (), tuple(bundles[1:]),
-                   compared, declared.data, deviation)  # fmt: skip
+    built = Bundle(bundles[0].receipt, 0, (), bundles[0].checkpoint, (),
+                   Agreement(tuple(bundles[1:]), compared, declared.data, deviation))  # fmt: skip
     return Bundle.from_json(built.to_json())
 
 
@@ -341,8 +342,9 @@ def test_nothing_rides_along_a_bitwise_agreement(rider: str) -> None:
     riding: dict[str, Any] = {
         "compared": (tensors.encode_binary(Y),) * 2, "manifest": b"x", "deviation": 0.5,
     }  # fmt: skip
-    bundle = Bundle(first.receipt, 0, (), first.checkpoint, (), (bundle_for(b, receipt_for(b)),),
-                    **{rider: riding[rider]})  # fmt: skip
+    replica = bundle_for(b, receipt_for(b))
+    bundle = Bundle(first.receipt, 0, (), first.checkpoint, (),
+                    Agreement((replica,), **{rider: riding[rider]}))  # fmt: skip
     with pytest.raises(VerificationError, match="nothing unchecked rides along"):
         verify_bundle(bundle, [a.vkey, b.vkey])
 
@@ -353,12 +355,12 @@ def test_the_evidence_manifest_is_the_one_the_receipts_name() -> None:
     real = manifest(STEP, ["avx2", "avx512"])
     bundle = across([Y, off_by(1.0)], [RUNTIME + "avx512", RUNTIME + "avx2"], real)
     loose = manifest(10.0, ["avx2", "avx512"])
-    swapped = Bundle(bundle.receipt, 0, (), bundle.checkpoint, (), bundle.replicas,
-                     bundle.compared, loose.data, bundle.deviation)  # fmt: skip
+    swapped = Bundle(bundle.receipt, 0, (), bundle.checkpoint, (), Agreement(
+        bundle.replicas, bundle.compared, loose.data, bundle.deviation))  # fmt: skip
     with pytest.raises(VerificationError, match=r"the evidence manifest: .*CID"):
         verify_bundle(swapped, trust(bundle))
-    short = Bundle(bundle.receipt, 0, (), bundle.checkpoint, (), bundle.replicas,
-                   bundle.compared[:1], real.data, bundle.deviation)  # fmt: skip
+    short = Bundle(bundle.receipt, 0, (), bundle.checkpoint, (), Agreement(
+        bundle.replicas, bundle.compared[:1], real.data, bundle.deviation))  # fmt: skip
     with pytest.raises(ValueError, match="zip"):
         verify_bundle(short, trust(bundle))
 
@@ -407,7 +409,7 @@ def test_every_flaw_of_the_tolerance_evidence_is_named() -> None:
     def with_(**changes: Any) -> Bundle:
         fields = {"compared": good.compared, "manifest": good.manifest,
                   "deviation": good.deviation, **changes}  # fmt: skip
-        return Bundle(good.receipt, 0, (), good.checkpoint, (), good.replicas, **fields)
+        return Bundle(good.receipt, 0, (), good.checkpoint, (), Agreement(good.replicas, **fields))
 
     with pytest.raises(VerificationError, match=r"ran on different engine classes \(onnxrun"):
         verify_bundle(with_(compared=(), manifest=b"", deviation=0.0), keys)

@@ -9,7 +9,8 @@ client trusts for that owner (:class:`Publishers`: given explicitly, or pinned o
 
 Every call is written once, as a flow in :mod:`verinfer.client._core` that yields requests and
 receives responses; :class:`Client` and :class:`AsyncClient` only drive those flows, so they make
-the same decisions. :class:`Network` spreads calls over a network file's nodes.
+the same decisions. :class:`Network` and :class:`AsyncNetwork` spread calls over a network
+file's nodes (fail-over, replicated agreement), deciding once in a shared base.
 
 Layout: ``_core`` (flows, no network I/O), ``_trust`` (node and publisher pins), ``_sync`` and
 ``_async`` (the drivers), ``_network`` (fail-over and replicated agreement). The underscored
@@ -20,12 +21,13 @@ import time  # noqa: F401 - tests patch verinfer.client.time.sleep, the sync dri
 
 from verinfer.client._async import AsyncClient
 from verinfer.client._core import NetworkError, Result
-from verinfer.client._network import Network, connect
+from verinfer.client._network import AsyncNetwork, Network, connect
 from verinfer.client._sync import Client
 from verinfer.client._trust import NodeKeys, Publishers, StaleHistory
 
 __all__ = [
     "AsyncClient",
+    "AsyncNetwork",
     "Client",
     "Network",
     "NetworkError",

@@ -70,8 +70,13 @@ class AsyncClient:
             timeout=timeout,
         )
         self.url = self._core.url
-        self._trusted = self._core.nodes.trusted
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
+
+    @property
+    def trusted_nodes(self) -> list[str] | None:
+        """The node keys this client accepts answers from (``None``: the node's own key,
+        pinned on first use)."""
+        return self._core.nodes.trusted
 
     @property
     def publishers(self) -> Publishers:
@@ -135,6 +140,19 @@ class AsyncClient:
     ) -> Result:
         """:meth:`Client.infer`, awaited (``replicated:K`` needs a Network: ``InputError``)."""
         return await self._run(self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit))
+
+    async def _infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str,
+        nonce: str | None,
+        audit: str = "private",
+    ) -> Result:
+        """One node's verified answer (for ``replicated:K``, one of the K)."""
+        flow = self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit, single=False)
+        return await self._run(flow)
 
     async def publish(
         self,

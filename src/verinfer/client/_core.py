@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
-from verinfer import cid, merkle, note, tensors
+from verinfer import cid, merkle, modes, note, tensors
 from verinfer.client._trust import NodeKeys, Publishers
 from verinfer.errors import (
     AuthError,
@@ -393,7 +393,7 @@ class Core:
         call, nonce = _infer_request(model, inputs, mode, nonce, audit)
         response = yield from self.send(call)
         bundle, outputs, capabilities = _parse_answer(response, self.url, mode)
-        if bundle.receipt["mode"] == "zk":
+        if modes.parse(bundle.receipt["mode"], receipt=True).proven:
             policy = yield from self.zk_policy(bundle)
             yield Work(lambda: verify_bundle(bundle, [vkey], inputs, outputs, **policy))
         else:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import numpy as np
 
 from verinfer import tensors
+from verinfer.client._async import AsyncClient
 from verinfer.client._core import NetworkError, Result, json_of
 from verinfer.client._options import PublisherTrust, publishers_of
 from verinfer.client._sync import Client
@@ -29,13 +31,82 @@ from verinfer.errors import (
     VerificationError,
 )
 from verinfer.hub.documents import Manifest
+from verinfer.modes.replicated import Agreement, cross_class_bound, within_tolerance
 from verinfer.verify import Bundle, replicas_of, verify_bundle
 from verinfer.verify.evidence import model_of, verify_evidence
 
-__all__ = ["Network", "connect"]
+__all__ = ["AsyncNetwork", "Network", "connect"]
 
 
-class Network:
+C = TypeVar("C", Client, AsyncClient)
+
+
+class _Nodes(Generic[C]):
+    """What both network drivers decide without I/O: the network file, its operators and
+    witnesses, the order of fail-over, which nodes answer a replicated request, and the
+    convicted nodes."""
+
+    clients: list[C]
+
+    def _read(self, path: str | os.PathLike[str]) -> tuple[list[Any], list[tuple[str, str, str]]]:
+        try:
+            nodes = json.loads(Path(path).read_text())["nodes"]
+            triples = [
+                (str(node["url"]), str(node["vkey"]), str(node.get("operator") or node["vkey"]))
+                for node in nodes
+            ]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"cannot read network file {os.fspath(path)!r}: {exc}") from exc
+        if not triples:
+            raise InputError(f"network file {os.fspath(path)!r} lists no nodes")
+        return nodes, triples
+
+    def _wire(self, nodes: list[Any], triples: list[tuple[str, str, str]]) -> None:
+        self._operators = {client.url: operator for client, (*_, operator) in
+                           zip(self.clients, triples, strict=True)}  # fmt: skip
+        # the witness policy the file states: each node's witness key (if listed), of the node's
+        # operator (a log's own operator's witnesses never count toward its quorum)
+        self.witnesses = [str(node["witness"]) for node in nodes if node.get("witness")]
+        self.operators = {key: operator for (_, vkey, operator), node in zip(triples, nodes,
+                          strict=True) for key in (vkey, node.get("witness")) if key}  # fmt: skip
+        self.convicted: dict[str, str] = {}  # node vkey -> the verdict of evidence against it
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def _order(self) -> list[C]:
+        with self._lock:
+            start = self._next
+            self._next = (self._next + 1) % len(self.clients)
+        ordered = self.clients[start:] + self.clients[:start]
+        return [c for c in ordered if (c.trusted_nodes or [""])[0] not in self.convicted]
+
+    def _candidates(self, mode: str, wanted: int) -> list[C]:
+        candidates = self._order()
+        operators = {self._operators[c.url] for c in candidates}
+        if len(operators) < wanted:
+            raise InputError(
+                f"{mode} needs {wanted} nodes of distinct operators; the network has "
+                f"{len(operators)}"
+            )
+        return candidates
+
+    def _batch(self, candidates: list[C], answered: set[str], wanted: int) -> list[C]:
+        """One untried node per operator still missing (removed from ``candidates``)."""
+        used, batch = set(answered), list[C]()
+        for client in list(candidates):
+            operator = self._operators[client.url]
+            if operator not in used and len(answered) + len(batch) < wanted:
+                batch.append(client)
+                used.add(operator)
+                candidates.remove(client)
+        return batch
+
+    def vkeys(self) -> list[str]:
+        """The node keys the network file lists."""
+        return [key for client in self.clients for key in client.trusted_nodes or []]
+
+
+class Network(_Nodes[Client]):
     """Clients of every node of a network file (``network.json``: ``{"nodes": [{"url", "vkey"}]}``).
 
     Each node is trusted with exactly the vkey the file lists. Names (``owner/name[@v]``)
@@ -60,16 +131,7 @@ class Network:
         known_publishers: str | os.PathLike[str] | None = None,
         on_pin: Notify | None = None,
     ) -> None:
-        try:
-            nodes = json.loads(Path(path).read_text())["nodes"]
-            triples = [
-                (str(node["url"]), str(node["vkey"]), str(node.get("operator") or node["vkey"]))
-                for node in nodes
-            ]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise InputError(f"cannot read network file {os.fspath(path)!r}: {exc}") from exc
-        if not triples:
-            raise InputError(f"network file {os.fspath(path)!r} lists no nodes")
+        nodes, triples = self._read(path)
         # one publisher policy for every node: a name means the same key whoever answers
         self.publishers = publishers_of(trusted_publishers, known_publishers, on_pin, None)
         self.clients = [
@@ -82,16 +144,7 @@ class Network:
             )
             for url, vkey, _ in triples
         ]
-        self._operators = {client.url: operator for client, (*_, operator) in
-                           zip(self.clients, triples, strict=True)}  # fmt: skip
-        # the witness policy the file states: each node's witness key (if listed), of the node's
-        # operator (a log's own operator's witnesses never count toward its quorum)
-        self.witnesses = [str(node["witness"]) for node in nodes if node.get("witness")]
-        self.operators = {key: operator for (_, vkey, operator), node in zip(triples, nodes,
-                          strict=True) for key in (vkey, node.get("witness")) if key}  # fmt: skip
-        self.convicted: dict[str, str] = {}  # node vkey -> the verdict of evidence against it
-        self._next = 0
-        self._lock = threading.Lock()
+        self._wire(nodes, triples)
 
     def close(self) -> None:
         """Close every client."""
@@ -104,13 +157,6 @@ class Network:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _order(self) -> list[Client]:
-        with self._lock:
-            start = self._next
-            self._next = (self._next + 1) % len(self.clients)
-        ordered = self.clients[start:] + self.clients[:start]
-        return [c for c in ordered if (c._trusted or [""])[0] not in self.convicted]
-
     def gossip(self, checkpoint: str) -> dict[str, Any] | None:
         """Tell every node's witness a signed checkpoint seen elsewhere (e.g. a bundle's); if a
         node saw another tree of that size from the same log, return its equivocation evidence
@@ -122,12 +168,9 @@ class Network:
                 continue
             if response.status_code != 200:
                 continue
-            answer = json_of(response)
-            found = answer.get("equivocation") if isinstance(answer, dict) else None
-            if isinstance(found, dict) and found:
-                verify_evidence(found)  # and it must be about the log of this checkpoint
-                if found.get("log") == checkpoint.split("\n", 1)[0]:
-                    return dict(found)
+            found = _equivocation(json_of(response), checkpoint)
+            if found is not None:
+                return found
         return None
 
     def check_evidence(self) -> dict[str, str]:
@@ -140,8 +183,8 @@ class Network:
             except Error:
                 continue  # an unreachable node holds no evidence we can see
             for document in found if isinstance(found, list) else []:
-                accused = document.get("vkey") if isinstance(document, dict) else None
-                if not isinstance(accused, str) or accused in self.convicted:
+                accused = _accused(document, self.convicted)
+                if accused is None:
                     continue
                 try:
                     model_cid = model_of(document)  # fraud and disputes re-run the model
@@ -187,25 +230,12 @@ class Network:
         nonce: str,
         audit: str,
     ) -> Result:
-        candidates = self._order()
-        operators = {self._operators[c.url] for c in candidates}
-        if len(operators) < wanted:
-            raise InputError(
-                f"{mode} needs {wanted} nodes of distinct operators; the network has "
-                f"{len(operators)}"
-            )
+        candidates = self._candidates(mode, wanted)
         answers: dict[str, Result] = {}  # by operator
         failures: list[str] = []
         with ThreadPoolExecutor(max_workers=wanted) as pool:
             while len(answers) < wanted:
-                used = set(answers)
-                batch: list[Client] = []
-                for client in list(candidates):  # one untried node per missing operator
-                    operator = self._operators[client.url]
-                    if operator not in used and len(answers) + len(batch) < wanted:
-                        batch.append(client)
-                        used.add(operator)
-                        candidates.remove(client)
+                batch = self._batch(candidates, set(answers), wanted)
                 if not batch:
                     raise NetworkError(
                         f"{mode}: only {len(answers)} of {wanted} operators answered: "
@@ -223,7 +253,9 @@ class Network:
                     except (NetworkError, LimitExceeded, StorageError, NotFound,
                             StaleHistory) as exc:  # fmt: skip
                         failures.append(f"{client.url}: {exc}")  # VerificationError propagates
-        return _agreed(mode, list(answers.values()), self.vkeys(), self._manifest)
+        found = list(answers.values())
+        needed = _manifest_needed(found)
+        return _agreed(mode, found, self.vkeys(), self._manifest(needed) if needed else b"")
 
     def _manifest(self, ref: str) -> bytes:
         """A manifest's bytes from any node (checked against its CID by the caller)."""
@@ -235,14 +267,37 @@ class Network:
                 problems.append(f"{client.url}: {exc}")
         raise NetworkError(f"no node served manifest {ref!r}: " + "; ".join(problems))
 
-    def vkeys(self) -> list[str]:
-        """The node keys the network file lists."""
-        return [key for client in self.clients for key in client._trusted or []]
+
+def _equivocation(answer: object, checkpoint: str) -> dict[str, Any] | None:
+    """The equivocation evidence in a node's answer to gossip, checked here, if it is about
+    the log of ``checkpoint``."""
+    found = answer.get("equivocation") if isinstance(answer, dict) else None
+    if isinstance(found, dict) and found:
+        verify_evidence(found)  # and it must be about the log of this checkpoint
+        if found.get("log") == checkpoint.split("\n", 1)[0]:
+            return dict(found)
+    return None
 
 
-def _agreed(
-    mode: str, answers: list[Result], trusted: list[str], manifest_of: Callable[[str], bytes]
-) -> Result:
+def _accused(document: object, convicted: Mapping[str, str]) -> str | None:
+    """The node a piece of evidence accuses, unless it is malformed or already convicted."""
+    accused = document.get("vkey") if isinstance(document, dict) else None
+    return accused if isinstance(accused, str) and accused not in convicted else None
+
+
+def _manifest_needed(answers: list[Result]) -> str | None:
+    """The manifest CID agreement needs to compare the answers within a tolerance (outputs
+    and engines differ), else ``None``."""
+    bundles = [answer.bundle for answer in answers]
+    first = bundles[0].receipt
+    if len({b.receipt["outputs"] for b in bundles}) == 1:
+        return None
+    if all(b.receipt["engine"] == first["engine"] for b in bundles):
+        return None
+    return str(first["manifest"])
+
+
+def _agreed(mode: str, answers: list[Result], trusted: list[str], manifest: bytes) -> Result:
     """One bundle of K agreeing answers, or a :class:`DisagreementError` with all of them.
 
     Answers agree bit for bit; from different engine classes, within the tolerance the model's
@@ -250,13 +305,11 @@ def _agreed(
     bundles = tuple(answer.bundle for answer in answers)
     first = bundles[0]
     compared: tuple[bytes, ...] = ()
-    manifest = b""
     observed = 0.0
     if len({b.receipt["outputs"] for b in bundles}) > 1:
         same_engine = all(b.receipt["engine"] == first.receipt["engine"] for b in bundles)
         tolerance = None
         if not same_engine:
-            manifest = manifest_of(str(first.receipt["manifest"]))
             declared = Manifest.from_bytes(manifest, first.receipt["manifest"])
             tolerance = declared.body["determinism"].get("tolerance")
             if tolerance is None:
@@ -265,8 +318,14 @@ def _agreed(
                     f"{declared.repository}@{declared.version} declares no tolerance to compare "
                     "their outputs: publish it calibrated (verinfer model publish --calibrate)"
                 )
-        deviations = [tensors.deviation(answers[0].outputs, a.outputs) for a in answers[1:]]
-        if tolerance is None or any(d is None or d > tolerance["abs"] for d in deviations):
+        bound = 0.0
+        if tolerance is not None:  # the one rule: the calibrated bound, for measured classes
+            try:
+                bound = cross_class_bound([b.receipt["engine"] for b in bundles], tolerance)
+            except VerificationError:  # the verifier below names why, as it does offline
+                bound = float(tolerance["abs"])
+        verdicts = [within_tolerance(answers[0].outputs, a.outputs, bound) for a in answers[1:]]
+        if tolerance is None or not all(agrees for agrees, _ in verdicts):
             said: dict[str, list[str]] = {}
             for bundle in bundles:
                 said.setdefault(str(bundle.receipt["outputs"]), []).append(
@@ -278,20 +337,157 @@ def _agreed(
                 bundles,
             )
         compared = tuple(tensors.encode_binary(a.outputs) for a in answers)
-        observed = max(d for d in deviations if d is not None)
+        observed = max(d for _, d in verdicts if d is not None)
     combined = Bundle(
         first.receipt,
         first.index,
         first.proof,
         first.checkpoint,
         first.cosignatures,
-        replicas=bundles[1:],
-        compared=compared,
-        manifest=manifest,
-        deviation=observed,
+        Agreement(bundles[1:], compared, manifest if compared else b"", observed),
     )
     verify_bundle(combined, trusted)  # agreement of model, inputs, nonce and outputs again
     return Result(answers[0].outputs, combined, answers[0].manifest, answers[0].capabilities)
+
+
+class AsyncNetwork(_Nodes[AsyncClient]):
+    """:class:`Network`, awaited: the same network file, fail-over, ``replicated:K`` agreement
+    (the K requests run concurrently) and evidence checks, over :class:`AsyncClient` drivers.
+    Use ``async with AsyncNetwork(path) as network``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 60.0,
+        trusted_publishers: PublisherTrust = (),
+        known_publishers: str | os.PathLike[str] | None = None,
+        on_pin: Notify | None = None,
+    ) -> None:
+        nodes, triples = self._read(path)
+        self.publishers = publishers_of(trusted_publishers, known_publishers, on_pin, None)
+        self.clients = [
+            AsyncClient(
+                url,
+                trusted_vkeys=[vkey],
+                timeout=timeout,
+                retries=1,
+                trusted_publishers=self.publishers,
+            )
+            for url, vkey, _ in triples
+        ]
+        self._wire(nodes, triples)
+
+    async def aclose(self) -> None:
+        """Close every client."""
+        for client in self.clients:
+            await client.aclose()
+
+    async def __aenter__(self) -> AsyncNetwork:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        mode: str = "attested",
+        nonce: str | None = None,
+        audit: str = "private",
+    ) -> Result:
+        """:meth:`Network.infer`, awaited."""
+        wanted = replicas_of(mode)
+        if wanted > 1:
+            nonce = nonce or secrets.token_hex(16)
+            return await self._replicated(model, inputs, mode, wanted, nonce, audit)
+        failures = []
+        for client in self._order():
+            try:
+                return await client.infer(model, inputs, mode=mode, nonce=nonce, audit=audit)
+            except (NetworkError, LimitExceeded, StorageError, StaleHistory) as exc:
+                failures.append(f"{client.url}: {exc}")  # a lie (VerificationError) propagates
+        raise NetworkError("no node answered: " + "; ".join(failures))
+
+    async def _replicated(  # noqa: PLR0917 - one request's fields
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        mode: str,
+        wanted: int,
+        nonce: str,
+        audit: str,
+    ) -> Result:
+        candidates = self._candidates(mode, wanted)
+        answers: dict[str, Result] = {}  # by operator
+        failures: list[str] = []
+        while len(answers) < wanted:
+            batch = self._batch(candidates, set(answers), wanted)
+            if not batch:
+                raise NetworkError(
+                    f"{mode}: only {len(answers)} of {wanted} operators answered: "
+                    + "; ".join(failures)
+                )
+            found = await asyncio.gather(
+                *(c._infer(model, inputs, mode=mode, nonce=nonce, audit=audit) for c in batch),
+                return_exceptions=True,
+            )
+            for client, answer in zip(batch, found, strict=True):
+                if isinstance(answer, NetworkError | LimitExceeded | StorageError | NotFound
+                              | StaleHistory):  # fmt: skip
+                    failures.append(f"{client.url}: {answer}")
+                elif isinstance(answer, BaseException):
+                    raise answer  # VerificationError propagates
+                else:
+                    answers[self._operators[client.url]] = answer
+        agreeing = list(answers.values())
+        needed = _manifest_needed(agreeing)
+        manifest = await self._manifest(needed) if needed else b""
+        return await asyncio.to_thread(_agreed, mode, agreeing, self.vkeys(), manifest)
+
+    async def _manifest(self, ref: str) -> bytes:
+        problems = []
+        for client in self.clients:
+            try:
+                return (await client._request("GET", f"/v1/manifests/{ref}")).content
+            except Error as exc:
+                problems.append(f"{client.url}: {exc}")
+        raise NetworkError(f"no node served manifest {ref!r}: " + "; ".join(problems))
+
+    async def gossip(self, checkpoint: str) -> dict[str, Any] | None:
+        """:meth:`Network.gossip`, awaited."""
+        for client in self.clients:
+            try:
+                response = await client._http.post("/v1/gossip", content=checkpoint.encode())
+            except httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                found = _equivocation(json_of(response), checkpoint)
+                if found is not None:
+                    return found
+        return None
+
+    async def check_evidence(self) -> dict[str, str]:
+        """:meth:`Network.check_evidence`, awaited (re-execution runs on a worker thread)."""
+        for client in self.clients:
+            try:
+                found = json_of(await client._request("GET", "/v1/evidence"))
+            except Error:
+                continue
+            for document in found if isinstance(found, list) else []:
+                accused = _accused(document, self.convicted)
+                if accused is None:
+                    continue
+                try:
+                    model_cid = model_of(document)
+                    model = await client.blob(model_cid) if model_cid is not None else None
+                    verdict = await asyncio.to_thread(verify_evidence, document, model=model)
+                    self.convicted[accused] = verdict
+                except (Error, ValueError, KeyError, TypeError):
+                    continue
+        return dict(self.convicted)
 
 
 def connect(target: str | os.PathLike[str], **options: Any) -> Client | Network:

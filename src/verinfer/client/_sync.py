@@ -81,8 +81,13 @@ class Client:
             timeout=timeout,
         )
         self.url = self._core.url
-        self._trusted = self._core.nodes.trusted
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+
+    @property
+    def trusted_nodes(self) -> list[str] | None:
+        """The node keys this client accepts answers from (``None``: the node's own key,
+        pinned on first use)."""
+        return self._core.nodes.trusted
 
     @property
     def publishers(self) -> Publishers:

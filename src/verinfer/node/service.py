@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from verinfer import cid, keys, note, tensors
+from verinfer import cid, keys, modes, note, tensors
 from verinfer.engine import Engine
 from verinfer.errors import (
     ConflictError,
@@ -38,6 +38,8 @@ from verinfer.hub import Hub, Manifest
 from verinfer.hub.documents import parse_ref
 from verinfer.log import Log
 from verinfer.log.sequencer import Committed, Sequencer
+from verinfer.modes import NO_EVIDENCE, Evidence
+from verinfer.modes.zk import ZkProof
 from verinfer.node.access import TensorAccess
 from verinfer.node.archive import DEFAULT_RETENTION, TensorArchive
 from verinfer.node.cosigning import Cosigner
@@ -45,7 +47,7 @@ from verinfer.node.disputes import Disputes
 from verinfer.node.peers import HttpSource, check_peers
 from verinfer.node.pipeline import Pipeline
 from verinfer.verify import Bundle, Receipt
-from verinfer.verify.bundle import AUDITS, check_nonce, replicas_of, window_of
+from verinfer.verify.bundle import AUDITS, check_nonce
 from verinfer.verify.evidence import model_of, verify_evidence
 from verinfer.witness import Witness
 
@@ -132,7 +134,7 @@ def _now() -> str:
 
 
 def _check_request(mode: str, nonce: str | None, audit: str) -> None:
-    replicas_of(mode)  # a node answers each replica of a replicated request on its own
+    modes.parse(mode)  # a node answers each replica of a replicated request on its own
     check_nonce(nonce)
     if audit not in AUDITS:
         raise InputError(f"audit {audit!r} is not one of {', '.join(AUDITS)}")
@@ -147,18 +149,17 @@ class Result:
     manifest: Manifest
 
 
-_Computed = tuple[Manifest, dict[str, np.ndarray], Receipt, dict[str, str]]
+_Computed = tuple[Manifest, dict[str, np.ndarray], Receipt, Evidence]
 
 
 def _finish(computed: _Computed, committed: Committed) -> Result:
-    manifest, outputs, receipt, extras = computed
+    manifest, outputs, receipt, evidence = computed
     bundle = Bundle(
         receipt,
         committed.index,
         tuple(committed.proof),
         committed.signed_checkpoint,
-        zk_addendum=extras.get("zk_addendum", ""),
-        zk_proof=extras.get("zk_proof", ""),
+        evidence=evidence,
     )
     return Result(outputs, bundle, manifest)
 
@@ -399,14 +400,15 @@ class Node:
         """Resolve, check, run, digest (on a worker, or a blocking caller's own thread); the
         receipt's bytes go to the log."""
         manifest = self.resolve(model)
-        self._check_judgeable(manifest, mode)
+        asked = modes.parse(mode)
+        self._check_judgeable(manifest, asked)
         checked = tensors.validate(inputs, manifest.body["inputs"], max_bytes=self.max_input_bytes)
         # a large input is hashed on another core while ONNX Runtime runs (both release the GIL)
         large = sum(array.nbytes for array in checked.values()) >= _OVERLAP_BYTES
         hashing = self._hasher.submit(tensors.map_digest, checked) if large else None
-        extras: dict[str, str] = {}
-        if mode == "zk":  # the circuit's outputs, proven; minutes for big models
-            outputs, extras = self._prove(manifest, checked)
+        evidence: Evidence = NO_EVIDENCE
+        if asked.proven:  # the circuit's outputs, proven; minutes for big models
+            outputs, evidence = self._prove(manifest, checked)
         else:
             load = lambda: self._model_bytes(manifest)  # noqa: E731
             self.engine.session(manifest.model, load)  # built first: not part of the run's time
@@ -425,13 +427,13 @@ class Node:
             manifest=manifest.cid,
             inputs=inputs_digest,
             outputs=outputs_digest,
-            mode=f"optimistic:{self.window}" if window_of(mode, receipt=False) == 0 else mode,
+            mode=asked.stated(self.window),
             engine=self.engine.identity,
             time=_now(),
             nonce=nonce,
             audit=audit,
         )
-        return receipt.data, (manifest, outputs, receipt, extras)
+        return receipt.data, (manifest, outputs, receipt, evidence)
 
     def _timed(self, key: tuple[str, str], inputs: dict[str, np.ndarray], seconds: float) -> None:
         """Learn which requests are short (see :meth:`_estimate`)."""
@@ -467,7 +469,7 @@ class Node:
 
     def _prove(
         self, manifest: Manifest, inputs: dict[str, np.ndarray]
-    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    ) -> tuple[dict[str, np.ndarray], Evidence]:
         """zk: run the circuit the publisher endorsed on ``inputs`` and prove it."""
         from verinfer import zk  # noqa: PLC0415 - optional, heavy
 
@@ -504,13 +506,13 @@ class Node:
             outputs, proof = zk.prove(circuit, inputs)
         finally:
             self._zk_slot.release()
-        return outputs, {"zk_addendum": addendum.cid, "zk_proof": proof.decode()}
+        return outputs, ZkProof(addendum.cid, proof.decode())
 
-    def _check_judgeable(self, manifest: Manifest, mode: str) -> None:
+    def _check_judgeable(self, manifest: Manifest, mode: modes.Mode) -> None:
         """Refuse ``replicated:K`` and ``optimistic`` for a model with operators whose output
         is not a function of their inputs (found here, from the bytes): bitwise agreement and
         disputes would judge answers that no honest re-run has to reproduce."""
-        if replicas_of(mode) == 1 and window_of(mode, receipt=False) is None:
+        if not mode.rerun_judged:
             return
         found = self._random_operators.get(manifest.model)
         if found is None:
@@ -525,7 +527,7 @@ class Node:
             self._random_operators[manifest.model] = found
         if found:
             raise InputError(
-                f"mode {mode!r} is refused for {manifest.repository}@{manifest.version}: the "
+                f"mode {mode.text!r} is refused for {manifest.repository}@{manifest.version}: the "
                 f"model has operators whose output is not a function of their inputs "
                 f"({', '.join(found)}), so its answers can be neither compared bit for bit nor "
                 "disputed; ask for attested"

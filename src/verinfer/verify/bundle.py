@@ -15,8 +15,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from verinfer import canonical, cid
+from verinfer import canonical, cid, modes
 from verinfer.errors import InputError, VerificationError
+from verinfer.modes import NO_EVIDENCE, Evidence
+from verinfer.modes.optimistic import Optimistic
+from verinfer.modes.replicated import Agreement
+from verinfer.modes.zk import ZkProof
 
 __all__ = [
     "AUDITS",
@@ -32,11 +36,7 @@ __all__ = [
 
 RECEIPT_TYPE = "verinfer.receipt/v1"
 BUNDLE_TYPE = "verinfer.bundle/v1"
-MODES = ("attested", "replicated:K", "optimistic[:S]", "zk")  # K = 2..16 distinct nodes agree;
-# S = the challenge window in seconds; a receipt always states it ("optimistic:86400")
-_REPLICATED = re.compile(r"replicated:([2-9]|1[0-6])")
-_OPTIMISTIC = re.compile(r"optimistic(?::([1-9][0-9]{1,7}))?")
-MAX_WINDOW = 365 * 86400
+MODES = modes.MODES
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # a JSON string of these characters is its own canonical form: nothing to escape
@@ -74,18 +74,9 @@ def _encodable(text: str) -> bool:
 
 
 def replicas_of(mode: object) -> int:
-    """How many nodes must answer in ``mode``: 1 for ``attested`` and ``zk``, K for
-    ``replicated:K``;
-    :class:`InputError` for anything else."""
-    if mode in ("attested", "zk") or window_of(mode, receipt=False) is not None:
-        return 1
-    found = _REPLICATED.fullmatch(mode) if isinstance(mode, str) else None
-    if found is None:
-        raise InputError(
-            f"mode {mode!r} is not available; available: attested, replicated:K (K = 2..16), "
-            "optimistic[:S] (a challenge window of S = 10..31536000 seconds), zk"
-        )
-    return int(found.group(1))
+    """How many nodes must answer in ``mode``: 1 for ``attested``, ``optimistic`` and ``zk``, K
+    for ``replicated:K``; :class:`InputError` for anything else."""
+    return modes.parse(mode).nodes
 
 
 def window_of(mode: object, *, receipt: bool = True) -> int | None:
@@ -93,23 +84,17 @@ def window_of(mode: object, *, receipt: bool = True) -> int | None:
 
     A request may say plain ``optimistic`` (the node's default window, returned as 0 when
     ``receipt`` is false); a receipt must state its window: :class:`InputError` otherwise."""
-    found = _OPTIMISTIC.fullmatch(mode) if isinstance(mode, str) else None
-    if found is None:
-        return None
-    if found.group(1) is None:
-        if receipt:
-            raise InputError("an optimistic receipt must state its window: optimistic:SECONDS")
-        return 0
-    seconds = int(found.group(1))
-    if seconds > MAX_WINDOW:
-        raise InputError(f"challenge window {seconds} s is longer than {MAX_WINDOW} s")
-    return seconds
+    found = Optimistic.parse(mode, receipt=receipt) if isinstance(mode, str) else None
+    return None if found is None else found.window
 
 
 def mode_matches(requested: str, stated: str) -> bool:
     """Whether a receipt's mode answers the mode a client asked for (plain ``optimistic``
     accepts any window the node states)."""
-    return stated == requested or (requested == "optimistic" and stated.startswith("optimistic:"))
+    try:
+        return modes.parse(requested).answers(modes.parse(stated, receipt=True))
+    except InputError:
+        return False
 
 
 def check_nonce(nonce: object) -> str | None:
@@ -226,8 +211,7 @@ class Receipt:
             if not isinstance(body[name], str) or not _DIGEST.fullmatch(body[name]):
                 raise VerificationError(f"malformed receipt: {name} digest {body[name]!r}")
         try:
-            replicas_of(body["mode"])
-            window_of(body["mode"])
+            modes.parse(body["mode"], receipt=True)
         except InputError:
             raise VerificationError(f"malformed receipt: unknown mode {body['mode']!r}") from None
         if not isinstance(body["time"], str) or not _TIME.fullmatch(body["time"]):
@@ -255,26 +239,38 @@ class Bundle:
     proof: tuple[bytes, ...]
     checkpoint: str
     cosignatures: tuple[str, ...] = ()
-    replicas: tuple[Bundle, ...] = ()
-    compared: tuple[bytes, ...] = ()  # replicated across engine classes: each receipt's outputs
-    manifest: bytes = b""  # ... the manifest (by the receipt's CID) declaring the tolerance
-    deviation: float = 0.0  # ... and the largest deviation observed (the verifier recomputes it)
-    zk_addendum: str = ""  # zk: the CID of the publisher's circuit endorsement
-    zk_proof: str = ""  # zk: the proof (ezkl's JSON), public instances included
+    evidence: Evidence = NO_EVIDENCE  # what the receipt's mode adds (verinfer.modes)
+
+    # the evidence of each mode, read through the bundle (empty when the mode has none)
+    @property
+    def replicas(self) -> tuple[Bundle, ...]:
+        """``replicated:K``: the K-1 other nodes' bundles."""
+        return self.evidence.replicas if isinstance(self.evidence, Agreement) else ()
 
     @property
-    def evidence(self) -> dict[str, Any]:
-        """The mode-specific evidence, in its JSON form."""
-        if self.zk_proof:
-            return {"zk": {"addendum": self.zk_addendum, "proof": self.zk_proof}}
-        if not self.replicas:
-            return {}
-        found: dict[str, Any] = {"replicas": [replica.to_dict() for replica in self.replicas]}
-        if self.compared:
-            found["outputs"] = [base64.b64encode(npz).decode() for npz in self.compared]
-            found["manifest"] = self.manifest.decode()
-            found["deviation"] = self.deviation
-        return found
+    def compared(self) -> tuple[bytes, ...]:
+        """``replicated:K`` across engine classes: each receipt's outputs (``.npz``)."""
+        return self.evidence.compared if isinstance(self.evidence, Agreement) else ()
+
+    @property
+    def manifest(self) -> bytes:
+        """``replicated:K`` across engine classes: the manifest declaring the tolerance."""
+        return self.evidence.manifest if isinstance(self.evidence, Agreement) else b""
+
+    @property
+    def deviation(self) -> float:
+        """``replicated:K`` across engine classes: the largest deviation observed."""
+        return self.evidence.deviation if isinstance(self.evidence, Agreement) else 0.0
+
+    @property
+    def zk_addendum(self) -> str:
+        """``zk``: the CID of the publisher's circuit endorsement."""
+        return self.evidence.addendum if isinstance(self.evidence, ZkProof) else ""
+
+    @property
+    def zk_proof(self) -> str:
+        """``zk``: the proof (ezkl's JSON), public instances included."""
+        return self.evidence.proof if isinstance(self.evidence, ZkProof) else ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object form."""
@@ -285,7 +281,7 @@ class Bundle:
             "proof": [base64.b64encode(h).decode() for h in self.proof],
             "checkpoint": self.checkpoint,
             "cosignatures": list(self.cosignatures),
-            "evidence": self.evidence,
+            "evidence": self.evidence.to_dict(),
         }
 
     def to_json(self) -> str:
@@ -344,88 +340,9 @@ class Bundle:
         if not _encodable(value["receipt"]):
             raise VerificationError("malformed bundle: the receipt is not valid Unicode")
         receipt = Receipt.from_bytes(value["receipt"].encode())
-        if receipt["mode"] == "zk":
-            addendum, proof = _zk(value["evidence"])
-            return cls(receipt, index, tuple(hashes), value["checkpoint"], tuple(cosignatures),
-                       zk_addendum=addendum, zk_proof=proof)  # fmt: skip
+        evidence = modes.parse(receipt["mode"], receipt=True).evidence(
+            value["evidence"], replica=replica
+        )
         return cls(
-            receipt,
-            index,
-            tuple(hashes),
-            value["checkpoint"],
-            tuple(cosignatures),
-            *_replicas(value["evidence"], receipt["mode"], replica),
+            receipt, index, tuple(hashes), value["checkpoint"], tuple(cosignatures), evidence
         )
-
-
-def _replicas(
-    evidence: object, mode: str, replica: bool
-) -> tuple[tuple[Bundle, ...], tuple[bytes, ...], bytes, float]:
-    """The evidence of a bundle: nothing for ``attested`` and for a replica's own bundle; for
-    ``replicated:K`` the K-1 other bundles and, when the nodes ran on different engine classes,
-    every receipt's outputs (``.npz``) and the manifest that declares the tolerance. Nothing
-    unchecked rides along."""
-    wanted = 0 if replica else replicas_of(mode) - 1
-    if wanted == 0:
-        if evidence != {}:
-            raise VerificationError(
-                f"malformed bundle: evidence must be empty for {'a replica' if replica else mode}"
-            )
-        return (), (), b"", 0.0
-    if not isinstance(evidence, dict) or set(evidence) not in (
-        {"replicas"},
-        {"replicas", "outputs", "manifest", "deviation"},
-    ):
-        raise VerificationError(
-            f"malformed bundle: evidence of {mode} must hold only 'replicas' (and, across "
-            "engine classes, 'outputs', 'manifest' and 'deviation')"
-        )
-    items = evidence["replicas"]
-    if not isinstance(items, list) or len(items) != wanted:
-        raise VerificationError(
-            f"malformed bundle: {mode} needs {wanted} replica bundles in its evidence"
-        )
-    found = []
-    for position, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise VerificationError(f"malformed bundle: replica {position} is not an object")
-        try:
-            found.append(Bundle.from_json(item, replica=True))
-        except VerificationError as exc:
-            raise VerificationError(f"replica {position}: {exc}") from exc
-    if "outputs" not in evidence:
-        return tuple(found), (), b"", 0.0
-    outputs, manifest = evidence["outputs"], evidence["manifest"]
-    if not isinstance(outputs, list) or len(outputs) != wanted + 1:
-        raise VerificationError(f"malformed bundle: evidence outputs must be {wanted + 1} .npz")
-    compared = []
-    for position, text in enumerate(outputs):
-        try:
-            compared.append(base64.b64decode(text, validate=True))
-        except (TypeError, ValueError, binascii.Error) as exc:
-            raise VerificationError(f"malformed bundle: evidence outputs {position}") from exc
-    if not isinstance(manifest, str) or not _encodable(manifest):
-        raise VerificationError("malformed bundle: evidence manifest must be its text")
-    deviation = evidence["deviation"]  # canonical JSON writes 2.0 as 2: ints are numbers too
-    try:
-        value = float(deviation) if isinstance(deviation, int | float) else -1.0
-    except OverflowError:
-        value = -1.0
-    if isinstance(deviation, bool) or not 0 <= value < float("inf"):
-        raise VerificationError(f"malformed bundle: evidence deviation {deviation!r}")
-    return tuple(found), tuple(compared), manifest.encode(), value
-
-
-def _zk(evidence: object) -> tuple[str, str]:
-    """A zk bundle's evidence: ``{"zk": {"addendum": CID, "proof": text}}``, nothing else."""
-    zk = evidence.get("zk") if isinstance(evidence, dict) and set(evidence) == {"zk"} else None
-    if not isinstance(zk, dict) or set(zk) != {"addendum", "proof"}:
-        raise VerificationError("malformed bundle: zk evidence must hold an addendum and a proof")
-    addendum, proof = zk["addendum"], zk["proof"]
-    try:
-        cid.digest(addendum)
-    except InputError as exc:
-        raise VerificationError(f"malformed bundle: zk addendum: {exc}") from exc
-    if not isinstance(proof, str) or not proof or not _encodable(proof):
-        raise VerificationError("malformed bundle: the zk proof must be its JSON text")
-    return addendum, proof
