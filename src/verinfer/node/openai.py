@@ -10,6 +10,7 @@ the hub's model list. Every refusal is a 4xx JSON body, decided before a stream 
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -157,9 +158,49 @@ def add_text_routes(app: FastAPI, node: Node) -> None:
             }
         )
 
+    async def embeddings(request: Request) -> Any:
+        """Embeddings (OpenAI-compatible); ``verinfer`` holds the bundle of the one inference
+        that computed them all, its token inputs, the manifest CID and the capabilities."""
+        body = await _body(request)
+        encoding = body.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise InputError(f"encoding_format must be float or base64, got {encoding!r}")
+        manifest, inputs = await run_in_threadpool(
+            texts.embedding_inputs, body["model"], body.get("input")
+        )
+        result = await node.ainfer(
+            manifest.cid, inputs, nonce=body.get("nonce"), audit=body.get("audit", "private")
+        )
+        vectors = result.outputs["embeddings"]
+        receipt = result.bundle.receipt
+        tokens = int(inputs["attention_mask"].sum())
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": _encode(vector, encoding)}
+                    for i, vector in enumerate(vectors)
+                ],
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "verinfer": {
+                    "bundle": result.bundle.to_dict(),
+                    "inputs": {name: array.tolist() for name, array in inputs.items()},
+                    "manifest": result.manifest.cid,
+                    "capabilities": {
+                        d: node.access.capability(d)
+                        for d in (receipt["inputs"], receipt["outputs"])
+                    },
+                },
+            }
+        )
+
+    for prefix in ("/v1", "/openai/v1"):
+        app.add_api_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
+
     @app.get("/openai/v1/models")
     async def openai_models() -> dict[str, Any]:
-        """The published chat models, in OpenAI's list shape."""
+        """The published text models (chat and embedding), in OpenAI's list shape."""
         found = await run_in_threadpool(node.hub.models)
         return {
             "object": "list",
@@ -171,9 +212,16 @@ def add_text_routes(app: FastAPI, node: Node) -> None:
                     "owned_by": m.repository.split("/")[0],
                 }
                 for m in found
-                if (m.text or {}).get("kind") == "chat"
+                if (m.text or {}).get("kind") in ("chat", "embedding")
             ],
         }
+
+
+def _encode(vector: Any, encoding: str) -> Any:
+    """A float32 vector as a JSON list (exact as doubles) or base64 of little-endian float32."""
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return vector.tolist()
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

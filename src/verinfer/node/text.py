@@ -27,7 +27,9 @@ from verinfer.verify import Bundle, Receipt
 if TYPE_CHECKING:
     from verinfer.node.service import Node
 
-__all__ = ["Delta", "Finished", "TextModels"]
+__all__ = ["MAX_EMBEDDINGS", "Delta", "Finished", "TextModels"]
+
+MAX_EMBEDDINGS = 64  # texts in one embeddings request
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class TextModels:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._chats: dict[str, _Chat] = {}  # by manifest CID (immutable)
+        self._tokenizers: dict[str, Tokenizer] = {}  # embedding tokenizers by CID
         self._lock = threading.Lock()
 
     def chat_model(self, ref: str) -> _Chat:
@@ -92,6 +95,36 @@ class TextModels:
         with self._lock:
             self._chats[manifest.cid] = chat
         return chat
+
+    def embedding_inputs(self, ref: str, texts: object) -> tuple[Manifest, dict[str, np.ndarray]]:
+        """The manifest of embedding model ``ref`` and the tensors of ``texts`` (a string or
+        1-64 strings), tokenized with its tokenizer (truncated, padded to the longest)."""
+        manifest = self._node.resolve(ref)
+        text = manifest.text
+        if text is None or text.get("kind") != "embedding":
+            raise InputError(f"{ref!r} is not an embedding model (no embedding section)")
+        if isinstance(texts, str):
+            texts = [texts]
+        if (
+            not isinstance(texts, list)
+            or not 0 < len(texts) <= MAX_EMBEDDINGS
+            or not all(isinstance(t, str) and t for t in texts)
+        ):
+            raise InputError(
+                f"input must be a non-empty string or 1-{MAX_EMBEDDINGS} non-empty strings"
+            )
+        with self._lock:
+            tokenizer = self._tokenizers.get(text["tokenizer"])
+        if tokenizer is None:
+            tokenizer = Tokenizer(self._node.hub.blobs.get(text["tokenizer"]))
+            with self._lock:
+                self._tokenizers[text["tokenizer"]] = tokenizer
+        ids, mask = tokenizer.encode_padded(texts)
+        inputs = {
+            "input_ids": np.array(ids, dtype=np.int64),
+            "attention_mask": np.array(mask, dtype=np.int64),
+        }
+        return manifest, inputs
 
     def prompt(self, chat: _Chat, messages: object = None, prompt: object = None) -> list[int]:
         """The prompt's token IDs from chat ``messages`` (rendered with the model's template)

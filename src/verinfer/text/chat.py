@@ -136,6 +136,12 @@ class Tokenizer:
                 ids += self.encode(piece)
         return ids
 
+    def encode_padded(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """IDs and attention masks of a batch, as the tokenizer's own truncation, padding and
+        post-processing (``[CLS]`` ... ``[SEP]``) make them."""
+        encoded = self._tokenizer.encode_batch(list(texts))
+        return [list(e.ids) for e in encoded], [list(e.attention_mask) for e in encoded]
+
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``, control tokens left out."""
         return str(self._tokenizer.decode(list(ids), skip_special_tokens=True))

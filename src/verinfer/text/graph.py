@@ -83,7 +83,8 @@ class _Builder:
         self._count = 0
 
     def const(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        # np.array, not np.ascontiguousarray: that one turns a scalar into a 1-element vector
+        self.initializers.append(numpy_helper.from_array(np.array(value, order="C"), name))
         return name
 
     def op(self, kind: str, inputs: list[str], outputs: int = 1, **attrs: Any) -> list[str]:
