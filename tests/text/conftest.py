@@ -6,12 +6,13 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import openai
 import pytest
 import uvicorn
 
@@ -75,6 +76,20 @@ def text_node(tmp_path_factory: pytest.TempPathFactory, converted: Converted) ->
         finally:
             server.should_exit = True
             thread.join(timeout=30)
+
+
+@pytest.fixture
+def openai_client(text_node: TextNode) -> Iterator[Callable[[str], openai.OpenAI]]:
+    """The real ``openai`` client at a base path of the node (closed after the test)."""
+    opened: list[openai.OpenAI] = []
+
+    def at(path: str) -> openai.OpenAI:
+        opened.append(openai.OpenAI(base_url=f"{text_node.url}{path}", api_key="unused"))
+        return opened[-1]
+
+    yield at
+    for client in opened:
+        client.close()
 
 
 def minilm_path() -> Path:

@@ -3,13 +3,19 @@ included; the bundle verifies offline; bad input gets a 4xx JSON answer."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+from pathlib import Path
+from typing import Any
 
 import httpx
-import openai
+import numpy as np
 import pytest
 from conftest import TextNode
 
+from verinfer.client import AsyncClient, Client
+from verinfer.errors import VerificationError
 from verinfer.modes.generation import verify_generation
 from verinfer.text.chat import Tokenizer
 from verinfer.text.generation import Generation
@@ -30,8 +36,10 @@ def _verify(node: TextNode, evidence: dict) -> Generation:  # type: ignore[type-
     return generation
 
 
-def test_openai_client_chat_answers_paris_with_a_verifiable_bundle(text_node: TextNode) -> None:
-    client = openai.OpenAI(base_url=f"{text_node.url}/openai/v1", api_key="unused")
+def test_openai_client_chat_answers_paris_with_a_verifiable_bundle(
+    openai_client: Any, text_node: TextNode
+) -> None:
+    client = openai_client("/openai/v1")
     assert "alice/smollm2@1" in [m.id for m in client.models.list()]
     answer = client.chat.completions.create(
         model="alice/smollm2",
@@ -54,8 +62,10 @@ def test_openai_client_chat_answers_paris_with_a_verifiable_bundle(text_node: Te
     assert kept.status_code == 200
 
 
-def test_completion_without_a_system_turn_answers_paris(text_node: TextNode) -> None:
-    client = openai.OpenAI(base_url=f"{text_node.url}/v1", api_key="unused")
+def test_completion_without_a_system_turn_answers_paris(
+    openai_client: Any, text_node: TextNode
+) -> None:
+    client = openai_client("/v1")
     prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     answer = client.completions.create(
         model="alice/smollm2", prompt=prompt, temperature=0, max_tokens=12
@@ -64,8 +74,10 @@ def test_completion_without_a_system_turn_answers_paris(text_node: TextNode) -> 
     _verify(text_node, answer.model_extra["verinfer"])  # type: ignore[index]
 
 
-def test_openai_client_streams_tokens_and_the_bundle_comes_last(text_node: TextNode) -> None:
-    client = openai.OpenAI(base_url=f"{text_node.url}/openai/v1", api_key="unused")
+def test_openai_client_streams_tokens_and_the_bundle_comes_last(
+    openai_client: Any, text_node: TextNode
+) -> None:
+    client = openai_client("/openai/v1")
     stream = client.chat.completions.create(
         model="alice/smollm2", messages=[{"role": "user", "content": "Say hello."}],
         temperature=0.7, seed=11, max_tokens=6, stream=True,
@@ -106,6 +118,7 @@ def test_generate_route_and_stop_strings(text_node: TextNode) -> None:
         ({"model": "alice/smollm2", "messages": []}, 400, "messages"),
         ({"model": "alice/smollm2", "messages": [{"role": "x"}]}, 400, r"messages\[0\]"),
         ({"model": "alice/smollm2", "messages": FRANCE, "max_tokens": 9000}, 400, "max_tokens"),
+        ({"model": "alice/smollm2", "messages": FRANCE, "max_tokens": 2040}, 400, "node's limit"),
         ({"model": "alice/smollm2", "messages": FRANCE, "stop": 3}, 400, "stop"),
         ({"model": "alice/smollm2", "messages": FRANCE, "n": 2}, 400, "n must be 1"),
         ({"messages": FRANCE}, 400, "model must be"),
@@ -117,3 +130,71 @@ def test_bad_requests_get_4xx_json(
     answer = httpx.post(f"{text_node.url}/v1/chat/completions", json=body, timeout=60)
     assert answer.status_code == status, answer.text
     assert re.search(match, answer.json()["message"]), answer.text
+
+
+class _Tampering(httpx.BaseTransport):
+    """Forwards to the real node and lets a test change the generation answer on the way."""
+
+    def __init__(self, change: Any) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._change = change
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if request.url.path != "/v1/generate":
+            return response
+        body = json.loads(response.read())
+        self._change(body)
+        return httpx.Response(response.status_code, json=body)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_sdk_chat_is_verified_and_decodes_the_text_itself(
+    text_node: TextNode, tmp_path: Path
+) -> None:
+    def lie_in_text(body: dict[str, Any]) -> None:
+        body["text"] = "Lyon."  # the text field is never trusted: the SDK decodes the tokens
+
+    with Client(text_node.url, known_nodes=tmp_path / "k.json",
+                transport=_Tampering(lie_in_text)) as client:  # fmt: skip
+        answer = client.chat("alice/smollm2", FRANCE, temperature=0, max_tokens=12)
+    assert answer.text == "The capital of France is Paris."
+    assert answer.bundle.receipt["manifest"] == text_node.manifest.cid
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda b: b["generation"]["tokens"].__setitem__(0, 100), "step 5"),
+        (lambda b: b["generation"]["prompt"].pop(3), "prompt is not the prompt"),
+        (lambda b: b["generation"]["sampling"].__setitem__("seed", 99), "asked for sampling"),
+    ],
+)
+def test_sdk_refuses_a_changed_generation(
+    text_node: TextNode, tmp_path: Path, change: Any, match: str
+) -> None:
+    with (
+        Client(text_node.url, known_nodes=tmp_path / "k.json",
+               transport=_Tampering(change)) as client,
+        pytest.raises(VerificationError, match=match),
+    ):  # fmt: skip
+        client.chat("alice/smollm2", FRANCE, temperature=0, max_tokens=3, seed=1)
+
+
+def test_async_sdk_generate_and_embed(text_node: TextNode, embedding_manifest: object,
+                                      tmp_path: Path) -> None:  # fmt: skip
+    async def go() -> tuple[str, np.ndarray]:
+        async with AsyncClient(text_node.url, known_nodes=tmp_path / "k.json") as client:
+            prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n" \
+                "<|im_start|>assistant\n"  # fmt: skip
+            generated = await client.generate("alice/smollm2", prompt, temperature=0,
+                                              max_tokens=12)  # fmt: skip
+            embedded = await client.embed("alice/minilm", ["a cat", "a kitten", "tax law"])
+            return generated.text, embedded.embeddings
+
+    text, vectors = asyncio.run(go())
+    assert text == "The capital of France is Paris."
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > similarity[0, 2]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from math import erf
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import onnxruntime as ort
-import openai
 import pytest
 from conftest import TextNode, minilm_path
 from safetensors.numpy import load
@@ -115,9 +115,9 @@ def test_a_folder_without_pooling_is_refused(tmp_path: object) -> None:
 
 
 def test_openai_client_embeddings_with_a_verifiable_bundle(
-    text_node: TextNode, embedding_manifest: Manifest
+    openai_client: Any, text_node: TextNode, embedding_manifest: Manifest
 ) -> None:
-    client = openai.OpenAI(base_url=f"{text_node.url}/openai/v1", api_key="unused")
+    client = openai_client("/openai/v1")
     assert "alice/minilm@1" in [m.id for m in client.models.list()]
     answer = client.embeddings.create(model="alice/minilm", input=SENTENCES[:3])
     vectors = np.array([d.embedding for d in answer.data], dtype=np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ from verinfer import note
 from verinfer.client._core import Call, Flow, Result, Sleep, Step, Work
 from verinfer.client._options import PublisherTrust, make_core
 from verinfer.client._sync import _arguments
+from verinfer.client._text import ChatResult, EmbedResult, chat_flow, embed_flow
 from verinfer.client._trust import Notify, Publishers
 from verinfer.hub.documents import Manifest
 from verinfer.modes.dispute import Verdict
@@ -140,6 +141,52 @@ class AsyncClient:
     ) -> Result:
         """:meth:`Client.infer`, awaited (``replicated:K`` needs a Network: ``InputError``)."""
         return await self._run(self._core.infer(model, inputs, mode=mode, nonce=nonce, audit=audit))
+
+    async def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        audit: str = "private",
+    ) -> ChatResult:
+        """Chat with a text model; the answer is verified here (see
+        :mod:`verinfer.client._text`): text decoded from verified tokens, the record, the bundle."""
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                    "max_tokens": max_tokens, "stop": stop}  # fmt: skip
+        return await self._run(chat_flow(self._core, model, messages=messages, sampling=sampling,
+                                   audit=audit))  # fmt: skip
+
+    async def generate(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        audit: str = "private",
+    ) -> ChatResult:
+        """Continue a raw ``prompt`` (no chat template); verified as :meth:`chat`."""
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                    "max_tokens": max_tokens, "stop": stop}  # fmt: skip
+        return await self._run(chat_flow(self._core, model, prompt=prompt, sampling=sampling,
+                                   audit=audit))  # fmt: skip
+
+    async def embed(
+        self, model: str, texts: Sequence[str], *, audit: str = "private"
+    ) -> EmbedResult:
+        """Embeddings of ``texts``, verified: the bundle proves these vectors for the inputs
+        this client tokenised itself with the manifest's tokenizer."""
+        return await self._run(embed_flow(self._core, model, texts, audit=audit))
 
     async def _infer(
         self,

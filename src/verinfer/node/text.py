@@ -27,9 +27,14 @@ from verinfer.verify import Bundle, Receipt
 if TYPE_CHECKING:
     from verinfer.node.service import Node
 
-__all__ = ["MAX_EMBEDDINGS", "Delta", "Finished", "TextModels"]
+__all__ = ["MAX_EMBEDDINGS", "MAX_SEQUENCE", "Delta", "Finished", "TextModels"]
 
 MAX_EMBEDDINGS = 64  # texts in one embeddings request
+# prompt plus output tokens of one generation on this node, whatever the model's context: a
+# pass over n tokens allocates n x vocabulary logits and heads x n x n attention scores
+# (SmolLM2 at 2,048: about 0.6 GB), which must fit the per-process run memory cap (1 GiB by
+# default, PROTOCOL.md §14) with room for other runs
+MAX_SEQUENCE = 2048
 
 
 @dataclass(frozen=True)
@@ -150,11 +155,12 @@ class TextModels:
     ) -> Iterator[Delta | Finished]:
         """Decode, yielding text as it comes and, last, the :class:`Finished` answer."""
         node = self._node
-        context = (chat.manifest.text or {})["context_length"]
+        context = min((chat.manifest.text or {})["context_length"], MAX_SEQUENCE)
         if len(prompt) + sampling.max_tokens > context:
             raise InputError(
                 f"the prompt ({len(prompt)} tokens) and max_tokens ({sampling.max_tokens}) "
-                f"exceed the model's context of {context} tokens"
+                f"exceed the {context} tokens this node generates over (the model's context "
+                f"and the node's limit of {MAX_SEQUENCE})"
             )
         model = chat.manifest.model
         load = lambda: node._model_bytes(chat.manifest)  # noqa: E731 - node's loader

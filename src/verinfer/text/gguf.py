@@ -20,7 +20,7 @@ import numpy as np
 
 from verinfer import cid
 from verinfer.errors import InputError
-from verinfer.text.graph import LlamaConfig, LlamaWeights, build_llama
+from verinfer.text.graph import Blockwise, LlamaConfig, LlamaWeights, build_llama
 
 __all__ = ["CONVERTER", "Converted", "convert_gguf", "unpermute"]
 
@@ -100,21 +100,40 @@ def _tokenizer(fields: dict[str, Any]) -> bytes:
     return tokenizer.to_str().encode()
 
 
-def _dequantized(reader: Any) -> dict[str, np.ndarray]:
+def _q4_1(data: np.ndarray, shape: tuple[int, ...]) -> Blockwise:
+    """llama.cpp's Q4_1 blocks as they are: per 32 elements a float16 scale ``d``, a float16
+    minimum ``m`` and 16 bytes of nibbles (elements 0-15 low, 16-31 high)."""
+    rows, width = shape
+    blocks = np.asarray(data, dtype=np.uint8).reshape(rows, width // 32, 20)
+    scale = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+    minimum = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+    nibbles = blocks[..., 4:]
+    q = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=-1).reshape(rows, width)
+    return Blockwise(q, scale, minimum)
+
+
+def _dequantized(reader: Any, weights: str) -> dict[str, Any]:
     from gguf import GGMLQuantizationType, dequantize  # noqa: PLC0415 - optional, heavy
 
-    found = {}
+    found: dict[str, Any] = {}
     for tensor in reader.tensors:
         kind = GGMLQuantizationType(tensor.tensor_type)
         shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dims innermost first
+        if weights == "int4" and kind == GGMLQuantizationType.Q4_1:
+            found[tensor.name] = _q4_1(tensor.data, shape)
+            continue
         values = dequantize(np.asarray(tensor.data), kind)
         found[tensor.name] = np.ascontiguousarray(values.reshape(shape), dtype=np.float32)
     return found
 
 
-def convert_gguf(path: str | os.PathLike[str]) -> Converted:
+def convert_gguf(path: str | os.PathLike[str], *, weights: str = "fp32") -> Converted:
     """Convert a Llama-architecture GGUF file; raise :class:`InputError` naming what is not
-    supported."""
+    supported. ``weights``: ``fp32`` (every tensor dequantized; the published form, chosen by
+    measurement, docs/PROTOCOL.md §15) or ``int4`` (Q4_1 tensors kept as their 4-bit blocks
+    behind ``DequantizeLinear``; for the measurement)."""
+    if weights not in ("fp32", "int4"):
+        raise InputError(f"weights must be fp32 or int4, got {weights!r}")
     from gguf import GGUFReader  # noqa: PLC0415 - optional, heavy
 
     with open(path, "rb") as handle:
@@ -140,16 +159,21 @@ def convert_gguf(path: str | os.PathLike[str]) -> Converted:
     )
     if fields.get("llama.rope.dimension_count", config.head_dim) != config.head_dim:
         raise InputError("partial rotary embedding is not supported")
-    tensors = _dequantized(reader)
+    tensors = _dequantized(reader, weights)
 
-    def layer(name: str) -> list[np.ndarray]:
+    def layer(name: str) -> list[Any]:
         return [tensors[f"blk.{i}.{name}.weight"] for i in range(config.blocks)]
 
-    weights = LlamaWeights(
+    def rows(weight: Any, heads: int) -> Any:
+        if isinstance(weight, Blockwise):
+            return weight.rows(lambda part: unpermute(part, heads))
+        return unpermute(weight, heads)
+
+    parts = LlamaWeights(
         embedding=tensors["token_embd.weight"],
         attn_norm=layer("attn_norm"),
-        q=[unpermute(w, config.heads) for w in layer("attn_q")],
-        k=[unpermute(w, config.kv_heads) for w in layer("attn_k")],
+        q=[rows(w, config.heads) for w in layer("attn_q")],
+        k=[rows(w, config.kv_heads) for w in layer("attn_k")],
         v=layer("attn_v"),
         o=layer("attn_output"),
         ffn_norm=layer("ffn_norm"),
@@ -159,7 +183,7 @@ def convert_gguf(path: str | os.PathLike[str]) -> Converted:
         norm=tensors["output_norm.weight"],
         output=tensors.get("output.weight"),
     )
-    model = build_llama(config, weights, producer=CONVERTER)
+    model = build_llama(config, parts, producer=CONVERTER)
     tokenizer = _tokenizer(fields)
     tokens = fields["tokenizer.ggml.tokens"]
 

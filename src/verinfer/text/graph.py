@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["OPSET", "LlamaConfig", "LlamaWeights", "build_llama"]
+__all__ = ["OPSET", "Blockwise", "LlamaConfig", "LlamaWeights", "build_llama"]
 
 OPSET = 21
 
@@ -49,20 +49,39 @@ class LlamaConfig:
 
 
 @dataclass(frozen=True)
+class Blockwise:
+    """A ``[out, in]`` weight kept as its source's 4-bit blocks (llama.cpp's Q4_1): element
+    ``= scale * q + minimum``, one scale and minimum per ``block`` elements along ``in``. In the
+    graph: ``DequantizeLinear`` (uint4, blocked) then ``Add`` of the minimum."""
+
+    q: np.ndarray  # uint8 [out, in], values 0..15
+    scale: np.ndarray  # float32 [out, in // block]
+    minimum: np.ndarray  # float32 [out, in // block]
+    block: int = 32
+
+    def rows(self, order: Any) -> Blockwise:
+        """The same weight with rows reordered by ``order`` (a function of a row array)."""
+        return Blockwise(order(self.q), order(self.scale), order(self.minimum), self.block)
+
+
+Linear = Any  # np.ndarray ([out, in] float32) or Blockwise
+
+
+@dataclass(frozen=True)
 class LlamaWeights:
     """fp32 weights, PyTorch ``Linear`` layout (``[out, in]``), query/key rows in rotate-half
     order. ``output`` is ``None`` when the output projection is the token embedding (tied)."""
 
     embedding: np.ndarray  # [vocabulary, width]
     attn_norm: list[np.ndarray]
-    q: list[np.ndarray]
-    k: list[np.ndarray]
-    v: list[np.ndarray]
-    o: list[np.ndarray]
+    q: list[Linear]
+    k: list[Linear]
+    v: list[Linear]
+    o: list[Linear]
     ffn_norm: list[np.ndarray]
-    gate: list[np.ndarray]
-    up: list[np.ndarray]
-    down: list[np.ndarray]
+    gate: list[Linear]
+    up: list[Linear]
+    down: list[Linear]
     norm: np.ndarray
     output: np.ndarray | None
 
@@ -95,6 +114,24 @@ class _Builder:
 
     def one(self, kind: str, inputs: list[str], **attrs: Any) -> str:
         return self.op(kind, inputs, 1, **attrs)[0]
+
+    def linear(self, name: str, weight: Linear) -> str:
+        """``[in, out]`` float32: a stored transposed weight, or dequantized blocks."""
+        if isinstance(weight, np.ndarray):
+            return self.const(name, np.ascontiguousarray(weight.T))
+        out, width = weight.q.shape
+        flat = weight.q.astype(np.uint8).reshape(-1)
+        packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)  # low nibble first
+        self.initializers.append(helper.make_tensor(
+            name + ".q", TensorProto.UINT4, [out, width], packed.tobytes(), raw=True))  # fmt: skip
+        scale = self.const(name + ".scale", weight.scale.astype(np.float32))
+        values = self.one("DequantizeLinear", [name + ".q", scale], axis=1,
+                          block_size=weight.block)  # fmt: skip
+        blocks = self.const(name + ".blocks", np.array([out, -1, weight.block], np.int64))
+        minimum = self.const(name + ".minimum", weight.minimum.astype(np.float32)[..., None])
+        shifted = self.one("Add", [self.one("Reshape", [values, blocks]), minimum])
+        shape = self.const(name + ".shape", np.array([out, width], np.int64))
+        return self.one("Transpose", [self.one("Reshape", [shifted, shape])], perm=[1, 0])
 
     def named(self, kind: str, inputs: list[str], output: str, **attrs: Any) -> str:
         self.nodes.append(helper.make_node(kind, inputs, [output], **attrs))
@@ -158,19 +195,19 @@ def build_llama(  # noqa: PLR0915 - one graph, written top to bottom
     x = b.one("Gather", [embedding, "input_ids"], axis=0)  # [1, sequence, width]
     for i in range(config.blocks):
         w = {
-            name: b.const(f"blk.{i}.{name}", value)
-            for name, value in (
-                ("attn_norm", weights.attn_norm[i]),
-                ("q", weights.q[i].T),
-                ("k", weights.k[i].T),
-                ("v", weights.v[i].T),
-                ("o", weights.o[i].T),
-                ("ffn_norm", weights.ffn_norm[i]),
-                ("gate", weights.gate[i].T),
-                ("up", weights.up[i].T),
-                ("down", weights.down[i].T),
-            )
+            "attn_norm": b.const(f"blk.{i}.attn_norm", weights.attn_norm[i]),
+            "ffn_norm": b.const(f"blk.{i}.ffn_norm", weights.ffn_norm[i]),
         }
+        for name, value in (
+            ("q", weights.q[i]),
+            ("k", weights.k[i]),
+            ("v", weights.v[i]),
+            ("o", weights.o[i]),
+            ("gate", weights.gate[i]),
+            ("up", weights.up[i]),
+            ("down", weights.down[i]),
+        ):
+            w[name] = b.linear(f"blk.{i}.{name}", value)
         h = _rms_norm(b, x, w["attn_norm"], eps, last)
         perm = [0, 2, 1, 3]
         q = b.one("Transpose", [b.one("Reshape", [b.one("MatMul", [h, w["q"]]), shape_q])],
