@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import sys
 
-from verinfer.cli import demo, devnet, inference, keys, models, node, verification
+from verinfer.cli import demo, devnet, inference, keys, models, node, text, verification
 from verinfer.cli._app import app, err
 from verinfer.errors import Error
 
 __all__ = ["app", "main"]
-_COMMANDS = (demo, devnet, inference, keys, models, node, verification)  # each registers its own
+_COMMANDS = (
+    demo,
+    devnet,
+    inference,
+    keys,
+    models,
+    node,
+    text,
+    verification,
+)  # each registers its own
 
 
 def main() -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,10 +13,18 @@ import httpx
 import numpy as np
 
 from verinfer import note
-from verinfer.client._core import Call, Flow, Result, Sleep, Step, Work
+from verinfer.client._core import Call, Flow, NetworkError, Result, Sleep, Step, Work, checked
 from verinfer.client._options import PublisherTrust, make_core
-from verinfer.client._text import ChatResult, EmbedResult, chat_flow, embed_flow
+from verinfer.client._text import (
+    ChatResult,
+    EmbedResult,
+    chat_answer,
+    chat_flow,
+    chat_request,
+    embed_flow,
+)
 from verinfer.client._trust import Notify, Publishers
+from verinfer.errors import VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.modes.dispute import Verdict
 from verinfer.verify import Bundle
@@ -201,6 +210,47 @@ class Client:
                     "max_tokens": max_tokens, "stop": stop}  # fmt: skip
         return self._run(chat_flow(self._core, model, prompt=prompt, sampling=sampling,
                                    audit=audit))  # fmt: skip
+
+    def chat_stream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> Iterator[str | ChatResult]:
+        """:meth:`chat`, streamed: yields the node's text pieces as they come (unverified
+        until the end), then the verified :class:`ChatResult` (raises if it does not verify)."""
+        sampling = {"temperature": temperature, "seed": seed, "max_tokens": max_tokens,
+                    "stop": stop}  # fmt: skip
+        body = chat_request(model, messages=messages, sampling=sampling)
+        self.node_vkey()
+        last: Any = None
+        try:
+            with self._http.stream(
+                "POST", "/v1/chat/completions", json={**body, "stream": True}
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    checked(response, self.url)
+                for line in response.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    delta = chunk["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        yield delta
+                    if "verinfer" in chunk:
+                        last = chunk["verinfer"]
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"POST {self.url}/v1/chat/completions failed: {exc}") from exc
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise VerificationError(f"malformed stream from {self.url}: {exc}") from exc
+        if last is None:
+            raise VerificationError(f"the stream from {self.url} ended without its bundle")
+        yield self._run(chat_answer(self._core, body, last))
 
     def embed(self, model: str, texts: Sequence[str], *, audit: str = "private") -> EmbedResult:
         """Embeddings of ``texts``, verified: the bundle proves these vectors for the inputs

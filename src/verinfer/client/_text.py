@@ -28,7 +28,7 @@ from verinfer.text.generation import Generation, stop_reached
 from verinfer.text.sampler import Sampling
 from verinfer.verify import Bundle, verify_bundle
 
-__all__ = ["ChatResult", "EmbedResult", "chat_flow", "embed_flow"]
+__all__ = ["ChatResult", "EmbedResult", "chat_answer", "chat_flow", "chat_request", "embed_flow"]
 
 
 @dataclass(frozen=True)
@@ -94,15 +94,40 @@ def chat_flow(
     audit: str = "private",
 ) -> Flow[ChatResult]:
     """``POST /v1/generate`` and the checks of the module docstring."""
+    body = chat_request(model, messages=messages, prompt=prompt, sampling=sampling, audit=audit)
+    yield from core.node_vkey()
+    answer = json_of((yield from core.send(Call("POST", "/v1/generate", json=body))))
+    return (yield from chat_answer(core, body, answer))
+
+
+def chat_request(
+    model: str,
+    *,
+    messages: Sequence[Mapping[str, str]] | None = None,
+    prompt: str | None = None,
+    sampling: Mapping[str, Any],
+    audit: str = "private",
+) -> dict[str, Any]:
+    """The JSON body of a generation request, with a fresh nonce."""
     if (messages is None) == (prompt is None):
         raise InputError("give either messages or a prompt")
-    checked = check_messages(list(messages)) if messages is not None else None
     asked = {k: v for k, v in sampling.items() if v is not None}
+    body: dict[str, Any] = {"model": model, "nonce": secrets.token_urlsafe(16), "audit": audit}
+    body.update(asked)
+    if messages is not None:
+        body["messages"] = check_messages(list(messages))
+    else:
+        body["prompt"] = prompt
+    return body
+
+
+def chat_answer(core: Core, body: Mapping[str, Any], answer: Any) -> Flow[ChatResult]:
+    """Verify the answer (``bundle``, ``generation``, ``capabilities``) to request ``body``."""
+    model, nonce, audit = body["model"], body["nonce"], body["audit"]
+    checked, prompt = body.get("messages"), body.get("prompt")
+    asked = {k: body[k] for k in ("temperature", "top_p", "top_k", "seed", "max_tokens", "stop")
+             if k in body}  # fmt: skip
     vkey = yield from core.node_vkey()
-    nonce = secrets.token_urlsafe(16)
-    body: dict[str, Any] = {"model": model, "nonce": nonce, "audit": audit, **asked}
-    body.update({"messages": checked} if checked is not None else {"prompt": prompt})
-    answer = json_of((yield from core.send(Call("POST", "/v1/generate", json=body))))
     try:
         bundle = Bundle.from_json(answer["bundle"])
         generation = Generation.from_json(answer["generation"])
