@@ -17,8 +17,9 @@ from conftest import TextNode, minilm_path
 from safetensors.numpy import load
 from tokenizers import Tokenizer
 
-from verinfer import cid
-from verinfer.errors import InputError
+from verinfer import cid, note
+from verinfer.client import Client
+from verinfer.errors import InputError, NotFound
 from verinfer.hub import Manifest
 from verinfer.text.bert import convert_sentence_transformer, read_zip_member
 from verinfer.verify import Bundle, verify_bundle
@@ -148,3 +149,25 @@ def test_bad_embedding_requests_get_4xx_json(
         answer = httpx.post(f"{text_node.url}/v1/embeddings", json=body, timeout=60)
         assert answer.status_code == status, answer.text
         assert match in answer.json()["message"]
+
+
+def test_a_text_model_is_published_over_http_with_its_tokenizer(
+    text_node: TextNode, minilm: tuple[bytes, bytes, dict[str, object]], tmp_path: Path
+) -> None:
+    model, tokenizer, text = minilm
+    with Client(text_node.url, known_nodes=tmp_path / "k.json") as client:
+        manifest = client.publish(
+            model, repository="alice/minilm-http", version="1", signer=text_node.publisher,
+            text=text, tokenizer=tokenizer,
+        )  # fmt: skip
+        assert manifest.text is not None
+        assert manifest.text["tokenizer"] == cid.compute(tokenizer)
+        embedded = client.embed("alice/minilm-http", ["a cat", "a kitten"])
+    assert embedded.embeddings.shape == (2, 384)
+    # a manifest naming a tokenizer the node does not hold is refused, not published
+    body = dict(manifest.body)
+    body["version"] = "2"
+    body["text"] = {**manifest.text, "tokenizer": cid.compute(b"not uploaded")}
+    forged = Manifest.from_bytes(note.sign_json(body, text_node.publisher))
+    with pytest.raises(NotFound, match=r"tokenizer .* is not stored here"):
+        text_node.node.hub.accept(forged.data, [])

@@ -212,6 +212,8 @@ class AsyncClient:
         license: str = "",  # the manifest's field name
         tags: tuple[str, ...] = (),
         calibrate: bool = False,
+        text: Mapping[str, Any] | None = None,
+        tokenizer: bytes | None = None,
     ) -> Manifest:
         """:meth:`Client.publish`, awaited."""
         source = model if isinstance(model, bytes) else Path(model)
@@ -225,6 +227,8 @@ class AsyncClient:
                 license=license,
                 tags=tags,
                 calibrate=calibrate,
+                text=text,
+                tokenizer=tokenizer,
             )
         )
 

@@ -281,12 +281,15 @@ class Client:
         license: str = "",  # the manifest's field name
         tags: tuple[str, ...] = (),
         calibrate: bool = False,
+        text: Mapping[str, Any] | None = None,
+        tokenizer: bytes | None = None,
     ) -> Manifest:
         """Upload a model and publish it as ``repository@version``, signed here by ``signer``.
 
         The node checks the model in its sandbox and answers the facts; the manifest and the
         repository changes are signed locally (the key never leaves this process) on top of the
-        node's history, which must verify under ``signer``'s key.
+        node's history, which must verify under ``signer``'s key. ``text`` and ``tokenizer``:
+        a text model's section and tokenizer blob (:mod:`verinfer.text`), uploaded first.
         """
         source = model if isinstance(model, bytes) else Path(model)
         return self._run(
@@ -299,6 +302,8 @@ class Client:
                 license=license,
                 tags=tags,
                 calibrate=calibrate,
+                text=text,
+                tokenizer=tokenizer,
             )
         )
 

@@ -498,6 +498,9 @@ class Hub:
         owner, _ = check_repository(manifest.repository)
         if not self.blobs.has(manifest.model):
             raise NotFound(f"model {manifest.model!r} is not stored here: upload it first")
+        text = manifest.text
+        if text is not None and not self.blobs.has(text["tokenizer"]):
+            raise NotFound(f"tokenizer {text['tokenizer']!r} is not stored here: upload it first")
         self._check_facts(manifest)
         history = self._history_or_empty(manifest.repository)
         pinned = self.pinned_owner(owner)
