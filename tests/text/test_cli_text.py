@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TextNode, minilm_path
+from text_support import TextNode, minilm_path
 
 from verinfer.hub import Manifest
 

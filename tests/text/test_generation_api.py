@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import TextNode
+from text_support import TextNode
 
 from verinfer.client import AsyncClient, Client
 from verinfer.errors import VerificationError

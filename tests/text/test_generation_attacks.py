@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import TextNode, run_with
 from onnx import numpy_helper
+from text_support import TextNode, run_with
 
 from verinfer.errors import VerificationError
 from verinfer.modes.generation import TOLERANCE, reexecute, verify_generation

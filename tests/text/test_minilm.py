@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import TextNode, minilm_path
 from safetensors.numpy import load
+from text_support import TextNode, minilm_path
 from tokenizers import Tokenizer
 
 from verinfer import cid, note

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-from conftest import TextNode, run_with, smollm_path
+from text_support import TextNode, run_with, smollm_path
 
 from verinfer import cid, note
 from verinfer.errors import InputError, VerificationError
