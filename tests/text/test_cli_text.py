@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,22 @@ def test_chat_streams_the_answer_and_verifies_it(text_node: TextNode, tmp_path: 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "The capital of France is Paris."
     assert "verified: 8 tokens" in result.stderr
-    assert bundle.exists()
+    # offline, from the file, without the model
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_bytes(text_node.node.hub.blobs.get(text_node.manifest.text["tokenizer"]))  # type: ignore[index]
+    offline = run("verify-generation", str(bundle), "--node-key", text_node.node.vkey,
+                  "--tokenizer", str(tokenizer), "--eos", "2")  # fmt: skip
+    assert offline.returncode == 0, offline.stderr
+    assert "G2. replaying the sampler" in offline.stdout
+    assert "verified 8 generated tokens: 'The capital of France is Paris.'" in offline.stdout
+    answer = json.loads(bundle.read_text())
+    answer["generation"]["tokens"] = answer["generation"]["tokens"][:-1]
+    answer["generation"]["top_ids"] = answer["generation"]["top_ids"][:-1]
+    answer["generation"]["top_logits"] = answer["generation"]["top_logits"][:-1]
+    bundle.write_text(json.dumps(answer))
+    cut = run("verify-generation", str(bundle), "--node-key", text_node.node.vkey)
+    assert cut.returncode == 1
+    assert "step 5 (outputs)" in cut.stderr
 
 
 def test_chat_with_a_bad_parameter_fails_with_the_reason(text_node: TextNode) -> None:

@@ -115,3 +115,40 @@ def embed(
     if output is not None:
         output.write_text(json.dumps({"embeddings": vectors.tolist(),
                                       "bundle": result.bundle.to_dict()}))  # fmt: skip
+
+
+@app.command("verify-generation")
+def verify_generation_command(
+    answer: Annotated[
+        Path,
+        typer.Argument(
+            help="a chat answer file (verinfer chat --bundle)", exists=True, dir_okay=False
+        ),
+    ],
+    node_key: Annotated[list[str], typer.Option("--node-key", help="a trusted node vkey")],
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(help="the model's tokenizer blob: also check where the generation ended"),
+    ] = None,
+    eos: Annotated[int | None, typer.Option(help="with --tokenizer: the end-of-turn ID")] = None,
+) -> None:
+    """Verify a generation offline, without the model: the bundle's signature and inclusion,
+    the record's digests, the sampler replayed on the committed logits, and its end."""
+    from verinfer.modes.generation import verify_generation  # noqa: PLC0415 - the text extra
+    from verinfer.text.chat import Tokenizer  # noqa: PLC0415
+    from verinfer.text.generation import Generation  # noqa: PLC0415
+    from verinfer.verify import Bundle  # noqa: PLC0415
+
+    try:
+        body = json.loads(answer.read_text())
+        bundle, generation = Bundle.from_json(body["bundle"]), Generation.from_json(
+            body["generation"])  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{str(answer)!r} is not a chat answer file: {exc}") from exc
+    decode = Tokenizer(tokenizer.read_bytes()).decode if tokenizer is not None else None
+    verify_generation(
+        bundle, generation, node_key, ends=None if eos is None else [eos], detokenize=decode,
+        report=lambda line: out.print(f"  [green]✓[/] {line}", highlight=False),
+    )  # fmt: skip
+    text = f": {decode(generation.tokens)!r}" if decode else ""
+    out.print(f"[green]verified[/] {len(generation.tokens)} generated tokens{text}")
