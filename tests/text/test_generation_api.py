@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from text_support import TextNode
 
-from verinfer.client import AsyncClient, Client
+from verinfer.client import AsyncClient, ChatResult, Client
 from verinfer.errors import VerificationError
 from verinfer.modes.generation import verify_generation
 from verinfer.text.chat import Tokenizer
@@ -192,6 +192,15 @@ def test_async_sdk_generate_and_embed(text_node: TextNode, embedding_manifest: o
             generated = await client.generate("alice/smollm2", prompt, temperature=0,
                                               max_tokens=12)  # fmt: skip
             embedded = await client.embed("alice/minilm", ["a cat", "a kitten", "tax law"])
+            pieces: list[str] = []
+            async for piece in client.chat_stream("alice/smollm2", FRANCE, temperature=0,
+                                                  max_tokens=12):  # fmt: skip
+                if isinstance(piece, ChatResult):
+                    assert piece.text == "".join(pieces)  # the verified text, streamed before
+                    assert piece.bundle.receipt["node"] == text_node.node.vkey
+                else:
+                    pieces.append(piece)
+            assert "".join(pieces) == "The capital of France is Paris."
             return generated.text, embedded.embeddings
 
     text, vectors = asyncio.run(go())

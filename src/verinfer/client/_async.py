@@ -12,11 +12,20 @@ import httpx
 import numpy as np
 
 from verinfer import note
-from verinfer.client._core import Call, Flow, Result, Sleep, Step, Work
+from verinfer.client._core import Call, Flow, NetworkError, Result, Sleep, Step, Work, checked
 from verinfer.client._options import PublisherTrust, make_core
 from verinfer.client._sync import _arguments
-from verinfer.client._text import ChatResult, EmbedResult, chat_flow, embed_flow
+from verinfer.client._text import (
+    ChatResult,
+    EmbedResult,
+    chat_answer,
+    chat_flow,
+    embed_flow,
+    sse_event,
+    stream_request,
+)
 from verinfer.client._trust import Notify, Publishers
+from verinfer.errors import VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.modes.dispute import Verdict
 from verinfer.verify import Bundle
@@ -180,6 +189,39 @@ class AsyncClient:
                     "max_tokens": max_tokens, "stop": stop}  # fmt: skip
         return await self._run(chat_flow(self._core, model, prompt=prompt, sampling=sampling,
                                    audit=audit))  # fmt: skip
+
+    async def chat_stream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> AsyncIterator[str | ChatResult]:
+        """:meth:`Client.chat_stream`, as an async iterator: text pieces as they come
+        (unverified until the end), then the verified :class:`ChatResult`."""
+        sampling = {"temperature": temperature, "seed": seed, "max_tokens": max_tokens,
+                    "stop": stop}  # fmt: skip
+        body = stream_request(model, messages, sampling)
+        await self.node_vkey()
+        last: Any = None
+        try:
+            async with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    checked(response, self.url)
+                async for line in response.aiter_lines():
+                    piece, evidence = sse_event(line)
+                    if piece:
+                        yield piece
+                    last = evidence if evidence is not None else last
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"POST {self.url}/v1/chat/completions failed: {exc}") from exc
+        if last is None:
+            raise VerificationError(f"the stream from {self.url} ended without its bundle")
+        yield await self._run(chat_answer(self._core, body, last))
 
     async def embed(
         self, model: str, texts: Sequence[str], *, audit: str = "private"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,8 +19,9 @@ from verinfer.client._text import (
     EmbedResult,
     chat_answer,
     chat_flow,
-    chat_request,
     embed_flow,
+    sse_event,
+    stream_request,
 )
 from verinfer.client._trust import Notify, Publishers
 from verinfer.errors import VerificationError
@@ -225,29 +225,21 @@ class Client:
         until the end), then the verified :class:`ChatResult` (raises if it does not verify)."""
         sampling = {"temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                     "stop": stop}  # fmt: skip
-        body = chat_request(model, messages=messages, sampling=sampling)
+        body = stream_request(model, messages, sampling)
         self.node_vkey()
         last: Any = None
         try:
-            with self._http.stream(
-                "POST", "/v1/chat/completions", json={**body, "stream": True}
-            ) as response:
+            with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     response.read()
                     checked(response, self.url)
                 for line in response.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    delta = chunk["choices"][0].get("delta", {}).get("content")
-                    if delta:
-                        yield delta
-                    if "verinfer" in chunk:
-                        last = chunk["verinfer"]
+                    piece, evidence = sse_event(line)
+                    if piece:
+                        yield piece
+                    last = evidence if evidence is not None else last
         except httpx.HTTPError as exc:
             raise NetworkError(f"POST {self.url}/v1/chat/completions failed: {exc}") from exc
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise VerificationError(f"malformed stream from {self.url}: {exc}") from exc
         if last is None:
             raise VerificationError(f"the stream from {self.url} ended without its bundle")
         yield self._run(chat_answer(self._core, body, last))

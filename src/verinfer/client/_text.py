@@ -12,6 +12,7 @@ verified tokens, not taken from the node.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,16 @@ from verinfer.text.generation import Generation, stop_reached
 from verinfer.text.sampler import Sampling
 from verinfer.verify import Bundle, verify_bundle
 
-__all__ = ["ChatResult", "EmbedResult", "chat_answer", "chat_flow", "chat_request", "embed_flow"]
+__all__ = [
+    "ChatResult",
+    "EmbedResult",
+    "chat_answer",
+    "chat_flow",
+    "chat_request",
+    "embed_flow",
+    "sse_event",
+    "stream_request",
+]
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,26 @@ def chat_request(
     else:
         body["prompt"] = prompt
     return body
+
+
+def sse_event(line: str) -> tuple[str | None, Any]:
+    """``(text piece, verinfer evidence)`` of one line of a streamed chat answer (either may
+    be ``None``); :class:`VerificationError` for a malformed chunk."""
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return None, None
+    try:
+        chunk = json.loads(line[6:])
+        piece = chunk["choices"][0].get("delta", {}).get("content")
+        return (piece or None), chunk.get("verinfer")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise VerificationError(f"malformed stream chunk: {exc}") from exc
+
+
+def stream_request(
+    model: str, messages: Sequence[Mapping[str, str]], sampling: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The body of a streamed chat request (``chat_request`` with ``stream``)."""
+    return {**chat_request(model, messages=messages, sampling=sampling), "stream": True}
 
 
 def chat_answer(core: Core, body: Mapping[str, Any], answer: Any) -> Flow[ChatResult]:
