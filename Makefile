@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := src tests benchmarks scripts
 
-.PHONY: demo test lint format bench system-deps clean
+.PHONY: demo test lint format bench system-deps screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: $(STAMP)
 
 system-deps:
 	scripts/install-system-deps
+
+# the explorer's pages at 1,280 and 390 px, from its browser tests against a real devnet
+screenshots: $(STAMP) system-deps
+	VERINFER_SCREENSHOTS=artifacts/screenshots $(BIN)/python -m pytest -q \
+		tests/explorer/test_explorer_browser.py -k fit_a_phone
+	@echo "screenshots in artifacts/screenshots/"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -179,11 +179,14 @@ def _latency(node: Node, model: str, inputs: Mapping[str, np.ndarray]) -> tuple[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="two positions per model")
+    parser.add_argument(
+        "--quick", action="store_true", help="squeezenet only, two positions: a smoke run"
+    )
     args = parser.parse_args()
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("resnet50", "densenet121"):
+        # --quick: a smoke run (make test runs it) on the smallest architecture
+        for name in ("squeezenet",) if args.quick else ("resnet50", "densenet121"):
             found = bench_model(name, 2 if args.quick else 6, Path(tmp))
             rounds = math.ceil(math.log2(found["steps"]))
             print(f"\n{name}: {found['steps']} steps, ceil(log2 N) = {rounds}; one inference "

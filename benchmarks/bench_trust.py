@@ -72,7 +72,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     print(f"verinfer trust benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
-    scale = 0.2 if args.quick else 1.0
+    scale = 0.02 if args.quick else 1.0  # --quick: a smoke run (make test runs it)
     ok = True
     with tempfile.TemporaryDirectory(prefix="verinfer-bench-trust-") as tmp:
         directory = Path(tmp)
@@ -82,7 +82,11 @@ def main() -> int:
             with Client(nodes[0]["url"], trusted_vkeys=[nodes[0]["vkey"]]) as first:
                 for name, data in (
                     ("iris", examples.sklearn_model("iris")),
-                    ("squeezenet", examples.light_model("squeezenet", seed=1)),
+                    *(
+                        ()
+                        if args.quick
+                        else (("squeezenet", examples.light_model("squeezenet", seed=1)),)
+                    ),
                 ):
                     first.publish(data, repository=f"bench/{name}", version="1",
                                   signer=publisher)  # fmt: skip
@@ -93,12 +97,14 @@ def main() -> int:
                     20, 400,
                 ),
             }  # fmt: skip
+            if args.quick:  # the small model only
+                del cases["squeezenet"]
             path = directory / devnet.NETWORK_FILE
             pids = [int(node["pid"]) for node in nodes]
             with Network(path, trusted_publishers=[publisher.vkey]) as network:
                 for name, (inputs, latency_runs, audit_runs) in cases.items():
                     model = f"bench/{name}"
-                    for _ in range(3):  # every node fetches the model and builds its session
+                    for _ in range(1 if args.quick else 3):  # every node fetches the model
                         network.infer(model, inputs, mode="replicated:3")
                     n_latency = max(3, int(latency_runs * scale))
                     att = latency(network, model, inputs, "attested", n_latency)
@@ -117,7 +123,7 @@ def main() -> int:
                     with Auditor(nodes_pairs, RATE, seed=7, tokens=tokens) as auditor:
                         auditor.round()
                         warm = auditor.audited
-                        n_audit = max(20, int(audit_runs * scale))
+                        n_audit = max(5 if args.quick else 20, int(audit_runs * scale))
                         before = node_cpu(pids)
                         for _ in range(n_audit):
                             network.infer(model, inputs)

@@ -8,6 +8,7 @@ import sys
 
 import verinfer
 import verinfer.client
+import verinfer.explorer
 import verinfer.hub
 import verinfer.log
 import verinfer.modes
@@ -114,6 +115,7 @@ def test_exports_are_deliberate() -> None:
         ]
     )
     assert sorted(verinfer.node.__all__) == ["Node", "Result", "load_or_create_key"]
+    assert sorted(verinfer.explorer.__all__) == ["STATIC", "add_explorer"]
     assert sorted(verinfer.client.__all__) == sorted(
         [
             "AsyncClient",

@@ -1146,19 +1146,37 @@ def test_unknown_shapes_and_dims_accept_anything() -> None:
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("bad", [_NAN, _INF, -_INF])
-def test_non_finite_values_are_refused_with_their_index(dtype: str, bad: float) -> None:
+def test_non_finite_values_are_data_unless_the_publisher_declared_finite_inputs(
+    dtype: str, bad: float
+) -> None:
     signature = [{"name": "x", "dtype": dtype, "shape": [2, 3]}]
     array = np.zeros((2, 3), dtype=dtype)
     array[1, 2] = bad
     array[1, 1] = bad
+    assert tensors.validate({"x": array}, signature)["x"] is array
     with pytest.raises(
-        InputError, match=re.escape("input 'x' holds NaN or infinity at index [1, 1]")
+        InputError, match=re.escape("input 'x' holds NaN or infinity at index [1, 1], and the")
     ):
-        tensors.validate({"x": array}, signature)
-    assert tensors.validate({"x": array}, signature, allow_nan=True)["x"] is array
+        tensors.validate({"x": array}, signature, finite_only=True)
     scalar = [{"name": "x", "dtype": dtype, "shape": []}]
     with pytest.raises(InputError, match=re.escape("at index []")):
-        tensors.validate({"x": np.array(bad, dtype=dtype)}, scalar)
+        tensors.validate({"x": np.array(bad, dtype=dtype)}, scalar, finite_only=True)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_json_data_keeps_nan_and_infinity_but_refuses_overflow(dtype: str) -> None:
+    """Python's json writes and reads NaN and Infinity; those stay what they are, while a
+    finite number beyond the dtype's range is refused, not turned into infinity."""
+    value = json.loads(json.dumps({"x": {"dtype": dtype, "shape": [3], "data": [_NAN, _INF, 1]}}))
+    decoded = tensors.decode_json(value)["x"]
+    assert np.isnan(decoded[0])
+    assert decoded[1] == np.inf
+    assert decoded[2] == 1
+    if dtype != "float64":
+        with pytest.raises(InputError, match=f"data does not fit dtype {dtype}: out of range"):
+            tensors.decode_json({"x": {"dtype": dtype, "shape": [1], "data": [1e300]}})
+    with pytest.raises(InputError, match=f"data does not fit dtype {dtype}: int too large"):
+        tensors.decode_json({"x": {"dtype": dtype, "shape": [1], "data": [10**400]}})
 
 
 def test_validate_max_bytes_counts_every_tensor() -> None:

@@ -44,11 +44,14 @@ class _Call:
     answer: str
 
 
-def run(out: Console, *, nodes: int = 3, directory: Path | None = None) -> None:
-    """Run the demo in ``directory`` (default: a new temporary one); stop the nodes at the end."""
+def run(out: Console, *, nodes: int = 3, directory: Path | None = None, keep: bool = False) -> None:
+    """Run the demo in ``directory`` (default: a new temporary one); stop the nodes at the end,
+    unless ``keep``: then they stay up, to be explored in a browser, until ``verinfer devnet
+    down``."""
     directory = directory or Path(tempfile.mkdtemp(prefix="verinfer-demo-"))
     out.print(f"[bold]verinfer demo[/] — a {nodes}-node network in {directory}\n")
     started = devnet.up(directory, nodes)
+    kept = False
     try:
         _show_network(out, started)
         pins = directory / "known_publishers.json"  # the demo's publisher, pinned on first use
@@ -62,9 +65,24 @@ def run(out: Console, *, nodes: int = 3, directory: Path | None = None) -> None:
         finally:
             for client in clients:
                 client.close()
+        kept = keep
     finally:
-        devnet.down_nodes(started)
+        if not kept:
+            devnet.down_nodes(started)
+    down = f"verinfer devnet down --dir {directory}"
+    if kept:
+        out.print(f"\n[green]✓[/] {nodes} nodes stay up; explore them in a browser:")
+        for node in started:
+            out.print(f"  {node['name']}: {node['url']}/", markup=False, highlight=False)
+        out.print(f"stop them with: {down}", markup=False, highlight=False)
+        return
     out.print(f"\n[green]✓[/] {nodes} nodes stopped cleanly; their data stays in {directory}")
+    out.print(
+        "to explore the network in a browser (every node serves an explorer at /), run "
+        "`verinfer demo --keep`: the nodes stay up until `verinfer devnet down --dir DIR`",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _show_network(out: Console, started: list[dict[str, object]]) -> None:

@@ -36,6 +36,8 @@ __all__ = [
     "digest",
     "encode_binary",
     "encode_json",
+    "from_plain",
+    "is_plain",
     "map_digest",
     "map_digest_of",
     "raw_digest",
@@ -166,19 +168,51 @@ def _check_extent(name: str, shape: tuple[int, ...], itemsize: int) -> None:
             )
 
 
-def decode_json(value: object, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
-    """Named tensors from their JSON form; raises :class:`InputError` naming the bad tensor."""
+Signature = Sequence[Mapping[str, Any]]
+
+
+def is_plain(item: object) -> bool:
+    """Whether a JSON value is a tensor written as people type it: nested lists or a number."""
+    return isinstance(item, list | int | float) and not isinstance(item, bool)
+
+
+def decode_json(
+    value: object,
+    *,
+    max_bytes: int | None = None,
+    signature: Signature | Callable[[], Signature] | None = None,
+) -> dict[str, np.ndarray]:
+    """Named tensors from their JSON form; raises :class:`InputError` naming the bad tensor.
+
+    A tensor may also be given plainly, as nested lists (or a number for rank 0), when
+    ``signature`` (a manifest's ``inputs``, or a function that returns them, called only if
+    needed) declares its dtype and shape: see :func:`from_plain`.
+    """
     if not isinstance(value, dict) or not value:
         raise InputError("tensors must be a non-empty JSON object of name -> tensor")
     out = {}
     total = 0
+    specs: dict[str, Mapping[str, Any]] | None = None
     for name, item in value.items():
         try:
             name.encode()
         except UnicodeEncodeError:
             raise InputError(f"tensor name {name!r} is not valid Unicode") from None
+        if is_plain(item) and signature is not None:
+            if specs is None:
+                found = signature() if callable(signature) else signature
+                specs = {spec["name"]: spec for spec in found}
+            array = _from_plain(name, item, specs)
+            total += array.nbytes
+            if max_bytes is not None and total > max_bytes:
+                raise InputError(f"tensor {name!r}: the inputs exceed {max_bytes} bytes")
+            out[name] = array
+            continue
         if not isinstance(item, dict):
-            raise InputError(f"tensor {name!r} must be an object with dtype, shape and data")
+            raise InputError(
+                f"tensor {name!r} must be an object with dtype, shape and data"
+                + (" (a plain list needs the model's signature)" if is_plain(item) else "")
+            )
         extra = set(item) - {"dtype", "shape", "data", "base64"}
         if extra or ("data" in item) == ("base64" in item):
             raise InputError(
@@ -199,6 +233,61 @@ def decode_json(value: object, *, max_bytes: int | None = None) -> dict[str, np.
             out[name] = _from_base64(name, item["base64"], dtype, shape, size)
         else:
             out[name] = _from_lists(name, item["data"], dtype, shape, count)
+    return out
+
+
+def _from_plain(name: str, data: object, specs: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
+    spec = specs.get(name)
+    if spec is None:
+        raise InputError(f"input {name!r} is not an input of the model (inputs: {list(specs)!r})")
+    declared = spec["shape"]
+    if declared is None:
+        raise InputError(
+            f"input {name!r}: the model does not declare its shape, so a plain list cannot "
+            f"say it: give {{'dtype': {spec['dtype']!r}, 'shape': [...], 'data': [...]}}"
+        )
+    try:
+        cells = np.array(data, dtype=object)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"input {name!r}: data is not a regular nested list: {exc}") from exc
+    if any(isinstance(cell, list) for cell in cells.reshape(-1)):
+        raise InputError(
+            f"input {name!r}: data is not a regular nested list (its rows differ in length)"
+        )
+    found = cells.shape
+    if 0 in found and len(found) < len(declared):  # [] or [[]]: lists stop at a zero dim
+        found += tuple(d if isinstance(d, int) else 0 for d in declared[len(found) :])
+    shape = tuple(int(d) for d in found)
+    if len(shape) != len(declared) or any(
+        isinstance(want, int) and dim != want for dim, want in zip(shape, declared, strict=False)
+    ):
+        example = "a number" if not declared else "[" * len(declared) + "..." + "]" * len(declared)
+        raise InputError(
+            f"input {name!r} is a plain list of shape {list(shape)}, but the model expects "
+            f"shape {list(declared)!r} of {spec['dtype']} (rank {len(declared)}: {example})"
+        )
+    dtype = spec["dtype"]
+    _check_extent(name, shape, np.dtype(dtype).itemsize)
+    return _from_lists(name, data, dtype, shape, math.prod(shape))
+
+
+def from_plain(values: Mapping[str, Any], signature: Signature) -> dict[str, np.ndarray]:
+    """Tensors as people type them, typed by a manifest's ``inputs``: each value that is nested
+    lists or a number takes its dtype and shape from the signature (the lists' shape must fit
+    it: equal rank, equal fixed dims); numpy arrays pass unchanged. The conversion is exact
+    and deterministic (the JSON form's rules for ``data``), so a client and a node that convert
+    the same lists hash the same tensors."""
+    specs = {spec["name"]: spec for spec in signature}
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, np.ndarray):
+            out[name] = value
+        elif is_plain(value):
+            out[name] = _from_plain(name, value, specs)
+        else:
+            raise InputError(
+                f"input {name!r} is a {type(value).__name__}: give a numpy array or nested lists"
+            )
     return out
 
 
@@ -253,7 +342,11 @@ def _from_lists(
     except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"tensor {name!r}: data does not fit dtype {dtype}: {exc}") from exc
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InputError(f"tensor {name!r}: data does not fit dtype {dtype}: out of range")
+        # NaN and infinity written as such (Python's json reads NaN, Infinity) stay; a finite
+        # number too large for the dtype does not silently become infinity
+        given = np.array([float(x) for x in flat], dtype=np.float64).reshape(shape)
+        if (np.isfinite(given) & ~np.isfinite(array)).any():
+            raise InputError(f"tensor {name!r}: data does not fit dtype {dtype}: out of range")
     return array
 
 
@@ -402,12 +495,14 @@ def validate(
     *,
     role: str = "input",
     max_bytes: int | None = None,
-    allow_nan: bool = False,
+    finite_only: bool = False,
 ) -> dict[str, np.ndarray]:
     """Check tensors against a manifest's ``inputs`` (or ``outputs``); return them in order.
 
     Names must match exactly; dtypes and ranks must be equal; fixed dims equal; a symbolic dim
-    the same size wherever it appears. NaN and infinities are refused unless ``allow_nan``.
+    the same size wherever it appears. NaN and infinities are data like any other value (the
+    digests cover their exact bytes; tree ensembles read NaN as "missing"), refused only if
+    ``finite_only`` (a manifest whose publisher declared ``finite_inputs``).
     """
     expected = [spec["name"] for spec in signature]
     missing = [n for n in expected if n not in tensors]
@@ -452,9 +547,12 @@ def validate(
                             f"{role} {name!r} has {want}={dim} on axis {axis}, but {seen[1]!r} "
                             f"has {want}={seen[0]}"
                         )
-        if not allow_nan and array.dtype.kind == "f" and not np.isfinite(array).all():
+        if finite_only and array.dtype.kind == "f" and not np.isfinite(array).all():
             where = np.argwhere(~np.isfinite(array))[0].tolist()
-            raise InputError(f"{role} {name!r} holds NaN or infinity at index {where}")
+            raise InputError(
+                f"{role} {name!r} holds NaN or infinity at index {where}, and the model's "
+                "publisher declared finite inputs only"
+            )
         if array.dtype.byteorder == ">":  # what runs is what is hashed: native order
             array = array.astype(array.dtype.newbyteorder("<"))
         out[name] = array

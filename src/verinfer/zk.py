@@ -32,7 +32,7 @@ import onnx
 from verinfer import cid
 from verinfer.errors import InputError, LimitExceeded, NotFound, VerificationError
 
-__all__ = ["MAX_LOGROWS", "Circuit", "build", "load", "prove", "setup", "verify"]
+__all__ = ["MAX_LOGROWS", "Circuit", "binding", "build", "load", "prove", "setup", "verify"]
 
 MAX_LOGROWS = 17  # 2^17 rows: a few hundred MB of proving key; larger circuits are refused
 _SEED = 4242
@@ -56,6 +56,7 @@ class Circuit:
     vk: bytes
     srs: bytes
     logrows: int
+    shapes: dict[str, list[int]] | None = None  # the input shapes symbolic dims were bound to
 
     @property
     def cids(self) -> dict[str, str]:
@@ -74,6 +75,95 @@ def _sample(specs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return sample
 
 
+def binding(
+    specs: list[dict[str, Any]], dims: Mapping[str, int] | None = None
+) -> dict[str, list[int]] | None:
+    """The input shapes a circuit is built for: a circuit has fixed shapes, so every dimension
+    of the manifest's inputs that is not fixed (a symbolic name like ``N``, or unnamed, as
+    skl2onnx writes the batch) is bound to ``dims[name]`` (by symbolic name, or ``input:axis``
+    for any dimension), default 1. ``None`` when every dimension is fixed already (nothing to
+    bind, nothing to record). Raises :class:`InputError` for a binding that names no such
+    dimension, or a size below 1."""
+    dims = dict(dims or {})
+    bindable: set[str] = set()
+    shapes: dict[str, list[int]] = {}
+    bound = False
+    for spec in specs:
+        if spec["shape"] is None:
+            raise InputError(
+                f"input {spec['name']!r} has no declared shape: a circuit needs fixed shapes"
+            )
+        shape = []
+        for axis, dim in enumerate(spec["shape"]):
+            if isinstance(dim, int):
+                shape.append(dim)
+                continue
+            bound = True
+            names = [f"{spec['name']}:{axis}"] + ([dim] if isinstance(dim, str) else [])
+            bindable.update(names)
+            value = next((dims[n] for n in names if n in dims), 1)  # input:axis first
+            shape.append(value)
+        shapes[spec["name"]] = shape
+    unknown = sorted(set(dims) - bindable)
+    if unknown:
+        raise InputError(
+            f"--dim {', '.join(unknown)}: the model has no such symbolic dimension (bindable: "
+            f"{', '.join(sorted(bindable)) or 'none, every dimension is fixed'})"
+        )
+    small = sorted(
+        name for name, value in dims.items() if not (isinstance(value, int) and value >= 1)
+    )
+    if small:
+        raise InputError(f"--dim {', '.join(small)}: a dimension is bound to an integer >= 1")
+    return shapes if bound else None
+
+
+def _check_binding(specs: list[dict[str, Any]], shapes: Mapping[str, Any]) -> None:
+    """``shapes`` (an endorsement's) fit the manifest's inputs: the same names and ranks, the
+    fixed dims equal, every dim a positive integer."""
+    if sorted(shapes) != sorted(spec["name"] for spec in specs):
+        raise InputError(f"the circuit's input shapes {shapes!r} do not name the model's inputs")
+    for spec in specs:
+        shape = shapes[spec["name"]]
+        declared = spec["shape"]
+        if (
+            not isinstance(shape, list)
+            or declared is None
+            or len(shape) != len(declared)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+            or any(isinstance(w, int) and w != d for d, w in zip(shape, declared, strict=True))
+        ):
+            raise InputError(
+                f"the circuit's shape {shape!r} for input {spec['name']!r} does not fit the "
+                f"model's {declared!r}"
+            )
+
+
+def _bind(model: bytes, shapes: Mapping[str, list[int]]) -> bytes:
+    """The model with its inputs' dims fixed to ``shapes`` (what ezkl compiles): the outputs'
+    and intermediate values' non-fixed dims are left for ezkl to infer."""
+    proto = onnx.load_model_from_string(model)
+    for value in proto.graph.input:
+        if value.name in shapes:
+            for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name], strict=True):
+                dim.Clear()
+                dim.dim_value = size
+    for value in proto.graph.output:
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.Clear()
+    del proto.graph.value_info[:]
+    return bytes(proto.SerializeToString())
+
+
+def _bound_specs(
+    specs: list[dict[str, Any]], shapes: Mapping[str, list[int]] | None
+) -> list[dict[str, Any]]:
+    if shapes is None:
+        return specs
+    return [{**spec, "shape": shapes[spec["name"]]} for spec in specs]
+
+
 def _input_json(inputs: Mapping[str, np.ndarray], names: list[str]) -> str:
     missing = [n for n in names if n not in inputs]
     if missing or set(inputs) - set(names):
@@ -88,13 +178,18 @@ def setup(
     *,
     srs: bytes | None = None,
     max_logrows: int = MAX_LOGROWS,
+    dims: Mapping[str, int] | None = None,
 ) -> Circuit:
     """Settings (calibrated on seeded inputs), the compiled circuit and its keys, in
-    ``directory``. ``inputs`` are the manifest's input specs. Without ``srs``, a local
-    (insecure, development-only) SRS is generated."""
+    ``directory``. ``inputs`` are the manifest's input specs; their dimensions that are not
+    fixed are bound by ``dims`` (see :func:`binding`; the circuit's ``shapes``). Without
+    ``srs``, a local (insecure, development-only) SRS is generated."""
     ezkl = _ezkl()
     work = Path(directory)
     work.mkdir(parents=True, exist_ok=True)
+    shapes = binding(inputs, dims)
+    published, inputs = model, _bound_specs(inputs, shapes)
+    model = _bind(model, shapes) if shapes else model
     (work / "model.onnx").write_bytes(model)
     names = [spec["name"] for spec in inputs]
     (work / "names.json").write_text(json.dumps(names))
@@ -124,7 +219,7 @@ def setup(
     if srs is None:
         ezkl.gen_srs(paths["kzg.srs"], logrows)
         srs = Path(paths["kzg.srs"]).read_bytes()
-    return build(model, inputs, settings, srs, work)
+    return build(published, inputs, settings, srs, work, shapes=shapes)
 
 
 def _key_mib(logrows: int) -> int:
@@ -156,13 +251,20 @@ def build(
     settings: bytes,
     srs: bytes,
     directory: str | os.PathLike[str],
+    *,
+    shapes: Mapping[str, list[int]] | None = None,
 ) -> Circuit:
     """The circuit and keys of ``model`` from given ``settings`` and ``srs`` (no calibration):
-    how a node rebuilds the circuit a publisher endorsed. Key generation is deterministic, so the
-    verification key it gives is the publisher's exactly when the model, settings and SRS are."""
+    how a node rebuilds the circuit a publisher endorsed, its inputs bound to the endorsed
+    ``shapes`` if any. Key generation is deterministic, so the verification key it gives is the
+    publisher's exactly when the model, binding, settings and SRS are."""
     ezkl = _ezkl()
     work = Path(directory)
     work.mkdir(parents=True, exist_ok=True)
+    if shapes is not None:
+        _check_binding(inputs, shapes)
+        model = _bind(model, shapes)
+        (work / "shapes.json").write_text(json.dumps(dict(shapes)))
     (work / "model.onnx").write_bytes(model)
     (work / "names.json").write_text(json.dumps([spec["name"] for spec in inputs]))
     outputs = [o.name for o in onnx.load_model_from_string(model).graph.output]
@@ -179,7 +281,8 @@ def build(
                    str(work / "kzg.srs"))  # fmt: skip
     except Exception as exc:
         raise InputError(f"circuit setup failed: {exc}") from exc
-    return Circuit(work, settings, (work / "vk.key").read_bytes(), srs, logrows)
+    bound = {name: list(shape) for name, shape in shapes.items()} if shapes else None
+    return Circuit(work, settings, (work / "vk.key").read_bytes(), srs, logrows, bound)
 
 
 def load(directory: str | os.PathLike[str]) -> Circuit | None:
@@ -190,8 +293,11 @@ def load(directory: str | os.PathLike[str]) -> Circuit | None:
     if not all((work / name).is_file() for name in needed):
         return None
     settings = (work / "settings.json").read_bytes()
+    shapes = (
+        json.loads((work / "shapes.json").read_text()) if (work / "shapes.json").is_file() else None
+    )
     return Circuit(work, settings, (work / "vk.key").read_bytes(),
-                   (work / "kzg.srs").read_bytes(), _logrows(settings))  # fmt: skip
+                   (work / "kzg.srs").read_bytes(), _logrows(settings), shapes)  # fmt: skip
 
 
 def prove(
@@ -202,6 +308,14 @@ def prove(
     ezkl = _ezkl()
     work = circuit.directory
     names = json.loads((work / "names.json").read_text())
+    for name, shape in (circuit.shapes or {}).items():
+        given = list(np.shape(inputs[name])) if name in inputs else None
+        if given is not None and given != shape:
+            raise InputError(
+                f"input {name!r} has shape {given}, but the zk circuit was built for "
+                f"{shape} (its symbolic dimensions were bound at zk-setup, recorded in the "
+                f"endorsement): send that shape, or ask the publisher for a circuit with --dim"
+            )
     with tempfile.TemporaryDirectory(dir=work, prefix="prove-") as tmp:
         request = Path(tmp)
         (request / "input.json").write_text(_input_json(inputs, names))

@@ -149,7 +149,10 @@ def test_operator_domain_off_the_allow_list_is_refused(
 ) -> None:
     data = tiny_model(op, domain).SerializeToString()
     _refused(
-        data, rf"operator domain '{domain}' is not allowed; allowed: ai.onnx, ai.onnx.ml", sandbox
+        data,
+        rf"operator domain '{domain}' is not allowed: node '{op}' uses its operator '{op}'; "
+        "allowed: ai.onnx, ai.onnx.ml",
+        sandbox,
     )
 
 
@@ -159,7 +162,7 @@ def test_node_of_an_undeclared_domain_is_refused(sandbox: Sandbox) -> None:
     del model.opset_import[1]
     _refused(
         model.SerializeToString(),
-        "operator 'FusedConv' of domain 'com.microsoft', which is not allowed",
+        "operator domain 'com.microsoft' is not allowed: node 'FusedConv' uses its operator",
         sandbox,
     )
 
@@ -179,14 +182,15 @@ def test_node_of_a_foreign_domain_inside_a_subgraph_is_refused(sandbox: Sandbox)
         [helper.make_tensor_value_info("c", TensorProto.BOOL, []), _float("x")],
         [_float("y")],
     )
-    _refused(data, "operator 'FusedConv' of domain 'com.microsoft'", sandbox)
+    _refused(data, "operator domain 'com.microsoft' is not allowed: node 'FusedConv'", sandbox)
 
 
 def test_the_allow_list_comes_from_the_limits(sandbox: Sandbox) -> None:
     """A hub that allows only ``ai.onnx`` refuses scikit-learn's ``ai.onnx.ml`` operators."""
     _refused(
         sklearn_model("iris"),
-        "operator domain 'ai.onnx.ml' is not allowed; allowed: ai.onnx$",
+        "operator domain 'ai.onnx.ml' is not allowed: node .* uses its operator .*; "
+        "allowed: ai.onnx$",
         sandbox,
         Limits(domains=("ai.onnx",)),
     )

@@ -35,7 +35,9 @@ def signer(name: str, *, cosigner: bool = False) -> note.Signer:
     return note.Signer(note.generate_key(name, cosigner=cosigner)[0])
 
 
-def logged(key: note.Signer, mode: str, evidence: dict[str, Any] | None = None) -> Bundle:
+def logged(
+    key: note.Signer, mode: str, evidence: dict[str, Any] | None = None, *, replica: bool = False
+) -> Bundle:
     """A receipt in ``mode``, signed and logged by ``key`` in a one-leaf tree, as JSON parsed
     back (so the mode's own evidence parser runs)."""
     receipt = Receipt.create(
@@ -47,11 +49,14 @@ def logged(key: note.Signer, mode: str, evidence: dict[str, Any] | None = None) 
     root = merkle.root([merkle.leaf_hash(receipt.data)])
     checkpoint = key.sign(f"{key.name}\n1\n{base64.b64encode(root).decode()}\n")
     value = Bundle(receipt, 0, (), checkpoint).to_dict() | {"evidence": evidence or {}}
-    return Bundle.from_json(value)
+    return Bundle.from_json(value, replica=replica)
 
 
 def test_no_mode_string_is_compared_outside_the_modes() -> None:
-    pattern = re.compile(r"""mode"?\]? *[!=]= *f?["']|== *"(zk|attested|optimistic)""")
+    pattern = re.compile(
+        r"""mode"?\]? *[!=]= *f?["']|[!=]= *"(zk|attested|optimistic)|"""
+        r"""mode\w*\]?\.startswith\(|mode\w*\]? +(not )?in \(["']"""
+    )
     found = [
         f"{path.relative_to(SRC)}:{number}"
         for path in SRC.rglob("*.py")
@@ -248,3 +253,58 @@ def test_the_cli_verifies_under_a_trust_root_file(tmp_path: Path) -> None:
                          text=True, timeout=120, check=False)  # fmt: skip
     assert bad.returncode == 1
     assert "needs --witnesses FILE (or witnesses in the trust root)" in bad.stderr
+    (tmp_path / "empty.json").write_text(TrustRoot.of(witnesses=[w1.vkey]).to_json())
+    empty = subprocess.run([*command, "empty.json"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120, check=False)  # fmt: skip
+    assert empty.returncode == 1
+    assert "lists no node keys" in empty.stderr
+
+
+def test_evidence_of_another_mode_or_short_evidence_is_refused() -> None:
+    from verinfer.modes.replicated import Agreement  # noqa: PLC0415
+    from verinfer.modes.zk import ZkProof  # noqa: PLC0415
+    from verinfer.verify import verify_bundle as check  # noqa: PLC0415
+
+    a, b, c = signer("a.test"), signer("b.test"), signer("c.test")
+    keys = [a.vkey, b.vkey, c.vkey]
+    attested = logged(a, "attested")
+    other = logged(c, "attested")
+    built = Bundle(attested.receipt, 0, (), attested.checkpoint, (), Agreement((other,)))
+    with pytest.raises(VerificationError, match="attested bundle cannot carry Agreement"):
+        check(built, keys)
+    parts = [logged(k, "replicated:3", replica=True).to_dict() for k in (b, c)]
+    three = logged(a, "replicated:3", {"replicas": parts})
+    check(three, keys, X, Y)
+    short = Bundle(three.receipt, 0, (), three.checkpoint, (), Agreement(three.replicas[:1]))
+    with pytest.raises(VerificationError, match="needs 2 replica bundles, the bundle carries 1"):
+        check(short, keys)
+    lone = logged(a, "replicated:3", replica=True)
+    check(lone, keys)  # one node's part verifies as what it is ...
+    with pytest.raises(VerificationError, match="one node's part of a replicated:3 answer"):
+        Verifier(TrustRoot.of(keys)).verify(lone, policy=RequireMode("replicated:3"))
+    Verifier(TrustRoot.of(keys)).verify(three, policy=RequireMode("replicated:3"))
+    zk = logged(a, "zk", {"zk": {"addendum": cid.compute(b"a"), "proof": "{}"}})
+    assert isinstance(zk.evidence, ZkProof)
+    bare = Bundle(zk.receipt, 0, (), zk.checkpoint)
+    with pytest.raises(VerificationError, match="zk bundle cannot carry Evidence"):
+        check(bare, keys)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"type": "verinfer.trust/v1", "type": "verinfer.trust/v1"}', "given twice"),
+        ('{"type": "verinfer.trust/v1", "nodes": ' + "[" * 5000 + "]" * 5000 + "}", "not JSON"),
+    ],
+)
+def test_a_trust_root_that_is_not_plain_json_is_refused(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        TrustRoot.from_json(text)
+
+
+def test_a_trust_root_without_nodes_never_falls_back_to_first_use(tmp_path: Path) -> None:
+    from verinfer.client import Client  # noqa: PLC0415
+
+    empty = TrustRoot.of(publishers=[signer("alice").vkey])
+    with pytest.raises(InputError, match="the trust root lists no node keys"):
+        Client("http://127.0.0.1:9", trust=empty, known_nodes=tmp_path / "k.json")

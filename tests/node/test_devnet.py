@@ -38,6 +38,8 @@ def test_devnet_up_publish_infer_everywhere_down(tmp_path: Path) -> None:
     try:
         network = devnet.read(directory)
         assert len(network) == 3
+        for node in network:  # every node serves the explorer
+            assert f"explorer of {node['name']}: {node['url']}/" in started.stdout
         trust = (directory / devnet.TRUST_FILE).read_text().split()
         assert trust == [node["vkey"] for node in network]
         assert run(tmp_path, "devnet", "status", "--dir", str(directory)).returncode == 0

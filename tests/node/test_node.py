@@ -123,7 +123,6 @@ def test_bad_inputs_are_refused_and_nothing_is_logged(node: Node, alice: note.Si
         ({"X": IRIS.astype(np.float64)}, "input 'X' has dtype float64, expected float32"),
         ({"X": IRIS[0]}, "input 'X' has rank 1"),
         ({"X": IRIS[:, :3]}, "input 'X' has size 3 on axis 1, expected 4"),
-        ({"X": np.full((1, 4), np.nan, dtype=np.float32)}, r"NaN or infinity at index \[0, 0\]"),
     ]
     for inputs, message in cases:
         with pytest.raises(InputError, match=message):
@@ -179,7 +178,7 @@ def test_asyncio_callers_get_their_own_answers_in_shared_batches(
 
     async def one(k: int) -> object:
         if k % 8 == 3:  # a bad request in the same burst
-            bad = {"X": np.full((1, 4), np.nan, dtype=np.float32)}
+            bad = {"X": np.ones((1, 5), dtype=np.float32)}
             return await node.ainfer("alice/iris", bad)
         return await node.ainfer("alice/iris", {"X": rows[k : k + 1]}, nonce=f"{k:016x}")
 
@@ -196,7 +195,7 @@ def test_asyncio_callers_get_their_own_answers_in_shared_batches(
             assert isinstance(answer, asyncio.CancelledError)
         elif k % 8 == 3:
             assert isinstance(answer, InputError)
-            assert "NaN or infinity" in str(answer)
+            assert "has size 5 on axis 1, expected 4" in str(answer)
         else:
             assert isinstance(answer, Result)
             expected = session.run(None, {"X": rows[k : k + 1]})

@@ -118,11 +118,8 @@ def test_valid_shapes_with_any_float_values_are_answered_or_named(
     inputs = {"X": np.full((rows, 4), values, dtype=np.float32)}
     response = _post(http, "alice/iris", tensors.encode_json(inputs, raw=True))
     _check(served, response, inputs)
-    if rows > 0 and np.isfinite(values):
+    if rows > 0:  # NaN and infinity are data too: the digests cover their exact bytes
         assert response.status_code == 200, response.text[:300]
-    elif rows > 0:  # the node refuses non-finite inputs, and says where
-        assert response.status_code == 400
-        assert "input 'X' holds NaN or infinity at index [0, 0]" in response.json()["message"]
 
 
 @given(

@@ -35,7 +35,7 @@ from verinfer.client import (
 )
 from verinfer.errors import InputError, VerificationError
 from verinfer.node import Node
-from verinfer.verify import Bundle, Receipt
+from verinfer.verify import Bundle, Receipt, TrustRoot
 
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
 X = {"x": np.array([[1.0, 2.0, 3.0]], dtype=np.float32)}
@@ -328,6 +328,20 @@ def test_a_squatted_owner_is_refused_under_the_trusted_key(world: World, infer: 
     assert infer(world.home.url, "bob/calc", **options).outputs["y"][0, 0] == 2  # the real one
     with pytest.raises(VerificationError, match=r"no publisher key is trusted for owner 'alice'"):
         infer(world.home.url, "alice/calc", **options)  # explicit keys: no one else resolves
+
+
+def test_one_trust_root_file_drives_both_sdk_drivers(
+    world: World, infer: Infer, tmp_path: Path
+) -> None:
+    path = tmp_path / "trust.json"
+    path.write_text(TrustRoot.of([world.home.node.vkey], publishers=[BOB.vkey]).to_json())
+    trust = TrustRoot.from_file(path)
+    assert infer(world.home.url, "bob/calc", trust=trust).outputs["y"][0, 0] == 2
+    with pytest.raises(VerificationError, match=r"not a publisher key trusted for owner 'bob'"):
+        infer(world.squat.url, "bob/calc", trust=TrustRoot.of([world.squat.node.vkey],
+              publishers=[BOB.vkey]))  # fmt: skip
+    with pytest.raises(VerificationError, match=r"has key 'squat.test\+.*which is not trusted"):
+        infer(world.squat.url, "bob/calc", trust=trust)  # another node's key
 
 
 def test_tofu_pins_the_first_key_and_refuses_another(

@@ -376,3 +376,38 @@ def test_gossip_refuses_unknown_logs_and_malformed_notes(
         told = http.post("/v1/gossip", content=trio[1].node.log.signed_checkpoint.encode())
         assert told.status_code == 200  # a peer's log, witnessed here: remembered, no conflict
         assert told.json() == {"equivocation": None}
+
+
+def test_a_peer_that_does_not_list_us_back_is_logged_once_per_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node whose peer does not witness its log gets every checkpoint refused; the refusal
+    is logged once (it was logged four times a second), and each new checkpoint is still
+    offered, so the peer cosigns as soon as it lists the node back."""
+    alice = note.Signer(note.generate_key("alice")[0])
+    lonely = Node(tmp_path / "a", name="a.test", cosign_interval=0.05)
+    other = Node(tmp_path / "b", name="b.test", cosign_interval=0.05)
+    lonely.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    served = [Served(lonely), Served(other)]
+    try:
+        lonely.set_peers([served[1].url])  # b does not list a: its witness does not know a's log
+        with caplog.at_level("DEBUG", logger="verinfer.cosigning"):
+            for _ in range(6):
+                lonely.infer("alice/iris", {"X": IRIS})
+                time.sleep(0.3)  # several cosigning rounds per checkpoint
+        refusals = [r for r in caplog.records if "refused our checkpoint" in r.getMessage()]
+        warnings = [r for r in refusals if r.levelname == "WARNING"]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert len(refusals) >= 2  # later checkpoints were offered, and refused at debug level
+        assert len(refusals) <= 8  # one per new checkpoint, not one per round
+        other.set_peers([served[0].url])  # b lists a back: b's witness now cosigns a's log
+        lonely.infer("alice/iris", {"X": IRIS})
+        deadline = time.monotonic() + 30
+        while lonely.cosigner.cosigned() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lonely.cosigner.cosigned() is not None
+    finally:
+        for running in served:
+            running.stop()
+        lonely.close()
+        other.close()

@@ -24,21 +24,20 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: flags without "<bool>", no markup in help text
 )
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-@app.callback()
-def _root() -> None:
-    """Verifiable inference: every answer comes with a proof anyone can check offline."""
-
-
 # -- inference and verification -----------------------------------------------------------------
 
 
-def _read_tensors(path: Path, what: str) -> dict[str, Any]:
-    """Tensors from a .json (verinfer's JSON form), .npz or .npy file (named after the file)."""
+def _read_tensors(path: Path, what: str, *, plain: bool = False) -> dict[str, Any]:
+    """Tensors from a .json (verinfer's JSON form), .npz or .npy file (named after the file).
+
+    ``plain``: a .json tensor may also be plain nested lists, ``{"x": [[5.1, 3.5]]}``, kept as
+    lists for the model's signature to type (:func:`verinfer.tensors.from_plain`)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -48,6 +47,10 @@ def _read_tensors(path: Path, what: str) -> dict[str, Any]:
             value = json.loads(data)
         except ValueError as exc:
             raise InputError(f"{what} file {str(path)!r} is not JSON: {exc}") from exc
+        if plain and isinstance(value, dict) and value:
+            lists = {k: v for k, v in value.items() if tensors.is_plain(v)}
+            explicit = {k: v for k, v in value.items() if k not in lists}
+            return {**(tensors.decode_json(explicit) if explicit else {}), **lists}
         return tensors.decode_json(value)
     return tensors.decode_binary(data, name=path.stem)
 
@@ -77,9 +80,12 @@ def _read_trust_root(path: Path) -> TrustRoot:
         head = path.read_bytes()[:64].lstrip()
     except OSError as exc:
         raise InputError(f"cannot read trust file {str(path)!r}: {exc.strerror}") from exc
-    if head.startswith(b"{"):
-        return TrustRoot.from_file(path)
-    return TrustRoot.of(_read_trust(path))
+    if not head.startswith(b"{"):
+        return TrustRoot.of(_read_trust(path))
+    root = TrustRoot.from_file(path)
+    if not root.nodes:
+        raise InputError(f"trust root {str(path)!r} lists no node keys")
+    return root
 
 
 def _read_witnesses(path: Path) -> tuple[list[str], dict[str, str]]:
@@ -194,6 +200,7 @@ HubOption = Annotated[
 NodeOption = Annotated[
     str | None, typer.Option("--node", help="act on a node (URL) instead of the local hub")
 ]
+SourceNodeOption = Annotated[str | None, typer.Option("--node", help="the node (URL) to pull from")]
 
 
 def _hub(path: Path | None) -> Hub:

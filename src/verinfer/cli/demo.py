@@ -26,6 +26,12 @@ def demo(  # noqa: PLR0917 - a typer command: its options
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="--local: entries per batch")
     ] = 300,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep", help="leave the network up to explore it in a browser (each node's URL)"
+        ),
+    ] = False,
 ) -> None:
     """Show verinfer at work: a devnet on loopback, two real models published, verified
     inferences through every node, a bundle checked offline, tampering caught."""
@@ -34,4 +40,4 @@ def demo(  # noqa: PLR0917 - a typer command: its options
     if local:
         demo_walkthrough.run_local(out, data, batches, batch_size)
     else:
-        demo_walkthrough.run(out, nodes=nodes, directory=directory)
+        demo_walkthrough.run(out, nodes=nodes, directory=directory, keep=keep)

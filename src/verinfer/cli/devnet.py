@@ -20,7 +20,10 @@ DirOption = Annotated[Path, typer.Option("--dir", help="the network's directory"
 
 
 def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
-    table = Table("node", "url", "pid", "up", "log size", "vkey")
+    table = Table()  # narrow terminals fold the vkey; the short columns keep their width
+    for header in ("node", "url", "pid", "up", "log size"):
+        table.add_column(header, no_wrap=True, min_width=len(header))
+    table.add_column("vkey", overflow="fold")
     for node in nodes:
         state = node.get("up")
         table.add_row(
@@ -43,6 +46,8 @@ def devnet_up(
     started = devnet.up(directory, nodes)
     out.print(_nodes_table(started))
     out.print(f"network: {directory / devnet.NETWORK_FILE}; trust: {directory / devnet.TRUST_FILE}")
+    for node in started:  # every node serves the explorer at /
+        out.print(f"explorer of {node['name']}: {node['url']}/", markup=False, highlight=False)
 
 
 @devnet_app.command("status")
@@ -59,3 +64,17 @@ def devnet_down(directory: DirOption = Path("devnet")) -> None:
     """Stop every node (SIGTERM: in-flight requests finish, queues commit)."""
     stopped = devnet.down(directory)
     out.print(f"stopped {len(stopped)} nodes")
+
+
+@devnet_app.command("url")
+def devnet_url(
+    directory: DirOption = Path("devnet"),
+    index: Annotated[int, typer.Option("--node", min=0, help="which node, from 0")] = 0,
+) -> None:
+    """Print one node's URL, for --node in scripts: --node "$(verinfer devnet url --dir net)"."""
+    nodes = devnet.read(directory)
+    if index >= len(nodes):
+        raise Error(
+            f"the network in {str(directory)!r} has {len(nodes)} nodes (0 to {len(nodes) - 1})"
+        )
+    out.print(nodes[index]["url"], markup=False)

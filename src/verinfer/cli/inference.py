@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -36,7 +37,13 @@ from verinfer.verify import Bundle, replicas_of
 @app.command()
 def infer(  # noqa: PLR0917 - a typer command: its options
     model: Annotated[str, typer.Argument(help="owner/name[@version|tag], or a model CID")],
-    inputs: Annotated[Path, typer.Option(help="inputs: .json, .npz or .npy (named after it)")],
+    inputs: Annotated[
+        Path,
+        typer.Option(
+            help="inputs: .json (verinfer's JSON form, or plain lists typed by the model's "
+            'signature: {"X": [[5.1, 3.5, 1.4, 0.2]]}), .npz, or .npy (named after the file)'
+        ),
+    ],
     bundle: Annotated[Path, typer.Option(help="where to write the proof bundle")] = Path(
         "bundle.json"
     ),
@@ -92,7 +99,9 @@ def infer(  # noqa: PLR0917 - a typer command: its options
     only to a publisher key you trust for its owner (--publisher, or pinned on first use).
     """
     audit_choice = "public" if public_audit else "private"
-    given = _read_tensors(inputs, "inputs")
+    if node is not None and network is not None:
+        raise InputError("give --node URL or --network FILE, not both")
+    given = _read_tensors(inputs, "inputs", plain=True)
     if quorum and (witnesses is None or (node is None and network is None)):
         raise InputError("--quorum needs --witnesses FILE and a --node or --network")
     if node is not None or network is not None:
@@ -131,6 +140,8 @@ def infer(  # noqa: PLR0917 - a typer command: its options
             _hub(hub) as store,
             Node(data or keys.home() / "node", hub=store) as local,
         ):
+            if not all(isinstance(v, np.ndarray) for v in given.values()):  # plain lists
+                given = tensors.from_plain(given, local.resolve(model).body["inputs"])
             result = local.infer(model, given, mode=mode, nonce=nonce, audit=audit_choice)
         outputs_got, result_bundle, signer_vkey = result.outputs, result.bundle, local.vkey
     bundle.write_text(result_bundle.to_json() + "\n")
@@ -139,7 +150,10 @@ def infer(  # noqa: PLR0917 - a typer command: its options
             outputs.write_bytes(tensors.encode_binary(outputs_got))
         else:
             outputs.write_text(json.dumps(tensors.encode_json(outputs_got)) + "\n")
-    out.print(json.dumps(tensors.encode_json(outputs_got)), markup=False)
+    if outputs is None:  # with --outputs FILE the outputs go there only (squeezenet: 27 KB)
+        out.print(json.dumps(tensors.encode_json(outputs_got)), markup=False)
+    else:
+        err.print(f"outputs written to {outputs}")
     err.print(
         f"receipt {result_bundle.index} in the log of {signer_vkey}; bundle written to {bundle}"
         + (" (verified)" if node or network else "")

@@ -11,7 +11,16 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from verinfer import keys
-from verinfer.cli._app import HubOption, KeyOption, NodeOption, _hub, app, err, out
+from verinfer.cli._app import (
+    HubOption,
+    KeyOption,
+    NodeOption,
+    SourceNodeOption,
+    _hub,
+    app,
+    err,
+    out,
+)
 from verinfer.client import Client
 from verinfer.errors import Error, InputError
 from verinfer.hub import Hub, Manifest
@@ -57,8 +66,18 @@ def _manifest_table(manifest: Manifest) -> Table:
         "operators": ", ".join(body["operators"]),
         "determinism": f"{verdict} over {determinism['runs']} runs, threads "
         f"{determinism['threads']}, on {determinism['engine']}"
-        + (f" ({determinism['error']})" if "error" in determinism else ""),
+        + (f" ({determinism['error']})" if "error" in determinism else "")
+        + (f"; probed with {determinism['inputs']} inputs" if "inputs" in determinism else ""),
     }
+    tolerance = determinism.get("tolerance")
+    if tolerance is not None:  # calibrated across CPU kernel classes at publish
+        rows["tolerance"] = f"abs {tolerance['abs']:.3g} across kernel classes " + ", ".join(
+            tolerance.get("classes", [])
+        )
+    if body.get("finite_inputs"):
+        rows["inputs allowed"] = "finite values only (the publisher refuses NaN and infinity)"
+    if "analysis" in body:
+        rows["checker"] = body["analysis"]["checker"]
     for role in ("inputs", "outputs"):
         rows[role] = "\n".join(
             f"{t['name']}: {t['dtype']}"
@@ -90,6 +109,14 @@ def model_publish(  # noqa: PLR0917 - a typer command: its options
             "qemu-x86_64) and declare it, so nodes on different hardware can be compared"
         ),
     ] = False,
+    finite_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--finite-inputs",
+            help="declare that nodes refuse inputs holding NaN or infinity (by default they are "
+            "data like any other value)",
+        ),
+    ] = False,
 ) -> None:
     """Check a model, store it by content and publish a signed manifest for it."""
     signer = keys.load(key)
@@ -104,6 +131,7 @@ def model_publish(  # noqa: PLR0917 - a typer command: its options
                 license=license,
                 tags=tuple(tag or ()),
                 calibrate=calibrate,
+                finite_inputs=finite_inputs,
             )
         out.print(f"published {manifest.repository}@{manifest.version} on {node}")
         out.print(f"model     {manifest.model}")
@@ -122,6 +150,7 @@ def model_publish(  # noqa: PLR0917 - a typer command: its options
             license=license,
             tags=tuple(tag or ()),
             calibrate=calibrate,
+            finite_inputs=finite_inputs,
             progress=(lambda n: progress.advance(task, n))
             if progress and task is not None
             else None,
@@ -195,7 +224,7 @@ def model_pull(  # noqa: PLR0917 - a typer command: its options
     source: Annotated[
         Path | None, typer.Option("--from", help="a hub directory to pull from")
     ] = None,
-    node: NodeOption = None,
+    node: SourceNodeOption = None,
     output: Annotated[
         Path | None, typer.Option(help="also write the model file here (hash-checked)")
     ] = None,
@@ -246,8 +275,19 @@ def model_verify(
     out.print(f"[green]✓[/] {what}: every hash and signature checks out")
 
 
+def _dims(given: list[str]) -> dict[str, int]:
+    """``NAME=N`` bindings of dimensions."""
+    dims = {}
+    for item in given:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value.isdigit():
+            raise InputError(f"--dim {item!r}: write NAME=N, e.g. N=8 or X:0=8")
+        dims[name] = int(value)
+    return dims
+
+
 @model_app.command("zk-setup")
-def model_zk_setup(
+def model_zk_setup(  # noqa: PLR0917 - a typer command: its options
     ref: Annotated[str, typer.Argument(help="owner/name[@version] of a published model")],
     srs: Annotated[
         Path | None,
@@ -258,11 +298,22 @@ def model_zk_setup(
     node: Annotated[
         str | None, typer.Option("--node", help="then publish the endorsement on this node")
     ] = None,
+    dim: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="bind a dimension that is not fixed, NAME=N (a symbolic name, or INPUT:AXIS "
+            "for any one; repeatable; default 1): a circuit has fixed shapes, and nodes refuse "
+            "zk requests of other shapes"
+        ),
+    ] = None,
 ) -> None:
     """Build a model's zero-knowledge circuit and publish your endorsement of it."""
     signer = keys.load(key)
+    dims = _dims(dim or [])
+    if srs is not None and not srs.is_file():
+        raise InputError(f"the SRS file {str(srs)!r} does not exist (omit --srs for a local one)")
     with _hub(hub) as store, err.status("building the circuit and its keys…"):
-        addendum = store.zk_setup(ref, signer, srs=srs.read_bytes() if srs else None)
+        addendum = store.zk_setup(ref, signer, srs=srs.read_bytes() if srs else None, dims=dims)
         materials = [store.blobs.get(addendum.body[name]) for name in ("settings", "vk", "srs")]
     out.print(f"zk addendum {addendum.cid} for manifest {addendum.body['manifest']}")
     if node is not None:
@@ -272,5 +323,7 @@ def model_zk_setup(
     for name in ("settings", "vk", "srs"):
         out.print(f"{name:<9} {addendum.body[name]}")
     out.print(f"circuit   2^{addendum.body['logrows']} rows")
+    for name, shape in addendum.body.get("shapes", {}).items():
+        out.print(f"input     {name} bound to shape {shape}", markup=False)
     if srs is None:
         err.print("the SRS was generated here: development only (verifiers refuse it unless told)")

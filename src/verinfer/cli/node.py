@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
-from verinfer import keys
+from verinfer import keys, note
 from verinfer.cli._app import app, err, out
-from verinfer.client import Client
+from verinfer.client import Client, NetworkError
 from verinfer.engine import DEFAULT_RUN_MEMORY
 from verinfer.errors import InputError
 from verinfer.node import Node
+from verinfer.node.service import NODE_KEY_FILE, WITNESS_KEY_FILE
 
 # -- the node -----------------------------------------------------------------------------------
 
@@ -68,6 +71,7 @@ def node_start(  # noqa: PLR0917 - a typer command: its options
     from verinfer.engine import Engine  # noqa: PLC0415
     from verinfer.node.app import serve  # noqa: PLC0415 - only the server needs FastAPI
 
+    _check_port(host, port)  # before anything says "serving"
     engine = Engine(memory=max_run_memory << 20)
     if test_engine is not None:  # a lying node for fault injection: never a real one
         from verinfer.testing import named_engine  # noqa: PLC0415
@@ -80,6 +84,60 @@ def node_start(  # noqa: PLR0917 - a typer command: its options
         timeouts = {"header_timeout": header_timeout, "body_timeout": body_timeout}
         serve(node, host=host, port=port, **{k: v for k, v in timeouts.items() if v is not None})
     err.print("stopped: every answered request is committed")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another process holds, before the node opens its data or says "serving"."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(
+                f"cannot serve on {host}:{port}: {exc.strerror or exc} (another process holds "
+                "the port? choose another with --port)"
+            ) from exc
+
+
+@node_app.command("vkey")
+def node_vkey(
+    node: Annotated[
+        str | None, typer.Option("--node", help="ask a running node (URL) for its keys")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="read the key of the node whose data directory this is"),
+    ] = None,
+    witness: Annotated[
+        bool, typer.Option("--witness", help="print the node's witness key instead")
+    ] = False,
+) -> None:
+    """Print a node's vkey, for a --trust file (with --witness: its witness key, for a
+    --witnesses file). From --data the key file itself is read; from --node the node's own
+    answer, which only the node vouches for: check it out of band before you trust it."""
+    if (node is None) == (data is None):
+        raise InputError("give --node URL or --data DIR (one of them)")
+    found: dict[str, str] = {}
+    if data is not None:
+        for label, file in (("node", NODE_KEY_FILE), ("witness", WITNESS_KEY_FILE)):
+            try:
+                found[label] = note.Signer((data / file).read_text().strip()).vkey
+            except OSError as exc:
+                if label == "witness":
+                    continue  # a node gets its witness key on first start
+                raise InputError(
+                    f"no node key in {str(data)!r} ({file}: {exc.strerror}): start the node "
+                    "once, or give the right --data"
+                ) from exc
+    elif node is not None:
+        try:
+            answer = httpx.get(f"{node.rstrip('/')}/v1/node", timeout=30).json()
+            found = {"node": str(answer["vkey"]), "witness": str(answer["witness"])}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise NetworkError(f"cannot read the keys of {node}: {exc}") from exc
+    if witness and "witness" not in found:
+        raise InputError(f"the node in {str(data)!r} has no witness key yet: start it once")
+    out.print(found["witness" if witness else "node"], markup=False)
 
 
 TokenOption = Annotated[

@@ -91,8 +91,9 @@ def verify(  # noqa: PLR0917 - a typer command: its options
         raise InputError("--quorum needs --witnesses FILE (or witnesses in the trust root)")
     if witnesses is not None:
         found, operators = _read_witnesses(witnesses)
-        root = replace(root, witnesses=root.witnesses + tuple(found),
-                       operators={**root.operators, **operators})  # fmt: skip
+        root = replace(
+            root, witnesses=root.witnesses + tuple(found), operators={**operators, **root.operators}
+        )  # the root's labels win
     try:
         text = bundle.read_bytes()
     except OSError as exc:
@@ -115,6 +116,9 @@ def verify(  # noqa: PLR0917 - a typer command: its options
     if signed is None and (publisher or known_publishers):
         raise InputError("--publisher and --known-publishers check the receipt's manifest: give "
                          "--manifest FILE (or --zk-materials DIR holding it)")  # fmt: skip
+    if signed is None and root.publishers and parsed.receipt["manifest"] is not None:
+        _notice("the trust root names publishers, but step 8 (the receipt's manifest and its "
+                "publisher) needs --manifest FILE: not checked")  # fmt: skip
     trusted_publishers = [*root.publishers, *(publisher or ())]
     publishers = Publishers(trusted_publishers, known=known_publishers, notify=_notice)
     endorsers: list[str] = []

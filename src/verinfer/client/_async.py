@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import numpy as np
 
 from verinfer import note
 from verinfer.client._core import Call, Flow, NetworkError, Result, Sleep, Step, Work, checked
@@ -29,6 +28,7 @@ from verinfer.errors import VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.modes.dispute import Verdict
 from verinfer.verify import Bundle
+from verinfer.verify.trust import TrustRoot
 
 __all__ = ["AsyncClient"]
 
@@ -65,6 +65,7 @@ class AsyncClient:
         trusted_publishers: PublisherTrust = (),
         known_publishers: str | os.PathLike[str] | None = None,
         on_pin: Notify | None = None,
+        trust: TrustRoot | None = None,
     ) -> None:
         self._core = make_core(
             url,
@@ -78,6 +79,7 @@ class AsyncClient:
             trusted_srs=trusted_srs,
             allow_insecure_srs=allow_insecure_srs,
             timeout=timeout,
+            trust=trust,
         )
         self.url = self._core.url
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
@@ -142,7 +144,7 @@ class AsyncClient:
     async def infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str = "attested",
         nonce: str | None = None,
@@ -233,7 +235,7 @@ class AsyncClient:
     async def _infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str,
         nonce: str | None,
@@ -256,6 +258,7 @@ class AsyncClient:
         calibrate: bool = False,
         text: Mapping[str, Any] | None = None,
         tokenizer: bytes | None = None,
+        finite_inputs: bool = False,
     ) -> Manifest:
         """:meth:`Client.publish`, awaited."""
         source = model if isinstance(model, bytes) else Path(model)
@@ -271,6 +274,7 @@ class AsyncClient:
                 calibrate=calibrate,
                 text=text,
                 tokenizer=tokenizer,
+                finite_inputs=finite_inputs,
             )
         )
 
@@ -321,7 +325,7 @@ class AsyncClient:
     async def challenge(
         self,
         bundle: Bundle,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         challenger: str,
         defendant: str | None = None,

@@ -168,16 +168,23 @@ def _peers(response: httpx.Response) -> list[str]:
 
 
 def _infer_request(
-    model: str, inputs: Mapping[str, np.ndarray], mode: str, nonce: str | None, audit: str
+    model: str, inputs: Mapping[str, Any], mode: str, nonce: str | None, audit: str
 ) -> tuple[Call, str]:
     """The request of an inference, and its nonce. Large inputs travel as an ``.npz`` body
-    instead of base64 inside JSON. ``audit`` is sent only when it is not the default."""
+    instead of base64 inside JSON; plain lists travel as they are, typed by the node from the
+    model's signature. ``audit`` is sent only when it is not the default."""
     nonce = nonce or secrets.token_hex(16)
     extra = {} if audit == "private" else {"audit": audit}
-    if sum(np.asarray(a).nbytes for a in inputs.values()) < _BINARY_FROM:
+    arrays = {k: v for k, v in inputs.items() if isinstance(v, np.ndarray)}
+    if len(arrays) < len(inputs) or sum(a.nbytes for a in arrays.values()) < _BINARY_FROM:
         body = {
             "model": model,
-            "inputs": tensors.encode_json(inputs, raw=True),
+            "inputs": {
+                name: tensors.encode_json({name: value}, raw=True)[name]
+                if isinstance(value, np.ndarray)
+                else value
+                for name, value in inputs.items()
+            },
             "mode": mode,
             "nonce": nonce,
             **extra,
@@ -373,7 +380,7 @@ class Core:
     def infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str,
         nonce: str | None,
@@ -391,9 +398,25 @@ class Core:
         if replicas_of(mode) > 1 and single:
             raise InputError(f"mode {mode!r} asks several nodes: use a Network (--network)")
         vkey = yield from self.node_vkey()
+        for name, value in inputs.items():
+            if not isinstance(value, np.ndarray) and not tensors.is_plain(value):
+                raise InputError(
+                    f"input {name!r} is a {type(value).__name__}: give a numpy array or nested "
+                    "lists (typed by the model's signature)"
+                )
         call, nonce = _infer_request(model, inputs, mode, nonce, audit)
         response = yield from self.send(call)
         bundle, outputs, capabilities = _parse_answer(response, self.url, mode)
+        if not all(isinstance(value, np.ndarray) for value in inputs.values()):
+            # plain lists: typed here as the node typed them, by the signature of the manifest
+            # the receipt names (checked below to be the model asked for); the digest in the
+            # signed receipt must then be of exactly these tensors
+            if bundle.receipt["manifest"] is None:
+                raise VerificationError(
+                    "the receipt names no manifest, so the plain lists sent cannot be typed"
+                )
+            typed = yield from self.manifest(str(bundle.receipt["manifest"]))
+            inputs = tensors.from_plain(inputs, typed.body["inputs"])
         if modes.parse(bundle.receipt["mode"], receipt=True).proven:
             policy = yield from self.zk_policy(bundle)
             yield Work(lambda: verify_bundle(bundle, [vkey], inputs, outputs, **policy))
@@ -489,6 +512,7 @@ class Core:
         calibrate: bool = False,
         text: Mapping[str, Any] | None = None,
         tokenizer: bytes | None = None,
+        finite_inputs: bool = False,
     ) -> Flow[Manifest]:
         """Upload a model and publish it as ``repository@version``, signed here by ``signer``.
 
@@ -542,6 +566,7 @@ class Core:
             license=license,
             tags=tags,
             text=text,
+            finite_inputs=finite_inputs,
         )
         found = json_of(
             (yield from self.send(Call("GET", f"/v1/repositories/{repository}/changes")))

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
-import numpy as np
 
 from verinfer import tensors
 from verinfer.client._async import AsyncClient
@@ -197,7 +196,7 @@ class Network(_Nodes[Client]):
     def infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str = "attested",
         nonce: str | None = None,
@@ -223,7 +222,7 @@ class Network(_Nodes[Client]):
     def _replicated(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str,
         wanted: int,
@@ -392,7 +391,7 @@ class AsyncNetwork(_Nodes[AsyncClient]):
     async def infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str = "attested",
         nonce: str | None = None,
@@ -414,7 +413,7 @@ class AsyncNetwork(_Nodes[AsyncClient]):
     async def _replicated(  # noqa: PLR0917 - one request's fields
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         mode: str,
         wanted: int,
         nonce: str,

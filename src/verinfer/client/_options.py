@@ -9,6 +9,7 @@ from pathlib import Path
 from verinfer.client._core import Core
 from verinfer.client._trust import NodeKeys, Notify, Publishers
 from verinfer.errors import InputError
+from verinfer.verify.trust import TrustRoot
 
 __all__ = ["PublisherTrust", "make_core"]
 
@@ -49,8 +50,18 @@ def make_core(
     trusted_srs: Iterable[str],
     allow_insecure_srs: bool,
     timeout: float,
+    trust: TrustRoot | None = None,
 ) -> Core:
-    """One client's state and flows."""
+    """One client's state and flows. A :class:`~verinfer.verify.TrustRoot` supplies the node
+    keys, publisher keys and SRS not given one by one."""
+    if trust is not None:
+        if trusted_vkeys is None:
+            if not trust.nodes:  # a root that trusts no node must not fall back to first use
+                raise InputError("the trust root lists no node keys")
+            trusted_vkeys = trust.nodes
+        if not trusted_publishers and trust.publishers:
+            trusted_publishers = trust.publishers
+        trusted_srs = [*trusted_srs, *trust.srs]
     return Core(
         url,
         nodes=NodeKeys(trusted_vkeys, known_nodes),

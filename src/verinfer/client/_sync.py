@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import numpy as np
 
 from verinfer import note
 from verinfer.client._core import Call, Flow, NetworkError, Result, Sleep, Step, Work, checked
@@ -28,6 +27,7 @@ from verinfer.errors import VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.modes.dispute import Verdict
 from verinfer.verify import Bundle
+from verinfer.verify.trust import TrustRoot
 
 __all__ = ["Client"]
 
@@ -59,6 +59,10 @@ class Client:
 
     ``admin_token`` (the node's ``DATA/admin.token``) is sent only with administrative calls:
     peers, blob deletion, calibration. ``trusted_srs``, ``allow_insecure_srs``: the zk SRS policy.
+
+    ``trust``: a :class:`~verinfer.verify.TrustRoot` (``TrustRoot.from_file("trust.json")``, the
+    file the CLI and the explorer read) for the node keys, publisher keys and SRS not given
+    above.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class Client:
         trusted_publishers: PublisherTrust = (),
         known_publishers: str | os.PathLike[str] | None = None,
         on_pin: Notify | None = None,
+        trust: TrustRoot | None = None,
     ) -> None:
         self._core = make_core(
             url,
@@ -89,6 +94,7 @@ class Client:
             trusted_srs=trusted_srs,
             allow_insecure_srs=allow_insecure_srs,
             timeout=timeout,
+            trust=trust,
         )
         self.url = self._core.url
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
@@ -154,7 +160,7 @@ class Client:
     def infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str = "attested",
         nonce: str | None = None,
@@ -252,7 +258,7 @@ class Client:
     def _infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         mode: str,
         nonce: str | None,
@@ -275,6 +281,7 @@ class Client:
         calibrate: bool = False,
         text: Mapping[str, Any] | None = None,
         tokenizer: bytes | None = None,
+        finite_inputs: bool = False,
     ) -> Manifest:
         """Upload a model and publish it as ``repository@version``, signed here by ``signer``.
 
@@ -296,6 +303,7 @@ class Client:
                 calibrate=calibrate,
                 text=text,
                 tokenizer=tokenizer,
+                finite_inputs=finite_inputs,
             )
         )
 
@@ -363,7 +371,7 @@ class Client:
     def challenge(
         self,
         bundle: Bundle,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Any],
         *,
         challenger: str,
         defendant: str | None = None,

@@ -159,9 +159,14 @@ class Manifest(_Document):
         tags: Sequence[str] = (),
         time: str | None = None,
         text: Mapping[str, Any] | None = None,
+        finite_inputs: bool = False,
     ) -> Manifest:
-        """Sign a new manifest for ``model`` from the facts the hub's analysis found; ``text``
-        is the section of a text model (tokenizer, chat template, ...; see :func:`check_text`)."""
+        """Sign a new manifest for ``model`` from the facts the hub's analysis found.
+
+        ``text`` is the section of a text model (tokenizer, chat template, ...; see
+        :func:`check_text`). ``finite_inputs``: the publisher asks nodes to refuse inputs
+        holding NaN or infinity (by default they are data like any other value); written only
+        when set."""
         check_repository(repository)
         check_version(version)
         for tag in tags:
@@ -172,6 +177,8 @@ class Manifest(_Document):
             "version": version,
             "model": model,
             **{key: facts[key] for key in _FACTS},
+            **{key: facts[key] for key in _OPTIONAL_FACTS if key in facts},
+            **({"finite_inputs": True} if finite_inputs else {}),
             "description": description,
             "license": license,
             "tags": sorted(set(tags)),
@@ -212,13 +219,25 @@ class Manifest(_Document):
             _field(body, name, kind, what)
         if not _TIME.fullmatch(body["time"]):
             raise VerificationError(f"malformed manifest: time {body['time']!r}")
+        for name, kind in _OPTIONAL_TYPES.items():
+            if name in body:
+                _field(body, name, kind, what)
+        if body.get("finite_inputs", True) is not True:  # absent, or true: one way to say it
+            raise VerificationError(
+                f"malformed manifest: field 'finite_inputs' is {body['finite_inputs']!r}"
+            )
         _check_facts(body)
         if "text" in body:
             try:
                 check_text(body["text"])
             except InputError as exc:
                 raise VerificationError(f"malformed manifest: {exc}") from exc
-        extra = set(body) - set(_FIELD_TYPES) - {"type", "repository", "version", "model", "text"}
+        extra = (
+            set(body)
+            - set(_FIELD_TYPES)
+            - set(_OPTIONAL_TYPES)
+            - {"type", "repository", "version", "model"}
+        )
         if extra:
             raise VerificationError(f"malformed manifest: unknown fields {sorted(extra)!r}")
         return cls(data, body)
@@ -264,6 +283,11 @@ def _check_facts(body: Mapping[str, Any]) -> None:
         raise bad("opsets")
     if not all(isinstance(op, str) for op in body["operators"]):
         raise bad("operators")
+    analysis = body.get("analysis")
+    if analysis is not None and not (
+        analysis and set(analysis) <= {"checker"} and isinstance(analysis.get("checker"), str)
+    ):
+        raise bad("analysis")
     if not all(isinstance(tag, str) and _VERSION.fullmatch(tag) for tag in body["tags"]):
         raise bad("tags")
     determinism = body["determinism"]
@@ -349,10 +373,13 @@ def check_text(text: object) -> dict[str, Any]:
 # what ``determinism`` may hold (PROTOCOL.md §8); ``nondeterministic`` is absent only in
 # manifests written before it existed, and verifiers recompute it from the model's bytes anyway
 _DETERMINISM = frozenset(
-    {"bit_identical", "nondeterministic", "runs", "threads", "seed", "engine", "error", "tolerance"}
-)
+    {
+        "bit_identical", "nondeterministic", "runs", "threads", "seed", "engine", "error",
+        "tolerance", "inputs",
+    }
+)  # fmt: skip
 _DETERMINISM_TYPES: dict[str, type] = {
-    "runs": int, "threads": list, "seed": int, "engine": str, "error": str,
+    "runs": int, "threads": list, "seed": int, "engine": str, "error": str, "inputs": str,
 }  # fmt: skip
 _FACTS = (
     "size",
@@ -366,6 +393,12 @@ _FACTS = (
     "operators",
     "determinism",
 )
+# facts the analysis writes only when there is something to say: ``analysis.checker`` is the
+# ``onnx.checker`` finding the hub overrode (a failure inside a function body that ONNX Runtime
+# accepts; see verinfer.hub.onnxmodel)
+_OPTIONAL_FACTS = ("analysis",)
+# optional fields: the optional facts, and the publisher's own declarations
+_OPTIONAL_TYPES: dict[str, type] = {"analysis": dict, "finite_inputs": bool, "text": dict}
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "size": int,
     "format": str,
@@ -479,8 +512,11 @@ class ZkAddendum(_Document):
         logrows: int,
         signer: note.Signer,
         time: str | None = None,
+        shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> ZkAddendum:
-        """Sign an addendum to ``manifest`` (the signer must be its publisher)."""
+        """Sign an addendum to ``manifest`` (the signer must be its publisher). ``shapes``: the
+        input shapes the circuit is built for, when the model's inputs have dimensions that
+        are not fixed (bound at setup; requests of other shapes are refused)."""
         if signer.vkey != manifest.publisher:
             raise InputError("only the manifest's publisher can endorse a circuit for it")
         body = {
@@ -493,6 +529,7 @@ class ZkAddendum(_Document):
             "logrows": logrows,
             "publisher": signer.vkey,
             "time": time or now(),
+            **({"shapes": {k: list(v) for k, v in shapes.items()}} if shapes else {}),
         }
         return cls.from_bytes(sign_document(body, signer), manifest)
 
@@ -507,8 +544,19 @@ class ZkAddendum(_Document):
         what = "zk addendum"
         fields = {"type", "manifest", "model", "settings", "vk", "srs", "logrows", "publisher",
                   "time"}  # fmt: skip
-        if set(body) != fields:
+        if set(body) - {"shapes"} != fields:
             raise VerificationError(f"malformed zk addendum: fields {sorted(body)!r}")
+        shapes = body.get("shapes", {})
+        if (
+            not isinstance(shapes, dict)
+            or ("shapes" in body and not shapes)
+            or not all(
+                isinstance(shape, list)
+                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+                for shape in shapes.values()
+            )
+        ):
+            raise VerificationError(f"malformed zk addendum: shapes {shapes!r}")
         try:
             for name in ("manifest", "model", "settings", "vk", "srs"):
                 cid.digest(_field(body, name, str, what))

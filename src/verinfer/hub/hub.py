@@ -365,11 +365,20 @@ class Hub:
         """Whether any indexed manifest or change names the blob (then it is never deleted)."""
         return bool(self._query(_NAMED, (blob,)))
 
-    def zk_setup(self, ref: str, signer: note.Signer, *, srs: bytes | None = None) -> ZkAddendum:
+    def zk_setup(
+        self,
+        ref: str,
+        signer: note.Signer,
+        *,
+        srs: bytes | None = None,
+        dims: Mapping[str, int] | None = None,
+    ) -> ZkAddendum:
         """Build the zero-knowledge circuit of a published model (weights fixed in it) and
         publish the signer's endorsement of it: the settings, verification key and SRS as blobs,
         and a signed :class:`ZkAddendum` naming them. Without ``srs``, a local development SRS is
-        generated (verifiers refuse it unless told otherwise)."""
+        generated (verifiers refuse it unless told otherwise). ``dims`` binds the inputs'
+        dimensions that are not fixed (by symbolic name or ``input:axis``; default 1): the
+        addendum records the bound shapes, and nodes refuse zk requests of other shapes."""
         from verinfer import zk  # noqa: PLC0415 - optional, heavy
 
         manifest = self.resolve(ref)
@@ -378,9 +387,12 @@ class Hub:
             manifest.body["inputs"],
             self.root / "zk" / manifest.model,
             srs=srs,
+            dims=dims,
         )
         names = {key: self.blobs.put(getattr(circuit, key)) for key in ("settings", "vk", "srs")}
-        addendum = ZkAddendum.create(manifest, logrows=circuit.logrows, signer=signer, **names)
+        addendum = ZkAddendum.create(
+            manifest, logrows=circuit.logrows, signer=signer, shapes=circuit.shapes, **names
+        )
         self.accept_zk(addendum.data)
         return addendum
 
@@ -539,13 +551,14 @@ class Hub:
         """
         body = manifest.body
         facts = self.analyse(manifest.model)
-        for key, value in facts.items():
+        for key in sorted(set(facts) | {"analysis"}):  # an optional fact must be absent in both
+            value = facts.get(key)
             if key != "determinism" and body.get(key) != value:
                 raise VerificationError(
                     f"the manifest says {key} = {body.get(key)!r}, but the model has {value!r}"
                 )
         declared, measured = body["determinism"], facts["determinism"]
-        for key in ("bit_identical", "nondeterministic", "seed", "runs", "threads"):
+        for key in ("bit_identical", "nondeterministic", "seed", "runs", "threads", "inputs"):
             if declared.get(key) != measured.get(key):
                 raise VerificationError(
                     f"the manifest says determinism.{key} = {declared.get(key)!r}, but this "
@@ -608,6 +621,7 @@ class Hub:
         calibrate: bool = False,
         text: Mapping[str, Any] | None = None,
         tokenizer: bytes | None = None,
+        finite_inputs: bool = False,
     ) -> Manifest:
         """Check, store and publish a model as ``repository@version``; move ``latest`` to it.
 
@@ -616,6 +630,7 @@ class Hub:
 
         ``calibrate``: also measure the model's tolerance across CPU kernel classes (under
         qemu; :mod:`verinfer.hub.calibration`) and declare it in the manifest.
+        ``finite_inputs``: nodes refuse inputs holding NaN or infinity for this version.
 
         Raises :class:`InputError` for a model the hub refuses (naming the problem) and
         :class:`ConflictError` if the version exists or the owner name belongs to another key.
@@ -663,6 +678,7 @@ class Hub:
             license=license,
             tags=tags,
             text=text,
+            finite_inputs=finite_inputs,
         )
         publish, latest = history.publication(signer, version, manifest.cid)
         self._commit(repository, owner, signer.vkey, [publish, latest], manifest)

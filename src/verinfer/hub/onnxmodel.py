@@ -11,6 +11,7 @@ costs a clear error, not the process.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -108,20 +109,36 @@ def _check_self_contained(model: onnx.ModelProto) -> None:
             )
 
 
+def _nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
+    """Every node that can run: in the graph, its subgraphs, the model's local functions and
+    their subgraphs."""
+    for graph in _graphs(model.graph):
+        yield from graph.node
+    for function in model.functions:
+        for node in function.node:
+            yield node
+            for attribute in node.attribute:
+                subgraphs = [attribute.g] if attribute.HasField("g") else []
+                for sub in [*subgraphs, *attribute.graphs]:
+                    for inner in _graphs(sub):
+                        yield from inner.node
+
+
 def _check_domains(model: onnx.ModelProto, allowed: tuple[str, ...]) -> None:
-    for opset in model.opset_import:
-        if _domain(opset.domain) not in allowed:
+    """Refuse an operator of a domain off the allow-list that some node actually uses: in the
+    graph, in a subgraph or in a local function's body. A domain the model only declares in
+    ``opset_import`` (exporters declare ``ai.onnx.preview`` or their own domain out of habit)
+    runs nothing; a call of a local function is checked through the function's body."""
+    local = {(function.domain, function.name) for function in model.functions}
+    for node in _nodes(model):
+        if (node.domain, node.op_type) in local:
+            continue
+        if _domain(node.domain) not in allowed:
             raise InputError(
-                f"operator domain {_domain(opset.domain)!r} is not allowed; "
+                f"operator domain {_domain(node.domain)!r} is not allowed: node "
+                f"{node.name or node.op_type!r} uses its operator {node.op_type!r}; "
                 f"allowed: {', '.join(allowed)}"
             )
-    for graph in _graphs(model.graph):
-        for node in graph.node:
-            if _domain(node.domain) not in allowed:
-                raise InputError(
-                    f"node {node.name!r} uses operator {node.op_type!r} of domain "
-                    f"{_domain(node.domain)!r}, which is not allowed; allowed: {', '.join(allowed)}"
-                )
 
 
 # attributes from which operators make strings out of numbers (a string input is caught by its
@@ -159,9 +176,7 @@ def _check_no_strings(model: onnx.ModelProto) -> None:
     where = ""
     if any(tensor.data_type == onnx.TensorProto.STRING for tensor in _tensors(model)):
         where = "a stored tensor"
-    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
-    nodes += [node for function in model.functions for node in function.node]
-    for node in nodes if not where else []:
+    for node in _nodes(model) if not where else ():
         names = {attribute.name for attribute in node.attribute}
         to = next((a.i for a in node.attribute if a.name == "to"), None)
         makers = _STRING_MAKERS.get(node.op_type, set()) if node.domain == "ai.onnx.ml" else set()
@@ -242,11 +257,7 @@ def inspect_model(data: bytes, limits: Limits = Limits()) -> dict[str, Any]:
         raise InputError("malformed ONNX model: it has no graph or an empty graph")
     _check_self_contained(model)
     _check_domains(model, limits.domains)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:  # ValidationError, InferenceError, and C++ errors as RuntimeError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"the ONNX checker rejects the model: {first}") from exc
+    overruled = _check(model)
     initializers = {tensor.name for tensor in model.graph.initializer}
     inputs = _signature(model.graph.input, "input", initializers)
     outputs = _signature(model.graph.output, "output", set())
@@ -269,7 +280,7 @@ def inspect_model(data: bytes, limits: Limits = Limits()) -> dict[str, Any]:
         for node in graph.node
         for attribute in node.attribute
     )
-    return {
+    facts: dict[str, Any] = {
         "size": len(data),
         "format": "onnx",
         "ir_version": int(model.ir_version),
@@ -280,16 +291,126 @@ def inspect_model(data: bytes, limits: Limits = Limits()) -> dict[str, Any]:
         "parameters": parameters,
         "operators": operators,
     }
+    if overruled:  # the runtime loaded it above: say which strict finding was set aside
+        facts["analysis"] = {"checker": overruled}
+    return facts
 
 
-def _probe_input(spec: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+_TOP_LEVEL = re.compile(r"\(op_type:([A-Za-z0-9_.]+)(?:, node name: [^)]*)?\): ")
+
+
+def _function_ops(model: onnx.ModelProto) -> set[str]:
+    """Operators whose shape inference is their function body's: the model's local functions,
+    and the schema operators (of the model's opsets) that have a body and no inference of
+    their own."""
+    found = {function.name for function in model.functions}
+    versions = {_domain(o.domain): int(o.version) for o in model.opset_import}
+    for node in _nodes(model):
+        domain = node.domain if node.domain != "ai.onnx" else ""
+        version = versions.get(_domain(domain), 1)
+        if not onnx.defs.has(node.op_type, version, domain):
+            continue  # no such operator: the checker's structural pass refused it already
+        schema = onnx.defs.get_schema(node.op_type, version, domain)
+        body = getattr(schema, "has_function", False) or getattr(
+            schema, "has_context_dependent_function", False
+        )
+        if body and not schema.has_type_and_shape_inference_function:
+            found.add(node.op_type)
+    return found
+
+
+def _check(model: onnx.ModelProto) -> str | None:
+    """``onnx.checker`` with full shape inference; raise :class:`InputError` naming what it
+    rejects, except one kind of finding: a failure of strict shape inference *inside the body
+    of a function* (an operator defined by a function and inferred through it, or a local
+    function), in a model the structural checker accepts. The checker has false positives
+    there (``MeanVarianceNormalization`` with its default ``axes`` makes its body's
+    ``Constant`` fail, onnx 1.16-1.23) while ONNX Runtime, which runs the operator by its own
+    kernel or expands the body with the real attributes, accepts the model. Such a model is
+    accepted only if ONNX Runtime then loads it (the caller checks), and the returned text
+    says, in the manifest, what was set aside."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        return None
+    except Exception as exc:  # ValidationError, InferenceError, and C++ errors as RuntimeError
+        failure = exc
+    text = str(failure).strip()
+    first = text.splitlines()[0] if text else type(failure).__name__
+    refused = InputError(f"the ONNX checker rejects the model: {first}")
+    if not isinstance(failure, onnx.shape_inference.InferenceError):
+        raise refused from failure
+    try:
+        onnx.checker.check_model(model)  # everything but shape inference
+    except Exception:
+        raise refused from failure
+    functions = _function_ops(model)
+    inside: list[str] = []
+    for line in filter(None, (line.strip() for line in text.splitlines())):
+        found = _TOP_LEVEL.search(line)
+        if (
+            found is None
+            or found.group(1) not in functions
+            or "Inference error(s): (op_type:" not in line[found.end() :]
+        ):
+            raise refused from failure  # a finding about the graph itself
+        inside.append(found.group(1))
+    if not inside:
+        raise refused from failure
+    return (
+        f"onnx.checker's strict shape inference fails inside the function body of "
+        f"{', '.join(sorted(set(inside)))} ({first}); ONNX Runtime loads the model, so the "
+        f"finding is set aside"
+    )
+
+
+# the families of inputs the determinism probe tries, in order, until one runs the model: a
+# model's valid inputs are often narrower than its types (an index must be in range, a divisor
+# non-zero, a scale positive, a Reshape target must fit); each family is seeded and fixed, so
+# every hub probes a model with the same inputs and reaches the same verdict
+PROBE_FAMILIES = ("random", "positive", "zeros", "ones", "zeros-last-minus-one")
+
+
+def _probe_input(
+    spec: dict[str, Any], rng: np.random.Generator, family: str = "random"
+) -> np.ndarray:
+    """One probe input of ``family`` (symbolic or unknown dims are 1): ``random`` floats
+    N(0, 1), integers in [0, 4); ``positive`` floats in [1, 2), integers in [1, 4) (divisors,
+    scales, sizes); ``zeros`` (an index that is always in range, a Reshape target that copies
+    every dim); ``ones``; ``zeros-last-minus-one``: zeros with a 1-D signed integer tensor
+    ending in -1 (a Reshape target that copies the leading dims and infers the last). Booleans
+    are random in every family."""
     shape = [d if isinstance(d, int) and d >= 0 else 1 for d in spec["shape"] or []]
     dtype = np.dtype(spec["dtype"])
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(np.bool_)
-    if dtype.kind in "iu":
-        return rng.integers(0, 4, size=shape).astype(dtype)
-    return rng.standard_normal(size=shape).astype(dtype)
+    integer = dtype.kind in "iu"
+    if family == "random":
+        if integer:
+            return rng.integers(0, 4, size=shape).astype(dtype)
+        return rng.standard_normal(size=shape).astype(dtype)
+    if family == "positive":
+        if integer:
+            return rng.integers(1, 4, size=shape).astype(dtype)
+        return rng.uniform(1.0, 2.0, size=shape).astype(dtype)
+    array = np.ones(shape, dtype) if family == "ones" else np.zeros(shape, dtype)
+    if family == "zeros-last-minus-one" and dtype.kind == "i" and array.ndim == 1 and array.size:
+        array[-1] = -1
+    return array
+
+
+def _probe_runs(data: bytes, feed: dict[str, np.ndarray]) -> set[bytes]:
+    """The digests of every output of every probe run on ``feed``."""
+    digests = set()
+    for threads in PROBE_THREADS:
+        session = engine.load_session(data, threads)
+        for _ in range(PROBE_REPEATS):
+            hasher = hashlib.sha256()
+            for output in session.run(None, feed):
+                array = np.ascontiguousarray(output)
+                hasher.update(f"{array.dtype.str}{array.shape}".encode())
+                hasher.update(array.tobytes())
+            digests.add(hasher.digest())
+    return digests
 
 
 def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -297,6 +418,10 @@ def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, An
     every graph, subgraph and local function), then run the model on seeded inputs, twice under
     each thread setting, and compare the bytes.
 
+    The inputs are the first of :data:`PROBE_FAMILIES` the model accepts (each family with
+    the seed :data:`PROBE_SEED`); the verdict names the family as ``inputs`` unless it is the
+    first, ``random``. ``bit_identical`` is ``null`` only when no family runs the model: the
+    model cannot be run on inputs that plain (its ``error`` says why, for the first family).
     The verdict records those operators (``nondeterministic``), whether the model is
     bit-reproducible (``bit_identical``: every run gave the same bytes and no such operator
     exists; the probe's inputs may never reach a random branch, so the runs alone prove
@@ -306,7 +431,6 @@ def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, An
         nondeterministic = nondeterministic_operators_of(data)
     except ValueError as exc:
         raise InputError(f"malformed ONNX model: {exc}") from exc
-    rng = np.random.default_rng(PROBE_SEED)
     verdict: dict[str, Any] = {
         "engine": engine.identity(),
         "seed": PROBE_SEED,
@@ -314,29 +438,28 @@ def probe_determinism(data: bytes, inputs: list[dict[str, Any]]) -> dict[str, An
         "runs": len(PROBE_THREADS) * PROBE_REPEATS,
         "nondeterministic": nondeterministic,
     }
-    digests = set()
-    try:
-        feed = {spec["name"]: _probe_input(spec, rng) for spec in inputs}
-    except (ValueError, MemoryError) as exc:  # e.g. a declared input of 2**40 x 2**40
-        raise InputError(f"the model's declared inputs cannot be allocated: {exc}") from exc
-    try:
-        for threads in PROBE_THREADS:
-            session = engine.load_session(data, threads)
-            for _ in range(PROBE_REPEATS):
-                hasher = hashlib.sha256()
-                for output in session.run(None, feed):
-                    array = np.ascontiguousarray(output)
-                    hasher.update(f"{array.dtype.str}{array.shape}".encode())
-                    hasher.update(array.tobytes())
-                digests.add(hasher.digest())
-    except InputError:
-        raise
-    except Exception as exc:  # the model loads but fails on plausible inputs
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        verdict["bit_identical"] = False if nondeterministic else None
-        verdict["error"] = f"the probe could not run the model: {first}"
+    first_error = ""
+    for family in PROBE_FAMILIES:
+        rng = np.random.default_rng(PROBE_SEED)
+        try:
+            feed = {spec["name"]: _probe_input(spec, rng, family) for spec in inputs}
+        except (ValueError, MemoryError) as exc:  # e.g. a declared input of 2**40 x 2**40
+            raise InputError(f"the model's declared inputs cannot be allocated: {exc}") from exc
+        try:
+            digests = _probe_runs(data, feed)
+        except InputError:
+            raise
+        except Exception as exc:  # the model loads but fails on these inputs: the next family
+            if not first_error:
+                text = str(exc).strip()
+                first_error = text.splitlines()[0] if text else type(exc).__name__
+            continue
+        if family != PROBE_FAMILIES[0]:
+            verdict["inputs"] = family
+        verdict["bit_identical"] = len(digests) == 1 and not nondeterministic
         return verdict
-    verdict["bit_identical"] = len(digests) == 1 and not nondeterministic
+    verdict["bit_identical"] = False if nondeterministic else None
+    verdict["error"] = f"the probe could not run the model: {first_error}"
     return verdict
 
 

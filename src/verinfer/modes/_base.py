@@ -90,11 +90,36 @@ class Mode:
         return NO_EVIDENCE
 
     def check_evidence(self, bundle: Bundle, trusted: list[str], say: Report) -> None:
-        """Step 2+, after inclusion: what the evidence proves on its own (nothing by default)."""
+        """Step 2+, after inclusion: what the evidence proves on its own. By default the mode
+        has none, and a bundle built to carry some is refused: nothing unchecked rides along."""
+        _evidence_is(bundle, self, type(NO_EVIDENCE))
+
+    def complete(self, bundle: Bundle) -> bool:
+        """Whether ``bundle`` carries all the evidence its mode asks of an answer (a replicated
+        answer: every other node's bundle), not just one node's part of it."""
+        return True
 
     def check_claims(self, bundle: Bundle, claims: Claims, context: Context) -> None:
         """Step 7, after the claims are matched to the receipt: a proof about them (none by
         default)."""
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogates), so it has UTF-8 bytes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _evidence_is(bundle: Bundle, mode: Mode, *kinds: type[Evidence]) -> None:
+    """Refuse evidence of a kind ``mode`` does not have (a bundle built, not parsed)."""
+    if type(bundle.evidence) not in kinds:
+        raise VerificationError(
+            f"step 2+ (evidence): a {mode.text} bundle cannot carry "
+            f"{type(bundle.evidence).__name__} evidence"
+        )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from verinfer import tensors
 from verinfer.errors import Error, VerificationError
-from verinfer.modes._base import Evidence, Mode, Report
+from verinfer.modes._base import NO_EVIDENCE, Evidence, Mode, Report, _evidence_is, encodable
 
 if TYPE_CHECKING:
     from verinfer.verify.bundle import Bundle
@@ -86,14 +86,24 @@ class Replicated(Mode):
     def nodes(self) -> int:
         return int(self.text.partition(":")[2])
 
+    def complete(self, bundle: Bundle) -> bool:
+        evidence = bundle.evidence
+        return isinstance(evidence, Agreement) and len(evidence.replicas) == self.nodes - 1
+
     def evidence(self, value: object, *, replica: bool) -> Evidence:
         if replica:
             return super().evidence(value, replica=replica)
         return _agreement_of(value, self.text, self.nodes - 1)
 
     def check_evidence(self, bundle: Bundle, trusted: list[str], say: Report) -> None:
+        _evidence_is(bundle, self, Agreement, type(NO_EVIDENCE))
         if not isinstance(bundle.evidence, Agreement):
             return  # one node's own bundle, before the others are gathered
+        if len(bundle.evidence.replicas) != self.nodes - 1:
+            raise VerificationError(
+                f"step 2+ (agreement): {self.text} needs {self.nodes - 1} replica bundles, the "
+                f"bundle carries {len(bundle.evidence.replicas)}"
+            )
         how = _agreement(bundle, bundle.evidence, trusted)
         say(
             f"2+. {len(bundle.evidence.replicas) + 1} receipts from distinct trusted nodes, each "
@@ -137,7 +147,7 @@ def _agreement_of(evidence: object, mode: str, wanted: int) -> Agreement:
             compared.append(base64.b64decode(text, validate=True))
         except (TypeError, ValueError, binascii.Error) as exc:
             raise VerificationError(f"malformed bundle: evidence outputs {position}") from exc
-    if not isinstance(manifest, str) or not _encodable(manifest):
+    if not isinstance(manifest, str) or not encodable(manifest):
         raise VerificationError("malformed bundle: evidence manifest must be its text")
     deviation = evidence["deviation"]  # canonical JSON writes 2.0 as 2: ints are numbers too
     try:
@@ -147,14 +157,6 @@ def _agreement_of(evidence: object, mode: str, wanted: int) -> Agreement:
     if isinstance(deviation, bool) or not 0 <= value < float("inf"):
         raise VerificationError(f"malformed bundle: evidence deviation {deviation!r}")
     return Agreement(tuple(found), tuple(compared), manifest.encode(), value)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def kernel_class_of(engine: str) -> str:

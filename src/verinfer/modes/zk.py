@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from verinfer import cid
 from verinfer.errors import Error, InputError, VerificationError
-from verinfer.modes._base import Claims, Context, Evidence, Mode
+from verinfer.modes._base import Claims, Context, Evidence, Mode, Report, _evidence_is, encodable
 
 if TYPE_CHECKING:
     from verinfer.verify.bundle import Bundle
@@ -48,9 +48,12 @@ class Zk(Mode):
             cid.digest(addendum)
         except InputError as exc:
             raise VerificationError(f"malformed bundle: zk addendum: {exc}") from exc
-        if not isinstance(proof, str) or not proof or not _encodable(proof):
+        if not isinstance(proof, str) or not proof or not encodable(proof):
             raise VerificationError("malformed bundle: the zk proof must be its JSON text")
         return ZkProof(addendum, proof)
+
+    def check_evidence(self, bundle: Bundle, trusted: list[str], say: Report) -> None:
+        _evidence_is(bundle, self, ZkProof)
 
     def check_claims(self, bundle: Bundle, claims: Claims, context: Context) -> None:
         _check_proof(bundle, claims, context)
@@ -58,14 +61,6 @@ class Zk(Mode):
             "7. the zero-knowledge proof verifies under the circuit the publisher endorsed, for "
             "exactly these inputs and outputs"
         )
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check_proof(bundle: Bundle, claims: Claims, context: Context) -> None:

@@ -48,6 +48,7 @@ from verinfer.errors import (
     StorageError,
     VerificationError,
 )
+from verinfer.explorer import add_explorer
 from verinfer.hub.documents import Manifest
 from verinfer.log.tiles import parse_path
 from verinfer.modes.dispute import MAX_DEADLINE, MIN_DEADLINE, decode_npz
@@ -228,7 +229,10 @@ class InferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="owner/name[@version|tag], or a model or manifest CID")
-    inputs: dict[str, Any] = Field(description="named tensors in verinfer's JSON form")
+    inputs: dict[str, Any] = Field(
+        description="named tensors in verinfer's JSON form, or plainly as nested lists (a "
+        'number for rank 0) typed by the model\'s signature: {"x": [[5.1, 3.5, 1.4, 0.2]]}'
+    )
     mode: str = Field(default="attested", description="verification mode")
     nonce: str | None = Field(
         default=None, description="a fresh client nonce (1-128 of A-Za-z0-9_-)"
@@ -437,7 +441,12 @@ def create_app(
         """Run a model; answer the outputs and the bundle that proves the node's statement."""
         return await answer(
             request.model,
-            lambda: tensors.decode_json(request.inputs, max_bytes=node.max_input_bytes),
+            lambda: tensors.decode_json(
+                request.inputs,
+                max_bytes=node.max_input_bytes,
+                # a plain list takes its dtype and shape from the model's signature
+                signature=lambda: node.resolve(request.model).body["inputs"],
+            ),
             request.mode,
             request.nonce,
             request.audit,
@@ -474,6 +483,7 @@ def create_app(
     from verinfer.node.openai import add_text_routes  # noqa: PLC0415 - text models are optional
 
     add_text_routes(app, node)
+    add_explorer(app, node)
     return app
 
 

@@ -39,6 +39,10 @@ class Cosigner:
         self._peers: dict[str, dict[str, str]] = {}  # url -> {"vkey", "origin", "witness"}
         self._sizes: dict[str, int] = {}  # url -> the size its witness last cosigned for us
         self._gossiped: set[tuple[str, str]] = set()  # (peer url, checkpoint) already told
+        # url -> (the checkpoint size its witness refused, why): that checkpoint is not sent
+        # again, and a refusal is logged once per witness and reason, not every round (a
+        # peer that does not list this node back refuses every checkpoint, four times a second)
+        self._refused: dict[str, tuple[int, str]] = {}
         self._cosigned: OrderedDict[int, tuple[str, dict[str, str]]] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -81,6 +85,8 @@ class Cosigner:
             peer = self._peer(http, url)
             if peer is None or self._sizes.get(url, -1) == checkpoint.size:
                 continue
+            if self._refused.get(url, (-1, ""))[0] == checkpoint.size:
+                continue  # refused already: the next checkpoint is tried
             line = self._submit(http, url, signed, checkpoint.size)
             if line is None:
                 continue
@@ -146,17 +152,32 @@ class Cosigner:
                 return None
             if answer.status_code == 200:
                 self._sizes[url] = size
+                self._refused.pop(url, None)
                 return answer.text
             if answer.status_code == 409 and answer.text.strip().isdigit():
                 held = int(answer.text.strip())
                 if held > size or held == self._sizes.get(url):
-                    _log.warning(
-                        "witness %s refused our checkpoint of size %d (it holds size %d): it may "
-                        "have seen another tree of our log", url, size, held,
+                    self._refusal(
+                        url, size, f"it holds size {held}: it may have seen another tree of "
+                        "our log",
                     )  # fmt: skip
                     return None
                 self._sizes[url] = held
                 continue
-            _log.warning("witness %s refused: %d %s", url, answer.status_code, answer.text[:200])
+            final = 400 <= answer.status_code < 500 and answer.status_code != 429
+            self._refusal(url, size if final else -1, f"{answer.status_code} {answer.text[:200]}")
             return None
         return None
+
+    def _refusal(self, url: str, size: int, why: str) -> None:
+        """Remember a refused checkpoint (``size`` -1: a transient refusal, 5xx or 429, which
+        the next round retries); log a witness's refusal when its reason is new."""
+        previous = self._refused.get(url)
+        self._refused[url] = (size, why)
+        if previous is None or previous[1] != why:
+            _log.warning(
+                "witness %s refused our checkpoint: %s (logged once per reason; retried with "
+                "each new checkpoint)", url, why,
+            )  # fmt: skip
+        else:
+            _log.debug("witness %s refused our checkpoint again: %s", url, why)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from verinfer.errors import (
     VerificationError,
 )
 from verinfer.hub import Hub, Manifest
-from verinfer.hub.documents import parse_ref
+from verinfer.hub.documents import ZkAddendum, parse_ref
 from verinfer.log import Log
 from verinfer.log.sequencer import Committed, Sequencer
 from verinfer.modes import NO_EVIDENCE, Evidence
@@ -50,6 +50,9 @@ from verinfer.verify import Bundle, Receipt
 from verinfer.verify.bundle import AUDITS, check_nonce
 from verinfer.verify.evidence import model_of, verify_evidence
 from verinfer.witness import Witness
+
+if TYPE_CHECKING:
+    from verinfer import zk
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
@@ -402,7 +405,12 @@ class Node:
         manifest = self.resolve(model)
         asked = modes.parse(mode)
         self._check_judgeable(manifest, asked)
-        checked = tensors.validate(inputs, manifest.body["inputs"], max_bytes=self.max_input_bytes)
+        checked = tensors.validate(
+            inputs,
+            manifest.body["inputs"],
+            max_bytes=self.max_input_bytes,
+            finite_only=manifest.body.get("finite_inputs", False),
+        )
         # a large input is hashed on another core while ONNX Runtime runs (both release the GIL)
         large = sum(array.nbytes for array in checked.values()) >= _OVERLAP_BYTES
         hashing = self._hasher.submit(tensors.map_digest, checked) if large else None
@@ -481,7 +489,7 @@ class Node:
             circuit = self._circuits.get(addendum.cid)
             if circuit is None:
                 directory = self.data / "zk" / addendum.cid
-                circuit = zk.load(directory)
+                circuit = zk.load(directory) or self._own_circuit(manifest, addendum)
                 try:
                     if circuit is None:
                         circuit = zk.build(
@@ -490,6 +498,7 @@ class Node:
                             self.hub.blobs.get(addendum.body["settings"]),
                             self.hub.blobs.get(addendum.body["srs"]),
                             directory,
+                            shapes=addendum.body.get("shapes"),
                         )
                     if cid.compute(circuit.vk) != addendum.body["vk"]:
                         raise StorageError(
@@ -507,6 +516,21 @@ class Node:
         finally:
             self._zk_slot.release()
         return outputs, ZkProof(addendum.cid, proof.decode())
+
+    def _own_circuit(self, manifest: Manifest, addendum: ZkAddendum) -> zk.Circuit | None:
+        """The circuit this node's own hub built for the endorsement (``zk-setup`` run here),
+        if it is exactly the endorsed one (settings, verification key, SRS and bound shapes):
+        its keys need not be generated twice. ``None`` otherwise."""
+        from verinfer import zk  # noqa: PLC0415 - optional, heavy
+
+        circuit = zk.load(self.hub.root / "zk" / manifest.model)
+        if circuit is None or circuit.shapes != addendum.body.get("shapes"):
+            return None
+        if any(
+            cid.compute(getattr(circuit, k)) != addendum.body[k] for k in ("settings", "vk", "srs")
+        ):
+            return None
+        return circuit
 
     def _check_judgeable(self, manifest: Manifest, mode: modes.Mode) -> None:
         """Refuse ``replicated:K`` and ``optimistic`` for a model with operators whose output

@@ -18,6 +18,7 @@ from typing import Any
 from verinfer import canonical, cid, modes
 from verinfer.errors import InputError, VerificationError
 from verinfer.modes import NO_EVIDENCE, Evidence
+from verinfer.modes._base import encodable
 from verinfer.modes.optimistic import Optimistic
 from verinfer.modes.replicated import Agreement
 from verinfer.modes.zk import ZkProof
@@ -63,14 +64,6 @@ def _parse_json(data: str | bytes, what: str) -> Any:
         return json.loads(data, object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError) as exc:
         raise VerificationError(f"malformed {what}: {exc}") from exc
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def replicas_of(mode: object) -> int:
@@ -333,11 +326,11 @@ class Bundle:
             raise VerificationError("malformed bundle: checkpoint must be a signed note")
         cosignatures = value["cosignatures"]
         if not isinstance(cosignatures, list) or not all(
-            isinstance(c, str) and c.removesuffix("\n").isprintable() and _encodable(c)
+            isinstance(c, str) and c.removesuffix("\n").isprintable() and encodable(c)
             for c in cosignatures
         ):
             raise VerificationError("malformed bundle: cosignatures must be a list of lines")
-        if not _encodable(value["receipt"]):
+        if not encodable(value["receipt"]):
             raise VerificationError("malformed bundle: the receipt is not valid Unicode")
         receipt = Receipt.from_bytes(value["receipt"].encode())
         evidence = modes.parse(receipt["mode"], receipt=True).evidence(

@@ -73,10 +73,15 @@ class RequireMode(Policy):
         from verinfer import modes  # noqa: PLC0415 - modes import the verifier's steps
 
         wanted: Mode = modes.parse(self.mode)
-        if not wanted.answers(modes.parse(bundle.receipt["mode"], receipt=True)):
+        stated = modes.parse(bundle.receipt["mode"], receipt=True)
+        if not wanted.answers(stated):
             raise VerificationError(
                 f"mode: the receipt states {bundle.receipt['mode']!r}, the policy requires "
                 f"{self.mode!r}"
+            )
+        if not stated.complete(bundle):
+            raise VerificationError(
+                f"mode: the bundle is one node's part of a {stated.text} answer, not the answer"
             )
         return f"the receipt's mode {bundle.receipt['mode']} is the one required"
 

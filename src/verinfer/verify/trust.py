@@ -32,6 +32,13 @@ def _keys(values: Iterable[str], what: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("a key is given twice")
+    return found
+
+
 @dataclass(frozen=True)
 class TrustRoot:
     """Trusted keys, by role.
@@ -88,8 +95,8 @@ class TrustRoot:
         if len(text) > MAX_TRUST_BYTES:
             raise InputError(f"trust root: larger than {MAX_TRUST_BYTES} bytes")
         try:
-            value: Any = json.loads(text)
-        except ValueError as exc:
+            value: Any = json.loads(text, object_pairs_hook=_no_duplicates)
+        except (ValueError, RecursionError) as exc:
             raise InputError(f"trust root: not JSON: {exc}") from exc
         if not isinstance(value, dict) or value.get("type") != TRUST_TYPE:
             raise InputError(f"trust root: not a {TRUST_TYPE} object")

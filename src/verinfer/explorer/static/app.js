@@ -1,0 +1,484 @@
+// The explorer's pages: network, models (with "try it"), log, verify. Reads this node's public
+// JSON API only; every verdict shown is computed here, by verify.js.
+import * as v from "./verify.js";
+
+const view = document.getElementById("view");
+
+// h("p", {class: "x"}, "text", child...): an element; text is never parsed as HTML
+function h(tag, attrs = {}, ...children) {
+  const svg = ["svg", "polyline", "line", "text"].includes(tag);
+  const el = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag)
+    : document.createElement(tag);
+  for (const [k, value] of Object.entries(attrs)) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), value);
+    else if (value !== null && value !== undefined && value !== false) el.setAttribute(k, value);
+  }
+  for (const c of children.flat(Infinity)) if (c !== null && c !== undefined) el.append(c);
+  return el;
+}
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const type = response.headers.get("content-type") || "";
+  const body = type.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) throw new Error(body.message || `${response.status} ${path}`);
+  return body;
+}
+
+const facts = (pairs) => h("dl", { class: "facts" },
+  pairs.filter(([, x]) => x !== undefined).map(([k, x]) => [h("dt", {}, k), h("dd", {}, x)]));
+const code = (text) => h("code", {}, String(text));
+const card = (...children) => h("section", { class: "card" }, ...children);
+const badge = (ok, text) => h("span", { class: `badge ${ok ? "ok" : "bad"}`, role: "status" },
+  text ?? (ok ? "verified" : "failed"));
+
+function ago(seconds) {
+  const s = Math.max(0, Math.round(Date.now() / 1000 - Number(seconds)));
+  if (s < 120) return `${s} s ago`;
+  if (s < 7200) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
+// the signature lines of a note after its text: [{name, timestamp | null}]
+function signers(signed) {
+  const block = signed.slice(signed.lastIndexOf("\n\n") + 2).trimEnd();
+  return block.split("\n").map((line) => {
+    const [name, sig] = line.slice(2).split(" ");
+    const raw = v.b64decode(sig);
+    const stamp = raw && raw.length === 4 + 72
+      ? Number(new DataView(raw.buffer).getBigUint64(4)) : null;
+    return { name, timestamp: stamp };
+  });
+}
+
+// the verdict of verify.js as the CLI prints it
+function verdictView(result) {
+  return h("div", { class: "verdict" },
+    badge(result.ok),
+    h("ol", { class: "steps" },
+      result.steps.map((line) => h("li", { class: "ok" }, line)),
+      result.ok ? h("li", { class: "ok" }, result.valid)
+        : h("li", { class: "bad" }, `error: ${result.error}`)));
+}
+
+let identity = null;
+const node = async () => (identity ??= await api("/v1/node"));
+
+// ---------------------------------------------------------------------------------------------
+// Network
+
+async function networkPage() {
+  const [net, evidence] = await Promise.all([api("/v1/explorer/network"), api("/v1/evidence")]);
+  const own = net.cosigned ? signers(net.cosigned).slice(1) : [];
+  const latest = v.parseCheckpoint(net.checkpoint.slice(0, net.checkpoint.indexOf("\n\n") + 1));
+  return [
+    h("h1", {}, "Network"),
+    card(h("h2", {}, "This node"), facts([
+      ["node key", code(net.node.vkey)], ["log", code(net.node.origin)],
+      ["witness key", code(net.node.witness)], ["engine", code(net.node.engine)],
+      ["latest checkpoint", `size ${latest.size} (${net.checkpoints} checkpoints issued)`],
+      ["cosigned", net.cosigned ? `size ${v.parseCheckpoint(
+        net.cosigned.slice(0, net.cosigned.indexOf("\n\n") + 1)).size} by ${own.length} witness(es)`
+        : "not yet cosigned by any peer's witness"],
+    ])),
+    h("h2", {}, "Witness cosignatures on this node's log"),
+    own.length ? h("div", { class: "table" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "witness"), h("th", {}, "cosigned"))),
+      h("tbody", {}, own.map((s) => h("tr", {}, h("td", {}, code(s.name)),
+        h("td", {}, s.timestamp ? ago(s.timestamp) : "-"))))))
+      : h("p", { class: "muted" }, "None gathered yet."),
+    h("h2", {}, "Peers"),
+    net.peers.length ? h("ul", {}, net.peers.map((p) => h("li", {}, code(p))))
+      : h("p", { class: "muted" }, "This node has no peers."),
+    h("h2", {}, "Logs this node's witness cosigned"),
+    net.witnessed.length ? h("div", { class: "table" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "log"), h("th", {}, "latest size"), h("th", {}, "key"))),
+      h("tbody", {}, net.witnessed.map((w) => h("tr", {}, h("td", {}, code(w.origin)),
+        h("td", {}, String(w.size)), h("td", {}, code(w.vkey)))))))
+      : h("p", { class: "muted" }, "None yet."),
+    h("h2", {}, "Evidence of misbehaviour"),
+    evidence.length ? (await Promise.all(evidence.map(async (e) => card(
+      h("p", { class: "evidence" }, h("strong", { class: "convicted" }, `Convicted: ${e.log ?? "a node"}`),
+        ` — ${e.kind ?? "evidence"} `, await checkEvidence(e)),
+      h("details", {}, h("summary", {}, "the evidence (check it: verinfer evidence verify)"),
+        h("pre", {}, JSON.stringify(e, null, 1)))))))
+      : h("p", {}, "No evidence held: no node was caught lying to this node's witness."),
+  ];
+}
+
+// equivocation is checked here: two checkpoints of one log and size, two roots, both signed
+// by the log's key; other kinds need a model re-run (verinfer evidence verify)
+async function checkEvidence(e) {
+  if (e.kind !== "equivocation") return h("span", { class: "muted" }, "(checked by this node)");
+  try {
+    const key = await v.parseKey(e.vkey);
+    const [a, b] = await Promise.all(e.checkpoints.map(async (signed) =>
+      v.parseCheckpoint((await v.verifyNote(signed, [key])).text)));
+    const ok = a.origin === e.log && b.origin === e.log && a.size === b.size
+      && v.hex(a.root) !== v.hex(b.root);
+    return badge(ok, ok ? `two signed trees of size ${a.size}, checked here` : "does not hold");
+  } catch (exc) { return badge(false, `does not hold: ${exc.message}`); }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Models
+
+async function modelsPage(query) {
+  const q = query.get("q") ?? "";
+  const models = await api("/v1/models" + (q ? `?q=${encodeURIComponent(q)}` : ""));
+  const search = h("input", { type: "search", name: "q", value: q, "aria-label": "Search models" });
+  return [
+    h("h1", {}, "Models"),
+    h("form", { role: "search", onsubmit: (e) => {
+      e.preventDefault(); location.hash = `#/models?q=${encodeURIComponent(search.value)}`;
+    } }, search, h("button", { type: "submit" }, "Search")),
+    models.length ? h("div", { class: "table" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "model"), h("th", {}, "description"), h("th", {}, "published"))),
+      h("tbody", {}, models.map((m) => h("tr", {},
+        h("td", {}, h("a", { href: `#/model/${m.repository}@${m.version}` }, `${m.repository}@${m.version}`)),
+        h("td", {}, m.description), h("td", {}, h("time", { datetime: m.time }, m.time.slice(0, 10))))))))
+      : h("p", { class: "muted" }, q ? `No model matches “${q}”.` : "No model is published here yet."),
+  ];
+}
+
+// the JSON form of a tensor from its elements in row-major order
+function nested(spec, shape, flat) {
+  const nest = (at, dims) => (dims.length === 0 ? flat[at]
+    : Array.from({ length: dims[0] }, (_, i) => nest(at * dims[0] + i, dims.slice(1))));
+  return { dtype: spec.dtype, shape, data: nest(0, shape) };
+}
+
+function describe(spec) {
+  const dims = spec.shape ? spec.shape.map((d) => d ?? "?").join(", ") : "any shape";
+  return `${spec.name}: ${spec.dtype}[${dims}]`;
+}
+
+async function modelPage(ref) {
+  const signed = await api(`/v1/manifests/${ref}`);
+  const body = JSON.parse(signed.slice(0, signed.indexOf("\n")));
+  let signature;
+  try {
+    await v.verifyNote(signed, [await v.parseKey(body.publisher)]);
+    signature = badge(true, "signed by the publisher key it names (checked here)");
+  } catch (exc) { signature = badge(false, `bad signature: ${exc.message}`); }
+  const [owner, name] = body.repository.split("/");
+  let history = [];
+  try {
+    history = (await api(`/v1/repositories/${owner}/${name}/changes`)).changes
+      .map((c) => JSON.parse(c.slice(0, c.indexOf("\n"))));
+  } catch { /* a model fetched from a peer may have no history here */ }
+  const d = body.determinism ?? {};
+  const manifestCid = await v.cidCompute(new TextEncoder().encode(signed));
+  let zk = "none endorsed";
+  try {
+    const addendum = await api(`/v1/zk/${manifestCid}`);
+    await v.verifyNote(addendum, [await v.parseKey(body.publisher)]);
+    zk = "a circuit endorsed by the publisher (signature checked here): answers in mode zk";
+  } catch { /* none, or not the publisher's: nothing to show */ }
+  return [
+    h("h1", {}, `${body.repository}@${body.version}`),
+    card(h("p", {}, signature), facts([
+      ["description", body.description], ["publisher", code(body.publisher)],
+      ["published", body.time], ["model", code(body.model)],
+      ["size", `${body.size.toLocaleString("en")} bytes, ${body.parameters.toLocaleString("en")} parameters`],
+      ["format", `${body.format}, IR ${body.ir_version}, opsets ${JSON.stringify(body.opsets)}`],
+      ["inputs", body.inputs.map(describe).join("; ")],
+      ["outputs", body.outputs.map(describe).join("; ")],
+      ["operators", body.operators.join(", ")],
+      ["determinism", d.bit_identical === true ? `bit-identical over ${d.runs} runs, threads ${JSON.stringify(d.threads)} (measured on ${d.engine})`
+        : d.bit_identical === false ? `not bit-identical${d.nondeterministic?.length ? ` (random operators: ${d.nondeterministic.join(", ")})` : ""}`
+          : "not measured"],
+      ["tolerance", d.tolerance ? `${d.tolerance.abs} across kernel classes ${d.tolerance.classes.join(", ")}` : "none declared"],
+      ["zk", zk], ["manifest", code(manifestCid)],
+      ["license", body.license || "-"], ["tags", body.tags.join(", ") || "-"],
+    ])),
+    h("h2", {}, "Version history"),
+    history.length ? h("ol", {}, history.map((c) => h("li", {},
+      c.action === "publish" ? `published ${c.version} ` : `tagged ${c.tag} → ${c.version} `,
+      h("span", { class: "muted" }, c.time ?? "")))) : h("p", { class: "muted" }, "Not kept on this node."),
+    h("h2", {}, "Try it"),
+    tryIt(ref, body),
+  ];
+}
+
+// an input an image classifier reads: float32 [N, 3, H, W] with fixed H and W
+const isImage = (spec, shape) => spec.dtype === "float32" && shape.length === 4 && shape[1] === 3
+  && typeof spec.shape?.[2] === "number" && typeof spec.shape?.[3] === "number";
+const MEAN = [0.485, 0.456, 0.406], STD = [0.229, 0.224, 0.225]; // ImageNet's, per channel
+
+// a picture as float32 [1, 3, H, W]: resized, scaled to [0, 1], normalized by ImageNet's mean
+// and standard deviation (what ImageNet classifiers such as squeezenet expect)
+async function pixels(file, height, width) {
+  const canvas = h("canvas", { width, height });
+  const context = canvas.getContext("2d");
+  context.drawImage(await createImageBitmap(file), 0, 0, width, height);
+  const rgba = context.getImageData(0, 0, width, height).data;
+  const out = new Float32Array(3 * height * width);
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < height * width; i++) {
+      out[c * height * width + i] = (rgba[4 * i + c] / 255 - MEAN[c]) / STD[c];
+    }
+  }
+  return v.b64encode(new Uint8Array(out.buffer));
+}
+
+// one output in a line: its shape and, for a vector of scores, the largest
+function top(name, tensor) {
+  let values = [];
+  try { values = Array.from(v.tensorValues(name, tensor)); } catch { /* not numbers */ }
+  let best = 0;
+  values.forEach((x, i) => { if (x > values[best]) best = i; });
+  return h("li", {}, `${name}: ${tensor.dtype}[${tensor.shape.join(", ")}]`,
+    values.length > 1 ? ` — largest at index ${best} (${values[best]})` : values.length ? ` = ${values[0]}` : "");
+}
+
+// a form from the input signature: numbers for small tabular inputs, a picture for an image
+// classifier, JSON nested lists otherwise
+function tryIt(ref, body) {
+  const fields = [];
+  const form = h("form", { class: "tryit", onsubmit: (e) => { e.preventDefault(); run(); } });
+  for (const spec of body.inputs) {
+    const shape = (spec.shape ?? [1]).map((d) => (typeof d === "number" ? d : 1));
+    const count = shape.reduce((a, b) => a * b, 1);
+    const kind = spec.dtype === "bool" ? "bool" : spec.dtype.startsWith("float") ? "float" : "int";
+    if (isImage(spec, shape)) {
+      shape[0] = 1;
+      const preview = h("img", { alt: "", class: "preview" });
+      const file = h("input", { type: "file", accept: "image/*", required: true, name: spec.name,
+        onchange: () => { if (file.files[0]) preview.src = URL.createObjectURL(file.files[0]); } });
+      fields.push({ spec, shape, tensor: async () => ({ dtype: spec.dtype, shape,
+        base64: await pixels(file.files[0], shape[2], shape[3]) }) });
+      form.append(h("label", { class: "wide" },
+        `${describe(spec)}: a picture (resized to ${shape[3]}×${shape[2]}, normalized as for ImageNet)`,
+        file, preview));
+    } else if (count <= 32) {
+      const inputs = Array.from({ length: count }, (_, i) => h("input", {
+        type: "number", step: kind === "float" ? "any" : "1", value: "1", required: true,
+        "aria-label": `${spec.name}[${i}]`, name: `${spec.name}.${i}`,
+      }));
+      fields.push({ spec, shape, tensor: async () => nested(spec, shape, inputs.map((x) => Number(x.value))) });
+      form.append(h("fieldset", { class: "row" }, h("legend", {}, describe(spec)), inputs));
+    } else {
+      const area = h("textarea", { name: spec.name, "aria-label": `${spec.name} as JSON nested lists` },
+        JSON.stringify(new Array(count).fill(0)));
+      fields.push({ spec, shape, tensor: async () => nested(spec, shape, JSON.parse(area.value).flat(Infinity)) });
+      form.append(h("label", { class: "wide" }, `${describe(spec)}: numbers, as JSON`, area));
+    }
+  }
+  const out = h("div", { class: "answer", "aria-live": "polite" });
+  form.append(h("button", { type: "submit" }, "Run"));
+
+  async function run() {
+    out.replaceChildren(h("p", {}, "Running…"));
+    try {
+      const inputs = {};
+      for (const { spec, tensor } of fields) inputs[spec.name] = await tensor();
+      const answer = await api("/v1/infer", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: ref, inputs }) });
+      const text = JSON.stringify(answer.bundle);
+      const result = await v.verify(text, { trusted: [(await node()).vkey], inputs, outputs: answer.outputs });
+      out.replaceChildren(
+        h("h3", {}, "Outputs"), h("ul", {}, Object.entries(answer.outputs).map(([name, t]) => top(name, t))),
+        h("details", {}, h("summary", {}, "all outputs"),
+          h("pre", { class: "outputs" }, JSON.stringify(answer.outputs))),
+        h("h3", {}, "Verified in this page"),
+        h("p", { class: "muted" }, "against the key this node states; to trust your own keys, use Verify."),
+        verdictView(result),
+        h("details", {}, h("summary", {}, "the bundle"), h("pre", { class: "bundle" }, text)),
+        h("a", { download: "bundle.json", href: URL.createObjectURL(new Blob([text], { type: "application/json" })) },
+          "Download bundle.json"));
+    } catch (exc) { out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
+  }
+  return h("div", {}, form, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log
+
+function chart(sizes) {
+  const W = 600, H = 200, pad = 36;
+  const max = Math.max(1, ...sizes);
+  const x = (i) => pad + (sizes.length > 1 ? (i * (W - pad - 8)) / (sizes.length - 1) : 0);
+  const y = (s) => H - pad + 8 - (s * (H - pad)) / max;
+  return h("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `log size at each of the last ${sizes.length} checkpoints, up to ${max}` },
+  h("line", { class: "axis", x1: pad, y1: H - pad + 8, x2: W - 4, y2: H - pad + 8 }),
+  h("line", { class: "axis", x1: pad, y1: 4, x2: pad, y2: H - pad + 8 }),
+  h("text", { x: 2, y: 14 }, String(max)), h("text", { x: 2, y: H - pad + 8 }, "0"),
+  h("text", { x: pad, y: H - 8 }, "checkpoints, oldest to newest"),
+  h("polyline", { class: "line", points: sizes.map((s, i) => `${x(i)},${y(s)}`).join(" ") }));
+}
+
+async function logPage(query) {
+  const [net, me] = await Promise.all([api("/v1/explorer/network"), node()]);
+  const entry = h("div", { "aria-live": "polite" }), consistency = h("div", { "aria-live": "polite" });
+  const which = h("input", { name: "entry", value: query.get("entry") ?? String(Math.max(0, net.node.size - 1)),
+    "aria-label": "entry index or leaf hash (base64)" });
+  const old = h("input", { type: "number", min: 0, name: "old", value: Math.max(0, net.node.size - 1),
+    "aria-label": "older size" });
+  const size = h("input", { type: "number", min: 0, name: "size", value: net.node.size, "aria-label": "newer size" });
+  const showEntry = () => showReceipt(which.value.trim(), me.vkey, entry);
+  if (net.node.size) showEntry();
+  return [
+    h("h1", {}, "Log"),
+    card(h("p", {}, `${net.node.origin}: ${net.node.size} entries, ${net.checkpoints} checkpoints`),
+      chart(net.checkpoint_sizes)),
+    h("h2", {}, "An entry and its inclusion proof"),
+    h("form", { onsubmit: (e) => { e.preventDefault(); showEntry(); } },
+      h("label", {}, "index or leaf hash", which), h("button", { type: "submit" }, "Show")),
+    entry,
+    h("h2", {}, "Consistency between two sizes"),
+    h("form", { onsubmit: (e) => { e.preventDefault(); checkConsistency(+old.value, +size.value, me.vkey, consistency); } },
+      h("label", {}, "older size", old), h("label", {}, "newer size", size),
+      h("button", { type: "submit" }, "Check")),
+    consistency,
+  ];
+}
+
+async function signedCheckpoint(size, vkey) {
+  const signed = await api(`/v1/log/checkpoint/${size}`);
+  const { text } = await v.verifyNote(signed, [await v.parseKey(vkey)]);
+  return v.parseCheckpoint(text);
+}
+
+async function showReceipt(which, vkey, out) {
+  out.replaceChildren(h("p", {}, "Loading…"));
+  try {
+    const param = /^[0-9]+$/.test(which) ? `index=${which}` : `hash=${encodeURIComponent(which)}`;
+    const found = await api(`/v1/log/proof/inclusion?${param}`);
+    const checkpoint = await signedCheckpoint(found.size, vkey);
+    const data = v.b64decode(found.entry);
+    const receipt = JSON.parse(new TextDecoder().decode(data));
+    const proof = found.proof.map(v.b64decode);
+    let verdict;
+    try {
+      await v.verifyInclusion(await v.leafHash(data), found.index, checkpoint.size, proof, checkpoint.root);
+      verdict = badge(true, `included in the signed checkpoint of size ${checkpoint.size}`);
+    } catch (exc) { verdict = badge(false, exc.message); }
+    out.replaceChildren(card(
+      h("p", {}, `Entry ${found.index} `, verdict),
+      facts(Object.entries(receipt).map(([k, x]) => [k, code(x === null ? "null" : x)])),
+      h("h3", {}, "The path up the tree"),
+      await pathView(data, found.index, found.size, proof, checkpoint.root)));
+  } catch (exc) { out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
+}
+
+// each step of RFC 9162 inclusion verification: which side the sibling is on, and the hash
+async function pathView(data, index, size, proof, root) {
+  const rows = [];
+  let acc = await v.leafHash(data), fn = BigInt(index), sn = BigInt(size) - 1n;
+  rows.push(h("li", {}, "leaf hash ", code(v.hex(acc))));
+  for (const [level, sibling] of proof.entries()) {
+    const left = Boolean(fn & 1n) || fn === sn;
+    acc = left ? await v.nodeHash(sibling, acc) : await v.nodeHash(acc, sibling);
+    if (left) while (!(fn & 1n) && fn) { fn >>= 1n; sn >>= 1n; }
+    fn >>= 1n; sn >>= 1n;
+    rows.push(h("li", {}, `proof hash ${level} on the ${left ? "left" : "right"}: `, code(v.hex(sibling)),
+      h("br"), "→ ", code(v.hex(acc))));
+  }
+  rows.push(h("li", {}, "signed root ", code(v.hex(root))));
+  return h("ol", { class: "path" }, rows);
+}
+
+async function checkConsistency(old, size, vkey, out) {
+  out.replaceChildren(h("p", {}, "Checking…"));
+  try {
+    const [a, b, found] = await Promise.all([signedCheckpoint(old, vkey), signedCheckpoint(size, vkey),
+      api(`/v1/log/proof/consistency?old=${old}&size=${size}`)]);
+    await v.verifyConsistency(a.size, b.size, a.root, b.root, found.proof.map(v.b64decode));
+    out.replaceChildren(card(badge(true, "consistent"),
+      h("p", {}, `The signed tree of size ${old} is a prefix of the signed tree of size ${size} `
+        + `(${found.proof.length}-hash proof, checked in this page).`)));
+  } catch (exc) { out.replaceChildren(card(badge(false, "not consistent"), h("p", { class: "error" }, exc.message))); }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verify: everything stays in this page
+
+function verifyPage() {
+  const area = (name, label, rows = 6) => {
+    const t = h("textarea", { name, rows, spellcheck: "false" });
+    const file = h("input", { type: "file", name: `${name}-file`, "aria-label": `${label}: from a file`,
+      onchange: async () => {
+        const chosen = file.files[0];
+        if (!chosen) return;
+        try {  // an .npz (as verinfer infer writes them) is shown in the JSON form
+          t.value = chosen.name.endsWith(".npz")
+            ? JSON.stringify(await v.decodeNpz(new Uint8Array(await chosen.arrayBuffer())))
+            : await chosen.text();
+        } catch (exc) { t.value = ""; out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
+      } });
+    return [t, h("label", { class: "wide" }, label, t, file)];
+  };
+  const [bundle, bundleField] = area("bundle", "bundle.json (paste, drop or choose a file)", 8);
+  const [trust, trustField] = area("trust", "trusted node keys, one per line, or a trust root (verinfer.trust/v1)", 3);
+  const [inputs, inputsField] = area("inputs", "inputs (optional: JSON tensors or an .npz)", 3);
+  const [outputs, outputsField] = area("outputs", "outputs (optional: JSON tensors or an .npz)", 3);
+  const [witnesses, witnessesField] = area("witnesses", "trusted witness keys (optional), each optionally followed by its operator", 3);
+  const quorum = h("input", { type: "number", min: 0, value: 0, name: "quorum" });
+  const out = h("div", { id: "result", "aria-live": "polite" });
+  bundle.addEventListener("dragover", (e) => e.preventDefault());
+  bundle.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    if (e.dataTransfer.files[0]) bundle.value = await e.dataTransfer.files[0].text();
+  });
+  const lines = (text) => text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  async function check() {
+    try {
+      // a trust root (verinfer.trust/v1, the file verinfer verify --trust reads) or node keys
+      let root = { nodes: lines(trust.value), witnesses: [], operators: {} };
+      if (trust.value.trim().startsWith("{")) {
+        root = JSON.parse(trust.value);
+        if (root.type !== "verinfer.trust/v1") throw new Error("trust root: not a verinfer.trust/v1 object");
+      }
+      const operators = { ...root.operators };
+      const keys = [...(root.witnesses ?? []), ...lines(witnesses.value).map((line) => {
+        const [key, operator] = line.split(/\s+/);
+        if (operator) operators[key] = operator;
+        return key;
+      })];
+      const options = { trusted: root.nodes ?? [], witnesses: keys, operators, quorum: +quorum.value };
+      if (inputs.value.trim()) options.inputs = JSON.parse(inputs.value);
+      if (outputs.value.trim()) options.outputs = JSON.parse(outputs.value);
+      out.replaceChildren(verdictView(await v.verify(bundle.value, options)));
+    } catch (exc) { out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
+  }
+  return [
+    h("h1", {}, "Verify a bundle"),
+    h("p", {}, "The checks run in this page (WebCrypto Ed25519 and SHA-256), the same numbered steps "
+      + "as verinfer verify. Nothing is sent to the server."),
+    h("form", { onsubmit: (e) => { e.preventDefault(); check(); } },
+      bundleField, trustField, inputsField, outputsField, witnessesField,
+      h("label", {}, "witness quorum", quorum), h("button", { type: "submit", id: "verify" }, "Verify")),
+    out,
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function route() {
+  const [path, search] = (location.hash.slice(1) || "/network").split("?");
+  const query = new URLSearchParams(search ?? "");
+  const [, page, ...rest] = path.split("/");
+  for (const a of document.querySelectorAll("nav a")) {
+    const current = a.dataset.page === (page === "model" ? "models" : page);
+    if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  try {
+    const pages = { network: networkPage, models: modelsPage, log: logPage, verify: verifyPage,
+      model: () => modelPage(decodeURIComponent(rest.join("/"))) };
+    const content = await (pages[page] ?? networkPage)(query);
+    view.replaceChildren(...[content].flat(Infinity));
+    document.title = `${view.querySelector("h1")?.textContent ?? "verinfer"} · verinfer explorer`;
+    view.dataset.page = page;
+  } catch (exc) {
+    view.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, exc.message));
+  }
+}
+
+addEventListener("hashchange", async () => {
+  await route();
+  scrollTo(0, 0);
+  view.focus({ preventScroll: true }); // keyboard and screen reader users land on the new page
+});
+route();

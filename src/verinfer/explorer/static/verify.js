@@ -1,0 +1,905 @@
+// The offline verifier, a second implementation of verinfer.verify (Python) for the browser:
+// the same numbered steps, the same messages. Pure: no network, only WebCrypto (SHA-256,
+// Ed25519). The tests run it and the Python verifier on the same bundles and compare.
+//
+// verify(bundleText, options) -> {ok, steps: [line, ...], error: message | null}
+// options: {trusted: [vkey], inputs, outputs: tensors in the JSON form, model: Uint8Array,
+//           witnesses: [vkey], quorum: int, operators: {vkey: operator}}
+
+export class VerificationError extends Error {}
+
+const enc = new TextEncoder();
+const fail = (message) => { throw new VerificationError(message); };
+
+// ---------------------------------------------------------------------------------------------
+// Python's repr(), for messages that quote a value as the Python verifier does
+
+export function repr(value) {
+  if (value === null || value === undefined) return "None";
+  if (value === true) return "True";
+  if (value === false) return "False";
+  if (typeof value === "number") {
+    if (Number.isInteger(value) && !Object.is(value, -0)) return String(value);
+    return Number.isInteger(value) ? "-0.0" : String(value);
+  }
+  if (typeof value === "string") {
+    const quote = value.includes("'") && !value.includes('"') ? '"' : "'";
+    let out = quote;
+    for (const ch of value) {
+      const code = ch.codePointAt(0);
+      if (ch === "\\" || ch === quote) out += "\\" + ch;
+      else if (ch === "\n") out += "\\n";
+      else if (ch === "\r") out += "\\r";
+      else if (ch === "\t") out += "\\t";
+      else if (code < 0x20 || code === 0x7f) out += "\\x" + code.toString(16).padStart(2, "0");
+      else if (!isPrintable(ch)) {
+        out += code <= 0xff ? "\\x" + code.toString(16).padStart(2, "0")
+          : code <= 0xffff ? "\\u" + code.toString(16).padStart(4, "0")
+            : "\\U" + code.toString(16).padStart(8, "0");
+      } else out += ch;
+    }
+    return out + quote;
+  }
+  if (Array.isArray(value)) return "[" + value.map(repr).join(", ") + "]";
+  return "{" + Object.entries(value).map(([k, v]) => `${repr(k)}: ${repr(v)}`).join(", ") + "}";
+}
+
+function typeName(value) {
+  if (value === null) return "NoneType";
+  if (Array.isArray(value)) return "list";
+  if (typeof value === "string") return "str";
+  if (typeof value === "boolean") return "bool";
+  if (typeof value === "number") return Number.isInteger(value) ? "int" : "float";
+  return "dict";
+}
+
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const isPrintable = (s) => /^(?:[^\p{C}\p{Z}]| )*$/u.test(s); // str.isprintable()
+const encodable = (s) => !/\p{Cs}/u.test(s); // no lone surrogate: valid UTF-8
+const isInt = (v) => typeof v === "number" && Number.isInteger(v);
+
+// ---------------------------------------------------------------------------------------------
+// bytes: hex, strict base64, base32, SHA-256
+
+export const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+const B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+export function b64encode(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+// base64.b64decode(validate=True): null if not strict base64
+export function b64decode(text) {
+  if (typeof text !== "string" || !B64.test(text)) return null;
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+
+const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+export async function sha256(data) {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+}
+
+const B32 = "abcdefghijklmnopqrstuvwxyz234567";
+
+function b32encode(bytes) {
+  let bits = 0, value = 0, out = "";
+  for (const byte of bytes) {
+    value = (value << 8) | byte; bits += 8;
+    while (bits >= 5) { out += B32[(value >>> (bits - 5)) & 31]; bits -= 5; }
+  }
+  if (bits > 0) out += B32[(value << (5 - bits)) & 31];
+  return out;
+}
+
+function b32decode(text) {
+  let bits = 0, value = 0;
+  const out = [];
+  for (const ch of text) {
+    const v = B32.indexOf(ch);
+    if (v < 0) return null;
+    value = ((value << 5) | v) & 0xffff; bits += 5;
+    if (bits >= 8) { out.push((value >>> (bits - 8)) & 255); bits -= 8; }
+  }
+  return new Uint8Array(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CIDs (verinfer.cid): "b" + base32(01 55 12 20 || sha256)
+
+const CID_PREFIX = [0x01, 0x55, 0x12, 0x20];
+const cidOf = (digest) => "b" + b32encode(concat(Uint8Array.from(CID_PREFIX), digest));
+
+export function cidDigest(cid) {
+  if (typeof cid !== "string" || [...cid].length !== 59 || !cid.startsWith("b")) {
+    fail(`malformed CID ${repr(cid)}: expected 'b' and 58 base32 characters`);
+  }
+  const body = cid.slice(1);
+  if (body !== body.toLowerCase()) fail(`malformed CID ${repr(cid)}: base32 must be lower-case`);
+  const raw = b32decode(body);
+  if (raw === null) fail(`malformed CID ${repr(cid)}: not base32`);
+  if (!equal(raw.subarray(0, 4), CID_PREFIX)) {
+    fail(`unsupported CID ${repr(cid)}: only CIDv1 raw sha2-256 is accepted`);
+  }
+  if (cidOf(raw.subarray(4)) !== cid) fail(`malformed CID ${repr(cid)}: non-canonical base32`);
+  return raw.subarray(4);
+}
+
+export async function cidCompute(data) { return cidOf(await sha256(data)); }
+
+// ---------------------------------------------------------------------------------------------
+// Tensor digests (verinfer.tensors, PROTOCOL.md §9) of tensors in the JSON form
+
+const DTYPES = {
+  float16: [2, typeof Float16Array === "undefined" ? null : Float16Array],
+  float32: [4, Float32Array], float64: [8, Float64Array],
+  int8: [1, Int8Array], int16: [2, Int16Array], int32: [4, Int32Array], int64: [8, BigInt64Array],
+  uint8: [1, Uint8Array], uint16: [2, Uint16Array], uint32: [4, Uint32Array],
+  uint64: [8, BigUint64Array], bool: [1, Uint8Array],
+};
+
+function flatten(data, shape, name) {
+  const out = [];
+  const walk = (value, depth) => {
+    if (depth === shape.length) {
+      if (Array.isArray(value)) fail(`tensor ${repr(name)}: data is deeper than its shape`);
+      out.push(value);
+      return;
+    }
+    if (!Array.isArray(value) || value.length !== shape[depth]) {
+      fail(`tensor ${repr(name)}: data does not have shape ${repr(shape)}`);
+    }
+    for (const item of value) walk(item, depth + 1);
+  };
+  walk(data, 0);
+  return out;
+}
+
+// the little-endian element bytes of one tensor of the JSON form {dtype, shape, data | base64}
+export function tensorBytes(name, item) {
+  if (!isObject(item) || !DTYPES[item.dtype] || !Array.isArray(item.shape)
+      || !item.shape.every((d) => isInt(d) && d >= 0) || ("data" in item) === ("base64" in item)) {
+    fail(`tensor ${repr(name)} needs a supported dtype, a shape and exactly one of data or base64`);
+  }
+  const [size, Kind] = DTYPES[item.dtype];
+  const count = item.shape.reduce((a, b) => a * b, 1);
+  if ("base64" in item) {
+    const raw = b64decode(item.base64);
+    if (raw === null) fail(`tensor ${repr(name)}: base64 is malformed`);
+    if (raw.length !== count * size) fail(`tensor ${repr(name)}: ${raw.length} bytes of data`);
+    return raw;
+  }
+  const values = count === 0 ? [] : flatten(item.data, item.shape, name);
+  if (Kind === null) fail("this browser has no Float16Array: give float16 tensors as base64");
+  const big = Kind === BigInt64Array || Kind === BigUint64Array;
+  const array = new Kind(values.length);
+  values.forEach((v, i) => {
+    const ok = item.dtype === "bool" ? typeof v === "boolean" : typeof v === "number"
+      && (item.dtype.startsWith("float") || Number.isInteger(v));
+    if (!ok) fail(`tensor ${repr(name)}: data does not fit dtype ${item.dtype}`);
+    array[i] = big ? BigInt(v) : Number(v);
+  });
+  return new Uint8Array(array.buffer); // little-endian on every platform a browser runs on
+}
+
+// the elements of a tensor of the JSON form, as a typed array
+export function tensorValues(name, item) {
+  const bytes = tensorBytes(name, item);
+  const Kind = DTYPES[item.dtype][1];
+  if (Kind === null) fail("this browser has no Float16Array");
+  return new Kind(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+}
+
+export async function tensorDigest(name, item) {
+  const rank = item.shape.length;
+  const head = new DataView(new ArrayBuffer(4 + 8 * rank));
+  head.setUint32(0, rank);
+  item.shape.forEach((d, i) => head.setBigUint64(4 + 8 * i, BigInt(d)));
+  return sha256(concat(enc.encode("verinfer/tensor/v1\0" + item.dtype + "\0"),
+    new Uint8Array(head.buffer), tensorBytes(name, item)));
+}
+
+const byUtf8 = (a, b) => {
+  const x = enc.encode(a), y = enc.encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+};
+
+export async function mapDigest(tensors) {
+  const names = Object.keys(tensors).sort(byUtf8);
+  const parts = [enc.encode("verinfer/tensors/v1\0"), u32(names.length)];
+  for (const name of names) {
+    const encoded = enc.encode(name);
+    parts.push(u32(encoded.length), encoded, await tensorDigest(name, tensors[name]));
+  }
+  return "sha256:" + hex(await sha256(concat(...parts)));
+}
+
+function u32(n) {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n);
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// .npz files (numpy's zip of .npy members, as `verinfer infer` writes them) to the JSON form
+
+const NPY_DTYPES = { f2: "float16", f4: "float32", f8: "float64", i1: "int8", i2: "int16",
+  i4: "int32", i8: "int64", u1: "uint8", u2: "uint16", u4: "uint32", u8: "uint64", b1: "bool" };
+
+function npy(name, bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const magic = bytes[0] === 0x93 && new TextDecoder().decode(bytes.subarray(1, 6)) === "NUMPY";
+  if (!magic) fail(`tensor ${repr(name)}: not a .npy`);
+  const long = bytes[6] >= 2;
+  const size = long ? view.getUint32(8, true) : view.getUint16(8, true);
+  const start = (long ? 12 : 10) + size;
+  const header = new TextDecoder().decode(bytes.subarray(long ? 12 : 10, start));
+  const descr = /'descr':\s*'([<>|=])([a-z][0-9]+)'/.exec(header);
+  const shape = /'shape':\s*\(([0-9,\s]*)\)/.exec(header);
+  if (!descr || !shape || !NPY_DTYPES[descr[2]]) fail(`tensor ${repr(name)}: unsupported .npy header ${header.trim()}`);
+  if (/'fortran_order':\s*True/.test(header)) fail(`tensor ${repr(name)}: Fortran order: save it in C order`);
+  const dtype = NPY_DTYPES[descr[2]], width = DTYPES[dtype][0];
+  const dims = shape[1].split(",").map((d) => d.trim()).filter(Boolean).map(Number);
+  const length = dims.reduce((a, b) => a * b, 1) * width;
+  const data = bytes.slice(start, start + length);
+  if (data.length !== length) fail(`tensor ${repr(name)}: truncated .npy`);
+  if (descr[1] === ">") for (let i = 0; i < data.length; i += width) data.subarray(i, i + width).reverse();
+  return { dtype, shape: dims, base64: b64encode(data) };
+}
+
+async function inflate(bytes) {
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+// the named tensors of an .npz, in the JSON form (base64 of the little-endian bytes)
+export async function decodeNpz(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let end = bytes.length - 22;
+  while (end >= 0 && view.getUint32(end, true) !== 0x06054b50) end--;
+  if (end < 0) fail("malformed .npz: not a zip file");
+  const count = view.getUint16(end + 10, true);
+  let at = view.getUint32(end + 16, true);
+  const out = {};
+  for (let n = 0; n < count; n++) {
+    if (view.getUint32(at, true) !== 0x02014b50) fail("malformed .npz: bad zip directory");
+    const method = view.getUint16(at + 10, true);
+    let compressed = view.getUint32(at + 20, true), offset = view.getUint32(at + 42, true);
+    const nameLength = view.getUint16(at + 28, true), extraLength = view.getUint16(at + 30, true);
+    const file = new TextDecoder().decode(bytes.subarray(at + 46, at + 46 + nameLength));
+    // zip64 (numpy writes it): the sizes and offset that overflowed are in extra field 0x0001
+    let extra = at + 46 + nameLength;
+    const extraEnd = extra + extraLength;
+    while (extra + 4 <= extraEnd) {
+      const id = view.getUint16(extra, true), length = view.getUint16(extra + 2, true);
+      if (id === 1) {
+        let field = extra + 4;
+        const next = () => { const x = Number(view.getBigUint64(field, true)); field += 8; return x; };
+        if (view.getUint32(at + 24, true) === 0xffffffff) next();
+        if (compressed === 0xffffffff) compressed = next();
+        if (offset === 0xffffffff) offset = next();
+      }
+      extra += 4 + length;
+    }
+    at = extraEnd + view.getUint16(at + 32, true);
+    const local = offset + 30 + view.getUint16(offset + 26, true) + view.getUint16(offset + 28, true);
+    let data = bytes.subarray(local, local + compressed);
+    if (method === 8) data = await inflate(data);
+    else if (method !== 0) fail(`malformed .npz: member ${repr(file)} is compressed with method ${method}`);
+    if (!file.endsWith(".npy")) fail(`member ${repr(file)} of the .npz is not a .npy`);
+    out[file.slice(0, -4)] = npy(file.slice(0, -4), data);
+  }
+  if (!Object.keys(out).length) fail("the .npz holds no tensors");
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 9162 Merkle trees (verinfer.merkle)
+
+export const leafHash = (data) => sha256(concat(Uint8Array.of(0), data));
+export const nodeHash = (l, r) => sha256(concat(Uint8Array.of(1), l, r));
+
+export async function verifyInclusion(leaf, index, size, proof, root) {
+  if (!(index >= 0 && index < size)) {
+    fail(`leaf index ${repr(index)} is outside a tree of size ${repr(size)}`);
+  }
+  let fn = BigInt(index), sn = BigInt(size) - 1n, acc = leaf;
+  for (const element of proof) {
+    if (sn === 0n) fail(`inclusion proof too long: ${proof.length} hashes`);
+    if (fn & 1n || fn === sn) {
+      acc = await nodeHash(element, acc);
+      while (!(fn & 1n) && fn) { fn >>= 1n; sn >>= 1n; }
+    } else acc = await nodeHash(acc, element);
+    fn >>= 1n; sn >>= 1n;
+  }
+  if (sn !== 0n) fail(`inclusion proof too short: ${proof.length} hashes`);
+  if (!equal(acc, root)) {
+    fail(`inclusion proof of leaf ${index} in tree of size ${size} leads to root ${hex(acc)}, `
+      + `expected ${hex(root)}`);
+  }
+}
+
+// RFC 9162 §2.1.4.2: the tree of size1/root1 is a prefix of size2/root2
+export async function verifyConsistency(size1, size2, root1, root2, proof) {
+  if (!(size1 >= 0 && size1 <= size2)) {
+    fail(`consistency needs 0 <= size1 <= size2, got ${size1}, ${size2}`);
+  }
+  if (size1 === 0 || size1 === size2) {
+    if (proof.length) fail(`consistency proof must be empty, got ${proof.length} hashes`);
+    if (size1 === size2 && !equal(root1, root2)) fail(`two different roots for one tree size ${size1}`);
+    return;
+  }
+  if (!proof.length) fail("consistency proof is empty");
+  const path = (size1 & (size1 - 1)) === 0 ? [root1, ...proof] : [...proof];
+  let fn = BigInt(size1) - 1n, sn = BigInt(size2) - 1n;
+  while (fn & 1n) { fn >>= 1n; sn >>= 1n; }
+  let fr = path[0], sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0n) fail("consistency proof too long");
+    if (fn & 1n || fn === sn) {
+      fr = await nodeHash(c, fr); sr = await nodeHash(c, sr);
+      while (!(fn & 1n) && fn) { fn >>= 1n; sn >>= 1n; }
+    } else sr = await nodeHash(sr, c);
+    fn >>= 1n; sn >>= 1n;
+  }
+  if (sn !== 0n) fail("consistency proof too short");
+  if (!equal(fr, root1) || !equal(sr, root2)) fail("consistency proof does not lead to the two roots");
+}
+
+// ---------------------------------------------------------------------------------------------
+// C2SP signed notes, keys and checkpoints (verinfer.note)
+
+const ED25519 = 0x01, COSIGNATURE = 0x04;
+const SIG_LENGTH = { [ED25519]: 64, [COSIGNATURE]: 72 };
+const SIG_PREFIX = "\u2014 ";
+const MAX_NOTE_BYTES = 1 << 20, MAX_LINE_BYTES = 16 << 10, MAX_SIGNATURES = 100;
+const validName = (n) => n.length > 0 && !n.includes("+") && ![...n].some((c) => /\s/u.test(c) || c < " ");
+
+function strictB64(text, what) {
+  const raw = b64decode(text);
+  if (raw === null) fail(`malformed ${what}: bad base64 ${repr(text)}`);
+  if (b64encode(raw) !== text) fail(`malformed ${what}: non-canonical base64 ${repr(text)}`);
+  return raw;
+}
+
+async function keyId(name, algorithm, pub) {
+  const d = await sha256(concat(enc.encode(name + "\n"), Uint8Array.of(algorithm), pub));
+  return new DataView(d.buffer).getUint32(0);
+}
+
+// VerifierKey.parse: {name, keyId, algorithm, public, vkey}
+export async function parseKey(vkey) {
+  const parts = typeof vkey === "string" ? splitN(vkey, "+", 2) : [];
+  if (parts.length !== 3) fail(`malformed vkey ${repr(vkey)}: expected name+keyid+key`);
+  const [name, idHex, keyB64] = parts;
+  if (!validName(name)) fail(`malformed vkey ${repr(vkey)}: bad key name ${repr(name)}`);
+  if (!/^[0-9a-f]{8}$/.test(idHex)) {
+    fail(`malformed vkey ${repr(vkey)}: key ID must be 8 lower-case hex digits`);
+  }
+  let raw;
+  try { raw = strictB64(keyB64, "vkey"); } catch { fail(`malformed vkey ${repr(vkey)}: bad base64 key`); }
+  if (raw.length !== 33 || !SIG_LENGTH[raw[0]]) {
+    fail(`malformed vkey ${repr(vkey)}: expected an Ed25519 key of type 0x01/0x04`);
+  }
+  const key = { name, keyId: parseInt(idHex, 16), algorithm: raw[0], public: raw.subarray(1) };
+  if (await keyId(name, raw[0], key.public) !== key.keyId) {
+    fail(`malformed vkey ${repr(vkey)}: key ID does not match the key`);
+  }
+  key.vkey = `${name}+${idHex}+${b64encode(raw)}`;
+  return key;
+}
+
+// str.split(sep, n): at most n splits, the rest kept whole
+function splitN(text, sep, n) {
+  const parts = text.split(sep);
+  return parts.length > n + 1 ? [...parts.slice(0, n), parts.slice(n).join(sep)] : parts;
+}
+
+const who = (s) => `${s.name}+${s.keyId.toString(16).padStart(8, "0")}`;
+
+// note.parse: the text and its signature lines, structure only
+export function parseNote(signed) {
+  if (typeof signed !== "string") fail(`malformed note: expected text, got ${typeName(signed)}`);
+  if (!encodable(signed)) fail("malformed note: not valid UTF-8");
+  if (enc.encode(signed).length > MAX_NOTE_BYTES) fail(`malformed note: larger than ${MAX_NOTE_BYTES} bytes`);
+  if (/[\x00-\x09\x0b-\x1f]/.test(signed)) fail("malformed note: contains a control character");
+  if (!signed.endsWith("\n")) fail("malformed note: does not end with a newline");
+  if (signed.split("\n").some((l) => enc.encode(l).length > MAX_LINE_BYTES)) {
+    fail(`malformed note: a line is longer than ${MAX_LINE_BYTES} bytes`);
+  }
+  const split = signed.lastIndexOf("\n\n");
+  if (split < 0) fail("malformed note: no blank line before the signatures");
+  const text = signed.slice(0, split + 1), block = signed.slice(split + 2);
+  const lines = block ? block.slice(0, -1).split("\n") : [];
+  if (!lines.length) fail("malformed note: no signature lines");
+  if (lines.length > MAX_SIGNATURES) fail(`malformed note: more than ${MAX_SIGNATURES} signatures`);
+  const signatures = [], seen = new Set();
+  for (const line of lines) {
+    if (!line.startsWith(SIG_PREFIX)) {
+      fail(`malformed note: signature line ${repr(line)} must start with '\u2014 '`);
+    }
+    const fields = line.slice(SIG_PREFIX.length).split(" ");
+    if (fields.length !== 2 || !validName(fields[0])) fail(`malformed note: bad signature line ${repr(line)}`);
+    const raw = strictB64(fields[1], "note signature");
+    if (raw.length < 5) fail(`malformed note: signature too short in ${repr(line)}`);
+    const sig = { name: fields[0], keyId: new DataView(raw.buffer).getUint32(0), signature: raw.subarray(4) };
+    if (seen.has(who(sig))) fail(`malformed note: duplicate signature by ${who(sig)}`);
+    seen.add(who(sig));
+    signatures.push(sig);
+  }
+  return [text, signatures];
+}
+
+async function ed25519(pub, signature, message) {
+  try {
+    const key = await crypto.subtle.importKey("raw", pub, { name: "Ed25519" }, false, ["verify"]);
+    return await crypto.subtle.verify({ name: "Ed25519" }, key, signature, message);
+  } catch (exc) {
+    if (exc instanceof DOMException && exc.name === "NotSupportedError") {
+      throw new VerificationError("this browser's WebCrypto has no Ed25519");
+    }
+    return false;
+  }
+}
+
+// note.verify: the signatures of trusted keys must verify, at least one must be there
+export async function verifyNote(signed, keys) {
+  const trusted = new Map();
+  for (const key of keys) {
+    const other = trusted.get(who(key));
+    if (other && other.vkey !== key.vkey) {
+      fail(`two trusted keys share name and key ID: ${other.vkey} and ${key.vkey}`);
+    }
+    trusted.set(who(key), key);
+  }
+  const [text, signatures] = parseNote(signed);
+  const verified = [];
+  for (const sig of signatures) {
+    const key = trusted.get(who(sig));
+    if (!key) continue;
+    if (sig.signature.length !== SIG_LENGTH[key.algorithm]) fail(`signature by ${who(sig)} has the wrong length`);
+    let message = enc.encode(text), raw = sig.signature, timestamp = null;
+    if (key.algorithm === COSIGNATURE) {
+      timestamp = new DataView(raw.buffer, raw.byteOffset).getBigUint64(0);
+      if (timestamp > (1n << 63n) - 1n) fail(`cosignature by ${who(sig)} has timestamp ${timestamp} > 2^63-1`);
+      message = enc.encode(`cosignature/v1\ntime ${timestamp}\n${text}`);
+      raw = raw.subarray(8);
+    }
+    if (!await ed25519(key.public, raw, message)) fail(`invalid signature by trusted key ${who(sig)}`);
+    verified.push({ ...sig, timestamp, key });
+  }
+  if (!verified.length) {
+    fail(`note is not signed by any trusted key (signed by: ${signatures.map(who).join(", ")})`);
+  }
+  return { text, verified };
+}
+
+export function parseCheckpoint(text) {
+  if (!text.endsWith("\n")) fail("malformed checkpoint: does not end with a newline");
+  const lines = text.slice(0, -1).split("\n");
+  if (lines.length < 3) fail(`malformed checkpoint: ${lines.length} lines, expected >= 3`);
+  const [origin, size, rootB64, ...extensions] = lines;
+  if (!origin) fail("malformed checkpoint: empty origin");
+  if (!/^(?:0|[1-9][0-9]{0,18})$/.test(size) || BigInt(size) > (1n << 63n) - 1n) {
+    fail(`malformed checkpoint: bad tree size ${repr(size)}`);
+  }
+  const root = strictB64(rootB64, "checkpoint root");
+  if (root.length !== 32) fail(`malformed checkpoint: root is ${root.length} bytes, not 32`);
+  if (extensions.some((l) => !l)) fail("malformed checkpoint: empty extension line");
+  return { origin, size: Number(size), root };
+}
+
+function attach(signed, lines) {
+  parseNote(signed);
+  const present = new Set(signed.split("\n"));
+  let out = signed;
+  for (const line of lines) {
+    const bare = line.replace(/\n+$/, "");
+    if (!present.has(bare)) { present.add(bare); out += bare + "\n"; }
+  }
+  parseNote(out);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receipts and bundles (verinfer.verify.bundle): structure only
+
+const RECEIPT_FIELDS = ["type", "log", "node", "model", "manifest", "inputs", "outputs", "mode",
+  "engine", "time", "nonce"];
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+const NONCE = /^[A-Za-z0-9_-]{1,128}$/;
+const TIME = /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$/;
+const MAX_BUNDLE_BYTES = 1 << 20;
+
+// how many nodes answer in a receipt's mode; null if the mode is unknown
+export function replicasOf(mode) {
+  if (mode === "attested" || mode === "zk") return 1;
+  const optimistic = typeof mode === "string" && /^optimistic:([1-9][0-9]{1,7})$/.exec(mode);
+  if (optimistic) return Number(optimistic[1]) <= 365 * 86400 ? 1 : null;
+  const replicated = typeof mode === "string" && /^replicated:([2-9]|1[0-6])$/.exec(mode);
+  return replicated ? Number(replicated[1]) : null;
+}
+
+function sorted(keys) { return [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)); }
+
+// JSON.parse keeps the last of two equal keys; the Python verifier refuses the text
+function noDuplicateKeys(text, what) {
+  const stack = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)), keys = stack.at(-1);
+        if (keys.has(key)) fail(`malformed ${what}: duplicate object key`);
+        keys.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === "{") { stack.push(new Set()); expectKey = true; }
+    else if (c === "[") { stack.push(null); expectKey = false; }
+    else if (c === "}" || c === "]") { stack.pop(); expectKey = false; }
+    else if (c === ",") expectKey = stack.at(-1) instanceof Set;
+  }
+}
+
+function parseJson(text, what) {
+  let value;
+  try { value = JSON.parse(text); } catch (exc) { fail(`malformed ${what}: ${exc.message}`); }
+  noDuplicateKeys(text, what);
+  return value;
+}
+
+export function parseReceipt(text) {
+  const body = parseJson(text, "receipt");
+  const keys = isObject(body) ? Object.keys(body).filter((k) => k !== "audit") : null;
+  if (!keys || keys.length !== RECEIPT_FIELDS.length || !RECEIPT_FIELDS.every((f) => f in body)) {
+    fail(`malformed receipt: fields ${repr(isObject(body) ? sorted(Object.keys(body)) : typeName(body))}`);
+  }
+  if ("audit" in body && body.audit !== "public") fail(`malformed receipt: audit ${repr(body.audit)}`);
+  if (body.type !== "verinfer.receipt/v1") fail(`unsupported receipt type ${repr(body.type)}`);
+  for (const name of ["log", "node", "engine"]) {
+    if (typeof body[name] !== "string" || !body[name]) fail(`malformed receipt: ${name} ${repr(body[name])}`);
+  }
+  try {
+    cidDigest(body.model);
+    if (body.manifest !== null) cidDigest(body.manifest);
+    if (body.nonce !== null && (typeof body.nonce !== "string" || !NONCE.test(body.nonce))) {
+      fail(`malformed nonce ${repr(body.nonce)}: use 1-128 of A-Z a-z 0-9 _ -`);
+    }
+  } catch (exc) { fail(`malformed receipt: ${exc.message}`); }
+  for (const name of ["inputs", "outputs"]) {
+    if (typeof body[name] !== "string" || !DIGEST.test(body[name])) {
+      fail(`malformed receipt: ${name} digest ${repr(body[name])}`);
+    }
+  }
+  if (replicasOf(body.mode) === null) fail(`malformed receipt: unknown mode ${repr(body.mode)}`);
+  if (typeof body.time !== "string" || !TIME.test(body.time)) fail(`malformed receipt: time ${repr(body.time)}`);
+  return { data: enc.encode(text), body, get: (n) => (n === "audit" ? body.audit ?? "private" : body[n]) };
+}
+
+export function parseBundle(value, replica = false) {
+  if (typeof value === "string") {
+    if (!encodable(value)) fail("malformed bundle: not valid Unicode");
+    if (enc.encode(value).length > MAX_BUNDLE_BYTES) fail(`malformed bundle: larger than ${MAX_BUNDLE_BYTES} bytes`);
+    value = parseJson(value, "bundle");
+  }
+  const expected = ["type", "receipt", "index", "proof", "checkpoint", "cosignatures", "evidence"];
+  if (!isObject(value) || Object.keys(value).length !== expected.length || !expected.every((f) => f in value)) {
+    fail(`malformed bundle: fields ${repr(isObject(value) ? sorted(Object.keys(value)) : typeName(value))}`);
+  }
+  if (value.type !== "verinfer.bundle/v1") fail(`unsupported bundle type ${repr(value.type)}`);
+  if (typeof value.receipt !== "string") fail("malformed bundle: receipt must be its JSON text");
+  const index = value.index;
+  if (!isInt(index) || index < 0) fail(`malformed bundle: index ${repr(index)}`);
+  if (!Array.isArray(value.proof) || value.proof.length > 64) {
+    fail("malformed bundle: proof must be a list of at most 64 hashes");
+  }
+  const proof = value.proof.map((item, position) => {
+    const raw = b64decode(item);
+    if (raw === null) fail(`malformed bundle: proof hash ${position}`);
+    if (raw.length !== 32 || b64encode(raw) !== item) {
+      fail(`malformed bundle: proof hash ${position} is not 32 bytes in canonical base64`);
+    }
+    return raw;
+  });
+  if (typeof value.checkpoint !== "string") fail("malformed bundle: checkpoint must be a signed note");
+  const cosignatures = value.cosignatures;
+  if (!Array.isArray(cosignatures) || !cosignatures.every(
+    (c) => typeof c === "string" && isPrintable(c.endsWith("\n") ? c.slice(0, -1) : c) && encodable(c))) {
+    fail("malformed bundle: cosignatures must be a list of lines");
+  }
+  if (!encodable(value.receipt)) fail("malformed bundle: the receipt is not valid Unicode");
+  const receipt = parseReceipt(value.receipt);
+  const bundle = { receipt, index, proof, checkpoint: value.checkpoint, cosignatures, replicas: [],
+    compared: [], manifest: "", deviation: 0, zk: null };
+  if (receipt.get("mode") === "zk") {
+    const e = value.evidence;
+    const zk = isObject(e) && Object.keys(e).length === 1 && "zk" in e ? e.zk : null;
+    if (!isObject(zk) || Object.keys(zk).length !== 2 || !("addendum" in zk) || !("proof" in zk)) {
+      fail("malformed bundle: zk evidence must hold an addendum and a proof");
+    }
+    try { cidDigest(zk.addendum); } catch (exc) { fail(`malformed bundle: zk addendum: ${exc.message}`); }
+    if (typeof zk.proof !== "string" || !zk.proof || !encodable(zk.proof)) {
+      fail("malformed bundle: the zk proof must be its JSON text");
+    }
+    bundle.zk = zk;
+    return bundle;
+  }
+  parseEvidence(bundle, value.evidence, receipt.get("mode"), replica);
+  return bundle;
+}
+
+function parseEvidence(bundle, evidence, mode, replica) {
+  const wanted = replica ? 0 : replicasOf(mode) - 1;
+  if (wanted === 0) {
+    if (!isObject(evidence) || Object.keys(evidence).length) {
+      fail(`malformed bundle: evidence must be empty for ${replica ? "a replica" : mode}`);
+    }
+    return;
+  }
+  const keys = isObject(evidence) ? sorted(Object.keys(evidence)).join(",") : "";
+  if (keys !== "replicas" && keys !== "deviation,manifest,outputs,replicas") {
+    fail(`malformed bundle: evidence of ${mode} must hold only 'replicas' (and, across engine `
+      + "classes, 'outputs', 'manifest' and 'deviation')");
+  }
+  const items = evidence.replicas;
+  if (!Array.isArray(items) || items.length !== wanted) {
+    fail(`malformed bundle: ${mode} needs ${wanted} replica bundles in its evidence`);
+  }
+  bundle.replicas = items.map((item, position) => {
+    if (!isObject(item)) fail(`malformed bundle: replica ${position} is not an object`);
+    try { return parseBundle(item, true); } catch (exc) { fail(`replica ${position}: ${exc.message}`); }
+  });
+  if (!("outputs" in evidence)) return;
+  const { outputs, manifest, deviation } = evidence;
+  if (!Array.isArray(outputs) || outputs.length !== wanted + 1) {
+    fail(`malformed bundle: evidence outputs must be ${wanted + 1} .npz`);
+  }
+  bundle.compared = outputs.map((text, position) => {
+    const raw = b64decode(text);
+    if (raw === null) fail(`malformed bundle: evidence outputs ${position}`);
+    return raw;
+  });
+  if (typeof manifest !== "string" || !encodable(manifest)) {
+    fail("malformed bundle: evidence manifest must be its text");
+  }
+  if (typeof deviation !== "number" || !(deviation >= 0) || !Number.isFinite(deviation)) {
+    fail(`malformed bundle: evidence deviation ${repr(deviation)}`);
+  }
+  Object.assign(bundle, { manifest, deviation });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The verifier (verinfer.verify.verifier)
+
+const KERNEL_CLASSES = ["avx512vnni", "avx512", "avxvnni", "avx2", "avx", "sse4", "x86_64",
+  "aarch64", "arm64", "unknown"];
+
+function kernelClassOf(engine) {
+  const at = engine.lastIndexOf("/");
+  const prefix = at < 0 ? "" : engine.slice(0, at), kernel = engine.slice(at + 1);
+  if (!prefix || !KERNEL_CLASSES.includes(kernel)) {
+    fail(`engine ${repr(engine)} names kernel class ${repr(kernel)}, which is not one verinfer `
+      + `knows (${sorted(KERNEL_CLASSES).join(", ")})`);
+  }
+  return kernel;
+}
+
+function wrap(prefix, exc) {
+  if (exc instanceof VerificationError) throw new VerificationError(`${prefix}${exc.message}`);
+  throw exc;
+}
+
+async function checkpointOf(bundle, trusted) {
+  const receipt = bundle.receipt;
+  if (!trusted.includes(receipt.get("node"))) {
+    fail(`step 1 (checkpoint): the receipt's node ${repr(receipt.get("node"))} is not a trusted key`);
+  }
+  let checkpoint;
+  try {
+    const { text } = await verifyNote(bundle.checkpoint, [await parseKey(receipt.get("node"))]);
+    checkpoint = parseCheckpoint(text);
+  } catch (exc) { wrap("step 1 (checkpoint): ", exc); }
+  if (checkpoint.origin !== receipt.get("log")) {
+    fail(`step 1 (checkpoint): checkpoint of log ${repr(checkpoint.origin)}, receipt names `
+      + repr(receipt.get("log")));
+  }
+  return checkpoint;
+}
+
+async function inclusion(bundle, checkpoint) {
+  try {
+    await verifyInclusion(await leafHash(bundle.receipt.data), bundle.index, checkpoint.size,
+      bundle.proof, checkpoint.root);
+  } catch (exc) { wrap("step 2 (inclusion): ", exc); }
+}
+
+async function operatorOf(key, operators) {
+  const seen = new Set();
+  for (;;) {
+    const given = operators.get(key.vkey);
+    if (given === undefined) return "key:" + hex(key.public);
+    if (seen.has(given)) return "cycle:" + sorted(seen)[0];
+    seen.add(given);
+    try { key = await parseKey(given); } catch { return "operator:" + given; }
+  }
+}
+
+async function cosigned(bundle, witnesses, quorum, operatorsGiven) {
+  const operators = new Map();
+  for (const [vkey, operator] of Object.entries(operatorsGiven)) {
+    try { operators.set((await parseKey(vkey)).vkey, String(operator)); } catch (exc) {
+      wrap("step 1+ (witnesses): the operators map: ", exc);
+    }
+  }
+  const receipt = bundle.receipt;
+  const node = await parseKey(receipt.get("node"));
+  const own = await operatorOf(node, operators);
+  const ownNames = new Set([`${node.name}/witness`, `${receipt.get("log")}/witness`]);
+  const cosigners = [];
+  for (const w of witnesses) {
+    const key = await parseKey(w);
+    if (key.algorithm === COSIGNATURE) cosigners.push(key);
+  }
+  const isOwn = async (key) => (await operatorOf(key, operators)) === own
+    || equal(key.public, node.public) || ownNames.has(key.name);
+  const independent = new Set();
+  for (const key of cosigners) if (!await isOwn(key)) independent.add(await operatorOf(key, operators));
+  if (independent.size < quorum) {
+    fail(`step 1+ (witnesses): a quorum of ${quorum} needs as many trusted witness keys `
+      + `(cosigner keys) of distinct operators other than the log's, ${independent.size} given`);
+  }
+  let verified;
+  try {
+    verified = (await verifyNote(attach(bundle.checkpoint, bundle.cosignatures), cosigners)).verified;
+  } catch (exc) { wrap("step 1+ (witnesses): ", exc); }
+  const counted = new Set(), ignored = new Set();
+  for (const signature of verified) {
+    if (signature.timestamp === null) continue;
+    if (await isOwn(signature.key)) ignored.add(signature.key.name);
+    else counted.add(await operatorOf(signature.key, operators));
+  }
+  if (counted.size < quorum) {
+    const why = ignored.size ? ` (not counted: ${sorted(ignored).join(", ")}, the log's own `
+      + "operator's; a log's own witness never counts toward its quorum)" : "";
+    fail(`step 1+ (witnesses): ${counted.size} trusted witnesses of distinct operators other `
+      + `than the log's cosigned the checkpoint, the policy needs ${quorum}${why}`);
+  }
+  return counted.size;
+}
+
+const publicKey = (vkey) => vkey.split("+").pop();
+
+async function agreement(bundle, trusted) {
+  const primary = bundle.receipt;
+  const keys = new Set([publicKey(primary.get("node"))]);
+  const receipts = [primary];
+  try { kernelClassOf(primary.get("engine")); } catch (exc) {
+    fail(`step 2+ (agreement): the first receipt's ${exc.message}`);
+  }
+  for (const [i, replica] of bundle.replicas.entries()) {
+    const position = i + 1, receipt = replica.receipt;
+    try { await inclusion(replica, await checkpointOf(replica, trusted)); } catch (exc) {
+      wrap(`replica ${position}: `, exc);
+    }
+    const key = publicKey(receipt.get("node"));
+    if (keys.has(key)) {
+      fail(`step 2+ (agreement): replica ${position} comes from node ${repr(receipt.get("node"))} `
+        + `again; ${primary.get("mode")} needs distinct nodes`);
+    }
+    keys.add(key);
+    try { kernelClassOf(receipt.get("engine")); } catch (exc) {
+      fail(`step 2+ (agreement): replica ${position}'s ${exc.message}`);
+    }
+    for (const name of ["mode", "model", "inputs", "nonce", "audit"]) {
+      if (receipt.get(name) !== primary.get(name)) {
+        fail(`step 2+ (agreement): replica ${position} has ${name} ${repr(receipt.get(name))}, `
+          + `the first receipt ${repr(primary.get(name))}`);
+      }
+    }
+    receipts.push(receipt);
+  }
+  if (new Set(receipts.map((r) => r.get("outputs"))).size === 1) {
+    if (bundle.compared.length || bundle.manifest || bundle.deviation) {
+      fail("step 2+ (agreement): the outputs agree bit for bit, yet the bundle carries outputs "
+        + "for a tolerance comparison: nothing unchecked rides along");
+    }
+    return "bit for bit";
+  }
+  const byEngine = new Map();
+  for (const receipt of receipts) {
+    if (!byEngine.has(receipt.get("engine"))) byEngine.set(receipt.get("engine"), receipt);
+    const first = byEngine.get(receipt.get("engine"));
+    if (receipt.get("outputs") !== first.get("outputs")) {
+      fail(`step 2+ (agreement): node ${repr(receipt.get("node"))} answered outputs `
+        + `${receipt.get("outputs")}, node ${repr(first.get("node"))} ${first.get("outputs")} on the `
+        + "same engine: the nodes disagree");
+    }
+  }
+  if (!bundle.compared.length) {
+    fail("step 2+ (agreement): the nodes ran on different engine classes "
+      + `(${sorted(new Set(receipts.map((r) => r.get("engine")))).join(", ")}) and gave different `
+      + "outputs; the bundle carries no outputs and manifest to compare them within a tolerance");
+  }
+  // decoding .npz outputs and the signed manifest's tolerance is left to `verinfer verify`
+  fail("step 2+ (agreement): outputs compared within a tolerance across engine classes are "
+    + "checked by `verinfer verify`, not in the browser");
+}
+
+// verify_bundle: resolves to the lines of the steps that passed, or throws VerificationError
+export async function verifyParsed(bundle, options = {}) {
+  const steps = [];
+  const say = (line) => { steps.push(line); options.report?.(line); };
+  const trusted = [...(options.trusted ?? [])];
+  const receipt = bundle.receipt;
+  const checkpoint = await checkpointOf(bundle, trusted);
+  say(`1. checkpoint of size ${checkpoint.size} is signed by trusted node ${receipt.get("node")}`);
+  const quorum = options.quorum ?? 0;
+  if (quorum > 0) {
+    const count = await cosigned(bundle, options.witnesses ?? [], quorum, options.operators ?? {});
+    say(`1+. ${count} trusted witnesses cosigned that checkpoint, each of another operator and `
+      + `none the log's own (quorum ${quorum})`);
+  }
+  await inclusion(bundle, checkpoint);
+  say(`2. receipt is entry ${bundle.index} of that log (${bundle.proof.length}-hash proof)`);
+  if (bundle.replicas.length) {
+    const how = await agreement(bundle, trusted);
+    say(`2+. ${bundle.replicas.length + 1} receipts from distinct trusted nodes, each in its `
+      + `node's signed log, agree on model, inputs and outputs (${how})`);
+  }
+  if (options.model) {
+    const digest = cidDigest(receipt.get("model"));
+    if (!equal(await sha256(options.model), digest)) {
+      fail(`step 3 (model): content does not match CID ${repr(receipt.get("model"))} (got `
+        + `${repr(await cidCompute(options.model))})`);
+    }
+    say(`3. model bytes are ${receipt.get("model")}`);
+  }
+  for (const [step, name] of [[4, "inputs"], [5, "outputs"]]) {
+    const given = options[name];
+    if (!given) continue;
+    let found;
+    try { found = await mapDigest(given); } catch (exc) { wrap(`step ${step} (${name}): `, exc); }
+    if (found !== receipt.get(name)) {
+      fail(`step ${step} (${name}): the given ${name} have digest ${found}, the receipt says `
+        + receipt.get(name));
+    }
+    say(`${step}. ${name} match the receipt's digest ${found}`);
+  }
+  if (receipt.get("mode") === "zk") {
+    // the browser holds no circuit materials and runs no ezkl: as the CLI says without them
+    fail("step 7 (zk) needs the inputs, the outputs and the circuit materials (the addendum, the "
+      + "manifest, the settings, the verification key and the SRS, by CID)");
+  }
+  return steps;
+}
+
+// what `verinfer verify` prints: the steps that passed, then "valid: ..." or the error
+export async function verify(bundleText, options = {}) {
+  const steps = [];
+  const report = (line) => { steps.push(line); options.report?.(line); };
+  try {
+    const bundle = parseBundle(bundleText);
+    await verifyParsed(bundle, { ...options, report });
+    const r = bundle.receipt;
+    return { ok: true, steps, error: null, valid: `valid: ${r.get("mode")} answer of model ${r.get("model")}` };
+  } catch (exc) {
+    if (!(exc instanceof VerificationError)) throw exc;
+    return { ok: false, steps, error: exc.message, valid: null };
+  }
+}
