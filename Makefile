@@ -34,7 +34,8 @@ bench: $(STAMP)
 		$(BIN)/python benchmarks/bench_node.py || status=1; \
 		$(BIN)/python benchmarks/bench_trust.py || status=1; \
 		$(BIN)/python benchmarks/bench_zk.py || status=1; \
-		$(BIN)/python benchmarks/bench_dispute.py || status=1; exit $$status
+		$(BIN)/python benchmarks/bench_dispute.py || status=1; \
+		$(BIN)/python benchmarks/bench_llm.py || status=1; exit $$status
 
 system-deps:
 	scripts/install-system-deps
