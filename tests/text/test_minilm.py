@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 from verinfer import cid, note
 from verinfer.client import Client
 from verinfer.errors import InputError, NotFound
-from verinfer.hub import Manifest
+from verinfer.hub import Hub, Manifest
 from verinfer.text.bert import convert_sentence_transformer, read_zip_member
 from verinfer.verify import Bundle, verify_bundle
 
@@ -171,3 +171,14 @@ def test_a_text_model_is_published_over_http_with_its_tokenizer(
     forged = Manifest.from_bytes(note.sign_json(body, text_node.publisher))
     with pytest.raises(NotFound, match=r"tokenizer .* is not stored here"):
         text_node.node.hub.accept(forged.data, [])
+
+
+def test_a_pulled_text_model_brings_its_tokenizer(
+    text_node: TextNode, embedding_manifest: Manifest, tmp_path: Path
+) -> None:
+    with Hub(tmp_path / "hub") as other:
+        pulled = other.pull("alice/minilm", text_node.node.hub)
+        assert pulled.cid == embedding_manifest.cid
+        tokenizer = embedding_manifest.text["tokenizer"]  # type: ignore[index]
+        assert other.blobs.get(tokenizer) == text_node.node.hub.blobs.get(tokenizer)
+        assert tokenizer not in {blob for blob, _, _ in other.unpublished()}

@@ -772,6 +772,9 @@ class Hub:
             raise VerificationError(f"manifest {manifest_cid!r} does not belong to {repository!r}")
         if not self.blobs.has(manifest.model) or not _intact(self.blobs, manifest.model):
             source.copy_blob(manifest.model, self.blobs, progress)
+        text = manifest.text  # a text model's tokenizer is part of its publication
+        if text is not None and not self.blobs.has(text["tokenizer"]):
+            source.copy_blob(text["tokenizer"], self.blobs)
         # the model is as hostile as an upload, and the facts are the publisher's word: the
         # same checks as a publication here (once per model: the analysis is cached)
         try:
