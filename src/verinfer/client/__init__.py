@@ -23,13 +23,16 @@ from verinfer.client._async import AsyncClient
 from verinfer.client._core import BrokenPromiseError, NetworkError, Result
 from verinfer.client._network import AsyncNetwork, Network, connect
 from verinfer.client._sync import Client
+from verinfer.client._text import ChatResult, EmbedResult
 from verinfer.client._trust import NodeKeys, Publishers, StaleHistory
 
 __all__ = [
     "AsyncClient",
     "AsyncNetwork",
     "BrokenPromiseError",
+    "ChatResult",
     "Client",
+    "EmbedResult",
     "Network",
     "NetworkError",
     "NodeKeys",

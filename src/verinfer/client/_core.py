@@ -40,6 +40,7 @@ from verinfer.errors import (
 from verinfer.hub.documents import (
     Manifest,
     check_repository,
+    check_text,
     check_version,
     parse_ref,
     verify_history,
@@ -544,6 +545,8 @@ class Core:
         license: str = "",  # the manifest's field name
         tags: tuple[str, ...] = (),
         calibrate: bool = False,
+        text: Mapping[str, Any] | None = None,
+        tokenizer: bytes | None = None,
         finite_inputs: bool = False,
     ) -> Flow[Manifest]:
         """Upload a model and publish it as ``repository@version``, signed here by ``signer``.
@@ -581,6 +584,13 @@ class Core:
                 )
             )
         )
+        if (text is None) != (tokenizer is None):
+            raise InputError("a text model is published with both its text section and tokenizer")
+        if text is not None and tokenizer is not None:  # (2+) the tokenizer blob, by CID
+            stored = json_of((yield from self.send(Call("PUT", "/v1/blobs", content=tokenizer))))
+            if stored.get("cid") != cid.compute(tokenizer):
+                raise VerificationError(f"the node stored {stored.get('cid')!r} for the tokenizer")
+            text = check_text({**text, "tokenizer": stored["cid"]})
         manifest = Manifest.create(
             facts,
             repository=repository,
@@ -590,6 +600,7 @@ class Core:
             description=description,
             license=license,
             tags=tags,
+            text=text,
             finite_inputs=finite_inputs,
         )
         found = json_of(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,9 +13,19 @@ from typing import Any, TypeVar
 import httpx
 
 from verinfer import note
-from verinfer.client._core import Call, Flow, Result, Sleep, Step, Work
+from verinfer.client._core import Call, Flow, NetworkError, Result, Sleep, Step, Work, checked
 from verinfer.client._options import PublisherTrust, make_core
+from verinfer.client._text import (
+    ChatResult,
+    EmbedResult,
+    chat_answer,
+    chat_flow,
+    embed_flow,
+    sse_event,
+    stream_request,
+)
 from verinfer.client._trust import Notify, Publishers
+from verinfer.errors import VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.modes.dispute import Verdict
 from verinfer.verify import Bundle
@@ -203,6 +213,83 @@ class Client:
         )
         return self._run(flow)
 
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        audit: str = "private",
+    ) -> ChatResult:
+        """Chat with a text model; the answer is verified here (see
+        :mod:`verinfer.client._text`): text decoded from verified tokens, the record, the bundle."""
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                    "max_tokens": max_tokens, "stop": stop}  # fmt: skip
+        return self._run(chat_flow(self._core, model, messages=messages, sampling=sampling,
+                                   audit=audit))  # fmt: skip
+
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        audit: str = "private",
+    ) -> ChatResult:
+        """Continue a raw ``prompt`` (no chat template); verified as :meth:`chat`."""
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                    "max_tokens": max_tokens, "stop": stop}  # fmt: skip
+        return self._run(chat_flow(self._core, model, prompt=prompt, sampling=sampling,
+                                   audit=audit))  # fmt: skip
+
+    def chat_stream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> Iterator[str | ChatResult]:
+        """:meth:`chat`, streamed: yields the node's text pieces as they come (unverified
+        until the end), then the verified :class:`ChatResult` (raises if it does not verify)."""
+        sampling = {"temperature": temperature, "seed": seed, "max_tokens": max_tokens,
+                    "stop": stop}  # fmt: skip
+        body = stream_request(model, messages, sampling)
+        self.node_vkey()
+        last: Any = None
+        try:
+            with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    checked(response, self.url)
+                for line in response.iter_lines():
+                    piece, evidence = sse_event(line)
+                    if piece:
+                        yield piece
+                    last = evidence if evidence is not None else last
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"POST {self.url}/v1/chat/completions failed: {exc}") from exc
+        if last is None:
+            raise VerificationError(f"the stream from {self.url} ended without its bundle")
+        yield self._run(chat_answer(self._core, body, last))
+
+    def embed(self, model: str, texts: Sequence[str], *, audit: str = "private") -> EmbedResult:
+        """Embeddings of ``texts``, verified: the bundle proves these vectors for the inputs
+        this client tokenised itself with the manifest's tokenizer."""
+        return self._run(embed_flow(self._core, model, texts, audit=audit))
+
     def _infer(
         self,
         model: str,
@@ -227,13 +314,16 @@ class Client:
         license: str = "",  # the manifest's field name
         tags: tuple[str, ...] = (),
         calibrate: bool = False,
+        text: Mapping[str, Any] | None = None,
+        tokenizer: bytes | None = None,
         finite_inputs: bool = False,
     ) -> Manifest:
         """Upload a model and publish it as ``repository@version``, signed here by ``signer``.
 
         The node checks the model in its sandbox and answers the facts; the manifest and the
         repository changes are signed locally (the key never leaves this process) on top of the
-        node's history, which must verify under ``signer``'s key.
+        node's history, which must verify under ``signer``'s key. ``text`` and ``tokenizer``:
+        a text model's section and tokenizer blob (:mod:`verinfer.text`), uploaded first.
         """
         source = model if isinstance(model, bytes) else Path(model)
         return self._run(
@@ -246,6 +336,8 @@ class Client:
                 license=license,
                 tags=tags,
                 calibrate=calibrate,
+                text=text,
+                tokenizer=tokenizer,
                 finite_inputs=finite_inputs,
             )
         )

@@ -29,6 +29,7 @@ __all__ = [
     "Manifest",
     "ZkAddendum",
     "check_repository",
+    "check_text",
     "check_version",
     "now",
     "parse_ref",
@@ -157,12 +158,15 @@ class Manifest(_Document):
         license: str = "",
         tags: Sequence[str] = (),
         time: str | None = None,
+        text: Mapping[str, Any] | None = None,
         finite_inputs: bool = False,
     ) -> Manifest:
         """Sign a new manifest for ``model`` from the facts the hub's analysis found.
 
-        ``finite_inputs``: the publisher asks nodes to refuse inputs holding NaN or infinity
-        (by default they are data like any other value); written only when set."""
+        ``text`` is the section of a text model (tokenizer, chat template, ...; see
+        :func:`check_text`). ``finite_inputs``: the publisher asks nodes to refuse inputs
+        holding NaN or infinity (by default they are data like any other value); written only
+        when set."""
         check_repository(repository)
         check_version(version)
         for tag in tags:
@@ -181,7 +185,15 @@ class Manifest(_Document):
             "publisher": signer.vkey,
             "time": time or now(),
         }
+        if text is not None:
+            body["text"] = dict(text)
         return cls.from_bytes(sign_document(body, signer))
+
+    @property
+    def text(self) -> dict[str, Any] | None:
+        """The ``text`` section of a text model, or ``None``."""
+        found = self.body.get("text")
+        return dict(found) if isinstance(found, dict) else None
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_cid: str | None = None) -> Manifest:
@@ -215,6 +227,11 @@ class Manifest(_Document):
                 f"malformed manifest: field 'finite_inputs' is {body['finite_inputs']!r}"
             )
         _check_facts(body)
+        if "text" in body:
+            try:
+                check_text(body["text"])
+            except InputError as exc:
+                raise VerificationError(f"malformed manifest: {exc}") from exc
         extra = (
             set(body)
             - set(_FIELD_TYPES)
@@ -309,6 +326,50 @@ def _check_facts(body: Mapping[str, Any]) -> None:
         raise bad("determinism")
 
 
+_TEXT_KINDS = {
+    # kind -> required fields (besides kind) with their types
+    "chat": {"tokenizer": str, "chat_template": str, "special_tokens": dict,
+             "context_length": int, "source": str, "converter": str},
+    "embedding": {"tokenizer": str, "pooling": str, "normalize": bool, "max_length": int,
+                  "dimensions": int, "source": str, "converter": str},
+}  # fmt: skip
+_TEXT_LIMIT = 64 << 10  # characters of a chat template
+
+
+def check_text(text: object) -> dict[str, Any]:
+    """A manifest's ``text`` section (PROTOCOL.md §16): ``kind`` ``chat`` (tokenizer CID, chat
+    template, special tokens, context length, source file CID, converter) or ``embedding``
+    (tokenizer CID, pooling ``mean`` or ``cls``, normalize, max length, dimensions, source,
+    converter). Raise :class:`InputError` naming the bad field."""
+    if not isinstance(text, Mapping) or text.get("kind") not in _TEXT_KINDS:
+        kind = text.get("kind") if isinstance(text, Mapping) else text
+        raise InputError(f"text section: kind {kind!r} is not one of {sorted(_TEXT_KINDS)!r}")
+    fields = _TEXT_KINDS[text["kind"]]
+    if set(text) != {"kind", *fields}:
+        raise InputError(f"text section: fields {sorted(text)!r}, expected {sorted(fields)!r}")
+    for name, kind in fields.items():
+        value = text[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"text section: field {name!r} is {value!r}")
+        if isinstance(value, int) and kind is int and not 0 < value <= 1 << 20:
+            raise InputError(f"text section: field {name!r} is {value!r}")
+    cid.digest(text["tokenizer"])
+    cid.digest(text["source"])
+    if text["kind"] == "chat":
+        if len(text["chat_template"]) > _TEXT_LIMIT:
+            raise InputError(f"text section: chat_template above {_TEXT_LIMIT} characters")
+        special = text["special_tokens"]
+        if set(special) - {"bos", "eos", "unknown", "padding"} or not all(
+            isinstance(v, str) and 0 < len(v) <= 256 for v in special.values()
+        ):
+            raise InputError(f"text section: special_tokens {special!r}")
+        if "eos" not in special:
+            raise InputError("text section: special_tokens has no eos")
+    elif text["pooling"] not in ("mean", "cls"):
+        raise InputError(f"text section: pooling {text['pooling']!r} is not mean or cls")
+    return dict(text)
+
+
 # what ``determinism`` may hold (PROTOCOL.md §8); ``nondeterministic`` is absent only in
 # manifests written before it existed, and verifiers recompute it from the model's bytes anyway
 _DETERMINISM = frozenset(
@@ -337,7 +398,7 @@ _FACTS = (
 # accepts; see verinfer.hub.onnxmodel)
 _OPTIONAL_FACTS = ("analysis",)
 # optional fields: the optional facts, and the publisher's own declarations
-_OPTIONAL_TYPES: dict[str, type] = {"analysis": dict, "finite_inputs": bool}
+_OPTIONAL_TYPES: dict[str, type] = {"analysis": dict, "finite_inputs": bool, "text": dict}
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "size": int,
     "format": str,

@@ -36,6 +36,7 @@ from verinfer.hub.documents import (
     Manifest,
     ZkAddendum,
     check_repository,
+    check_text,
     check_version,
     parse_ref,
     verify_history,
@@ -49,7 +50,8 @@ _HEADS_RECHECK = 1.0  # seconds: how soon another process's writes to the index 
 _NAMED = (  # does a published document name this blob?
     "SELECT 1 FROM manifests WHERE cid = ?1 OR model = ?1 "
     "UNION ALL SELECT 1 FROM changes WHERE cid = ?1 "
-    "UNION ALL SELECT 1 FROM zk WHERE ?1 IN (addendum, settings, vk, srs) LIMIT 1"
+    "UNION ALL SELECT 1 FROM zk WHERE ?1 IN (addendum, settings, vk, srs) "
+    "UNION ALL SELECT 1 FROM text_blobs WHERE tokenizer = ?1 LIMIT 1"
 )
 
 _SCHEMA = """
@@ -62,6 +64,7 @@ CREATE TABLE IF NOT EXISTS manifests (
     cid TEXT PRIMARY KEY, repository TEXT NOT NULL, version TEXT NOT NULL, model TEXT NOT NULL,
     publisher TEXT NOT NULL, time TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS text_blobs (manifest TEXT PRIMARY KEY, tokenizer TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS zk (
     manifest TEXT PRIMARY KEY, addendum TEXT NOT NULL, settings TEXT NOT NULL, vk TEXT NOT NULL,
     srs TEXT NOT NULL
@@ -323,6 +326,12 @@ class Hub:
                 manifest.body["time"],
             ),
         )
+        text = manifest.text
+        if text is not None:  # the tokenizer blob is part of the publication
+            db.execute(
+                "INSERT OR IGNORE INTO text_blobs (manifest, tokenizer) VALUES (?, ?)",
+                (manifest.cid, text["tokenizer"]),
+            )
 
     def analyse(self, model_cid: str, *, calibrate: bool = False) -> dict[str, Any]:
         """The manifest facts of a stored model, from the sandboxed checks and probe.
@@ -455,7 +464,8 @@ class Hub:
             for row in self._query(
                 "SELECT cid FROM manifests UNION SELECT model FROM manifests "
                 "UNION SELECT cid FROM changes UNION SELECT addendum FROM zk "
-                "UNION SELECT settings FROM zk UNION SELECT vk FROM zk UNION SELECT srs FROM zk"
+                "UNION SELECT settings FROM zk UNION SELECT vk FROM zk UNION SELECT srs FROM zk "
+                "UNION SELECT tokenizer FROM text_blobs"
             )
         }
         found = []
@@ -500,6 +510,9 @@ class Hub:
         owner, _ = check_repository(manifest.repository)
         if not self.blobs.has(manifest.model):
             raise NotFound(f"model {manifest.model!r} is not stored here: upload it first")
+        text = manifest.text
+        if text is not None and not self.blobs.has(text["tokenizer"]):
+            raise NotFound(f"tokenizer {text['tokenizer']!r} is not stored here: upload it first")
         self._check_facts(manifest)
         history = self._history_or_empty(manifest.repository)
         pinned = self.pinned_owner(owner)
@@ -606,9 +619,14 @@ class Hub:
         tags: tuple[str, ...] = (),
         progress: Progress | None = None,
         calibrate: bool = False,
+        text: Mapping[str, Any] | None = None,
+        tokenizer: bytes | None = None,
         finite_inputs: bool = False,
     ) -> Manifest:
         """Check, store and publish a model as ``repository@version``; move ``latest`` to it.
+
+        ``text`` and ``tokenizer``: a text model's manifest section (without the tokenizer's
+        CID, which is filled in) and its tokenizer blob, stored with it.
 
         ``calibrate``: also measure the model's tolerance across CPU kernel classes (under
         qemu; :mod:`verinfer.hub.calibration`) and declare it in the manifest.
@@ -646,6 +664,10 @@ class Hub:
                 model, max_bytes=self.limits.max_bytes, progress=progress
             )
         facts = self.analyse(model_cid, calibrate=calibrate)
+        if (text is None) != (tokenizer is None):
+            raise InputError("a text model is published with both its text section and tokenizer")
+        if text is not None and tokenizer is not None:
+            text = check_text({**text, "tokenizer": self.blobs.put(tokenizer)})
         manifest = Manifest.create(
             facts,
             repository=repository,
@@ -655,6 +677,7 @@ class Hub:
             description=description,
             license=license,
             tags=tags,
+            text=text,
             finite_inputs=finite_inputs,
         )
         publish, latest = history.publication(signer, version, manifest.cid)
@@ -749,6 +772,9 @@ class Hub:
             raise VerificationError(f"manifest {manifest_cid!r} does not belong to {repository!r}")
         if not self.blobs.has(manifest.model) or not _intact(self.blobs, manifest.model):
             source.copy_blob(manifest.model, self.blobs, progress)
+        text = manifest.text  # a text model's tokenizer is part of its publication
+        if text is not None and not self.blobs.has(text["tokenizer"]):
+            source.copy_blob(text["tokenizer"], self.blobs)
         # the model is as hostile as an upload, and the facts are the publisher's word: the
         # same checks as a publication here (once per model: the analysis is cached)
         try:

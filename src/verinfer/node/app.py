@@ -497,6 +497,9 @@ def create_app(
     _add_hub_routes(app, node, admin, upload_quota, upload_ttl, analyses=analyses)
     _add_dispute_routes(app, node)
     _add_admin_routes(app, node, admin)
+    from verinfer.node.openai import add_text_routes  # noqa: PLC0415 - text models are optional
+
+    add_text_routes(app, node)
     add_explorer(app, node)
     return app
 

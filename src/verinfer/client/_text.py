@@ -1,0 +1,239 @@
+"""Text flows (chat, generate, embed), written once for both drivers; no network I/O here.
+
+A chat answer is accepted only if: the bundle verifies under a trusted node key
+(:func:`verinfer.modes.generation.verify_generation`: signature, inclusion, the record's
+digests, the sampler replayed on the committed values, the end); the record's prompt is the
+prompt this client builds itself from its messages with the manifest's chat template and
+tokenizer (fetched by CID, hash-checked); its sampling parameters are the ones asked (the seed
+too, when one was given); the nonce is the one sent; and the model is the one asked for (a
+named ref through the owner's signed history). The text returned is decoded here from the
+verified tokens, not taken from the node.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from verinfer.client._core import Call, Core, Flow, Work, json_of
+from verinfer.errors import InputError, VerificationError
+from verinfer.hub.documents import Manifest
+from verinfer.modes.generation import verify_generation
+from verinfer.text.chat import Tokenizer, check_messages
+from verinfer.text.generation import Generation, stop_reached
+from verinfer.text.sampler import Sampling
+from verinfer.verify import Bundle, verify_bundle
+
+__all__ = [
+    "ChatResult",
+    "EmbedResult",
+    "chat_answer",
+    "chat_flow",
+    "chat_request",
+    "embed_flow",
+    "sse_event",
+    "stream_request",
+]
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A verified generation: the text (decoded here from the verified tokens, cut before a
+    stop string), the record, its bundle, the manifest's CID and the capabilities."""
+
+    text: str
+    generation: Generation
+    bundle: Bundle
+    manifest: str
+    capabilities: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Verified embeddings (``[texts, dimensions]`` float32) and their bundle."""
+
+    embeddings: np.ndarray
+    bundle: Bundle
+    manifest: str
+    capabilities: dict[str, str] = field(default_factory=dict)
+
+
+def _text_section(manifest: Manifest, kind: str) -> dict[str, Any]:
+    text = manifest.text
+    if text is None or text.get("kind") != kind:
+        raise VerificationError(
+            f"the answer's manifest {manifest.cid} has no {kind} section: not a {kind} model"
+        )
+    return text
+
+
+def _named_or_cid(core: Core, model: str, bundle: Bundle) -> Flow[Manifest]:
+    receipt = bundle.receipt
+    if "/" in model:
+        yield from core.named(model, bundle)
+    elif model not in (receipt["model"], receipt["manifest"]):
+        raise VerificationError(f"asked for {model!r}, the receipt names {receipt['model']!r}")
+    if receipt["manifest"] is None:
+        raise VerificationError("a text answer must name its manifest")
+    manifest = yield from core.manifest(str(receipt["manifest"]))
+    if manifest.model != receipt["model"]:
+        raise VerificationError("the receipt's manifest is of another model")
+    return manifest
+
+
+def _claims(bundle: Bundle, nonce: str, audit: str) -> None:
+    receipt = bundle.receipt
+    if receipt["nonce"] != nonce:
+        raise VerificationError(f"the receipt carries nonce {receipt['nonce']!r}, not {nonce!r}")
+    if receipt["audit"] != audit:
+        raise VerificationError(f"asked for {audit} tensors, the receipt states otherwise")
+
+
+def chat_flow(
+    core: Core,
+    model: str,
+    *,
+    messages: Sequence[Mapping[str, str]] | None = None,
+    prompt: str | None = None,
+    sampling: Mapping[str, Any],
+    audit: str = "private",
+) -> Flow[ChatResult]:
+    """``POST /v1/generate`` and the checks of the module docstring."""
+    body = chat_request(model, messages=messages, prompt=prompt, sampling=sampling, audit=audit)
+    yield from core.node_vkey()
+    answer = json_of((yield from core.send(Call("POST", "/v1/generate", json=body))))
+    return (yield from chat_answer(core, body, answer))
+
+
+def chat_request(
+    model: str,
+    *,
+    messages: Sequence[Mapping[str, str]] | None = None,
+    prompt: str | None = None,
+    sampling: Mapping[str, Any],
+    audit: str = "private",
+) -> dict[str, Any]:
+    """The JSON body of a generation request, with a fresh nonce."""
+    if (messages is None) == (prompt is None):
+        raise InputError("give either messages or a prompt")
+    asked = {k: v for k, v in sampling.items() if v is not None}
+    body: dict[str, Any] = {"model": model, "nonce": secrets.token_urlsafe(16), "audit": audit}
+    body.update(asked)
+    if messages is not None:
+        body["messages"] = check_messages(list(messages))
+    else:
+        body["prompt"] = prompt
+    return body
+
+
+def sse_event(line: str) -> tuple[str | None, Any]:
+    """``(text piece, verinfer evidence)`` of one line of a streamed chat answer (either may
+    be ``None``); :class:`VerificationError` for a malformed chunk."""
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return None, None
+    try:
+        chunk = json.loads(line[6:])
+        piece = chunk["choices"][0].get("delta", {}).get("content")
+        return (piece or None), chunk.get("verinfer")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise VerificationError(f"malformed stream chunk: {exc}") from exc
+
+
+def stream_request(
+    model: str, messages: Sequence[Mapping[str, str]], sampling: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The body of a streamed chat request (``chat_request`` with ``stream``)."""
+    return {**chat_request(model, messages=messages, sampling=sampling), "stream": True}
+
+
+def chat_answer(core: Core, body: Mapping[str, Any], answer: Any) -> Flow[ChatResult]:
+    """Verify the answer (``bundle``, ``generation``, ``capabilities``) to request ``body``."""
+    model, nonce, audit = body["model"], body["nonce"], body["audit"]
+    checked, prompt = body.get("messages"), body.get("prompt")
+    asked = {k: body[k] for k in ("temperature", "top_p", "top_k", "seed", "max_tokens", "stop")
+             if k in body}  # fmt: skip
+    vkey = yield from core.node_vkey()
+    try:
+        bundle = Bundle.from_json(answer["bundle"])
+        generation = Generation.from_json(answer["generation"])
+        capabilities = dict(answer.get("capabilities") or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VerificationError(f"malformed answer from {core.url}: {exc}") from exc
+    manifest = yield from _named_or_cid(core, model, bundle)
+    text = _text_section(manifest, "chat")
+    tokenizer = Tokenizer((yield from core.kept(text["tokenizer"])))
+    if checked is not None:
+        expected = tokenizer.encode_chat(text["chat_template"], checked, text["special_tokens"])
+    else:
+        expected = tokenizer.encode(str(prompt))
+    if list(generation.prompt) != expected:
+        raise VerificationError("the record's prompt is not the prompt this client sent")
+    wanted = Sampling(**{**generation.sampling.__dict__, **_sampling_fields(asked)})
+    if wanted != generation.sampling:
+        raise VerificationError(
+            f"asked for sampling {asked!r}, the record states {generation.sampling.to_json()!r}"
+        )
+    eos = tokenizer.token_id(text["special_tokens"]["eos"])
+    yield Work(
+        lambda: verify_generation(
+            bundle,
+            generation,
+            [vkey],
+            ends=[] if eos is None else [eos],
+            detokenize=tokenizer.decode,
+            manifest=manifest,
+            tokenizer_cid=text["tokenizer"],
+        )
+    )
+    _claims(bundle, nonce, audit)
+    decoded = tokenizer.decode(generation.tokens)
+    cut = stop_reached(decoded, generation.sampling.stop)
+    return ChatResult(
+        decoded if cut is None else decoded[:cut], generation, bundle, manifest.cid, capabilities
+    )
+
+
+def _sampling_fields(asked: Mapping[str, Any]) -> dict[str, Any]:
+    found = {k: asked[k] for k in ("temperature", "top_p", "top_k", "seed", "max_tokens")
+             if k in asked}  # fmt: skip
+    if "stop" in asked:
+        stop = asked["stop"]
+        found["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+    return found
+
+
+def embed_flow(
+    core: Core, model: str, texts: Sequence[str], *, audit: str = "private"
+) -> Flow[EmbedResult]:
+    """``POST /v1/embeddings``; the bundle must prove the inputs this client tokenised itself
+    (with the manifest's tokenizer) and exactly the vectors returned."""
+    if isinstance(texts, str) or not texts:
+        raise InputError("texts must be a non-empty list of strings")
+    vkey = yield from core.node_vkey()
+    nonce = secrets.token_urlsafe(16)
+    body = {"model": model, "input": list(texts), "encoding_format": "float", "nonce": nonce,
+            "audit": audit}  # fmt: skip
+    answer = json_of((yield from core.send(Call("POST", "/v1/embeddings", json=body))))
+    try:
+        evidence = answer["verinfer"]
+        bundle = Bundle.from_json(evidence["bundle"])
+        vectors = np.array([d["embedding"] for d in answer["data"]], dtype=np.float32)
+        capabilities = dict(evidence.get("capabilities") or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VerificationError(f"malformed answer from {core.url}: {exc}") from exc
+    manifest = yield from _named_or_cid(core, model, bundle)
+    text = _text_section(manifest, "embedding")
+    tokenizer = Tokenizer((yield from core.kept(text["tokenizer"])))
+    ids, mask = tokenizer.encode_padded(list(texts))
+    inputs = {
+        "input_ids": np.array(ids, dtype=np.int64),
+        "attention_mask": np.array(mask, dtype=np.int64),
+    }
+    verify_bundle(bundle, [vkey], inputs=inputs, outputs={"embeddings": vectors})
+    _claims(bundle, nonce, audit)
+    return EmbedResult(vectors, bundle, manifest.cid, capabilities)
