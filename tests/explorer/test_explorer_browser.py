@@ -709,6 +709,8 @@ def test_network_models_and_log_pages_show_the_nodes_state(net: Net, browser: We
     assert net.trust[0] in text
     assert summary["peers"][0] in text
     assert net.witnesses[1].split("+")[0] in text  # node 2's witness cosigned node 1's log
+    # the node states those cosignatures; the page holds no witness key, so it says so
+    assert "cosignature line(s), as the node states them (not checked here" in text
     assert "No evidence held" in text
     open_page(browser, net.url, "models?q=nothing-like-this", "p")
     assert "No model matches" in browser.find_element(By.ID, "view").text
@@ -827,5 +829,5 @@ def test_a_node_that_equivocates_is_shown_convicted(net: Net, browser: WebDriver
     open_page(browser, net.url, "network", ".evidence .badge")
     shown = browser.find_element(By.CSS_SELECTOR, ".evidence").text
     assert shown.startswith(f"Convicted: {checkpoint.origin} — equivocation"), shown
-    assert "two signed trees of size 1, checked here" in shown
+    assert "two signed trees of size 1, checked here with the log's known key" in shown
     assert browser.find_elements(By.CSS_SELECTOR, ".evidence .badge.ok")
