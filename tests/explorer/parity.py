@@ -165,7 +165,13 @@ def crafted() -> list[tuple[str, str, dict[str, Any]]]:
     signer = note.Signer(skey)
     trusted = {"trusted": [vkey]}
 
-    def bundle(inputs: Any, size: int = 1, proof: tuple[bytes, ...] = (), line: str = "") -> str:
+    def bundle(
+        inputs: Any,
+        size: int = 1,
+        proof: tuple[bytes, ...] = (),
+        line: str = "",
+        cosignatures: tuple[str, ...] = (),
+    ) -> str:
         digest = tensors.map_digest(inputs)
         receipt = Receipt.create(log="crafted.example/log", node=vkey, model=cid.compute(b"m"),
                                  manifest=None, inputs=digest, outputs=digest, mode="attested",
@@ -177,7 +183,8 @@ def crafted() -> list[tuple[str, str, dict[str, Any]]]:
         signed = signer.sign(f"crafted.example/log\n{size}\n{base64.b64encode(root).decode()}\n")
         value = {"type": "verinfer.bundle/v1", "receipt": receipt.data.decode(), "index": 0,
                  "proof": [base64.b64encode(p).decode() for p in proof],
-                 "checkpoint": signed + line, "cosignatures": [], "evidence": {}}  # fmt: skip
+                 "checkpoint": signed + line, "cosignatures": list(cosignatures),
+                 "evidence": {}}  # fmt: skip
         return json.dumps(value)
 
     def of(dtype: str, values: Any) -> dict[str, np.ndarray]:
@@ -200,6 +207,12 @@ def crafted() -> list[tuple[str, str, dict[str, Any]]]:
         (
             "crafted: U+FEFF in a signature name",
             bundle(of("int8", [44]), line="\u2014 a\ufeffb AAAAAAA=\n"),
+            trusted,
+        ),
+        # U+0ECE: assigned in Unicode 15, printable to the browser, not to Python 3.11
+        (
+            "crafted: a cosignature line of a character new in Unicode 15",
+            bundle(of("int8", [44]), cosignatures=("\u2014 w\u0ece AAAAAAA=\n",)),
             trusted,
         ),
         ("crafted: int8 300", forty_four, {**trusted, "inputs": _x("int8", [300])}),
