@@ -425,7 +425,7 @@ function verifyPage() {
   const [trust, trustField] = area("trust", "trusted node keys, one per line, or a trust root (verinfer.trust/v1)", 3);
   const [inputs, inputsField] = area("inputs", "inputs (optional: JSON tensors or an .npz)", 3);
   const [outputs, outputsField] = area("outputs", "outputs (optional: JSON tensors or an .npz)", 3);
-  const [witnesses, witnessesField] = area("witnesses", "trusted witness keys (optional), each optionally followed by its operator", 3);
+  const [witnesses, witnessesField] = area("witnesses", "trusted witness keys (optional), each optionally followed by its operator (a trust root's labels win), or a network.json", 3);
   const quorum = h("input", { type: "number", min: 0, value: 0, name: "quorum" });
   const out = h("div", { id: "result", "aria-live": "polite" });
   bundle.addEventListener("dragover", (e) => e.preventDefault());
