@@ -8,13 +8,17 @@ verify`` concludes about one (the steps that passed, then ``valid`` or the error
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from verinfer import tensors
+import numpy as np
+
+from verinfer import cid, merkle, note, tensors
 from verinfer.errors import Error
-from verinfer.verify import Bundle, verify_bundle
+from verinfer.verify import Bundle, Receipt, verify_bundle
 
 Options = Mapping[str, Any]  # the options verify.js takes: trusted, inputs, outputs, ...
 
@@ -22,13 +26,20 @@ Options = Mapping[str, Any]  # the options verify.js takes: trusted, inputs, out
 def python_verdict(text: str, options: Options) -> dict[str, Any]:
     """The Python verifier's verdict on ``text`` in verify.js's form."""
     steps: list[str] = []
+
+    def claimed(name: str) -> Any:  # tensors, or their JSON text as `verinfer verify` reads it
+        given = options.get(name)
+        if given is None:
+            return None
+        return tensors.decode_json(json.loads(given) if isinstance(given, str) else given)
+
     try:
         bundle = Bundle.from_json(text)
         verify_bundle(
             bundle,
             options["trusted"],
-            inputs=tensors.decode_json(options["inputs"]) if "inputs" in options else None,
-            outputs=tensors.decode_json(options["outputs"]) if "outputs" in options else None,
+            inputs=claimed("inputs"),
+            outputs=claimed("outputs"),
             report=steps.append,
             witnesses=options.get("witnesses", ()),
             quorum=options.get("quorum", 0),
@@ -135,3 +146,130 @@ def mutations(bundle: dict[str, Any]) -> list[tuple[str, str]]:
             found.append((what, json.dumps({**bundle, key: other})))
     found.append(("extra field", json.dumps({**bundle, "extra": 1})))
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Crafted bundles: a log of our own key, for what a dishonest node could hand over that no
+# single-field mutation of a real bundle reaches (numbers JSON.parse would read otherwise,
+# tree sizes above 2^53, names Python and JavaScript space differently, tensors out of range)
+
+
+def _x(dtype: str, values: Any) -> str:
+    """The JSON text of inputs {"x": a tensor of ``values``}."""
+    return json.dumps({"x": {"dtype": dtype, "shape": [len(values)], "data": values}})
+
+
+def crafted() -> list[tuple[str, str, dict[str, Any]]]:
+    """(what, bundle text, options) of bundles signed by a fresh log key, and claimed inputs."""
+    skey, vkey = note.generate_key("crafted.example/log")
+    signer = note.Signer(skey)
+    trusted = {"trusted": [vkey]}
+
+    def bundle(
+        inputs: Any,
+        size: int = 1,
+        proof: tuple[bytes, ...] = (),
+        line: str = "",
+        cosignatures: tuple[str, ...] = (),
+    ) -> str:
+        digest = tensors.map_digest(inputs)
+        receipt = Receipt.create(log="crafted.example/log", node=vkey, model=cid.compute(b"m"),
+                                 manifest=None, inputs=digest, outputs=digest, mode="attested",
+                                 engine="onnxruntime/x86_64", time="2026-01-01T00:00:00.000Z",
+                                 nonce=None)  # fmt: skip
+        root = merkle.leaf_hash(receipt.data)
+        for sibling in proof:
+            root = hashlib.sha256(b"\x01" + root + sibling).digest()
+        signed = signer.sign(f"crafted.example/log\n{size}\n{base64.b64encode(root).decode()}\n")
+        value = {"type": "verinfer.bundle/v1", "receipt": receipt.data.decode(), "index": 0,
+                 "proof": [base64.b64encode(p).decode() for p in proof],
+                 "checkpoint": signed + line, "cosignatures": list(cosignatures),
+                 "evidence": {}}  # fmt: skip
+        return json.dumps(value)
+
+    def of(dtype: str, values: Any) -> dict[str, np.ndarray]:
+        return {"x": np.array(values, dtype=dtype)}
+
+    forty_four = bundle(of("int8", [44]))
+    right = tuple(hashlib.sha256(bytes([i])).digest() for i in range(53))
+    return [
+        ("crafted", forty_four, {**trusted, "inputs": _x("int8", [44])}),
+        ("crafted: a BOM before the bundle", "\ufeff" + forty_four, trusted),
+        ("crafted: index 0.0", forty_four.replace('"index": 0', '"index": 0.0'), trusted),
+        ("crafted: index 1e0", forty_four.replace('"index": 0', '"index": 1e0'), trusted),
+        # a proof for a tree of 2^53 leaves, a checkpoint of 2^53 + 1 (the same double)
+        ("crafted: tree size 2^53 + 1", bundle(of("int8", [44]), 2**53 + 1, right), trusted),
+        (
+            "crafted: U+0085 in a signature name",
+            bundle(of("int8", [44]), line="\u2014 a\u0085b AAAAAAA=\n"),
+            trusted,
+        ),
+        (
+            "crafted: U+FEFF in a signature name",
+            bundle(of("int8", [44]), line="\u2014 a\ufeffb AAAAAAA=\n"),
+            trusted,
+        ),
+        # U+0ECE: assigned in Unicode 15, printable to the browser, not to Python 3.11
+        (
+            "crafted: a cosignature line of a character new in Unicode 15",
+            bundle(of("int8", [44]), cosignatures=("\u2014 w\u0ece AAAAAAA=\n",)),
+            trusted,
+        ),
+        ("crafted: int8 300", forty_four, {**trusted, "inputs": _x("int8", [300])}),
+        ("crafted: uint8 -1", bundle(of("uint8", [255])), {**trusted, "inputs": _x("uint8", [-1])}),
+        (
+            "crafted: int64 2^53 + 1",
+            bundle(of("int64", [2**53])),
+            {**trusted, "inputs": _x("int64", [2**53 + 1])},
+        ),
+        (
+            "crafted: -0 for -0.0",
+            bundle(of("float32", [-0.0])),
+            {**trusted, "inputs": '{"x": {"dtype": "float32", "shape": [1], "data": [-0]}}'},
+        ),
+        (
+            "crafted: -0 for 0.0",
+            bundle(of("float32", [0.0])),
+            {**trusted, "inputs": '{"x": {"dtype": "float32", "shape": [1], "data": [-0]}}'},
+        ),
+        (
+            "crafted: float32 1e39",
+            bundle(of("float32", [np.inf])),
+            {**trusted, "inputs": _x("float32", [1e39])},
+        ),
+        (
+            "crafted: NaN",
+            bundle(of("float32", [np.nan])),
+            {**trusted, "inputs": '{"x": {"dtype": "float32", "shape": [1], "data": [NaN]}}'},
+        ),
+        ("crafted: int8 44.0", forty_four, {**trusted, "inputs": _x("int8", [44.0])}),
+        (
+            "crafted: shape [1.0]",
+            forty_four,
+            {**trusted, "inputs": '{"x": {"dtype": "int8", "shape": [1.0], "data": [44]}}'},
+        ),
+        (
+            "crafted: an extra key",
+            forty_four,
+            {**trusted, "inputs": '{"x": {"dtype": "int8", "shape": [1], "data": [44], "n": 1}}'},
+        ),
+        (
+            "crafted: shape [0] with data",
+            bundle({"x": np.zeros(0, np.int8)}),
+            {**trusted, "inputs": '{"x": {"dtype": "int8", "shape": [0], "data": [44]}}'},
+        ),
+        (
+            "crafted: bool byte 2",
+            bundle({"x": np.frombuffer(b"\x02", np.bool_)}),
+            {**trusted, "inputs": '{"x": {"dtype": "bool", "shape": [1], "base64": "Ag=="}}'},
+        ),
+        (
+            "crafted: the same key twice in the inputs",
+            forty_four,  # json.loads keeps the last
+            {
+                **trusted,
+                "inputs": '{"x": {"dtype": "int8", "shape": [1], "data": [1]}, '
+                '"x": {"dtype": "int8", "shape": [1], "data": [44]}}',
+            },
+        ),
+    ]

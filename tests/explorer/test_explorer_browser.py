@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import time
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,11 +42,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_models import sklearn_model
-from parity import mutations, python_verdict
+from parity import crafted, mutations, python_verdict
 from vectors import load_vectors
 
 from verinfer import cid, devnet, merkle, note, tensors
 from verinfer.client import Client, Network
+from verinfer.errors import Error, InputError
 from verinfer.verify.trust import TrustRoot
 
 X = np.array([[5.9, 3.0, 5.1, 1.8]], dtype=np.float32)
@@ -226,10 +228,15 @@ def test_vectors_pass_in_the_browser_and_in_python(net: Net, browser: WebDriver)
           const signed = `${n.text}\\n\\u2014 ${n.vkey.split("+")[0]} ${n.signature_b64}\\n`;
           out.notes.push(await run(async () => v.verifyNote(signed, [await v.parseKey(n.vkey)])));
         }
+        // selenium hands over JS values: pyValue reads them as json.loads would their text
+        const decoded = (name, t) => v.decodeTensor(name, v.pyValue(t));
         for (const t of vec.tensors.tensors) {
-          out.tensors.push("sha256:" + v.hex(await v.tensorDigest(t.name, t.tensor)));
+          out.tensors.push("sha256:" + v.hex(await v.tensorDigest(decoded(t.name, t.tensor))));
         }
-        for (const t of vec.tensors.maps) out.maps.push(await v.mapDigest(t.tensors));
+        for (const t of vec.tensors.maps) {
+          out.maps.push(await v.mapDigest(Object.fromEntries(
+            Object.entries(t.tensors).map(([name, x]) => [name, decoded(name, x)]))));
+        }
         return out;
         """,
         vectors,
@@ -277,20 +284,55 @@ def test_npz_files_have_the_same_digests_in_the_browser(net: Net, browser: WebDr
     arrays["empty"] = np.zeros((0, 3), np.int64)
     compressed = io.BytesIO()
     np.savez_compressed(compressed, a=np.arange(12, dtype=np.int32).reshape(3, 4), b=np.ones(3))
-    files = [tensors.encode_binary(arrays), compressed.getvalue()]
+    two = tensors.encode_binary({"a": np.ones(2, np.int8), "__proto__": np.zeros(1, np.int8)})
+    end = two.rindex(b"PK\x05\x06")  # the directory lists two members; its count says one
+    understated = two[: end + 8] + struct.pack("<HH", 1, 1) + two[end + 12 :]
+    files = [tensors.encode_binary(arrays), compressed.getvalue(), two, understated]
+    # what Python refuses, or reads otherwise than a first look at the header would
+    f4 = np.array([1.0, 2.0], "<f4").tobytes()
+    twice = _npz({"x.npy": _npy("{'descr': '<f4', 'descr': '<i4', 'fortran_order': False, "
+                                "'shape': (2,), }", f4)})  # fmt: skip
+    crc = bytearray(
+        _npz({"x.npy": _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", f4)})
+    )
+    crc[crc.rindex(b"PK\x01\x02") + 16] ^= 0xFF  # the directory's CRC-32
+    bad = [twice, bytes(crc)]
+    assert tensors.decode_binary(twice)["x"].dtype == np.int32  # numpy reads the last 'descr'
+    with pytest.raises(InputError, match="Bad CRC-32"):
+        tensors.decode_binary(bytes(crc))
     found = in_browser(
         browser,
         """
         const out = [];
         for (const text of args[0]) {
           const bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-          out.push(await v.mapDigest(await v.decodeNpz(bytes)));
+          try { out.push(await v.mapDigest(await v.decodeNpz(bytes))); }
+          catch (e) { out.push("refused: " + e.message); }
         }
         return out;
         """,
-        [base64.b64encode(f).decode() for f in files],
+        [base64.b64encode(f).decode() for f in files + bad],
     )
-    assert found == [tensors.map_digest(tensors.decode_binary(f)) for f in files]
+    assert found[: len(files)] == [tensors.map_digest(tensors.decode_binary(f)) for f in files]
+    assert found[len(files)].startswith(
+        "refused: tensor 'x': unsupported .npy header \"{'descr': '<f4', 'descr': '<i4', "
+    )
+    assert found[len(files) + 1] == "refused: malformed .npy/.npz data: Bad CRC-32 for file 'x.npy'"
+
+
+def _npy(header: str, data: bytes) -> bytes:
+    """An .npy of version 1.0 with this header text (padded as numpy pads it)."""
+    raw = header.encode()
+    raw += b" " * (64 - (10 + len(raw) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(raw)) + raw + data
+
+
+def _npz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
 
 
 def _cases(net: Net) -> list[tuple[str, str, dict[str, Any]]]:
@@ -333,7 +375,7 @@ def _cases(net: Net) -> list[tuple[str, str, dict[str, Any]]]:
          plain),
         ("quoted brace", net.attested.replace('"index"', '"in{\\"dex"', 1), quorum),
     ]  # fmt: skip
-    return cases
+    return cases + crafted()
 
 
 def test_both_verifiers_agree_on_real_and_every_mutated_bundle(
@@ -384,10 +426,92 @@ def test_both_verifiers_agree_on_real_and_every_mutated_bundle(
         "attested",
         "attested: cosignatures last twice",
         "attested: cosignatures[0] truncated",
+        "crafted",
+        "crafted: -0 for 0.0",  # json reads -0 as the integer 0: +0.0
+        "crafted: NaN",
+        "crafted: U+FEFF in a signature name",  # not whitespace to Python
+        "crafted: a BOM before the bundle",  # json.loads of bytes drops it
+        "crafted: the same key twice in the inputs",  # json.loads keeps the last
         "each witness its own operator, node 1's the log's",
         "replicated",
     ]
-    assert len(cases) > 600  # 654 when written: the generator must not shrink unnoticed
+    assert len(cases) > 600  # 674 when written: the generator must not shrink unnoticed
+    _trust_roots_are_read_alike(net, browser)
+    _equivocation_is_checked_with_the_logs_known_key(browser)
+
+
+def _trust_roots_are_read_alike(net: Net, browser: WebDriver) -> None:
+    """The verify page reads a trust root as TrustRoot.from_json does: the same keys, or the
+    same refusal."""
+    good = json.loads(TrustRoot.of(net.trust, witnesses=net.witnesses,
+                                   operators=net.operators).to_json())  # fmt: skip
+    texts = [
+        json.dumps(good),
+        json.dumps({**good, "srs": [cid.compute(b"srs")]}),
+        json.dumps(good)[:-1] + ', "nodes": []}',  # a key twice: JSON.parse keeps the last
+        json.dumps({**good, "note": "x"}),
+        json.dumps({**good, "nodes": [*net.trust, "nope"]}),
+        json.dumps({**good, "witnesses": [net.witnesses[0][:-2]]}),
+        json.dumps({**good, "operators": {"nope": "x"}}),
+        json.dumps({**good, "operators": {net.witnesses[0]: 1}}),
+        json.dumps({**good, "srs": ["sha256:00"]}),
+        json.dumps({**good, "nodes": "x"}),
+        json.dumps({**good, "type": "verinfer.trust/v2"}),
+    ]
+    found = in_browser(
+        browser,
+        """
+        const out = [];
+        for (const text of args[0]) {
+          try { out.push({ok: true, root: await v.parseTrustRoot(text)}); }
+          catch (e) { out.push({ok: false, error: e.message}); }
+        }
+        return out;
+        """,
+        texts,
+    )
+    expected = []
+    for text in texts:
+        try:
+            root = TrustRoot.from_json(text)
+        except Error as exc:
+            expected.append({"ok": False, "error": str(exc)})
+            continue
+        fields = {"nodes": list(root.nodes), "witnesses": list(root.witnesses),
+                  "operators": dict(root.operators), "publishers": list(root.publishers),
+                  "srs": list(root.srs)}  # fmt: skip
+        expected.append({"ok": True, "root": fields})
+    assert found == expected
+    assert [r["ok"] for r in expected] == [True, True] + [False] * 9
+
+
+def _equivocation_is_checked_with_the_logs_known_key(browser: WebDriver) -> None:
+    """Equivocation evidence convicts only under the key the page knows for the log: evidence
+    signed by another key of the same name (and naming that key) does not hold."""
+    skey, vkey = note.generate_key("liar.example/log")
+    other_skey, other_vkey = note.generate_key("liar.example/log")
+
+    def evidence(signing: str, named: str) -> dict[str, Any]:
+        signer = note.Signer(signing)
+        checkpoints = [signer.sign(note.Checkpoint("liar.example/log", 5, bytes([b] * 32)).text)
+                       for b in (1, 2)]  # fmt: skip
+        return {"kind": "equivocation", "log": "liar.example/log", "vkey": named,
+                "checkpoints": checkpoints}  # fmt: skip
+
+    found = in_browser(
+        browser,
+        """
+        const out = [];
+        for (const [e, known] of args[0]) {
+          try { out.push(String(await v.verifyEquivocation(e, known))); }
+          catch (exc) { out.push(exc.message); }
+        }
+        return out;
+        """,
+        [[evidence(skey, vkey), vkey], [evidence(other_skey, other_vkey), vkey]],
+    )
+    assert found[0] == "5"
+    assert found[1].startswith("note is not signed by any trusted key"), found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,17 +524,23 @@ def test_the_verify_page_passes_a_real_bundle_and_fails_tampered_ones_like_the_c
     open_page(browser, net.url, "verify")
 
     def check(
-        text: str, inputs: dict[str, Any] | None = None, trust: str = "", quorum: int = 0
+        text: str,
+        inputs: dict[str, Any] | None = None,
+        trust: str = "",
+        quorum: int = 0,
+        witnesses: str = "",
     ) -> list[str]:
         browser.execute_script(
-            "const [b, t, i, q] = arguments;"
+            "const [b, t, i, q, w] = arguments;"
             "document.querySelector('[name=quorum]').value = q;"
             "document.querySelector('[name=bundle]').value = b;"
             "document.querySelector('[name=trust]').value = t;"
             "document.querySelector('[name=inputs]').value = i;"
+            "document.querySelector('[name=witnesses]').value = w;"
             "document.querySelector('[name=outputs]').value = '';"
             "document.querySelector('#result').replaceChildren();",
             text, trust or "\n".join(net.trust), json.dumps(inputs) if inputs else "", quorum,
+            witnesses,
         )  # fmt: skip
         browser.find_element(By.ID, "verify").click()
         wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#result .verdict"))
@@ -467,18 +597,35 @@ def test_the_verify_page_passes_a_real_bundle_and_fails_tampered_ones_like_the_c
     lines = check(net.attested, net.inputs, trust=root, quorum=1)
     assert lines == cli_verify(tmp_path, tmp_path / "trust.json", net.attested, net.inputs, 1)
     assert [line.split(".")[0] for line in lines[:-1]] == ["1", "1+", "2", "4"]
+    # a trust root that says node 2's witness is run by node 1's operator, and witness lines
+    # that say otherwise: the root's labels win, as in the CLI, so the quorum is not met
+    labelled = TrustRoot.of(net.trust, operators={net.witnesses[1]: net.trust[0]}).to_json()
+    (tmp_path / "labelled.json").write_text(labelled)
+    lines = check(net.attested, net.inputs, trust=labelled, quorum=1,
+                  witnesses=f"{net.witnesses[1]} someone-else")  # fmt: skip
+    expected = cli_verify(tmp_path, tmp_path / "labelled.json", net.attested, net.inputs, 1,
+                          witnesses=f"{net.witnesses[1]} someone-else")  # fmt: skip
+    assert lines == expected
+    assert lines[-1].startswith("error: step 1+ (witnesses): a quorum of 1 needs"), lines
 
 
 def cli_verify(
-    tmp_path: Path, trust: Path, text: str, inputs: dict[str, Any], quorum: int = 0
+    tmp_path: Path,
+    trust: Path,
+    text: str,
+    inputs: dict[str, Any],
+    quorum: int = 0,
+    witnesses: str = "",
 ) -> list[str]:
     """The lines ``verinfer verify`` prints (its steps, then ``valid: ...`` or the error)."""
     (tmp_path / "bundle.json").write_text(text)
     (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+    (tmp_path / "witnesses.txt").write_text(witnesses)
     done = subprocess.run(
         [sys.executable, "-c", "from verinfer.cli import main; main()", "verify",
          str(tmp_path / "bundle.json"), "--trust", str(trust), "--inputs",
-         str(tmp_path / "inputs.json"), "--quorum", str(quorum)],
+         str(tmp_path / "inputs.json"), "--quorum", str(quorum),
+         *(["--witnesses", str(tmp_path / "witnesses.txt")] if witnesses else [])],
         capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "COLUMNS": "1000", "NO_COLOR": "1"},
     )  # fmt: skip
@@ -550,13 +697,20 @@ def test_try_it_classifies_an_uploaded_picture(
 def test_network_models_and_log_pages_show_the_nodes_state(net: Net, browser: WebDriver) -> None:
     with httpx.Client(base_url=net.url) as http:
         summary = http.get("/v1/explorer/network").json()
-        assert http.get("/").headers["content-security-policy"].startswith("default-src 'self'")
-        assert http.get("/explorer/verify.js").status_code == 200
+        policy = http.get("/").headers["content-security-policy"]
+        assert policy.startswith("default-src 'self'")
+        assert "frame-ancestors 'none'" in policy
+        for path in ("/explorer/verify.js", "/explorer/app.js", "/explorer/style.css"):
+            served = http.get(path)  # each file under the page's policy too
+            assert served.status_code == 200
+            assert served.headers["content-security-policy"] == policy, path
     open_page(browser, net.url, "network")
     text = browser.find_element(By.ID, "view").text
     assert net.trust[0] in text
     assert summary["peers"][0] in text
     assert net.witnesses[1].split("+")[0] in text  # node 2's witness cosigned node 1's log
+    # the node states those cosignatures; the page holds no witness key, so it says so
+    assert "cosignature line(s), as the node states them (not checked here" in text
     assert "No evidence held" in text
     open_page(browser, net.url, "models?q=nothing-like-this", "p")
     assert "No model matches" in browser.find_element(By.ID, "view").text
@@ -675,5 +829,5 @@ def test_a_node_that_equivocates_is_shown_convicted(net: Net, browser: WebDriver
     open_page(browser, net.url, "network", ".evidence .badge")
     shown = browser.find_element(By.CSS_SELECTOR, ".evidence").text
     assert shown.startswith(f"Convicted: {checkpoint.origin} — equivocation"), shown
-    assert "two signed trees of size 1, checked here" in shown
+    assert "two signed trees of size 1, checked here with the log's known key" in shown
     assert browser.find_elements(By.CSS_SELECTOR, ".evidence .badge.ok")

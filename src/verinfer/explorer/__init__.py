@@ -19,6 +19,9 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 if TYPE_CHECKING:
+    from starlette.responses import Response
+    from starlette.types import Scope
+
     from verinfer.node.service import Node
 
 __all__ = ["STATIC", "add_explorer"]
@@ -32,17 +35,27 @@ POLICY = (
 )
 
 
+HEADERS = {"Content-Security-Policy": POLICY, "Cache-Control": "no-cache"}
+
+
 def _page() -> FileResponse:
-    return FileResponse(
-        STATIC / "index.html",
-        headers={"Content-Security-Policy": POLICY, "Cache-Control": "no-cache"},
-    )
+    return FileResponse(STATIC / "index.html", headers=HEADERS)
+
+
+class _Static(StaticFiles):
+    """The explorer's files, each with the page's policy: a script or style opened on its own
+    (or framed by another site) is held to the same rules as the page."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(HEADERS)
+        return response
 
 
 def add_explorer(app: FastAPI, node: Node) -> None:
     """Serve the explorer at ``/`` and its files under ``/explorer/``, and the network summary
     the network page reads (``GET /v1/explorer/network``)."""
-    app.mount("/explorer", StaticFiles(directory=STATIC), name="explorer")
+    app.mount("/explorer", _Static(directory=STATIC), name="explorer")
     app.add_api_route("/", _page, include_in_schema=False, methods=["GET"])
 
     @app.get("/v1/explorer/network")

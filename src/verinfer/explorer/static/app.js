@@ -17,10 +17,12 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-async function api(path, options) {
+// exact: JSON read as Python reads it (verify.js's loads: integers exact), for what is verified
+async function api(path, options, exact = false) {
   const response = await fetch(path, options);
   const type = response.headers.get("content-type") || "";
-  const body = type.includes("json") ? await response.json() : await response.text();
+  const text = await response.text();
+  const body = !type.includes("json") ? text : exact ? v.loads(text, "last") : JSON.parse(text);
   if (!response.ok) throw new Error(body.message || `${response.status} ${path}`);
   return body;
 }
@@ -78,12 +80,15 @@ async function networkPage() {
       ["witness key", code(net.node.witness)], ["engine", code(net.node.engine)],
       ["latest checkpoint", `size ${latest.size} (${net.checkpoints} checkpoints issued)`],
       ["cosigned", net.cosigned ? `size ${v.parseCheckpoint(
-        net.cosigned.slice(0, net.cosigned.indexOf("\n\n") + 1)).size} by ${own.length} witness(es)`
+        net.cosigned.slice(0, net.cosigned.indexOf("\n\n") + 1)).size}: ${own.length} cosignature `
+        + "line(s), as the node states them (not checked here: the page knows no witness keys)"
         : "not yet cosigned by any peer's witness"],
     ])),
-    h("h2", {}, "Witness cosignatures on this node's log"),
+    h("h2", {}, "Witness cosignature lines on this node's log"),
+    h("p", { class: "muted" }, "As this node states them: unverified counts. To check a quorum of "
+      + "witnesses you trust, verify a bundle with their keys (Verify)."),
     own.length ? h("div", { class: "table" }, h("table", {},
-      h("thead", {}, h("tr", {}, h("th", {}, "witness"), h("th", {}, "cosigned"))),
+      h("thead", {}, h("tr", {}, h("th", {}, "witness (unverified)"), h("th", {}, "cosigned"))),
       h("tbody", {}, own.map((s) => h("tr", {}, h("td", {}, code(s.name)),
         h("td", {}, s.timestamp ? ago(s.timestamp) : "-"))))))
       : h("p", { class: "muted" }, "None gathered yet."),
@@ -97,27 +102,32 @@ async function networkPage() {
         h("td", {}, String(w.size)), h("td", {}, code(w.vkey)))))))
       : h("p", { class: "muted" }, "None yet."),
     h("h2", {}, "Evidence of misbehaviour"),
-    evidence.length ? (await Promise.all(evidence.map(async (e) => card(
-      h("p", { class: "evidence" }, h("strong", { class: "convicted" }, `Convicted: ${e.log ?? "a node"}`),
-        ` — ${e.kind ?? "evidence"} `, await checkEvidence(e)),
+    evidence.length ? (await Promise.all(evidence.map(async (e) => {
+      const [held, verdict] = await checkEvidence(e, net);
+      return card(h("p", { class: "evidence" }, h("strong", { class: held ? "convicted" : "" },
+        `${held ? "Convicted" : "Evidence held against"}: ${e.log ?? "a node"}`),
+      ` — ${e.kind ?? "evidence"} `, verdict),
       h("details", {}, h("summary", {}, "the evidence (check it: verinfer evidence verify)"),
-        h("pre", {}, JSON.stringify(e, null, 1)))))))
+        h("pre", {}, JSON.stringify(e, null, 1))));
+    })))
       : h("p", {}, "No evidence held: no node was caught lying to this node's witness."),
   ];
 }
 
 // equivocation is checked here: two checkpoints of one log and size, two roots, both signed
-// by the log's key; other kinds need a model re-run (verinfer evidence verify)
-async function checkEvidence(e) {
-  if (e.kind !== "equivocation") return h("span", { class: "muted" }, "(checked by this node)");
+// by the log's key as this node knows it (its own, or the one its witness follows) — never the
+// key the evidence names. Other kinds need a model re-run (verinfer evidence verify).
+// [convicted here?, what to show]
+async function checkEvidence(e, net) {
+  if (e.kind !== "equivocation") {
+    return [false, h("span", { class: "muted" }, "(checked by this node, not here: verinfer evidence verify)")];
+  }
+  const known = e.log === net.node.origin ? net.node.vkey : net.witnessed.find((w) => w.origin === e.log)?.vkey;
+  if (!known) return [false, badge(false, `not checked: this node knows no key for log ${e.log}`)];
   try {
-    const key = await v.parseKey(e.vkey);
-    const [a, b] = await Promise.all(e.checkpoints.map(async (signed) =>
-      v.parseCheckpoint((await v.verifyNote(signed, [key])).text)));
-    const ok = a.origin === e.log && b.origin === e.log && a.size === b.size
-      && v.hex(a.root) !== v.hex(b.root);
-    return badge(ok, ok ? `two signed trees of size ${a.size}, checked here` : "does not hold");
-  } catch (exc) { return badge(false, `does not hold: ${exc.message}`); }
+    const size = await v.verifyEquivocation(e, known);
+    return [true, badge(true, `two signed trees of size ${size}, checked here with the log's known key`)];
+  } catch (exc) { return [false, badge(false, `does not hold: ${exc.message}`)]; }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -225,7 +235,7 @@ async function pixels(file, height, width) {
 // one output in a line: its shape and, for a vector of scores, the largest
 function top(name, tensor) {
   let values = [];
-  try { values = Array.from(v.tensorValues(name, tensor)); } catch { /* not numbers */ }
+  try { values = Array.from(v.tensorValues(v.decodeTensor(name, tensor))); } catch { /* not numbers */ }
   let best = 0;
   values.forEach((x, i) => { if (x > values[best]) best = i; });
   return h("li", {}, `${name}: ${tensor.dtype}[${tensor.shape.join(", ")}]`,
@@ -274,13 +284,13 @@ function tryIt(ref, body) {
       const inputs = {};
       for (const { spec, tensor } of fields) inputs[spec.name] = await tensor();
       const answer = await api("/v1/infer", { method: "POST", headers: { "content-type": "application/json" },
-        body: JSON.stringify({ model: ref, inputs }) });
-      const text = JSON.stringify(answer.bundle);
+        body: JSON.stringify({ model: ref, inputs }) }, true);
+      const text = v.dumps(answer.bundle);
       const result = await v.verify(text, { trusted: [(await node()).vkey], inputs, outputs: answer.outputs });
       out.replaceChildren(
         h("h3", {}, "Outputs"), h("ul", {}, Object.entries(answer.outputs).map(([name, t]) => top(name, t))),
         h("details", {}, h("summary", {}, "all outputs"),
-          h("pre", { class: "outputs" }, JSON.stringify(answer.outputs))),
+          h("pre", { class: "outputs" }, v.dumps(answer.outputs))),
         h("h3", {}, "Verified in this page"),
         h("p", { class: "muted" }, "against the key this node states; to trust your own keys, use Verify."),
         verdictView(result),
@@ -328,7 +338,7 @@ async function logPage(query) {
       h("label", {}, "index or leaf hash", which), h("button", { type: "submit" }, "Show")),
     entry,
     h("h2", {}, "Consistency between two sizes"),
-    h("form", { onsubmit: (e) => { e.preventDefault(); checkConsistency(+old.value, +size.value, me.vkey, consistency); } },
+    h("form", { onsubmit: (e) => { e.preventDefault(); checkConsistency(old.value.trim(), size.value.trim(), me.vkey, consistency); } },
       h("label", {}, "older size", old), h("label", {}, "newer size", size),
       h("button", { type: "submit" }, "Check")),
     consistency,
@@ -345,10 +355,10 @@ async function showReceipt(which, vkey, out) {
   out.replaceChildren(h("p", {}, "Loading…"));
   try {
     const param = /^[0-9]+$/.test(which) ? `index=${which}` : `hash=${encodeURIComponent(which)}`;
-    const found = await api(`/v1/log/proof/inclusion?${param}`);
+    const found = await api(`/v1/log/proof/inclusion?${param}`, undefined, true);
     const checkpoint = await signedCheckpoint(found.size, vkey);
     const data = v.b64decode(found.entry);
-    const receipt = JSON.parse(new TextDecoder().decode(data));
+    const receipt = v.loads(new TextDecoder().decode(data), "last");
     const proof = found.proof.map(v.b64decode);
     let verdict;
     try {
@@ -357,7 +367,7 @@ async function showReceipt(which, vkey, out) {
     } catch (exc) { verdict = badge(false, exc.message); }
     out.replaceChildren(card(
       h("p", {}, `Entry ${found.index} `, verdict),
-      facts(Object.entries(receipt).map(([k, x]) => [k, code(x === null ? "null" : x)])),
+      facts(Object.entries(receipt).map(([k, x]) => [k, code(typeof x === "string" ? x : v.dumps(x))])),
       h("h3", {}, "The path up the tree"),
       await pathView(data, found.index, found.size, proof, checkpoint.root)));
   } catch (exc) { out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
@@ -383,6 +393,7 @@ async function pathView(data, index, size, proof, root) {
 async function checkConsistency(old, size, vkey, out) {
   out.replaceChildren(h("p", {}, "Checking…"));
   try {
+    if (!/^[0-9]+$/.test(old) || !/^[0-9]+$/.test(size)) throw new Error("sizes are whole numbers");
     const [a, b, found] = await Promise.all([signedCheckpoint(old, vkey), signedCheckpoint(size, vkey),
       api(`/v1/log/proof/consistency?old=${old}&size=${size}`)]);
     await v.verifyConsistency(a.size, b.size, a.root, b.root, found.proof.map(v.b64decode));
@@ -404,7 +415,7 @@ function verifyPage() {
         if (!chosen) return;
         try {  // an .npz (as verinfer infer writes them) is shown in the JSON form
           t.value = chosen.name.endsWith(".npz")
-            ? JSON.stringify(await v.decodeNpz(new Uint8Array(await chosen.arrayBuffer())))
+            ? v.tensorsJson(await v.decodeNpz(new Uint8Array(await chosen.arrayBuffer())))
             : await chosen.text();
         } catch (exc) { t.value = ""; out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
       } });
@@ -414,7 +425,7 @@ function verifyPage() {
   const [trust, trustField] = area("trust", "trusted node keys, one per line, or a trust root (verinfer.trust/v1)", 3);
   const [inputs, inputsField] = area("inputs", "inputs (optional: JSON tensors or an .npz)", 3);
   const [outputs, outputsField] = area("outputs", "outputs (optional: JSON tensors or an .npz)", 3);
-  const [witnesses, witnessesField] = area("witnesses", "trusted witness keys (optional), each optionally followed by its operator", 3);
+  const [witnesses, witnessesField] = area("witnesses", "trusted witness keys (optional), each optionally followed by its operator (a trust root's labels win), or a network.json", 3);
   const quorum = h("input", { type: "number", min: 0, value: 0, name: "quorum" });
   const out = h("div", { id: "result", "aria-live": "polite" });
   bundle.addEventListener("dragover", (e) => e.preventDefault());
@@ -422,24 +433,13 @@ function verifyPage() {
     e.preventDefault();
     if (e.dataTransfer.files[0]) bundle.value = await e.dataTransfer.files[0].text();
   });
-  const lines = (text) => text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
   async function check() {
     try {
-      // a trust root (verinfer.trust/v1, the file verinfer verify --trust reads) or node keys
-      let root = { nodes: lines(trust.value), witnesses: [], operators: {} };
-      if (trust.value.trim().startsWith("{")) {
-        root = JSON.parse(trust.value);
-        if (root.type !== "verinfer.trust/v1") throw new Error("trust root: not a verinfer.trust/v1 object");
-      }
-      const operators = { ...root.operators };
-      const keys = [...(root.witnesses ?? []), ...lines(witnesses.value).map((line) => {
-        const [key, operator] = line.split(/\s+/);
-        if (operator) operators[key] = operator;
-        return key;
-      })];
-      const options = { trusted: root.nodes ?? [], witnesses: keys, operators, quorum: +quorum.value };
-      if (inputs.value.trim()) options.inputs = JSON.parse(inputs.value);
-      if (outputs.value.trim()) options.outputs = JSON.parse(outputs.value);
+      // as `verinfer verify --trust T --witnesses W --quorum Q --inputs I --outputs O` reads them:
+      // a trust root (verinfer.trust/v1; its operator labels win) or node keys; tensors as JSON
+      const options = await v.trustOptions(trust.value, witnesses.value, +quorum.value);
+      if (inputs.value.trim()) options.inputs = inputs.value;
+      if (outputs.value.trim()) options.outputs = outputs.value;
       out.replaceChildren(verdictView(await v.verify(bundle.value, options)));
     } catch (exc) { out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
   }

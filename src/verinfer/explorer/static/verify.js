@@ -18,10 +18,8 @@ export function repr(value) {
   if (value === null || value === undefined) return "None";
   if (value === true) return "True";
   if (value === false) return "False";
-  if (typeof value === "number") {
-    if (Number.isInteger(value) && !Object.is(value, -0)) return String(value);
-    return Number.isInteger(value) ? "-0.0" : String(value);
-  }
+  if (typeof value === "bigint") return String(value); // a JSON integer: Python's int
+  if (typeof value === "number") return floatRepr(value); // a JSON number with . or e: a float
   if (typeof value === "string") {
     const quote = value.includes("'") && !value.includes('"') ? '"' : "'";
     let out = quote;
@@ -44,19 +42,38 @@ export function repr(value) {
   return "{" + Object.entries(value).map(([k, v]) => `${repr(k)}: ${repr(v)}`).join(", ") + "}";
 }
 
+// float.__repr__: the shortest digits that round-trip, positional unless the exponent is
+// below -4 or 16 and above ("1e+16", "1.5e-05", "100.0")
+function floatRepr(x) {
+  if (Number.isNaN(x)) return "nan";
+  if (!Number.isFinite(x)) return x > 0 ? "inf" : "-inf";
+  const sign = x < 0 || Object.is(x, -0) ? "-" : "";
+  const [mantissa, exponent] = Math.abs(x).toExponential().split("e");
+  const digits = mantissa.replace(".", ""), e = Number(exponent);
+  if (e < -4 || e >= 16) {
+    const rest = digits.length > 1 ? "." + digits.slice(1) : "";
+    return `${sign}${digits[0]}${rest}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
+  }
+  if (e < 0) return `${sign}0.${"0".repeat(-e - 1)}${digits}`;
+  const whole = digits.slice(0, e + 1).padEnd(e + 1, "0"), fraction = digits.slice(e + 1);
+  return `${sign}${whole}.${fraction || "0"}`;
+}
+
+// Python's name for a parsed JSON value's type
 function typeName(value) {
   if (value === null) return "NoneType";
   if (Array.isArray(value)) return "list";
   if (typeof value === "string") return "str";
   if (typeof value === "boolean") return "bool";
-  if (typeof value === "number") return Number.isInteger(value) ? "int" : "float";
+  if (typeof value === "bigint") return "int";
+  if (typeof value === "number") return "float";
   return "dict";
 }
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const isPrintable = (s) => /^(?:[^\p{C}\p{Z}]| )*$/u.test(s); // str.isprintable()
 const encodable = (s) => !/\p{Cs}/u.test(s); // no lone surrogate: valid UTF-8
-const isInt = (v) => typeof v === "number" && Number.isInteger(v);
+const isInt = (v) => typeof v === "bigint"; // parsed JSON: integers are BigInt, floats numbers
 
 // ---------------------------------------------------------------------------------------------
 // bytes: hex, strict base64, base32, SHA-256
@@ -141,73 +158,181 @@ export async function cidCompute(data) { return cidOf(await sha256(data)); }
 // ---------------------------------------------------------------------------------------------
 // Tensor digests (verinfer.tensors, PROTOCOL.md §9) of tensors in the JSON form
 
-const DTYPES = {
+const DTYPES = new Map(Object.entries({
   float16: [2, typeof Float16Array === "undefined" ? null : Float16Array],
   float32: [4, Float32Array], float64: [8, Float64Array],
   int8: [1, Int8Array], int16: [2, Int16Array], int32: [4, Int32Array], int64: [8, BigInt64Array],
   uint8: [1, Uint8Array], uint16: [2, Uint16Array], uint32: [4, Uint32Array],
   uint64: [8, BigUint64Array], bool: [1, Uint8Array],
-};
+}));
+const MAX_RANK = 32, MAX_EXTENT = (1n << 63n) - 1n;
 
-function flatten(data, shape, name) {
-  const out = [];
-  const walk = (value, depth) => {
-    if (depth === shape.length) {
-      if (Array.isArray(value)) fail(`tensor ${repr(name)}: data is deeper than its shape`);
-      out.push(value);
-      return;
-    }
-    if (!Array.isArray(value) || value.length !== shape[depth]) {
-      fail(`tensor ${repr(name)}: data does not have shape ${repr(shape)}`);
-    }
-    for (const item of value) walk(item, depth + 1);
-  };
-  walk(data, 0);
+// a JS value (not parsed by loads, e.g. built by the page) as loads would have read its
+// JSON.stringify: integral numbers are integers
+export function pyValue(value) {
+  if (typeof value === "number") return Number.isInteger(value) && !Object.is(value, -0) ? BigInt(value) : value;
+  if (Array.isArray(value)) return value.map(pyValue);
+  if (value === null || typeof value !== "object") return value;
+  const out = Object.create(null);
+  for (const [k, v] of Object.entries(value)) out[k] = pyValue(v);
   return out;
 }
 
-// the little-endian element bytes of one tensor of the JSON form {dtype, shape, data | base64}
-export function tensorBytes(name, item) {
-  if (!isObject(item) || !DTYPES[item.dtype] || !Array.isArray(item.shape)
-      || !item.shape.every((d) => isInt(d) && d >= 0) || ("data" in item) === ("base64" in item)) {
-    fail(`tensor ${repr(name)} needs a supported dtype, a shape and exactly one of data or base64`);
+const product = (dims) => dims.reduce((a, b) => a * b, 1n);
+
+// the shape numpy finds in nested lists (np.array(data, dtype=object)): the longest prefix of
+// dims every branch shares
+function shapeOf(value) {
+  if (!Array.isArray(value)) return [];
+  let common = null;
+  for (const item of value) {
+    const found = shapeOf(item);
+    if (common === null) common = found;
+    else {
+      let k = 0;
+      while (k < common.length && k < found.length && common[k] === found[k]) k++;
+      common = common.slice(0, k);
+    }
   }
-  const [size, Kind] = DTYPES[item.dtype];
-  const count = item.shape.reduce((a, b) => a * b, 1);
+  return [BigInt(value.length), ...(common ?? [])];
+}
+
+function leaves(value, depth, out = []) {
+  if (depth === 0) out.push(value);
+  else for (const item of value) leaves(item, depth - 1, out);
+  return out;
+}
+
+// an integer as numpy's astype(dtype) takes it: the value, or what numpy says
+function fitInteger(v, dtype) {
+  const bits = BigInt(DTYPES.get(dtype)[0] * 8), unsigned = dtype.startsWith("u");
+  const low = unsigned ? 0n : -(1n << (bits - 1n)), high = (unsigned ? 1n << bits : 1n << (bits - 1n)) - 1n;
+  if (v < -(1n << 63n) || v > (dtype === "int64" ? high : (1n << 64n) - 1n)) {
+    return "Python int too large to convert to C long";
+  }
+  return v < low || v > high ? `Python integer ${v} out of bounds for ${dtype}` : null;
+}
+
+const roundTo = { float16: (x) => Math.f16round(x), float32: Math.fround, float64: (x) => x };
+
+// tensors.decode_json for one tensor of the JSON form (parsed by loads, or pyValue'd):
+// {dtype, shape: [BigInt], bytes: little-endian elements}
+export function decodeTensor(name, item) {
+  const plain = Array.isArray(item) || typeof item === "bigint" || typeof item === "number";
+  if (!isObject(item)) {
+    fail(`tensor ${repr(name)} must be an object with dtype, shape and data`
+      + (plain ? " (a plain list needs the model's signature)" : ""));
+  }
+  const keys = Object.keys(item);
+  if (keys.some((k) => !["dtype", "shape", "data", "base64"].includes(k)) || ("data" in item) === ("base64" in item)) {
+    fail(`tensor ${repr(name)} needs dtype, shape and exactly one of data or base64 (got ${repr(sorted(keys))})`);
+  }
+  const dtype = item.dtype;
+  if (typeof dtype !== "string" || !DTYPES.has(dtype)) fail(`tensor ${repr(name)}: unsupported dtype ${repr(dtype)}`);
+  const shape = item.shape;
+  if (!Array.isArray(shape) || shape.length > MAX_RANK) {
+    fail(`tensor ${repr(name)}: shape must be a list of at most ${MAX_RANK} dims`);
+  }
+  if (!shape.every((d) => typeof d === "bigint" && d >= 0n)) {
+    fail(`tensor ${repr(name)}: shape ${repr(shape)} must hold integers >= 0`);
+  }
+  const [width, Kind] = DTYPES.get(dtype);
+  checkExtent(name, shape, width);
+  const count = product(shape);
   if ("base64" in item) {
     const raw = b64decode(item.base64);
     if (raw === null) fail(`tensor ${repr(name)}: base64 is malformed`);
-    if (raw.length !== count * size) fail(`tensor ${repr(name)}: ${raw.length} bytes of data`);
-    return raw;
+    if (BigInt(raw.length) !== count * BigInt(width)) {
+      fail(`tensor ${repr(name)}: ${raw.length} bytes of data for shape ${repr(shape)} of ${dtype} `
+        + `(${count * BigInt(width)} bytes expected)`);
+    }
+    if (dtype === "bool" && raw.some((b) => b > 1)) fail(`tensor ${repr(name)}: bool bytes must be 0 or 1`);
+    return { dtype, shape, bytes: raw };
   }
-  const values = count === 0 ? [] : flatten(item.data, item.shape, name);
+  const data = item.data;
+  if (count === 0n) { // nested lists cannot spell a zero dim before the last one
+    if (!Array.isArray(data) || product(shapeOf(data)) !== 0n) fail(`tensor ${repr(name)}: shape ${repr(shape)} holds no data`);
+    return { dtype, shape, bytes: new Uint8Array(0) };
+  }
+  const found = shapeOf(data);
+  if (found.length !== shape.length || found.some((d, i) => d !== shape[i])) {
+    fail(`tensor ${repr(name)}: data has shape ${repr(found)}, declared ${repr(shape)}`);
+  }
+  const values = leaves(data, shape.length);
+  const float = dtype.startsWith("float");
+  const fits = dtype === "bool" ? (v) => typeof v === "boolean"
+    : float ? (v) => typeof v === "bigint" || typeof v === "number" : (v) => typeof v === "bigint";
+  if (!values.every(fits)) {
+    const wanted = dtype === "bool" ? "true or false" : float ? "numbers" : "integers";
+    fail(`tensor ${repr(name)}: data does not fit dtype ${dtype}: need ${wanted}`);
+  }
   if (Kind === null) fail("this browser has no Float16Array: give float16 tensors as base64");
-  const big = Kind === BigInt64Array || Kind === BigUint64Array;
   const array = new Kind(values.length);
-  values.forEach((v, i) => {
-    const ok = item.dtype === "bool" ? typeof v === "boolean" : typeof v === "number"
-      && (item.dtype.startsWith("float") || Number.isInteger(v));
-    if (!ok) fail(`tensor ${repr(name)}: data does not fit dtype ${item.dtype}`);
-    array[i] = big ? BigInt(v) : Number(v);
-  });
-  return new Uint8Array(array.buffer); // little-endian on every platform a browser runs on
+  if (float) {
+    const given = values.map((v) => (typeof v === "bigint" ? Number(v) : v));
+    if (values.some((v, i) => typeof v === "bigint" && !Number.isFinite(given[i]))) {
+      fail(`tensor ${repr(name)}: data does not fit dtype ${dtype}: int too large to convert to float`);
+    }
+    given.forEach((x, i) => { array[i] = roundTo[dtype](x); });
+    if (given.some((x, i) => Number.isFinite(x) && !Number.isFinite(array[i]))) {
+      // a finite number too large for the dtype does not silently become infinity
+      fail(`tensor ${repr(name)}: data does not fit dtype ${dtype}: out of range`);
+    }
+  } else {
+    values.forEach((v, i) => {
+      if (dtype === "bool") { array[i] = v ? 1 : 0; return; }
+      const why = fitInteger(v, dtype);
+      if (why) fail(`tensor ${repr(name)}: data does not fit dtype ${dtype}: ${why}`);
+      array[i] = Kind === BigInt64Array || Kind === BigUint64Array ? v : Number(v);
+    });
+  }
+  return { dtype, shape, bytes: new Uint8Array(array.buffer) }; // little-endian, as browsers run
 }
 
-// the elements of a tensor of the JSON form, as a typed array
-export function tensorValues(name, item) {
-  const bytes = tensorBytes(name, item);
-  const Kind = DTYPES[item.dtype][1];
+function checkExtent(name, shape, width) {
+  let extent = BigInt(width);
+  for (const dim of shape) {
+    extent *= dim > 1n ? dim : 1n;
+    if (extent > MAX_EXTENT) {
+      fail(`tensor ${repr(name)}: shape ${repr(shape)} is too large to represent (its dims, zeros `
+        + `left out, times the ${width}-byte element exceed 2**63 - 1 bytes)`);
+    }
+  }
+}
+
+// tensors.decode_json: named tensors of the JSON form (text, as the CLI reads a .json file, or
+// a value); refused exactly where Python refuses
+export function decodeTensors(value) {
+  if (typeof value === "string") {
+    try { value = loads(pythonText(value), "last"); } catch (exc) {
+      if (exc instanceof JsonError || exc instanceof TypeError) fail(`tensors are not JSON: ${exc.message}`);
+      throw exc;
+    }
+  } else if (!(value instanceof Object) || Object.getPrototypeOf(value) !== null) value = pyValue(value);
+  if (!isObject(value) || !Object.keys(value).length) fail("tensors must be a non-empty JSON object of name -> tensor");
+  const out = Object.create(null);
+  for (const [name, item] of Object.entries(value)) {
+    if (!encodable(name)) fail(`tensor name ${repr(name)} is not valid Unicode`);
+    out[name] = decodeTensor(name, item);
+  }
+  return out;
+}
+
+// the elements of a decoded tensor, as a typed array
+export function tensorValues(tensor) {
+  const Kind = DTYPES.get(tensor.dtype)[1];
   if (Kind === null) fail("this browser has no Float16Array");
+  const { bytes } = tensor;
   return new Kind(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
 }
 
-export async function tensorDigest(name, item) {
-  const rank = item.shape.length;
+export async function tensorDigest(tensor) {
+  const rank = tensor.shape.length;
   const head = new DataView(new ArrayBuffer(4 + 8 * rank));
   head.setUint32(0, rank);
-  item.shape.forEach((d, i) => head.setBigUint64(4 + 8 * i, BigInt(d)));
-  return sha256(concat(enc.encode("verinfer/tensor/v1\0" + item.dtype + "\0"),
-    new Uint8Array(head.buffer), tensorBytes(name, item)));
+  tensor.shape.forEach((d, i) => head.setBigUint64(4 + 8 * i, BigInt(d)));
+  return sha256(concat(enc.encode("verinfer/tensor/v1\0" + tensor.dtype + "\0"),
+    new Uint8Array(head.buffer), tensor.bytes));
 }
 
 const byUtf8 = (a, b) => {
@@ -216,14 +341,22 @@ const byUtf8 = (a, b) => {
   return x.length - y.length;
 };
 
+// the map digest of decoded tensors
 export async function mapDigest(tensors) {
   const names = Object.keys(tensors).sort(byUtf8);
   const parts = [enc.encode("verinfer/tensors/v1\0"), u32(names.length)];
   for (const name of names) {
     const encoded = enc.encode(name);
-    parts.push(u32(encoded.length), encoded, await tensorDigest(name, tensors[name]));
+    parts.push(u32(encoded.length), encoded, await tensorDigest(tensors[name]));
   }
   return "sha256:" + hex(await sha256(concat(...parts)));
+}
+
+// the JSON form of decoded tensors, as text (base64 of the bytes; shapes exact)
+export function tensorsJson(tensors) {
+  const items = Object.entries(tensors).map(([name, t]) => `${JSON.stringify(name)}: {"dtype": `
+    + `"${t.dtype}", "shape": [${t.shape.join(", ")}], "base64": "${b64encode(t.bytes)}"}`);
+  return `{${items.join(", ")}}`;
 }
 
 function u32(n) {
@@ -237,26 +370,52 @@ function u32(n) {
 
 const NPY_DTYPES = { f2: "float16", f4: "float32", f8: "float64", i1: "int8", i2: "int16",
   i4: "int32", i8: "int64", u1: "uint8", u2: "uint16", u4: "uint32", u8: "uint64", b1: "bool" };
+const MAX_NPZ_MEMBERS = 1024, MAX_NPZ_DIRECTORY = 1 << 20, MAX_NPY_HEADER = 10000;
+// the header numpy writes, exactly: a dict of 'descr', 'fortran_order' and 'shape' (any order,
+// each once), decimal dims; numpy's parser (a Python literal) reads more, such as a key given
+// twice (the last one counts), which this refuses rather than risk reading it otherwise
+const NPY_ENTRY = /^'(descr|fortran_order|shape)'[ \t\n]*:[ \t\n]*('[<>|=]?[a-z][0-9]+'|True|False|\((?:[ \t\n]*(?:0|[1-9][0-9]*)[ \t\n]*,)*(?:[ \t\n]*(?:0|[1-9][0-9]*))?[ \t\n]*\))[ \t\n]*(?:,[ \t\n]*|(?=\}))/;
+
+function npyHeader(name, header) {
+  const bad = () => fail(`tensor ${repr(name)}: unsupported .npy header ${repr(header)}`);
+  let rest = header.replace(/[ \t\n]+$/, "");
+  if (!rest.startsWith("{") || !rest.endsWith("}")) bad();
+  rest = rest.slice(1).replace(/^[ \t\n]+/, "");
+  const found = new Map();
+  while (rest !== "}") {
+    const entry = NPY_ENTRY.exec(rest);
+    if (!entry || found.has(entry[1])) bad();
+    found.set(entry[1], entry[2]);
+    rest = rest.slice(entry[0].length);
+  }
+  const descr = /^'([<>|=]?)([a-z][0-9]+)'$/.exec(found.get("descr") ?? "");
+  const order = found.get("fortran_order"), shape = found.get("shape") ?? "";
+  if (found.size !== 3 || !descr || !NPY_DTYPES[descr[2]] || !/^(True|False)$/.test(order) || !shape.startsWith("(")) bad();
+  const dims = shape.slice(1, -1).split(",").map((d) => d.trim());
+  if (dims.at(-1) === "") dims.pop();
+  if (dims.length === 1 && !/,[ \t\n]*\)$/.test(shape)) bad(); // (2) is a number, not a tuple
+  if (order === "True") fail(`tensor ${repr(name)}: Fortran order: save it in C order`);
+  return { dtype: NPY_DTYPES[descr[2]], big: descr[1] === ">", shape: dims.map(BigInt) };
+}
 
 function npy(name, bytes) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const magic = bytes[0] === 0x93 && new TextDecoder().decode(bytes.subarray(1, 6)) === "NUMPY";
+  const magic = bytes.length >= 10 && bytes[0] === 0x93 && new TextDecoder().decode(bytes.subarray(1, 6)) === "NUMPY";
   if (!magic) fail(`tensor ${repr(name)}: not a .npy`);
-  const long = bytes[6] >= 2;
+  const long = !(bytes[6] === 1 && bytes[7] === 0); // numpy reads every other version as 2.0
   const size = long ? view.getUint32(8, true) : view.getUint16(8, true);
   const start = (long ? 12 : 10) + size;
-  const header = new TextDecoder().decode(bytes.subarray(long ? 12 : 10, start));
-  const descr = /'descr':\s*'([<>|=])([a-z][0-9]+)'/.exec(header);
-  const shape = /'shape':\s*\(([0-9,\s]*)\)/.exec(header);
-  if (!descr || !shape || !NPY_DTYPES[descr[2]]) fail(`tensor ${repr(name)}: unsupported .npy header ${header.trim()}`);
-  if (/'fortran_order':\s*True/.test(header)) fail(`tensor ${repr(name)}: Fortran order: save it in C order`);
-  const dtype = NPY_DTYPES[descr[2]], width = DTYPES[dtype][0];
-  const dims = shape[1].split(",").map((d) => d.trim()).filter(Boolean).map(Number);
-  const length = dims.reduce((a, b) => a * b, 1) * width;
-  const data = bytes.slice(start, start + length);
-  if (data.length !== length) fail(`tensor ${repr(name)}: truncated .npy`);
-  if (descr[1] === ">") for (let i = 0; i < data.length; i += width) data.subarray(i, i + width).reverse();
-  return { dtype, shape: dims, base64: b64encode(data) };
+  if (size > MAX_NPY_HEADER || start > bytes.length) fail(`tensor ${repr(name)}: malformed .npy header`);
+  const header = new TextDecoder("latin1").decode(bytes.subarray(long ? 12 : 10, start));
+  const { dtype, big, shape } = npyHeader(name, header);
+  const width = DTYPES.get(dtype)[0];
+  checkExtent(name, shape, width);
+  const length = product(shape) * BigInt(width);
+  if (BigInt(bytes.length - start) < length) fail(`tensor ${repr(name)}: truncated .npy`);
+  const data = bytes.slice(start, start + Number(length));
+  if (big) for (let i = 0; i < data.length; i += width) data.subarray(i, i + width).reverse();
+  if (dtype === "bool" && data.some((b) => b > 1)) fail(`tensor ${repr(name)}: bool bytes must be 0 or 1`);
+  return { dtype, shape, bytes: data };
 }
 
 async function inflate(bytes) {
@@ -264,42 +423,89 @@ async function inflate(bytes) {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
-// the named tensors of an .npz, in the JSON form (base64 of the little-endian bytes)
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+function crc32(bytes) {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+// the named tensors of an .npz, decoded. Read as Python's zipfile reads it (the members its
+// central directory lists, walked by its size), each member's size and CRC-32 checked;
+// anything zipfile would read otherwise (data before the archive, zip64 directories,
+// encryption, names not in UTF-8) is refused
 export async function decodeNpz(bytes) {
+  const bad = (why) => fail(`malformed .npy/.npz data: ${why}`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let end = bytes.length - 22;
-  while (end >= 0 && view.getUint32(end, true) !== 0x06054b50) end--;
-  if (end < 0) fail("malformed .npz: not a zip file");
-  const count = view.getUint16(end + 10, true);
-  let at = view.getUint32(end + 16, true);
-  const out = {};
-  for (let n = 0; n < count; n++) {
-    if (view.getUint32(at, true) !== 0x02014b50) fail("malformed .npz: bad zip directory");
-    const method = view.getUint16(at + 10, true);
-    let compressed = view.getUint32(at + 20, true), offset = view.getUint32(at + 42, true);
+  // the last end-of-directory signature in the last 64 KiB (a comment may follow it)
+  const floor = Math.max(0, bytes.length - 22 - 0xffff);
+  let end = bytes.length - 4;
+  while (end >= floor && view.getUint32(end, true) !== 0x06054b50) end--;
+  if (end < floor || end + 22 > bytes.length) bad("File is not a zip file");
+  const count = view.getUint16(end + 10, true), dirSize = view.getUint32(end + 12, true);
+  const dirStart = view.getUint32(end + 16, true);
+  if (count > MAX_NPZ_MEMBERS) fail(`the .npz lists ${count} members, above the limit of ${MAX_NPZ_MEMBERS}`);
+  if (dirSize > MAX_NPZ_DIRECTORY) fail(`the .npz's zip directory is ${dirSize} bytes, above the limit of ${MAX_NPZ_DIRECTORY}`);
+  if (end >= 20 && view.getUint32(end - 20, true) === 0x07064b50) bad("zip64 directories are not read here");
+  if (dirStart + dirSize !== end) bad("data before or after the zip directory");
+  const members = [];
+  for (let at = dirStart; at < dirStart + dirSize;) {
+    if (at + 46 > end || view.getUint32(at, true) !== 0x02014b50) bad("Bad magic number for central directory");
+    const flags = view.getUint16(at + 8, true), method = view.getUint16(at + 10, true);
+    let compressed = view.getUint32(at + 20, true), size = view.getUint32(at + 24, true);
+    let offset = view.getUint32(at + 42, true);
     const nameLength = view.getUint16(at + 28, true), extraLength = view.getUint16(at + 30, true);
-    const file = new TextDecoder().decode(bytes.subarray(at + 46, at + 46 + nameLength));
+    const nameBytes = bytes.subarray(at + 46, at + 46 + nameLength);
+    if (flags & 0x61) bad("encrypted or patched members are not read");
+    if (bytes[at + 6] > 63) bad(`zip file version ${bytes[at + 6] / 10}`);
+    if (!(flags & 0x800) && nameBytes.some((b) => b > 0x7f)) bad("a member name is not UTF-8");
+    let file;
+    try { file = new TextDecoder("utf-8", { fatal: true }).decode(nameBytes); } catch { bad("a member name is not UTF-8"); }
     // zip64 (numpy writes it): the sizes and offset that overflowed are in extra field 0x0001
     let extra = at + 46 + nameLength;
     const extraEnd = extra + extraLength;
     while (extra + 4 <= extraEnd) {
       const id = view.getUint16(extra, true), length = view.getUint16(extra + 2, true);
+      if (extra + 4 + length > extraEnd) bad("Corrupt extra field");
       if (id === 1) {
         let field = extra + 4;
-        const next = () => { const x = Number(view.getBigUint64(field, true)); field += 8; return x; };
-        if (view.getUint32(at + 24, true) === 0xffffffff) next();
+        const next = () => {
+          if (field + 8 > extra + 4 + length) bad("Corrupt extra field");
+          const x = view.getBigUint64(field, true); field += 8;
+          if (x > BigInt(bytes.length)) bad("a member is larger than the file");
+          return Number(x);
+        };
+        if (size === 0xffffffff) size = next();
         if (compressed === 0xffffffff) compressed = next();
         if (offset === 0xffffffff) offset = next();
       }
       extra += 4 + length;
     }
+    members.push({ file, nameBytes, method, compressed, size, offset, crc: view.getUint32(at + 16, true) });
     at = extraEnd + view.getUint16(at + 32, true);
-    const local = offset + 30 + view.getUint16(offset + 26, true) + view.getUint16(offset + 28, true);
-    let data = bytes.subarray(local, local + compressed);
-    if (method === 8) data = await inflate(data);
-    else if (method !== 0) fail(`malformed .npz: member ${repr(file)} is compressed with method ${method}`);
+  }
+  if (members.length > MAX_NPZ_MEMBERS) fail(`the .npz holds ${members.length} members, above the limit of ${MAX_NPZ_MEMBERS}`);
+  const out = Object.create(null);
+  for (const { file, nameBytes, method, compressed, size, offset, crc } of members) {
     if (!file.endsWith(".npy")) fail(`member ${repr(file)} of the .npz is not a .npy`);
-    out[file.slice(0, -4)] = npy(file.slice(0, -4), data);
+    if (offset + 30 > bytes.length || view.getUint32(offset, true) !== 0x04034b50) bad("Bad magic number for file header");
+    const localName = bytes.subarray(offset + 30, offset + 30 + view.getUint16(offset + 26, true));
+    if (!equal(localName, nameBytes)) bad(`File name in directory ${repr(file)} and header differ.`);
+    const local = offset + 30 + localName.length + view.getUint16(offset + 28, true);
+    let data = bytes.subarray(local, local + compressed);
+    if (data.length !== compressed) bad(`member ${repr(file)} is truncated`);
+    if (method === 8) {
+      try { data = await inflate(data); } catch (exc) { bad(`member ${repr(file)}: ${exc.message}`); }
+    } else if (method !== 0) bad(`member ${repr(file)} is compressed with method ${method}`);
+    if (data.length !== size) bad(`member ${repr(file)} is ${data.length} bytes, its directory says ${size}`);
+    if (crc32(data) !== crc) bad(`Bad CRC-32 for file ${repr(file)}`);
+    const key = file.slice(0, -4);
+    out[key] = npy(key, data);
   }
   if (!Object.keys(out).length) fail("the .npz holds no tensors");
   return out;
@@ -312,10 +518,11 @@ export const leafHash = (data) => sha256(concat(Uint8Array.of(0), data));
 export const nodeHash = (l, r) => sha256(concat(Uint8Array.of(1), l, r));
 
 export async function verifyInclusion(leaf, index, size, proof, root) {
-  if (!(index >= 0 && index < size)) {
+  index = BigInt(index); size = BigInt(size); // exact above 2^53
+  if (!(index >= 0n && index < size)) {
     fail(`leaf index ${repr(index)} is outside a tree of size ${repr(size)}`);
   }
-  let fn = BigInt(index), sn = BigInt(size) - 1n, acc = leaf;
+  let fn = index, sn = size - 1n, acc = leaf;
   for (const element of proof) {
     if (sn === 0n) fail(`inclusion proof too long: ${proof.length} hashes`);
     if (fn & 1n || fn === sn) {
@@ -333,17 +540,18 @@ export async function verifyInclusion(leaf, index, size, proof, root) {
 
 // RFC 9162 §2.1.4.2: the tree of size1/root1 is a prefix of size2/root2
 export async function verifyConsistency(size1, size2, root1, root2, proof) {
-  if (!(size1 >= 0 && size1 <= size2)) {
+  size1 = BigInt(size1); size2 = BigInt(size2);
+  if (!(size1 >= 0n && size1 <= size2)) {
     fail(`consistency needs 0 <= size1 <= size2, got ${size1}, ${size2}`);
   }
-  if (size1 === 0 || size1 === size2) {
+  if (size1 === 0n || size1 === size2) {
     if (proof.length) fail(`consistency proof must be empty, got ${proof.length} hashes`);
     if (size1 === size2 && !equal(root1, root2)) fail(`two different roots for one tree size ${size1}`);
     return;
   }
   if (!proof.length) fail("consistency proof is empty");
-  const path = (size1 & (size1 - 1)) === 0 ? [root1, ...proof] : [...proof];
-  let fn = BigInt(size1) - 1n, sn = BigInt(size2) - 1n;
+  const path = (size1 & (size1 - 1n)) === 0n ? [root1, ...proof] : [...proof];
+  let fn = size1 - 1n, sn = size2 - 1n;
   while (fn & 1n) { fn >>= 1n; sn >>= 1n; }
   let fr = path[0], sr = path[0];
   for (const c of path.slice(1)) {
@@ -365,7 +573,15 @@ const ED25519 = 0x01, COSIGNATURE = 0x04;
 const SIG_LENGTH = { [ED25519]: 64, [COSIGNATURE]: 72 };
 const SIG_PREFIX = "\u2014 ";
 const MAX_NOTE_BYTES = 1 << 20, MAX_LINE_BYTES = 16 << 10, MAX_SIGNATURES = 100;
-const validName = (n) => n.length > 0 && !n.includes("+") && ![...n].some((c) => /\s/u.test(c) || c < " ");
+// str.isspace(): Python's whitespace (not JavaScript's \s: U+0085 is, U+FEFF is not)
+const PY_SPACE = /[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]/u;
+const validName = (n) => n.length > 0 && !n.includes("+") && ![...n].some((c) => PY_SPACE.test(c) || c < " ");
+// str.split() and str.strip() with no argument, as the CLI reads key files
+export const pySplit = (text) => text.split(new RegExp(PY_SPACE.source + "+", "u")).filter(Boolean);
+export const pyStrip = (text) => text.replace(new RegExp(`^${PY_SPACE.source}+|${PY_SPACE.source}+$`, "gu"), "");
+// str.splitlines()
+export const pyLines = (text) => text.split(/\r\n|[\n\v\f\r\x1c-\x1e\x85\u2028\u2029]/u)
+  .filter((line, i, all) => i < all.length - 1 || line);
 
 function strictB64(text, what) {
   const raw = b64decode(text);
@@ -498,7 +714,7 @@ export function parseCheckpoint(text) {
   const root = strictB64(rootB64, "checkpoint root");
   if (root.length !== 32) fail(`malformed checkpoint: root is ${root.length} bytes, not 32`);
   if (extensions.some((l) => !l)) fail("malformed checkpoint: empty extension line");
-  return { origin, size: Number(size), root };
+  return { origin, size: BigInt(size), root }; // BigInt: exact above 2^53
 }
 
 function attach(signed, lines) {
@@ -534,34 +750,117 @@ export function replicasOf(mode) {
 
 function sorted(keys) { return [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)); }
 
-// JSON.parse keeps the last of two equal keys; the Python verifier refuses the text
-function noDuplicateKeys(text, what) {
-  const stack = [];
-  let expectKey = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (c === '"') {
-      let j = i + 1;
-      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
-      if (expectKey) {
-        const key = JSON.parse(text.slice(i, j + 1)), keys = stack.at(-1);
-        if (keys.has(key)) fail(`malformed ${what}: duplicate object key`);
-        keys.add(key);
-        expectKey = false;
+// ---------------------------------------------------------------------------------------------
+// JSON as Python's json.loads reads it (JSON.parse would round integers above 2^53, read 0.0 as
+// 0, keep the last of two equal keys and refuse NaN): integers are BigInt, numbers with a
+// fraction or exponent are floats (JS numbers), NaN/Infinity/-Infinity are read, objects have
+// no prototype (a key "__proto__" is a key like any other). duplicates: "refuse" (the
+// verifier's parsers) or "last" (plain json.loads, as the CLI reads tensor files).
+
+const WS = /[ \t\n\r]*/y;
+const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?/y;
+const ESCAPES = { '"': '"', "\\": "\\", "/": "/", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t" };
+const MAX_DEPTH = 900; // Python's json gives up (RecursionError) a little below 1000
+const MAX_INT_DIGITS = 4300; // sys.get_int_max_str_digits()
+
+class JsonError extends Error {}
+
+export function loads(text, duplicates = "refuse") {
+  let at = 0, depth = 0;
+  const error = (what) => { throw new JsonError(`${what} at char ${at}`); };
+  const skip = () => { WS.lastIndex = at; WS.exec(text); at = WS.lastIndex; };
+  const string = () => {
+    let out = "";
+    at++; // the opening quote
+    for (;;) {
+      const c = text[at];
+      if (c === undefined) error("Unterminated string starting");
+      if (c === '"') { at++; return out; }
+      if (c < " ") error("Invalid control character");
+      if (c !== "\\") { out += c; at++; continue; }
+      const e = text[at + 1];
+      if (e === "u") {
+        const code = text.slice(at + 2, at + 6);
+        if (!/^[0-9a-fA-F]{4}$/.test(code)) error("Invalid \\uXXXX escape");
+        out += String.fromCharCode(parseInt(code, 16)); // pairs join as in Python
+        at += 6;
+      } else if (e in ESCAPES) { out += ESCAPES[e]; at += 2; } else error("Invalid \\escape");
+    }
+  };
+  const value = () => {
+    skip();
+    const c = text[at];
+    if (c === '"') return string();
+    if (c === "{" || c === "[") {
+      if (++depth > MAX_DEPTH) error("maximum recursion depth exceeded");
+      const object = c === "{", out = object ? Object.create(null) : [], seen = new Set();
+      let duplicate = false;
+      at++; skip();
+      if (text[at] === (object ? "}" : "]")) { at++; depth--; return out; }
+      for (;;) {
+        if (object) {
+          skip();
+          if (text[at] !== '"') error("Expecting property name enclosed in double quotes");
+          const key = string();
+          skip();
+          if (text[at] !== ":") error("Expecting ':' delimiter");
+          at++;
+          duplicate ||= seen.has(key);
+          seen.add(key);
+          out[key] = value();
+        } else out.push(value());
+        skip();
+        if (text[at] === ",") { at++; continue; }
+        if (text[at] !== (object ? "}" : "]")) error("Expecting ',' delimiter");
+        at++; depth--;
+        if (duplicate && duplicates === "refuse") throw new JsonError("duplicate object key");
+        return out;
       }
-      i = j;
-    } else if (c === "{") { stack.push(new Set()); expectKey = true; }
-    else if (c === "[") { stack.push(null); expectKey = false; }
-    else if (c === "}" || c === "]") { stack.pop(); expectKey = false; }
-    else if (c === ",") expectKey = stack.at(-1) instanceof Set;
+    }
+    for (const [word, literal] of [["null", null], ["true", true], ["false", false],
+      ["NaN", NaN], ["Infinity", Infinity], ["-Infinity", -Infinity]]) {
+      if (text.startsWith(word, at)) { at += word.length; return literal; }
+    }
+    NUMBER.lastIndex = at;
+    const number = NUMBER.exec(text);
+    if (!number) error("Expecting value");
+    at = NUMBER.lastIndex;
+    if (number[1] === undefined && number[2] === undefined) {
+      if (number[0].replace("-", "").length > MAX_INT_DIGITS) error("Exceeds the limit (4300 digits) for integer string conversion");
+      return BigInt(number[0]);
+    }
+    return Number(number[0]);
+  };
+  const found = value();
+  skip();
+  if (at !== text.length) error("Extra data");
+  return found;
+}
+
+// json.loads(text.encode()): bytes are decoded as Python detects their encoding (a UTF-8 BOM
+// is dropped; text whose first bytes are zero is read as UTF-16 or UTF-32)
+export function pythonText(text) {
+  const b = enc.encode(text);
+  if (b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) return text.slice(1);
+  if (b.length < 4 || (b[0] && b[1])) return text;
+  const kind = !b[0] ? (b[1] ? "utf-16be" : "utf-32be") : (b[2] || b[3] ? "utf-16le" : "utf-32le");
+  if (kind.startsWith("utf-16")) return new TextDecoder(kind, { fatal: true }).decode(b);
+  if (b.length % 4) throw new JsonError("'utf-32' codec can't decode: truncated data");
+  const view = new DataView(b.buffer), little = kind === "utf-32le";
+  let out = "";
+  for (let i = 0; i < b.length; i += 4) {
+    const code = view.getUint32(i, little);
+    if (code > 0x10ffff) throw new JsonError("'utf-32' codec can't decode: code point not in range");
+    out += String.fromCodePoint(code);
   }
+  return out;
 }
 
 function parseJson(text, what) {
-  let value;
-  try { value = JSON.parse(text); } catch (exc) { fail(`malformed ${what}: ${exc.message}`); }
-  noDuplicateKeys(text, what);
-  return value;
+  try { return loads(pythonText(text)); } catch (exc) {
+    if (exc instanceof JsonError || exc instanceof TypeError) fail(`malformed ${what}: ${exc.message}`);
+    throw exc;
+  }
 }
 
 export function parseReceipt(text) {
@@ -619,8 +918,12 @@ export function parseBundle(value, replica = false) {
   });
   if (typeof value.checkpoint !== "string") fail("malformed bundle: checkpoint must be a signed note");
   const cosignatures = value.cosignatures;
+  // str.isprintable() follows Python's Unicode version (3.11: Unicode 14), the browser's \p{C}
+  // a newer one (15,000 more code points assigned): beyond ASCII a line is refused here rather
+  // than read as printable where Python would not (witness names are ASCII in practice)
+  const line = (c) => (c.endsWith("\n") ? c.slice(0, -1) : c).replace(/^\u2014/, "");
   if (!Array.isArray(cosignatures) || !cosignatures.every(
-    (c) => typeof c === "string" && isPrintable(c.endsWith("\n") ? c.slice(0, -1) : c) && encodable(c))) {
+    (c) => typeof c === "string" && /^[\x20-\x7e]*$/.test(line(c)))) {
     fail("malformed bundle: cosignatures must be a list of lines");
   }
   if (!encodable(value.receipt)) fail("malformed bundle: the receipt is not valid Unicode");
@@ -678,10 +981,156 @@ function parseEvidence(bundle, evidence, mode, replica) {
   if (typeof manifest !== "string" || !encodable(manifest)) {
     fail("malformed bundle: evidence manifest must be its text");
   }
-  if (typeof deviation !== "number" || !(deviation >= 0) || !Number.isFinite(deviation)) {
+  const amount = typeof deviation === "bigint" ? Number(deviation) : typeof deviation === "number" ? deviation : -1;
+  if (!(amount >= 0 && amount < Infinity)) {
     fail(`malformed bundle: evidence deviation ${repr(deviation)}`);
   }
   Object.assign(bundle, { manifest, deviation });
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the caller trusts, read as `verinfer verify` reads its files (verinfer.verify.trust,
+// cli/_app.py): a trust root or node keys a line; witness keys a line, each optionally with
+// its operator, or a network.json
+
+const TRUST_FIELDS = ["type", "nodes", "witnesses", "operators", "publishers", "srs"];
+const MAX_TRUST_BYTES = 1 << 20;
+const pyStr = (x) => (typeof x === "string" ? x : repr(x)); // str() of a parsed JSON value
+
+async function vkeysOf(values, what) {
+  const found = [];
+  for (const value of values) {
+    try { found.push((await parseKey(value)).vkey); } catch (exc) { wrap(`trust root: ${what}: `, exc); }
+  }
+  return found;
+}
+
+// TrustRoot.from_json: {nodes, witnesses, operators, publishers, srs}, every key checked
+export async function parseTrustRoot(text) {
+  if (enc.encode(text).length > MAX_TRUST_BYTES) fail(`trust root: larger than ${MAX_TRUST_BYTES} bytes`);
+  let value;
+  try { value = loads(pythonText(text)); } catch (exc) {
+    if (!(exc instanceof JsonError || exc instanceof TypeError)) throw exc;
+    fail(`trust root: not JSON: ${exc.message === "duplicate object key" ? "a key is given twice" : exc.message}`);
+  }
+  if (!isObject(value) || value.type !== "verinfer.trust/v1") fail("trust root: not a verinfer.trust/v1 object");
+  const unknown = sorted(Object.keys(value).filter((k) => !TRUST_FIELDS.includes(k)));
+  if (unknown.length) fail(`trust root: unknown fields ${repr(unknown)}`);
+  const lists = {};
+  for (const name of ["nodes", "witnesses", "publishers", "srs"]) {
+    const items = name in value ? value[name] : [];
+    if (!Array.isArray(items) || !items.every((i) => typeof i === "string")) {
+      fail(`trust root: ${name} must be a list of strings`);
+    }
+    lists[name] = items;
+  }
+  const operators = "operators" in value ? value.operators : {};
+  if (!isObject(operators) || !Object.values(operators).every((v) => typeof v === "string")) {
+    fail("trust root: operators must map keys to operator labels");
+  }
+  for (const item of lists.srs) {
+    try { cidDigest(item); } catch (exc) { wrap("trust root: srs: ", exc); }
+  }
+  const nodes = await vkeysOf(lists.nodes, "nodes"), witnesses = await vkeysOf(lists.witnesses, "witnesses");
+  const labels = Object.create(null);
+  for (const [key, label] of Object.entries(operators)) labels[(await vkeysOf([key], "operators"))[0]] = label;
+  return { nodes, witnesses, operators: labels, publishers: await vkeysOf(lists.publishers, "publishers"),
+    srs: lists.srs };
+}
+
+// `verinfer verify --trust FILE`: a trust root, or node keys one per line (# starts a comment)
+export async function readTrust(text) {
+  if (/^[ \t\n\r\v\f]*\{/.test(text.slice(0, 64))) {
+    const root = await parseTrustRoot(text);
+    if (!root.nodes.length) fail("trust root lists no node keys");
+    return root;
+  }
+  const nodes = [];
+  for (const [number, line] of pyLines(text).entries()) {
+    const key = pyStrip(line.split("#")[0]);
+    if (!key) continue;
+    try { nodes.push((await parseKey(key)).vkey); } catch (exc) { wrap(`trust keys line ${number + 1}: `, exc); }
+  }
+  if (!nodes.length) fail("the trust keys list no keys");
+  return { nodes, witnesses: [], operators: {}, publishers: [], srs: [] };
+}
+
+// `--witnesses FILE`: [keys, operators]
+export async function readWitnesses(text) {
+  const keys = [], operators = Object.create(null);
+  if (pyStrip(text).startsWith("{")) {
+    try {
+      for (const node of loads(pythonText(text), "last").nodes) {
+        if (node.witness === null || node.witness === undefined) continue;
+        const vkey = (await parseKey(pyStr(node.vkey))).vkey, witness = (await parseKey(pyStr(node.witness))).vkey;
+        const given = node.operator;
+        const empty = (Array.isArray(given) && !given.length) || (isObject(given) && !Object.keys(given).length);
+        const operator = (given || Number.isNaN(given)) && !empty ? pyStr(given) : vkey; // `or`
+
+        keys.push(witness);
+        operators[witness] = operator; operators[vkey] = operator;
+      }
+    } catch (exc) { fail(`the network file is malformed: ${exc.message}`); }
+  }
+  for (const [number, line] of (keys.length ? [] : pyLines(text)).entries()) {
+    const fields = pySplit(line.split("#")[0]);
+    if (!fields.length) continue;
+    if (fields.length > 2) fail(`witnesses line ${number + 1}: expected a vkey and optionally its operator`);
+    let key;
+    try { key = (await parseKey(fields[0])).vkey; } catch (exc) { wrap(`witnesses line ${number + 1}: `, exc); }
+    keys.push(key);
+    if (fields.length === 2) operators[key] = fields[1];
+  }
+  if (!keys.length) fail("the witnesses list no witness keys");
+  return [keys, operators];
+}
+
+// what `verinfer verify --trust T --witnesses W --quorum Q` checks against: the root's witnesses
+// and the file's, and the root's operator labels over the file's
+export async function trustOptions(trustText, witnessesText, quorum) {
+  const root = await readTrust(trustText);
+  if (quorum && !witnessesText.trim() && !root.witnesses.length) {
+    fail("--quorum needs --witnesses FILE (or witnesses in the trust root)");
+  }
+  let witnesses = root.witnesses, operators = root.operators;
+  if (witnessesText.trim()) {
+    const [found, labels] = await readWitnesses(witnessesText);
+    witnesses = [...witnesses, ...found];
+    operators = Object.assign(Object.create(null), labels, root.operators); // the root's labels win
+  }
+  return { trusted: root.nodes, witnesses, operators, quorum };
+}
+
+// json.dumps of a value loads read (integers exact, floats as Python writes them)
+export function dumps(value) {
+  if (value === null) return "null";
+  if (typeof value === "bigint") return String(value);
+  if (typeof value === "number") {
+    if (Number.isFinite(value)) return floatRepr(value);
+    return Number.isNaN(value) ? "NaN" : value > 0 ? "Infinity" : "-Infinity";
+  }
+  if (typeof value === "string" || typeof value === "boolean") return JSON.stringify(value);
+  if (Array.isArray(value)) return "[" + value.map(dumps).join(", ") + "]";
+  return "{" + Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${dumps(v)}`).join(", ") + "}";
+}
+
+// equivocation evidence: two checkpoints of one log and size with different roots, both
+// signed by the log's key — the key the caller knows for that log (vkey), never one the
+// evidence names. Resolves to the size, or throws why it does not hold.
+export async function verifyEquivocation(evidence, vkey) {
+  const key = await parseKey(vkey);
+  if (!isObject(evidence) || !Array.isArray(evidence.checkpoints) || evidence.checkpoints.length !== 2) {
+    fail("malformed equivocation evidence: it needs two signed checkpoints");
+  }
+  const found = [];
+  for (const signed of evidence.checkpoints) found.push(parseCheckpoint((await verifyNote(signed, [key])).text));
+  const [first, second] = found;
+  if (first.origin !== evidence.log || second.origin !== evidence.log) {
+    fail(`the checkpoints are of log ${repr(first.origin)} and ${repr(second.origin)}, not ${repr(evidence.log)}`);
+  }
+  if (first.size !== second.size) fail("the two checkpoints are of different sizes");
+  if (equal(first.root, second.root)) fail("the two checkpoints have the same root");
+  return first.size;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -871,7 +1320,7 @@ export async function verifyParsed(bundle, options = {}) {
     say(`3. model bytes are ${receipt.get("model")}`);
   }
   for (const [step, name] of [[4, "inputs"], [5, "outputs"]]) {
-    const given = options[name];
+    const given = options[name]; // decoded (decodeTensors, decodeNpz)
     if (!given) continue;
     let found;
     try { found = await mapDigest(given); } catch (exc) { wrap(`step ${step} (${name}): `, exc); }
@@ -895,7 +1344,12 @@ export async function verify(bundleText, options = {}) {
   const report = (line) => { steps.push(line); options.report?.(line); };
   try {
     const bundle = parseBundle(bundleText);
-    await verifyParsed(bundle, { ...options, report });
+    // the claimed tensors are read after the bundle, before any step (as `verinfer verify`)
+    const claims = {};
+    for (const name of ["inputs", "outputs"]) {
+      if (options[name]) claims[name] = decodeTensors(options[name]);
+    }
+    await verifyParsed(bundle, { ...options, ...claims, report });
     const r = bundle.receipt;
     return { ok: true, steps, error: null, valid: `valid: ${r.get("mode")} answer of model ${r.get("model")}` };
   } catch (exc) {
