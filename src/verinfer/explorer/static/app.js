@@ -207,8 +207,103 @@ async function modelPage(ref) {
       c.action === "publish" ? `published ${c.version} ` : `tagged ${c.tag} → ${c.version} `,
       h("span", { class: "muted" }, c.time ?? "")))) : h("p", { class: "muted" }, "Not kept on this node."),
     h("h2", {}, "Try it"),
-    tryIt(ref, body),
+    body.text?.kind === "chat" ? chatBox(ref) : tryIt(ref, body),
   ];
+}
+
+// a chat with a language model: the question goes to this node's OpenAI-compatible route,
+// streamed (server-sent events); the tokens are shown as they come, and the last event's
+// bundle and generation record are verified here (verify.js: verifyGeneration)
+function chatBox(ref) {
+  const messages = [];
+  const log = h("div", { class: "chat", "aria-live": "polite" });
+  const question = h("textarea", { name: "message", rows: 3, required: true,
+    "aria-label": "Your message (Enter sends, Shift+Enter for a new line)",
+    placeholder: "Ask something… (Enter sends, Shift+Enter for a new line)" });
+  const temperature = h("input", { type: "number", name: "temperature", min: 0, max: 2, step: "any", value: 0 });
+  const maxTokens = h("input", { type: "number", name: "max_tokens", min: 1, max: 512, step: 1, value: 32 });
+  const send = h("button", { type: "submit" }, "Send");
+  const form = h("form", { class: "chatform", onsubmit: (e) => { e.preventDefault(); ask(); } },
+    h("label", { class: "wide" }, "Message", question),
+    h("label", {}, "temperature", temperature), h("label", {}, "max tokens", maxTokens), send);
+  question.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+  });
+
+  async function ask() {
+    const content = question.value.trim();
+    if (!content || send.disabled) return;
+    question.value = "";
+    send.disabled = true;
+    messages.push({ role: "user", content });
+    const said = h("p", { class: "said" }, "");
+    const turn = h("div", { class: "turn", "data-pieces": "0" });
+    log.append(h("div", { class: "turn user" }, h("strong", {}, "You: "), content),
+      h("div", { class: "turn assistant" }, h("strong", {}, "Model: "), said), turn);
+    let text = "", pieces = 0, last = null;
+    try {
+      const response = await fetch("/v1/chat/completions", { method: "POST",
+        headers: { "content-type": "application/json", accept: "text/event-stream" },
+        body: JSON.stringify({ model: ref, messages, stream: true,
+          temperature: Number(temperature.value), max_tokens: Number(maxTokens.value) }) });
+      if (!response.ok) {
+        const refused = await response.text();
+        let why = `${response.status}`;
+        try { why = JSON.parse(refused).message ?? why; } catch { /* not JSON */ }
+        throw new Error(why);
+      }
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const event = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          for (const line of event.split("\n")) {
+            if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+            const chunk = v.loads(line.slice(6), "last"); // exact integers for what is verified
+            if (chunk.verinfer) last = chunk;
+            const piece = chunk.choices?.[0]?.delta?.content;
+            if (piece) {
+              text += piece;
+              pieces += 1;
+              said.textContent = text;
+              turn.dataset.pieces = String(pieces);
+            }
+          }
+        }
+      }
+      if (!last) throw new Error("the stream ended without its bundle");
+      messages.push({ role: "assistant", content: text });
+      const evidence = last.verinfer;
+      const bundle = v.dumps(evidence.bundle), record = v.dumps(evidence.generation);
+      const result = await v.verifyGeneration(bundle, evidence.generation, { trusted: [(await node()).vkey] });
+      const answer = `{"bundle": ${bundle}, "generation": ${record}}`;
+      turn.append(
+        h("p", {}, result.ok ? "Receipt verified; sampler replayed (in this page)" : "Verification failed",
+          " ", badge(result.ok)),
+        h("p", { class: "muted" }, "What this page checks, against the key this node states: its signed checkpoint "
+          + "(1), the receipt's inclusion (2), the digests of the generation record's prompt, "
+          + "parameters and tokens (4, 5), the committed candidates (G1), the sampler replayed on them "
+          + "(G2) and the token count (G3). Not checked here: the text (the node decoded it; the page "
+          + "has no tokenizer), why a 'stop' ended, and the logits themselves (re-execution): use "
+          + "verinfer verify-generation --tokenizer on the downloaded answer."),
+        verdictView(result),
+        h("details", {}, h("summary", {}, "the bundle and generation record"), h("pre", { class: "bundle" }, answer)),
+        h("a", { download: "answer.json", href: URL.createObjectURL(new Blob([answer], { type: "application/json" })) },
+          "Download answer.json"));
+    } catch (exc) {
+      messages.pop();
+      turn.append(h("p", { class: "error" }, `error: ${exc.message}`));
+    } finally {
+      send.disabled = false;
+      question.focus();
+    }
+  }
+  return h("div", {}, log, form);
 }
 
 // an input an image classifier reads: float32 [N, 3, H, W] with fixed H and W
