@@ -24,6 +24,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 from text_support import TextNode
 
+from verinfer.hub import Manifest
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "explorer"))
 from test_explorer_browser import browser, in_browser, open_page
 
@@ -98,6 +100,7 @@ def test_the_chat_box_streams_an_answer_and_verifies_it_in_the_page(
             const original = window.fetch;
             window.fetch = async (...args) => {
               const response = await original(...args);
+              if (!String(args[0]).endsWith("/chat/completions")) return response;
               const text = await response.text();
               const changed = text.replace(/"tokens": \\[(\\d+)/, (_, t) => `"tokens": [${+t + 1}`);
               return new Response(changed, { status: response.status, headers: response.headers });
@@ -198,3 +201,39 @@ def test_the_page_replays_the_sampler_and_judges_forged_records_as_python_does(
     for name, start in expected.items():
         assert (verdicts[name]["error"] or "").startswith(start), (name, verdicts[name])
     assert np.asarray(g.top_logits).dtype == np.float16
+
+
+def test_the_embed_box_verifies_its_vectors_in_the_page(
+    text_node: TextNode, embedding_manifest: Manifest, browser: WebDriver
+) -> None:
+    page = f"model/{embedding_manifest.repository}@{embedding_manifest.version}"
+    for tamper in (False, True):
+        open_page(browser, text_node.url, page, ready="textarea[name='texts']")
+        if tamper:  # one number of the first vector changed on the way: step 5 fails
+            browser.execute_script("""
+                const original = window.fetch;
+                window.fetch = async (...args) => {
+                  const response = await original(...args);
+                  if (!String(args[0]).endsWith("/embeddings")) return response;
+                  const body = JSON.parse(await response.text());
+                  body.data[0].embedding[0] += 0.25;
+                  return new Response(JSON.stringify(body),
+                    { status: response.status, headers: response.headers });
+                };""")
+        browser.find_element(By.CSS_SELECTOR, ".tryit button[type='submit']").click()
+        wait_long(
+            browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".answer .badge, .answer .error")
+        )
+        answer = browser.find_element(By.CSS_SELECTOR, ".answer")
+        assert not answer.find_elements(By.CSS_SELECTOR, ".error"), answer.text
+        badge = answer.find_element(By.CSS_SELECTOR, ".badge")
+        assert "2 vector(s) of 384" in answer.text
+        if tamper:
+            assert badge.text == "failed"
+            assert "error: step 5 (outputs)" in answer.text
+        else:
+            assert badge.text == "verified"
+            steps = [li.text[:2] for li in answer.find_elements(By.CSS_SELECTOR, "ol.steps li")]
+            assert steps[:4] == ["1.", "2.", "4.", "5."]
+            similarity = answer.find_element(By.CSS_SELECTOR, ".similarity").text
+            assert float(similarity.rsplit(" ", 1)[1]) > 0.5  # a cat on a mat, a kitten on a rug

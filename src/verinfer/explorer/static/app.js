@@ -207,7 +207,8 @@ async function modelPage(ref) {
       c.action === "publish" ? `published ${c.version} ` : `tagged ${c.tag} → ${c.version} `,
       h("span", { class: "muted" }, c.time ?? "")))) : h("p", { class: "muted" }, "Not kept on this node."),
     h("h2", {}, "Try it"),
-    body.text?.kind === "chat" ? chatBox(ref) : tryIt(ref, body),
+    body.text?.kind === "chat" ? chatBox(ref) : body.text?.kind === "embedding" ? embedBox(ref, body)
+      : tryIt(ref, body),
   ];
 }
 
@@ -304,6 +305,49 @@ function chatBox(ref) {
     }
   }
   return h("div", {}, log, form);
+}
+
+// an embedding model: texts (one per line) to this node's embeddings route; the answer's
+// bundle is verified here against the token tensors and the vectors shown
+function embedBox(ref, body) {
+  const area = h("textarea", { name: "texts", rows: 3, required: true },
+    "The cat sat on the mat.\nA kitten rested on the rug.");
+  const out = h("div", { class: "answer", "aria-live": "polite" });
+  const form = h("form", { class: "tryit", onsubmit: (e) => { e.preventDefault(); run(); } },
+    h("label", { class: "wide" }, "Texts to embed, one per line", area), h("button", { type: "submit" }, "Embed"));
+  const cosine = (a, b) => a.reduce((s, x, i) => s + x * b[i], 0)
+    / Math.sqrt(a.reduce((s, x) => s + x * x, 0) * b.reduce((s, x) => s + x * x, 0));
+
+  async function run() {
+    out.replaceChildren(h("p", {}, "Running…"));
+    try {
+      const texts = area.value.split("\n").map((t) => t.trim()).filter(Boolean);
+      const answer = await api("/v1/embeddings", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: ref, input: texts }) }, true);
+      const vectors = answer.data.map((d) => d.embedding);
+      const inputs = {};
+      for (const spec of body.inputs) {
+        const data = answer.verinfer.inputs[spec.name];
+        inputs[spec.name] = { dtype: spec.dtype, shape: [data.length, data[0]?.length ?? 0], data };
+      }
+      const outputs = { [body.outputs[0].name]: { dtype: body.outputs[0].dtype,
+        shape: [vectors.length, vectors[0].length], data: vectors } };
+      const text = v.dumps(answer.verinfer.bundle);
+      const result = await v.verify(text, { trusted: [(await node()).vkey], inputs, outputs });
+      const plain = vectors.map((x) => x.map(Number));
+      out.replaceChildren(
+        h("h3", {}, `${vectors.length} vector(s) of ${vectors[0].length}`),
+        h("ul", {}, plain.map((x, i) => h("li", { class: "mono" }, `${i + 1}: [${x.slice(0, 4).map((y) => y.toFixed(4)).join(", ")}, …]`))),
+        plain.length > 1 ? h("p", { class: "similarity" }, `cosine similarity of 1 and 2: ${cosine(plain[0], plain[1]).toFixed(4)}`) : null,
+        h("h3", {}, "Verified in this page"),
+        h("p", { class: "muted" }, "What this page checks, against the key this node states: the "
+          + "signed checkpoint (1), the receipt's inclusion (2), the token tensors the node states (4) and "
+          + "the vectors shown (5). Not checked here: that the tokens are your texts' (the page has no tokenizer)."),
+        verdictView(result),
+        h("details", {}, h("summary", {}, "the bundle"), h("pre", { class: "bundle" }, text)));
+    } catch (exc) { out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
+  }
+  return h("div", {}, form, out);
 }
 
 // an input an image classifier reads: float32 [N, 3, H, W] with fixed H and W
