@@ -27,7 +27,7 @@ from text_support import TextNode
 from verinfer.hub import Manifest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "explorer"))
-from test_explorer_browser import browser, in_browser, open_page
+from test_explorer_browser import SCREENSHOTS, browser, in_browser, open_page
 
 from verinfer.errors import VerificationError
 from verinfer.modes.generation import verify_generation
@@ -87,6 +87,10 @@ def test_the_chat_box_streams_an_answer_and_verifies_it_in_the_page(
             "return document.documentElement.scrollWidth - window.innerWidth"
         )
         assert overflow <= 0
+        if SCREENSHOTS:  # make screenshots
+            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            turn.location_once_scrolled_into_view  # noqa: B018 - scrolls the verdict into view
+            browser.save_screenshot(str(Path(SCREENSHOTS) / "chat-390.png"))
         # the answer the page offers for download verifies offline in Python as well
         answer = json.loads(turn.find_element(By.CSS_SELECTOR, "pre.bundle").get_attribute(
             "textContent") or "")  # fmt: skip

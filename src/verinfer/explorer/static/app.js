@@ -284,14 +284,14 @@ function chatBox(ref) {
       const result = await v.verifyGeneration(bundle, evidence.generation, { trusted: [(await node()).vkey] });
       const answer = `{"bundle": ${bundle}, "generation": ${record}}`;
       turn.append(
-        h("p", {}, result.ok ? "Receipt verified; sampler replayed (in this page)" : "Verification failed",
-          " ", badge(result.ok)),
+        h("p", {}, h("strong", {}, result.ok ? "Receipt verified; sampler replayed (in this page)"
+          : "Verification failed")),
         h("p", { class: "muted" }, "What this page checks, against the key this node states: its signed checkpoint "
           + "(1), the receipt's inclusion (2), the digests of the generation record's prompt, "
           + "parameters and tokens (4, 5), the committed candidates (G1), the sampler replayed on them "
           + "(G2) and the token count (G3). Not checked here: the text (the node decoded it; the page "
-          + "has no tokenizer), why a 'stop' ended, and the logits themselves (re-execution): use "
-          + "verinfer verify-generation --tokenizer on the downloaded answer."),
+          + "has no tokenizer), why a 'stop' ended, and the logits themselves (re-execution): use ",
+          code("verinfer verify-generation --tokenizer"), " on the downloaded answer."),
         verdictView(result),
         h("details", {}, h("summary", {}, "the bundle and generation record"), h("pre", { class: "bundle" }, answer)),
         h("a", { download: "answer.json", href: URL.createObjectURL(new Blob([answer], { type: "application/json" })) },
