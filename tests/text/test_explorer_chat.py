@@ -32,6 +32,7 @@ from test_explorer_browser import SCREENSHOTS, browser, in_browser, open_page
 from verinfer.errors import VerificationError
 from verinfer.modes.generation import verify_generation
 from verinfer.node.text import Finished, TextModels
+from verinfer.text.chat import Tokenizer
 from verinfer.text.generation import Generation
 from verinfer.text.sampler import Sampling
 from verinfer.verify import Bundle
@@ -81,6 +82,9 @@ def test_the_chat_box_streams_an_answer_and_verifies_it_in_the_page(
         assert steps[0].startswith("1. checkpoint of size")
         assert steps[1].startswith("2. receipt is")
         assert [s[:3] for s in steps[2:6]] == ["4. ", "5. ", "G1.", "G2."], steps
+        assert "ended by the end-of-turn token and not before" in steps[6], steps
+        manifest = text_node.manifest
+        assert steps[7] == f"G4. manifest {manifest.cid} of model {manifest.model}"
         assert "Receipt verified; sampler replayed" in turn.text
         assert "Not checked here: the text" in turn.text  # the page says what it did not check
         overflow = browser.execute_script(
@@ -125,11 +129,23 @@ def test_the_chat_box_streams_an_answer_and_verifies_it_in_the_page(
         browser.set_window_size(1280, 900)
 
 
-def _python_verdict(bundle: str, record: str, vkey: str) -> dict[str, Any]:
+def _tokenizer(text_node: TextNode) -> Tokenizer:
+    """The chat model's tokenizer, as the node stores it."""
+    text = text_node.manifest.text
+    assert text is not None
+    return Tokenizer(text_node.node.hub.blobs.get(text["tokenizer"]))
+
+
+def _python_verdict(text_node: TextNode, bundle: str, record: str) -> dict[str, Any]:
     steps: list[str] = []
+    tokenizer = _tokenizer(text_node)
     try:
         generation = Generation.from_text(record)
-        verify_generation(Bundle.from_json(bundle), generation, [vkey], report=steps.append)
+        verify_generation(
+            Bundle.from_json(bundle), generation, [text_node.node.vkey],
+            ends=[tokenizer.token_id("<|im_end|>")], detokenize=tokenizer.decode,
+            manifest=text_node.manifest, report=steps.append,
+        )  # fmt: skip
     except VerificationError as exc:
         return {"ok": False, "steps": steps, "error": str(exc)}
     return {"ok": True, "steps": steps, "error": None}
@@ -157,6 +173,7 @@ def test_the_page_replays_the_sampler_and_judges_forged_records_as_python_does(
     finished = list(texts.generate(chat, prompt, sampling))[-1]
     assert isinstance(finished, Finished)
     g = finished.generation
+    eos = _tokenizer(text_node).token_id("<|im_end|>")
 
     def signed(forged: Generation) -> tuple[str, str]:
         """The node signs (logs) a forged record: what a dishonest node can do."""
@@ -184,17 +201,28 @@ def test_the_page_replays_the_sampler_and_judges_forged_records_as_python_does(
         "changed after signing": (honest[0], json.dumps(
             dataclasses.replace(g, tokens=tuple(replaced)).to_json())),
         "temperature 3": (honest[0], json.dumps(hot)),
+        "cut short, finish stop": signed(dataclasses.replace(
+            g, tokens=g.tokens[:3], top_ids=g.top_ids[:3], top_logits=g.top_logits[:3],
+            finish="stop")),
         "not the record's bundle": (signed(dataclasses.replace(g, finish="stop"))[0], honest[1]),
     }  # fmt: skip
     verdicts = in_browser(browser, """
-        const [cases, vkey] = args, out = {};
+        const [cases, vkey, ends, manifest] = args, out = {};
         for (const [name, [bundle, record]] of Object.entries(cases)) {
-          const r = await v.verifyGeneration(bundle, record, { trusted: [vkey] });
+          const r = await v.verifyGeneration(bundle, record, { trusted: [vkey], ends, manifest });
           out[name] = { ok: r.ok, steps: r.steps, error: r.error };
         }
-        return out;""", cases, text_node.node.vkey)  # fmt: skip
+        const [bundle, record] = cases.honest, other = { ...manifest, cid: manifest.model };
+        const r = await v.verifyGeneration(bundle, record,
+          { trusted: [vkey], ends, manifest: other });
+        out["another manifest"] = { ok: r.ok, steps: r.steps, error: r.error };
+        return out;""", cases, text_node.node.vkey, [eos],
+        {"cid": text_node.manifest.cid, "model": text_node.manifest.model})  # fmt: skip
+    assert verdicts.pop("another manifest")["error"] == (
+        "step G4 (manifest): not the receipt's manifest and model"
+    )
     for name, (bundle, record) in cases.items():
-        py, js = _python_verdict(bundle, record, text_node.node.vkey), verdicts[name]
+        py, js = _python_verdict(text_node, bundle, record), verdicts[name]
         # the G3 line says in the page what it checked without the tokenizer
         js_steps = [s for s in js["steps"] if not s.startswith("G3.")]
         py_steps = [s for s in py["steps"] if not s.startswith("G3.")]
@@ -203,6 +231,7 @@ def test_the_page_replays_the_sampler_and_judges_forged_records_as_python_does(
     expected = {
         "a replaced token": "step G2 (sampler)", "logits not highest first": "step G1",
         "cut short, finish length": "step G3 (end): finish 'length'",
+        "cut short, finish stop": "step G3 (end): finish 'stop', but the last token",
         "changed after signing": "step 5 (outputs)",
         "temperature 3": "malformed generation: temperature must be in [0, 2], got 3.0",
         "not the record's bundle": "step 5 (outputs)",

@@ -207,7 +207,7 @@ async function modelPage(ref) {
       c.action === "publish" ? `published ${c.version} ` : `tagged ${c.tag} → ${c.version} `,
       h("span", { class: "muted" }, c.time ?? "")))) : h("p", { class: "muted" }, "Not kept on this node."),
     h("h2", {}, "Try it"),
-    body.text?.kind === "chat" ? chatBox(ref) : body.text?.kind === "embedding" ? embedBox(ref, body)
+    body.text?.kind === "chat" ? chatBox(ref, body, manifestCid) : body.text?.kind === "embedding" ? embedBox(ref, body)
       : tryIt(ref, body),
   ];
 }
@@ -215,8 +215,10 @@ async function modelPage(ref) {
 // a chat with a language model: the question goes to this node's OpenAI-compatible route,
 // streamed (server-sent events); the tokens are shown as they come, and the last event's
 // bundle and generation record are verified here (verify.js: verifyGeneration)
-function chatBox(ref) {
+function chatBox(ref, body, manifestCid) {
   const messages = [];
+  let ends = null; // the end-of-turn ID from the manifest's tokenizer, fetched and CID-checked once
+  const endsOf = () => (ends ??= endOfTurn(body.text).catch(() => null));
   const log = h("div", { class: "chat", "aria-live": "polite" });
   const question = h("textarea", { name: "message", rows: 3, required: true,
     "aria-label": "Your message (Enter sends, Shift+Enter for a new line)",
@@ -281,7 +283,9 @@ function chatBox(ref) {
       messages.push({ role: "assistant", content: text });
       const evidence = last.verinfer;
       const bundle = v.dumps(evidence.bundle), record = v.dumps(evidence.generation);
-      const result = await v.verifyGeneration(bundle, evidence.generation, { trusted: [(await node()).vkey] });
+      const known = await endsOf();
+      const result = await v.verifyGeneration(bundle, evidence.generation, { trusted: [(await node()).vkey],
+        ends: known ?? undefined, manifest: { cid: manifestCid, model: body.model } });
       const answer = `{"bundle": ${bundle}, "generation": ${record}}`;
       turn.append(
         h("p", {}, h("strong", {}, result.ok ? "Receipt verified; sampler replayed (in this page)"
@@ -289,8 +293,12 @@ function chatBox(ref) {
         h("p", { class: "muted" }, "What this page checks, against the key this node states: its signed checkpoint "
           + "(1), the receipt's inclusion (2), the digests of the generation record's prompt, "
           + "parameters and tokens (4, 5), the committed candidates (G1), the sampler replayed on them "
-          + "(G2) and the token count (G3). Not checked here: the text (the node decoded it; the page "
-          + "has no tokenizer), why a 'stop' ended, and the logits themselves (re-execution): use ",
+          + "(G2), the token count (G3)"
+          + (known ? ", that the turn ended at the end-of-turn token and not before (G3: its ID read "
+            + "from the manifest's tokenizer, whose CID was checked here)" : "")
+          + " and that the receipt names this page's manifest and model (G4). Not checked here: the "
+          + "text (the node decoded it; the page does not run the tokenizer), whether a stop string "
+          + "ended it, and the logits themselves (re-execution): use ",
           code("verinfer verify-generation --tokenizer"), " on the downloaded answer."),
         verdictView(result),
         h("details", {}, h("summary", {}, "the bundle and generation record"), h("pre", { class: "bundle" }, answer)),
@@ -305,6 +313,21 @@ function chatBox(ref) {
     }
   }
   return h("div", {}, log, form);
+}
+
+// the token ID that ends a turn (the manifest's eos special token), from the tokenizer blob the
+// manifest names, its bytes checked against that CID: as tokenizers' token_to_id finds it
+async function endOfTurn(text) {
+  const eos = text.special_tokens?.eos;
+  if (typeof eos !== "string") return null;
+  const response = await fetch(`/v1/blobs/${encodeURIComponent(text.tokenizer)}`);
+  if (!response.ok) return null;
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (await v.cidCompute(bytes) !== text.tokenizer) return null;
+  const tokenizer = JSON.parse(new TextDecoder().decode(bytes));
+  const added = (tokenizer.added_tokens ?? []).find((t) => t.content === eos);
+  const id = added ? added.id : tokenizer.model?.vocab?.[eos];
+  return Number.isInteger(id) ? [id] : null;
 }
 
 // an embedding model: texts (one per line) to this node's embeddings route; the answer's

@@ -1522,14 +1522,33 @@ export async function verifyGeneration(bundleText, record, options = {}) {
     }
     say(`G2. replaying the sampler (seed ${g.sampling.seed}) gives every generated token`);
     if (count > g.sampling.max_tokens) fail(`step G3 (end): ${count} tokens, max_tokens ${g.sampling.max_tokens}`);
-    if (g.finish === "length" && count !== g.sampling.max_tokens) {
-      fail(`step G3 (end): finish 'length' after ${count} tokens, max_tokens is `
-        + `${g.sampling.max_tokens}: the output was cut short`);
+    const ends = options.ends ? new Set(options.ends.map(Number)) : null; // IDs that end a turn
+    if (ends) {
+      const early = g.tokens.slice(0, -1).findIndex((t) => ends.has(t));
+      if (early >= 0) fail(`step G3 (end): the turn ended at position ${early}`);
     }
-    say(`G3. ${count} tokens, at most max_tokens ${g.sampling.max_tokens}`
-      + (g.finish === "length" ? ", ended by length at exactly max_tokens"
-        : "; why it ended ('stop') needs the tokenizer: not checked here"));
+    let why = "; why it ended ('stop') needs the tokenizer: not checked here";
+    if (g.finish === "length") {
+      if (count !== g.sampling.max_tokens) {
+        fail(`step G3 (end): finish 'length' after ${count} tokens, max_tokens is `
+          + `${g.sampling.max_tokens}: the output was cut short`);
+      }
+      why = ", ended by length at exactly max_tokens";
+    } else if (ends && !g.sampling.stop.length) { // no stop strings: only an end of turn stops
+      if (!(count > 0 && ends.has(g.tokens[count - 1]))) {
+        fail("step G3 (end): finish 'stop', but the last token neither ends the turn nor "
+          + "completes a stop string: the output was cut short");
+      }
+      why = ", ended by the end-of-turn token and not before";
+    } else if (ends) why = "; no earlier end of turn (whether a stop string ended it is not checked here)";
+    say(`G3. ${count} tokens, at most max_tokens ${g.sampling.max_tokens}${why}`);
     const r = bundle.receipt;
+    if (options.manifest) { // {cid, model}: the manifest the page shows, its CID computed here
+      if (options.manifest.cid !== r.get("manifest") || options.manifest.model !== r.get("model")) {
+        fail("step G4 (manifest): not the receipt's manifest and model");
+      }
+      say(`G4. manifest ${options.manifest.cid} of model ${options.manifest.model}`);
+    }
     return { ok: true, steps, error: null,
       valid: `valid: ${count} generated tokens of model ${r.get("model")}` };
   } catch (exc) {
