@@ -45,6 +45,8 @@ system-deps:
 screenshots: $(STAMP) system-deps
 	VERINFER_SCREENSHOTS=artifacts/screenshots $(BIN)/python -m pytest -q \
 		tests/explorer/test_explorer_browser.py -k fit_a_phone
+	VERINFER_SCREENSHOTS=artifacts/screenshots $(BIN)/python -m pytest -q \
+		tests/text/test_explorer_chat.py -k streams
 	@echo "screenshots in artifacts/screenshots/"
 
 clean:

@@ -207,8 +207,170 @@ async function modelPage(ref) {
       c.action === "publish" ? `published ${c.version} ` : `tagged ${c.tag} → ${c.version} `,
       h("span", { class: "muted" }, c.time ?? "")))) : h("p", { class: "muted" }, "Not kept on this node."),
     h("h2", {}, "Try it"),
-    tryIt(ref, body),
+    body.text?.kind === "chat" ? chatBox(ref, body, manifestCid) : body.text?.kind === "embedding" ? embedBox(ref, body)
+      : tryIt(ref, body),
   ];
+}
+
+// a chat with a language model: the question goes to this node's OpenAI-compatible route,
+// streamed (server-sent events); the tokens are shown as they come, and the last event's
+// bundle and generation record are verified here (verify.js: verifyGeneration)
+function chatBox(ref, body, manifestCid) {
+  const messages = [];
+  let ends = null; // the end-of-turn ID from the manifest's tokenizer, fetched and CID-checked once
+  const endsOf = () => (ends ??= endOfTurn(body.text).catch(() => null));
+  const log = h("div", { class: "chat", "aria-live": "polite" });
+  const question = h("textarea", { name: "message", rows: 3, required: true,
+    "aria-label": "Your message (Enter sends, Shift+Enter for a new line)",
+    placeholder: "Ask something… (Enter sends, Shift+Enter for a new line)" });
+  const temperature = h("input", { type: "number", name: "temperature", min: 0, max: 2, step: "any", value: 0 });
+  const maxTokens = h("input", { type: "number", name: "max_tokens", min: 1, max: 512, step: 1, value: 32 });
+  const send = h("button", { type: "submit" }, "Send");
+  const form = h("form", { class: "chatform", onsubmit: (e) => { e.preventDefault(); ask(); } },
+    h("label", { class: "wide" }, "Message", question),
+    h("label", {}, "temperature", temperature), h("label", {}, "max tokens", maxTokens), send);
+  question.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+  });
+
+  async function ask() {
+    const content = question.value.trim();
+    if (!content || send.disabled) return;
+    question.value = "";
+    send.disabled = true;
+    messages.push({ role: "user", content });
+    const said = h("p", { class: "said" }, "");
+    const turn = h("div", { class: "turn", "data-pieces": "0" });
+    log.append(h("div", { class: "turn user" }, h("strong", {}, "You: "), content),
+      h("div", { class: "turn assistant" }, h("strong", {}, "Model: "), said), turn);
+    let text = "", pieces = 0, last = null;
+    try {
+      const response = await fetch("/v1/chat/completions", { method: "POST",
+        headers: { "content-type": "application/json", accept: "text/event-stream" },
+        body: JSON.stringify({ model: ref, messages, stream: true,
+          temperature: Number(temperature.value), max_tokens: Number(maxTokens.value) }) });
+      if (!response.ok) {
+        const refused = await response.text();
+        let why = `${response.status}`;
+        try { why = JSON.parse(refused).message ?? why; } catch { /* not JSON */ }
+        throw new Error(why);
+      }
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const event = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          for (const line of event.split("\n")) {
+            if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+            const chunk = v.loads(line.slice(6), "last"); // exact integers for what is verified
+            if (chunk.verinfer) last = chunk;
+            const piece = chunk.choices?.[0]?.delta?.content;
+            if (piece) {
+              text += piece;
+              pieces += 1;
+              said.textContent = text;
+              turn.dataset.pieces = String(pieces);
+            }
+          }
+        }
+      }
+      if (!last) throw new Error("the stream ended without its bundle");
+      messages.push({ role: "assistant", content: text });
+      const evidence = last.verinfer;
+      const bundle = v.dumps(evidence.bundle), record = v.dumps(evidence.generation);
+      const known = await endsOf();
+      const result = await v.verifyGeneration(bundle, evidence.generation, { trusted: [(await node()).vkey],
+        ends: known ?? undefined, manifest: { cid: manifestCid, model: body.model } });
+      const answer = `{"bundle": ${bundle}, "generation": ${record}}`;
+      turn.append(
+        h("p", {}, h("strong", {}, result.ok ? "Receipt verified; sampler replayed (in this page)"
+          : "Verification failed")),
+        h("p", { class: "muted" }, "What this page checks, against the key this node states: its signed checkpoint "
+          + "(1), the receipt's inclusion (2), the digests of the generation record's prompt, "
+          + "parameters and tokens (4, 5), the committed candidates (G1), the sampler replayed on them "
+          + "(G2), the token count (G3)"
+          + (known ? ", that the turn ended at the end-of-turn token and not before (G3: its ID read "
+            + "from the manifest's tokenizer, whose CID was checked here)" : "")
+          + " and that the receipt names this page's manifest and model (G4). Not checked here: the "
+          + "text (the node decoded it; the page does not run the tokenizer), whether a stop string "
+          + "ended it, and the logits themselves (re-execution): use ",
+          code("verinfer verify-generation --tokenizer"), " on the downloaded answer."),
+        verdictView(result),
+        h("details", {}, h("summary", {}, "the bundle and generation record"), h("pre", { class: "bundle" }, answer)),
+        h("a", { download: "answer.json", href: URL.createObjectURL(new Blob([answer], { type: "application/json" })) },
+          "Download answer.json"));
+    } catch (exc) {
+      messages.pop();
+      turn.append(h("p", { class: "error" }, `error: ${exc.message}`));
+    } finally {
+      send.disabled = false;
+      question.focus();
+    }
+  }
+  return h("div", {}, log, form);
+}
+
+// the token ID that ends a turn (the manifest's eos special token), from the tokenizer blob the
+// manifest names, its bytes checked against that CID: as tokenizers' token_to_id finds it
+async function endOfTurn(text) {
+  const eos = text.special_tokens?.eos;
+  if (typeof eos !== "string") return null;
+  const response = await fetch(`/v1/blobs/${encodeURIComponent(text.tokenizer)}`);
+  if (!response.ok) return null;
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (await v.cidCompute(bytes) !== text.tokenizer) return null;
+  const tokenizer = JSON.parse(new TextDecoder().decode(bytes));
+  const added = (tokenizer.added_tokens ?? []).find((t) => t.content === eos);
+  const id = added ? added.id : tokenizer.model?.vocab?.[eos];
+  return Number.isInteger(id) ? [id] : null;
+}
+
+// an embedding model: texts (one per line) to this node's embeddings route; the answer's
+// bundle is verified here against the token tensors and the vectors shown
+function embedBox(ref, body) {
+  const area = h("textarea", { name: "texts", rows: 3, required: true },
+    "The cat sat on the mat.\nA kitten rested on the rug.");
+  const out = h("div", { class: "answer", "aria-live": "polite" });
+  const form = h("form", { class: "tryit", onsubmit: (e) => { e.preventDefault(); run(); } },
+    h("label", { class: "wide" }, "Texts to embed, one per line", area), h("button", { type: "submit" }, "Embed"));
+  const cosine = (a, b) => a.reduce((s, x, i) => s + x * b[i], 0)
+    / Math.sqrt(a.reduce((s, x) => s + x * x, 0) * b.reduce((s, x) => s + x * x, 0));
+
+  async function run() {
+    out.replaceChildren(h("p", {}, "Running…"));
+    try {
+      const texts = area.value.split("\n").map((t) => t.trim()).filter(Boolean);
+      const answer = await api("/v1/embeddings", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: ref, input: texts }) }, true);
+      const vectors = answer.data.map((d) => d.embedding);
+      const inputs = {};
+      for (const spec of body.inputs) {
+        const data = answer.verinfer.inputs[spec.name];
+        inputs[spec.name] = { dtype: spec.dtype, shape: [data.length, data[0]?.length ?? 0], data };
+      }
+      const outputs = { [body.outputs[0].name]: { dtype: body.outputs[0].dtype,
+        shape: [vectors.length, vectors[0].length], data: vectors } };
+      const text = v.dumps(answer.verinfer.bundle);
+      const result = await v.verify(text, { trusted: [(await node()).vkey], inputs, outputs });
+      const plain = vectors.map((x) => x.map(Number));
+      out.replaceChildren(
+        h("h3", {}, `${vectors.length} vector(s) of ${vectors[0].length}`),
+        h("ul", {}, plain.map((x, i) => h("li", { class: "mono" }, `${i + 1}: [${x.slice(0, 4).map((y) => y.toFixed(4)).join(", ")}, …]`))),
+        plain.length > 1 ? h("p", { class: "similarity" }, `cosine similarity of 1 and 2: ${cosine(plain[0], plain[1]).toFixed(4)}`) : null,
+        h("h3", {}, "Verified in this page"),
+        h("p", { class: "muted" }, "What this page checks, against the key this node states: the "
+          + "signed checkpoint (1), the receipt's inclusion (2), the token tensors the node states (4) and "
+          + "the vectors shown (5). Not checked here: that the tokens are your texts' (the page has no tokenizer)."),
+        verdictView(result),
+        h("details", {}, h("summary", {}, "the bundle"), h("pre", { class: "bundle" }, text)));
+    } catch (exc) { out.replaceChildren(h("p", { class: "error" }, `error: ${exc.message}`)); }
+  }
+  return h("div", {}, form, out);
 }
 
 // an input an image classifier reads: float32 [N, 3, H, W] with fixed H and W

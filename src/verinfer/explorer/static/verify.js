@@ -1357,3 +1357,202 @@ export async function verify(bundleText, options = {}) {
     return { ok: false, steps, error: exc.message, valid: null };
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Generations (PROTOCOL.md §16): the record's tensors, the sampler, the offline checks G1-G3 of
+// verinfer.modes.generation (without the tokenizer: why a "stop" ended is not checked here)
+
+export const TOP = 8;
+const SAMPLER_DOMAIN = enc.encode("verinfer/sampler/v1\0");
+const MAX_SEED = 2 ** 53 - 1, MAX_TOKENS = 4096;
+const SAMPLING_FIELDS = ["max_tokens", "seed", "stop", "temperature", "top_k", "top_p"];
+const FINISHES = ["length", "stop"];
+
+// sampler.uniform: the first 8 bytes of SHA-256(domain || seed u64 BE || position u32 BE) / 2**64
+export async function uniform(seed, position) {
+  const tail = new DataView(new ArrayBuffer(12));
+  tail.setBigUint64(0, BigInt(seed));
+  tail.setUint32(8, Number(position));
+  const digest = await sha256(concat(SAMPLER_DOMAIN, new Uint8Array(tail.buffer)));
+  return Number(new DataView(digest.buffer, digest.byteOffset).getBigUint64(0)) / 18446744073709551616;
+}
+
+// sampler.choose: the token picked from one position's committed candidates (highest first);
+// sampling's fields are plain numbers. Math.exp stands for Python's math.exp (both IEEE double;
+// they may differ in the last bit, which could only matter at an exact tie of a draw)
+export async function choose(ids, values, sampling, position) {
+  if (!ids.length || ids.length !== values.length) fail("no candidates to choose from");
+  if (sampling.temperature === 0) return ids[0];
+  const count = Math.min(sampling.top_k, ids.length);
+  const first = values[0];
+  const weights = values.slice(0, count).map((x) => Math.exp((x - first) / sampling.temperature));
+  let total = 0;
+  for (const w of weights) total += w;
+  let kept = 0, mass = 0;
+  while (kept < count) {
+    mass += weights[kept] / total;
+    kept += 1;
+    if (mass >= sampling.top_p) break;
+  }
+  let keptTotal = 0;
+  for (const w of weights.slice(0, kept)) keptTotal += w;
+  const draw = await uniform(sampling.seed, position);
+  let cumulative = 0;
+  for (let index = 0; index < kept; index++) {
+    cumulative += weights[index] / keptTotal;
+    if (draw < cumulative) return ids[index];
+  }
+  return ids[kept - 1]; // rounding left the sum just below the draw
+}
+
+const isNumber = (x) => (typeof x === "bigint" || typeof x === "number");
+
+// Sampling.from_json: the parameters as plain numbers, refused where Python refuses them
+function samplingOf(body) {
+  const bad = (why) => fail(`malformed generation: ${why}`);
+  if (!isObject(body) || sorted(Object.keys(body)).join() !== SAMPLING_FIELDS.join()) {
+    bad(`malformed sampling parameters: ${repr(body)}`);
+  }
+  if (!Array.isArray(body.stop)) bad(`stop must be a list of strings, got ${repr(body.stop)}`);
+  for (const name of ["temperature", "top_p"]) {
+    if (!isNumber(body[name])) bad(`${name} must be a number, got ${repr(body[name])}`);
+    if (!Number.isFinite(Number(body[name]))) bad(`${name} must be finite, got ${repr(body[name])}`);
+  }
+  const temperature = Number(body.temperature), topP = Number(body.top_p);
+  if (!(temperature >= 0 && temperature <= 2)) bad(`temperature must be in [0, 2], got ${repr(body.temperature)}`);
+  if (!(topP > 0 && topP <= 1)) bad(`top_p must be in (0, 1], got ${repr(body.top_p)}`);
+  for (const [name, low, high] of [["top_k", 1, TOP], ["seed", 0, MAX_SEED], ["max_tokens", 1, MAX_TOKENS]]) {
+    const x = body[name];
+    if (!isInt(x) || x < BigInt(low) || x > BigInt(high)) {
+      bad(`${name} must be an integer in [${low}, ${high}], got ${repr(x)}`);
+    }
+  }
+  if (body.stop.length > 4) bad(`stop must be at most 4 strings, got ${repr(body.stop)}`);
+  for (const text of body.stop) {
+    if (typeof text !== "string" || ![...text].length || [...text].length > 64 || !encodable(text)) {
+      bad(`a stop string must have 1-64 characters, got ${repr(text)}`);
+    }
+  }
+  const sampling = { max_tokens: Number(body.max_tokens), seed: Number(body.seed), stop: [...body.stop],
+    temperature, top_k: Number(body.top_k), top_p: topP };
+  // the bytes the receipt's input digest covers: RFC 8785 (the keys above are in its order;
+  // JSON.stringify writes numbers and strings as RFC 8785 does)
+  const canonical = "{" + SAMPLING_FIELDS.map((k) => `${JSON.stringify(k)}:${JSON.stringify(sampling[k])}`).join(",") + "}";
+  return [sampling, enc.encode(canonical)];
+}
+
+// Generation.from_json and its inputs()/outputs() tensor maps, from the record's JSON (text,
+// or a value read by loads). Rows of top_ids/top_logits must be nested lists of TOP.
+export function parseGeneration(record) {
+  if (typeof record === "string") {
+    try { record = loads(pythonText(record), "last"); } catch (exc) {
+      if (exc instanceof JsonError || exc instanceof TypeError) fail(`malformed generation: ${exc.message}`);
+      throw exc;
+    }
+  } else if (!(record instanceof Object) || Object.getPrototypeOf(record) !== null) record = pyValue(record);
+  const fields = ["finish", "prompt", "sampling", "tokens", "top_ids", "top_logits"];
+  if (!isObject(record) || sorted(Object.keys(record)).join() !== fields.join()) {
+    fail(`malformed generation: fields ${repr(isObject(record) ? sorted(Object.keys(record)) : typeName(record))}`);
+  }
+  const [sampling, samplingBytes] = samplingOf(record.sampling);
+  const ids = (name) => {
+    const x = record[name];
+    if (!Array.isArray(x) || !x.every((i) => isInt(i) && i >= 0n && i < 1n << 31n)) {
+      fail(`malformed generation: ${name} must be token IDs`);
+    }
+    return x.map(Number);
+  };
+  const prompt = ids("prompt"), tokens = ids("tokens");
+  const rows = (name, ok) => {
+    const x = record[name];
+    if (!Array.isArray(x) || x.length !== tokens.length
+      || !x.every((row) => Array.isArray(row) && row.length === TOP && row.every(ok))) {
+      fail(`malformed generation: top_ids and top_logits must be ${tokens.length} rows of ${TOP}`);
+    }
+    return x.map((row) => row.map(Number));
+  };
+  const topIds = rows("top_ids", isInt), topLogits = rows("top_logits", isNumber);
+  if (topIds.flat().some((i) => i < 0 || i >= 1 << 16)) fail("malformed generation: a top_ids entry is out of range");
+  if (topLogits.flat().some((x) => !Object.is(Math.f16round(x), x) && !Number.isNaN(x))) {
+    fail("malformed generation: top_logits must be float16 values");
+  }
+  if (!FINISHES.includes(record.finish)) fail(`malformed generation: finish ${repr(record.finish)}`);
+  const tensor = (name, dtype, shape, data) => decodeTensor(name, pyValue({ dtype, shape, data }));
+  const count = tokens.length;
+  const bytes = (raw) => ({ dtype: "uint8", shape: [BigInt(raw.length)], bytes: raw });
+  return {
+    prompt, sampling, tokens, topIds, topLogits, finish: record.finish,
+    inputs: { prompt: tensor("prompt", "int64", [prompt.length], prompt), sampling: bytes(samplingBytes) },
+    outputs: {
+      tokens: tensor("tokens", "int64", [count], tokens),
+      top_ids: tensor("top_ids", "uint16", [count, TOP], topIds),
+      top_logits: tensor("top_logits", "float16", [count, TOP], topLogits),
+      finish: bytes(enc.encode(record.finish)),
+    },
+  };
+}
+
+// modes.generation.verify_generation without the tokenizer: steps 1-2 and 4-5 over the
+// record's tensors, G1, G2 and the part of G3 that needs no tokenizer. The lines and the
+// verdict, as verify() gives them
+export async function verifyGeneration(bundleText, record, options = {}) {
+  const steps = [];
+  const say = (line) => { steps.push(line); options.report?.(line); };
+  try {
+    const bundle = parseBundle(bundleText);
+    const g = parseGeneration(record);
+    await verifyParsed(bundle, { ...options, inputs: g.inputs, outputs: g.outputs, report: say });
+    const count = g.tokens.length;
+    g.topIds.forEach((row, position) => {
+      const values = g.topLogits[position];
+      if (new Set(row).size !== TOP || !values.every(Number.isFinite)) {
+        fail(`step G1 (commitments): position ${position} is malformed`);
+      }
+      if (values.some((x, i) => i > 0 && x - values[i - 1] > 0)) {
+        fail(`step G1 (commitments): position ${position}'s logits are not highest first`);
+      }
+    });
+    say(`G1. ${count} positions each commit ${TOP} candidates, highest first`);
+    for (const [position, token] of g.tokens.entries()) {
+      const picked = await choose(g.topIds[position], g.topLogits[position], g.sampling, position);
+      if (picked !== token) {
+        fail(`step G2 (sampler): at position ${position} the sampler picks token ${picked}, `
+          + `the generation has ${token}`);
+      }
+    }
+    say(`G2. replaying the sampler (seed ${g.sampling.seed}) gives every generated token`);
+    if (count > g.sampling.max_tokens) fail(`step G3 (end): ${count} tokens, max_tokens ${g.sampling.max_tokens}`);
+    const ends = options.ends ? new Set(options.ends.map(Number)) : null; // IDs that end a turn
+    if (ends) {
+      const early = g.tokens.slice(0, -1).findIndex((t) => ends.has(t));
+      if (early >= 0) fail(`step G3 (end): the turn ended at position ${early}`);
+    }
+    let why = "; why it ended ('stop') needs the tokenizer: not checked here";
+    if (g.finish === "length") {
+      if (count !== g.sampling.max_tokens) {
+        fail(`step G3 (end): finish 'length' after ${count} tokens, max_tokens is `
+          + `${g.sampling.max_tokens}: the output was cut short`);
+      }
+      why = ", ended by length at exactly max_tokens";
+    } else if (ends && !g.sampling.stop.length) { // no stop strings: only an end of turn stops
+      if (!(count > 0 && ends.has(g.tokens[count - 1]))) {
+        fail("step G3 (end): finish 'stop', but the last token neither ends the turn nor "
+          + "completes a stop string: the output was cut short");
+      }
+      why = ", ended by the end-of-turn token and not before";
+    } else if (ends) why = "; no earlier end of turn (whether a stop string ended it is not checked here)";
+    say(`G3. ${count} tokens, at most max_tokens ${g.sampling.max_tokens}${why}`);
+    const r = bundle.receipt;
+    if (options.manifest) { // {cid, model}: the manifest the page shows, its CID computed here
+      if (options.manifest.cid !== r.get("manifest") || options.manifest.model !== r.get("model")) {
+        fail("step G4 (manifest): not the receipt's manifest and model");
+      }
+      say(`G4. manifest ${options.manifest.cid} of model ${options.manifest.model}`);
+    }
+    return { ok: true, steps, error: null,
+      valid: `valid: ${count} generated tokens of model ${r.get("model")}` };
+  } catch (exc) {
+    if (!(exc instanceof VerificationError)) throw exc;
+    return { ok: false, steps, error: exc.message, valid: null };
+  }
+}
