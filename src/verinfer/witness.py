@@ -18,6 +18,7 @@ import binascii
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,7 @@ class Witness:
     def __init__(self, path: str | Path, signer: note.Signer) -> None:
         self.signer = signer
         self._lock = threading.Lock()
+        self.cosigned_at: dict[str, float] = {}  # origin -> when it last cosigned (this process)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 10000")
@@ -292,4 +294,6 @@ class Witness:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return self.signer.signature_line(checkpoint.text)
+        line = self.signer.signature_line(checkpoint.text)
+        self.cosigned_at[checkpoint.origin] = time.time()
+        return line

@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -712,6 +713,10 @@ def test_network_models_and_log_pages_show_the_nodes_state(net: Net, browser: We
     # the node states those cosignatures; the page holds no witness key, so it says so
     assert "cosignature line(s), as the node states them (not checked here" in text
     assert "No evidence held" in text
+    # each witnessed log's latest checkpoint, with when this node's witness cosigned it
+    assert summary["witnessed"]
+    assert all(isinstance(w["cosigned_at"], float) for w in summary["witnessed"])
+    assert re.search(r"\d+ (s|min) ago", text), text
     open_page(browser, net.url, "models?q=nothing-like-this", "p")
     assert "No model matches" in browser.find_element(By.ID, "view").text
     open_page(browser, net.url, "models?q=iris", "tbody a")

@@ -72,7 +72,8 @@ def _network(node: Node) -> dict[str, Any]:
     logs = []
     for origin, vkey in sorted(witness.logs().items()):
         size, checkpoint = witness.latest(origin)
-        logs.append({"origin": origin, "vkey": vkey, "size": size, "checkpoint": checkpoint})
+        logs.append({"origin": origin, "vkey": vkey, "size": size, "checkpoint": checkpoint,
+                     "cosigned_at": witness.cosigned_at.get(origin)})  # fmt: skip
     sizes = node.log.checkpoint_sizes()
     return {
         "node": {

@@ -97,9 +97,13 @@ async function networkPage() {
       : h("p", { class: "muted" }, "This node has no peers."),
     h("h2", {}, "Logs this node's witness cosigned"),
     net.witnessed.length ? h("div", { class: "table" }, h("table", {},
-      h("thead", {}, h("tr", {}, h("th", {}, "log"), h("th", {}, "latest size"), h("th", {}, "key"))),
+      h("thead", {}, h("tr", {}, h("th", {}, "log"), h("th", {}, "latest size"),
+        h("th", {}, "cosigned here"), h("th", {}, "key"))),
       h("tbody", {}, net.witnessed.map((w) => h("tr", {}, h("td", {}, code(w.origin)),
-        h("td", {}, String(w.size)), h("td", {}, code(w.vkey)))))))
+        h("td", {}, String(w.size)),
+        h("td", {}, w.cosigned_at == null ? "not since this node started"
+          : ago(w.cosigned_at)),
+        h("td", {}, code(w.vkey)))))))
       : h("p", { class: "muted" }, "None yet."),
     h("h2", {}, "Evidence of misbehaviour"),
     evidence.length ? (await Promise.all(evidence.map(async (e) => {
