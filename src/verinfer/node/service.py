@@ -483,24 +483,41 @@ class Node:
             outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
             self._timed((model, mode), checked, self.engine.cpu_time() - started)
         inputs_digest = hashing.result() if hashing else tensors.map_digest(checked)
+        stated = asked.stated(self.window)
+        receipt = self.receipt_for(manifest, (checked, inputs_digest), outputs,
+                                   mode=stated, nonce=nonce, audit=audit)  # fmt: skip
+        return receipt.data, (manifest, outputs, receipt, evidence, durability == "promise")
+
+    def receipt_for(
+        self,
+        manifest: Manifest,
+        inputs: tuple[Mapping[str, np.ndarray], str],
+        outputs: Mapping[str, np.ndarray],
+        *,
+        mode: str,
+        nonce: str | None,
+        audit: str,
+    ) -> Receipt:
+        """Archive the inputs (with their digest, often computed already) and the outputs, and
+        state them in a receipt of this node: the one place a receipt is made."""
+        checked, inputs_digest = inputs
         outputs_digest = tensors.map_digest(outputs)
         public = audit == "public"  # served to anyone; else to the requester and auditors
         self.archive.put(inputs_digest, checked, public=public)  # kept for the retention period
         self.archive.put(outputs_digest, outputs, public=public)
-        receipt = Receipt.create(
+        return Receipt.create(
             log=self.log.origin,
             node=self.signer.vkey,
             model=manifest.model,
             manifest=manifest.cid,
             inputs=inputs_digest,
             outputs=outputs_digest,
-            mode=asked.stated(self.window),
+            mode=mode,
             engine=self.engine.identity,
             time=_now(),
             nonce=nonce,
             audit=audit,
         )
-        return receipt.data, (manifest, outputs, receipt, evidence, durability == "promise")
 
     def _timed(self, key: tuple[str, str], inputs: dict[str, np.ndarray], seconds: float) -> None:
         """Learn which requests are short (see :meth:`_estimate`)."""

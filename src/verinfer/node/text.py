@@ -22,7 +22,7 @@ from verinfer.hub import Manifest
 from verinfer.text.chat import Tokenizer, check_messages
 from verinfer.text.generation import Decoder, Generation, empty_cache, stop_reached
 from verinfer.text.sampler import Sampling
-from verinfer.verify import Bundle, Receipt
+from verinfer.verify import Bundle
 
 if TYPE_CHECKING:
     from verinfer.node.service import Node
@@ -198,27 +198,11 @@ class TextModels:
     def _log(
         self, manifest: Manifest, generation: Generation, text: str, nonce: str | None, audit: str
     ) -> Finished:
-        from verinfer.node.service import _now  # noqa: PLC0415 - one clock format
-
         node = self._node
         inputs, outputs = generation.inputs(), generation.outputs()
-        inputs_digest, outputs_digest = tensors.map_digest(inputs), tensors.map_digest(outputs)
-        public = audit == "public"
-        node.archive.put(inputs_digest, inputs, public=public)
-        node.archive.put(outputs_digest, outputs, public=public)
-        receipt = Receipt.create(
-            log=node.log.origin,
-            node=node.signer.vkey,
-            model=manifest.model,
-            manifest=manifest.cid,
-            inputs=inputs_digest,
-            outputs=outputs_digest,
-            mode="attested",
-            engine=node.engine.identity,
-            time=_now(),
-            nonce=nonce,
-            audit=audit,
-        )
+        receipt = node.receipt_for(manifest, (inputs, tensors.map_digest(inputs)), outputs,
+                                   mode="attested", nonce=nonce, audit=audit)  # fmt: skip
+        inputs_digest, outputs_digest = receipt["inputs"], receipt["outputs"]
         committed = node.sequencer.append(receipt.data)
         bundle = Bundle(
             receipt, committed.index, tuple(committed.proof), committed.signed_checkpoint
