@@ -430,3 +430,19 @@ def test_every_flaw_of_the_tolerance_evidence_is_named() -> None:
     beyond = across([Y, off_by(2 * STEP)], engines, declared)
     with pytest.raises(VerificationError, match=r"0\.00195 away from node 'n0\.test"):
         verify_bundle(beyond, trust(beyond))
+
+
+def test_distinct_keys_whose_base64_shares_a_tail_are_distinct_nodes() -> None:
+    """A vkey's base64 may hold "+": two keys must not be judged one by what follows their last
+    "+" (that made honest replicated agreements fail now and then)."""
+    from verinfer.verify.steps import public_key  # noqa: PLC0415
+
+    one, two = "a.test+0badc0de+AQID+tail", "b.test+0badc0de+BAUG+tail"
+    assert public_key(one) != public_key(two)
+    assert public_key(one) == public_key("alias.test+0badc0de+AQID+tail")
+    found = 0
+    while found < 2:  # real keys whose base64 holds a "+": judged by all of it
+        key = signer("n.test")
+        if key.vkey.count("+") > 2:
+            found += 1
+            assert public_key(key.vkey) == key.vkey.split("+", 2)[2]

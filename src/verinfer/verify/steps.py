@@ -54,5 +54,6 @@ def inclusion(bundle: Bundle, checkpoint: Checkpoint) -> None:
 
 
 def public_key(vkey: str) -> str:
-    """The key material of a vkey (its name could be chosen freely)."""
-    return vkey.rsplit("+", 1)[-1]
+    """The key material of a vkey ``name+hash+key`` (its name could be chosen freely); the key's
+    base64 may itself hold ``+``, so it is everything after the second ``+``."""
+    return vkey.split("+", 2)[-1]

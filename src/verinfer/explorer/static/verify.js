@@ -1232,7 +1232,8 @@ async function cosigned(bundle, witnesses, quorum, operatorsGiven) {
   return counted.size;
 }
 
-const publicKey = (vkey) => vkey.split("+").pop();
+// the key material of name+hash+key: its base64 may hold "+" itself, so all after the second
+const publicKey = (vkey) => vkey.split("+").slice(2).join("+");
 
 async function agreement(bundle, trusted) {
   const primary = bundle.receipt;
