@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Cosigner"]
 
 _KEEP = 1024  # cosigned checkpoints remembered
+_RETRY_FIRST, _RETRY_MOST = 2.0, 60.0  # seconds before a refused checkpoint is offered again
 _log = logging.getLogger("verinfer.cosigning")
 
 
@@ -39,10 +41,12 @@ class Cosigner:
         self._peers: dict[str, dict[str, str]] = {}  # url -> {"vkey", "origin", "witness"}
         self._sizes: dict[str, int] = {}  # url -> the size its witness last cosigned for us
         self._gossiped: set[tuple[str, str]] = set()  # (peer url, checkpoint) already told
-        # url -> (the checkpoint size its witness refused, why): that checkpoint is not sent
-        # again, and a refusal is logged once per witness and reason, not every round (a
-        # peer that does not list this node back refuses every checkpoint, four times a second)
-        self._refused: dict[str, tuple[int, str]] = {}
+        # url -> (the checkpoint size its witness refused, why, when to offer it again, the
+        # wait after that): a refused checkpoint is offered again after a wait that doubles up
+        # to a minute (a peer that lists this node back later must not wait for the log to
+        # grow), and a refusal is logged once per witness and reason, not every round (a peer
+        # that does not list this node back refuses every checkpoint, four times a second)
+        self._refused: dict[str, tuple[int, str, float, float]] = {}
         self._cosigned: OrderedDict[int, tuple[str, dict[str, str]]] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -85,8 +89,9 @@ class Cosigner:
             peer = self._peer(http, url)
             if peer is None or self._sizes.get(url, -1) == checkpoint.size:
                 continue
-            if self._refused.get(url, (-1, ""))[0] == checkpoint.size:
-                continue  # refused already: the next checkpoint is tried
+            refused = self._refused.get(url)
+            if refused and refused[0] == checkpoint.size and time.monotonic() < refused[2]:
+                continue  # refused lately: offered again after a wait, or when the log grows
             line = self._submit(http, url, signed, checkpoint.size)
             if line is None:
                 continue
@@ -171,13 +176,17 @@ class Cosigner:
 
     def _refusal(self, url: str, size: int, why: str) -> None:
         """Remember a refused checkpoint (``size`` -1: a transient refusal, 5xx or 429, which
-        the next round retries); log a witness's refusal when its reason is new."""
+        the next round retries); the same checkpoint is offered again after a wait that
+        doubles with each refusal of it. Log a witness's refusal when its reason is new."""
         previous = self._refused.get(url)
-        self._refused[url] = (size, why)
+        wait = _RETRY_FIRST
+        if previous is not None and previous[0] == size:
+            wait = min(previous[3] * 2, _RETRY_MOST)
+        self._refused[url] = (size, why, time.monotonic() + wait, wait)
         if previous is None or previous[1] != why:
             _log.warning(
-                "witness %s refused our checkpoint: %s (logged once per reason; retried with "
-                "each new checkpoint)", url, why,
+                "witness %s refused our checkpoint: %s (logged once per reason; offered again "
+                "with each new checkpoint, and after a wait)", url, why,
             )  # fmt: skip
         else:
             _log.debug("witness %s refused our checkpoint again: %s", url, why)
