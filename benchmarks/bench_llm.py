@@ -9,6 +9,11 @@ to the first token; a bare ``run`` for embeddings. verinfer: a node on loopback 
 nothing, signs and logs the receipt; re-execution is one teacher-forced pass.
 ``--representation`` also measures the weight representations (fp32 against the source's
 4-bit blocks behind ``DequantizeLinear``): size, session load time, decode speed, logit drift.
+
+When ``llama-cpp-python`` is installed (``pip install llama-cpp-python``; kept out of the
+project's dependencies and of ``make test``), the same GGUF file is also decoded by llama.cpp
+with two threads, greedy, from the same prompt tokens: its tokens/s and prefill are reported
+beside verinfer's, as a ratio (the issue's goal: >= 0.5x).
 """
 
 from __future__ import annotations
@@ -66,6 +71,26 @@ def _bare_decode(session: ort.InferenceSession, prompt: list[int], tokens: int) 
         feed = {"input_ids": np.array([[token]], np.int64)}
         feed.update((k.replace("present_", "past_"), v) for k, v in out.items() if k != "logits")
     return time.perf_counter() - started
+
+
+def _llama_cpp(path: Path, prompt: list[int], tokens: int, rounds: int) -> tuple[float, float]:
+    """llama.cpp on the GGUF file itself, two threads, greedy: (best seconds to decode
+    ``tokens`` tokens, prefill included; best seconds to the first token)."""
+    from llama_cpp import Llama  # noqa: PLC0415 - optional, see the module's docstring
+
+    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=2, n_threads_batch=2,
+                verbose=False)  # fmt: skip
+    whole, first = [], []
+    for _ in range(rounds):
+        llm.reset()  # no prefix of an earlier round is reused: the prompt is evaluated again
+        started = time.perf_counter()
+        for count, _token in enumerate(llm.generate(prompt, top_k=1, temp=0.0), start=1):
+            if count == 1:
+                first.append(time.perf_counter() - started)
+            if count == tokens:
+                break
+        whole.append(time.perf_counter() - started)
+    return min(whole), min(first)
 
 
 def _serve(node: Node) -> tuple[str, uvicorn.Server, threading.Thread]:
@@ -209,6 +234,18 @@ def main() -> int:
                      "< 1× (overlap)"))  # fmt: skip
         server.should_exit = True
         thread.join(timeout=30)
+    # (7) llama.cpp on the same GGUF file, when installed: reported, not a target of this run
+    if importlib.util.find_spec("llama_cpp") is None:
+        print("llama-cpp-python is not installed: the comparison with llama.cpp is skipped")
+    else:
+        seconds, first_token = _llama_cpp(path, prompt, args.tokens, rounds)
+        theirs = args.tokens / seconds
+        rows.append((f"tokens/s vs llama.cpp (2 threads, {path.name}, {args.tokens} tokens)",
+                     f"llama.cpp {theirs:.1f}", f"{ours:.1f}", ours / theirs,
+                     "report (goal ≥ 0.5×)"))  # fmt: skip
+        rows.append(("time to first token vs llama.cpp's",
+                     f"llama.cpp {first_token * 1000:.0f} ms", f"{min(first) * 1000:.0f} ms",
+                     min(first) / first_token, "report"))  # fmt: skip
     print(json.dumps({"engine": Engine().identity}))
     print("| measure | bare ONNX Runtime | verinfer | ratio | target |")
     print("|---|---|---|---|---|")

@@ -17,6 +17,15 @@ token (``tokens``, by node URL, sent as ``Authorization: Bearer``). A refused pu
 With dishonest share ``f`` of the answers this auditor can read and rate ``p``, a node that
 answered ``n`` of them escapes with probability ``(1 - p*f)**n``: over public receipts for
 anyone, over all receipts for an auditor the operator authorized.
+
+An auditor also looks for **broken promises** (docs/PROTOCOL.md §15): a promise handed to it
+(:meth:`Auditor.watch`: a caller's bundle in promise mode, or the promise's note) is checked in
+every round against the node's signed checkpoint. Once the tree covers the promised index, the
+entry there either is the promised receipt (kept, forgotten) or is another one: a finding
+``broken-promise`` with the evidence (the promise, the checkpoint, the leaf there and its
+inclusion proof) that anyone checks offline with no clock. Past the deadline, a tree too small to
+hold the index is ``broken-promise`` when a witness the auditor trusts (``witnesses``) cosigned it
+after the deadline, else ``overdue``: a fault, without self-contained evidence.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +47,8 @@ from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.modes.replicated import cross_class_bound, within_tolerance
 from verinfer.verify import Bundle, Receipt
-from verinfer.verify.evidence import MAX_TENSOR_BYTES, fraud
+from verinfer.verify.evidence import MAX_TENSOR_BYTES, broken_promise, fraud, verify_evidence
+from verinfer.verify.promise import Promise, open_promise
 
 __all__ = ["Auditor", "Finding", "read_tokens"]
 
@@ -72,7 +83,10 @@ class Finding:
     public receipt, refusing this auditor counts), ``private`` (a private receipt whose tensors
     this auditor may not read: not audited, not a fault),
     ``deviation`` (another kernel class, beyond the manifest's tolerance: no self-contained
-    evidence) or ``incomparable`` (another kernel class, and no tolerance declared)."""
+    evidence) or ``incomparable`` (another kernel class, and no tolerance declared). A watched
+    promise gives ``broken-promise`` (with ``evidence``), ``overdue`` (past its deadline, not
+    logged, and no trusted witness's cosignature shows it), or ``ok`` once kept; its ``index``
+    is the promised one."""
 
     node: str
     index: int
@@ -84,7 +98,8 @@ class Finding:
 class Auditor:
     """Audits the nodes ``(url, vkey)`` at ``rate`` (0..1); ``seed`` makes the sample
     reproducible. ``tokens`` maps a node URL to the auditor token its operator issued (or its
-    admin token): with one, the node's private receipts are audited too."""
+    admin token): with one, the node's private receipts are audited too. ``witnesses``: the
+    witness keys trusted to date a tree too small to hold a watched promise."""
 
     def __init__(
         self,
@@ -94,6 +109,7 @@ class Auditor:
         seed: int | None = None,
         timeout: float = 60.0,
         tokens: Mapping[str, str] | None = None,
+        witnesses: Iterable[str] = (),
     ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"audit rate {rate!r} is not in [0, 1]")
@@ -113,6 +129,25 @@ class Auditor:
         self._http = httpx.Client(timeout=timeout)
         self.audited = 0  # entries judged (private ones this auditor may not read excluded)
         self.private = 0  # sampled private entries this auditor was refused
+        self._witnesses = list(witnesses)
+        self._watched: dict[str, dict[str, Promise]] = {}  # vkey -> promises by their note
+
+    def watch(self, promised: Bundle | str) -> Promise:
+        """Look for a broken promise in the rounds to come: ``promised`` is a bundle in promise
+        mode or the promise's signed note, by one of the audited nodes (checked now: a forged or
+        foreign promise is refused with :class:`VerificationError`). Kept promises are
+        forgotten; broken and overdue ones are reported once."""
+        note_text = promised.promise if isinstance(promised, Bundle) else promised
+        if not note_text:
+            raise VerificationError("not a promise: the bundle is logged already")
+        promise = open_promise(note_text, [vkey for _, vkey in self.nodes])
+        self._watched.setdefault(promise.node, {})[promise.signed] = promise
+        return promise
+
+    @property
+    def watching(self) -> int:
+        """How many promises are still being watched."""
+        return sum(len(held) for held in self._watched.values())
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -146,7 +181,7 @@ class Auditor:
         start = self._sizes.get(vkey, 0)
         self._sizes[vkey] = checkpoint.size
         picked = [i for i in range(start, checkpoint.size) if self._random.random() < self.rate]
-        found = []
+        found = self._promises(url, vkey, signed, checkpoint)
         for index in picked:
             try:
                 finding = self._audit_entry(url, vkey, signed, checkpoint, index)
@@ -158,6 +193,69 @@ class Auditor:
                 self.audited += 1
             found.append(finding)
         return found
+
+    def _promises(
+        self, url: str, vkey: str, signed: str, checkpoint: note.Checkpoint
+    ) -> list[Finding]:
+        """Judge the watched promises of ``vkey`` against its latest ``checkpoint``: kept or
+        broken once the tree covers the index; past the deadline, broken if a trusted witness
+        dates a too-small tree, else overdue. Judged promises are forgotten."""
+        found = []
+        for text, promise in list(self._watched.get(vkey, {}).items()):
+            try:
+                finding = self._promise(url, vkey, signed, checkpoint, promise)
+            except (httpx.HTTPError, VerificationError, Error) as exc:
+                finding = Finding(vkey, promise.index, "unavailable", f"promise: {exc}")
+            if finding is not None:
+                found.append(finding)
+                del self._watched[vkey][text]
+        return found
+
+    def _promise(
+        self, url: str, vkey: str, signed: str, checkpoint: note.Checkpoint, promise: Promise
+    ) -> Finding | None:
+        index = promise.index
+        if promise.log != checkpoint.origin:
+            return Finding(vkey, index, "misreported", f"the promise names log {promise.log!r}, "
+                           f"the node's log is {checkpoint.origin!r}")  # fmt: skip
+        if checkpoint.size > index:  # the tree covers the index: the entry there decides
+            data, proof = self._entry(url, checkpoint, index)
+            leaf = merkle.leaf_hash(data)
+            if leaf == promise.leaf:
+                return Finding(vkey, index, "ok", "the promise was kept")
+            evidence = broken_promise(promise.signed, signed, leaf, list(proof))
+            verdict = verify_evidence(evidence)  # conclusive, and checked before it is filed
+            return Finding(vkey, index, "broken-promise", verdict, evidence)
+        if time.time() <= promise.deadline:
+            return None  # not due yet: watched again next round
+        if self._witnesses:
+            response = self._http.get(f"{url}/v1/log/cosigned")
+            if response.status_code == 200:
+                evidence = broken_promise(promise.signed, response.text)
+                try:
+                    verdict = verify_evidence(evidence, witnesses=self._witnesses)
+                except (VerificationError, InputError):
+                    pass  # no trusted witness dates a small tree past the deadline (yet)
+                else:
+                    return Finding(vkey, index, "broken-promise", verdict, evidence)
+        return Finding(vkey, index, "overdue", f"entry {index} was due by {promise.when}; the "
+                       f"log holds {checkpoint.size} entries, and no trusted witness's "
+                       "cosignature proves it")  # fmt: skip
+
+    def _entry(
+        self, url: str, checkpoint: note.Checkpoint, index: int
+    ) -> tuple[bytes, tuple[bytes, ...]]:
+        """Entry ``index`` and its inclusion proof in ``checkpoint``, checked."""
+        path = f"{url}/v1/log/proof/inclusion?index={index}&size={checkpoint.size}"
+        try:  # the entry and its proof in one answer; the proof checks the entry
+            answer = json.loads(self._get(path))
+            data = base64.b64decode(answer["entry"], validate=True)
+            proof = tuple(base64.b64decode(h, validate=True) for h in answer["proof"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VerificationError(f"malformed inclusion proof from {url}: {exc}") from exc
+        merkle.verify_inclusion(merkle.leaf_hash(data), index, checkpoint.size, list(proof),
+                                checkpoint.root)  # fmt: skip
+        return data, proof
 
     def _get(self, url: str) -> bytes:
         response = self._http.get(url)
@@ -186,15 +284,7 @@ class Auditor:
     def _audit_entry(
         self, url: str, vkey: str, signed: str, checkpoint: note.Checkpoint, index: int
     ) -> Finding:
-        path = f"{url}/v1/log/proof/inclusion?index={index}&size={checkpoint.size}"
-        try:  # the entry and its proof in one answer; the proof checks the entry
-            answer = json.loads(self._get(path))
-            data = base64.b64decode(answer["entry"], validate=True)
-            proof = tuple(base64.b64decode(h, validate=True) for h in answer["proof"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VerificationError(f"malformed inclusion proof from {url}: {exc}") from exc
-        merkle.verify_inclusion(merkle.leaf_hash(data), index, checkpoint.size, list(proof),
-                                checkpoint.root)  # fmt: skip
+        data, proof = self._entry(url, checkpoint, index)
         receipt = Receipt.from_bytes(data)
         if receipt["node"] != vkey:
             return Finding(vkey, index, "unavailable", "the entry names another node")

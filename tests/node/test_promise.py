@@ -463,3 +463,53 @@ def test_a_node_that_closes_keeps_every_promise_it_made(tmp_path: Path) -> None:
         assert reopened.log.size == 32
         for bundle in bundles:
             assert reopened.log.entry(bundle.index) == bundle.receipt.data
+
+
+def test_an_auditor_holds_nodes_to_their_promises(
+    nodes: tuple[Served, Served], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``verinfer audit --promises``: a kept promise is forgotten, a promise whose index holds
+    another receipt is a broken-promise finding with evidence that verifies offline, and a
+    promise past its deadline with nothing logged is reported overdue; a promise by a node the
+    auditor does not audit is refused by name."""
+    honest = nodes[0]
+    another = _served_liar(tmp_path / "another", _logs_another)
+    silent = _served_liar(tmp_path / "silent", _never_logs)
+    silent.node.merge_delay = 1
+    folder = tmp_path / "promises"
+    folder.mkdir()
+    try:
+        for name, served in (("honest", honest), ("another", another), ("silent", silent)):
+            monkeypatch.setenv("VERINFER_HOME", str(tmp_path / name))  # each its own "alice"
+            with Client(served.url, trusted_vkeys=[served.node.vkey]) as remote:
+                promised = remote.infer("alice/iris", IRIS, durability="promise").bundle
+            (folder / f"{name}.json").write_text(promised.to_json())
+        network = tmp_path / "network.json"
+        network.write_text(json.dumps({"nodes": [
+            {"url": s.url, "vkey": s.node.vkey} for s in (honest, another, silent)
+        ]}))  # fmt: skip
+        time.sleep(2.1)  # the silent node's deadline (1 s, rounded up to the second) passes
+        audited = run("audit", "--network", str(network), "--rate", "0", "--promises",
+                      str(folder), "--out", str(tmp_path / "found"), home=tmp_path)  # fmt: skip
+        assert audited.returncode == 0, audited.stderr
+        assert "broken-promise" in audited.stdout
+        assert "overdue" in audited.stdout
+        assert "1 broken promises found; 0 not yet due or logged" in audited.stdout
+        (evidence,) = (tmp_path / "found").glob("broken-promise-*.json")
+        verdict = verify_evidence(evidence.read_text())
+        assert f"log {another.node.log.origin!r}" in verdict
+        # a promise of a node outside the network is refused, naming the file
+        stranger = tmp_path / "stranger"
+        stranger.mkdir()
+        (stranger / "p.json").write_text((folder / "another.json").read_text())
+        small = tmp_path / "small.json"
+        small.write_text(json.dumps({"nodes": [{"url": honest.url, "vkey": honest.node.vkey}]}))
+        refused = run("audit", "--network", str(small), "--rate", "0", "--promises",
+                      str(stranger), home=tmp_path)  # fmt: skip
+        assert refused.returncode == 1
+        assert "p.json" in refused.stderr
+        assert "not a trusted key" in refused.stderr
+    finally:
+        for served in (another, silent):
+            served.stop()
+            served.node.close()

@@ -29,7 +29,7 @@ from verinfer.cli._app import (
     out,
 )
 from verinfer.client import Client, Network, Publishers, connect
-from verinfer.errors import InputError
+from verinfer.errors import InputError, VerificationError
 from verinfer.node import Node
 from verinfer.verify import Bundle, replicas_of
 
@@ -260,6 +260,17 @@ def challenge(  # noqa: PLR0917 - a typer command: its options
     err.print(f"verdict written to {verdict} (checked: re-executed step and signatures)")
 
 
+def _bundle_files(paths: list[Path]) -> list[Path]:
+    """The files named, and the ``*.json`` files of the folders named."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(path.glob("*.json")))
+        else:
+            found.append(path)
+    return found
+
+
 @app.command()
 def audit(  # noqa: PLR0917 - a typer command: its options
     network: Annotated[Path, typer.Option(help="the network.json of the nodes to audit")],
@@ -279,34 +290,52 @@ def audit(  # noqa: PLR0917 - a typer command: its options
             "one a node's private receipts are skipped, not audited"
         ),
     ] = None,
+    promises: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="a bundle in promise mode (from --durability promise), or a folder of them, to "
+            "hold its node to (repeatable): kept, broken (evidence written) or overdue"
+        ),
+    ] = None,
+    witnesses: Annotated[
+        Path | None,
+        typer.Option(help="witness vkeys, one per line: they date a log too small for a promise"),
+    ] = None,
 ) -> None:
     """Re-execute a random share of the nodes' new log entries; write fraud evidence.
 
     Without an auditor token for a node, only its public receipts (the requester allowed a
-    public audit) are re-executed."""
+    public audit) are re-executed. With --promises, also look for broken promises."""
     import time  # noqa: PLC0415
 
     from verinfer.audit import Auditor, read_tokens  # noqa: PLC0415 - runs models: lazy
 
     nodes = [(str(n["url"]), str(n["vkey"])) for n in devnet.read_file(network)]
     given = read_tokens(tokens) if tokens is not None else {}
+    trusted_witnesses = _read_witnesses(witnesses)[0] if witnesses is not None else []
     table = Table("node", "entry", "verdict", "detail", title="audit findings")
-    frauds = 0
+    frauds = broken = 0
     try:
-        auditor = Auditor(nodes, rate, tokens=given)
+        auditor = Auditor(nodes, rate, tokens=given, witnesses=trusted_witnesses)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     with auditor:
+        for path in _bundle_files(promises or []):
+            try:
+                auditor.watch(Bundle.from_json(_read_file(path, "bundle")))
+            except VerificationError as exc:
+                raise InputError(f"{path}: {exc}") from exc
         for number in range(rounds):
             if number:
                 time.sleep(interval)
             for finding in auditor.round():
                 detail = finding.detail
                 if finding.evidence is not None:
-                    frauds += 1
+                    frauds += finding.verdict == "fraud"
+                    broken += finding.verdict == "broken-promise"
                     out_dir.mkdir(parents=True, exist_ok=True)
                     name = finding.node.split("+", 1)[0]
-                    path = out_dir / f"fraud-{name}-{finding.index}.json"
+                    path = out_dir / f"{finding.evidence['kind']}-{name}-{finding.index}.json"
                     path.write_text(json.dumps(finding.evidence) + "\n")
                     detail = f"{detail}; evidence in {path}"
                     if submit:
@@ -318,6 +347,8 @@ def audit(  # noqa: PLR0917 - a typer command: its options
         audited, private = auditor.audited, auditor.private
     out.print(table)
     out.print(f"re-executed {audited} entries at rate {rate}; {frauds} frauds found")
+    if promises:
+        out.print(f"{broken} broken promises found; {auditor.watching} not yet due or logged")
     if private:
         why = "no auditor token" if not given else "no token, or a refused one, for their node"
         out.print(f"{private} sampled entries were private ({why}): not audited")
