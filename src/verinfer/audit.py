@@ -24,8 +24,8 @@ every round against the node's signed checkpoint. Once the tree covers the promi
 entry there either is the promised receipt (kept, forgotten) or is another one: a finding
 ``broken-promise`` with the evidence (the promise, the checkpoint, the leaf there and its
 inclusion proof) that anyone checks offline with no clock. Past the deadline, a tree too small to
-hold the index is ``broken-promise`` when a witness the auditor trusts (``witnesses``) cosigned it
-after the deadline, else ``overdue``: a fault, without self-contained evidence.
+hold the index is ``overdue``: a fault, without self-contained evidence (a too-small tree proves
+nothing, whoever cosigned it when: PROTOCOL.md §15).
 """
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ class Finding:
     this auditor may not read: not audited, not a fault),
     ``deviation`` (another kernel class, beyond the manifest's tolerance: no self-contained
     evidence) or ``incomparable`` (another kernel class, and no tolerance declared). A watched
-    promise gives ``broken-promise`` (with ``evidence``), ``overdue`` (past its deadline, not
-    logged, and no trusted witness's cosignature shows it), or ``ok`` once kept; its ``index``
-    is the promised one."""
+    promise gives ``broken-promise`` (with ``evidence``), ``overdue`` (past its deadline and
+    not logged: a fault, no evidence), or ``ok`` once kept; its ``index`` is the promised
+    one."""
 
     node: str
     index: int
@@ -98,8 +98,7 @@ class Finding:
 class Auditor:
     """Audits the nodes ``(url, vkey)`` at ``rate`` (0..1); ``seed`` makes the sample
     reproducible. ``tokens`` maps a node URL to the auditor token its operator issued (or its
-    admin token): with one, the node's private receipts are audited too. ``witnesses``: the
-    witness keys trusted to date a tree too small to hold a watched promise."""
+    admin token): with one, the node's private receipts are audited too."""
 
     def __init__(
         self,
@@ -109,7 +108,6 @@ class Auditor:
         seed: int | None = None,
         timeout: float = 60.0,
         tokens: Mapping[str, str] | None = None,
-        witnesses: Iterable[str] = (),
     ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"audit rate {rate!r} is not in [0, 1]")
@@ -129,7 +127,6 @@ class Auditor:
         self._http = httpx.Client(timeout=timeout)
         self.audited = 0  # entries judged (private ones this auditor may not read excluded)
         self.private = 0  # sampled private entries this auditor was refused
-        self._witnesses = list(witnesses)
         self._watched: dict[str, dict[str, Promise]] = {}  # vkey -> promises by their note
 
     def watch(self, promised: Bundle | str) -> Promise:
@@ -198,8 +195,8 @@ class Auditor:
         self, url: str, vkey: str, signed: str, checkpoint: note.Checkpoint
     ) -> list[Finding]:
         """Judge the watched promises of ``vkey`` against its latest ``checkpoint``: kept or
-        broken once the tree covers the index; past the deadline, broken if a trusted witness
-        dates a too-small tree, else overdue. Judged promises are forgotten."""
+        broken once the tree covers the index; overdue past the deadline before it does.
+        Judged promises are forgotten (an overdue one is reported once)."""
         found = []
         for text, promise in list(self._watched.get(vkey, {}).items()):
             try:
@@ -228,19 +225,9 @@ class Auditor:
             return Finding(vkey, index, "broken-promise", verdict, evidence)
         if time.time() <= promise.deadline:
             return None  # not due yet: watched again next round
-        if self._witnesses:
-            response = self._http.get(f"{url}/v1/log/cosigned")
-            if response.status_code == 200:
-                evidence = broken_promise(promise.signed, response.text)
-                try:
-                    verdict = verify_evidence(evidence, witnesses=self._witnesses)
-                except (VerificationError, InputError):
-                    pass  # no trusted witness dates a small tree past the deadline (yet)
-                else:
-                    return Finding(vkey, index, "broken-promise", verdict, evidence)
         return Finding(vkey, index, "overdue", f"entry {index} was due by {promise.when}; the "
-                       f"log holds {checkpoint.size} entries, and no trusted witness's "
-                       "cosignature proves it")  # fmt: skip
+                       f"log holds {checkpoint.size} entries (a fault; no evidence until the "
+                       "index holds another receipt)")  # fmt: skip
 
     def _entry(
         self, url: str, checkpoint: note.Checkpoint, index: int

@@ -23,6 +23,7 @@ from verinfer.cli._app import (
     _print_verdict,
     _read_file,
     _read_tensors,
+    _read_trust_root,
     _read_witnesses,
     app,
     err,
@@ -199,6 +200,13 @@ def upgrade(  # noqa: PLR0917 - a typer command: its options
     evidence: Annotated[
         Path, typer.Option(help="where to write the evidence if the promise was broken")
     ] = Path("broken-promise.json"),
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="trusted node vkeys, one per line, or a trust root: without it the bundle is "
+            "checked under the key it names, which proves consistency, not who answered"
+        ),
+    ] = None,
 ) -> None:
     """Turn a node's signed promise into the logged bundle: the receipt's inclusion proof
     against a checkpoint that covers it (cosigned with --quorum), verified here. If the log
@@ -210,7 +218,11 @@ def upgrade(  # noqa: PLR0917 - a typer command: its options
     if quorum and witnesses is None:
         raise InputError("--quorum needs --witnesses FILE")
     keys_given, operators = _read_witnesses(witnesses) if witnesses is not None else ([], {})
-    with Client(node, trusted_vkeys=[parsed.receipt["node"]]) as remote:
+    named = parsed.receipt["node"]
+    trusted = list(_read_trust_root(trust).nodes) if trust is not None else [named]
+    if named not in trusted:
+        raise VerificationError(f"the bundle's node {named!r} is not a trusted key")
+    with Client(node, trusted_vkeys=trusted) as remote:
         try:
             logged = remote.upgrade(
                 parsed,
@@ -226,9 +238,11 @@ def upgrade(  # noqa: PLR0917 - a typer command: its options
     target = out_path or bundle
     target.write_text(logged.to_json() + "\n")
     err.print(
-        f"receipt is entry {logged.index} of the log of {logged.receipt['node']}; logged bundle "
-        f"written to {target} (verified)"
-    )
+        f"receipt is entry {logged.index} of the log of {named}; logged bundle written to "
+        f"{target} "
+        + ("(verified)" if trust is not None else "(verified under the key the bundle names: "
+           "give --trust to know whose log it is)")
+    )  # fmt: skip
 
 
 @app.command()
@@ -297,10 +311,6 @@ def audit(  # noqa: PLR0917 - a typer command: its options
             "hold its node to (repeatable): kept, broken (evidence written) or overdue"
         ),
     ] = None,
-    witnesses: Annotated[
-        Path | None,
-        typer.Option(help="witness vkeys, one per line: they date a log too small for a promise"),
-    ] = None,
 ) -> None:
     """Re-execute a random share of the nodes' new log entries; write fraud evidence.
 
@@ -312,11 +322,10 @@ def audit(  # noqa: PLR0917 - a typer command: its options
 
     nodes = [(str(n["url"]), str(n["vkey"])) for n in devnet.read_file(network)]
     given = read_tokens(tokens) if tokens is not None else {}
-    trusted_witnesses = _read_witnesses(witnesses)[0] if witnesses is not None else []
     table = Table("node", "entry", "verdict", "detail", title="audit findings")
     frauds = broken = 0
     try:
-        auditor = Auditor(nodes, rate, tokens=given, witnesses=trusted_witnesses)
+        auditor = Auditor(nodes, rate, tokens=given)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     with auditor:

@@ -185,13 +185,6 @@ def evidence_verify(
     model: Annotated[
         Path | None, typer.Option(help="the model's bytes (.onnx): fraud evidence needs them")
     ] = None,
-    witnesses: Annotated[
-        Path | None,
-        typer.Option(
-            help="trusted witness vkeys, one per line: a broken promise shown by a checkpoint "
-            "too small to hold it needs one's cosignature from after the deadline"
-        ),
-    ] = None,
 ) -> None:
     """Check evidence offline. Exit 0 and print what it proves, or 1 with why it does not."""
     try:
@@ -199,6 +192,5 @@ def evidence_verify(
         model_bytes = model.read_bytes() if model is not None else None
     except OSError as exc:
         raise InputError(f"cannot read {exc.filename!r}: {exc.strerror}") from exc
-    trusted = _read_witnesses(witnesses)[0] if witnesses is not None else []
-    verdict = verify_evidence(data, model=model_bytes, witnesses=trusted)
+    verdict = verify_evidence(data, model=model_bytes)
     out.print(f"[green]proven[/]: {verdict}")

@@ -721,12 +721,20 @@ class Core:
         """A promise turned into the logged bundle: the node's latest checkpoint, once it covers
         the promised index, and the receipt's inclusion proof against it (with ``quorum``,
         against a checkpoint that many ``witnesses`` cosigned, as :meth:`cosigned`). A logged
-        bundle is returned as it is (or cosigned). Raises :class:`BrokenPromiseError`, with the
-        evidence, if the log holds another receipt at the promised index;
-        :class:`LimitExceeded` if the log has not reached it within ``timeout`` seconds."""
+        bundle is verified and returned as it is (or cosigned). Raises
+        :class:`BrokenPromiseError`, with the evidence, if the log holds another receipt at the
+        promised index; :class:`LimitExceeded` if the log has not reached it within ``timeout``
+        seconds (past the deadline, the node is overdue: a fault, but no evidence, §15)."""
         vkey = yield from self.node_vkey()
+        if bundle.receipt["node"] != vkey:
+            raise VerificationError(
+                f"the bundle's receipt names node {bundle.receipt['node']!r}, not the key of "
+                f"{self.url} ({vkey!r})"
+            )
         logged = bundle
-        if bundle.promised:
+        if not bundle.promised:
+            verify_bundle(bundle, [vkey])  # a logged bundle is returned only if it holds
+        else:
             verify_bundle(bundle, [vkey], accept_promise=AcceptPromise())  # the node's own word
             promise = open_promise(bundle.promise, [vkey])
             until = time.monotonic() + timeout
@@ -735,12 +743,13 @@ class Core:
                 checkpoint, _ = note.verify_checkpoint(signed, [vkey], origin=promise.log)
                 if checkpoint.size > promise.index:
                     break
-                if witnesses and time.time() > promise.deadline:
-                    yield from self._overdue(promise.signed, list(witnesses))
                 if time.monotonic() > until:
+                    overdue = time.time() > promise.deadline
                     raise LimitExceeded(
                         f"{self.url}: the log has {checkpoint.size} entries, not yet the "
-                        f"promised entry {promise.index} (due by {promise.when})"
+                        f"promised entry {promise.index} (due by {promise.when}"
+                        + ("; OVERDUE: a fault to report, but not evidence" if overdue else "")
+                        + ")"
                     )
                 yield Sleep(0.05)
             logged = yield from self._rebased(dataclasses.replace(bundle, promise=""), signed, vkey)
@@ -754,19 +763,6 @@ class Core:
                 logged, witnesses, quorum, timeout=timeout, operators=operators
             )
         return logged
-
-    def _overdue(self, promise: str, witnesses: list[str]) -> Flow[None]:
-        """Past the deadline, a log too small to hold the promise: raise
-        :class:`BrokenPromiseError` if one of ``witnesses`` cosigned that after the deadline."""
-        response = yield from self.attempt(Call("GET", "/v1/log/cosigned"))
-        if response.status_code != 200:
-            return
-        evidence = broken_promise(promise, response.text)
-        try:
-            verdict = verify_evidence(evidence, witnesses=witnesses)
-        except (VerificationError, InputError):
-            return  # no trusted witness has cosigned a small tree since the deadline
-        raise BrokenPromiseError(f"{self.url} broke its promise: {verdict}", evidence)
 
     def _broken(self, promise: str, logged: Bundle) -> Flow[None]:
         """Raise :class:`BrokenPromiseError` if the log holds another entry where ``logged`` (the

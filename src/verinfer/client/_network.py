@@ -188,9 +188,7 @@ class Network(_Nodes[Client]):
                 try:
                     model_cid = model_of(document)  # fraud and disputes re-run the model
                     model = client.blob(model_cid) if model_cid is not None else None
-                    self.convicted[accused] = verify_evidence(
-                        document, model=model, witnesses=self.witnesses
-                    )
+                    self.convicted[accused] = verify_evidence(document, model=model)
                 except (Error, ValueError, KeyError, TypeError):
                     continue  # evidence that does not hold convicts nobody
         return dict(self.convicted)
@@ -495,9 +493,7 @@ class AsyncNetwork(_Nodes[AsyncClient]):
                 try:
                     model_cid = model_of(document)
                     model = await client.blob(model_cid) if model_cid is not None else None
-                    verdict = await asyncio.to_thread(
-                        verify_evidence, document, model=model, witnesses=self.witnesses
-                    )
+                    verdict = await asyncio.to_thread(verify_evidence, document, model=model)
                     self.convicted[accused] = verdict
                 except (Error, ValueError, KeyError, TypeError):
                     continue

@@ -206,8 +206,8 @@ class Client:
         the node that covers the promised index (with ``quorum``: one that many ``witnesses``
         cosigned, as :meth:`cosigned`), verified here. Raises
         :class:`~verinfer.client.BrokenPromiseError` (its ``evidence`` proves it offline) if
-        the log holds another receipt there, or, with ``witnesses``, if one of them cosigned
-        a tree too small to hold it after the deadline; ``LimitExceeded`` after ``timeout``."""
+        the log holds another receipt there; ``LimitExceeded`` after ``timeout``. A logged
+        bundle is verified and returned as it is (or cosigned)."""
         flow = self._core.upgrade(
             bundle, timeout=timeout, witnesses=witnesses, quorum=quorum, operators=operators
         )

@@ -304,9 +304,7 @@ class Node:
 
     def judge(self, document: bytes) -> tuple[str, bool]:
         """Check submitted evidence and keep it if it holds: ``(verdict, newly kept)``.
-        Fraud and dispute evidence is re-executed on the model, which must be here; a broken
-        promise shown by a tree too small to hold it needs this node's witness's cosignature
-        from after the deadline."""
+        Fraud and dispute evidence is re-executed on the model, which must be here."""
         try:
             parsed = json.loads(document)
         except (ValueError, RecursionError) as exc:
@@ -321,8 +319,7 @@ class Node:
         model = None  # fraud and dispute evidence re-run the model: it must be here
         if model_cid is not None:
             model = self._model_bytes(self._resolve_here(model_cid))  # no peer fetches
-        # a broken promise by a too-small tree counts this node's own witness's cosignatures
-        verdict = verify_evidence(document, model=model, witnesses=[self.witness.vkey])
+        verdict = verify_evidence(document, model=model)
         return verdict, self.witness.record(parsed)
 
     def resolve(self, ref: str) -> Manifest:

@@ -10,8 +10,9 @@ whoever found them. Pure: no I/O.
 - ``broken-promise``: a node's signed promise (:mod:`verinfer.verify.promise`) that a receipt
   would be entry ``i`` of its log, and a checkpoint it signed that proves otherwise: of size > i,
   with an inclusion proof of another leaf at ``i`` (conclusive at any time: the log is
-  append-only), or of size <= i cosigned by a witness the checker trusts at or after the
-  promise's deadline.
+  append-only). A tree too small to hold ``i`` proves nothing, whoever cosigned it when: a
+  witness's timestamp dates its own signature, and an old checkpoint cosigned late would frame
+  a node that kept the promise.
 - ``dispute``: a referee's verdict that convicts a defendant by its own signed trace; anyone
   with the model's bytes replays the verdict and re-runs the disputed step.
 
@@ -81,12 +82,10 @@ def fraud(
 
 
 def broken_promise(
-    promise: str, checkpoint: str, leaf: bytes | None = None, proof: Iterable[bytes] = ()
+    promise: str, checkpoint: str, leaf: bytes, proof: Iterable[bytes]
 ) -> dict[str, Any]:
     """Broken-promise evidence: the node's signed ``promise`` and a ``checkpoint`` it signed
-    (with any cosignatures attached) that either holds ``leaf`` at the promised index, proven by
-    ``proof``, or is too small to hold the index (then ``leaf`` is ``None``, and the checkpoint
-    must carry a trusted witness's cosignature from at or after the deadline)."""
+    that holds another ``leaf`` at the promised index, proven by ``proof``."""
     body = note.parse(promise)[0]
     parsed = json.loads(body)
     return {
@@ -96,22 +95,15 @@ def broken_promise(
         "vkey": parsed.get("node"),
         "promise": promise,
         "checkpoint": checkpoint,
-        "leaf": None if leaf is None else base64.b64encode(leaf).decode(),
+        "leaf": base64.b64encode(leaf).decode(),
         "proof": [base64.b64encode(h).decode() for h in proof],
     }
 
 
-def verify_evidence(
-    document: str | bytes | dict[str, Any],
-    *,
-    model: bytes | None = None,
-    witnesses: Iterable[str] = (),
-) -> str:
+def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | None = None) -> str:
     """Check evidence; return the verdict it proves, or raise :class:`VerificationError`.
 
-    Fraud and dispute evidence need ``model`` (the bytes :func:`model_of` names); a broken
-    promise whose checkpoint is too small to hold the promised index counts only cosignatures
-    by ``witnesses``, the checker's trusted witness keys."""
+    Fraud and dispute evidence need ``model`` (the bytes :func:`model_of` names)."""
     if isinstance(document, str | bytes):
         if len(document) > _MAX_BYTES:
             raise VerificationError(f"malformed evidence: larger than {_MAX_BYTES} bytes")
@@ -132,7 +124,7 @@ def verify_evidence(
     if document["type"] != EVIDENCE_TYPE or kind not in kinds:
         raise VerificationError(f"unsupported evidence {document['type']!r} / {kind!r}")
     if kind == "broken-promise":
-        return _broken_promise(document, list(witnesses))
+        return _broken_promise(document)
     if kind == "fraud":
         return _fraud(document, model)
     if kind == "dispute":
@@ -171,7 +163,7 @@ def _hashes(values: object, what: str) -> list[bytes]:
     return out
 
 
-def _broken_promise(document: dict[str, Any], witnesses: list[str]) -> str:
+def _broken_promise(document: dict[str, Any]) -> str:
     vkey, origin = document["vkey"], document["log"]
     if not isinstance(vkey, str) or not isinstance(origin, str):
         raise VerificationError("malformed evidence: log and vkey must be strings")
@@ -185,42 +177,26 @@ def _broken_promise(document: dict[str, Any], witnesses: list[str]) -> str:
     if promise.log != origin:
         raise VerificationError(f"the promise is about log {promise.log!r}, not {origin!r}")
     index = promise.index
-    if checkpoint.size > index:  # another leaf at the promised index: no clock needed
-        if document["leaf"] is None:
-            raise VerificationError(
-                f"the checkpoint of size {checkpoint.size} holds entry {index}: the evidence "
-                "must give the leaf there and its inclusion proof"
-            )
-        (leaf,) = _hashes([document["leaf"]], "leaf")
-        proof = _hashes(document["proof"], "proof")
-        if leaf == promise.leaf:
-            raise VerificationError(f"entry {index} is the promised receipt: the promise is kept")
-        try:
-            merkle.verify_inclusion(leaf, index, checkpoint.size, proof, checkpoint.root)
-        except VerificationError as exc:
-            raise VerificationError(f"evidence does not verify: {exc}") from exc
-        return (
-            f"node {vkey} promised receipt leaf {promise.leaf.hex()} as entry {index} of log "
-            f"{origin!r} by {promise.when}; its signed tree of size {checkpoint.size} holds "
-            f"leaf {leaf.hex()} there"
-        )
-    cosigner = note.ALG_COSIGNATURE_V1
-    trusted = [w for w in witnesses if note.VerifierKey.parse(w).algorithm == cosigner]
-    try:
-        cosigned = note.verify(document["checkpoint"], trusted).verified if trusted else ()
-    except VerificationError:
-        cosigned = ()
-    late = [s for s in cosigned if s.timestamp is not None and s.timestamp >= promise.deadline]
-    if not late:
+    if checkpoint.size <= index:  # proves nothing: the log may have grown past it since
         raise VerificationError(
-            f"the checkpoint of size {checkpoint.size} is too small to hold entry {index}, but "
-            f"nothing shows it is from after the deadline {promise.when}: that needs a "
-            "cosignature by a witness the checker trusts, timestamped at or after it"
+            f"the checkpoint of size {checkpoint.size} does not reach entry {index}: a tree too "
+            "small proves no broken promise, whoever cosigned it when (a witness's timestamp "
+            "dates its own signature; an old tree cosigned late would frame an honest node)"
         )
+    if not isinstance(document["leaf"], str):
+        raise VerificationError("malformed evidence: leaf must be the base64 leaf at the index")
+    (leaf,) = _hashes([document["leaf"]], "leaf")
+    proof = _hashes(document["proof"], "proof")
+    if leaf == promise.leaf:
+        raise VerificationError(f"entry {index} is the promised receipt: the promise is kept")
+    try:
+        merkle.verify_inclusion(leaf, index, checkpoint.size, proof, checkpoint.root)
+    except VerificationError as exc:
+        raise VerificationError(f"evidence does not verify: {exc}") from exc
     return (
         f"node {vkey} promised receipt leaf {promise.leaf.hex()} as entry {index} of log "
-        f"{origin!r} by {promise.when}; at {late[0].timestamp} witness {late[0].name} cosigned "
-        f"its checkpoint of size {checkpoint.size}, which does not hold that entry"
+        f"{origin!r} by {promise.when}; its signed tree of size {checkpoint.size} holds "
+        f"leaf {leaf.hex()} there"
     )
 
 
