@@ -114,6 +114,7 @@ class Auditor:
         self._sizes: dict[str, int] = {}  # vkey -> log size audited up to
         self._models: dict[str, bytes] = {}
         self._tokenizers: dict[str, Any] = {}  # chat models' tokenizers by CID
+        self._runners: dict[str, Any] = {}  # chat models' teacher-forced runners by model CID
         self._randoms: dict[str, list[str]] = {}  # nondeterministic operators by model CID
         self._engines: dict[str, str] = {}  # url -> the engine identity the node advertises
         self._engine = engine.Engine(memory=None)
@@ -346,7 +347,12 @@ class Auditor:
                               detokenize=tokenizer.decode, manifest=manifest)  # fmt: skip
         except VerificationError as exc:
             offline = str(exc)
-        run, cache = model_runner(model, receipt["model"], runner=self._engine)
+        runner = self._runners.get(receipt["model"])
+        if runner is None:  # the graph's cache shapes, and its operators judged, once a model
+            runner = self._runners[receipt["model"]] = model_runner(
+                model, receipt["model"], runner=self._engine
+            )
+        run, cache = runner
         ratios = deviations(generation, run, cache)  # (6) one teacher-forced pass
         faults = [p for p in range(len(ratios)) if commitment_fault(generation, p) is not None]
         beyond = [p for p, ratio in enumerate(ratios) if ratio > 1]

@@ -142,7 +142,7 @@ def test_verify_generation_reexecute_names_the_position_a_perturbed_logit_is_at(
 
 
 def test_verify_generation_reexecute_refuses_without_the_right_model(
-    text_node: TextNode, records: Records, tmp_path: Path
+    text_node: TextNode, records: Records, tmp_path: Path, model_file: Path
 ) -> None:
     answer = _answer(tmp_path / "answer.json", records.honest)
     key = text_node.node.vkey
@@ -163,9 +163,9 @@ def test_verify_generation_reexecute_refuses_without_the_right_model(
     keys = tmp_path / "keys.txt"
     keys.write_text(key + "\n")
     onnx_path = run("verify", str(bundle), "--trust", str(keys), "--inputs", str(inputs),
-                    "--model", str(other), "--reexecute")  # fmt: skip
+                    "--model", str(model_file), "--reexecute")  # fmt: skip
     assert onnx_path.returncode == 1
-    assert "step 3 (model)" in onnx_path.stderr
+    assert "step 6 (re-execution): these are a generation record's tensors" in onnx_path.stderr
 
 
 # -- audits -----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from verinfer.engine import Engine
 
 __all__ = [
+    "MAX_REEXECUTED",
     "TOLERANCE",
     "Deviation",
     "commitment_fault",
@@ -60,6 +61,10 @@ class Tolerance:
         """The allowed deviation at each recomputed value."""
         return np.asarray(self.absolute + self.relative * np.abs(value))
 
+
+# tokens in one teacher-forced pass: its logits and attention scores grow with the square of
+# the length, and a node generates over at most 2,048 (verinfer.node.text.MAX_SEQUENCE)
+MAX_REEXECUTED = 4096
 
 # float16 rounding of the commitment is at most 2**-11 relative; the rest covers a cached
 # decode against one full pass and other CPU kernel classes (measured: PROTOCOL.md §16)
@@ -251,6 +256,11 @@ def _measure(
     if count == 0:
         return []
     sequence = list(generation.prompt) + list(generation.tokens[:-1])
+    if len(sequence) > MAX_REEXECUTED:
+        raise VerificationError(
+            f"re-execution: {len(sequence)} tokens in one pass, more than the "
+            f"{MAX_REEXECUTED} re-executed here"
+        )
     result = run({"input_ids": np.array([sequence], dtype=np.int64), **cache})
     logits = np.asarray(result["logits"])
     if logits.ndim != 3 or logits.shape[:2] != (1, len(sequence)):

@@ -304,7 +304,8 @@ class Node:
 
     def judge(self, document: bytes) -> tuple[str, bool]:
         """Check submitted evidence and keep it if it holds: ``(verdict, newly kept)``.
-        Fraud and dispute evidence is re-executed on the model, which must be here; a broken
+        Fraud, generation-fraud and dispute evidence is re-executed on the model, which must be
+        here; a broken
         promise shown by a tree too small to hold it needs this node's witness's cosignature
         from after the deadline."""
         try:
