@@ -8,7 +8,9 @@ A mismatch on the same engine identity is **fraud evidence** anyone with the mod
 (:func:`verinfer.verify.evidence.verify_evidence`). A node that cannot serve the inputs of a
 receipt it logged is reported as a fault (``unavailable``); a receipt from another engine class
 is compared within the tolerance its manifest declares (``deviation`` beyond it), or reported
-``incomparable`` if none is declared.
+``incomparable`` if none is declared. A text generation's receipt (docs/PROTOCOL.md §16) is
+judged from its archived record: steps G1-G4 and one teacher-forced pass within the generation
+tolerance, on any kernel class.
 
 A receipt's tensors are its requester's data: a node serves them to anyone only if the receipt
 says ``"audit": "public"``, else only to the requester and to auditors its operator issued a
@@ -46,9 +48,18 @@ from verinfer.engine.nondeterminism import nondeterministic_operators_of
 from verinfer.errors import Error, InputError, VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.modes.replicated import cross_class_bound, within_tolerance
+from verinfer.text.generation import Generation
 from verinfer.verify import Bundle, Receipt
-from verinfer.verify.evidence import MAX_TENSOR_BYTES, broken_promise, fraud, verify_evidence
+from verinfer.verify.evidence import (
+    MAX_TENSOR_BYTES,
+    broken_promise,
+    fraud,
+    generation_fraud,
+    verify_evidence,
+)
 from verinfer.verify.promise import Promise, open_promise
+
+_GENERATION_INPUTS = frozenset({"prompt", "sampling"})  # a generation record's (PROTOCOL.md §16)
 
 __all__ = ["Auditor", "Finding", "read_tokens"]
 
@@ -83,9 +94,11 @@ class Finding:
     public receipt, refusing this auditor counts), ``private`` (a private receipt whose tensors
     this auditor may not read: not audited, not a fault),
     ``deviation`` (another kernel class, beyond the manifest's tolerance: no self-contained
-    evidence) or ``incomparable`` (another kernel class, and no tolerance declared). A watched
-    promise gives ``broken-promise`` (with ``evidence``), ``overdue`` (past its deadline and
-    not logged: a fault, no evidence), or ``ok`` once kept; its ``index`` is the promised
+    evidence) or ``incomparable`` (another kernel class, and no tolerance declared). A text
+    generation's receipt is ``fraud`` (with ``generation-fraud`` evidence) at a position where
+    its record is false, or (without evidence) if it ended where its parameters forbid. A
+    watched promise gives ``broken-promise`` (with ``evidence``), ``overdue`` (past its deadline
+    and not logged: a fault, no evidence), or ``ok`` once kept; its ``index`` is the promised
     one."""
 
     node: str
@@ -120,6 +133,8 @@ class Auditor:
         self._random = random.Random(seed)  # noqa: S311 - sampling, not secrecy
         self._sizes: dict[str, int] = {}  # vkey -> log size audited up to
         self._models: dict[str, bytes] = {}
+        self._tokenizers: dict[str, Any] = {}  # chat models' tokenizers by CID
+        self._runners: dict[str, Any] = {}  # chat models' teacher-forced runners by model CID
         self._randoms: dict[str, list[str]] = {}  # nondeterministic operators by model CID
         self._engines: dict[str, str] = {}  # url -> the engine identity the node advertises
         self._engine = engine.Engine(memory=None)
@@ -296,6 +311,11 @@ class Auditor:
         if drawn:
             return Finding(vkey, index, "incomparable", "the model has operators whose output "
                            f"is not a function of their inputs ({', '.join(drawn)})")  # fmt: skip
+        chat = manifest is not None and (manifest.text or {}).get("kind") == "chat"
+        fetched = self._audit_chat(url, Bundle(receipt, index, proof, signed), manifest_data or
+                                   b"", manifest, model) if chat and manifest else None  # fmt: skip
+        if isinstance(fetched, Finding):
+            return fetched
         tolerance, bound = None, 0.0
         if receipt["engine"] != self._identity:  # another kernel class: only within a bound
             if manifest is not None:
@@ -307,12 +327,10 @@ class Auditor:
                 bound = cross_class_bound([receipt["engine"], self._identity], tolerance)
             except VerificationError as exc:
                 return Finding(vkey, index, "incomparable", f"ran on {receipt['engine']}: {exc}")
-        inputs_npz = self._tensors(url, receipt, "inputs")
-        if inputs_npz is None:
-            return self._private(url, vkey, index)
-        inputs = tensors.decode_binary(inputs_npz, max_bytes=MAX_TENSOR_BYTES)
-        if tensors.map_digest(inputs) != receipt["inputs"]:
-            return Finding(vkey, index, "unavailable", "served inputs that are not the receipt's")
+        fetched = fetched or self._inputs(url, vkey, index, receipt)
+        if isinstance(fetched, Finding):
+            return fetched
+        inputs_npz, inputs = fetched
         outputs = self._engine.run(receipt["model"], lambda: model, inputs)
         if tensors.map_digest(outputs) == receipt["outputs"]:
             return Finding(vkey, index, "ok")
@@ -340,6 +358,97 @@ class Auditor:
                          self._identity)  # fmt: skip
         return Finding(vkey, index, "fraud", f"model gives {tensors.map_digest(outputs)}, the "
                        f"receipt says {receipt['outputs']}", evidence)  # fmt: skip
+
+    def _inputs(
+        self, url: str, vkey: str, index: int, receipt: Receipt
+    ) -> tuple[bytes, dict[str, Any]] | Finding:
+        """The receipt's inputs as served (``.npz`` and decoded), or the finding if they are
+        private to this auditor or not the receipt's."""
+        inputs_npz = self._tensors(url, receipt, "inputs")
+        if inputs_npz is None:
+            return self._private(url, vkey, index)
+        inputs = tensors.decode_binary(inputs_npz, max_bytes=MAX_TENSOR_BYTES)
+        if tensors.map_digest(inputs) != receipt["inputs"]:
+            return Finding(vkey, index, "unavailable", "served inputs that are not the receipt's")
+        return inputs_npz, inputs
+
+    def _audit_chat(
+        self, url: str, bundle: Bundle, manifest_data: bytes, manifest: Manifest, model: bytes
+    ) -> tuple[bytes, dict[str, Any]] | Finding:
+        """A chat model's receipt: a generation's is judged here; raw inference on its graph
+        gets its inputs back, to be judged like any other."""
+        fetched = self._inputs(url, bundle.receipt["node"], bundle.index, bundle.receipt)
+        if isinstance(fetched, Finding) or set(fetched[1]) != _GENERATION_INPUTS:
+            return fetched
+        return self._audit_generation(url, bundle, manifest_data, manifest, model, *fetched)
+
+    def _audit_generation(  # noqa: PLR0917 - what the entry's audit already holds
+        self,
+        url: str,
+        bundle: Bundle,
+        manifest_data: bytes,
+        manifest: Manifest,
+        model: bytes,
+        inputs_npz: bytes,
+        inputs: dict[str, Any],
+    ) -> Finding:
+        """A text generation's receipt (PROTOCOL.md §16): rebuild the record from the archived
+        tensors, run steps G1-G4 and the teacher-forced pass (within the tolerance, on any
+        kernel class); a position where the record is false is fraud with evidence."""
+        from verinfer.modes.generation import (  # noqa: PLC0415 - the text extra
+            commitment_fault,
+            deviations,
+            model_runner,
+            verify_generation,
+        )
+        from verinfer.text.chat import Tokenizer  # noqa: PLC0415
+
+        receipt = bundle.receipt
+        vkey, index = receipt["node"], bundle.index
+        outputs_npz = self._tensors(url, receipt, "outputs")
+        if outputs_npz is None:
+            return self._private(url, vkey, index)
+        outputs = tensors.decode_binary(outputs_npz, max_bytes=MAX_TENSOR_BYTES)
+        if tensors.map_digest(outputs) != receipt["outputs"]:
+            return Finding(vkey, index, "unavailable", "served outputs that are not the "
+                           "receipt's")  # fmt: skip
+        try:
+            generation = Generation.from_tensors(inputs, outputs)
+        except VerificationError as exc:
+            return Finding(vkey, index, "misreported", f"its signed record is no generation: "
+                           f"{exc}")  # fmt: skip
+        text = manifest.text or {}
+        tokenizer = self._tokenizers.get(text["tokenizer"])
+        if tokenizer is None:
+            blob = self._get(f"{url}/v1/blobs/{text['tokenizer']}")
+            cid.verify(text["tokenizer"], blob)
+            tokenizer = self._tokenizers[text["tokenizer"]] = Tokenizer(blob)
+        eos = tokenizer.token_id(text["special_tokens"].get("eos", ""))
+        offline = None  # (G1-G4) the record by itself, with the tokenizer for where it ended
+        try:
+            verify_generation(bundle, generation, [vkey], ends=None if eos is None else [eos],
+                              detokenize=tokenizer.decode, manifest=manifest)  # fmt: skip
+        except VerificationError as exc:
+            offline = str(exc)
+        runner = self._runners.get(receipt["model"])
+        if runner is None:  # the graph's cache shapes, and its operators judged, once a model
+            runner = self._runners[receipt["model"]] = model_runner(
+                model, receipt["model"], runner=self._engine
+            )
+        run, cache = runner
+        ratios = deviations(generation, run, cache)  # (6) one teacher-forced pass
+        faults = [p for p in range(len(ratios)) if commitment_fault(generation, p) is not None]
+        beyond = [p for p, ratio in enumerate(ratios) if ratio > 1]
+        if faults or beyond:
+            position = (faults or beyond)[0]
+            why = offline or (f"re-executed, position {position} is {ratios[position]:.3g} "
+                              "times the tolerance away from its committed logits")  # fmt: skip
+            evidence = generation_fraud(bundle, manifest_data, inputs_npz, outputs_npz, position)
+            return Finding(vkey, index, "fraud", why, evidence)
+        if offline is not None:  # where it ended (G3): no self-contained evidence kind yet
+            return Finding(vkey, index, "fraud", offline)
+        worst = max(ratios, default=0.0)
+        return Finding(vkey, index, "ok", f"generation within the tolerance ({worst:.3f} of it)")
 
     def _private(self, url: str, vkey: str, index: int) -> Finding:
         why = "refused this auditor's token" if url in self._tokens else "no auditor token"

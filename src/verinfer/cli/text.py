@@ -118,7 +118,7 @@ def embed(
 
 
 @app.command("verify-generation")
-def verify_generation_command(
+def verify_generation_command(  # noqa: PLR0917 - a typer command: its options
     answer: Annotated[
         Path,
         typer.Argument(
@@ -131,9 +131,26 @@ def verify_generation_command(
         typer.Option(help="the model's tokenizer blob: also check where the generation ended"),
     ] = None,
     eos: Annotated[int | None, typer.Option(help="with --tokenizer: the end-of-turn ID")] = None,
+    reexecute: Annotated[
+        bool,
+        typer.Option(
+            "--reexecute",
+            help="also run the model here in one teacher-forced pass and compare it with the "
+            "committed logits within the tolerance (needs --model or --node)",
+        ),
+    ] = False,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="the model's bytes (.onnx), checked against the receipt's CID"),
+    ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(help="fetch the receipt's model by CID from this node (hash-checked)"),
+    ] = None,
 ) -> None:
-    """Verify a generation offline, without the model: the bundle's signature and inclusion,
-    the record's digests, the sampler replayed on the committed logits, and its end."""
+    """Verify a generation offline: the bundle's signature and inclusion, the record's digests,
+    the sampler replayed on the committed logits, and its end; with --reexecute, the model's
+    one teacher-forced pass within the tolerance (step 6)."""
     from verinfer.modes.generation import verify_generation  # noqa: PLC0415 - the text extra
     from verinfer.text.chat import Tokenizer  # noqa: PLC0415
     from verinfer.text.generation import Generation  # noqa: PLC0415
@@ -145,9 +162,25 @@ def verify_generation_command(
             body["generation"])  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{str(answer)!r} is not a chat answer file: {exc}") from exc
+    if (model is not None or node is not None) and not reexecute:
+        raise InputError("--model and --node give the model to --reexecute: add --reexecute")
+    if model is not None and node is not None:
+        raise InputError("give the model either as --model FILE or from --node URL, not both")
+    if reexecute and model is None and node is None:
+        raise InputError("--reexecute needs the model: --model FILE or --node URL")
+    model_bytes = None
+    if model is not None:
+        try:
+            model_bytes = model.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read model {str(model)!r}: {exc.strerror}") from exc
+    elif node is not None:
+        with Client(node) as client:
+            model_bytes = client.blob(str(bundle.receipt["model"]))  # checked against the CID
     decode = Tokenizer(tokenizer.read_bytes()).decode if tokenizer is not None else None
     verify_generation(
         bundle, generation, node_key, ends=None if eos is None else [eos], detokenize=decode,
+        model=model_bytes, reexecute=reexecute,
         report=lambda line: out.print(f"  [green]✓[/] {line}", highlight=False),
     )  # fmt: skip
     text = f": {decode(generation.tokens)!r}" if decode else ""

@@ -183,7 +183,10 @@ app.add_typer(evidence_app, name="evidence")
 def evidence_verify(
     file: Annotated[Path, typer.Argument(help="an evidence JSON file")],
     model: Annotated[
-        Path | None, typer.Option(help="the model's bytes (.onnx): fraud evidence needs them")
+        Path | None,
+        typer.Option(
+            help="the model's bytes (.onnx): fraud and generation-fraud evidence need them"
+        ),
     ] = None,
 ) -> None:
     """Check evidence offline. Exit 0 and print what it proves, or 1 with why it does not."""

@@ -15,13 +15,16 @@ what is particular to generations:
 - :func:`reexecute`, with the model: one teacher-forced forward pass over the prompt and the
   generated tokens; at each position every committed logit must be within :data:`TOLERANCE`
   of the recomputed one, and no uncommitted token may beat the lowest committed one by more.
+  :func:`deviations` measures every position (what fraud evidence points at), and
+  ``verify_generation(..., model=, reexecute=True)`` runs the pass on ONNX Runtime here as its
+  step 6 (:func:`model_runner`: imported only then).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +33,21 @@ from verinfer.text.generation import Generation, empty_cache, stop_reached
 from verinfer.text.sampler import TOP, choose
 from verinfer.verify import Bundle, verify_bundle
 
-__all__ = ["TOLERANCE", "Deviation", "reexecute", "verify_generation"]
+if TYPE_CHECKING:
+    from verinfer.engine import Engine
+
+__all__ = [
+    "MAX_REEXECUTED",
+    "TOLERANCE",
+    "Deviation",
+    "commitment_fault",
+    "deviations",
+    "model_runner",
+    "reexecute",
+    "verify_generation",
+]
+
+Run = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,10 @@ class Tolerance:
         """The allowed deviation at each recomputed value."""
         return np.asarray(self.absolute + self.relative * np.abs(value))
 
+
+# tokens in one teacher-forced pass: its logits and attention scores grow with the square of
+# the length, and a node generates over at most 2,048 (verinfer.node.text.MAX_SEQUENCE)
+MAX_REEXECUTED = 4096
 
 # float16 rounding of the commitment is at most 2**-11 relative; the rest covers a cached
 # decode against one full pass and other CPU kernel classes (measured: PROTOCOL.md §16)
@@ -59,6 +80,8 @@ def verify_generation(
     detokenize: Callable[[Sequence[int]], str] | None = None,
     manifest: Any = None,
     tokenizer_cid: str | None = None,
+    model: bytes | None = None,
+    reexecute: bool = False,
     report: Callable[[str], None] | None = None,
     **options: Any,
 ) -> None:
@@ -66,14 +89,21 @@ def verify_generation(
 
     ``ends`` (the IDs that end a turn) and ``detokenize`` (the model's tokenizer) let step G3
     check why the generation ended; ``manifest`` (a :class:`verinfer.hub.Manifest`) must be the
-    receipt's, and ``tokenizer_cid`` the tokenizer it names. ``options`` go to
+    receipt's, and ``tokenizer_cid`` the tokenizer it names. ``model`` (bytes) must be the
+    receipt's (step 3); with ``reexecute`` (the :class:`verinfer.verify.Reexecute` policy of
+    :func:`verinfer.verify.verify_bundle`, for a generation) step 6 runs the model here in one
+    teacher-forced pass and compares it with the commitments within :data:`TOLERANCE`, not
+    bit for bit (a cached decode and a full pass are not bit-identical). ``options`` go to
     :func:`verinfer.verify.verify_bundle` (witness policy, ...)."""
     say = report or (lambda _: None)
+    if reexecute and model is None:
+        raise VerificationError("step 6 (re-execution) needs the model's bytes")
     verify_bundle(
         bundle,
         trusted_vkeys,
         inputs=generation.inputs(),
         outputs=generation.outputs(),
+        model=model,
         report=say,
         **options,
     )
@@ -83,29 +113,16 @@ def verify_generation(
     if generation.top_ids.shape != (count, TOP) or generation.top_logits.shape != (count, TOP):
         raise VerificationError(f"step G1 (commitments): expected {count} rows of {TOP}")
     for position in range(count):
-        row = generation.top_ids[position]
-        values = generation.top_logits[position].astype(np.float64)
-        if len(set(row.tolist())) != TOP or not np.all(np.isfinite(values)):
-            raise VerificationError(f"step G1 (commitments): position {position} is malformed")
-        if np.any(np.diff(values) > 0):
-            raise VerificationError(
-                f"step G1 (commitments): position {position}'s logits are not highest first"
-            )
+        malformed = _malformed(generation, position)
+        if malformed:
+            raise VerificationError(f"step G1 (commitments): {malformed}")
     say(f"G1. {count} positions each commit {TOP} candidates, highest first")
     # (G2) the sampler, replayed on the committed values, picks every token
     sampling = generation.sampling
-    for position, token in enumerate(generation.tokens):
-        picked = choose(
-            generation.top_ids[position].tolist(),
-            generation.top_logits[position].astype(np.float64).tolist(),
-            sampling,
-            position,
-        )
-        if picked != token:
-            raise VerificationError(
-                f"step G2 (sampler): at position {position} the sampler picks token {picked}, "
-                f"the generation has {token}"
-            )
+    for position in range(count):
+        misdrawn = _misdrawn(generation, position)
+        if misdrawn:
+            raise VerificationError(f"step G2 (sampler): {misdrawn}")
     say(f"G2. replaying the sampler (seed {sampling.seed}) gives every generated token")
     # (G3) it ended where it had to
     if count > sampling.max_tokens:
@@ -144,6 +161,60 @@ def verify_generation(
                 f"not {tokenizer_cid!r}"
             )
         say(f"G4. manifest {manifest.cid} of model {manifest.model}")
+    if reexecute and model is not None:
+        # (6) one teacher-forced pass here, within the tolerance
+        run, cache = model_runner(model, receipt["model"])
+        found, failure = _judge(generation, run, cache, TOLERANCE)
+        if failure is not None:
+            raise VerificationError(f"step 6 (re-execution): {failure}")
+        where = f" at position {found.position}" if found.position >= 0 else ""
+        say(
+            f"6. re-executed here in one teacher-forced pass over {len(generation.tokens)} "
+            f"tokens: largest deviation {found.ratio:.3f} of the tolerance{where} "
+            f"({found.absolute:.3g} in logit)"
+        )
+
+
+def _malformed(generation: Generation, position: int) -> str | None:
+    row = generation.top_ids[position]
+    values = generation.top_logits[position].astype(np.float64)
+    if len(set(row.tolist())) != TOP or not np.all(np.isfinite(values)):
+        return f"position {position} is malformed"
+    if np.any(np.diff(values) > 0):
+        return f"position {position}'s logits are not highest first"
+    return None
+
+
+def _misdrawn(generation: Generation, position: int) -> str | None:
+    token = generation.tokens[position]
+    picked = choose(
+        generation.top_ids[position].tolist(),
+        generation.top_logits[position].astype(np.float64).tolist(),
+        generation.sampling,
+        position,
+    )
+    if picked != token:
+        return (
+            f"at position {position} the sampler picks token {picked}, the generation has {token}"
+        )
+    return None
+
+
+def commitment_fault(generation: Generation, position: int) -> str | None:
+    """What is wrong at ``position`` of the record by itself, without the model (step G1: the
+    row of candidates is malformed; G2: the sampler replayed on it does not pick the token),
+    or ``None``: a record that fails here contradicts itself, whoever signed it."""
+    if not 0 <= position < len(generation.tokens):
+        raise VerificationError(
+            f"position {position} is not one of the {len(generation.tokens)} generated tokens"
+        )
+    if generation.top_ids.shape != (len(generation.tokens), TOP):
+        return f"the record does not commit {TOP} candidates at every position"
+    malformed = _malformed(generation, position)
+    if malformed:
+        return f"step G1 (commitments): {malformed}"
+    misdrawn = _misdrawn(generation, position)
+    return f"step G2 (sampler): {misdrawn}" if misdrawn else None
 
 
 @dataclass(frozen=True)
@@ -156,9 +227,92 @@ class Deviation:
     absolute: float
 
 
+def deviations(
+    generation: Generation,
+    run: Run,
+    cache: Mapping[str, np.ndarray],
+    *,
+    tolerance: Tolerance = TOLERANCE,
+) -> list[float]:
+    """Re-execute ``generation`` in one teacher-forced pass and return, at every generated
+    position, its deviation from the commitment relative to ``tolerance`` (1 = at the bound;
+    beyond 1 re-execution fails there): the larger of the worst committed logit's gap and how
+    far the best uncommitted token rises above the lowest committed one."""
+    return [max(p.ratio, p.hidden) for p in _measure(generation, run, cache, tolerance)]
+
+
+@dataclass(frozen=True)
+class _Position:
+    ratio: float  # the largest |committed - recomputed| over its bound
+    absolute: float  # that gap in logit
+    hidden: float  # (best uncommitted - lowest committed) over its bound (<= 0: none above)
+    above: float  # the best uncommitted logit
+
+
+def _measure(
+    generation: Generation, run: Run, cache: Mapping[str, np.ndarray], tolerance: Tolerance
+) -> list[_Position]:
+    count = len(generation.tokens)
+    if count == 0:
+        return []
+    sequence = list(generation.prompt) + list(generation.tokens[:-1])
+    if len(sequence) > MAX_REEXECUTED:
+        raise VerificationError(
+            f"re-execution: {len(sequence)} tokens in one pass, more than the "
+            f"{MAX_REEXECUTED} re-executed here"
+        )
+    result = run({"input_ids": np.array([sequence], dtype=np.int64), **cache})
+    logits = np.asarray(result["logits"])
+    if logits.ndim != 3 or logits.shape[:2] != (1, len(sequence)):
+        raise VerificationError(
+            f"re-execution: the model gave logits of shape {logits.shape}, not one row per token"
+        )
+    rows = logits[0, len(generation.prompt) - 1 :]
+    measured = []
+    for position in range(count):
+        row = rows[position].astype(np.float64)
+        ids = generation.top_ids[position].astype(np.int64)
+        if ids.max() >= row.size:
+            raise VerificationError(
+                f"re-execution: at position {position} a committed token ID is beyond the "
+                f"model's {row.size} logits"
+            )
+        committed = generation.top_logits[position].astype(np.float64)
+        recomputed = row[ids]
+        gap = np.abs(committed - recomputed)
+        ratio = float(np.max(gap / tolerance.bound(recomputed)))
+        others = np.delete(row, ids)
+        floor = float(recomputed.min())
+        above = float(others.max()) if others.size else -np.inf
+        hidden = (above - floor) / float(tolerance.bound(np.asarray(floor)))
+        measured.append(_Position(ratio, float(gap.max()), hidden, above))
+    return measured
+
+
+def _judge(
+    generation: Generation, run: Run, cache: Mapping[str, np.ndarray], tolerance: Tolerance
+) -> tuple[Deviation, str | None]:
+    """The largest deviation, and why re-execution fails at the first failing position."""
+    worst = Deviation(0.0, -1, 0.0)
+    for position, found in enumerate(_measure(generation, run, cache, tolerance)):
+        if found.ratio > worst.ratio:
+            worst = Deviation(found.ratio, position, found.absolute)
+        if found.ratio > 1:
+            return worst, (
+                f"at position {position} a committed logit is off by {found.absolute:.4g} "
+                f"({found.ratio:.3g} times the tolerance): another model, prompt or output"
+            )
+        if found.hidden > 1:
+            return worst, (
+                f"at position {position} a token outside the committed {TOP} has logit "
+                f"{found.above:.4g} above theirs: the commitment hid it"
+            )
+    return worst, None
+
+
 def reexecute(
     generation: Generation,
-    run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
+    run: Run,
     cache: Mapping[str, np.ndarray],
     *,
     tolerance: Tolerance = TOLERANCE,
@@ -167,35 +321,57 @@ def reexecute(
     graph; ``cache`` is its empty key/value cache); raise :class:`VerificationError` if a
     committed logit is off by more than ``tolerance`` or an uncommitted token beats the
     committed ones; else return the deviation measured."""
-    count = len(generation.tokens)
-    if count == 0:
-        return Deviation(0.0, -1, 0.0)
-    sequence = list(generation.prompt) + list(generation.tokens[:-1])
-    result = run({"input_ids": np.array([sequence], dtype=np.int64), **cache})
-    logits = np.asarray(result["logits"])[0, len(generation.prompt) - 1 :]
-    worst = Deviation(0.0, -1, 0.0)
-    for position in range(count):
-        row = logits[position].astype(np.float64)
-        ids = generation.top_ids[position].astype(np.int64)
-        committed = generation.top_logits[position].astype(np.float64)
-        recomputed = row[ids]
-        gap = np.abs(committed - recomputed)
-        ratio = float(np.max(gap / tolerance.bound(recomputed)))
-        if ratio > worst.ratio:
-            worst = Deviation(ratio, position, float(gap.max()))
-        if ratio > 1:
-            raise VerificationError(
-                f"re-execution: at position {position} a committed logit is off by "
-                f"{gap.max():.4g}, beyond the tolerance: another model, prompt or output"
-            )
-        others = np.delete(row, ids)
-        floor = float(recomputed.min())
-        if others.size and float(others.max()) > floor + float(tolerance.bound(np.asarray(floor))):
-            raise VerificationError(
-                f"re-execution: at position {position} a token outside the committed "
-                f"{TOP} has logit {others.max():.4g} above theirs: the commitment hid it"
-            )
+    worst, failure = _judge(generation, run, cache, tolerance)
+    if failure is not None:
+        raise VerificationError(f"re-execution: {failure}")
     return worst
+
+
+def model_runner(
+    model: bytes, model_cid: str, *, runner: Engine | None = None
+) -> tuple[Run, dict[str, np.ndarray]]:
+    """Run a chat model's (checked) bytes here on ONNX Runtime: the run function and the empty
+    key/value cache its graph's ``past_key.i``/``past_value.i`` inputs take; raise
+    :class:`VerificationError` if it is no such graph, or holds operators whose output is not
+    a function of their inputs (a re-run of those proves nothing). ``runner``: the
+    :class:`verinfer.engine.Engine` to run on (one of its own by default). Imports ONNX
+    Runtime."""
+    from verinfer import engine  # noqa: PLC0415 - only re-execution runs a model
+    from verinfer.engine.nondeterminism import nondeterministic_operators_of  # noqa: PLC0415
+    from verinfer.errors import Error  # noqa: PLC0415
+
+    try:
+        drawn = nondeterministic_operators_of(model)
+    except ValueError as exc:
+        raise VerificationError(f"re-execution: the model does not parse: {exc}") from exc
+    if drawn:
+        raise VerificationError(
+            f"re-execution: the model has operators whose output is not a function of their "
+            f"inputs ({', '.join(drawn)}): a re-run cannot judge it"
+        )
+    engine_here = engine.Engine(memory=None, timeout=600.0) if runner is None else runner
+    try:
+        session = engine_here.session(model_cid, lambda: model)
+    except Error as exc:
+        raise VerificationError(f"re-execution: {exc}") from exc
+    shapes = {spec.name: spec.shape for spec in session.get_inputs()}
+    blocks = sum(1 for name in shapes if name.startswith("past_key."))
+    key = shapes.get("past_key.0")
+    if "input_ids" not in shapes or not blocks or not isinstance(key, list) or len(key) != 4:
+        raise VerificationError(
+            "re-execution: the model is not a chat graph with a key/value cache"
+        )
+    kv_heads, head_dim = key[1], key[3]
+    if not isinstance(kv_heads, int) or not isinstance(head_dim, int):
+        raise VerificationError("re-execution: the model's cache inputs have no fixed shape")
+
+    def run(feed: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        try:
+            return engine_here.run(model_cid, lambda: model, feed)
+        except Error as exc:
+            raise VerificationError(f"re-execution: {exc}") from exc
+
+    return run, empty_cache(blocks, kv_heads, head_dim)
 
 
 def empty_cache_of(config: Any) -> dict[str, np.ndarray]:

@@ -304,7 +304,8 @@ class Node:
 
     def judge(self, document: bytes) -> tuple[str, bool]:
         """Check submitted evidence and keep it if it holds: ``(verdict, newly kept)``.
-        Fraud and dispute evidence is re-executed on the model, which must be here."""
+        Fraud, generation-fraud and dispute evidence is re-executed on the model, which must be
+        here."""
         try:
             parsed = json.loads(document)
         except (ValueError, RecursionError) as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from verinfer import canonical
+from verinfer import canonical, tensors
 from verinfer.errors import InputError, VerificationError
 from verinfer.text.sampler import TOP, Sampling, choose, commit
 
@@ -105,6 +105,44 @@ class Generation:
         if body["finish"] not in FINISHES:
             raise VerificationError(f"malformed generation: finish {body['finish']!r}")
         return cls(prompt, sampling, tokens, top_ids.astype(np.uint16), halves, body["finish"])
+
+    @classmethod
+    def from_tensors(
+        cls, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+    ) -> Generation:
+        """Rebuild the record from its tensor maps (:meth:`inputs`, :meth:`outputs`: what a
+        node archives by the receipt's digests); raise :class:`VerificationError` if they are
+        not exactly a record's tensors, so a record rebuilt here has the maps' digests."""
+        names = ({"prompt", "sampling"}, {"tokens", "top_ids", "top_logits", "finish"})
+        if set(inputs) != names[0] or set(outputs) != names[1]:
+            raise VerificationError(
+                f"malformed generation: tensors {sorted(inputs)!r} and {sorted(outputs)!r} are "
+                "not a generation record's"
+            )
+        try:
+            sampling = json.loads(np.asarray(inputs["sampling"], dtype=np.uint8).tobytes())
+            finish = np.asarray(outputs["finish"], dtype=np.uint8).tobytes().decode()
+            count = int(np.asarray(outputs["tokens"]).size)
+            record = cls.from_json({
+                "prompt": np.asarray(inputs["prompt"]).reshape(-1).tolist(),
+                "sampling": sampling,
+                "tokens": np.asarray(outputs["tokens"]).reshape(-1).tolist(),
+                "top_ids": np.asarray(outputs["top_ids"]).astype(np.int64).reshape(count, TOP)
+                .tolist(),
+                "top_logits": np.asarray(outputs["top_logits"]).astype(np.float64)
+                .reshape(count, TOP).tolist(),
+                "finish": finish,
+            })  # fmt: skip
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+            raise VerificationError(f"malformed generation: {exc}") from exc
+        if tensors.map_digest(record.inputs()) != tensors.map_digest(inputs) or (
+            tensors.map_digest(record.outputs()) != tensors.map_digest(outputs)
+        ):
+            raise VerificationError(
+                "malformed generation: the tensors are not in a record's exact form (dtypes, "
+                "shapes, canonical sampling JSON)"
+            )
+        return record
 
     @classmethod
     def from_text(cls, text: str | bytes) -> Generation:

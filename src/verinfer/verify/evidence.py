@@ -15,8 +15,14 @@ whoever found them. Pure: no I/O.
   a node that kept the promise.
 - ``dispute``: a referee's verdict that convicts a defendant by its own signed trace; anyone
   with the model's bytes replays the verdict and re-runs the disputed step.
+- ``generation-fraud``: a node's signed, logged text-generation receipt, the record's tensors it
+  names (docs/PROTOCOL.md §16) and a position where the record is false: the sampler replayed on
+  the committed candidates does not pick the token there, or the model's teacher-forced pass
+  deviates from the committed logits beyond the calibrated tolerance. Honest decoding stays
+  within it on every CPU kernel class, so it is judged on any machine.
 
-Checking fraud and dispute evidence runs ONNX Runtime (imported only then); the rest is pure.
+Checking fraud, generation and dispute evidence runs ONNX Runtime (imported only then); the
+rest is pure.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ __all__ = [
     "dispute",
     "equivocation",
     "fraud",
+    "generation_fraud",
     "model_of",
     "verify_evidence",
 ]
@@ -81,6 +88,25 @@ def fraud(
     }
 
 
+def generation_fraud(
+    bundle: Bundle, manifest: bytes, inputs: bytes, outputs: bytes, position: int
+) -> dict[str, Any]:
+    """Generation fraud evidence: the node's ``bundle`` of a text generation, the chat model's
+    manifest its receipt names, the record's tensors (``.npz``) its receipt names, and the
+    ``position`` (0 = the first generated token) where the record is false."""
+    return {
+        "type": EVIDENCE_TYPE,
+        "kind": "generation-fraud",
+        "log": bundle.receipt["log"],
+        "vkey": bundle.receipt["node"],
+        "bundle": bundle.to_dict(),
+        "manifest": manifest.decode(),
+        "inputs": base64.b64encode(inputs).decode(),
+        "outputs": base64.b64encode(outputs).decode(),
+        "position": position,
+    }
+
+
 def broken_promise(
     promise: str, checkpoint: str, leaf: bytes, proof: Iterable[bytes]
 ) -> dict[str, Any]:
@@ -116,17 +142,20 @@ def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | No
         "equivocation": {"checkpoints"},
         "dispute": {"verdict"},
         "broken-promise": {"promise", "checkpoint", "leaf", "proof"},
+        "generation-fraud": {"bundle", "manifest", "inputs", "outputs", "position"},
     }.get(str(kind), {"bundle", "manifest", "inputs", "outputs", "engine"})
     if not isinstance(document, dict) or set(document) != fields:
         found = sorted(document) if isinstance(document, dict) else type(document).__name__
         raise VerificationError(f"malformed evidence: fields {found!r}")
-    kinds = ("equivocation", "fraud", "dispute", "broken-promise")
+    kinds = ("equivocation", "fraud", "dispute", "broken-promise", "generation-fraud")
     if document["type"] != EVIDENCE_TYPE or kind not in kinds:
         raise VerificationError(f"unsupported evidence {document['type']!r} / {kind!r}")
     if kind == "broken-promise":
         return _broken_promise(document)
     if kind == "fraud":
         return _fraud(document, model)
+    if kind == "generation-fraud":
+        return _generation_fraud(document, model)
     if kind == "dispute":
         return _dispute(document, model)
     vkey, origin, pair = document["vkey"], document["log"], document["checkpoints"]
@@ -201,13 +230,18 @@ def _broken_promise(document: dict[str, Any]) -> str:
 
 
 def model_of(document: object) -> str | None:
-    """The model CID a piece of evidence needs to be checked (fraud and dispute evidence re-run
-    it), ``None`` for equivocation; :class:`VerificationError` if it cannot be read."""
-    if not isinstance(document, dict) or document.get("kind") not in ("fraud", "dispute"):
+    """The model CID a piece of evidence needs to be checked (fraud, generation-fraud and
+    dispute evidence re-run it), ``None`` for equivocation and broken promises;
+    :class:`VerificationError` if it cannot be read."""
+    if not isinstance(document, dict) or document.get("kind") not in (
+        "fraud",
+        "dispute",
+        "generation-fraud",
+    ):
         return None
     kind = document["kind"]
     try:
-        if kind == "fraud":
+        if kind in ("fraud", "generation-fraud"):
             bundle = document["bundle"]
         else:
             bundle = json.loads(document["verdict"])["verdict"]["dispute"]["bundle"]
@@ -335,4 +369,76 @@ def _fraud(document: dict[str, Any], model: bytes | None) -> str:
         f"node {receipt['node']} signed outputs {receipt['outputs']} for model "
         f"{receipt['model']} on inputs {receipt['inputs']} (entry {bundle.index} of its log); "
         f"the model gives {found}"
+    )
+
+
+def _generation_fraud(document: dict[str, Any], model: bytes | None) -> str:
+    from verinfer.hub.documents import Manifest  # noqa: PLC0415 - pure, only needed here
+    from verinfer.modes.generation import (  # noqa: PLC0415 - numpy and the sampler
+        TOLERANCE,
+        commitment_fault,
+        deviations,
+        model_runner,
+    )
+    from verinfer.text.generation import Generation  # noqa: PLC0415
+
+    position = document["position"]
+    if not isinstance(document["bundle"], dict) or not isinstance(document["manifest"], str):
+        raise VerificationError("malformed evidence: bundle must be an object, manifest text")
+    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+        raise VerificationError(f"malformed evidence: position {position!r} is not a position")
+    bundle = Bundle.from_json(document["bundle"], replica=True)
+    receipt = bundle.receipt
+    if receipt["node"] != document["vkey"] or receipt["log"] != document["log"]:
+        raise VerificationError("malformed evidence: the bundle is not of the accused log")
+    if model is None:
+        raise VerificationError(
+            f"generation-fraud evidence needs the bytes of model {receipt['model']!r}"
+        )
+    # (1) the node's own statement, signed and logged, about this model
+    try:
+        verify_bundle(bundle, [receipt["node"]], model=model)
+    except VerificationError as exc:
+        raise VerificationError(f"evidence does not verify: {exc}") from exc
+    # (2) of a chat model, by the manifest the receipt names
+    if receipt["manifest"] is None:
+        raise VerificationError("cannot judge: the receipt names no manifest")
+    try:
+        manifest = Manifest.from_bytes(document["manifest"].encode(), receipt["manifest"])
+    except (VerificationError, Error) as exc:
+        raise VerificationError(f"evidence does not verify: the manifest: {exc}") from exc
+    if manifest.model != receipt["model"] or (manifest.text or {}).get("kind") != "chat":
+        raise VerificationError("cannot judge: the receipt's manifest is not of a chat model")
+    # (3) the record is the one the receipt states: its tensors have the receipt's digests
+    inputs, outputs = _npz(document, "inputs"), _npz(document, "outputs")
+    for name, given in (("inputs", inputs), ("outputs", outputs)):
+        if tensors.map_digest(given) != receipt[name]:
+            raise VerificationError(f"evidence does not verify: the {name} are not the receipt's")
+    try:
+        generation = Generation.from_tensors(inputs, outputs)
+    except VerificationError as exc:
+        raise VerificationError(f"cannot judge: the receipt is not of a generation: {exc}") from exc
+    accused = (
+        f"node {receipt['node']} signed a generation of model {receipt['model']} (entry "
+        f"{bundle.index} of its log) that is false at position {position}"
+    )
+    # (4) the record contradicts itself at the position (no model run needed) ...
+    try:
+        fault = commitment_fault(generation, position)
+    except VerificationError as exc:
+        raise VerificationError(f"malformed evidence: {exc}") from exc
+    if fault is not None:
+        return f"{accused}: {fault}"
+    # (5) ... or the model's teacher-forced pass there is beyond the tolerance
+    run, cache = model_runner(model, receipt["model"])
+    ratio = deviations(generation, run, cache)[position]
+    if ratio <= 1:
+        raise VerificationError(
+            f"evidence does not verify: at position {position} the sampler replay gives the "
+            f"token and re-execution is within the tolerance ({ratio:.3f} of it): the record "
+            "holds there"
+        )
+    return (
+        f"{accused}: re-executed, its committed logits there are {ratio:.3g} times the "
+        f"tolerance ({TOLERANCE.absolute} + {TOLERANCE.relative} x |logit|) away"
     )

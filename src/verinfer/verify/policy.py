@@ -97,7 +97,9 @@ class RequireMode(Policy):
 @dataclass(frozen=True)
 class Reexecute(Policy):
     """Step 6: run the model here on the given inputs; the outputs must be the receipt's, bit
-    for bit (meaningful on the same engine identity). Needs the model and the inputs."""
+    for bit (meaningful on the same engine identity). Needs the model and the inputs. For a
+    text generation (``verify_generation(..., reexecute=True)``, PROTOCOL.md §16) step 6 is
+    one teacher-forced pass compared with the committed logits within a calibrated tolerance."""
 
 
 @dataclass(frozen=True)

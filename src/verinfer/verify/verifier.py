@@ -201,6 +201,12 @@ def _reexecute(bundle: Bundle, model: bytes, inputs: Mapping[str, np.ndarray], s
     from verinfer.engine.nondeterminism import nondeterministic_operators_of  # noqa: PLC0415
 
     receipt = bundle.receipt
+    if set(inputs) == {"prompt", "sampling"}:  # a generation record's inputs (PROTOCOL.md §16)
+        raise VerificationError(
+            "step 6 (re-execution): these are a generation record's tensors, not the model's "
+            "inputs: a generation is re-executed teacher-forced within a tolerance "
+            "(verify_generation(..., reexecute=True), verinfer verify-generation --reexecute)"
+        )
     try:
         random = nondeterministic_operators_of(model)
     except ValueError as exc:
