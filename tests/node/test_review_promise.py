@@ -1,0 +1,68 @@
+"""Adversarial review of promises (issue 20): attacks that the current checks let through.
+Each test is marked xfail(strict) until the lead fixes the code it names."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from test_http import Served
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
+from hub_models import sklearn_model
+
+from verinfer import merkle, note
+from verinfer.errors import VerificationError
+from verinfer.node import Node
+from verinfer.verify.evidence import broken_promise, verify_evidence
+from verinfer.verify.promise import open_promise
+from verinfer.witness import add_checkpoint_body
+
+IRIS = {"X": np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review F-B1: a too-small checkpoint re-cosigned late by a (new or lagging) witness "
+    "convicts an honest node that kept its promise (verify/evidence.py _broken_promise)",
+)
+def test_review_an_old_checkpoint_cosigned_late_frames_an_honest_node(tmp_path: Path) -> None:
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path / "honest", name="honest.test", merge_delay=1) as honest:
+        honest.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1",
+                           signer=alice)  # fmt: skip
+        honest.infer("alice/iris", IRIS)  # entry 0, durable
+        old = honest.log.signed_checkpoint  # a checkpoint of size 1, public from then on
+        assert note.verify_checkpoint(old, [honest.vkey])[0].size == 1
+        promised = honest.infer("alice/iris", IRIS, durability="promise").bundle
+        promise = open_promise(promised.promise, [honest.vkey])
+        assert promise.index == 1
+        # the honest node keeps its promise: entry 1 is the promised receipt
+        while honest.log.size <= promise.index:
+            time.sleep(0.02)
+        assert merkle.leaf_hash(honest.log.entry(promise.index)) == promise.leaf
+        while time.time() < promise.deadline + 0.1:
+            time.sleep(0.05)
+        # a witness that starts witnessing this log now (or one that lagged behind it) is fed
+        # the old checkpoint by anyone: it cosigns it with today's timestamp
+        with Node(tmp_path / "witness", name="witness.test") as witnessing:
+            witnessing.witness.trust(honest.log.origin, honest.vkey)
+            served = Served(witnessing)
+            try:
+                answer = httpx.post(f"{served.url}/add-checkpoint",
+                                    content=add_checkpoint_body(0, [], old), timeout=30)  # fmt: skip
+                assert answer.status_code == 200, answer.text
+                cosigned = note.attach(old, [answer.text.strip()])
+                evidence = broken_promise(promised.promise, cosigned)
+                kept = httpx.post(f"{served.url}/v1/evidence", json=evidence, timeout=30)
+                # the witnessing node must not keep evidence against a node that kept its word
+                assert kept.status_code >= 400, kept.text
+                with pytest.raises(VerificationError, match="promise"):
+                    verify_evidence(json.dumps(evidence), witnesses=[witnessing.witness.vkey])
+            finally:
+                served.stop()
