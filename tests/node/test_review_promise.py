@@ -54,8 +54,8 @@ def test_review_an_old_checkpoint_cosigned_late_frames_an_honest_node(tmp_path: 
             witnessing.witness.trust(honest.log.origin, honest.vkey)
             served = Served(witnessing)
             try:
-                answer = httpx.post(f"{served.url}/add-checkpoint",
-                                    content=add_checkpoint_body(0, [], old), timeout=30)  # fmt: skip
+                body = add_checkpoint_body(0, [], old)
+                answer = httpx.post(f"{served.url}/add-checkpoint", content=body, timeout=30)
                 assert answer.status_code == 200, answer.text
                 cosigned = note.attach(old, [answer.text.strip()])
                 evidence = broken_promise(promised.promise, cosigned)
