@@ -4,6 +4,8 @@ Each test is marked xfail(strict) until the lead fixes the code it names."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,3 +68,34 @@ def test_review_an_old_checkpoint_cosigned_late_frames_an_honest_node(tmp_path: 
                     verify_evidence(json.dumps(evidence), witnesses=[witnessing.witness.vkey])
             finally:
                 served.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review F-B2: `verinfer upgrade` (Core.upgrade) returns a bundle that is not a promise "
+    "as it is, unchecked, and the command prints '(verified)' (client/_core.py upgrade)",
+)
+def test_review_upgrade_of_a_forged_logged_bundle_is_not_called_verified(tmp_path: Path) -> None:
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path / "node", name="node.test") as node:
+        node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1",
+                         signer=alice)  # fmt: skip
+        first = node.infer("alice/iris", IRIS).bundle
+        node.infer("alice/iris", IRIS)
+        served = Served(node)
+        try:
+            # a logged bundle whose receipt is not where it says: its proof cannot verify
+            forged = json.loads(first.to_json())
+            forged["index"] = first.index + 1
+            path = tmp_path / "bundle.json"
+            path.write_text(json.dumps(forged))
+            checked = subprocess.run(
+                [sys.executable, "-c", "from verinfer.cli import main; main()", "upgrade",
+                 str(path), "--node", served.url, "--out", str(tmp_path / "out.json")],
+                check=False, capture_output=True, text=True, timeout=120,
+                env={**os.environ, "VERINFER_HOME": str(tmp_path / "home")},
+            )  # fmt: skip
+            assert "verified" not in checked.stderr, checked.stderr
+            assert checked.returncode != 0
+        finally:
+            served.stop()
