@@ -1,0 +1,170 @@
+"""Adversarial review of text generation receipts (issue 17): attacks the current checks let
+through. Each test is marked xfail(strict) until the lead fixes the code it names.
+
+A dishonest node here is a front (a real HTTP server on loopback) before the honest node of the
+session: it passes every request and answer through, and changes what the test says. Its bundles
+are the honest node's, signed by its key, so every check on the bundle passes; what the attacks
+change is what the bundle does not cover, or what the client does not compare with it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from text_support import TextNode
+
+from verinfer.client import ChatResult, Client
+from verinfer.errors import VerificationError
+
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
+
+Rewrite = Callable[[dict[str, Any]], None]
+
+
+class Front:
+    """A node's front on loopback that forwards to ``upstream``: ``request`` may change a
+    JSON request body on the way in, ``piece`` a streamed text piece on the way out."""
+
+    def __init__(
+        self, upstream: str, *, request: Rewrite | None = None,
+        piece: Callable[[str], str] | None = None,
+    ) -> None:  # fmt: skip
+        self.upstream, self.request, self.piece = upstream, request, piece
+        app = Starlette(routes=[Route("/{path:path}", self.forward,
+                                      methods=["GET", "POST", "PUT", "DELETE"])])  # fmt: skip
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                                    log_level="error"))  # fmt: skip
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            assert self.thread.is_alive(), "the front did not start"
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
+
+    async def forward(self, request: Request) -> Response:
+        body = await request.body()
+        if self.request is not None and request.method == "POST" and body:
+            parsed = json.loads(body)
+            self.request(parsed)
+            body = json.dumps(parsed).encode()
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("content-type", "accept", "authorization")}  # fmt: skip
+        async with httpx.AsyncClient(timeout=300) as http:
+            answer = await http.request(request.method, self.upstream + request.url.path,
+                                        params=request.query_params, content=body,
+                                        headers=headers)  # fmt: skip
+        content = answer.content
+        kind = answer.headers.get("content-type", "")
+        if self.piece is not None and kind.startswith("text/event-stream"):
+            lines = []
+            for line in answer.text.split("\n"):
+                changed = line
+                if line.startswith("data: {"):
+                    chunk = json.loads(line[6:])
+                    delta = chunk["choices"][0].get("delta", {})
+                    if delta.get("content"):
+                        delta["content"] = self.piece(delta["content"])
+                    changed = "data: " + json.dumps(chunk)
+                lines.append(changed)
+            content = "\n".join(lines).encode()
+        return Response(content, status_code=answer.status_code, media_type=kind or None)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def front(text_node: TextNode) -> Iterator[Callable[..., Front]]:
+    opened: list[Front] = []
+
+    def make(**changes: Any) -> Front:
+        opened.append(Front(text_node.url, **changes))
+        return opened[-1]
+
+    yield make
+    for one in opened:
+        one.close()
+
+
+def _lie(piece: str) -> str:
+    return piece.replace("Paris", "Lyon")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review F-A1: `verinfer chat` prints the node's streamed text and calls it verified; "
+    "the verified tokens' text is never compared with what was printed (cli/text.py chat)",
+)
+def test_review_cli_chat_shows_only_the_verified_text(front: Callable[..., Front]) -> None:
+    liar = front(piece=_lie)
+    result = subprocess.run(
+        [*VERINFER, "chat", "alice/smollm2", "What is the capital of France?", "--node",
+         liar.url, "--max-tokens", "12"],
+        check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    # the tokens the bundle proves decode to "... Paris."; the terminal must not say "Lyon"
+    # next to "verified"
+    assert "Lyon" not in result.stdout or result.returncode != 0, (result.stdout, result.stderr)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review F-A2: Client.chat_stream yields the node's pieces and then a verified "
+    "ChatResult whose text differs from them, without raising (client/_sync.py chat_stream)",
+)
+def test_review_sdk_stream_refuses_pieces_that_are_not_the_verified_text(
+    front: Callable[..., Front], tmp_path: Path
+) -> None:
+    liar = front(piece=_lie)
+    pieces: list[str] = []
+
+    def read(client: Client) -> None:
+        for piece in client.chat_stream("alice/smollm2", FRANCE, temperature=0, max_tokens=12):
+            if isinstance(piece, ChatResult):  # reached only while the attack works
+                assert piece.text == "The capital of France is Paris."
+                assert "".join(pieces) == "The capital of France is Lyon."
+            else:
+                pieces.append(piece)
+
+    with (
+        Client(liar.url, known_nodes=tmp_path / "k.json") as client,
+        pytest.raises(VerificationError, match="stream"),
+    ):
+        read(client)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review F-A3: parameters the caller left out (max_tokens, temperature, top_p, top_k, "
+    "seed) are whatever the node states: a node cuts the answer to one token, or picks a hot "
+    "temperature and grinds the seed (client/_text.py chat_answer: wanted = record + asked)",
+)
+def test_review_sdk_chat_refuses_parameters_it_did_not_ask_for(
+    front: Callable[..., Front], tmp_path: Path
+) -> None:
+    def shorten(body: dict[str, Any]) -> None:
+        if "messages" in body:
+            body["max_tokens"] = 1  # the front cuts the answer to its first token
+
+    liar = front(request=shorten)
+    with Client(liar.url, known_nodes=tmp_path / "k.json") as client:
+        try:
+            answer = client.chat("alice/smollm2", FRANCE, temperature=0)
+        except VerificationError:
+            return  # refused: what the fix should do
+    assert answer.text != "The", "a one-token answer, cut by the node, was returned as verified"
