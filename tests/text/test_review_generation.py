@@ -8,6 +8,7 @@ change is what the bundle does not cover, or what the client does not compare wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from text_support import TextNode
 
 from verinfer.client import ChatResult, Client
 from verinfer.errors import VerificationError
+from verinfer.node.text import Finished, TextModels
+from verinfer.text.sampler import Sampling
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
@@ -168,3 +171,36 @@ def test_review_sdk_chat_refuses_parameters_it_did_not_ask_for(
         except VerificationError:
             return  # refused: what the fix should do
     assert answer.text != "The", "a one-token answer, cut by the node, was returned as verified"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review F-A4: verify-generation --tokenizer without --eos skips the end check of a "
+    "'stop' record and prints G3 as passed: a node's truncated output verifies "
+    "(modes/generation.py G3 needs both ends and detokenize; cli/text.py --eos optional)",
+)
+def test_review_verify_generation_with_a_tokenizer_refuses_a_cut_output(
+    text_node: TextNode, tmp_path: Path
+) -> None:
+    texts = TextModels(text_node.node)
+    chat = texts.chat_model("alice/smollm2")
+    prompt = texts.prompt(chat, messages=FRANCE)
+    honest = list(texts.generate(chat, prompt, Sampling(temperature=0, max_tokens=12)))[-1]
+    assert isinstance(honest, Finished)
+    g = honest.generation
+    assert g.finish == "stop"
+    assert len(g.tokens) == 8  # "The capital of France is Paris." and the end of turn
+    cut = dataclasses.replace(g, tokens=g.tokens[:4], top_ids=g.top_ids[:4],
+                              top_logits=g.top_logits[:4])  # fmt: skip
+    signed = texts._log(honest.manifest, cut, "", None, "private")  # the node signs its cut
+    answer = tmp_path / "answer.json"
+    answer.write_text(json.dumps({"bundle": signed.bundle.to_dict(),
+                                  "generation": signed.generation.to_json()}))  # fmt: skip
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_bytes(text_node.node.hub.blobs.get(text_node.manifest.text["tokenizer"]))  # type: ignore[index]
+    result = subprocess.run(
+        [*VERINFER, "verify-generation", str(answer), "--node-key", text_node.node.vkey,
+         "--tokenizer", str(tokenizer)],
+        check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0, result.stdout
