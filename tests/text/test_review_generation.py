@@ -19,18 +19,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import onnxruntime as ort
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from text_support import TextNode
+from text_support import TextNode, run_with
 
 from verinfer.client import ChatResult, Client
 from verinfer.errors import VerificationError
+from verinfer.modes.generation import reexecute, verify_generation
 from verinfer.node.text import Finished, TextModels
-from verinfer.text.sampler import Sampling
+from verinfer.text.generation import Decoder, Generation, empty_cache
+from verinfer.text.sampler import Sampling, commit
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
@@ -204,3 +208,45 @@ def test_review_verify_generation_with_a_tokenizer_refuses_a_cut_output(
         check=False, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode != 0, result.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review F-A5: TOLERANCE (0.02 + 0.002|v|, ~0.05 at these logits) is over 5x the largest "
+    "honest deviation, so a node may swap a greedy near-tie (the 0.08 'The'/'L' of issue 17) and "
+    "pass re-execution (modes/generation.py TOLERANCE)",
+)
+def test_review_a_swapped_greedy_near_tie_fails_reexecution(
+    text_node: TextNode, session: ort.InferenceSession
+) -> None:
+    texts = TextModels(text_node.node)
+    chat = texts.chat_model("alice/smollm2")
+    prompt = texts.prompt(chat, messages=FRANCE)  # the template adds its default system turn
+    run, cache = run_with(session), empty_cache(30, 3, 64)
+    first = run({"input_ids": np.array([prompt], dtype=np.int64), **cache})["logits"][0, -1]
+    ids, values = commit(first)
+    gap = float(values[0]) - float(values[1])
+    assert 0 < gap < 0.1  # "The" leads "L" by about 0.08
+    # the node answers the runner-up: both committed at the midpoint, the runner-up first
+    middle = np.float16((float(first[ids[0]]) + float(first[ids[1]])) / 2)
+    row_ids = np.concatenate([ids[[1, 0]], ids[2:]])
+    row_values = np.concatenate([[middle, middle], values[2:]]).astype(np.float16)
+    # and decodes the rest honestly after it
+    rest = Decoder(run, cache, [*prompt, int(ids[1])], Sampling(temperature=0, max_tokens=11),
+                   ends=chat.ends, detokenize=chat.tokenizer.decode)  # fmt: skip
+    list(rest)
+    assert rest.generation is not None
+    g = rest.generation
+    forged = Generation(
+        tuple(prompt), Sampling(temperature=0, max_tokens=12), (int(ids[1]), *g.tokens),
+        np.vstack([row_ids, g.top_ids]), np.vstack([row_values, g.top_logits]), g.finish,
+    )  # fmt: skip
+    honest = list(texts.generate(chat, prompt, Sampling(temperature=0, max_tokens=12)))[-1]
+    assert isinstance(honest, Finished)
+    signed = texts._log(honest.manifest, forged, "", None, "private")
+    tokenizer = chat.tokenizer
+    verify_generation(signed.bundle, signed.generation, [text_node.node.vkey], ends=chat.ends,
+                      detokenize=tokenizer.decode, manifest=honest.manifest)  # fmt: skip
+    assert tokenizer.decode(forged.tokens) != "The capital of France is Paris."
+    with pytest.raises(VerificationError, match="re-execution"):
+        reexecute(signed.generation, run, cache)
