@@ -250,3 +250,24 @@ def test_review_a_swapped_greedy_near_tie_fails_reexecution(
     assert tokenizer.decode(forged.tokens) != "The capital of France is Paris."
     with pytest.raises(VerificationError, match="re-execution"):
         reexecute(signed.generation, run, cache)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review F-A6: a committed ID outside the vocabulary crashes re-execution with "
+    "IndexError instead of a verdict (modes/generation.py reexecute: row[ids])",
+)
+def test_review_a_committed_id_outside_the_vocabulary_is_a_verdict() -> None:
+    vocabulary = 100
+    ids = np.array([[60000, 1, 2, 3, 4, 5, 6, 7]], dtype=np.uint16)  # G1 allows any uint16
+    values = np.array([[9, 8, 7, 6, 5, 4, 3, 2]], dtype=np.float16)
+    record = Generation((1, 2, 3), Sampling(temperature=0, max_tokens=1), (60000,), ids, values,
+                        "length")  # fmt: skip
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # any model of 100 tokens
+        steps = feed["input_ids"].shape[1]
+        return {"logits": np.linspace(0, 1, steps * vocabulary, dtype=np.float32).reshape(
+            1, steps, vocabulary)}  # fmt: skip
+
+    with pytest.raises(VerificationError, match="re-execution"):
+        reexecute(record, run, {})
