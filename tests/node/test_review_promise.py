@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
 from hub_models import sklearn_model
 
 from verinfer import merkle, note
+from verinfer.client import Client
 from verinfer.errors import VerificationError
 from verinfer.node import Node
 from verinfer.verify.evidence import broken_promise, verify_evidence
@@ -97,5 +98,27 @@ def test_review_upgrade_of_a_forged_logged_bundle_is_not_called_verified(tmp_pat
             )  # fmt: skip
             assert "verified" not in checked.stderr, checked.stderr
             assert checked.returncode != 0
+        finally:
+            served.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review F-B3: a promise's deadline is never bounded: a node promising 'by the year "
+    "30,000' can never be shown late (verify/verifier.py _promise, client/_core.py infer)",
+)
+def test_review_a_promise_due_in_a_thousand_years_is_refused(tmp_path: Path) -> None:
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path / "node", name="node.test") as node:
+        node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1",
+                         signer=alice)  # fmt: skip
+        node.merge_delay = 1000 * 365 * 86400  # a dishonest node's "maximum merge delay"
+        served = Served(node)
+        try:
+            with (
+                Client(served.url, trusted_vkeys=[node.vkey]) as client,
+                pytest.raises(VerificationError, match="deadline"),
+            ):
+                client.infer("alice/iris", IRIS, durability="promise")
         finally:
             served.stop()
