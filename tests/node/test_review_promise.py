@@ -93,11 +93,6 @@ def test_review_upgrade_of_a_forged_logged_bundle_is_not_called_verified(tmp_pat
             served.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review F-B3: a promise's deadline is never bounded: a node promising 'by the year "
-    "30,000' can never be shown late (verify/verifier.py _promise, client/_core.py infer)",
-)
 def test_review_a_promise_due_in_a_thousand_years_is_refused(tmp_path: Path) -> None:
     alice = note.Signer(note.generate_key("alice")[0])
     with Node(tmp_path / "node", name="node.test") as node:

@@ -5,6 +5,7 @@ keyword argument. A choice that weakens verification has a class with a loud nam
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -108,7 +109,20 @@ class AcceptPromise(Policy):
     but which no signed checkpoint covers yet (``durability="promise"``). The node is bound by
     its signature (a broken promise is evidence against it), but nobody can yet see the receipt
     in its log: upgrade the bundle (``Client.upgrade``) for that. Without this policy a promise
-    fails verification."""
+    fails verification.
+
+    A promise due more than ``max_delay`` seconds after ``now`` (Unix seconds; the clock's
+    when ``None``) is refused: a node that promised "in a thousand years" could never be
+    shown overdue. The default is a node's largest merge delay, a day, and five minutes of
+    clock skew."""
+
+    max_delay: int = 86400 + 300
+    now: float | None = None
+
+    def too_late(self, deadline: int) -> bool:
+        """Whether a promise due at ``deadline`` is due too late to be accepted."""
+        now = time.time() if self.now is None else self.now
+        return deadline > now + self.max_delay
 
 
 @dataclass(frozen=True)

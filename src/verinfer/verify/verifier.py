@@ -118,7 +118,8 @@ class Verifier:
 def _promise(bundle: Bundle, trusted: list[str], members: tuple[Policy, ...], say: Report) -> None:
     """Steps 1-2 of a promise: only under :class:`AcceptPromise`, and reported as a promise."""
     receipt = bundle.receipt
-    if not any(isinstance(member, AcceptPromise) for member in members):
+    accept = next((member for member in members if isinstance(member, AcceptPromise)), None)
+    if accept is None:
         raise VerificationError(
             f"step 1 (log): this bundle is a signed promise that the receipt will be entry "
             f"{bundle.index} of the node's log, not yet a logged receipt: upgrade it "
@@ -143,6 +144,11 @@ def _promise(bundle: Bundle, trusted: list[str], members: tuple[Policy, ...], sa
         )
     if not promise.promises(receipt.data):
         raise VerificationError("step 1 (promise): it promises another receipt than the bundle's")
+    if accept.too_late(promise.deadline):
+        raise VerificationError(
+            f"step 1 (promise): its deadline {promise.when} is more than {accept.max_delay} s "
+            "away: a promise due that late could never be shown overdue"
+        )
     say(
         f"1. PROMISE, NOT YET LOGGED: trusted node {receipt['node']} signed that this receipt "
         f"will be entry {promise.index} of log {promise.log!r} by {promise.when}"
