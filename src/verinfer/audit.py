@@ -423,10 +423,10 @@ class Auditor:
             blob = self._get(f"{url}/v1/blobs/{text['tokenizer']}")
             cid.verify(text["tokenizer"], blob)
             tokenizer = self._tokenizers[text["tokenizer"]] = Tokenizer(blob)
-        eos = tokenizer.token_id(text["special_tokens"].get("eos", ""))
         offline = None  # (G1-G4) the record by itself, with the tokenizer for where it ended
         try:
-            verify_generation(bundle, generation, [vkey], ends=None if eos is None else [eos],
+            verify_generation(bundle, generation, [vkey],
+                              ends=tokenizer.ends(text["special_tokens"]),
                               detokenize=tokenizer.decode, manifest=manifest)  # fmt: skip
         except VerificationError as exc:
             offline = str(exc)

@@ -127,6 +127,7 @@ def _text_models(out: Console, directory: Path, client: Client, trusted: list[st
         from verinfer.modes.generation import verify_generation  # noqa: PLC0415 - optional
         from verinfer.text import bundled  # noqa: PLC0415
         from verinfer.text.bert import convert_sentence_transformer  # noqa: PLC0415
+        from verinfer.text.chat import Tokenizer  # noqa: PLC0415
         from verinfer.text.gguf import convert_gguf  # noqa: PLC0415
 
         chat_file, embedding_file = bundled.smollm2(), bundled.minilm()
@@ -151,12 +152,14 @@ def _text_models(out: Console, directory: Path, client: Client, trusted: list[st
     out.print(f"  {question!r} → [bold]{answer.text!r}[/] (verified: {len(generation.tokens)} "
               f"tokens, entry {answer.bundle.index}, commitments "
               f"{generation.commitment_bytes()} bytes)")  # fmt: skip
-    verify_generation(answer.bundle, generation, trusted)
+    words = Tokenizer(converted.tokenizer)  # the published tokenizer: where the answer ended
+    ends = words.ends(converted.text["special_tokens"])
+    verify_generation(answer.bundle, generation, trusted, ends=ends, detokenize=words.decode)
     out.print("  [green]✓[/] offline, without the model: signature, inclusion, the record's "
-              "digests, and the sampler replayed on the committed logits")  # fmt: skip
+              "digests, the sampler replayed on the committed logits, where it ended")  # fmt: skip
     forged = dataclasses.replace(generation, tokens=(generation.tokens[1], *generation.tokens[1:]))
     try:
-        verify_generation(answer.bundle, forged, trusted)
+        verify_generation(answer.bundle, forged, trusted, ends=ends, detokenize=words.decode)
     except VerificationError as exc:
         out.print(f"  [green]✓[/] a changed token is rejected: {str(exc).split(':')[0]}")
     model, tokenizer, text = convert_sentence_transformer(embedding_file)

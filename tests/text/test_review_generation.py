@@ -179,12 +179,6 @@ def test_review_sdk_chat_refuses_parameters_it_did_not_ask_for(
     assert answer.text != "The", "a one-token answer, cut by the node, was returned as verified"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review F-A4: verify-generation --tokenizer without --eos skips the end check of a "
-    "'stop' record and prints G3 as passed: a node's truncated output verifies "
-    "(modes/generation.py G3 needs both ends and detokenize; cli/text.py --eos optional)",
-)
 def test_review_verify_generation_with_a_tokenizer_refuses_a_cut_output(
     text_node: TextNode, tmp_path: Path
 ) -> None:
@@ -204,20 +198,27 @@ def test_review_verify_generation_with_a_tokenizer_refuses_a_cut_output(
                                   "generation": signed.generation.to_json()}))  # fmt: skip
     tokenizer = tmp_path / "tokenizer.json"
     tokenizer.write_bytes(text_node.node.hub.blobs.get(text_node.manifest.text["tokenizer"]))  # type: ignore[index]
-    result = subprocess.run(
-        [*VERINFER, "verify-generation", str(answer), "--node-key", text_node.node.vkey,
-         "--tokenizer", str(tokenizer)],
-        check=False, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode != 0, result.stdout
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*VERINFER, "verify-generation", str(answer), "--node-key", text_node.node.vkey,
+             *extra], check=False, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    alone = verify("--tokenizer", str(tokenizer))  # the end of a turn is a token: needs --eos
+    assert alone.returncode == 1
+    assert "--tokenizer and --eos go together" in alone.stderr
+    eos = str(chat.ends[0])
+    checked = verify("--tokenizer", str(tokenizer), "--eos", eos)
+    assert checked.returncode == 1, checked.stdout
+    assert "step G3 (end): finish 'stop', but the last token" in checked.stderr
+    by_node = verify("--node", text_node.url)  # the manifest's tokenizer and end, by CID
+    assert by_node.returncode == 1, by_node.stdout
+    assert "step G3 (end): finish 'stop', but the last token" in by_node.stderr
+    blind = verify()  # nothing to check the end with: not called verified
+    assert blind.returncode == 1, blind.stdout
+    assert "whether it did cannot be checked" in blind.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review F-A5: TOLERANCE (0.02 + 0.002|v|, ~0.05 at these logits) is over 5x the largest "
-    "honest deviation, so a node may swap a greedy near-tie (the 0.08 'The'/'L' of issue 17) and "
-    "pass re-execution (modes/generation.py TOLERANCE)",
-)
 def test_review_a_swapped_greedy_near_tie_fails_reexecution(
     text_node: TextNode, session: ort.InferenceSession
 ) -> None:
@@ -254,11 +255,6 @@ def test_review_a_swapped_greedy_near_tie_fails_reexecution(
         reexecute(signed.generation, run, cache)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review F-A6: a committed ID outside the vocabulary crashes re-execution with "
-    "IndexError instead of a verdict (modes/generation.py reexecute: row[ids])",
-)
 def test_review_a_committed_id_outside_the_vocabulary_is_a_verdict() -> None:
     vocabulary = 100
     ids = np.array([[60000, 1, 2, 3, 4, 5, 6, 7]], dtype=np.uint16)  # G1 allows any uint16

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from verinfer import keys
-from verinfer.cli._app import HubOption, KeyOption, _hub, app, err, out
+from verinfer.cli._app import HubOption, KeyOption, _hub, _read_file, app, err, out
 from verinfer.cli.models import model_app
 from verinfer.client import ChatResult, Client
 from verinfer.errors import InputError
@@ -128,9 +128,14 @@ def verify_generation_command(  # noqa: PLR0917 - a typer command: its options
     node_key: Annotated[list[str], typer.Option("--node-key", help="a trusted node vkey")],
     tokenizer: Annotated[
         Path | None,
-        typer.Option(help="the model's tokenizer blob: also check where the generation ended"),
+        typer.Option(
+            help="the model's tokenizer blob, with --eos: check where the generation ended "
+            "offline (--node fetches both by the receipt's manifest instead)"
+        ),
     ] = None,
-    eos: Annotated[int | None, typer.Option(help="with --tokenizer: the end-of-turn ID")] = None,
+    eos: Annotated[
+        list[int] | None, typer.Option(help="with --tokenizer: an end-of-turn ID (repeatable)")
+    ] = None,
     reexecute: Annotated[
         bool,
         typer.Option(
@@ -145,12 +150,16 @@ def verify_generation_command(  # noqa: PLR0917 - a typer command: its options
     ] = None,
     node: Annotated[
         str | None,
-        typer.Option(help="fetch the receipt's model by CID from this node (hash-checked)"),
+        typer.Option(
+            help="fetch the receipt's manifest and tokenizer (and, with --reexecute, its model) "
+            "by CID from this node, each hash-checked"
+        ),
     ] = None,
 ) -> None:
-    """Verify a generation offline: the bundle's signature and inclusion, the record's digests,
-    the sampler replayed on the committed logits, and its end; with --reexecute, the model's
-    one teacher-forced pass within the tolerance (step 6)."""
+    """Verify a generation: the bundle's signature and inclusion, the record's digests, the
+    sampler replayed on the committed logits, and where it ended (needs the tokenizer: --node,
+    or --tokenizer with --eos); with --reexecute, the model's one teacher-forced pass within
+    the tolerance (step 6)."""
     from verinfer.modes.generation import verify_generation  # noqa: PLC0415 - the text extra
     from verinfer.text.chat import Tokenizer  # noqa: PLC0415
     from verinfer.text.generation import Generation  # noqa: PLC0415
@@ -162,8 +171,10 @@ def verify_generation_command(  # noqa: PLR0917 - a typer command: its options
             body["generation"])  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{str(answer)!r} is not a chat answer file: {exc}") from exc
-    if (model is not None or node is not None) and not reexecute:
-        raise InputError("--model and --node give the model to --reexecute: add --reexecute")
+    if model is not None and not reexecute:
+        raise InputError("--model gives the model to --reexecute: add --reexecute")
+    if (tokenizer is None) != (not eos):
+        raise InputError("--tokenizer and --eos go together: the end of a turn is a token")
     if model is not None and node is not None:
         raise InputError("give the model either as --model FILE or from --node URL, not both")
     if reexecute and model is None and node is None:
@@ -174,12 +185,20 @@ def verify_generation_command(  # noqa: PLR0917 - a typer command: its options
             model_bytes = model.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read model {str(model)!r}: {exc.strerror}") from exc
-    elif node is not None:
+    manifest, ends, decode = None, list(eos or ()) or None, None
+    if tokenizer is not None:
+        decode = Tokenizer(_read_file(tokenizer, "tokenizer")).decode
+    if node is not None:  # the receipt's manifest, its tokenizer and ends: all by CID
         with Client(node) as client:
-            model_bytes = client.blob(str(bundle.receipt["model"]))  # checked against the CID
-    decode = Tokenizer(tokenizer.read_bytes()).decode if tokenizer is not None else None
+            if reexecute and model is None:
+                model_bytes = client.blob(str(bundle.receipt["model"]))  # checked by its CID
+            if bundle.receipt["manifest"] is not None and decode is None:
+                manifest = client.manifest(str(bundle.receipt["manifest"]))
+                section = manifest.text or {}
+                words = Tokenizer(client.blob(str(section.get("tokenizer"))))
+                ends, decode = list(words.ends(section.get("special_tokens") or {})), words.decode
     verify_generation(
-        bundle, generation, node_key, ends=None if eos is None else [eos], detokenize=decode,
+        bundle, generation, node_key, ends=ends, detokenize=decode, manifest=manifest,
         model=model_bytes, reexecute=reexecute,
         report=lambda line: out.print(f"  [green]✓[/] {line}", highlight=False),
     )  # fmt: skip

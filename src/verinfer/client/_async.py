@@ -386,3 +386,7 @@ class AsyncClient:
     async def blob(self, blob: str) -> bytes:
         """:meth:`Client.blob`, awaited."""
         return await self._run(self._core.blob(blob))
+
+    async def manifest(self, manifest: str) -> Manifest:
+        """:meth:`Client.manifest`, awaited."""
+        return await self._run(self._core.manifest(manifest))

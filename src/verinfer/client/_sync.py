@@ -460,3 +460,8 @@ class Client:
     def blob(self, blob: str) -> bytes:
         """A blob (a model's bytes) by CID, checked against the CID here."""
         return self._run(self._core.blob(blob))
+
+    def manifest(self, manifest: str) -> Manifest:
+        """A signed manifest by its CID, checked against the CID here (its publisher's key
+        is not judged: see :class:`~verinfer.client.Publishers`)."""
+        return self._run(self._core.manifest(manifest))

@@ -178,13 +178,12 @@ def chat_answer(core: Core, body: Mapping[str, Any], answer: Any) -> Flow[ChatRe
         raise VerificationError(
             f"asked for sampling {asked!r}, the record states {generation.sampling.to_json()!r}"
         )
-    eos = tokenizer.token_id(text["special_tokens"]["eos"])
     yield Work(
         lambda: verify_generation(
             bundle,
             generation,
             [vkey],
-            ends=[] if eos is None else [eos],
+            ends=tokenizer.ends(text["special_tokens"]),
             detokenize=tokenizer.decode,
             manifest=manifest,
             tokenizer_cid=text["tokenizer"],

@@ -86,11 +86,7 @@ class TextModels:
         if text is None or text.get("kind") != "chat":
             raise InputError(f"{ref!r} is not a chat model (its manifest has no chat section)")
         tokenizer = Tokenizer(self._node.hub.blobs.get(text["tokenizer"]))
-        ends = tuple(
-            i
-            for name in ("eos",)
-            if (i := tokenizer.token_id(text["special_tokens"].get(name, ""))) is not None
-        )
+        ends = tokenizer.ends(text["special_tokens"])
         shapes = {spec["name"]: spec["shape"] for spec in manifest.body["inputs"]}
         blocks = sum(1 for name in shapes if name.startswith("past_key."))
         key = shapes.get("past_key.0")

@@ -92,6 +92,11 @@ class Tokenizer:
         found = self._tokenizer.token_to_id(token)
         return None if found is None else int(found)
 
+    def ends(self, special_tokens: Mapping[str, str]) -> tuple[int, ...]:
+        """The IDs that end a turn, by a manifest's ``special_tokens`` (its ``eos``)."""
+        found = self.token_id(special_tokens.get("eos", ""))
+        return () if found is None else (found,)
+
     def encode(self, text: str, *, special: bool = True) -> list[int]:
         """Token IDs of ``text``; ``special``: control tokens written in it are matched (the
         rendered chat template's turn markers); else only ordinary text is produced."""
