@@ -104,8 +104,13 @@ def test_the_chat_box_streams_an_answer_and_verifies_it_in_the_page(
         answer = json.loads(turn.find_element(By.CSS_SELECTOR, "pre.bundle").get_attribute(
             "textContent") or "")  # fmt: skip
         generation = Generation.from_json(answer["generation"])
-        verify_generation(Bundle.from_json(answer["bundle"]), generation, [text_node.node.vkey])
+        tokenizer = _tokenizer(text_node)
+        verify_generation(Bundle.from_json(answer["bundle"]), generation, [text_node.node.vkey],
+                          ends=[tokenizer.token_id("<|im_end|>")],
+                          detokenize=tokenizer.decode)  # fmt: skip
         assert generation.sampling.temperature == 0
+        assert generation.sampling.top_k == 8  # every parameter sent, the seed drawn by the page
+        assert 0 <= generation.sampling.seed < 1 << 32
         assert generation.sampling.max_tokens == 12
 
         # a stream changed on the way (one generated token) is refused in the page: step 5

@@ -198,6 +198,7 @@ def test_review_verify_generation_with_a_tokenizer_refuses_a_cut_output(
                                   "generation": signed.generation.to_json()}))  # fmt: skip
     tokenizer = tmp_path / "tokenizer.json"
     tokenizer.write_bytes(text_node.node.hub.blobs.get(text_node.manifest.text["tokenizer"]))  # type: ignore[index]
+
     def verify(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*VERINFER, "verify-generation", str(answer), "--node-key", text_node.node.vkey,

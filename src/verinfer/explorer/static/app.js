@@ -248,11 +248,14 @@ function chatBox(ref, body, manifestCid) {
     log.append(h("div", { class: "turn user" }, h("strong", {}, "You: "), content),
       h("div", { class: "turn assistant" }, h("strong", {}, "Model: "), said), turn);
     let text = "", pieces = 0, last = null;
+    // every sampling parameter is sent, the seed drawn here: a parameter left out would be
+    // the node's to choose (a seed it could try until the answer suits it)
+    const asked = { temperature: Number(temperature.value), top_p: 1, top_k: 8,
+      seed: crypto.getRandomValues(new Uint32Array(1))[0], max_tokens: Number(maxTokens.value) };
     try {
       const response = await fetch("/v1/chat/completions", { method: "POST",
         headers: { "content-type": "application/json", accept: "text/event-stream" },
-        body: JSON.stringify({ model: ref, messages, stream: true,
-          temperature: Number(temperature.value), max_tokens: Number(maxTokens.value) }) });
+        body: JSON.stringify({ model: ref, messages, stream: true, ...asked }) });
       if (!response.ok) {
         const refused = await response.text();
         let why = `${response.status}`;
@@ -290,6 +293,13 @@ function chatBox(ref, body, manifestCid) {
       const known = await endsOf();
       const result = await v.verifyGeneration(bundle, evidence.generation, { trusted: [(await node()).vkey],
         ends: known ?? undefined, manifest: { cid: manifestCid, model: body.model } });
+      const stated = evidence.generation.sampling ?? {};
+      const other = Object.keys(asked).filter((k) => Number(stated[k]) !== asked[k]);
+      if ((stated.stop ?? []).length) other.push("stop");
+      if (result.ok && other.length) {  // a verified record of parameters nobody asked for
+        result.ok = false;
+        result.error = `the record states ${other.join(", ")} other than this page asked`;
+      }
       const answer = `{"bundle": ${bundle}, "generation": ${record}}`;
       turn.append(
         h("p", {}, h("strong", {}, result.ok ? "Receipt verified; sampler replayed (in this page)"
@@ -300,9 +310,10 @@ function chatBox(ref, body, manifestCid) {
           + "(G2), the token count (G3)"
           + (known ? ", that the turn ended at the end-of-turn token and not before (G3: its ID read "
             + "from the manifest's tokenizer, whose CID was checked here)" : "")
-          + " and that the receipt names this page's manifest and model (G4). Not checked here: the "
-          + "text (the node decoded it; the page does not run the tokenizer), whether a stop string "
-          + "ended it, and the logits themselves (re-execution): use ",
+          + ", that the receipt names this page's manifest and model (G4) and that the record's "
+          + "sampling parameters and seed are the ones this page sent. Not checked here: the "
+          + "text (the node decoded it; the page does not run the tokenizer), the prompt's tokens "
+          + "(the node applied the chat template), and the logits themselves (re-execution): use ",
           code("verinfer verify-generation --tokenizer"), " on the downloaded answer."),
         verdictView(result),
         h("details", {}, h("summary", {}, "the bundle and generation record"), h("pre", { class: "bundle" }, answer)),
