@@ -75,13 +75,15 @@ def chat(  # noqa: PLR0917 - a typer command: its options
     ]
     with Client(node) as client:
         result: ChatResult | None = None
-        for piece in client.chat_stream(model, messages, temperature=temperature,
-                                        max_tokens=max_tokens, seed=seed):  # fmt: skip
-            if isinstance(piece, ChatResult):
-                result = piece
-            else:
-                out.print(piece, end="")
-        out.print()
+        try:
+            for piece in client.chat_stream(model, messages, temperature=temperature,
+                                            max_tokens=max_tokens, seed=seed):  # fmt: skip
+                if isinstance(piece, ChatResult):
+                    result = piece
+                else:
+                    out.print(piece, end="", highlight=False, markup=False)
+        finally:
+            out.print()  # the error, if any, says whether the text above is the verified one
     if result is None:  # pragma: no cover - chat_stream ends with the result or raises
         raise InputError("no answer")
     receipt = result.bundle.receipt

@@ -22,6 +22,7 @@ from verinfer.client._text import (
     embed_flow,
     sse_event,
     stream_request,
+    streamed,
 )
 from verinfer.client._trust import Notify, Publishers
 from verinfer.errors import VerificationError
@@ -222,12 +223,14 @@ class AsyncClient:
         stop: str | Sequence[str] | None = None,
     ) -> AsyncIterator[str | ChatResult]:
         """:meth:`Client.chat_stream`, as an async iterator: text pieces as they come
-        (unverified until the end), then the verified :class:`ChatResult`."""
+        (unverified until the end), then the verified :class:`ChatResult`; raises if the
+        pieces are not its verified text."""
         sampling = {"temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                     "stop": stop}  # fmt: skip
         body = stream_request(model, messages, sampling)
         await self.node_vkey()
         last: Any = None
+        pieces: list[str] = []
         try:
             async with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
@@ -236,13 +239,14 @@ class AsyncClient:
                 async for line in response.aiter_lines():
                     piece, evidence = sse_event(line)
                     if piece:
+                        pieces.append(piece)
                         yield piece
                     last = evidence if evidence is not None else last
         except httpx.HTTPError as exc:
             raise NetworkError(f"POST {self.url}/v1/chat/completions failed: {exc}") from exc
         if last is None:
             raise VerificationError(f"the stream from {self.url} ended without its bundle")
-        yield await self._run(chat_answer(self._core, body, last))
+        yield streamed(pieces, await self._run(chat_answer(self._core, body, last)))
 
     async def embed(
         self, model: str, texts: Sequence[str], *, audit: str = "private"

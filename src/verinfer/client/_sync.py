@@ -23,6 +23,7 @@ from verinfer.client._text import (
     embed_flow,
     sse_event,
     stream_request,
+    streamed,
 )
 from verinfer.client._trust import Notify, Publishers
 from verinfer.errors import VerificationError
@@ -263,12 +264,14 @@ class Client:
         stop: str | Sequence[str] | None = None,
     ) -> Iterator[str | ChatResult]:
         """:meth:`chat`, streamed: yields the node's text pieces as they come (unverified
-        until the end), then the verified :class:`ChatResult` (raises if it does not verify)."""
+        until the end), then the verified :class:`ChatResult`; raises if it does not verify,
+        or if the pieces are not its verified text (what was shown must then be withdrawn)."""
         sampling = {"temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                     "stop": stop}  # fmt: skip
         body = stream_request(model, messages, sampling)
         self.node_vkey()
         last: Any = None
+        pieces: list[str] = []
         try:
             with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
@@ -277,13 +280,14 @@ class Client:
                 for line in response.iter_lines():
                     piece, evidence = sse_event(line)
                     if piece:
+                        pieces.append(piece)
                         yield piece
                     last = evidence if evidence is not None else last
         except httpx.HTTPError as exc:
             raise NetworkError(f"POST {self.url}/v1/chat/completions failed: {exc}") from exc
         if last is None:
             raise VerificationError(f"the stream from {self.url} ended without its bundle")
-        yield self._run(chat_answer(self._core, body, last))
+        yield streamed(pieces, self._run(chat_answer(self._core, body, last)))
 
     def embed(self, model: str, texts: Sequence[str], *, audit: str = "private") -> EmbedResult:
         """Embeddings of ``texts``, verified: the bundle proves these vectors for the inputs

@@ -4,10 +4,11 @@ A chat answer is accepted only if: the bundle verifies under a trusted node key
 (:func:`verinfer.modes.generation.verify_generation`: signature, inclusion, the record's
 digests, the sampler replayed on the committed values, the end); the record's prompt is the
 prompt this client builds itself from its messages with the manifest's chat template and
-tokenizer (fetched by CID, hash-checked); its sampling parameters are the ones asked (the seed
-too, when one was given); the nonce is the one sent; and the model is the one asked for (a
-named ref through the owner's signed history). The text returned is decoded here from the
-verified tokens, not taken from the node.
+tokenizer (fetched by CID, hash-checked); its sampling parameters are exactly the ones sent
+(every one is sent, the seed drawn here unless given: none is the node's to choose); the nonce
+is the one sent; and the model is the one asked for (a named ref through the owner's signed
+history, or a manifest CID). The text returned is decoded here from the verified tokens, not
+taken from the node; a stream's pieces must add up to it.
 """
 
 from __future__ import annotations
@@ -73,10 +74,19 @@ def _text_section(manifest: Manifest, kind: str) -> dict[str, Any]:
 
 
 def _named_or_cid(core: Core, model: str, bundle: Bundle) -> Flow[Manifest]:
+    """The answer's manifest, when it is the one asked for: by name (a trusted publisher's
+    current version) or by manifest CID. Not by model CID: a text model's manifest carries the
+    chat template and tokenizer that shape the prompt and the answer, and any publisher may
+    sign one for the same weights, so the node would choose it."""
     receipt = bundle.receipt
     if "/" in model:
         yield from core.named(model, bundle)
-    elif model not in (receipt["model"], receipt["manifest"]):
+    elif model == receipt["model"] and model != receipt["manifest"]:
+        raise VerificationError(
+            f"asked by model CID {model!r}: the node chose the manifest, whose chat template "
+            "and tokenizer shape the prompt and the answer; ask by owner/name or manifest CID"
+        )
+    elif model != receipt["manifest"]:
         raise VerificationError(f"asked for {model!r}, the receipt names {receipt['model']!r}")
     if receipt["manifest"] is None:
         raise VerificationError("a text answer must name its manifest")
@@ -121,7 +131,10 @@ def chat_request(
     """The JSON body of a generation request, with a fresh nonce."""
     if (messages is None) == (prompt is None):
         raise InputError("give either messages or a prompt")
-    asked = {k: v for k, v in sampling.items() if v is not None}
+    given = {k: v for k, v in sampling.items() if v is not None}
+    given.setdefault("seed", secrets.randbelow(1 << 53))  # never the node's to choose
+    # every parameter is sent: one left out would be the node's to state (PROTOCOL.md §16)
+    asked = Sampling(**_sampling_fields(given)).to_json()
     body: dict[str, Any] = {"model": model, "nonce": secrets.token_urlsafe(16), "audit": audit}
     body.update(asked)
     if messages is not None:
@@ -129,6 +142,19 @@ def chat_request(
     else:
         body["prompt"] = prompt
     return body
+
+
+def streamed(pieces: Sequence[str], result: ChatResult) -> ChatResult:
+    """The verified ``result`` of a stream whose text ``pieces`` were shown as they came;
+    :class:`VerificationError` if they are not its verified text (the node streamed one text
+    and proved another: what was shown must be taken back)."""
+    shown = "".join(pieces)
+    if shown != result.text:
+        raise VerificationError(
+            f"the streamed text is not the verified text: shown {shown!r}, the verified tokens "
+            f"say {result.text!r}"
+        )
+    return result
 
 
 def sse_event(line: str) -> tuple[str | None, Any]:
@@ -173,7 +199,7 @@ def chat_answer(core: Core, body: Mapping[str, Any], answer: Any) -> Flow[ChatRe
         expected = tokenizer.encode(str(prompt))
     if list(generation.prompt) != expected:
         raise VerificationError("the record's prompt is not the prompt this client sent")
-    wanted = Sampling(**{**generation.sampling.__dict__, **_sampling_fields(asked)})
+    wanted = Sampling(**_sampling_fields(asked))
     if wanted != generation.sampling:
         raise VerificationError(
             f"asked for sampling {asked!r}, the record states {generation.sampling.to_json()!r}"
