@@ -137,7 +137,7 @@ def _answers(cluster: Cluster, body: dict[str, Any], *names: str) -> list[ChatRe
 
 
 def test_nodes_of_one_engine_give_identical_records_and_the_bundle_proves_it(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster,
 ) -> None:
     with Network(cluster.network("a", "b"), **cluster.trusted()) as network:
         result = network.chat("alice/smollm2", STORY, mode="replicated:2", temperature=0.8,
@@ -154,20 +154,6 @@ def test_nodes_of_one_engine_give_identical_records_and_the_bundle_proves_it(
     assert any("2+. 2 receipts from distinct trusted nodes" in line and "bit for bit" in line
                for line in lines)  # fmt: skip
     assert any(line.startswith("G0. 2 receipts of manifest") for line in lines)
-    # offline, by the command line, with nothing but the answer file and the node keys
-    answer = tmp_path / "answer.json"
-    answer.write_text(json.dumps({"bundle": bundle.to_dict(),
-                                  "generation": result.generation.to_json()}))  # fmt: skip
-    keys = [arg for key in cluster.vkeys("a", "b") for arg in ("--node-key", key)]
-    env = {**os.environ, "VERINFER_HOME": str(tmp_path / "home")}
-    checked = subprocess.run([*VERINFER, "verify-generation", str(answer), *keys],
-                             capture_output=True, text=True, timeout=120, env=env, check=False)  # fmt: skip
-    assert checked.returncode == 0, checked.stderr
-    assert "2+. 2 receipts from distinct trusted nodes" in checked.stdout
-    alone = subprocess.run([*VERINFER, "verify-generation", str(answer), *keys[:2]],
-                           capture_output=True, text=True, timeout=120, env=env, check=False)  # fmt: skip
-    assert alone.returncode == 1  # b's receipt is not under a trusted key
-    assert "not a trusted key" in alone.stderr
 
 
 def test_across_kernel_classes_the_tokens_agree_and_the_commitments_within_tolerance(
@@ -188,7 +174,7 @@ def test_across_kernel_classes_the_tokens_agree_and_the_commitments_within_toler
     assert any("generations with identical tokens" in line for line in lines)
     # the evidence is checked, not believed
     forged = replace(bundle, evidence=replace(evidence, deviation=0.0))
-    with pytest.raises(VerificationError, match="records deviation 0.0"):
+    with pytest.raises(VerificationError, match=r"records deviation 0\.0"):
         verify_bundle(forged, cluster.vkeys("a", "other"))
     swapped = replace(bundle, evidence=replace(evidence, compared=evidence.compared[::-1]))
     with pytest.raises(VerificationError, match="are not the ones its receipt names"):
@@ -235,11 +221,11 @@ def test_two_receipts_from_one_node_are_not_two_nodes(cluster: Cluster) -> None:
                         "max_tokens": 3}, mode="replicated:2")  # fmt: skip
     first, second = _answers(cluster, body, "a", "a")
     assert first.bundle.index != second.bundle.index  # two entries of one log
-    with pytest.raises(VerificationError, match="comes from node .* again; replicated:2 needs"):
+    with pytest.raises(VerificationError, match=r"comes from node .* again; replicated:2 needs"):
         chat_agreed("replicated:2", [first, second], cluster.vkeys("a"), b"")
     twice = cluster.tmp / "twice.json"  # one key listed twice is one operator
-    twice.write_text(json.dumps({"nodes": [{"url": cluster.nodes["a"].url,
-                                            "vkey": cluster.nodes["a"].node.vkey}] * 2}))  # fmt: skip
+    entry = {"url": cluster.nodes["a"].url, "vkey": cluster.nodes["a"].node.vkey}
+    twice.write_text(json.dumps({"nodes": [entry, entry]}))
     with (
         Network(twice, **cluster.trusted()) as network,
         pytest.raises(InputError, match="needs 2 nodes of distinct operators; the network has 1"),
@@ -273,7 +259,7 @@ def test_a_replicated_bundle_with_a_receipt_dropped_or_swapped_is_refused(
     swapped = replace(agreed.bundle, evidence=replace(evidence, replicas=tuple(replicas)))
     with pytest.raises(VerificationError, match=rf"replica {position + 1} has inputs"):
         verify_bundle(Bundle.from_json(swapped.to_json()), trusted)
-    with pytest.raises(VerificationError, match="step G0 \\(replicas\\)|has inputs"):
+    with pytest.raises(VerificationError, match=r"step G0 \(replicas\)|has inputs"):
         cluster.check(swapped, agreed, "a", "b", "other")
 
 
@@ -289,8 +275,8 @@ def test_modes_and_counts_are_checked(cluster: Cluster) -> None:
         with pytest.raises(InputError, match="asks several nodes: use a Network"):
             client.embed("alice/minilm", ["a cat"], mode="replicated:2")
     for mode in ("optimistic", "zk", "replicated:1"):
-        answer = httpx.post(f"{cluster.nodes['a'].url}/v1/generate", json={
-            "model": "alice/smollm2", "messages": FRANCE, "max_tokens": 2, "mode": mode})  # fmt: skip
+        body = {"model": "alice/smollm2", "messages": FRANCE, "max_tokens": 2, "mode": mode}
+        answer = httpx.post(f"{cluster.nodes['a'].url}/v1/generate", json=body)
         assert answer.status_code == 400, answer.text
         assert mode in answer.json()["message"]
 
@@ -300,7 +286,8 @@ def test_async_network_and_embeddings(cluster: Cluster) -> None:
         async with AsyncNetwork(cluster.network("a", "other"), **cluster.trusted()) as network:
             chat = await network.generate(
                 "alice/smollm2",
-                "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+                "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+                "<|im_start|>assistant\n",
                 mode="replicated:2", temperature=0, max_tokens=4,
             )  # fmt: skip
         async with AsyncNetwork(cluster.network("a", "b"), **cluster.trusted()) as network:
@@ -310,7 +297,8 @@ def test_async_network_and_embeddings(cluster: Cluster) -> None:
 
     chat, embedded = asyncio.run(go())
     assert chat.text == "The capital of France"
-    assert isinstance(chat.bundle.evidence, Agreement) and chat.bundle.evidence.compared
+    assert isinstance(chat.bundle.evidence, Agreement)
+    assert chat.bundle.evidence.compared
     verify_bundle(chat.bundle, cluster.vkeys("a", "other"))
     assert embedded.embeddings.shape == (2, 384)
     assert len(embedded.bundle.replicas) == 1
@@ -326,3 +314,36 @@ def test_async_network_and_embeddings(cluster: Cluster) -> None:
         pytest.raises(VerificationError, match="declares no tolerance"),
     ):
         network.embed("alice/minilm", ["a cat"], mode="replicated:2")
+
+
+def test_the_cli_chats_on_a_network_and_the_answer_verifies_offline(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = {**os.environ, "VERINFER_HOME": str(tmp_path / "home")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*VERINFER, *args], capture_output=True, text=True, timeout=180,
+                              env=env, check=False)  # fmt: skip
+
+    answer = tmp_path / "answer.json"
+    asked = run("chat", "alice/smollm2", "What is the capital of France?", "--network",
+                str(cluster.network("a", "other")), "--mode", "replicated:2", "--max-tokens", "4",
+                "--bundle", str(answer))  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.strip() == "The capital of France"
+    assert "2 nodes agree" in asked.stderr
+    # offline, with nothing but the answer file and the node keys: the agreement re-judged
+    keys = [arg for key in cluster.vkeys("a", "other") for arg in ("--node-key", key)]
+    checked = run("verify-generation", str(answer), *keys)
+    assert checked.returncode == 0, checked.stderr
+    assert "generations with identical tokens" in checked.stdout
+    assert "G0. 2 receipts of manifest" in checked.stdout
+    body = json.loads(answer.read_text())
+    assert len(body["bundle"]["evidence"]["outputs"]) == 2
+    alone = run("verify-generation", str(answer), *keys[:2])
+    assert alone.returncode == 1  # the other node's receipt is not under a trusted key
+    assert "not a trusted key" in alone.stderr
+    single = run("chat", "alice/smollm2", "Hi", "--node", cluster.nodes["a"].url, "--mode",
+                 "replicated:2")  # fmt: skip
+    assert single.returncode != 0
+    assert "asks several nodes: give --network" in single.stderr
