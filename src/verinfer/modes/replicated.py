@@ -17,6 +17,7 @@ import numpy as np
 from verinfer import tensors
 from verinfer.errors import Error, VerificationError
 from verinfer.modes._base import NO_EVIDENCE, Evidence, Mode, Report, _evidence_is, encodable
+from verinfer.text.sampler import TOP
 
 if TYPE_CHECKING:
     from verinfer.verify.bundle import Bundle
@@ -399,9 +400,16 @@ def _generation_record(outputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, .
     ):
         raise VerificationError("the outputs compared are not a generation's")
     tokens, ids, logits = outputs["tokens"], outputs["top_ids"], outputs["top_logits"]
-    if ids.shape != logits.shape or ids.shape[0] != tokens.shape[0]:
-        raise VerificationError("a generation's commitments must have one row per token")
-    return tokens, ids, logits.astype(np.float64), outputs["finish"]
+    if ids.shape != logits.shape or ids.shape != (tokens.shape[0], TOP):
+        raise VerificationError(
+            f"a generation's commitments must be one row of {TOP} candidates per token"
+        )
+    values = logits.astype(np.float64)
+    if not np.all(np.isfinite(values)) or any(len(set(row)) != TOP for row in ids.tolist()):
+        raise VerificationError(
+            "a generation's commitments must be distinct candidates with finite logits"
+        )
+    return tokens, ids, values, outputs["finish"]
 
 
 def generations_agree(
