@@ -128,6 +128,8 @@ class Network(_Nodes[Client]):
     ``mode="replicated:K"`` sends the request to K nodes of distinct operators at once (a node's
     optional ``operator`` in the file groups keys; by default each key is its own operator) and
     accepts only if all K verified answers agree; the bundle then carries all K receipts.
+    :meth:`chat`, :meth:`generate` and :meth:`embed` do the same for text models (generations
+    agree by their tokens and commitments, PROTOCOL.md §16).
     """
 
     def __init__(
