@@ -19,7 +19,7 @@ import numpy as np
 from verinfer.engine import Engine
 from verinfer.errors import InputError
 
-__all__ = ["TEST_ENGINES", "FalsifyingEngine", "falsified", "named_engine"]
+__all__ = ["TEST_ENGINES", "FalsifyingEngine", "SkewedEngine", "falsified", "named_engine"]
 
 
 def falsified(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -65,6 +65,55 @@ class FalsifyingEngine(Engine):
         with self._coin_lock:
             lie = self._coin.random() < self.share
         return falsified(outputs) if lie else outputs
+
+
+class SkewedEngine(Engine):
+    """An engine that runs the model on ``inner`` (sharing its sessions: one copy of a large
+    model serves several test nodes of one process), then adds ``offset`` and seeded Gaussian
+    noise of standard deviation ``noise`` to the first output (a language model's logits), and
+    states ``kernel_class`` as its CPU kernel class. A little noise under another class stands
+    in for an honest node on other hardware, whose kernels differ in the low bits; a large
+    offset or noise for a dishonest node that signs a self-consistent record of something
+    else than the model computed."""
+
+    def __init__(
+        self,
+        inner: Engine,
+        *,
+        kernel_class: str,
+        offset: float = 0.0,
+        noise: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(threads=inner.threads, timeout=inner.timeout, memory=None)
+        self.inner = inner
+        self.kernel_class = kernel_class
+        self.offset, self.noise = offset, noise
+        self._noise = np.random.default_rng(seed)
+        self._noise_lock = threading.Lock()
+
+    @property
+    def identity(self) -> str:
+        return f"{self.inner.identity.rpartition('/')[0]}/{self.kernel_class}"
+
+    def session(self, model: str, load: Callable[[], bytes]) -> Any:
+        return self.inner.session(model, load)
+
+    def run(
+        self,
+        model: str,
+        load: Callable[[], bytes],
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        outputs = self.inner.run(model, load, inputs, timeout=timeout)
+        name = next(iter(outputs))
+        first = outputs[name]
+        with self._noise_lock:
+            jitter = self._noise.normal(0.0, self.noise, first.shape) if self.noise else 0.0
+        skewed = (first.astype(np.float64) + self.offset + jitter).astype(first.dtype)
+        return {**outputs, name: skewed}
 
 
 # the fakes ``verinfer node start --test-engine NAME:ARG`` can start a node with

@@ -12,8 +12,9 @@ import typer
 from verinfer import keys
 from verinfer.cli._app import HubOption, KeyOption, _hub, _read_file, app, err, out
 from verinfer.cli.models import model_app
-from verinfer.client import ChatResult, Client
+from verinfer.client import ChatResult, Client, Network
 from verinfer.errors import InputError
+from verinfer.verify import replicas_of
 
 NodeUrl = Annotated[str, typer.Option("--node", help="the node's URL")]
 
@@ -61,7 +62,13 @@ def model_import(  # noqa: PLR0917 - a typer command: its options
 def chat(  # noqa: PLR0917 - a typer command: its options
     model: Annotated[str, typer.Argument(help="owner/name[@version|tag] of a chat model")],
     question: Annotated[str, typer.Argument(help="the user's message")],
-    node: NodeUrl,
+    node: Annotated[str | None, typer.Option("--node", help="the node's URL")] = None,
+    network: Annotated[
+        Path | None, typer.Option(help="a network.json: any of its nodes answers, or K agree")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="attested, or replicated:K (K nodes of --network must agree)")
+    ] = "attested",
     system: Annotated[str | None, typer.Option(help="a system message")] = None,
     temperature: Annotated[float, typer.Option(help="0 for greedy")] = 0.0,
     max_tokens: Annotated[int, typer.Option(help="most tokens to generate")] = 128,
@@ -69,27 +76,40 @@ def chat(  # noqa: PLR0917 - a typer command: its options
     bundle: Annotated[Path | None, typer.Option(help="write the bundle and record here")] = None,
 ) -> None:
     """Ask a chat model on a node; the answer streams to the terminal and is verified at the
-    end (signature, inclusion, the record's digests, the sampler replayed, the prompt)."""
+    end (signature, inclusion, the record's digests, the sampler replayed, the prompt). On a
+    --network, with --mode replicated:K, K nodes answer and must agree (printed once judged)."""
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": question}
     ]
-    with Client(node) as client:
-        result: ChatResult | None = None
-        try:
-            for piece in client.chat_stream(model, messages, temperature=temperature,
-                                            max_tokens=max_tokens, seed=seed):  # fmt: skip
-                if isinstance(piece, ChatResult):
-                    result = piece
-                else:
-                    out.print(piece, end="", highlight=False, markup=False)
-        finally:
-            out.print()  # the error, if any, says whether the text above is the verified one
+    if (node is None) == (network is None):
+        raise InputError("give --node URL or --network FILE (one of them)")
+    result: ChatResult | None = None
+    if network is not None:
+        with Network(network) as nodes:
+            result = nodes.chat(model, messages, mode=mode, temperature=temperature,
+                                max_tokens=max_tokens, seed=seed)  # fmt: skip
+        out.print(result.text, highlight=False, markup=False)
+    else:
+        if replicas_of(mode) > 1:
+            raise InputError(f"mode {mode!r} asks several nodes: give --network")
+        with Client(str(node)) as client:
+            try:
+                for piece in client.chat_stream(model, messages, temperature=temperature,
+                                                max_tokens=max_tokens, seed=seed):  # fmt: skip
+                    if isinstance(piece, ChatResult):
+                        result = piece
+                    else:
+                        out.print(piece, end="", highlight=False, markup=False)
+            finally:
+                out.print()  # the error, if any, says whether the text above is verified
     if result is None:  # pragma: no cover - chat_stream ends with the result or raises
         raise InputError("no answer")
     receipt = result.bundle.receipt
+    agreed = f", {len(result.bundle.replicas) + 1} nodes agree" if result.bundle.replicas else ""
     err.print(
         f"verified: {len(result.generation.tokens)} tokens, entry {result.bundle.index} of "
         f"{receipt['log']}, model {receipt['model']}, seed {result.generation.sampling.seed}"
+        f"{agreed}"
     )
     if bundle is not None:
         bundle.write_text(json.dumps({"bundle": result.bundle.to_dict(),

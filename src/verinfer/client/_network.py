@@ -7,7 +7,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -19,6 +19,14 @@ from verinfer.client._async import AsyncClient
 from verinfer.client._core import NetworkError, Result, json_of
 from verinfer.client._options import PublisherTrust, publishers_of
 from verinfer.client._sync import Client
+from verinfer.client._text import (
+    ChatResult,
+    EmbedResult,
+    chat_agreed,
+    chat_request,
+    chat_send,
+    embed_flow,
+)
 from verinfer.client._trust import Notify, StaleHistory
 from verinfer.errors import (
     DisagreementError,
@@ -38,6 +46,7 @@ __all__ = ["AsyncNetwork", "Network", "connect"]
 
 
 C = TypeVar("C", Client, AsyncClient)
+T = TypeVar("T")
 
 
 class _Nodes(Generic[C]):
@@ -119,6 +128,8 @@ class Network(_Nodes[Client]):
     ``mode="replicated:K"`` sends the request to K nodes of distinct operators at once (a node's
     optional ``operator`` in the file groups keys; by default each key is its own operator) and
     accepts only if all K verified answers agree; the bundle then carries all K receipts.
+    :meth:`chat`, :meth:`generate` and :meth:`embed` do the same for text models (generations
+    agree by their tokens and commitments, PROTOCOL.md §16).
     """
 
     def __init__(
@@ -235,8 +246,17 @@ class Network(_Nodes[Client]):
         nonce: str,
         audit: str,
     ) -> Result:
+        found = self._gather(
+            mode, wanted, lambda c: c._infer(model, inputs, mode=mode, nonce=nonce, audit=audit)
+        )
+        needed = _manifest_needed([answer.bundle for answer in found])
+        return _agreed(mode, found, self.vkeys(), self._manifest(needed) if needed else b"")
+
+    def _gather(self, mode: str, wanted: int, ask: Callable[[Client], T]) -> list[T]:
+        """``ask`` ``wanted`` nodes of distinct operators at once, each verifying its own
+        answer; a node that fails to answer is replaced, a lie (VerificationError) raised."""
         candidates = self._candidates(mode, wanted)
-        answers: dict[str, Result] = {}  # by operator
+        answers: dict[str, T] = {}  # by operator
         failures: list[str] = []
         with ThreadPoolExecutor(max_workers=wanted) as pool:
             while len(answers) < wanted:
@@ -246,21 +266,95 @@ class Network(_Nodes[Client]):
                         f"{mode}: only {len(answers)} of {wanted} operators answered: "
                         + "; ".join(failures)
                     )
-                futures = {
-                    client: pool.submit(
-                        client._infer, model, inputs, mode=mode, nonce=nonce, audit=audit
-                    )
-                    for client in batch
-                }
+                futures = {client: pool.submit(ask, client) for client in batch}
                 for client, future in futures.items():
                     try:
                         answers[self._operators[client.url]] = future.result()
                     except (NetworkError, LimitExceeded, StorageError, NotFound,
                             StaleHistory) as exc:  # fmt: skip
                         failures.append(f"{client.url}: {exc}")  # VerificationError propagates
-        found = list(answers.values())
-        needed = _manifest_needed(found)
-        return _agreed(mode, found, self.vkeys(), self._manifest(needed) if needed else b"")
+        return list(answers.values())
+
+    def _one(self, ask: Callable[[Client], T]) -> T:
+        """``ask`` the next node that answers (fail-over); a lie propagates."""
+        failures = []
+        for client in self._order():
+            try:
+                return ask(client)
+            except (NetworkError, LimitExceeded, StorageError, StaleHistory) as exc:
+                failures.append(f"{client.url}: {exc}")
+        raise NetworkError("no node answered: " + "; ".join(failures))
+
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        mode: str = "attested",
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        audit: str = "private",
+    ) -> ChatResult:
+        """:meth:`Client.chat` on the next node that answers; for ``replicated:K``, the same
+        request (one nonce, one seed: drawn here if not given) on K nodes of distinct
+        operators, each answer verified on its own, whose generations must agree (identical
+        tokens; on one engine identity identical records, across kernel classes commitments
+        within twice the generation tolerance, PROTOCOL.md §16): else
+        :class:`DisagreementError` naming the token where they part, with every signed
+        answer. The bundle carries every receipt (and, across classes, every record)."""
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                    "max_tokens": max_tokens, "stop": stop}  # fmt: skip
+        body = chat_request(model, messages=messages, sampling=sampling, audit=audit, mode=mode)
+        return self._chat(mode, body)
+
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        mode: str = "attested",
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        audit: str = "private",
+    ) -> ChatResult:
+        """:meth:`Client.generate` (a raw prompt), on the network as :meth:`chat`."""
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                    "max_tokens": max_tokens, "stop": stop}  # fmt: skip
+        body = chat_request(model, prompt=prompt, sampling=sampling, audit=audit, mode=mode)
+        return self._chat(mode, body)
+
+    def _chat(self, mode: str, body: Mapping[str, Any]) -> ChatResult:
+        wanted = replicas_of(mode)
+        if wanted == 1:
+            return self._one(lambda client: client._run(chat_send(client._core, body)))
+        found = self._gather(mode, wanted, lambda c: c._run(chat_send(c._core, body)))
+        needed = _manifest_needed([answer.bundle for answer in found])
+        return chat_agreed(mode, found, self.vkeys(), self._manifest(needed) if needed else b"")
+
+    def embed(
+        self, model: str, texts: Sequence[str], *, mode: str = "attested", audit: str = "private"
+    ) -> EmbedResult:
+        """:meth:`Client.embed` on the next node that answers; for ``replicated:K``, on K nodes
+        of distinct operators whose vectors must agree as inference outputs do (bit for bit
+        on one engine identity, across kernel classes within the tolerance the model's
+        manifest declares): else :class:`DisagreementError`."""
+        wanted = replicas_of(mode)
+        if wanted == 1:
+            return self._one(lambda client: client.embed(model, texts, audit=audit, mode=mode))
+        nonce = secrets.token_urlsafe(16)
+        found = self._gather(mode, wanted, lambda c: c._run(embed_flow(
+            c._core, model, texts, audit=audit, mode=mode, nonce=nonce, single=False)))  # fmt: skip
+        needed = _manifest_needed([answer.bundle for answer in found])
+        manifest = self._manifest(needed) if needed else b""
+        return _embedded(_agreed(mode, _as_results(found), self.vkeys(), manifest))
 
     def _manifest(self, ref: str) -> bytes:
         """A manifest's bytes from any node (checked against its CID by the caller)."""
@@ -290,10 +384,20 @@ def _accused(document: object, convicted: Mapping[str, str]) -> str | None:
     return accused if isinstance(accused, str) and accused not in convicted else None
 
 
-def _manifest_needed(answers: list[Result]) -> str | None:
+def _as_results(found: list[EmbedResult]) -> list[Result]:
+    return [Result({"embeddings": e.embeddings}, e.bundle, e.manifest, e.capabilities)
+            for e in found]  # fmt: skip
+
+
+def _embedded(agreed: Result) -> EmbedResult:
+    return EmbedResult(
+        agreed.outputs["embeddings"], agreed.bundle, agreed.manifest, agreed.capabilities
+    )
+
+
+def _manifest_needed(bundles: list[Bundle]) -> str | None:
     """The manifest CID agreement needs to compare the answers within a tolerance (outputs
     and engines differ), else ``None``."""
-    bundles = [answer.bundle for answer in answers]
     first = bundles[0].receipt
     if len({b.receipt["outputs"] for b in bundles}) == 1:
         return None
@@ -430,8 +534,19 @@ class AsyncNetwork(_Nodes[AsyncClient]):
         nonce: str,
         audit: str,
     ) -> Result:
+        agreeing = await self._gather(
+            mode, wanted, lambda c: c._infer(model, inputs, mode=mode, nonce=nonce, audit=audit)
+        )
+        needed = _manifest_needed([answer.bundle for answer in agreeing])
+        manifest = await self._manifest(needed) if needed else b""
+        return await asyncio.to_thread(_agreed, mode, agreeing, self.vkeys(), manifest)
+
+    async def _gather(
+        self, mode: str, wanted: int, ask: Callable[[AsyncClient], Awaitable[T]]
+    ) -> list[T]:
+        """:meth:`Network._gather`, the K requests run concurrently."""
         candidates = self._candidates(mode, wanted)
-        answers: dict[str, Result] = {}  # by operator
+        answers: dict[str, T] = {}  # by operator
         failures: list[str] = []
         while len(answers) < wanted:
             batch = self._batch(candidates, set(answers), wanted)
@@ -440,10 +555,7 @@ class AsyncNetwork(_Nodes[AsyncClient]):
                     f"{mode}: only {len(answers)} of {wanted} operators answered: "
                     + "; ".join(failures)
                 )
-            found = await asyncio.gather(
-                *(c._infer(model, inputs, mode=mode, nonce=nonce, audit=audit) for c in batch),
-                return_exceptions=True,
-            )
+            found = await asyncio.gather(*(ask(c) for c in batch), return_exceptions=True)
             for client, answer in zip(batch, found, strict=True):
                 if isinstance(answer, NetworkError | LimitExceeded | StorageError | NotFound
                               | StaleHistory):  # fmt: skip
@@ -452,10 +564,80 @@ class AsyncNetwork(_Nodes[AsyncClient]):
                     raise answer  # VerificationError propagates
                 else:
                     answers[self._operators[client.url]] = answer
-        agreeing = list(answers.values())
-        needed = _manifest_needed(agreeing)
+        return list(answers.values())
+
+    async def _one(self, ask: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        failures = []
+        for client in self._order():
+            try:
+                return await ask(client)
+            except (NetworkError, LimitExceeded, StorageError, StaleHistory) as exc:
+                failures.append(f"{client.url}: {exc}")
+        raise NetworkError("no node answered: " + "; ".join(failures))
+
+    async def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        mode: str = "attested",
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        audit: str = "private",
+    ) -> ChatResult:
+        """:meth:`Network.chat`, awaited."""
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                    "max_tokens": max_tokens, "stop": stop}  # fmt: skip
+        body = chat_request(model, messages=messages, sampling=sampling, audit=audit, mode=mode)
+        return await self._chat(mode, body)
+
+    async def generate(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        mode: str = "attested",
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        audit: str = "private",
+    ) -> ChatResult:
+        """:meth:`Network.generate`, awaited."""
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                    "max_tokens": max_tokens, "stop": stop}  # fmt: skip
+        body = chat_request(model, prompt=prompt, sampling=sampling, audit=audit, mode=mode)
+        return await self._chat(mode, body)
+
+    async def _chat(self, mode: str, body: Mapping[str, Any]) -> ChatResult:
+        wanted = replicas_of(mode)
+        if wanted == 1:
+            return await self._one(lambda client: client._run(chat_send(client._core, body)))
+        found = await self._gather(mode, wanted, lambda c: c._run(chat_send(c._core, body)))
+        needed = _manifest_needed([answer.bundle for answer in found])
         manifest = await self._manifest(needed) if needed else b""
-        return await asyncio.to_thread(_agreed, mode, agreeing, self.vkeys(), manifest)
+        return await asyncio.to_thread(chat_agreed, mode, found, self.vkeys(), manifest)
+
+    async def embed(
+        self, model: str, texts: Sequence[str], *, mode: str = "attested", audit: str = "private"
+    ) -> EmbedResult:
+        """:meth:`Network.embed`, awaited."""
+        wanted = replicas_of(mode)
+        if wanted == 1:
+            return await self._one(lambda c: c.embed(model, texts, audit=audit, mode=mode))
+        nonce = secrets.token_urlsafe(16)
+        found = await self._gather(mode, wanted, lambda c: c._run(embed_flow(
+            c._core, model, texts, audit=audit, mode=mode, nonce=nonce, single=False)))  # fmt: skip
+        needed = _manifest_needed([answer.bundle for answer in found])
+        manifest = await self._manifest(needed) if needed else b""
+        agreed = await asyncio.to_thread(_agreed, mode, _as_results(found), self.vkeys(), manifest)
+        return _embedded(agreed)
 
     async def _manifest(self, ref: str) -> bytes:
         problems = []

@@ -226,13 +226,15 @@ class Client:
         max_tokens: int | None = None,
         stop: str | Sequence[str] | None = None,
         audit: str = "private",
+        mode: str = "attested",
     ) -> ChatResult:
         """Chat with a text model; the answer is verified here (see
-        :mod:`verinfer.client._text`): text decoded from verified tokens, the record, the bundle."""
+        :mod:`verinfer.client._text`): text decoded from verified tokens, the record, the bundle.
+        ``replicated:K`` needs a :class:`Network` (:class:`~verinfer.errors.InputError` here)."""
         sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
                     "max_tokens": max_tokens, "stop": stop}  # fmt: skip
         return self._run(chat_flow(self._core, model, messages=messages, sampling=sampling,
-                                   audit=audit))  # fmt: skip
+                                   audit=audit, mode=mode))  # fmt: skip
 
     def generate(
         self,
@@ -246,12 +248,13 @@ class Client:
         max_tokens: int | None = None,
         stop: str | Sequence[str] | None = None,
         audit: str = "private",
+        mode: str = "attested",
     ) -> ChatResult:
         """Continue a raw ``prompt`` (no chat template); verified as :meth:`chat`."""
         sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
                     "max_tokens": max_tokens, "stop": stop}  # fmt: skip
         return self._run(chat_flow(self._core, model, prompt=prompt, sampling=sampling,
-                                   audit=audit))  # fmt: skip
+                                   audit=audit, mode=mode))  # fmt: skip
 
     def chat_stream(
         self,
@@ -289,10 +292,13 @@ class Client:
             raise VerificationError(f"the stream from {self.url} ended without its bundle")
         yield streamed(pieces, self._run(chat_answer(self._core, body, last)))
 
-    def embed(self, model: str, texts: Sequence[str], *, audit: str = "private") -> EmbedResult:
+    def embed(
+        self, model: str, texts: Sequence[str], *, audit: str = "private", mode: str = "attested"
+    ) -> EmbedResult:
         """Embeddings of ``texts``, verified: the bundle proves these vectors for the inputs
-        this client tokenised itself with the manifest's tokenizer."""
-        return self._run(embed_flow(self._core, model, texts, audit=audit))
+        this client tokenised itself with the manifest's tokenizer (``replicated:K``: use a
+        :class:`Network`)."""
+        return self._run(embed_flow(self._core, model, texts, audit=audit, mode=mode))
 
     def _infer(
         self,

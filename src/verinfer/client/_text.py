@@ -21,21 +21,25 @@ from typing import Any
 
 import numpy as np
 
+from verinfer import tensors
 from verinfer.client._core import Call, Core, Flow, Work, json_of
-from verinfer.errors import InputError, VerificationError
+from verinfer.errors import DisagreementError, InputError, VerificationError
 from verinfer.hub.documents import Manifest
 from verinfer.modes.generation import verify_generation
+from verinfer.modes.replicated import Agreement, generations_agree
 from verinfer.text.chat import Tokenizer, check_messages
 from verinfer.text.generation import Generation, stop_reached
 from verinfer.text.sampler import Sampling
-from verinfer.verify import Bundle, verify_bundle
+from verinfer.verify import Bundle, mode_matches, replicas_of, verify_bundle
 
 __all__ = [
     "ChatResult",
     "EmbedResult",
+    "chat_agreed",
     "chat_answer",
     "chat_flow",
     "chat_request",
+    "chat_send",
     "embed_flow",
     "sse_event",
     "stream_request",
@@ -96,12 +100,19 @@ def _named_or_cid(core: Core, model: str, bundle: Bundle) -> Flow[Manifest]:
     return manifest
 
 
-def _claims(bundle: Bundle, nonce: str, audit: str) -> None:
+def _claims(bundle: Bundle, nonce: str, audit: str, mode: str) -> None:
     receipt = bundle.receipt
     if receipt["nonce"] != nonce:
         raise VerificationError(f"the receipt carries nonce {receipt['nonce']!r}, not {nonce!r}")
     if receipt["audit"] != audit:
         raise VerificationError(f"asked for {audit} tensors, the receipt states otherwise")
+    if not mode_matches(mode, receipt["mode"]):
+        raise VerificationError(f"asked for mode {mode!r}, the receipt states {receipt['mode']!r}")
+
+
+def _single(mode: str, single: bool) -> None:
+    if replicas_of(mode) > 1 and single:
+        raise InputError(f"mode {mode!r} asks several nodes: use a Network (--network)")
 
 
 def chat_flow(
@@ -112,9 +123,18 @@ def chat_flow(
     prompt: str | None = None,
     sampling: Mapping[str, Any],
     audit: str = "private",
+    mode: str = "attested",
 ) -> Flow[ChatResult]:
-    """``POST /v1/generate`` and the checks of the module docstring."""
+    """``POST /v1/generate`` and the checks of the module docstring (one node's modes: a
+    :class:`~verinfer.client.Network` asks several nodes)."""
+    _single(mode, True)
     body = chat_request(model, messages=messages, prompt=prompt, sampling=sampling, audit=audit)
+    return (yield from chat_send(core, body))
+
+
+def chat_send(core: Core, body: Mapping[str, Any]) -> Flow[ChatResult]:
+    """Send the generation request ``body`` (:func:`chat_request`) to the node and verify
+    its answer (for ``replicated:K``, this node's answer, one of the K)."""
     yield from core.node_vkey()
     answer = json_of((yield from core.send(Call("POST", "/v1/generate", json=body))))
     return (yield from chat_answer(core, body, answer))
@@ -127,8 +147,11 @@ def chat_request(
     prompt: str | None = None,
     sampling: Mapping[str, Any],
     audit: str = "private",
+    mode: str = "attested",
 ) -> dict[str, Any]:
-    """The JSON body of a generation request, with a fresh nonce."""
+    """The JSON body of a generation request, with a fresh nonce; ``replicated:K`` (one body
+    for the K nodes): with a seed drawn here if none is given, so that every node samples
+    with the same one."""
     if (messages is None) == (prompt is None):
         raise InputError("give either messages or a prompt")
     given = {k: v for k, v in sampling.items() if v is not None}
@@ -136,6 +159,9 @@ def chat_request(
     # every parameter is sent: one left out would be the node's to state (PROTOCOL.md §16)
     asked = Sampling(**_sampling_fields(given)).to_json()
     body: dict[str, Any] = {"model": model, "nonce": secrets.token_urlsafe(16), "audit": audit}
+    if replicas_of(mode) > 1:
+        body["mode"] = mode
+        asked.setdefault("seed", secrets.randbelow(1 << 53))
     body.update(asked)
     if messages is not None:
         body["messages"] = check_messages(list(messages))
@@ -180,12 +206,13 @@ def stream_request(
 def chat_answer(core: Core, body: Mapping[str, Any], answer: Any) -> Flow[ChatResult]:
     """Verify the answer (``bundle``, ``generation``, ``capabilities``) to request ``body``."""
     model, nonce, audit = body["model"], body["nonce"], body["audit"]
+    mode = body.get("mode", "attested")
     checked, prompt = body.get("messages"), body.get("prompt")
     asked = {k: body[k] for k in ("temperature", "top_p", "top_k", "seed", "max_tokens", "stop")
              if k in body}  # fmt: skip
     vkey = yield from core.node_vkey()
     try:
-        bundle = Bundle.from_json(answer["bundle"])
+        bundle = Bundle.from_json(answer["bundle"], replica=replicas_of(mode) > 1)
         generation = Generation.from_json(answer["generation"])
         capabilities = dict(answer.get("capabilities") or {})
     except (KeyError, TypeError, ValueError) as exc:
@@ -215,7 +242,7 @@ def chat_answer(core: Core, body: Mapping[str, Any], answer: Any) -> Flow[ChatRe
             tokenizer_cid=text["tokenizer"],
         )
     )
-    _claims(bundle, nonce, audit)
+    _claims(bundle, nonce, audit, mode)
     decoded = tokenizer.decode(generation.tokens)
     cut = stop_reached(decoded, generation.sampling.stop)
     return ChatResult(
@@ -233,20 +260,30 @@ def _sampling_fields(asked: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def embed_flow(
-    core: Core, model: str, texts: Sequence[str], *, audit: str = "private"
+    core: Core,
+    model: str,
+    texts: Sequence[str],
+    *,
+    audit: str = "private",
+    mode: str = "attested",
+    nonce: str | None = None,
+    single: bool = True,
 ) -> Flow[EmbedResult]:
     """``POST /v1/embeddings``; the bundle must prove the inputs this client tokenised itself
-    (with the manifest's tokenizer) and exactly the vectors returned."""
+    (with the manifest's tokenizer) and exactly the vectors returned. ``single``: refuse
+    modes that need several nodes (a :class:`~verinfer.client.Network` asks each node for its
+    part, with one ``nonce``)."""
+    _single(mode, single)
     if isinstance(texts, str) or not texts:
         raise InputError("texts must be a non-empty list of strings")
     vkey = yield from core.node_vkey()
-    nonce = secrets.token_urlsafe(16)
+    nonce = nonce or secrets.token_urlsafe(16)
     body = {"model": model, "input": list(texts), "encoding_format": "float", "nonce": nonce,
-            "audit": audit}  # fmt: skip
+            "audit": audit, "mode": mode}  # fmt: skip
     answer = json_of((yield from core.send(Call("POST", "/v1/embeddings", json=body))))
     try:
         evidence = answer["verinfer"]
-        bundle = Bundle.from_json(evidence["bundle"])
+        bundle = Bundle.from_json(evidence["bundle"], replica=replicas_of(mode) > 1)
         vectors = np.array([d["embedding"] for d in answer["data"]], dtype=np.float32)
         capabilities = dict(evidence.get("capabilities") or {})
     except (KeyError, TypeError, ValueError) as exc:
@@ -260,5 +297,84 @@ def embed_flow(
         "attention_mask": np.array(mask, dtype=np.int64),
     }
     verify_bundle(bundle, [vkey], inputs=inputs, outputs={"embeddings": vectors})
-    _claims(bundle, nonce, audit)
+    _claims(bundle, nonce, audit, mode)
     return EmbedResult(vectors, bundle, manifest.cid, capabilities)
+
+
+def chat_agreed(
+    mode: str, results: Sequence[ChatResult], trusted: list[str], manifest: bytes
+) -> ChatResult:
+    """One answer from K verified answers to one generation request (``replicated:K``), or a
+    :class:`DisagreementError` carrying every signed answer, naming where they part.
+
+    One manifest; on one engine identity, the records are identical; across kernel classes,
+    they agree by :func:`~verinfer.modes.replicated.generations_agree` (identical tokens,
+    commitments within twice the generation tolerance). The bundle then carries every
+    receipt, and, across classes, every record's outputs and the ``manifest`` (its bytes):
+    :func:`~verinfer.verify.verify_bundle` re-judges the agreement offline, here first."""
+    bundles = tuple(result.bundle for result in results)
+    first = results[0]
+    for result in results[1:]:
+        if result.manifest != first.manifest:
+            raise DisagreementError(
+                f"{mode}: the nodes answered from manifests {first.manifest} and "
+                f"{result.manifest}: one request, one manifest",
+                bundles,
+            )
+    compared: tuple[bytes, ...] = ()
+    observed = 0.0
+    if len({bundle.receipt["outputs"] for bundle in bundles}) > 1:
+        by_engine: dict[str, ChatResult] = {}
+        for result in results:  # on one engine identity: identical, every pair
+            same = by_engine.setdefault(result.bundle.receipt["engine"], result)
+            if result.bundle.receipt["outputs"] != same.bundle.receipt["outputs"]:
+                raise DisagreementError(
+                    f"{mode}: node {result.bundle.receipt['node']!r} and node "
+                    f"{same.bundle.receipt['node']!r}, on one engine: "
+                    + _first_difference(same.generation, result.generation),
+                    bundles,
+                )
+        reference = first.generation.outputs()
+        for result in results[1:]:
+            if result.bundle.receipt["engine"] == first.bundle.receipt["engine"]:
+                continue
+            try:
+                observed = max(observed, generations_agree(reference, result.generation.outputs()))
+            except VerificationError as exc:
+                raise DisagreementError(
+                    f"{mode}: node {result.bundle.receipt['node']!r} and node "
+                    f"{first.bundle.receipt['node']!r}, on engines "
+                    f"{result.bundle.receipt['engine']} and {first.bundle.receipt['engine']}: "
+                    f"{exc}",
+                    bundles,
+                ) from exc
+        compared = tuple(tensors.encode_binary(r.generation.outputs()) for r in results)
+    head = first.bundle
+    evidence = Agreement(bundles[1:], compared, manifest if compared else b"", observed)
+    combined = Bundle(
+        head.receipt, head.index, head.proof, head.checkpoint, head.cosignatures, evidence
+    )
+    verify_bundle(combined, trusted)  # the agreement, as an offline verifier judges it
+    return ChatResult(first.text, first.generation, combined, first.manifest, first.capabilities)
+
+
+def _first_difference(one: Generation, other: Generation) -> str:
+    """Where two records that must be identical part."""
+    for position in range(min(len(one.tokens), len(other.tokens))):
+        if one.tokens[position] != other.tokens[position]:
+            return (
+                f"the nodes disagree at token {position}: token {one.tokens[position]} "
+                f"against {other.tokens[position]}"
+            )
+        if not (
+            np.array_equal(one.top_ids[position], other.top_ids[position])
+            and one.top_logits[position].tobytes() == other.top_logits[position].tobytes()
+        ):
+            return (
+                f"the nodes disagree at token {position}: the same token, other committed "
+                "logits (on one engine they must be identical)"
+            )
+    return (
+        f"the nodes disagree at token {min(len(one.tokens), len(other.tokens))}: one "
+        f"generation ends there ({len(one.tokens)} tokens against {len(other.tokens)})"
+    )

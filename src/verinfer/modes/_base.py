@@ -55,6 +55,8 @@ class Mode:
     syntax: ClassVar[str]  # how the family is written, for messages: "replicated:K"
     rerun_judged: ClassVar[bool] = False  # an answer is judged by someone re-running the model
     proven: ClassVar[bool] = False  # the answer carries a proof the node takes long to make
+    # a text generation or embedding may be answered in it (generation receipts: PROTOCOL §16)
+    serves_text: ClassVar[bool] = False
 
     @classmethod
     def parse(cls, text: str, *, receipt: bool) -> Mode | None:

@@ -15,3 +15,4 @@ class Attested(Mode):
     """A signed, logged receipt; no evidence."""
 
     syntax = "attested"
+    serves_text = True

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from verinfer.errors import VerificationError
+from verinfer import tensors
+from verinfer.errors import Error, VerificationError
+from verinfer.modes.replicated import MAX_TENSOR_BYTES, Agreement
 from verinfer.text.generation import Generation, empty_cache, stop_reached
 from verinfer.text.sampler import TOP, choose
 from verinfer.verify import Bundle, verify_bundle
@@ -71,6 +73,50 @@ MAX_REEXECUTED = 4096
 TOLERANCE = Tolerance(absolute=0.01, relative=1e-3)
 
 
+def _check_replicas(bundle: Bundle, generation: Generation, say: Callable[[str], None],
+                    **checks: Any) -> None:  # fmt: skip
+    """(G0) a replicated generation (``replicated:K``): every receipt names the first one's
+    manifest (one tokenizer and chat template), and each replica's record passes G1-G4 under
+    its own node's key (step 2+ proved that key trusted and the receipt in its log, and the
+    records agree). A replica's record is the first record's prompt and parameters (their
+    digest is every receipt's) with the outputs the evidence carries, or, when the outputs
+    agree bit for bit, the first record itself."""
+    evidence = bundle.evidence
+    if not isinstance(evidence, Agreement):
+        return
+    first = bundle.receipt["manifest"]
+    for position, replica in enumerate(evidence.replicas, 1):
+        if replica.receipt["manifest"] != first:
+            raise VerificationError(
+                f"step G0 (replicas): replica {position} names manifest "
+                f"{replica.receipt['manifest']!r}, the first receipt {first!r}"
+            )
+        record = generation
+        if evidence.compared:
+            try:
+                found = tensors.decode_binary(
+                    evidence.compared[position], max_bytes=MAX_TENSOR_BYTES
+                )
+                record = Generation(
+                    generation.prompt,
+                    generation.sampling,
+                    tuple(int(t) for t in found["tokens"]),
+                    found["top_ids"],
+                    found["top_logits"],
+                    bytes(found["finish"]).decode(),
+                )
+            except (Error, KeyError, ValueError, TypeError) as exc:
+                raise VerificationError(f"step G0 (replicas): replica {position}: {exc}") from exc
+        try:
+            verify_generation(replica, record, [replica.receipt["node"]], **checks)
+        except VerificationError as exc:
+            raise VerificationError(f"step G0 (replicas): replica {position}: {exc}") from exc
+    say(
+        f"G0. {len(evidence.replicas) + 1} receipts of manifest {first}; every replica's record "
+        "passes G1-G4 on its own"
+    )
+
+
 def verify_generation(
     bundle: Bundle,
     generation: Generation,
@@ -108,6 +154,8 @@ def verify_generation(
         **options,
     )
     receipt = bundle.receipt
+    _check_replicas(bundle, generation, say, ends=ends, detokenize=detokenize, manifest=manifest,
+                    tokenizer_cid=tokenizer_cid)  # fmt: skip
     # (G1) well-formed commitments
     count = len(generation.tokens)
     if generation.top_ids.shape != (count, TOP) or generation.top_logits.shape != (count, TOP):

@@ -17,6 +17,7 @@ import numpy as np
 from verinfer import tensors
 from verinfer.errors import Error, VerificationError
 from verinfer.modes._base import NO_EVIDENCE, Evidence, Mode, Report, _evidence_is, encodable
+from verinfer.text.sampler import TOP
 
 if TYPE_CHECKING:
     from verinfer.verify.bundle import Bundle
@@ -26,6 +27,7 @@ __all__ = [
     "Agreement",
     "Replicated",
     "cross_class_bound",
+    "generations_agree",
     "kernel_class_of",
     "within_tolerance",
 ]
@@ -77,6 +79,7 @@ class Replicated(Mode):
 
     syntax = "replicated:K"
     rerun_judged = True  # agreement compares re-runs bit for bit
+    serves_text = True  # generations agree by their tokens and commitments (_across_classes)
 
     @classmethod
     def parse(cls, text: str, *, receipt: bool) -> Mode | None:
@@ -185,14 +188,9 @@ def cross_class_bound(engines: Iterable[str], tolerance: Mapping[str, Any] | Non
     class buys a comparison within ``tolerance["abs"]``, never more, and never for a class the
     calibration did not measure."""
     distinct = sorted(set(engines))
-    classes = {kernel_class_of(engine) for engine in distinct}
+    classes = _kernel_classes(distinct)
     if len(distinct) <= 1:
         return 0.0
-    if len({engine.rpartition("/")[0] for engine in distinct}) > 1:
-        raise VerificationError(
-            f"engines {', '.join(distinct)} differ in more than their kernel class; the "
-            "tolerance was calibrated across kernel classes only"
-        )
     if tolerance is None:
         raise VerificationError(
             f"kernel classes {', '.join(sorted(classes))} differ and no tolerance is declared"
@@ -205,6 +203,17 @@ def cross_class_bound(engines: Iterable[str], tolerance: Mapping[str, Any] | Non
             f"{', '.join(missing)}: outputs from there cannot be compared within it"
         )
     return float(tolerance["abs"])
+
+
+def _kernel_classes(distinct: list[str]) -> set[str]:
+    """The kernel classes of distinct engine identities that differ in nothing else."""
+    classes = {kernel_class_of(engine) for engine in distinct}
+    if len({engine.rpartition("/")[0] for engine in distinct}) > 1:
+        raise VerificationError(
+            f"engines {', '.join(distinct)} differ in more than their kernel class; the "
+            "tolerance was calibrated across kernel classes only"
+        )
+    return classes
 
 
 def within_tolerance(
@@ -295,6 +304,8 @@ def _across_classes(evidence: Agreement, receipts: list[Any]) -> str:
         raise VerificationError(f"step 2+ (agreement): the evidence manifest: {exc}") from exc
     if manifest.model != primary["model"]:
         raise VerificationError("step 2+ (agreement): the evidence manifest is of another model")
+    if (manifest.text or {}).get("kind") == "chat":  # a generation: PROTOCOL.md §16
+        return _generations(evidence, receipts)
     tolerance = manifest.body["determinism"].get("tolerance")
     if tolerance is None:
         raise VerificationError(
@@ -305,18 +316,7 @@ def _across_classes(evidence: Agreement, receipts: list[Any]) -> str:
         bound = cross_class_bound([r["engine"] for r in receipts], tolerance)
     except VerificationError as exc:
         raise VerificationError(f"step 2+ (agreement): {exc}") from exc
-    outputs = []
-    for receipt, npz in zip(receipts, evidence.compared, strict=True):
-        try:
-            decoded = tensors.decode_binary(npz, max_bytes=MAX_TENSOR_BYTES)
-        except Error as exc:
-            raise VerificationError(f"step 2+ (agreement): evidence outputs: {exc}") from exc
-        if tensors.map_digest(decoded) != receipt["outputs"]:
-            raise VerificationError(
-                f"step 2+ (agreement): the evidence outputs of {receipt['node']!r} are not the "
-                "ones its receipt names"
-            )
-        outputs.append(decoded)
+    outputs = _compared(evidence, receipts)
     worst = 0.0
     for receipt, other in zip(receipts[1:], outputs[1:], strict=True):
         agrees, found = within_tolerance(outputs[0], other, bound)
@@ -334,3 +334,141 @@ def _across_classes(evidence: Agreement, receipts: list[Any]) -> str:
             f"outputs it carries give {worst!r}"
         )
     return f"within the declared tolerance {bound:.3g} (largest deviation {worst:.3g})"
+
+
+def _compared(evidence: Agreement, receipts: list[Any]) -> list[dict[str, np.ndarray]]:
+    """The outputs the evidence carries, each the one its receipt names."""
+    outputs = []
+    for receipt, npz in zip(receipts, evidence.compared, strict=True):
+        try:
+            decoded = tensors.decode_binary(npz, max_bytes=MAX_TENSOR_BYTES)
+        except Error as exc:
+            raise VerificationError(f"step 2+ (agreement): evidence outputs: {exc}") from exc
+        if tensors.map_digest(decoded) != receipt["outputs"]:
+            raise VerificationError(
+                f"step 2+ (agreement): the evidence outputs of {receipt['node']!r} are not the "
+                "ones its receipt names"
+            )
+        outputs.append(decoded)
+    return outputs
+
+
+def _generations(evidence: Agreement, receipts: list[Any]) -> str:
+    """Generations of a chat model from different kernel classes agree by
+    :func:`generations_agree`, each against the first receipt's."""
+    primary = receipts[0]
+    try:
+        _kernel_classes(sorted({r["engine"] for r in receipts}))
+    except VerificationError as exc:
+        raise VerificationError(f"step 2+ (agreement): {exc}") from exc
+    outputs = _compared(evidence, receipts)
+    worst = 0.0
+    for receipt, other in zip(receipts[1:], outputs[1:], strict=True):
+        try:
+            worst = max(worst, generations_agree(outputs[0], other))
+        except VerificationError as exc:
+            raise VerificationError(
+                f"step 2+ (agreement): node {receipt['node']!r} against node "
+                f"{primary['node']!r}: {exc}"
+            ) from exc
+    if worst != evidence.deviation:
+        raise VerificationError(
+            f"step 2+ (agreement): the bundle records deviation {evidence.deviation!r}, the "
+            f"generations it carries give {worst!r}"
+        )
+    return (
+        "generations with identical tokens, their committed logits within twice the "
+        f"generation tolerance (largest difference {worst:.3g})"
+    )
+
+
+# a generation's outputs map (PROTOCOL.md §16): name -> (dtype, dimensions)
+_GENERATION = {
+    "tokens": (np.dtype(np.int64), 1),
+    "top_ids": (np.dtype(np.uint16), 2),
+    "top_logits": (np.dtype(np.float16), 2),
+    "finish": (np.dtype(np.uint8), 1),
+}
+
+
+def _generation_record(outputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """``tokens``, ``top_ids``, ``top_logits`` (float64) and ``finish`` of a generation's
+    outputs; :class:`VerificationError` if the map is not one."""
+    if set(outputs) != set(_GENERATION) or any(
+        outputs[name].dtype != dtype or outputs[name].ndim != ndim
+        for name, (dtype, ndim) in _GENERATION.items()
+    ):
+        raise VerificationError("the outputs compared are not a generation's")
+    tokens, ids, logits = outputs["tokens"], outputs["top_ids"], outputs["top_logits"]
+    if ids.shape != logits.shape or ids.shape != (tokens.shape[0], TOP):
+        raise VerificationError(
+            f"a generation's commitments must be one row of {TOP} candidates per token"
+        )
+    values = logits.astype(np.float64)
+    if not np.all(np.isfinite(values)) or any(len(set(row)) != TOP for row in ids.tolist()):
+        raise VerificationError(
+            "a generation's commitments must be distinct candidates with finite logits"
+        )
+    return tokens, ids, values, outputs["finish"]
+
+
+def generations_agree(
+    reference: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray]
+) -> float:
+    """Whether two generations of one request (the outputs maps of their records), computed
+    on different CPU kernel classes, agree; return the largest difference between the two
+    commitments of one token's logit, or raise :class:`VerificationError` naming the first
+    position where they disagree (``the nodes disagree at token N``).
+
+    The tokens and the finish must be identical. Each commitment is, honestly made, within
+    :data:`verinfer.modes.generation.TOLERANCE` of one reference computation (that is what
+    re-execution checks, and the calibration measured across kernel classes), so two honest
+    commitments to one logit are at most twice that apart (the triangle inequality through the
+    reference value ``t``, where ``|t| <= (max(|a|, |b|) + absolute) / (1 - relative)``). A
+    token among one node's 8 candidates and not the other's is a near-tie the other broke the
+    other way only if its logit is within that same bound of the other's lowest candidate."""
+    from verinfer.modes.generation import TOLERANCE  # noqa: PLC0415 - it imports the verifier
+
+    def bound(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+        largest = np.maximum(np.abs(a), np.abs(b))
+        truth = (largest + TOLERANCE.absolute) / (1 - TOLERANCE.relative)
+        return np.asarray(2 * (TOLERANCE.absolute + TOLERANCE.relative * truth))
+
+    tokens, ids, logits, finish = _generation_record(reference)
+    tokens2, ids2, logits2, finish2 = _generation_record(other)
+    for position in range(min(len(tokens), len(tokens2))):
+        if tokens[position] != tokens2[position]:
+            raise VerificationError(
+                f"the nodes disagree at token {position}: token {int(tokens[position])} against "
+                f"{int(tokens2[position])}"
+            )
+    if len(tokens) != len(tokens2) or bytes(finish) != bytes(finish2):
+        raise VerificationError(
+            f"the nodes disagree at token {min(len(tokens), len(tokens2))}: one generation ends "
+            f"there ({bytes(finish).decode(errors='replace')!r} after {len(tokens)} tokens, "
+            f"{bytes(finish2).decode(errors='replace')!r} after {len(tokens2)})"
+        )
+    worst = 0.0
+    for position in range(len(tokens)):
+        mine = dict(zip(ids[position].tolist(), logits[position].tolist(), strict=True))
+        theirs = dict(zip(ids2[position].tolist(), logits2[position].tolist(), strict=True))
+        for one, two in ((mine, theirs), (theirs, mine)):
+            floor = min(two.values())
+            for token, value in one.items():
+                if token in two:
+                    gap = abs(value - two[token])
+                    allowed = float(bound(value, two[token]))
+                    worst = max(worst, gap)
+                    what = f"their commitments to token {token}'s logit are {gap:.3g} apart"
+                else:
+                    gap, allowed = value - floor, float(bound(value, floor))
+                    what = (
+                        f"token {token} (logit {value:.4g}) is a candidate of one node and "
+                        f"not of the other, whose lowest candidate is {floor:.4g}"
+                    )
+                if gap > allowed:
+                    raise VerificationError(
+                        f"the nodes disagree at token {position}: {what}, beyond twice the "
+                        f"generation tolerance ({allowed:.3g})"
+                    )
+    return worst

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from verinfer import modes
 from verinfer.errors import InputError
 from verinfer.node.text import Delta, Finished, TextModels, sampling_of
 from verinfer.text.sampler import Sampling
@@ -50,7 +51,12 @@ async def _body(request: Request) -> dict[str, Any]:
     nonce, audit = body.get("nonce"), body.get("audit", "private")
     from verinfer.node.service import _check_request  # noqa: PLC0415
 
-    _check_request("attested", nonce, audit)
+    mode = body.setdefault("mode", "attested")
+    _check_request(mode, nonce, audit)
+    if not modes.parse(mode).serves_text:
+        raise InputError(
+            f"mode {mode!r} is not available for text models: ask for attested or replicated:K"
+        )
     if body.get("n", 1) != 1:
         raise InputError(f"n must be 1, got {body.get('n')!r}")
     if body.get("stream") not in (None, True, False):
@@ -91,8 +97,9 @@ def add_text_routes(app: FastAPI, node: Node) -> None:
             else:
                 prompt = texts.prompt(model, prompt=body.get("prompt"))
             stream = texts.generate(
-                model, prompt, sampling, nonce=body.get("nonce"), audit=body.get("audit", "private")
-            )
+                model, prompt, sampling, nonce=body.get("nonce"),
+                audit=body.get("audit", "private"), mode=body["mode"],
+            )  # fmt: skip
             first = next(stream)  # the prompt runs (and may be refused) before any answer
             return _chain(first, stream)
 
@@ -170,9 +177,8 @@ def add_text_routes(app: FastAPI, node: Node) -> None:
         manifest, inputs = await run_in_threadpool(
             texts.embedding_inputs, body["model"], body.get("input")
         )
-        result = await node.ainfer(
-            manifest.cid, inputs, nonce=body.get("nonce"), audit=body.get("audit", "private")
-        )
+        result = await node.ainfer(manifest.cid, inputs, mode=body["mode"], nonce=body.get("nonce"),
+                                   audit=body.get("audit", "private"))  # fmt: skip
         vectors = result.outputs["embeddings"]
         receipt = result.bundle.receipt
         tokens = int(inputs["attention_mask"].sum())

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from verinfer import tensors
+from verinfer import modes, tensors
 from verinfer.errors import InputError
 from verinfer.hub import Manifest
 from verinfer.text.chat import Tokenizer, check_messages
@@ -148,9 +148,15 @@ class TextModels:
         *,
         nonce: str | None = None,
         audit: str = "private",
+        mode: str = "attested",
     ) -> Iterator[Delta | Finished]:
-        """Decode, yielding text as it comes and, last, the :class:`Finished` answer."""
+        """Decode, yielding text as it comes and, last, the :class:`Finished` answer; the
+        receipt states ``mode`` (``replicated:K``: this node's answer is one of K)."""
         node = self._node
+        asked = modes.parse(mode)
+        if not asked.serves_text:
+            raise InputError(f"mode {mode!r} is not available for text generation")
+        node._check_judgeable(chat.manifest, asked)  # a model with random operators: refused
         context = min((chat.manifest.text or {})["context_length"], MAX_SEQUENCE)
         if len(prompt) + sampling.max_tokens > context:
             raise InputError(
@@ -189,15 +195,22 @@ class TextModels:
         final = text if cut is None else text[:cut]
         if len(final) > sent:
             yield Delta(generation.tokens[-1], final[sent:])
-        yield self._log(chat.manifest, generation, final, nonce, audit)
+        yield self._log(chat.manifest, generation, final, nonce, audit, mode=asked.text)
 
     def _log(
-        self, manifest: Manifest, generation: Generation, text: str, nonce: str | None, audit: str
+        self,
+        manifest: Manifest,
+        generation: Generation,
+        text: str,
+        nonce: str | None,
+        audit: str,
+        *,
+        mode: str = "attested",
     ) -> Finished:
         node = self._node
         inputs, outputs = generation.inputs(), generation.outputs()
         receipt = node.receipt_for(manifest, (inputs, tensors.map_digest(inputs)), outputs,
-                                   mode="attested", nonce=nonce, audit=audit)  # fmt: skip
+                                   mode=mode, nonce=nonce, audit=audit)  # fmt: skip
         inputs_digest, outputs_digest = receipt["inputs"], receipt["outputs"]
         committed = node.sequencer.append(receipt.data)
         bundle = Bundle(
