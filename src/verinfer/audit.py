@@ -143,6 +143,7 @@ class Auditor:
         self.audited = 0  # entries judged (private ones this auditor may not read excluded)
         self.private = 0  # sampled private entries this auditor was refused
         self._watched: dict[str, dict[str, Promise]] = {}  # vkey -> promises by their note
+        self._reported: set[tuple[str, str]] = set()  # (promise, verdict) reported already
 
     def watch(self, promised: Bundle | str) -> Promise:
         """Look for a broken promise in the rounds to come: ``promised`` is a bundle in promise
@@ -199,6 +200,9 @@ class Auditor:
                 finding = self._audit_entry(url, vkey, signed, checkpoint, index)
             except (httpx.HTTPError, VerificationError, Error) as exc:
                 finding = Finding(vkey, index, "unavailable", str(exc))
+            except Exception as exc:  # one entry never ends a round
+                finding = Finding(vkey, index, "unavailable", f"this entry could not be "
+                                  f"audited: {type(exc).__name__}: {exc}")  # fmt: skip
             if finding.verdict == "private":
                 self.private += 1
             else:
@@ -210,17 +214,24 @@ class Auditor:
         self, url: str, vkey: str, signed: str, checkpoint: note.Checkpoint
     ) -> list[Finding]:
         """Judge the watched promises of ``vkey`` against its latest ``checkpoint``: kept or
-        broken once the tree covers the index; overdue past the deadline before it does.
-        Judged promises are forgotten (an overdue one is reported once)."""
+        broken once the tree covers the index; overdue past the deadline before it does. A
+        promise is forgotten once kept or broken; an overdue one, or one the node would not
+        let this auditor check, is reported once and still watched (another receipt at its
+        index later is evidence)."""
         found = []
         for text, promise in list(self._watched.get(vkey, {}).items()):
             try:
                 finding = self._promise(url, vkey, signed, checkpoint, promise)
             except (httpx.HTTPError, VerificationError, Error) as exc:
                 finding = Finding(vkey, promise.index, "unavailable", f"promise: {exc}")
-            if finding is not None:
-                found.append(finding)
+            if finding is None:
+                continue
+            if finding.verdict in ("ok", "broken-promise", "misreported"):
                 del self._watched[vkey][text]
+            elif (text, finding.verdict) in self._reported:
+                continue
+            self._reported.add((text, finding.verdict))
+            found.append(finding)
         return found
 
     def _promise(
@@ -436,8 +447,9 @@ class Auditor:
                 model, receipt["model"], runner=self._engine
             )
         run, cache = runner
-        ratios = deviations(generation, run, cache)  # (6) one teacher-forced pass
-        faults = [p for p in range(len(ratios)) if commitment_fault(generation, p) is not None]
+        count = len(generation.tokens)  # a record false by itself needs no model (G1, G2)
+        faults = [p for p in range(count) if commitment_fault(generation, p) is not None]
+        ratios = [] if faults else deviations(generation, run, cache)  # (6) the pass
         beyond = [p for p, ratio in enumerate(ratios) if ratio > 1]
         if faults or beyond:
             position = (faults or beyond)[0]

@@ -485,7 +485,7 @@ def test_an_auditor_holds_nodes_to_their_promises(
         assert audited.returncode == 0, audited.stderr
         assert "broken-promise" in audited.stdout
         assert "overdue" in audited.stdout
-        assert "1 broken promises found; 0 not yet due or logged" in audited.stdout
+        assert "1 broken promises found; 1 not logged yet" in audited.stdout  # the overdue one
         (evidence,) = (tmp_path / "found").glob("broken-promise-*.json")
         verdict = verify_evidence(evidence.read_text())
         assert f"log {another.node.log.origin!r}" in verdict
@@ -504,3 +504,31 @@ def test_an_auditor_holds_nodes_to_their_promises(
         for served in (another, silent):
             served.stop()
             served.node.close()
+
+
+def test_an_auditor_keeps_watching_an_overdue_promise_until_it_is_broken(tmp_path: Path) -> None:
+    """Overdue is a fault, not the end of the watch: a node that logs another receipt at the
+    promised index after the deadline is convicted in a later round (second review, R2-4)."""
+    from verinfer.audit import Auditor  # noqa: PLC0415
+
+    silent = _served_liar(tmp_path / "silent", _never_logs)
+    silent.node.merge_delay = 1
+    try:
+        with Client(silent.url, trusted_vkeys=[silent.node.vkey]) as remote:
+            promised = remote.infer("alice/iris", IRIS, durability="promise").bundle
+        with Auditor([(silent.url, silent.node.vkey)], 0.0) as auditor:
+            auditor.watch(promised)
+            while time.time() <= open_promise(promised.promise, [silent.node.vkey]).deadline:
+                time.sleep(0.1)
+            assert [f.verdict for f in auditor.round()] == ["overdue"]
+            assert auditor.round() == []  # reported once
+            assert auditor.watching == 1  # and still watched
+            silent.node.infer("alice/iris", IRIS)  # another receipt takes the promised index
+            (broken,) = auditor.round()
+            assert broken.verdict == "broken-promise"
+            assert broken.evidence is not None
+            assert "holds leaf" in verify_evidence(broken.evidence)
+            assert auditor.watching == 0
+    finally:
+        silent.stop()
+        silent.node.close()

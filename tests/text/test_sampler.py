@@ -81,3 +81,11 @@ def test_commit_is_the_definition_on_large_vocabularies(seed: int) -> None:
     ids, values = commit(logits)
     assert ids.tolist() == _plain_commit(logits)
     assert values.tolist() == logits[ids.astype(np.int64)].astype(np.float16).tolist()
+
+
+@pytest.mark.parametrize("name", ["temperature", "top_p"])
+def test_an_integer_too_large_for_a_double_is_refused_by_name(name: str) -> None:
+    """JSON integers have no size limit: 10**400 must be an InputError, not an OverflowError
+    (a 500 on the text routes, a crash in the SDK, the auditor and the evidence checker)."""
+    with pytest.raises(InputError, match=f"{name} must be finite"):
+        Sampling(**{name: 10**400})

@@ -357,7 +357,8 @@ def audit(  # noqa: PLR0917 - a typer command: its options
     out.print(table)
     out.print(f"re-executed {audited} entries at rate {rate}; {frauds} frauds found")
     if promises:
-        out.print(f"{broken} broken promises found; {auditor.watching} not yet due or logged")
+        out.print(f"{broken} broken promises found; {auditor.watching} not logged yet (due or "
+                  "overdue): audit them again later")  # fmt: skip
     if private:
         why = "no auditor token" if not given else "no token, or a refused one, for their node"
         out.print(f"{private} sampled entries were private ({why}): not audited")

@@ -25,7 +25,7 @@ from verinfer import tensors
 from verinfer.client._core import Call, Core, Flow, Work, json_of
 from verinfer.errors import DisagreementError, InputError, VerificationError
 from verinfer.hub.documents import Manifest
-from verinfer.modes.generation import verify_generation
+from verinfer.modes.generation import MAX_REEXECUTED, verify_generation
 from verinfer.modes.replicated import Agreement, generations_agree
 from verinfer.text.chat import Tokenizer, check_messages
 from verinfer.text.generation import Generation, stop_reached
@@ -226,6 +226,11 @@ def chat_answer(core: Core, body: Mapping[str, Any], answer: Any) -> Flow[ChatRe
         expected = tokenizer.encode(str(prompt))
     if list(generation.prompt) != expected:
         raise VerificationError("the record's prompt is not the prompt this client sent")
+    if len(generation.prompt) + len(generation.tokens) > MAX_REEXECUTED:
+        raise VerificationError(
+            f"the record holds {len(generation.prompt) + len(generation.tokens)} tokens, more "
+            f"than the {MAX_REEXECUTED} a judge re-executes: a lie in it could never be shown"
+        )
     wanted = Sampling(**_sampling_fields(asked))
     if wanted != generation.sampling:
         raise VerificationError(

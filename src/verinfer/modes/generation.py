@@ -233,6 +233,8 @@ def commitment_fault(generation: Generation, position: int) -> str | None:
         )
     if generation.top_ids.shape != (len(generation.tokens), TOP):
         return f"the record does not commit {TOP} candidates at every position"
+    if not generation.prompt:  # every honest generation continues a prompt
+        return "the record has no prompt"
     malformed = _malformed(generation, position)
     if malformed:
         return f"step G1 (commitments): {malformed}"
@@ -316,11 +318,12 @@ def deviations(
 
 @dataclass(frozen=True)
 class _Position:
-    ratio: float  # the largest |committed - recomputed| over its bound
+    ratio: float  # the largest |committed - recomputed| over its bound (inf: see ``why``)
     absolute: float  # that gap in logit
     hidden: float  # (best uncommitted - lowest committed) over its bound (<= 0: none above)
     above: float  # the best uncommitted logit
     behind: float  # greedy: (highest - the generated token's) recomputed logit over its bound
+    why: str = ""  # a fault no tolerance covers: a token the model does not have
 
 
 def _measure(
@@ -329,12 +332,23 @@ def _measure(
     count = len(generation.tokens)
     if count == 0:
         return []
+    if not generation.prompt:
+        raise VerificationError("re-execution: the record has no prompt")
     sequence = list(generation.prompt) + list(generation.tokens[:-1])
     if len(sequence) > MAX_REEXECUTED:
         raise VerificationError(
             f"re-execution: {len(sequence)} tokens in one pass, more than the "
             f"{MAX_REEXECUTED} re-executed here"
         )
+    # a token the model does not have is a false record where it stands: the pass runs up to
+    # it (the model cannot read it), and that position and every later one fail
+    vocabulary = getattr(run, "vocabulary", None)
+    outside = _first_outside(generation, vocabulary) if vocabulary else None
+    if vocabulary and outside == 0 and any(t >= vocabulary for t in generation.prompt):
+        why = f"the prompt holds a token the model's {vocabulary} do not include"
+        return [_Position(np.inf, np.inf, 0.0, -np.inf, 0.0, why)] * count
+    fed = count if outside is None else outside + 1
+    sequence = sequence[: len(generation.prompt) + fed - 1]
     result = run({"input_ids": np.array([sequence], dtype=np.int64), **cache})
     logits = np.asarray(result["logits"])
     if logits.ndim != 3 or logits.shape[:2] != (1, len(sequence)):
@@ -343,15 +357,18 @@ def _measure(
         )
     rows = logits[0, len(generation.prompt) - 1 :]
     greedy = generation.sampling.temperature == 0
-    measured = []
+    measured: list[_Position] = []
     for position in range(count):
+        if position >= fed:  # after a token the model does not have: false from there on
+            measured.append(_Position(np.inf, np.inf, 0.0, -np.inf, 0.0, measured[-1].why))
+            continue
         row = rows[position].astype(np.float64)
         ids = generation.top_ids[position].astype(np.int64)
-        if ids.max() >= row.size:
-            raise VerificationError(
-                f"re-execution: at position {position} a committed token ID is beyond the "
-                f"model's {row.size} logits"
-            )
+        token = generation.tokens[position]
+        if ids.max() >= row.size or token >= row.size:
+            why = f"token ID {max(int(ids.max()), token)} is not one of the model's {row.size}"
+            measured.append(_Position(np.inf, np.inf, 0.0, -np.inf, 0.0, why))
+            continue
         committed = generation.top_logits[position].astype(np.float64)
         recomputed = row[ids]
         gap = np.abs(committed - recomputed)
@@ -363,11 +380,20 @@ def _measure(
         behind = 0.0
         if greedy:  # the token taken must be the model's highest, up to the tolerance
             top = float(row.max())
-            behind = (top - float(row[generation.tokens[position]])) / float(
-                tolerance.bound(np.asarray(top))
-            )
+            behind = (top - float(row[token])) / float(tolerance.bound(np.asarray(top)))
         measured.append(_Position(ratio, float(gap.max()), hidden, above, behind))
     return measured
+
+
+def _first_outside(generation: Generation, vocabulary: int) -> int | None:
+    """The first position whose token or committed candidates the model does not have (0 for
+    the prompt), or ``None``."""
+    if any(t >= vocabulary for t in generation.prompt):
+        return 0
+    for position, token in enumerate(generation.tokens):
+        if token >= vocabulary or int(generation.top_ids[position].max()) >= vocabulary:
+            return position
+    return None
 
 
 def _judge(
@@ -379,6 +405,8 @@ def _judge(
         nearest = max(found.ratio, found.hidden, found.behind)  # of the three checks
         if nearest > worst.ratio:
             worst = Deviation(nearest, position, found.absolute)
+        if found.why:
+            return worst, f"at position {position} {found.why}"
         if found.ratio > 1:
             return worst, (
                 f"at position {position} a committed logit is off by {found.absolute:.4g} "
@@ -459,7 +487,20 @@ def model_runner(
         except Error as exc:
             raise VerificationError(f"re-execution: {exc}") from exc
 
-    return run, empty_cache(blocks, kv_heads, head_dim)
+    logits = next((o.shape for o in session.get_outputs() if o.name == "logits"), None)
+    vocabulary = logits[-1] if isinstance(logits, list) and isinstance(logits[-1], int) else None
+    return _Vocabulary(run, vocabulary), empty_cache(blocks, kv_heads, head_dim)
+
+
+class _Vocabulary:
+    """A model's run function that knows how many tokens the model has (its logits' last
+    dimension), so a pass never feeds it one it does not have."""
+
+    def __init__(self, run: Run, vocabulary: int | None) -> None:
+        self._run, self.vocabulary = run, vocabulary
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        return self._run(feed)
 
 
 def empty_cache_of(config: Any) -> dict[str, np.ndarray]:

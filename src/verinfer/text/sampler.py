@@ -43,9 +43,13 @@ class Sampling:
         def number(name: str, value: object) -> float:
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise InputError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
+            try:  # JSON integers have no size limit: one beyond a double is refused by name
+                as_float = float(value)
+            except OverflowError:
+                raise InputError(f"{name} must be finite, got an integer too large") from None
+            if not math.isfinite(as_float):
                 raise InputError(f"{name} must be finite, got {value!r}")
-            return float(value)
+            return as_float
 
         if not 0 <= number("temperature", self.temperature) <= 2:
             raise InputError(f"temperature must be in [0, 2], got {self.temperature!r}")

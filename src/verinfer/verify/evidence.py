@@ -325,7 +325,9 @@ def _fraud(document: dict[str, Any], model: bytes | None) -> str:
     if receipt["manifest"] is None:
         raise VerificationError("cannot judge: the receipt names no manifest")
     try:
-        manifest = Manifest.from_bytes(document["manifest"].encode(), receipt["manifest"])
+        manifest = Manifest.from_bytes(
+            document["manifest"].encode("utf-8", "surrogatepass"), receipt["manifest"]
+        )
     except (VerificationError, Error) as exc:
         raise VerificationError(f"evidence does not verify: the manifest: {exc}") from exc
     if (
@@ -404,7 +406,9 @@ def _generation_fraud(document: dict[str, Any], model: bytes | None) -> str:
     if receipt["manifest"] is None:
         raise VerificationError("cannot judge: the receipt names no manifest")
     try:
-        manifest = Manifest.from_bytes(document["manifest"].encode(), receipt["manifest"])
+        manifest = Manifest.from_bytes(
+            document["manifest"].encode("utf-8", "surrogatepass"), receipt["manifest"]
+        )
     except (VerificationError, Error) as exc:
         raise VerificationError(f"evidence does not verify: the manifest: {exc}") from exc
     if manifest.model != receipt["model"] or (manifest.text or {}).get("kind") != "chat":
