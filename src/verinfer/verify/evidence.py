@@ -307,7 +307,12 @@ def _npz(document: dict[str, Any], name: str) -> dict[str, Any]:
         raise VerificationError(f"malformed evidence: {name}: {exc}") from exc
 
 
-def _fraud(document: dict[str, Any], model: bytes | None) -> str:
+def _statement(
+    document: dict[str, Any], model: bytes | None, kind: str
+) -> tuple[Bundle, Any, bytes]:
+    """The accused node's own statement, signed and logged, about ``model`` (checked before
+    anything else is decoded), and the manifest its receipt names: ``(bundle, manifest,
+    model)``."""
     from verinfer.hub.documents import Manifest  # noqa: PLC0415 - pure, only needed here
 
     if not isinstance(document["bundle"], dict) or not isinstance(document["manifest"], str):
@@ -317,8 +322,8 @@ def _fraud(document: dict[str, Any], model: bytes | None) -> str:
     if receipt["node"] != document["vkey"] or receipt["log"] != document["log"]:
         raise VerificationError("malformed evidence: the bundle is not of the accused log")
     if model is None:
-        raise VerificationError(f"fraud evidence needs the bytes of model {receipt['model']!r}")
-    try:  # the node's own statement, signed and logged, about this model (before any decoding)
+        raise VerificationError(f"{kind} evidence needs the bytes of model {receipt['model']!r}")
+    try:
         verify_bundle(bundle, [receipt["node"]], model=model)
     except VerificationError as exc:
         raise VerificationError(f"evidence does not verify: {exc}") from exc
@@ -330,6 +335,12 @@ def _fraud(document: dict[str, Any], model: bytes | None) -> str:
         )
     except (VerificationError, Error) as exc:
         raise VerificationError(f"evidence does not verify: the manifest: {exc}") from exc
+    return bundle, manifest, model
+
+
+def _fraud(document: dict[str, Any], model: bytes | None) -> str:
+    bundle, manifest, model = _statement(document, model, "fraud")
+    receipt = bundle.receipt
     if (
         manifest.model != receipt["model"]
         or manifest.body["determinism"].get("bit_identical") is not True
@@ -375,7 +386,6 @@ def _fraud(document: dict[str, Any], model: bytes | None) -> str:
 
 
 def _generation_fraud(document: dict[str, Any], model: bytes | None) -> str:
-    from verinfer.hub.documents import Manifest  # noqa: PLC0415 - pure, only needed here
     from verinfer.modes.generation import (  # noqa: PLC0415 - numpy and the sampler
         TOLERANCE,
         commitment_fault,
@@ -385,32 +395,12 @@ def _generation_fraud(document: dict[str, Any], model: bytes | None) -> str:
     from verinfer.text.generation import Generation  # noqa: PLC0415
 
     position = document["position"]
-    if not isinstance(document["bundle"], dict) or not isinstance(document["manifest"], str):
-        raise VerificationError("malformed evidence: bundle must be an object, manifest text")
     if not isinstance(position, int) or isinstance(position, bool) or position < 0:
         raise VerificationError(f"malformed evidence: position {position!r} is not a position")
-    bundle = Bundle.from_json(document["bundle"], replica=True)
+    # (1) the node's own statement, signed and logged, about this model; (2) of a chat model,
+    # by the manifest the receipt names
+    bundle, manifest, model = _statement(document, model, "generation-fraud")
     receipt = bundle.receipt
-    if receipt["node"] != document["vkey"] or receipt["log"] != document["log"]:
-        raise VerificationError("malformed evidence: the bundle is not of the accused log")
-    if model is None:
-        raise VerificationError(
-            f"generation-fraud evidence needs the bytes of model {receipt['model']!r}"
-        )
-    # (1) the node's own statement, signed and logged, about this model
-    try:
-        verify_bundle(bundle, [receipt["node"]], model=model)
-    except VerificationError as exc:
-        raise VerificationError(f"evidence does not verify: {exc}") from exc
-    # (2) of a chat model, by the manifest the receipt names
-    if receipt["manifest"] is None:
-        raise VerificationError("cannot judge: the receipt names no manifest")
-    try:
-        manifest = Manifest.from_bytes(
-            document["manifest"].encode("utf-8", "surrogatepass"), receipt["manifest"]
-        )
-    except (VerificationError, Error) as exc:
-        raise VerificationError(f"evidence does not verify: the manifest: {exc}") from exc
     if manifest.model != receipt["model"] or (manifest.text or {}).get("kind") != "chat":
         raise VerificationError("cannot judge: the receipt's manifest is not of a chat model")
     # (3) the record is the one the receipt states: its tensors have the receipt's digests
