@@ -75,17 +75,7 @@ def fraud(
     """Fraud evidence: the node's ``bundle``, the manifest its receipt names (which must record
     the model as bit-reproducible), the inputs (``.npz``) its receipt names, and the outputs
     (``.npz``) the model gives on them on ``engine``."""
-    return {
-        "type": EVIDENCE_TYPE,
-        "kind": "fraud",
-        "log": bundle.receipt["log"],
-        "vkey": bundle.receipt["node"],
-        "bundle": bundle.to_dict(),
-        "manifest": manifest.decode(),
-        "inputs": base64.b64encode(inputs).decode(),
-        "outputs": base64.b64encode(outputs).decode(),
-        "engine": engine,
-    }
+    return _judged("fraud", bundle, manifest, inputs, outputs, engine=engine)
 
 
 def generation_fraud(
@@ -94,16 +84,23 @@ def generation_fraud(
     """Generation fraud evidence: the node's ``bundle`` of a text generation, the chat model's
     manifest its receipt names, the record's tensors (``.npz``) its receipt names, and the
     ``position`` (0 = the first generated token) where the record is false."""
+    return _judged("generation-fraud", bundle, manifest, inputs, outputs, position=position)
+
+
+def _judged(
+    kind: str, bundle: Bundle, manifest: bytes, inputs: bytes, outputs: bytes, **rest: Any
+) -> dict[str, Any]:
+    """Evidence judged by re-running the model: the node's bundle, its manifest and tensors."""
     return {
         "type": EVIDENCE_TYPE,
-        "kind": "generation-fraud",
+        "kind": kind,
         "log": bundle.receipt["log"],
         "vkey": bundle.receipt["node"],
         "bundle": bundle.to_dict(),
         "manifest": manifest.decode(),
         "inputs": base64.b64encode(inputs).decode(),
         "outputs": base64.b64encode(outputs).decode(),
-        "position": position,
+        **rest,
     }
 
 
