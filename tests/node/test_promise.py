@@ -532,3 +532,31 @@ def test_an_auditor_keeps_watching_an_overdue_promise_until_it_is_broken(tmp_pat
     finally:
         silent.stop()
         silent.node.close()
+
+
+def test_upgrade_takes_the_trusted_key_from_the_caller(
+    node: Served, client: Client, tmp_path: Path
+) -> None:
+    """``verinfer upgrade --trust``: under the caller's key the bundle is called verified; a
+    trust file that does not hold the bundle's node refuses it; without one the command says
+    whose key it checked under (the key the bundle names)."""
+    promised = client.infer("alice/iris", IRIS, durability="promise").bundle
+    stranger = note.generate_key("stranger.test")[1]
+    files = {name: tmp_path / name for name in ("p.json", "trust.txt", "other.txt")}
+    files["trust.txt"].write_text(node.node.vkey + "\n")
+    files["other.txt"].write_text(stranger + "\n")
+    files["p.json"].write_text(promised.to_json())
+    refused = run("upgrade", str(files["p.json"]), "--node", node.url, "--trust",
+                  str(files["other.txt"]), home=tmp_path)  # fmt: skip
+    assert refused.returncode == 1
+    assert "is not a trusted key" in refused.stderr
+    trusted = run("upgrade", str(files["p.json"]), "--node", node.url, "--trust",
+                  str(files["trust.txt"]), "--out", str(tmp_path / "logged.json"),
+                  home=tmp_path)  # fmt: skip
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stderr.rstrip().endswith("(verified)")
+    verify_bundle(Bundle.from_json((tmp_path / "logged.json").read_text()), [node.node.vkey],
+                  IRIS)  # fmt: skip
+    named = run("upgrade", str(files["p.json"]), "--node", node.url, home=tmp_path)
+    assert named.returncode == 0, named.stderr
+    assert "under the key the bundle names" in named.stderr
