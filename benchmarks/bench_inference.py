@@ -176,7 +176,7 @@ def before_after(rounds: int) -> None:
     )
     node = "node.verinfer.local+c9dfd05b+AZoibVVM/20zilzQnnp/kotRHSSlOa8A/4fHNAI27h2B"
     body = {"type": "verinfer.promise/v1", "log": "node.verinfer.local", "index": 123456,
-            "node": node, "leaf": "SUblDxyZOegjLL6sWE+5jolu41QyI1OF5Dwzqvkj0Dk=",
+            "count": 12, "node": node, "root": "SUblDxyZOegjLL6sWE+5jolu41QyI1OF5Dwzqvkj0Dk=",
             "deadline": 1796419912}  # fmt: skip
     encoder, template = [], []
     for _ in range(rounds):
@@ -184,8 +184,8 @@ def before_after(rounds: int) -> None:
         canonical.dumps(body)
         encoder.append(time.perf_counter() - start)
         start = time.perf_counter()
-        promise_module._TEMPLATE % (body["deadline"], body["index"], body["leaf"], body["log"],
-                                    body["node"])  # fmt: skip
+        promise_module._TEMPLATE % (body["count"], body["deadline"], body["index"], body["log"],
+                                    body["node"], body["root"])  # fmt: skip
         template.append(time.perf_counter() - start)
     print(
         f"before/after: a promise's text by the RFC 8785 encoder "
@@ -290,10 +290,12 @@ def main() -> int:
         marks: list[tuple[float, int]] = []
         node.sequencer.after_each_batch(lambda: marks.append((time.perf_counter(), node.log.size)))
         answered: list[tuple[float, int]] = []
+        notes: set[str] = set()
 
         async def promise_call() -> object:
             result = await node.ainfer(iris.model, rows(), durability="promise")
             answered.append((time.perf_counter(), result.bundle.index))
+            notes.add(result.bundle.promise)
             return result
 
         # the sides' rounds alternate, and each side's best round counts: this VM's speed
@@ -327,6 +329,10 @@ def main() -> int:
             f", promise {rate['promise']:8,.0f}/s vs the node with group commit off (a commit "
             f"and signature per receipt) {rate['single']:6,.0f}/s: ratio "
             f"{rate['durable'] / rate['single']:5.1f}x (target >= 5x)"
+        )
+        print(
+            f"  promises: {len(answered):,} answers under {len(notes):,} signed promises "
+            f"({len(answered) / max(len(notes), 1):.1f} answers per signature)"
         )
         delays = upgrade_delays(answered, marks)
         within = sum(d <= 1.0 for d in delays) / len(delays)

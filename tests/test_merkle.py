@@ -641,3 +641,24 @@ def test_consistency_proof_rejects_bad_leaf_hashes(bad: object) -> None:
     # the bad hash is the last hash of the proof from 1 to 5
     with pytest.raises(InputError, match=r"^leaf hash 4 must be 32 bytes, got "):
         merkle.consistency_proof(1, _leaves_ending_in(bad, 5))  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(min_value=1, max_value=70))
+def test_root_and_paths_give_the_root_and_every_inclusion_proof(size: int) -> None:
+    """A promise's batch: one pass gives the tree's root and each leaf's proof, the same as
+    the general functions, and each proof verifies at its own position only."""
+    hashes = [hashlib.sha256(b"batch %d" % i).digest() for i in range(size)]
+    root, paths = merkle.root_and_paths(hashes)
+    assert root == merkle.root(hashes)
+    assert paths == [merkle.inclusion_proof(i, hashes) for i in range(size)]
+    for position, path in enumerate(paths):
+        merkle.verify_inclusion(hashes[position], position, size, path, root)
+        if size > 1:
+            with pytest.raises(VerificationError, match="inclusion proof"):
+                merkle.verify_inclusion(hashes[position], (position + 1) % size, size, path, root)
+
+
+def test_root_and_paths_needs_a_leaf() -> None:
+    with pytest.raises(InputError, match="at least one leaf"):
+        merkle.root_and_paths([])

@@ -142,19 +142,25 @@ class Auditor:
         self._http = httpx.Client(timeout=timeout)
         self.audited = 0  # entries judged (private ones this auditor may not read excluded)
         self.private = 0  # sampled private entries this auditor was refused
-        self._watched: dict[str, dict[str, Promise]] = {}  # vkey -> promises by their note
+        self._watched: dict[str, dict[str, Promise]] = {}  # vkey -> promises by index and note
         self._reported: set[tuple[str, str]] = set()  # (promise, verdict) reported already
 
-    def watch(self, promised: Bundle | str) -> Promise:
+    def watch(self, promised: Bundle) -> Promise:
         """Look for a broken promise in the rounds to come: ``promised`` is a bundle in promise
-        mode or the promise's signed note, by one of the audited nodes (checked now: a forged or
-        foreign promise is refused with :class:`VerificationError`). Kept promises are
-        forgotten; broken and overdue ones are reported once."""
-        note_text = promised.promise if isinstance(promised, Bundle) else promised
-        if not note_text:
+        mode by one of the audited nodes (checked now: a forged or foreign promise, or one that
+        does not cover the bundle's receipt, is refused with :class:`VerificationError`). Kept
+        promises are forgotten; broken and overdue ones are reported once."""
+        if not promised.promise:
             raise VerificationError("not a promise: the bundle is logged already")
-        promise = open_promise(note_text, [vkey for _, vkey in self.nodes])
-        self._watched.setdefault(promise.node, {})[promise.signed] = promise
+        promise = open_promise(
+            promised.promise,
+            [vkey for _, vkey in self.nodes],
+            receipt=promised.receipt.data,
+            index=promised.index,
+            path=promised.proof,
+        )
+        key = f"{promise.index} {promise.signed}"  # one note covers a batch of entries
+        self._watched.setdefault(promise.node, {})[key] = promise
         return promise
 
     @property
@@ -246,7 +252,7 @@ class Auditor:
             leaf = merkle.leaf_hash(data)
             if leaf == promise.leaf:
                 return Finding(vkey, index, "ok", "the promise was kept")
-            evidence = broken_promise(promise.signed, signed, leaf, list(proof))
+            evidence = broken_promise(promise, signed, leaf, list(proof))
             verdict = verify_evidence(evidence)  # conclusive, and checked before it is filed
             return Finding(vkey, index, "broken-promise", verdict, evidence)
         if time.time() <= promise.deadline:

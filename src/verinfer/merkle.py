@@ -239,6 +239,23 @@ def inclusion_proof(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     return inclusion_proof_from(index, len(leaf_hashes), _list_reader(leaf_hashes))
 
 
+def root_and_paths(leaf_hashes: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The root of the tree of ``leaf_hashes`` and every leaf's inclusion proof in it, with
+    ``len - 1`` node hashes in all (a signer of a small batch proves each leaf in it)."""
+    if not leaf_hashes:
+        raise InputError("a tree needs at least one leaf")
+    if len(leaf_hashes) == 1:
+        return leaf_hashes[0], [[]]
+    middle = _split(len(leaf_hashes))
+    left, left_paths = root_and_paths(leaf_hashes[:middle])
+    right, right_paths = root_and_paths(leaf_hashes[middle:])
+    for path in left_paths:
+        path.append(right)
+    for path in right_paths:
+        path.append(left)
+    return node_hash(left, right), left_paths + right_paths
+
+
 def consistency_proof(size1: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     """The consistency proof from the first ``size1`` leaves to all of ``leaf_hashes``."""
     return consistency_proof_from(size1, len(leaf_hashes), _list_reader(leaf_hashes))

@@ -241,3 +241,35 @@ def test_a_failed_batch_breaks_only_the_promises_queued_behind_it(
         landed = {e: o.index for e, (_, o) in outcomes.items() if isinstance(o, Committed)}
         assert landed[b"behind"] == 0  # broken: it landed before the index it was promised
         assert landed[b"after"] == after == 1  # made after the failure was known: kept
+
+
+def test_reserved_tickets_hold_later_commits_until_committed_on_the_reserving_thread(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    """A worker that promises a batch reserves its indexes, answers, then commits it itself:
+    a later commit waits for the reserved batch, the batch lands exactly where reserved, and
+    its outcomes carry no proof (a promise's holder fetches one when upgrading)."""
+    with Log.open(tmp_path, signer) as log, Sequencer(log) as sequencer:
+        sequencer.commit([b"before"])
+        ticket, index = sequencer.reserve([b"one", b"two"])
+        assert index == 1
+        later: list[Committed | BaseException] = []
+        behind = threading.Thread(target=lambda: later.extend(sequencer.commit([b"later"])))
+        behind.start()
+        behind.join(timeout=0.3)
+        assert behind.is_alive()
+        assert log.size == 1
+        outcomes = sequencer.commit_reserved(ticket, [b"one", b"two"])
+        behind.join(timeout=30)
+        assert [o.index for o in outcomes if isinstance(o, Committed)] == [1, 2]
+        assert all(isinstance(o, Committed) and o.proof == [] for o in outcomes)
+        assert [log.entry(i) for i in range(4)] == [b"before", b"one", b"two", b"later"]
+        (after,) = later
+        assert isinstance(after, Committed)
+        assert after.index == 3
+        with pytest.raises(InputError, match="entry is bytes"):
+            sequencer.reserve([b"x" * 70_000])  # refused before any ticket is taken
+        assert sequencer.commit([b"next"])[0].index == 4  # type: ignore[union-attr]
+        sequencer.close()
+        with pytest.raises(StorageError, match="closed"):
+            sequencer.reserve([b"late"])

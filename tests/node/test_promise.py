@@ -28,15 +28,21 @@ from hub_models import sklearn_model
 
 from verinfer import canonical, merkle, note, tensors
 from verinfer.client import AsyncClient, BrokenPromiseError, Client, Network
-from verinfer.errors import InputError, LimitExceeded, VerificationError
+from verinfer.errors import InputError, LimitExceeded, StorageError, VerificationError
 from verinfer.log.sequencer import Committed
 from verinfer.node import Node
 from verinfer.verify import AcceptPromise, Bundle, verify_bundle
 from verinfer.verify.evidence import broken_promise, verify_evidence
-from verinfer.verify.promise import open_promise, sign_promise
+from verinfer.verify.promise import Promise, open_promise, sign_promise
 
 IRIS = {"X": np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)}
 VERINFER = [sys.executable, "-c", "from verinfer.cli import main; main()"]
+
+
+def opened(bundle: Bundle, vkey: str) -> Promise:
+    """The promise of a bundle in promise mode, verified: its receipt at its index."""
+    return open_promise(bundle.promise, [vkey], receipt=bundle.receipt.data, index=bundle.index,
+                        path=bundle.proof)  # fmt: skip
 
 
 def run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -99,7 +105,7 @@ def test_a_promise_answers_is_refused_by_default_and_upgrades(node: Served, clie
     with pytest.raises(VerificationError, match="no checkpoint for witnesses"):
         verify_bundle(parsed, [node.node.vkey], accept_promise=AcceptPromise(),
                       witnesses=[node.node.witness.vkey], quorum=1)  # fmt: skip
-    promise = open_promise(bundle.promise, [node.node.vkey])
+    promise = opened(bundle, node.node.vkey)
     assert promise.index == bundle.index
     assert promise.deadline >= time.time() + node.node.merge_delay - 5
     # the upgrade: the same receipt, logged where it was promised, proven
@@ -142,6 +148,48 @@ def test_the_default_stays_durable_and_async_clients_upgrade_too(
     assert node.node.broken_promises == 0
 
 
+def test_promises_answered_together_share_one_signature_and_each_lands_where_promised(
+    tmp_path: Path,
+) -> None:
+    """Concurrent promise requests a worker takes together are promised by one signed note
+    (the batch's Merkle root); each answer carries its receipt's path in the batch, verifies
+    alone, and its receipt lands at its promised index. A path or index swapped between two
+    answers of one batch fails."""
+    alice = note.Signer(note.generate_key("alice")[0])
+    with Node(tmp_path / "node", workers=1) as node:
+        node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+        rows = np.random.default_rng(5).random((2048, 1, 4), dtype=np.float32)
+
+        async def burst(start: int) -> list[Bundle]:
+            calls = [node.ainfer("alice/iris", {"X": rows[start + k]}, durability="promise")
+                     for k in range(64)]  # fmt: skip
+            return [result.bundle for result in await asyncio.gather(*calls)]
+
+        for _ in range(3):  # the node learns that iris runs are short, then batches them
+            asyncio.run(burst(0))
+        batches: dict[str, list[Bundle]] = {}
+        for round_ in range(1, 20):
+            for bundle in asyncio.run(burst(64 * round_)):
+                batches.setdefault(bundle.promise, []).append(bundle)
+            if any(len(batch) > 1 for batch in batches.values()):
+                break
+        shared = max(batches.values(), key=len)
+        assert len(shared) > 1, "no two promises were ever answered together"
+        node.sequencer.append(b"fence")  # every batch before it is committed
+        for batch in batches.values():
+            for bundle in batch:
+                verify_bundle(bundle, [node.vkey], accept_promise=AcceptPromise())
+                assert node.log.entry(bundle.index) == bundle.receipt.data
+        first, second = shared[0], shared[1]
+        with pytest.raises(VerificationError, match="does not cover this receipt"):
+            verify_bundle(replace(first, proof=second.proof), [node.vkey],
+                          accept_promise=AcceptPromise())  # fmt: skip
+        with pytest.raises(VerificationError, match="does not cover this receipt"):
+            verify_bundle(replace(first, index=second.index), [node.vkey],
+                          accept_promise=AcceptPromise())  # fmt: skip
+        assert node.broken_promises == 0
+
+
 def test_bad_promise_requests_are_refused_with_json(node: Served) -> None:
     body = {"model": "alice/iris", "inputs": tensors.encode_json(IRIS, raw=True)}
     answer = httpx.post(f"{node.url}/v1/infer", json={**body, "durability": "soon"}, timeout=60)
@@ -169,9 +217,10 @@ def test_bad_promise_requests_are_refused_with_json(node: Served) -> None:
 
 
 def _forged(bundle: Bundle, signer: note.Signer, **changes: Any) -> Bundle:
-    fields = {"log": bundle.receipt["log"], "index": bundle.index, "receipt": bundle.receipt.data,
-              "deadline": int(time.time()) + 60} | changes  # fmt: skip
-    return replace(bundle, promise=sign_promise(signer, **fields))
+    fields = {"log": bundle.receipt["log"], "index": bundle.index, "receipts": [
+        bundle.receipt.data], "deadline": int(time.time()) + 60} | changes  # fmt: skip
+    signed, paths = sign_promise(signer, **fields)
+    return replace(bundle, promise=signed, proof=tuple(paths[0]))
 
 
 def test_forged_and_mismatched_promises_fail(node: Served, client: Client) -> None:
@@ -188,10 +237,10 @@ def test_forged_and_mismatched_promises_fail(node: Served, client: Client) -> No
         verify_bundle(replace(bundle, promise=claimed), [vkey], accept_promise=accept)
     # the node's own promise, moved: another index, another receipt, or another log
     signer = node.node.signer
-    with pytest.raises(VerificationError, match="promises entry 999"):
+    with pytest.raises(VerificationError, match="covers entries 999 to 999, not entry"):
         verify_bundle(_forged(bundle, signer, index=999), [vkey], accept_promise=accept)
-    with pytest.raises(VerificationError, match="another receipt"):
-        verify_bundle(_forged(bundle, signer, receipt=b"{}"), [vkey], accept_promise=accept)
+    with pytest.raises(VerificationError, match="does not cover this receipt"):
+        verify_bundle(_forged(bundle, signer, receipts=[b"{}"]), [vkey], accept_promise=accept)
     with pytest.raises(VerificationError, match="log 'elsewhere'"):
         verify_bundle(_forged(bundle, signer, log="elsewhere"), [vkey], accept_promise=accept)
     # a byte of the signed promise changed
@@ -200,7 +249,7 @@ def test_forged_and_mismatched_promises_fail(node: Served, client: Client) -> No
         verify_bundle(replace(bundle, promise=tampered), [vkey], accept_promise=accept)
     # a promise is never also a proof, and a durable request is never answered by one
     mixed = {**bundle.to_dict(), "checkpoint": node.node.log.signed_checkpoint}
-    with pytest.raises(VerificationError, match="no proof and no checkpoint"):
+    with pytest.raises(VerificationError, match="a signed note, with no checkpoint"):
         Bundle.from_json(mixed)
     # a promise's signature never passes as a checkpoint's (one line of JSON, not a tree)
     with pytest.raises(VerificationError, match="malformed checkpoint"):
@@ -216,18 +265,21 @@ def _served_liar(tmp: Path, break_it: Callable[[Node], None]) -> Served:
 
 
 def _never_logs(liar: Node) -> None:
-    """Promises the next index, and never queues the receipt."""
-    liar.sequencer.promise = lambda entry, done: liar.log.size  # type: ignore[method-assign]
+    """Promises the next indexes, and never commits the receipts."""
+    liar.sequencer.reserve = lambda entries: (-1, liar.log.size)  # type: ignore[method-assign]
+    liar.sequencer.commit_reserved = (  # type: ignore[method-assign]
+        lambda start, entries: [StorageError("dropped")] * len(entries)
+    )
 
 
 def _logs_another(liar: Node) -> None:
     """Promises a receipt, and logs another one at that index."""
-    real = liar.sequencer.promise
+    real = liar.sequencer.commit_reserved
 
-    def other(entry: bytes, done: Callable[[int, Committed | BaseException], None]) -> int:
-        return real(entry.replace(b'"time":"', b'"time":"0', 1), done)
+    def other(start: int, entries: list[bytes]) -> list[Committed | BaseException]:
+        return real(start, [entry.replace(b'"time":"', b'"time":"0', 1) for entry in entries])
 
-    liar.sequencer.promise = other  # type: ignore[method-assign]
+    liar.sequencer.commit_reserved = other  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("break_it", [_never_logs, _logs_another])
@@ -282,17 +334,31 @@ def test_an_honest_node_is_never_framed(tmp_path: Path) -> None:
     """Pure: what does not prove a broken promise convicts nobody."""
     log = note.Signer(note.generate_key("log.test")[0])
     witness = note.Signer(note.generate_key("w.test", cosigner=True)[0])
-    receipt, other = b'{"receipt":1}', b'{"receipt":2}'
+    receipt, other, third = b'{"receipt":1}', b'{"receipt":2}', b'{"receipt":3}'
     deadline = int(time.time()) + 3600
-    promise = sign_promise(log, log="log.test", index=1, receipt=receipt, deadline=deadline)
-    kept = _checkpoint_of(log, [other, receipt])
-    proof = merkle.inclusion_proof(1, merkle.leaf_hashes([other, receipt]))
+    # one promise for a batch of two: receipt as entry 1, third as entry 2
+    signed, paths = sign_promise(log, log="log.test", index=1, receipts=[receipt, third],
+                                 deadline=deadline)  # fmt: skip
+    promise = open_promise(signed, [log.vkey], receipt=receipt, index=1, path=paths[0])
+    kept = _checkpoint_of(log, [other, receipt, third])
+    proof = merkle.inclusion_proof(1, merkle.leaf_hashes([other, receipt, third]))
     # the promised leaf where it was promised: kept
     with pytest.raises(VerificationError, match="the promise is kept"):
         verify_evidence(broken_promise(promise, kept, merkle.leaf_hash(receipt), proof))
     # another leaf claimed there, with a proof that does not lead to the signed root
     with pytest.raises(VerificationError, match="evidence does not verify"):
         verify_evidence(broken_promise(promise, kept, merkle.leaf_hash(other), proof))
+    # a holder of the batch's promise claims its receipt was promised as the batch's other
+    # entry (its own path, another index), or another receipt with its path: refused
+    third_proof = merkle.inclusion_proof(2, merkle.leaf_hashes([other, receipt, third]))
+    for moved_promise in (
+        replace(promise, index=2),
+        replace(promise, leaf=merkle.leaf_hash(other)),
+        replace(promise, path=tuple(paths[1])),
+    ):
+        forged = broken_promise(moved_promise, kept, merkle.leaf_hash(third), third_proof)
+        with pytest.raises(VerificationError, match="does not cover this receipt"):
+            verify_evidence(forged)
     # a checkpoint by another key, under the log's name
     impostor = note.Signer(note.generate_key("log.test")[0])
     swapped = _checkpoint_of(impostor, [receipt, other])
@@ -427,14 +493,19 @@ def test_a_promise_is_canonical_json_whichever_path_wrote_it(
 ) -> None:
     """The promise's fast template and the general RFC 8785 encoder write the same bytes."""
     signer = note.Signer(note.generate_key("n.test")[0])
-    signed = sign_promise(signer, log=log, index=index, receipt=b"r", deadline=deadline)
+    receipts = [b"r", b"s", b"t"]
+    start = min(index, 2**53 - 1 - len(receipts))  # the last entry is within I-JSON
+    signed, paths = sign_promise(signer, log=log, index=start, receipts=receipts,
+                                 deadline=deadline)  # fmt: skip
     text, _ = note.parse(signed)
-    leaf = base64.b64encode(merkle.leaf_hash(b"r")).decode()
-    body = {"type": "verinfer.promise/v1", "log": log, "node": signer.vkey, "index": index,
-            "leaf": leaf, "deadline": deadline}  # fmt: skip
+    root = base64.b64encode(merkle.root(merkle.leaf_hashes(receipts))).decode()
+    body = {"type": "verinfer.promise/v1", "log": log, "node": signer.vkey, "index": start,
+            "count": 3, "root": root, "deadline": deadline}  # fmt: skip
     assert text == canonical.dumps(body).decode() + "\n"
-    opened = open_promise(signed, [signer.vkey])
-    assert (opened.log, opened.index, opened.deadline) == (log, index, deadline)
+    for k, receipt in enumerate(receipts):
+        promise = open_promise(signed, [signer.vkey], receipt=receipt, index=start + k,
+                               path=paths[k])  # fmt: skip
+        assert (promise.log, promise.index, promise.deadline) == (log, start + k, deadline)
 
 
 def test_a_node_that_closes_keeps_every_promise_it_made(tmp_path: Path) -> None:
@@ -518,7 +589,7 @@ def test_an_auditor_keeps_watching_an_overdue_promise_until_it_is_broken(tmp_pat
             promised = remote.infer("alice/iris", IRIS, durability="promise").bundle
         with Auditor([(silent.url, silent.node.vkey)], 0.0) as auditor:
             auditor.watch(promised)
-            while time.time() <= open_promise(promised.promise, [silent.node.vkey]).deadline:
+            while time.time() <= opened(promised, silent.node.vkey).deadline:
                 time.sleep(0.1)
             assert [f.verdict for f in auditor.round()] == ["overdue"]
             assert auditor.round() == []  # reported once

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from test_http import Served
+from test_promise import opened
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
 from hub_models import sklearn_model
@@ -23,7 +24,6 @@ from verinfer.client import Client
 from verinfer.errors import VerificationError
 from verinfer.node import Node
 from verinfer.verify.evidence import broken_promise, verify_evidence
-from verinfer.verify.promise import open_promise
 from verinfer.witness import add_checkpoint_body
 
 IRIS = {"X": np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)}
@@ -38,7 +38,7 @@ def test_review_an_old_checkpoint_cosigned_late_frames_an_honest_node(tmp_path: 
         old = honest.log.signed_checkpoint  # a checkpoint of size 1, public from then on
         assert note.verify_checkpoint(old, [honest.vkey])[0].size == 1
         promised = honest.infer("alice/iris", IRIS, durability="promise").bundle
-        promise = open_promise(promised.promise, [honest.vkey])
+        promise = opened(promised, honest.vkey)
         assert promise.index == 1
         # the honest node keeps its promise: entry 1 is the promised receipt
         while honest.log.size <= promise.index:
@@ -57,7 +57,7 @@ def test_review_an_old_checkpoint_cosigned_late_frames_an_honest_node(tmp_path: 
                 assert answer.status_code == 200, answer.text
                 cosigned = note.attach(old, [answer.text.strip()])
                 # whatever leaf the framer claims: the tree does not reach the index
-                evidence = broken_promise(promised.promise, cosigned, b"\x00" * 32, [])
+                evidence = broken_promise(promise, cosigned, b"\x00" * 32, [])
                 kept = httpx.post(f"{served.url}/v1/evidence", json=evidence, timeout=30)
                 # the witnessing node must not keep evidence against a node that kept its word
                 assert kept.status_code >= 400, kept.text

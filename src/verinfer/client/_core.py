@@ -48,7 +48,7 @@ from verinfer.hub.documents import (
 from verinfer.modes.dispute import Verdict, verify_verdict
 from verinfer.verify import AcceptPromise, Bundle, mode_matches, replicas_of, verify_bundle
 from verinfer.verify.evidence import broken_promise, verify_evidence
-from verinfer.verify.promise import open_promise
+from verinfer.verify.promise import Promise, open_promise
 
 __all__ = ["BrokenPromiseError", "Call", "Core", "Flow", "NetworkError", "Result", "Sleep", "Work"]
 
@@ -736,7 +736,13 @@ class Core:
             verify_bundle(bundle, [vkey])  # a logged bundle is returned only if it holds
         else:
             verify_bundle(bundle, [vkey], accept_promise=AcceptPromise())  # the node's own word
-            promise = open_promise(bundle.promise, [vkey])
+            promise = open_promise(
+                bundle.promise,
+                [vkey],
+                receipt=bundle.receipt.data,
+                index=bundle.index,
+                path=bundle.proof,
+            )
             until = time.monotonic() + timeout
             while True:
                 signed = (yield from self.send(Call("GET", "/v1/log/checkpoint"))).text
@@ -756,7 +762,7 @@ class Core:
             try:
                 verify_bundle(logged, [vkey])
             except VerificationError:
-                yield from self._broken(promise.signed, logged)
+                yield from self._broken(promise, logged)
                 raise
         if quorum > 0:
             logged = yield from self.cosigned(
@@ -764,7 +770,7 @@ class Core:
             )
         return logged
 
-    def _broken(self, promise: str, logged: Bundle) -> Flow[None]:
+    def _broken(self, promise: Promise, logged: Bundle) -> Flow[None]:
         """Raise :class:`BrokenPromiseError` if the log holds another entry where ``logged`` (the
         promise, proven against a checkpoint) was promised; return if it cannot be shown."""
         there = (yield from self.send(Call("GET", f"/v1/log/entries/{logged.index}"))).content

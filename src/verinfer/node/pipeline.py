@@ -49,9 +49,9 @@ class Pipeline(Generic[T, R]):
     times a batch against twice its budget; tests give one they advance themselves.
 
     A request whose payload ``promise(payload)`` is ``True`` is answered before it is durable:
-    its entry is queued for the committer with the index it will occupy, and
-    ``pledge(payload, index)`` is the answer at once; ``settle(payload, index, outcome)`` is
-    called on the committer thread once the entry is committed (or its batch failed).
+    its entry is given the index it will occupy, and ``pledge(payloads, index)`` answers a batch
+    of them at once (entries ``index``, ``index + 1``, ...); ``settle(payload, index, outcome)`` is
+    called once the entry is committed (or its batch failed).
     """
 
     def __init__(
@@ -66,7 +66,7 @@ class Pipeline(Generic[T, R]):
         name: str = "verinfer-infer",
         clock: Callable[[], float] = time.monotonic,
         promise: Callable[[T], bool] = lambda payload: False,
-        pledge: Callable[[T, int], R] | None = None,
+        pledge: Callable[[list[T], int], list[R]] | None = None,
         settle: Callable[[T, int, Committed | BaseException], None] | None = None,
     ) -> None:
         self._compute = compute
@@ -187,7 +187,7 @@ class Pipeline(Generic[T, R]):
                 if short:  # while this worker commits, another may compute the next batch
                     self._short_done()
             try:
-                self._commit_all(computed, done)
+                self._commit_all(computed, done, then_commit=True)
             except BaseException as exc:  # never leave a caller waiting, nor lose this worker
                 _deliver_all(done + [(waiter, None, exc) for waiter, _, _ in computed])
 
@@ -224,9 +224,13 @@ class Pipeline(Generic[T, R]):
         self,
         computed: list[tuple[_Waiter, bytes, T]],
         done: list[tuple[_Waiter, Any, BaseException | None]],
+        *,
+        then_commit: bool = False,
     ) -> None:
+        """Commit ``computed`` and answer every caller. ``then_commit``: this thread answers
+        nobody by returning (a worker), so it may commit promised entries after answering."""
         if self._pledge is not None:
-            computed = self._promise_all(computed, done)
+            computed = self._promise_all(computed, done, then_commit)
         if len(computed) == 1:
             waiter, entry, payload = computed[0]
             outcome = self._sequencer.commit_if_idle(entry)
@@ -252,21 +256,57 @@ class Pipeline(Generic[T, R]):
         self,
         computed: list[tuple[_Waiter, bytes, T]],
         done: list[tuple[_Waiter, Any, BaseException | None]],
+        then_commit: bool,
     ) -> list[tuple[_Waiter, bytes, T]]:
-        """Answer the promise requests of ``computed`` (into ``done``); the others, to commit."""
-        rest = []
+        """Answer the promise requests of ``computed`` (into ``done``); the others, to commit.
+
+        ``then_commit``: the promises are answered at once and committed here, as one batch,
+        right after (no handoff to the committer thread, no wakeup per entry); else each is
+        queued for the committer."""
+        rest: list[tuple[_Waiter, bytes, T]] = []
+        promised: list[tuple[_Waiter, bytes, T]] = []
         for item in computed:
-            waiter, entry, payload = item
-            if not self._promise(payload):
-                rest.append(item)
-                continue
+            (promised if self._promise(item[2]) else rest).append(item)
+        if then_commit and promised:
+            self._promise_here(promised, done)
+            return rest
+        for waiter, entry, payload in promised:
             try:
                 index = self._sequencer.promise(entry, functools.partial(self._logged, payload))
                 assert self._pledge is not None  # checked by the caller
-                done.append((waiter, self._pledge(payload, index), None))
+                done.append((waiter, self._pledge([payload], index)[0], None))
             except BaseException as exc:  # the sequencer closed or refused it
                 done.append((waiter, None, exc))
         return rest
+
+    def _promise_here(
+        self,
+        promised: list[tuple[_Waiter, bytes, T]],
+        done: list[tuple[_Waiter, Any, BaseException | None]],
+    ) -> None:
+        """Reserve indexes for ``promised``, answer them (and whatever ``done`` holds), then
+        commit them on this thread: every later entry waits for this batch, so it is committed
+        whatever happens in between."""
+        entries = [entry for _, entry, _ in promised]
+        try:
+            ticket, index = self._sequencer.reserve(entries)
+        except BaseException as exc:  # the sequencer closed or refused them
+            done.extend((waiter, None, exc) for waiter, _, _ in promised)
+            return
+        try:
+            assert self._pledge is not None  # checked by the caller
+            try:
+                answers = self._pledge([payload for _, _, payload in promised], index)
+                done.extend((waiter, answer, None) for (waiter, _, _), answer in zip(
+                    promised, answers, strict=True))  # fmt: skip
+            except BaseException as exc:  # still committed below: an answer was lost, no entry
+                done.extend((waiter, None, exc) for waiter, _, _ in promised)
+            _deliver_all(done)  # answered before their entries are durable: that is a promise
+            done.clear()
+        finally:
+            outcomes = self._sequencer.commit_reserved(ticket, entries)
+        for offset, ((_, _, payload), outcome) in enumerate(zip(promised, outcomes, strict=True)):
+            self._logged(payload, index + offset, outcome)
 
     def _logged(self, payload: T, index: int, outcome: Committed | BaseException) -> None:
         if self._settle is not None:

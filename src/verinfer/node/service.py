@@ -426,19 +426,27 @@ class Node:
         _check_request(mode, nonce, audit, durability)
         return await self._pipeline.arun(model, inputs, mode, nonce, timeout, audit, durability)
 
-    def _pledge(self, computed: _Computed, index: int) -> Result:
-        """A promise's answer: the receipt, the index it will occupy, the signed promise."""
-        manifest, outputs, receipt, evidence, _ = computed
-        signed = sign_promise(
+    def _pledge(self, batch: list[_Computed], index: int) -> list[Result]:
+        """Promises' answers: each receipt, the index it will occupy (``index`` on), and the
+        batch's signed promise with the receipt's path in it: one signature for the batch."""
+        signed, paths = sign_promise(
             self.signer,
             log=self.log.origin,
             index=index,
-            receipt=receipt.data,
+            receipts=[computed[2].data for computed in batch],
             deadline=math.ceil(time.time()) + self.merge_delay,
         )
-        self.promises += 1
-        bundle = Bundle(receipt, index, (), "", evidence=evidence, promise=signed)
-        return Result(outputs, bundle, manifest)
+        self.promises += len(batch)
+        return [
+            Result(
+                outputs,
+                Bundle(receipt, index + k, tuple(path), "", evidence=evidence, promise=signed),
+                manifest,
+            )
+            for k, ((manifest, outputs, receipt, evidence, _), path) in enumerate(
+                zip(batch, paths, strict=True)
+            )
+        ]
 
     def _settle(self, computed: _Computed, index: int, outcome: Committed | BaseException) -> None:
         """On the committer thread: a promised receipt was logged (where promised, or not)."""

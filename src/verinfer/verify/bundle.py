@@ -227,9 +227,10 @@ class Bundle:
     other nodes that answered the same request; ``attested`` has no evidence.
 
     ``promise`` (a node's signed promise, :mod:`verinfer.verify.promise`) makes the bundle a
-    *promise*: the receipt is not yet in a signed checkpoint, so ``proof`` and ``checkpoint``
-    are empty and ``index`` is the promised entry. The verifier accepts it only under
-    :class:`~verinfer.verify.AcceptPromise`; an upgrade replaces it with the logged bundle.
+    *promise*: the receipt is not yet in a signed checkpoint, so ``checkpoint`` is empty,
+    ``index`` is the promised entry and ``proof`` the receipt's path in the promised batch.
+    The verifier accepts it only under :class:`~verinfer.verify.AcceptPromise`; an upgrade
+    replaces it with the logged bundle.
     """
 
     receipt: Receipt
@@ -238,7 +239,7 @@ class Bundle:
     checkpoint: str
     cosignatures: tuple[str, ...] = ()
     evidence: Evidence = NO_EVIDENCE  # what the receipt's mode adds (verinfer.modes)
-    promise: str = ""  # a signed promise: the receipt is not logged yet (no proof, checkpoint)
+    promise: str = ""  # a signed promise: the receipt is not logged yet (no checkpoint)
 
     @property
     def promised(self) -> bool:
@@ -350,10 +351,11 @@ class Bundle:
             raise VerificationError("malformed bundle: the receipt is not valid Unicode")
         promise = value.get("promise", "")
         if "promise" in value and (
-            not isinstance(promise, str) or not promise or value["checkpoint"] or hashes
+            not isinstance(promise, str) or not promise or value["checkpoint"]
         ):
             raise VerificationError(
-                "malformed bundle: a promise is a signed note, with no proof and no checkpoint"
+                "malformed bundle: a promise is a signed note, with no checkpoint (its proof is "
+                "the receipt's path in the promised batch)"
             )
         receipt = Receipt.from_bytes(value["receipt"].encode())
         evidence = modes.parse(receipt["mode"], receipt=True).evidence(

@@ -8,7 +8,8 @@ whoever found them. Pure: no I/O.
   with the model's bytes re-executes and sees it (on the receipt's engine identity, since low
   bits may differ across CPU kernel classes).
 - ``broken-promise``: a node's signed promise (:mod:`verinfer.verify.promise`) that a receipt
-  would be entry ``i`` of its log, and a checkpoint it signed that proves otherwise: of size > i,
+  would be entry ``i`` of its log (the batch's note, the receipt's leaf hash and its path in the
+  batch), and a checkpoint it signed that proves otherwise: of size > i,
   with an inclusion proof of another leaf at ``i`` (conclusive at any time: the log is
   append-only). A tree too small to hold ``i`` proves nothing, whoever cosigned it when: a
   witness's timestamp dates its own signature, and an old checkpoint cosigned late would frame
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from verinfer import merkle, note, tensors
 from verinfer.errors import Error, InputError, VerificationError
 from verinfer.verify.bundle import Bundle
-from verinfer.verify.promise import open_promise
+from verinfer.verify.promise import Promise, open_promise_of
 from verinfer.verify.verifier import verify_bundle
 
 if TYPE_CHECKING:  # the dispute game needs ONNX Runtime: loaded only to check its evidence
@@ -105,18 +106,20 @@ def _judged(
 
 
 def broken_promise(
-    promise: str, checkpoint: str, leaf: bytes, proof: Iterable[bytes]
+    promise: Promise, checkpoint: str, leaf: bytes, proof: Iterable[bytes]
 ) -> dict[str, Any]:
-    """Broken-promise evidence: the node's signed ``promise`` and a ``checkpoint`` it signed
+    """Broken-promise evidence: the node's verified ``promise`` (its signed note, the promised
+    receipt's leaf hash and its path in the promised batch) and a ``checkpoint`` the node signed
     that holds another ``leaf`` at the promised index, proven by ``proof``."""
-    body = note.parse(promise)[0]
-    parsed = json.loads(body)
     return {
         "type": EVIDENCE_TYPE,
         "kind": "broken-promise",
-        "log": parsed.get("log"),
-        "vkey": parsed.get("node"),
-        "promise": promise,
+        "log": promise.log,
+        "vkey": promise.node,
+        "promise": promise.signed,
+        "index": promise.index,
+        "promised": base64.b64encode(promise.leaf).decode(),
+        "path": [base64.b64encode(h).decode() for h in promise.path],
         "checkpoint": checkpoint,
         "leaf": base64.b64encode(leaf).decode(),
         "proof": [base64.b64encode(h).decode() for h in proof],
@@ -138,7 +141,7 @@ def verify_evidence(document: str | bytes | dict[str, Any], *, model: bytes | No
     fields = {"type", "kind", "log", "vkey"} | {
         "equivocation": {"checkpoints"},
         "dispute": {"verdict"},
-        "broken-promise": {"promise", "checkpoint", "leaf", "proof"},
+        "broken-promise": {"promise", "index", "promised", "path", "checkpoint", "leaf", "proof"},
         "generation-fraud": {"bundle", "manifest", "inputs", "outputs", "position"},
     }.get(str(kind), {"bundle", "manifest", "inputs", "outputs", "engine"})
     if not isinstance(document, dict) or set(document) != fields:
@@ -195,14 +198,27 @@ def _broken_promise(document: dict[str, Any]) -> str:
         raise VerificationError("malformed evidence: log and vkey must be strings")
     if not isinstance(document["checkpoint"], str):
         raise VerificationError("malformed evidence: checkpoint must be a signed note")
+    index = document["index"]
+    if (
+        not isinstance(index, int)
+        or isinstance(index, bool)
+        or not isinstance(document["promised"], str)
+    ):
+        raise VerificationError("malformed evidence: index must be an integer, promised a hash")
+    (promised,) = _hashes([document["promised"]], "promised")
     try:
-        promise = open_promise(document["promise"], [vkey])
+        promise = open_promise_of(
+            document["promise"],
+            [vkey],
+            leaf=promised,
+            index=index,
+            path=_hashes(document["path"], "path"),
+        )
         checkpoint, _ = note.verify_checkpoint(document["checkpoint"], [vkey], origin=origin)
     except (VerificationError, InputError) as exc:
         raise VerificationError(f"evidence does not verify: {exc}") from exc
     if promise.log != origin:
         raise VerificationError(f"the promise is about log {promise.log!r}, not {origin!r}")
-    index = promise.index
     if checkpoint.size <= index:  # proves nothing: the log may have grown past it since
         raise VerificationError(
             f"the checkpoint of size {checkpoint.size} does not reach entry {index}: a tree too "
