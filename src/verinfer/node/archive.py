@@ -7,10 +7,11 @@ what is kept and checks its map digest before serving, so a damaged record is re
 
 **Storage: append-only segments.** Every answer keeps two tensor maps, so keeping one must cost a
 few microseconds of the answer's CPU. A file per map (``mkstemp`` + a zip + ``os.replace``) cost
-~120 us of CPU for an iris row, and its file creations slowed the log's ``fdatasync`` (ext4
-commits the metadata with it). So maps are records appended to ``root/segments/<ms>.seg`` (the
-time it was opened, in ms); a new segment is opened every hour, past 1 GiB, and at every start
-(a run never appends to a file an earlier run may have left torn). A record::
+~130-150 us of CPU for an iris row (a record costs ~4-7 us), and its file creations slowed the
+log's ``fdatasync`` (ext4 commits the metadata with it). So maps are records appended to
+``root/segments/<ms>.seg`` (named by the time it was opened, in ms); a new segment is opened
+every hour, past 1 GiB, and at every start (a run never appends to a file an earlier run may
+have left torn). A record::
 
     header  "VIAR" | u8 version (1) | 3 zero bytes | 32-byte raw map digest | u64le payload
             length | u32le CRC-32 of the 48 bytes before it
@@ -28,18 +29,21 @@ later bytes are ignored, never appended to. A failed write is cut off (``ftrunca
 hides the records after it; if that fails too, the segment is abandoned for a new one.
 
 **The answer path** (:meth:`TensorArchive.put`) makes no system call and encodes nothing: the
-map joins a pending dict under a lock, and the writer thread is woken only if it sleeps. Once
-awake it waits ``_GATHER`` seconds for more (a flush or close cuts that short), then writes all
-that is pending with one ``os.writev`` (large tensors are handed to the kernel without a copy), so
-under load it wakes at most ~100 times a second however many answers there are. Maps not yet
-written are served from memory, so a read right after an answer never misses.
+map joins a pending dict under a lock. The writer thread looks for pending maps every
+``_GATHER`` seconds (a flush or close cuts that short) and writes all of them with one
+``os.writev`` (large tensors are handed to the kernel without a copy); so under load it wakes at
+most ~100 times a second however many answers there are, and no answer wakes it. Only after
+``_NAP`` seconds without a map does it sleep until a put wakes it (waking a thread cost the
+answer ~15 us, five times the rest of a put). Maps not yet written are served from memory, so
+a read right after an answer never misses.
 
 **The index**: raw digest -> one int (segment number, offset, payload length), in memory, rebuilt
-at open by reading the record headers and seeking over the payloads (about 1 s per million
-records). An entry costs about 170 bytes (a 32-byte ``bytes`` key, an int, the dict slot), so
-a million maps kept cost ~170 MB; this bounds what a node can keep for its retention period (at
-1,000 distinct answers/s for 7 days, 1.2 billion maps: too many). Sorted per-segment index files
-read with binary search would keep only the current segment's entries in memory; not done yet.
+at open by reading the record headers and seeking over the payloads (1.2 us a record from the
+page cache: ~1.2 s per million). An entry costs ~155 bytes (measured: a 32-byte ``bytes`` key,
+an int, the dict slot), so a million maps kept cost ~155 MB. That bounds what a node can keep
+for its retention period: at 1,000 distinct answers/s for 7 days (1.2 billion maps) it is too
+much. Sorted per-segment index files read by binary search would keep only the current
+segment's entries in memory; not done yet.
 
 **Retention**: :meth:`TensorArchive.prune` deletes a segment once its newest record (its mtime)
 is older than the retention period plus ``_TOUCH_EVERY``. A map named again is re-appended to the
@@ -90,7 +94,8 @@ _TOUCH_EVERY = 600.0
 _MAX_TOUCHED = 1 << 16
 _MAX_PENDING_BYTES = 256 << 20
 _MAX_PENDING = 1 << 16
-_GATHER = 0.01  # seconds the woken writer lets answers' maps gather before one write
+_GATHER = 0.01  # seconds the writer lets answers' maps gather before one write
+_NAP = 1.0  # seconds without a map before the writer sleeps until a put wakes it
 _SEGMENT_SECONDS = 3600.0
 _SEGMENT_BYTES = 1 << 30
 _SMALL = 1 << 16  # tensors below this are copied into the write's buffer, larger ones are not
@@ -207,7 +212,8 @@ class TensorArchive:
         self._writing: dict[str, Mapping[str, np.ndarray]] = {}  # taken by the writer
         self._bytes = 0  # of the maps pending or being written
         self._new_bytes = 0  # of the maps pending
-        self._sleeping = False
+        self._sleeping = False  # the writer waits for a put to wake it
+        self._active = -_NAP  # when the writer last took something to write
         self._hurry = False  # a flush or close waits: write now
         self._closing = False
         self._put = 0  # maps put so far
@@ -398,16 +404,21 @@ class TensorArchive:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._pending and not self._closing:
+                while not self._pending and not self._closing and not self._hurry:
+                    if time.monotonic() - self._active < _NAP:
+                        self._wake.wait(_GATHER)  # answers come: it looks, they wake nothing
+                        continue
                     self._sleeping = True
-                    self._wake.wait(_PRUNE_EVERY)
-                    if self._sleeping:  # woken by the clock, not by a put
+                    self._wake.wait(_PRUNE_EVERY)  # idle: the next put wakes it
+                    if self._sleeping:  # woken by the clock (or a flush), not by a put
                         self._sleeping = False
                         break
-                if self._pending and not self._hurry:
-                    self._wake.wait(_GATHER)  # more answers' maps gather: one write for all
+                    if not self._hurry:
+                        self._wake.wait(_GATHER)  # the answers after that put join it
                 self._hurry = False
                 batch, self._pending, self._writing = self._pending, {}, self._pending
+                if batch:
+                    self._active = time.monotonic()
                 size, self._new_bytes = self._new_bytes, 0
                 closing = self._closing
             try:
