@@ -275,3 +275,36 @@ def test_malformed_digests_are_refused(archive: TensorArchive, digest: Any) -> N
     ):
         with pytest.raises(InputError, match=message):
             call()
+
+
+def test_segments_rotate_and_a_map_named_again_moves_to_the_current_one(
+    archive: TensorArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archive_module, "_SEGMENT_BYTES", 1)  # every write opens a new segment
+    for arrays in MAPS:
+        archive.put(tensors.map_digest(arrays), arrays)
+        archive.flush()
+    segments = _segments(archive)
+    assert len(segments) == 3
+    for arrays, segment in zip(MAPS, segments, strict=True):
+        found = archive.where(tensors.map_digest(arrays))
+        assert found is not None
+        assert found[0] == segment
+    first = tensors.map_digest(MAPS[0])
+    archive.put(first, MAPS[0])  # within minutes of its naming: nothing is written
+    archive.flush()
+    assert len(_segments(archive)) == 3
+    monkeypatch.setattr(archive_module, "_TOUCH_EVERY", 0.0)  # as if ten minutes had passed
+    archive.put(first, MAPS[0])  # its record is in an older segment: copied to the current one
+    archive.flush()
+    found = archive.where(first)
+    assert found is not None
+    assert found[0] == _segments(archive)[-1] != segments[0]
+    archive.close()
+    again = TensorArchive(archive.root)
+    try:  # the newest record of each map wins when the index is rebuilt
+        assert again.where(first) == found
+        for arrays in MAPS:
+            assert _same(_served(again, tensors.map_digest(arrays)), arrays)
+    finally:
+        again.close()
