@@ -20,12 +20,13 @@ have left torn). A record::
 
 Not ``.npz``: zip framing costs more than the whole record of a small map; a read (rare: audits,
 disputes) builds the ``.npz`` it serves from the record. The header's CRC lets a scan tell a torn
-or damaged header from a record; the payload needs none, since a read checks the map digest.
+or damaged header from a record (and find the next intact one: a damaged header loses one
+record, not the rest of its segment); the payload needs none, since a read checks the map digest.
 
 **No fsync**, as before: archiving is best effort (a power cut may lose the last seconds of
 records; a full disk drops records, and the next answer naming the same map tries again). A
-record torn by a crash is where the scan of its segment stops at the next start: that segment's
-later bytes are ignored, never appended to. A failed write is cut off (``ftruncate``) so it never
+record torn by a crash is skipped by the scan at the next start, and its segment is never
+appended to again. A failed write is cut off (``ftruncate``) so it never
 hides the records after it; if that fails too, the segment is abandoned for a new one.
 
 **The answer path** (:meth:`TensorArchive.put`) makes no system call and encodes nothing: the
@@ -37,13 +38,16 @@ most ~100 times a second however many answers there are, and no answer wakes it.
 answer ~15 us, five times the rest of a put). Maps not yet written are served from memory, so
 a read right after an answer never misses.
 
-**The index**: raw digest -> one int (segment number, offset, payload length), in memory, rebuilt
-at open by reading the record headers and seeking over the payloads (1.2 us a record from the
-page cache: ~1.2 s per million). An entry costs ~155 bytes (measured: a 32-byte ``bytes`` key,
-an int, the dict slot), so a million maps kept cost ~155 MB. That bounds what a node can keep
-for its retention period: at 1,000 distinct answers/s for 7 days (1.2 billion maps) it is too
-much. Sorted per-segment index files read by binary search would keep only the current
-segment's entries in memory; not done yet.
+**The index**, in memory. The current segment's is a dict, raw digest -> offset and payload
+length (~155 bytes an entry, measured: a 32-byte ``bytes`` key, an int, the dict slot; a segment
+is sealed past ``_SEGMENT_RECORDS`` records, so at most ~160 MB). A sealed segment's is two
+sorted numpy arrays, the first 8 bytes of each digest and the record's offset: 16 bytes an entry
+(a million maps kept ~16 MB, against ~95 bytes of disk for an iris row's record); a read
+binary-searches each sealed segment, newest first, and checks the full digest in the record's
+header (a shared prefix, 1 in 2**64, just moves on). Rebuilt at every start by reading the record
+headers and seeking over the payloads (1.2 us a record from the page cache: ~1.2 s per million);
+a node keeping billions of maps would want that index on disk (sorted files written at
+sealing), which is not done.
 
 **Retention**: :meth:`TensorArchive.prune` deletes a segment once its newest record (its mtime)
 is older than the retention period plus ``_TOUCH_EVERY``. A map named again is re-appended to the
@@ -70,6 +74,7 @@ record names the digest) and pruned by their mtime.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import re
 import struct
@@ -78,6 +83,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -110,8 +116,26 @@ _COUNT = struct.Struct("<I")
 _CODES = {np.dtype(name): code for code, name in enumerate(tensors.DTYPES)}
 _TYPES = [np.dtype(name).newbyteorder("<") for name in tensors.DTYPES]
 _DIMS = [struct.Struct(f"<{rank}Q") for rank in range(65)]  # numpy allows rank <= 64
-# an index entry: segment number << 96 | record offset << 48 | payload length
+_SEGMENT_RECORDS = 1 << 20  # the current segment's index is a dict: at most ~160 MB
+# an entry of the current segment's index: record offset << 48 | payload length
 _FIELD = (1 << 48) - 1
+
+
+class _Sealed(NamedTuple):
+    """The index of a segment no longer written: the first 8 bytes of each record's digest
+    (sorted, as a big-endian u64) and the record's offset, 16 bytes an entry."""
+
+    number: int
+    prefixes: np.ndarray
+    offsets: np.ndarray
+
+
+def _seal(number: int, entries: list[tuple[bytes, int]]) -> _Sealed:
+    """The sealed index of segment ``number`` from its (raw digest, offset) entries."""
+    prefixes = np.frombuffer(b"".join(raw[:8] for raw, _ in entries), ">u8").astype(np.uint64)
+    offsets = np.fromiter((offset for _, offset in entries), np.uint64, len(entries))
+    order = np.argsort(prefixes, kind="stable")
+    return _Sealed(number, prefixes[order], offsets[order])
 
 
 def _header(raw: bytes, length: int) -> bytes:
@@ -176,22 +200,32 @@ def _decode(payload: bytes) -> dict[str, np.ndarray]:
 
 
 def _scan(path: str) -> list[tuple[bytes, int, int]]:
-    """(raw digest, offset, payload length) of each record of a segment, up to its first torn
-    or damaged header (a crash's torn tail: what follows is ignored)."""
-    found = []
-    with open(path, "rb", buffering=1 << 20) as stream:
+    """(raw digest, offset, payload length) of each record of a segment. A torn or damaged
+    header (a crash's torn tail, or a flipped bit) is skipped to the next intact header: a
+    payload may hold the magic, but only a record's header has a matching CRC and a length
+    that fits (a forged one in a caller's tensors could only name its own map digest, which a
+    read checks)."""
+    found: list[tuple[bytes, int, int]] = []
+    with open(path, "rb") as stream:
         end = os.fstat(stream.fileno()).st_size
-        offset = 0
-        while offset + _HEADER_SIZE <= end:
-            head = stream.read(_HEADER_SIZE)
-            magic, version, raw, length = _HEADER.unpack_from(head)
-            intact = _CRC.unpack_from(head, _HEADER.size)[0] == zlib.crc32(head[: _HEADER.size])
-            stop = offset + _HEADER_SIZE + length
-            if not intact or magic != _MAGIC or version != _VERSION or stop > end:
-                break
-            found.append((raw, offset, length))
-            stream.seek(length, os.SEEK_CUR)
-            offset = stop
+        if end < _HEADER_SIZE:
+            return found
+        with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            offset = 0
+            while 0 <= offset <= end - _HEADER_SIZE:
+                magic, version, raw, length = _HEADER.unpack_from(data, offset)
+                (crc,) = _CRC.unpack_from(data, offset + _HEADER.size)
+                stop = offset + _HEADER_SIZE + length
+                if (
+                    magic == _MAGIC
+                    and version == _VERSION
+                    and stop <= end
+                    and crc == zlib.crc32(data[offset : offset + _HEADER.size])
+                ):
+                    found.append((raw, offset, length))
+                    offset = stop
+                else:
+                    offset = data.find(_MAGIC, offset + 1)
     return found
 
 
@@ -220,18 +254,18 @@ class TensorArchive:
         self._done = 0  # of them, written or dropped
         self._touched: dict[str, float] = {}  # digest -> when it was last put
         self._marked: dict[str, float] = {}  # digest -> when its public marker was re-dated
-        self._index: dict[bytes, int] = {}
+        self._index: dict[bytes, int] = {}  # of the current segment
+        self._sealed: list[_Sealed] = []  # of the others, oldest first
         self._segments: dict[int, str] = {}  # number -> path
         self._next = 0
         self._current: tuple[int, int, float] | None = None  # number, fd, when opened
         self._size = 0  # of the current segment
-        for name in sorted(os.listdir(self._segments_dir)):  # oldest first: newest entry wins
+        for name in sorted(os.listdir(self._segments_dir)):  # oldest first, as they were written
             if name.endswith(".seg"):
                 path = os.path.join(self._segments_dir, name)
-                number = self._number(path)
                 with contextlib.suppress(FileNotFoundError):
-                    for raw, offset, length in _scan(path):
-                        self._index[raw] = number << 96 | offset << 48 | length
+                    found = [(raw, offset) for raw, offset, _ in _scan(path)]
+                    self._sealed.append(_seal(self._number(path), found))
         self._pruned = time.monotonic()
         self.prune()
         self._thread = threading.Thread(target=self._run, name="verinfer-archive", daemon=True)
@@ -318,13 +352,44 @@ class TensorArchive:
     def where(self, digest: str) -> tuple[Path, int, int] | None:
         """The segment holding ``digest``'s newest record, the record's offset and its length
         (header included); None if no record names it (pending, legacy or not kept)."""
-        raw = self.check(digest)
+        found = self._locate(digest, self.check(digest))
+        return None if found is None else (Path(found[0]), found[1], _HEADER_SIZE + found[2])
+
+    def _locate(self, digest: str, raw: bytes) -> tuple[str, int, int] | None:
+        """The segment, offset and payload length of ``digest``'s newest record; None if no
+        record names it. A damaged header where the index says it is: :class:`StorageError`."""
         with self._lock:
             entry = self._index.get(raw)
-            path = None if entry is None else self._segments.get(entry >> 96)
-        if entry is None or path is None:
-            return None
-        return Path(path), entry >> 48 & _FIELD, _HEADER_SIZE + (entry & _FIELD)
+            current = None if self._current is None else self._segments.get(self._current[0])
+            sealed = list(self._sealed)
+            paths = dict(self._segments)
+        if entry is not None and current is not None:
+            return current, entry >> 48, entry & _FIELD
+        key = np.uint64(int.from_bytes(raw[:8], "big"))
+        damaged = False
+        for number, prefixes, offsets in reversed(sealed):  # newest first
+            at = int(np.searchsorted(prefixes, key))
+            while at < len(prefixes) and prefixes[at] == key:  # 1 in 2**64: another digest
+                offset = int(offsets[at])
+                at += 1
+                try:
+                    with open(paths[number], "rb") as stream:
+                        head = os.pread(stream.fileno(), _HEADER_SIZE, offset)
+                except FileNotFoundError:  # pruned meanwhile
+                    break
+                except OSError as exc:
+                    raise StorageError(f"cannot read {paths[number]!r}: {exc}") from exc
+                try:
+                    _, _, named, length = _HEADER.unpack_from(head)
+                except struct.error:
+                    damaged = True
+                    continue
+                if head == _header(named, length) and named == raw:
+                    return paths[number], offset, length
+                damaged |= head != _header(named, length)
+        if damaged:
+            raise StorageError(f"the kept tensors {digest!r} are damaged; not served")
+        return None
 
     def get(self, digest: str) -> bytes:
         """The ``.npz`` bytes of ``digest``'s tensors, checked against the digest."""
@@ -333,10 +398,8 @@ class TensorArchive:
             arrays = self._pending.get(digest)
             if arrays is None:
                 arrays = self._writing.get(digest)
-            entry = None if arrays is not None else self._index.get(raw)
-            path = None if entry is None else self._segments.get(entry >> 96)
-        if arrays is None and path is not None and entry is not None:
-            arrays = self._read(digest, raw, path, entry >> 48 & _FIELD, entry & _FIELD)
+        if arrays is None and (found := self._locate(digest, raw)) is not None:
+            arrays = self._read(digest, raw, *found)
         if arrays is None:
             return self._get_legacy(digest)
         try:
@@ -453,10 +516,11 @@ class TensorArchive:
                 current is None
                 or now - current[2] > _SEGMENT_SECONDS
                 or self._size > _SEGMENT_BYTES
+                or len(self._index) >= _SEGMENT_RECORDS
             ):
                 self._close_segment()
                 current = self._open_segment(now)
-            number, fd, _ = current
+            fd = current[1]
             start = offset = self._size
             buffers: list[bytes | memoryview] = []
             small: list[bytes | memoryview] = []
@@ -464,8 +528,7 @@ class TensorArchive:
             kept = 0
             for digest, arrays in batch.items():
                 raw = self.check(digest)
-                entry = self._index.get(raw)
-                if entry is not None and entry >> 96 == number:
+                if raw in self._index:
                     kept += 1  # its newest record is in this segment: kept as long
                     continue
                 try:
@@ -479,7 +542,7 @@ class TensorArchive:
                         small = []
                     else:
                         small.append(part)
-                entries.append((raw, number << 96 | offset << 48 | length))
+                entries.append((raw, offset << 48 | length))
                 offset += _HEADER_SIZE + length
             if small:
                 buffers.append(b"".join(small))
@@ -520,10 +583,16 @@ class TensorArchive:
         return current
 
     def _close_segment(self) -> None:
+        """Stop writing the current segment: its index becomes a sealed one (held: _io)."""
         if self._current is not None:
             with contextlib.suppress(OSError):
                 os.close(self._current[1])
-            self._current = None
+            sealed = _seal(self._current[0], [(r, e >> 48) for r, e in self._index.items()])
+            with self._lock:
+                if self._current[0] in self._segments:  # else pruned
+                    self._sealed.append(sealed)
+                self._current = None
+                self._index = {}
 
     def prune(self) -> int:
         """Delete segments (and legacy files) whose newest record is older than the retention
@@ -539,18 +608,16 @@ class TensorArchive:
             for number, path in segments.items():
                 with contextlib.suppress(FileNotFoundError):
                     if os.stat(path).st_mtime < cutoff:
-                        if self._current is not None and self._current[0] == number:
-                            self._close_segment()
                         os.unlink(path)
                         removed += 1
                         gone.add(number)
-            if gone:  # only the writer (which waits for _io) changes the index: a scan
-                stale = [raw for raw, entry in self._index.items() if entry >> 96 in gone]
-                with self._lock:  # without the lock answers need, then a quick removal
+            if gone:
+                with self._lock:
                     for number in gone:
                         del self._segments[number]
-                    for raw in stale:
-                        del self._index[raw]
+                    self._sealed = [s for s in self._sealed if s.number not in gone]
+                if self._current is not None and self._current[0] in gone:
+                    self._close_segment()  # its index is dropped, not sealed
         for pattern in ("*/*.npz", "*/*.public"):  # a marker lapses with its public receipts
             for legacy in self.root.glob(pattern):
                 with contextlib.suppress(FileNotFoundError):
