@@ -10,8 +10,8 @@ few microseconds of the answer's CPU. A file per map (``mkstemp`` + a zip + ``os
 ~130-150 us of CPU for an iris row (a record costs ~4-7 us), and its file creations slowed the
 log's ``fdatasync`` (ext4 commits the metadata with it). So maps are records appended to
 ``root/segments/<ms>.seg`` (named by the time it was opened, in ms); a new segment is opened
-every hour, past 1 GiB, and at every start (a run never appends to a file an earlier run may
-have left torn). A record::
+every hour, past 1 GiB or 2**20 records, and at every start (a run never appends to a file an
+earlier run may have left torn). A record::
 
     header  "VIAR" | u8 version (1) | 3 zero bytes | 32-byte raw map digest | u64le payload
             length | u32le CRC-32 of the 48 bytes before it
@@ -26,8 +26,8 @@ record, not the rest of its segment); the payload needs none, since a read check
 **No fsync**, as before: archiving is best effort (a power cut may lose the last seconds of
 records; a full disk drops records, and the next answer naming the same map tries again). A
 record torn by a crash is skipped by the scan at the next start, and its segment is never
-appended to again. A failed write is cut off (``ftruncate``) so it never
-hides the records after it; if that fails too, the segment is abandoned for a new one.
+appended to again. A failed write is cut off (``ftruncate``) so it never hides the records
+after it; if that fails too, the segment is abandoned for a new one.
 
 **The answer path** (:meth:`TensorArchive.put`) makes no system call and encodes nothing: the
 map joins a pending dict under a lock. The writer thread looks for pending maps every
@@ -44,10 +44,10 @@ is sealed past ``_SEGMENT_RECORDS`` records, so at most ~160 MB). A sealed segme
 sorted numpy arrays, the first 8 bytes of each digest and the record's offset: 16 bytes an entry
 (a million maps kept ~16 MB, against ~95 bytes of disk for an iris row's record); a read
 binary-searches each sealed segment, newest first, and checks the full digest in the record's
-header (a shared prefix, 1 in 2**64, just moves on). Rebuilt at every start by reading the record
-headers and seeking over the payloads (1.2 us a record from the page cache: ~1.2 s per million);
-a node keeping billions of maps would want that index on disk (sorted files written at
-sealing), which is not done.
+header (a shared prefix, 1 in 2**64, just moves on). Rebuilt at every start from the record
+headers, read through ``mmap`` (1.2 us a record from the page cache: ~1.2 s per million); a node
+keeping billions of maps would want that index on disk (sorted files written at sealing), which
+is not done.
 
 **Retention**: :meth:`TensorArchive.prune` deletes a segment once its newest record (its mtime)
 is older than the retention period plus ``_TOUCH_EVERY``. A map named again is re-appended to the
