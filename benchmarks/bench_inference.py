@@ -262,11 +262,11 @@ def main() -> int:
                 on_path.append(time.perf_counter() - start)
                 node.archive.flush()
                 # a write of its own, timed on this thread (the archive's writer thread does the
-                # same in the background)
+                # same in the background, for everything pending at once)
                 feed = stream()
                 digest = tensors.map_digest(feed)
                 start = time.perf_counter()
-                node.archive._write(digest, feed)
+                node.archive._write({digest: feed})
                 written.append(time.perf_counter() - start)
             path, total = statistics.median(on_path), statistics.median(written)
             print(

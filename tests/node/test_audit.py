@@ -77,13 +77,20 @@ def test_nodes_keep_and_serve_the_tensors_their_receipts_name(pair: tuple[Served
         assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
         malformed = http.get("/v1/tensors/md5:abc")
         assert (malformed.status_code, malformed.json()["code"]) == (400, "bad_input")
-        path = honest.node.archive.path(receipt["inputs"])
-        original = path.read_bytes()
-        path.write_bytes(original.replace(IRIS.tobytes(), (IRIS + 1).tobytes()))
+        kept = honest.node.archive.where(receipt["inputs"])
+        assert kept is not None
+        segment, offset, length = kept
+        original = segment.read_bytes()
+        record = original[offset : offset + length]
+        assert record.count(IRIS.tobytes()) == 1
+        damage = record.replace(IRIS.tobytes(), (IRIS + 1).tobytes())
+        segment.write_bytes(original[:offset] + damage + original[offset + length :])
         damaged = http.get(f"/v1/tensors/{receipt['inputs']}")
         assert damaged.status_code == 503
-        assert "damaged" in damaged.json()["message"]
-        path.write_bytes(original)
+        assert damaged.json()["message"] == (
+            f"the kept tensors {receipt['inputs']!r} are damaged; not served"
+        )
+        segment.write_bytes(original)
 
 
 def test_an_audit_convicts_a_lying_node_and_clears_an_honest_one(

@@ -661,7 +661,7 @@ def _add_trust_routes(app: FastAPI, node: Node, checks: _Lane) -> None:
         to the requester (the capability answered with the inference) and the operator's
         auditors. Private or not, the refusal is the same 403, so it does not tell whether
         the tensors are kept."""
-        node.archive.path(digest)  # a malformed digest is a 400 before anything is looked up
+        node.archive.check(digest)  # a malformed digest is a 400 before anything is looked up
         public = node.archive.is_public(digest)
         if not public:
             reader = await run_in_threadpool(node.access.reader, digest, bearer(authorization))
