@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -287,8 +288,17 @@ def main() -> int:
         async def bare_call() -> object:
             return await asyncio.get_running_loop().run_in_executor(pool, session.run, None, rows())
 
+        # (time, log size) after every append, whichever thread committed it (the committer, a
+        # worker committing its own batch, a lone idle entry): appends happen one at a time
         marks: list[tuple[float, int]] = []
-        node.sequencer.after_each_batch(lambda: marks.append((time.perf_counter(), node.log.size)))
+        appending = node.log.append
+
+        def marked(entries: list[bytes]) -> Any:
+            appended = appending(entries)
+            marks.append((time.perf_counter(), appended.end))
+            return appended
+
+        node.log.append = marked  # type: ignore[method-assign]
         answered: list[tuple[float, int]] = []
         notes: set[str] = set()
 

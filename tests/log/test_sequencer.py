@@ -273,3 +273,19 @@ def test_reserved_tickets_hold_later_commits_until_committed_on_the_reserving_th
         sequencer.close()
         with pytest.raises(StorageError, match="closed"):
             sequencer.reserve([b"late"])
+
+
+def test_a_promise_queued_without_a_wakeup_waits_for_wake(
+    tmp_path: Path, signer: note.Signer
+) -> None:
+    """A blocking caller queues its promised entry without waking the committer, signs its
+    answer (the committer would hold the GIL meanwhile), then wakes it."""
+    landed = threading.Event()
+    with Log.open(tmp_path, signer) as log, Sequencer(log) as sequencer:
+        index = sequencer.promise(b"quiet", lambda i, outcome: landed.set(), wake=False)
+        assert index == 0
+        assert not landed.wait(0.3)  # nobody woke the committer
+        assert log.size == 0
+        sequencer.wake()
+        assert landed.wait(30)
+        assert log.entry(0) == b"quiet"

@@ -81,17 +81,31 @@ class Sequencer:
         :class:`Committed` or the exception that failed its batch. It must not block."""
         self._queued(entry, done, None)
 
-    def promise(self, entry: bytes, done: Callable[[int, Committed | BaseException], None]) -> int:
+    def promise(
+        self,
+        entry: bytes,
+        done: Callable[[int, Committed | BaseException], None],
+        *,
+        wake: bool = True,
+    ) -> int:
         """:meth:`enqueue`, and return the index ``entry`` will occupy once committed, which
         ``done`` is called with too, before the outcome (a batch failing before it was
-        committed moves it elsewhere, or fails it: the outcome then says so)."""
-        return self._queued(entry, None, done)
+        committed moves it elsewhere, or fails it: the outcome then says so). ``wake=False``:
+        the committer is not woken for it (the caller answers first, then calls :meth:`wake`;
+        a committer running Python meanwhile would hold the GIL the answer needs)."""
+        return self._queued(entry, None, done, wake)
+
+    def wake(self) -> None:
+        """Wake the committer for entries queued with ``wake=False``."""
+        with self._wakeup:
+            self._wakeup.notify()
 
     def _queued(
         self,
         entry: bytes,
         done: Done | None,
         pledged: Callable[[int, Committed | BaseException], None] | None,
+        wake: bool = True,
     ) -> int:
         # checked here, so one bad entry can never fail the batch it would have joined
         if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
@@ -107,7 +121,8 @@ class Sequencer:
             assert done is not None
             self._queue.append((entry, done))
             self._tickets.append(ticket)
-            self._wakeup.notify()
+            if wake:
+                self._wakeup.notify()
             return index
 
     def after_each_batch(self, hook: Callable[[], None]) -> None:

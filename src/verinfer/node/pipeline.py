@@ -272,9 +272,15 @@ class Pipeline(Generic[T, R]):
             return rest
         for waiter, entry, payload in promised:
             try:
-                index = self._sequencer.promise(entry, functools.partial(self._logged, payload))
-                assert self._pledge is not None  # checked by the caller
-                done.append((waiter, self._pledge([payload], index)[0], None))
+                # the committer is woken after the answer is signed, not while it is
+                index = self._sequencer.promise(
+                    entry, functools.partial(self._logged, payload), wake=False
+                )
+                try:
+                    assert self._pledge is not None  # checked by the caller
+                    done.append((waiter, self._pledge([payload], index)[0], None))
+                finally:
+                    self._sequencer.wake()
             except BaseException as exc:  # the sequencer closed or refused it
                 done.append((waiter, None, exc))
         return rest
