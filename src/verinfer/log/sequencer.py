@@ -11,9 +11,11 @@ Callers either wait on a future (:meth:`Sequencer.submit`) or hand over a callba
 (:meth:`Sequencer.enqueue`) that the committer thread calls with the outcome; a batch hook runs
 after each batch's callbacks, so a caller can deliver a whole batch of answers in one handoff.
 
-**Positions before durability** (:meth:`Sequencer.promise`): every entry takes a ticket when it
-is queued or handed to :meth:`Sequencer.commit`, and batches are appended strictly in ticket
-order (a batch waits until every earlier ticket is committed or failed). So the index an entry
+**Positions before durability** (:meth:`Sequencer.promise`, :meth:`Sequencer.reserve`): every
+entry takes a ticket when it is queued, reserved or handed to :meth:`Sequencer.commit`, and
+batches are appended strictly in ticket order (a batch waits until every earlier ticket is
+committed or failed). A worker that promised a batch reserves its tickets, answers, then commits
+it itself (:meth:`Sequencer.commit_reserved`). So the index an entry
 will occupy is known when it is queued: its ticket, less the entries of batches that failed
 before it was queued. A batch that fails after later entries were promised shifts them: those
 promises break, which the node reports (and their holders can prove).
@@ -167,6 +169,8 @@ class Sequencer:
         """Commit ``entries`` as one batch on this thread, now (a caller that gathered a batch
         itself needs no handoff to the committer); the outcome of each, in order. A bad entry
         fails only this caller's batch, so the log's own checks suffice."""
+        if not entries:  # no ticket to wait for: another batch could take its turn first
+            raise InputError("cannot commit an empty batch")
         with self._wakeup:
             if self._closed:
                 raise StorageError("the sequencer is closed")
@@ -179,6 +183,8 @@ class Sequencer:
         :meth:`commit_reserved`, which the caller must call (even on failure: every later
         ticket waits for it). Returns (the first ticket, the index it will occupy): a worker
         promises answers at these indexes, delivers them, then commits without a handoff."""
+        if not entries:  # it would take no ticket, and its commit would wait for one forever
+            raise InputError("cannot reserve indexes for no entries")
         for entry in entries:  # refused here, so a bad entry never reserves tickets
             if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
                 raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}")

@@ -213,6 +213,7 @@ class Node:
         self.merge_delay = merge_delay  # what a promise gives the node to log its receipt
         self.promises = 0  # promises made, and those broken (their receipt landed elsewhere,
         self.broken_promises = 0  # or failed): a broken one is evidence against this node
+        self._counting = threading.Lock()  # workers and the committer count them
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
         self.signer = load_or_create_key(self.data, name)
@@ -436,7 +437,8 @@ class Node:
             receipts=[computed[2].data for computed in batch],
             deadline=math.ceil(time.time()) + self.merge_delay,
         )
-        self.promises += len(batch)
+        with self._counting:
+            self.promises += len(batch)
         return [
             Result(
                 outputs,
@@ -449,9 +451,11 @@ class Node:
         ]
 
     def _settle(self, computed: _Computed, index: int, outcome: Committed | BaseException) -> None:
-        """On the committer thread: a promised receipt was logged (where promised, or not)."""
+        """A promised receipt was logged (where promised, or not): called by the thread that
+        committed it (the committer, or the worker that promised its batch)."""
         if isinstance(outcome, BaseException) or outcome.index != index:
-            self.broken_promises += 1
+            with self._counting:
+                self.broken_promises += 1
             where = outcome if isinstance(outcome, BaseException) else f"entry {outcome.index}"
             _logger.error("broke the promise of entry %d: %s", index, where)
 

@@ -351,11 +351,11 @@ class Bundle:
             raise VerificationError("malformed bundle: the receipt is not valid Unicode")
         promise = value.get("promise", "")
         if "promise" in value and (
-            not isinstance(promise, str) or not promise or value["checkpoint"]
+            not isinstance(promise, str) or not promise or value["checkpoint"] or cosignatures
         ):
             raise VerificationError(
-                "malformed bundle: a promise is a signed note, with no checkpoint (its proof is "
-                "the receipt's path in the promised batch)"
+                "malformed bundle: a promise is a signed note, with no checkpoint and no "
+                "cosignatures (its proof is the receipt's path in the promised batch)"
             )
         receipt = Receipt.from_bytes(value["receipt"].encode())
         evidence = modes.parse(receipt["mode"], receipt=True).evidence(
