@@ -17,7 +17,7 @@ import pytest
 from verinfer import tensors
 from verinfer.errors import InputError, NotFound, StorageError
 from verinfer.node import archive as archive_module
-from verinfer.node.archive import TensorArchive
+from verinfer.node.archive import TensorArchive, _record
 
 MAPS: list[dict[str, np.ndarray]] = [
     {"x": np.arange(6, dtype=np.float32).reshape(2, 3)},
@@ -165,7 +165,10 @@ def test_a_damaged_record_is_reported_never_served(
 def test_digests_sharing_a_prefix_are_told_apart_in_a_sealed_segment(tmp_path: Path) -> None:
     first, second = ("sha256:" + "ab" * 8 + tail * 24 for tail in ("01", "02"))
     archive = TensorArchive(tmp_path / "tensors")
-    archive._write({first: MAPS[0], second: MAPS[2]})  # the writer trusts put's digests
+    # the writer trusts put's digests
+    archive._write(
+        {d: _record(archive.check(d), m) for d, m in ((first, MAPS[0]), (second, MAPS[2]))}
+    )
     places = archive.where(first), archive.where(second)
     archive.close()
     again = TensorArchive(tmp_path / "tensors")

@@ -29,8 +29,12 @@ record torn by a crash is skipped by the scan at the next start, and its segment
 appended to again. A failed write is cut off (``ftruncate``) so it never hides the records
 after it; if that fails too, the segment is abandoned for a new one.
 
-**The answer path** (:meth:`TensorArchive.put`) makes no system call and encodes nothing: the
-map joins a pending dict under a lock. The writer thread looks for pending maps every
+**The answer path** (:meth:`TensorArchive.put`) makes no system call: it encodes the map's record
+(a few microseconds: small tensors copied into one buffer, large ones referenced) and adds it to
+a pending dict under a lock. Encoding there, not on the writer thread, is deliberate: the
+writer's bursts of per-map Python held the GIL that the answers' threads wait for, and a loaded
+node lost a third of its throughput to that (the CPU moved, the stalls went). The writer thread
+only hands buffers to the kernel; it looks for pending maps every
 ``_GATHER`` seconds (a flush or close cuts that short) and writes all of them with one
 ``os.writev`` (large tensors are handed to the kernel without a copy); so under load it wakes at
 most ~100 times a second however many answers there are, and no answer wakes it. Only after
@@ -83,7 +87,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -143,14 +147,15 @@ def _header(raw: bytes, length: int) -> bytes:
     return head + _CRC.pack(zlib.crc32(head))
 
 
-def _encode(arrays: Mapping[str, np.ndarray]) -> tuple[list[bytes | memoryview], int]:
-    """A record's payload as buffers to write (large tensors not copied), and its length."""
-    parts: list[bytes | memoryview] = [_COUNT.pack(len(arrays))]
-    length = _COUNT.size
-    for name, value in arrays.items():
-        array = np.asarray(value)
-        if array.dtype.byteorder == ">":
-            array = array.astype(array.dtype.newbyteorder("<"))
+_METAS: dict[tuple[str, np.dtype[Any], tuple[int, ...]], bytes] = {}  # a tensor's record prefix
+
+
+def _meta(name: str, array: np.ndarray) -> bytes:
+    """A tensor's prefix in a record (name, dtype, shape): the same for every answer of a model,
+    so it is built once per (name, dtype, shape)."""
+    key = (name, array.dtype, array.shape)
+    meta = _METAS.get(key)
+    if meta is None:
         code = _CODES.get(array.dtype)
         if code is None:
             raise InputError(f"tensor {name!r}: unsupported dtype {array.dtype.name!r}")
@@ -163,10 +168,56 @@ def _encode(arrays: Mapping[str, np.ndarray]) -> tuple[list[bytes | memoryview],
                 _DIMS[array.ndim].pack(*array.shape),
             )
         )
-        data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
+        if len(_METAS) >= 4096:
+            _METAS.clear()
+        _METAS[key] = meta
+    return meta
+
+
+class _Record(NamedTuple):
+    """A map waiting to be written: its record's buffers (small parts joined into one), the
+    record's length with its header, its raw digest, and the tensors (served until written)."""
+
+    buffers: list[bytes | memoryview]
+    length: int
+    raw: bytes
+    arrays: dict[str, np.ndarray]
+
+
+def _record(raw: bytes, arrays: dict[str, np.ndarray]) -> _Record:
+    """The record of ``arrays`` (map digest ``raw``), encoded on the answer's own thread: the
+    writer then only hands buffers to the kernel, holding the GIL for no Python per map (its
+    bursts of per-map Python stalled every other thread of a loaded node). Small tensors are
+    copied into the record's one buffer; a large one is referenced, not copied."""
+    parts: list[bytes | memoryview] = [_COUNT.pack(len(arrays))]
+    length = _COUNT.size
+    large = False
+    for name, value in arrays.items():
+        array = value if type(value) is np.ndarray else np.asarray(value)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        meta = _meta(name, array)
+        if array.nbytes < _SMALL:
+            data: bytes | memoryview = array.tobytes()  # row-major, whatever its layout
+        else:
+            data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
+            large = True
         parts += (meta, data)
-        length += len(meta) + data.nbytes
-    return parts, length
+        length += len(meta) + (len(data) if isinstance(data, bytes) else data.nbytes)
+    head = _header(raw, length)
+    if not large:
+        return _Record([head + b"".join(parts)], _HEADER_SIZE + length, raw, arrays)
+    buffers: list[bytes | memoryview] = []
+    small: list[bytes | memoryview] = [head]
+    for part in parts:
+        if type(part) is memoryview:
+            buffers += (b"".join(small), part)
+            small = []
+        else:
+            small.append(part)
+    if small:
+        buffers.append(b"".join(small))
+    return _Record(buffers, _HEADER_SIZE + length, raw, arrays)
 
 
 def _decode(payload: bytes) -> dict[str, np.ndarray]:
@@ -242,8 +293,8 @@ class TensorArchive:
         self._wake = threading.Condition(self._lock)  # the writer sleeps on it
         self._drained = threading.Condition(self._lock)  # flush() waits on it
         self._io = threading.Lock()  # the current segment: held while writing or pruning
-        self._pending: dict[str, Mapping[str, np.ndarray]] = {}
-        self._writing: dict[str, Mapping[str, np.ndarray]] = {}  # taken by the writer
+        self._pending: dict[str, _Record] = {}
+        self._writing: dict[str, _Record] = {}  # taken by the writer
         self._bytes = 0  # of the maps pending or being written
         self._new_bytes = 0  # of the maps pending
         self._sleeping = False  # the writer waits for a put to wake it
@@ -300,11 +351,12 @@ class TensorArchive:
             self._mark_public(digest, now)
         if now - self._touched.get(digest, -_TOUCH_EVERY) < _TOUCH_EVERY:
             return  # put moments ago: prune() allows for the difference
-        if not isinstance(digest, str) or _DIGEST.fullmatch(digest) is None:
-            self.check(digest)  # raises
-        size = 0
-        for array in arrays.values():
-            size += np.asarray(array).nbytes
+        raw = self.check(digest)  # a malformed digest is the caller's error
+        try:
+            record = _record(raw, dict(arrays))
+        except InputError:
+            return  # not a map this archive can keep (put by mistake): dropped
+        size = record.length
         with self._lock:
             if (
                 self._closing
@@ -315,7 +367,7 @@ class TensorArchive:
                 return  # under overload, serving beats archiving (and it is not remembered)
             self._bytes += size
             self._new_bytes += size
-            self._pending[digest] = dict(arrays)
+            self._pending[digest] = record
             self._put += 1
             if len(self._touched) >= _MAX_TOUCHED:
                 self._touched.clear()
@@ -395,9 +447,8 @@ class TensorArchive:
         """The ``.npz`` bytes of ``digest``'s tensors, checked against the digest."""
         raw = self.check(digest)
         with self._lock:
-            arrays = self._pending.get(digest)
-            if arrays is None:
-                arrays = self._writing.get(digest)
+            record = self._pending.get(digest) or self._writing.get(digest)
+        arrays = None if record is None else record.arrays
         if arrays is None and (found := self._locate(digest, raw)) is not None:
             arrays = self._read(digest, raw, *found)
         if arrays is None:
@@ -467,7 +518,15 @@ class TensorArchive:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._pending and not self._closing and not self._hurry:
+                while not self._closing and not self._hurry:
+                    if self._pending:  # written at most every _GATHER seconds: under load a
+                        # writer that took whatever was there at once wrote a map or two per
+                        # write, and its GIL handoffs cost a loaded node a third of its answers
+                        wait = self._active + _GATHER - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._wake.wait(wait)
+                        continue
                     if time.monotonic() - self._active < _NAP:
                         self._wake.wait(_GATHER)  # answers come: it looks, they wake nothing
                         continue
@@ -505,10 +564,10 @@ class TensorArchive:
                     if not self._pending:
                         return
 
-    def _write(self, batch: Mapping[str, Mapping[str, np.ndarray]]) -> None:
-        """Append the records of ``batch`` (digest -> tensors) to the current segment with one
-        ``writev`` (a few if it holds more than 1,024 large tensors), then index them: the
-        writer thread's work for everything pending."""
+    def _write(self, batch: Mapping[str, _Record]) -> None:
+        """Append the records of ``batch`` (digest -> its encoded record) to the current segment
+        with one ``writev`` (a few if it holds more than 1,024 large tensors), then index them:
+        the writer thread's work for everything pending."""
         with self._io:
             now = time.time()
             current = self._current
@@ -526,24 +585,19 @@ class TensorArchive:
             small: list[bytes | memoryview] = []
             entries: list[tuple[bytes, int]] = []
             kept = 0
-            for digest, arrays in batch.items():
-                raw = self.check(digest)
-                if raw in self._index:
+            index = self._index
+            for record in batch.values():
+                if record.raw in index:
                     kept += 1  # its newest record is in this segment: kept as long
                     continue
-                try:
-                    parts, length = _encode(arrays)
-                except InputError:
-                    continue  # not a map this archive can keep (put by mistake): dropped
-                small.append(_header(raw, length))
-                for part in parts:
-                    if isinstance(part, memoryview) and part.nbytes >= _SMALL:
+                for part in record.buffers:
+                    if isinstance(part, memoryview):  # a large tensor, not copied
                         buffers += (b"".join(small), part)
                         small = []
                     else:
                         small.append(part)
-                entries.append((raw, offset << 48 | length))
-                offset += _HEADER_SIZE + length
+                entries.append((record.raw, offset << 48 | (record.length - _HEADER_SIZE)))
+                offset += record.length
             if small:
                 buffers.append(b"".join(small))
             if not entries:
@@ -564,8 +618,7 @@ class TensorArchive:
                 raise
             self._size = offset
             with self._lock:
-                for raw, entry in entries:
-                    self._index[raw] = entry
+                self._index.update(entries)
 
     def _open_segment(self, now: float) -> tuple[int, int, float]:
         stamp = int(now * 1000)
