@@ -10,6 +10,7 @@ answer carries its inclusion proof against a signed checkpoint that covers it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -258,6 +259,7 @@ class Node:
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
         # per (model ref, mode): the largest input (bytes) seen to run short, the average run
         self._runs: dict[tuple[str, str], tuple[int, float]] = {}
+        self._ticks = itertools.count()  # a known short model's runs are timed one in eight
         if not 10 <= window <= retention:
             raise InputError(
                 f"challenge window {window} s must be 10 s or more and within the tensor "
@@ -489,9 +491,16 @@ class Node:
         else:
             load = lambda: self._model_bytes(manifest)  # noqa: E731
             self.engine.session(manifest.model, load)  # built first: not part of the run's time
-            started = self.engine.cpu_time()  # CPU: waiting for the GIL is not the run's cost
-            outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
-            self._timed((model, mode), checked, self.engine.cpu_time() - started)
+            known = self._runs.get((model, mode), (-1, math.inf))
+            if known[0] < 0 or next(self._ticks) % 8 == 0 or known[1] >= _SHORT_SECONDS:
+                # CPU, not wall: waiting for the GIL is not the run's cost. A thread's CPU clock
+                # is a system call (~4 us under load), so a model known to be short is timed
+                # in one run of eight: a change shows within a few batches all the same
+                started = self.engine.cpu_time()
+                outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
+                self._timed((model, mode), checked, self.engine.cpu_time() - started)
+            else:
+                outputs = self.engine.run(manifest.model, load, checked, timeout=timeout)
         inputs_digest = hashing.result() if hashing else tensors.map_digest(checked)
         stated = asked.stated(self.window)
         receipt = self.receipt_for(manifest, (checked, inputs_digest), outputs,
