@@ -71,10 +71,6 @@ class Promise:
     signed: str
     path: tuple[bytes, ...] = ()
 
-    def promises(self, receipt: bytes) -> bool:
-        """Whether this promise is about the receipt of these exact bytes."""
-        return merkle.leaf_hash(receipt) == self.leaf
-
     @property
     def when(self) -> str:
         """The deadline in UTC, for messages."""
