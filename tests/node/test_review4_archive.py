@@ -1,5 +1,4 @@
-"""Review 4 of the segment archive: each finding as a test that fails today (xfail, strict),
-so the branch stays green and a fix turns it into a pass (then drop the mark)."""
+"""Review 4 of the segment archive: each finding as a test, which failed before its fix."""
 
 from __future__ import annotations
 
@@ -17,11 +16,6 @@ def _segments(root: Path) -> list[Path]:
     return sorted((root / "segments").glob("*.seg"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="put drops any map bigger than _MAX_PENDING_BYTES even on an idle archive: "
-    "such a map is never kept (NotFound), not an overload",
-)
 def test_a_map_bigger_than_the_pending_cap_is_still_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -37,11 +31,6 @@ def test_a_map_bigger_than_the_pending_cap_is_still_kept(
         archive.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a forged header in a caller's tensors, exposed by a torn tail, is indexed under "
-    "the victim's digest and shadows the victim's intact older record (StorageError)",
-)
 def test_a_forged_header_in_a_torn_record_does_not_shadow_another_map(tmp_path: Path) -> None:
     root = tmp_path / "tensors"
     victim = {"x": np.arange(6, dtype=np.float32)}
@@ -67,11 +56,6 @@ def test_a_forged_header_in_a_torn_record_does_not_shadow_another_map(tmp_path: 
         third.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a damaged header the scan resyncs on a forged header in that record's "
-    "payload whose length swallows the intact records after it: they are lost (NotFound)",
-)
 def test_a_damaged_header_loses_one_record_even_when_its_payload_forges_one(
     tmp_path: Path,
 ) -> None:
@@ -102,11 +86,6 @@ def test_a_damaged_header_loses_one_record_even_when_its_payload_forges_one(
         reopened.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="get serves only the newest record: a damaged newest copy hides an intact older "
-    "one (StorageError) instead of falling back to it",
-)
 def test_a_damaged_newest_copy_falls_back_to_an_intact_older_one(tmp_path: Path) -> None:
     root = tmp_path / "tensors"
     kept = {"x": np.arange(12, dtype=np.float64)}

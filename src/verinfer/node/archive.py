@@ -61,7 +61,9 @@ map whose newest record is in the current segment already costs nothing more (th
 re-dated if that drain appended nothing).
 
 **Overload**: at most ``_MAX_PENDING_BYTES`` (and ``_MAX_PENDING`` maps) wait to be written;
-beyond that a put is dropped, since serving beats archiving.
+beyond that a put is dropped, since serving beats archiving. A map alone is always taken, however
+large (its large tensors are referenced, not copied): else a model with large outputs would never
+be kept at all.
 
 Tensors are private to their requester unless a *public* receipt names them (the requester
 asked for a public audit): then a marker file ``root/<hex[:2]>/<hex>.public`` records it (made
@@ -85,7 +87,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -250,34 +252,54 @@ def _decode(payload: bytes) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _intact(data: mmap.mmap, offset: int, end: int) -> int:
+    """Where the record whose header is at ``offset`` ends, or -1 if no intact header is there."""
+    if offset > end - _HEADER_SIZE:
+        return -1
+    magic, version, _, length = _HEADER.unpack_from(data, offset)
+    (crc,) = _CRC.unpack_from(data, offset + _HEADER.size)
+    stop = offset + _HEADER_SIZE + int(length)
+    if (
+        magic == _MAGIC
+        and version == _VERSION
+        and stop <= end
+        and crc == zlib.crc32(data[offset : offset + _HEADER.size])
+    ):
+        return stop
+    return -1
+
+
 def _scan(path: str) -> list[tuple[bytes, int, int]]:
-    """(raw digest, offset, payload length) of each record of a segment. A torn or damaged
-    header (a crash's torn tail, or a flipped bit) is skipped to the next intact header: a
-    payload may hold the magic, but only a record's header has a matching CRC and a length
-    that fits (a forged one in a caller's tensors could only name its own map digest, which a
-    read checks)."""
+    """(raw digest, offset, payload length) of each record of a segment, following the records
+    from the start. After a torn or damaged header (a crash's torn tail, a flipped bit) nothing
+    can tell where the next record starts, so from there on every intact header is indexed,
+    wherever it is: a caller's tensor bytes may hold a header with a valid CRC naming any digest
+    and a length that spans the records after it, and following it would lose them. A forged
+    header indexed this way costs a failed read at most: a read checks the map digest of what it
+    serves, and tries the next record naming the digest."""
     found: list[tuple[bytes, int, int]] = []
     with open(path, "rb") as stream:
         end = os.fstat(stream.fileno()).st_size
         if end < _HEADER_SIZE:
             return found
         with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            offset = 0
+            offset, damaged = 0, False
             while 0 <= offset <= end - _HEADER_SIZE:
-                magic, version, raw, length = _HEADER.unpack_from(data, offset)
-                (crc,) = _CRC.unpack_from(data, offset + _HEADER.size)
-                stop = offset + _HEADER_SIZE + length
-                if (
-                    magic == _MAGIC
-                    and version == _VERSION
-                    and stop <= end
-                    and crc == zlib.crc32(data[offset : offset + _HEADER.size])
-                ):
+                stop = _intact(data, offset, end)
+                if stop >= 0:
+                    _, _, raw, length = _HEADER.unpack_from(data, offset)
                     found.append((raw, offset, length))
-                    offset = stop
-                else:
-                    offset = data.find(_MAGIC, offset + 1)
+                damaged |= stop < 0
+                offset = data.find(_MAGIC, offset + 1) if damaged else stop
     return found
+
+
+def _names(arrays: Mapping[str, np.ndarray], digest: str) -> bool:
+    """Whether ``arrays`` are the tensors ``digest`` names."""
+    try:
+        return tensors.map_digest(arrays) == digest
+    except InputError:
+        return False
 
 
 class TensorArchive:
@@ -361,7 +383,7 @@ class TensorArchive:
             if (
                 self._closing
                 or digest in self._pending
-                or self._bytes + size > _MAX_PENDING_BYTES
+                or (self._bytes and self._bytes + size > _MAX_PENDING_BYTES)  # one always fits
                 or len(self._pending) >= _MAX_PENDING
             ):
                 return  # under overload, serving beats archiving (and it is not remembered)
@@ -410,15 +432,26 @@ class TensorArchive:
     def _locate(self, digest: str, raw: bytes) -> tuple[str, int, int] | None:
         """The segment, offset and payload length of ``digest``'s newest record; None if no
         record names it. A damaged header where the index says it is: :class:`StorageError`."""
+        damaged = False
+        for found in self._locations(raw):
+            if found is not None:
+                return found
+            damaged = True
+        if damaged:
+            raise StorageError(f"the kept tensors {digest!r} are damaged; not served")
+        return None
+
+    def _locations(self, raw: bytes) -> Iterator[tuple[str, int, int] | None]:
+        """Every record that names ``raw``, newest first: (segment, offset, payload length),
+        or None where the index points at a damaged header."""
         with self._lock:
             entry = self._index.get(raw)
             current = None if self._current is None else self._segments.get(self._current[0])
             sealed = list(self._sealed)
             paths = dict(self._segments)
         if entry is not None and current is not None:
-            return current, entry >> 48, entry & _FIELD
+            yield current, entry >> 48, entry & _FIELD
         key = np.uint64(int.from_bytes(raw[:8], "big"))
-        damaged = False
         for number, prefixes, offsets in reversed(sealed):  # newest first
             at = int(np.searchsorted(prefixes, key))
             while at < len(prefixes) and prefixes[at] == key:  # 1 in 2**64: another digest
@@ -434,32 +467,43 @@ class TensorArchive:
                 try:
                     _, _, named, length = _HEADER.unpack_from(head)
                 except struct.error:
-                    damaged = True
+                    yield None
                     continue
-                if head == _header(named, length) and named == raw:
-                    return paths[number], offset, length
-                damaged |= head != _header(named, length)
-        if damaged:
-            raise StorageError(f"the kept tensors {digest!r} are damaged; not served")
-        return None
+                if head != _header(named, length):
+                    yield None
+                elif named == raw:
+                    yield paths[number], offset, length
 
     def get(self, digest: str) -> bytes:
-        """The ``.npz`` bytes of ``digest``'s tensors, checked against the digest."""
+        """The ``.npz`` bytes of ``digest``'s tensors, checked against the digest: the newest
+        copy that is intact (a damaged record, or a header forged inside a caller's tensors
+        that names this digest, never hides an intact older one)."""
         raw = self.check(digest)
         with self._lock:
             record = self._pending.get(digest) or self._writing.get(digest)
-        arrays = None if record is None else record.arrays
-        if arrays is None and (found := self._locate(digest, raw)) is not None:
-            arrays = self._read(digest, raw, *found)
-        if arrays is None:
-            return self._get_legacy(digest)
+        if record is not None and _names(record.arrays, digest):
+            return tensors.encode_binary(record.arrays)
+        damaged = False
+        for found in self._locations(raw):
+            if found is None:  # a damaged header: an older copy may be intact
+                damaged = True
+                continue
+            try:
+                arrays = self._read(digest, raw, *found)
+            except StorageError:  # a damaged record: the same
+                damaged = True
+                continue
+            if arrays is None:  # its segment was pruned meanwhile
+                continue
+            if _names(arrays, digest):
+                return tensors.encode_binary(arrays)
+            damaged = True
         try:
-            intact = tensors.map_digest(arrays) == digest
-        except InputError:
-            intact = False
-        if not intact:
-            raise StorageError(f"the kept tensors {digest!r} are damaged; not served")
-        return tensors.encode_binary(arrays)
+            return self._get_legacy(digest)
+        except NotFound:
+            if damaged:
+                raise StorageError(f"the kept tensors {digest!r} are damaged; not served") from None
+            raise
 
     def _read(
         self, digest: str, raw: bytes, path: str, offset: int, length: int
