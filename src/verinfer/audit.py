@@ -349,7 +349,7 @@ class Auditor:
                 bound = cross_class_bound([receipt["engine"], self._identity], tolerance)
             except VerificationError as exc:
                 return Finding(vkey, index, "incomparable", f"ran on {receipt['engine']}: {exc}")
-        fetched = fetched or self._inputs(url, vkey, index, receipt)
+        fetched = fetched or self._served(url, vkey, index, receipt, "inputs")
         if isinstance(fetched, Finding):
             return fetched
         inputs_npz, inputs = fetched
@@ -357,13 +357,10 @@ class Auditor:
         if tensors.map_digest(outputs) == receipt["outputs"]:
             return Finding(vkey, index, "ok")
         if tolerance is not None:
-            outputs_npz = self._tensors(url, receipt, "outputs")
-            if outputs_npz is None:
-                return self._private(url, vkey, index)
-            claimed = tensors.decode_binary(outputs_npz, max_bytes=MAX_TENSOR_BYTES)
-            if tensors.map_digest(claimed) != receipt["outputs"]:
-                return Finding(vkey, index, "unavailable", "served outputs that are not the "
-                               "receipt's")  # fmt: skip
+            served = self._served(url, vkey, index, receipt, "outputs")
+            if isinstance(served, Finding):
+                return served
+            claimed = served[1]
             agrees, found = within_tolerance(outputs, claimed, bound)
             if agrees and found is not None:
                 return Finding(vkey, index, "ok", f"within the tolerance ({found:.3g})")
@@ -381,25 +378,25 @@ class Auditor:
         return Finding(vkey, index, "fraud", f"model gives {tensors.map_digest(outputs)}, the "
                        f"receipt says {receipt['outputs']}", evidence)  # fmt: skip
 
-    def _inputs(
-        self, url: str, vkey: str, index: int, receipt: Receipt
+    def _served(
+        self, url: str, vkey: str, index: int, receipt: Receipt, name: str
     ) -> tuple[bytes, dict[str, Any]] | Finding:
-        """The receipt's inputs as served (``.npz`` and decoded), or the finding if they are
-        private to this auditor or not the receipt's."""
-        inputs_npz = self._tensors(url, receipt, "inputs")
-        if inputs_npz is None:
+        """The receipt's ``inputs`` or ``outputs`` as served (``.npz`` and decoded), or the
+        finding if they are private to this auditor or not the receipt's."""
+        served = self._tensors(url, receipt, name)
+        if served is None:
             return self._private(url, vkey, index)
-        inputs = tensors.decode_binary(inputs_npz, max_bytes=MAX_TENSOR_BYTES)
-        if tensors.map_digest(inputs) != receipt["inputs"]:
-            return Finding(vkey, index, "unavailable", "served inputs that are not the receipt's")
-        return inputs_npz, inputs
+        decoded = tensors.decode_binary(served, max_bytes=MAX_TENSOR_BYTES)
+        if tensors.map_digest(decoded) != receipt[name]:
+            return Finding(vkey, index, "unavailable", f"served {name} that are not the receipt's")
+        return served, decoded
 
     def _audit_chat(
         self, url: str, bundle: Bundle, manifest_data: bytes, manifest: Manifest, model: bytes
     ) -> tuple[bytes, dict[str, Any]] | Finding:
         """A chat model's receipt: a generation's is judged here; raw inference on its graph
         gets its inputs back, to be judged like any other."""
-        fetched = self._inputs(url, bundle.receipt["node"], bundle.index, bundle.receipt)
+        fetched = self._served(url, bundle.receipt["node"], bundle.index, bundle.receipt, "inputs")
         if isinstance(fetched, Finding) or set(fetched[1]) != _GENERATION_INPUTS:
             return fetched
         return self._audit_generation(url, bundle, manifest_data, manifest, model, *fetched)
@@ -427,13 +424,10 @@ class Auditor:
 
         receipt = bundle.receipt
         vkey, index = receipt["node"], bundle.index
-        outputs_npz = self._tensors(url, receipt, "outputs")
-        if outputs_npz is None:
-            return self._private(url, vkey, index)
-        outputs = tensors.decode_binary(outputs_npz, max_bytes=MAX_TENSOR_BYTES)
-        if tensors.map_digest(outputs) != receipt["outputs"]:
-            return Finding(vkey, index, "unavailable", "served outputs that are not the "
-                           "receipt's")  # fmt: skip
+        served = self._served(url, vkey, index, receipt, "outputs")
+        if isinstance(served, Finding):
+            return served
+        outputs_npz, outputs = served
         try:
             generation = Generation.from_tensors(inputs, outputs)
         except VerificationError as exc:

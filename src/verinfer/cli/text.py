@@ -201,12 +201,7 @@ def verify_generation_command(  # noqa: PLR0917 - a typer command: its options
         raise InputError("give the model either as --model FILE or from --node URL, not both")
     if reexecute and model is None and node is None:
         raise InputError("--reexecute needs the model: --model FILE or --node URL")
-    model_bytes = None
-    if model is not None:
-        try:
-            model_bytes = model.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read model {str(model)!r}: {exc.strerror}") from exc
+    model_bytes = _read_file(model, "model") if model is not None else None
     manifest, ends, decode = None, list(eos or ()) or None, None
     if tokenizer is not None:
         decode = Tokenizer(_read_file(tokenizer, "tokenizer")).decode

@@ -103,17 +103,8 @@ def verify(  # noqa: PLR0917 - a typer command: its options
         root = replace(
             root, witnesses=root.witnesses + tuple(found), operators={**operators, **root.operators}
         )  # the root's labels win
-    try:
-        text = bundle.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read bundle {str(bundle)!r}: {exc.strerror}") from exc
-    parsed = Bundle.from_json(text)
-    model_bytes = None
-    if model is not None:
-        try:
-            model_bytes = model.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read model {str(model)!r}: {exc.strerror}") from exc
+    parsed = Bundle.from_json(_read_file(bundle, "bundle"))
+    model_bytes = _read_file(model, "model") if model is not None else None
     materials = (
         {path.name: path.read_bytes() for path in zk_materials.iterdir() if path.is_file()}
         if zk_materials is not None

@@ -109,9 +109,7 @@ class Sequencer:
         pledged: Callable[[int, Committed | BaseException], None] | None,
         wake: bool = True,
     ) -> int:
-        # checked here, so one bad entry can never fail the batch it would have joined
-        if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
-            raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}, got {len(entry)}")
+        _check(entry)  # here, so one bad entry can never fail the batch it would have joined
         with self._wakeup:
             if self._closed:
                 raise StorageError("the sequencer is closed")
@@ -169,30 +167,29 @@ class Sequencer:
         """Commit ``entries`` as one batch on this thread, now (a caller that gathered a batch
         itself needs no handoff to the committer); the outcome of each, in order. A bad entry
         fails only this caller's batch, so the log's own checks suffice."""
-        if not entries:  # no ticket to wait for: another batch could take its turn first
-            raise InputError("cannot commit an empty batch")
+        return self._in_turn(self._take_tickets(len(entries)), entries)
+
+    def _take_tickets(self, count: int) -> int:
+        """Take ``count`` consecutive tickets (at least one: a batch that took none would wait
+        for a turn another batch may take first); return the first."""
+        if count < 1:
+            raise InputError("cannot commit or reserve an empty batch of entries")
         with self._wakeup:
             if self._closed:
                 raise StorageError("the sequencer is closed")
             start = self._next
-            self._next += len(entries)
-        return self._in_turn(start, entries)
+            self._next += count
+            return start
 
     def reserve(self, entries: list[bytes]) -> tuple[int, int]:
         """Take consecutive tickets for ``entries``, to be committed on this thread by
         :meth:`commit_reserved`, which the caller must call (even on failure: every later
         ticket waits for it). Returns (the first ticket, the index it will occupy): a worker
         promises answers at these indexes, delivers them, then commits without a handoff."""
-        if not entries:  # it would take no ticket, and its commit would wait for one forever
-            raise InputError("cannot reserve indexes for no entries")
         for entry in entries:  # refused here, so a bad entry never reserves tickets
-            if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
-                raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}")
-        with self._wakeup:
-            if self._closed:
-                raise StorageError("the sequencer is closed")
-            start = self._next
-            self._next += len(entries)
+            _check(entry)
+        start = self._take_tickets(len(entries))
+        with self._wakeup:  # batches that failed before this one was reserved took no index
             return start, start - self._lost
 
     def commit_reserved(self, start: int, entries: list[bytes]) -> list[Committed | BaseException]:
@@ -267,6 +264,12 @@ class Sequencer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check(entry: bytes) -> None:
+    if not isinstance(entry, bytes) or len(entry) > MAX_ENTRY_BYTES:
+        got = f"{len(entry)} bytes" if isinstance(entry, bytes) else type(entry).__name__
+        raise InputError(f"an entry is bytes of at most {MAX_ENTRY_BYTES}, got {got}")
 
 
 def _resolve(future: Future[Committed], outcome: Committed | BaseException) -> None:
