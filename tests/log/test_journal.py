@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from verinfer import merkle, note
-from verinfer.errors import StorageError
-from verinfer.log import Log, journal
+from verinfer.errors import ConflictError, StorageError
+from verinfer.log import Log, journal, sqlite
 from verinfer.log.sqlite import FILENAME, SqliteStore
 
 DB_FILES = (FILENAME, FILENAME + "-wal")
@@ -28,6 +32,18 @@ def snapshot(data: Path, to: Path) -> None:
     for name in DB_FILES:
         if (data / name).exists():
             shutil.copy2(data / name, to / name)
+
+
+def tables(data: Path) -> tuple[int, int]:
+    """(entries, checkpoints) the database's tables hold, as another process sees them."""
+    db = sqlite3.connect(data / FILENAME)
+    try:
+        return (
+            db.execute("SELECT COUNT(*) FROM entries").fetchone()[0],
+            db.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0],
+        )
+    finally:
+        db.close()
 
 
 def restore(snap: Path, data: Path) -> None:
@@ -144,7 +160,68 @@ def test_large_batches_and_a_full_journal_are_made_durable_by_sqlite_itself(
         log.verify()
 
 
-def test_a_failed_commit_leaves_no_record_behind(
+def test_batches_are_served_while_only_the_journal_holds_them(
+    tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "_GATHER", 60.0)  # the table writer waits until close
+    data = tmp_path / "node"
+    with Log.open(data, signer) as log:
+        issued = {}
+        for count in (3, 250, 1, 40):  # across the first full tile
+            appended = log.append(batch(log.size, count))
+            issued[appended.end] = appended.signed_checkpoint
+        store = log._store
+        assert isinstance(store, SqliteStore)
+        assert len(store._pending) == 4  # durable in the journal only
+        assert tables(data) == (0, 1)  # no entry, the size-0 checkpoint
+        assert log.entries(0, 294) == batch(0, 294)
+        assert log.entries(250, 260) == batch(250, 10)
+        assert log.checkpoint_sizes() == [0, *issued]
+        for size, signed in issued.items():
+            assert log.checkpoint_at(size) == signed
+        assert log.find(merkle.leaf_hash(b"receipt-255")) == 255
+        assert len(log.tile(0, 0)) == 32 * 256  # a full tile that only memory holds
+        log.verify()
+        leaf = merkle.leaf_hash(b"receipt-7")
+        checkpoint, _ = note.verify_checkpoint(log.signed_checkpoint, [signer.vkey])
+        merkle.verify_inclusion(leaf, 7, 294, log.inclusion_proof(7, 294), checkpoint.root)
+    assert tables(data) == (294, 5)  # closing inserted them
+    with Log.open(data, signer) as log:
+        assert log.size == 294
+        log.verify()
+
+
+def test_a_killed_writer_keeps_every_batch_it_answered(
+    tmp_path: Path, signer: note.Signer, log_key: tuple[str, str]
+) -> None:
+    data = tmp_path / "node"
+    script = (
+        "import os, sys\n"
+        "from verinfer import note\n"
+        "from verinfer.log import Log, sqlite\n"
+        "sqlite._GATHER = 60.0\n"
+        "log = Log.open(sys.argv[1], note.Signer(sys.argv[2]))\n"
+        "for count in (2, 1, 300):\n"
+        "    log.append([b'receipt-%d' % i for i in range(log.size, log.size + count)])\n"
+        "print(log.signed_checkpoint, end='', flush=True)\n"
+        "os._exit(0)  # as a kill: the table writer never ran\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(data), log_key[0]],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert tables(data) == (0, 1)
+    with Log.open(data, signer) as log:
+        assert log.size == 303
+        assert log.signed_checkpoint == child.stdout  # replayed, the very note it answered with
+        assert log.entries(0, 303) == batch(0, 303)
+        log.verify()
+
+
+def test_a_failed_table_write_loses_no_answered_batch(
     tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = tmp_path / "node"
@@ -152,7 +229,6 @@ def test_a_failed_commit_leaves_no_record_behind(
         log.append(batch(0, 1))
         store = log._store
         assert isinstance(store, SqliteStore)
-        length = store._journal.size
         query = store._query
 
         def failing_commit(sql: str, params: object = ()) -> list[tuple[object, ...]]:
@@ -161,14 +237,39 @@ def test_a_failed_commit_leaves_no_record_behind(
             return query(sql, params)  # type: ignore[arg-type]
 
         monkeypatch.setattr(store, "_query", failing_commit)
-        with pytest.raises(StorageError, match="disk I/O error"):
-            log.append([b"never acknowledged"])
-        assert store._journal.size == length == (data / "log.journal").stat().st_size
+        answered = log.append(batch(1, 2))  # durable in the journal: answered
+        deadline = time.monotonic() + 10
+        while not store._failed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "cannot write the log's tables" in store._failed
         monkeypatch.setattr(store, "_query", query)
-        assert log.size == 1
-    with Log.open(data, signer) as log:  # the failed batch does not come back
-        assert log.size == 1
-        assert log.entries(0, 1) == batch(0, 1)
+        assert log.entries(0, 3) == batch(0, 3)  # still served
+        with pytest.raises(StorageError, match="reopen the log"):  # nothing builds on it
+            log.append(batch(3, 1))
+    with Log.open(data, signer) as log:  # the journal brings it back, under the same note
+        assert log.size == 3
+        assert log.checkpoint_at(3) == answered.signed_checkpoint
+        log.append(batch(3, 1))
+        log.verify()
+
+
+def test_a_second_writer_waits_for_the_table_writer_and_forks_nothing(
+    tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "_LEASE", 0.05)
+    data = tmp_path / "node"
+    with Log.open(data, signer) as first:
+        first.append(batch(0, 2))  # its record is in the journal; the tables follow
+        with Log.open(data, signer) as second:  # waits for SQLite's writer lock: no replay
+            assert second.size == 2
+            first.append(batch(2, 1))
+            with pytest.raises(ConflictError, match="another writer"):
+                second.append([b"fork"])  # a tree of size 3 that is not the first's
+            assert second.size == 2
+        first.append(batch(3, 1))
+    with Log.open(data, signer) as log:
+        assert log.entries(0, 4) == batch(0, 4)
+        log.verify()
 
 
 def test_a_failed_sync_stops_the_writer_until_the_log_is_reopened(

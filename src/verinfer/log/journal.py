@@ -4,8 +4,9 @@ A durable SQLite commit syncs every page the batch changed: the entry rows, the 
 (16 KiB pages) and the checkpoint, 0.6-1.6 ms on the development disk for a one-entry batch. The
 entries alone determine the rest: the tiles are hashes of them, and the checkpoint is an Ed25519
 signature (deterministic, RFC 8032) over the note of the tree they make. So a small batch is
-appended here and synced (one small write: 0.2 ms, or 0.6 ms once the disk idled) while SQLite
-commits the same batch without syncing, which survives a killed process but not a power cut. On
+appended here and synced (one small write: 0.2 ms, or 0.6 ms once the disk idled), and the
+commit returns; the store's table writer inserts it into the tables a moment later, without
+syncing, which survives a killed process but not a power cut. On
 open, a batch the journal holds and the database lost is replayed through the same path as an
 append; its checkpoint comes out byte for byte as it was issued, so nobody can hold a
 conflicting one.

@@ -2,15 +2,23 @@
 
 WAL journal mode, so a reader never sees a half-written batch; ``BEGIN IMMEDIATE`` takes the
 writer lock up front. A commit is durable before it returns: a small batch by one synced append
-to the batch journal (``log.journal``, see :mod:`verinfer.log.journal`) while SQLite commits it
-unsynced (``synchronous=NORMAL``), a large one by SQLite itself (``synchronous=FULL``).
+to the batch journal (``log.journal``, see :mod:`verinfer.log.journal`), a large one by SQLite
+itself (``synchronous=FULL``).
+
+A small batch is in the tables only a moment later: the commit returns once its journal record
+is synced, and a writer thread inserts the batches so far into the tables, in one unsynced
+(``synchronous=NORMAL``) transaction, a millisecond later, off the answer path. Until then the
+store's reads see them from memory, and SQLite's writer lock, taken before the record was
+written, stays held, so no other opener can replay them from the journal meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,12 @@ from verinfer.log.tiles import TileRow
 __all__ = ["FILENAME", "SqliteStore"]
 
 FILENAME = "log.sqlite"
+_GATHER = 1e-3  # the table writer waits this long after a commit, to insert what follows with it
+_LEASE = 0.5  # it gives SQLite's writer lock back after this long without a commit
+_BUSY_MS = 10_000  # how long a statement waits for another process's lock
+_MAX_PENDING = 256  # batches durable in the journal only: a commit past it writes them itself
+
+_Batch = tuple[int, Sequence[bytes], Sequence[TileRow], tuple[int, str]]
 
 # tiles is a rowid table on purpose: WITHOUT ROWID would keep each ~16 KiB row in its key B-tree,
 # whose interior cells then carry kilobytes of payload; a point read measured 36 us that way and
@@ -58,7 +72,7 @@ class SqliteStore(SQLStore):
         self.path = Path(path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
             # a stored tile is ~16 KiB: one page each, no overflow chains (measured: 1.2-1.4x
             # append throughput over 4 KiB pages). Takes effect when the file is created.
             self._db.execute("PRAGMA page_size = 16384")
@@ -69,7 +83,15 @@ class SqliteStore(SQLStore):
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open log database {str(self.path)!r}: {exc}") from exc
         self._journal = journal.Journal(self.path.with_suffix(".journal"))
-        self._failed = ""  # set when a synced write failed after SQLite had committed
+        self._failed = ""  # set when a synced write or a table write failed: reopen the log
+        # batches durable in the journal, not yet in the tables (under _lock), and whether a
+        # write transaction is open for them (holding SQLite's writer lock since their record)
+        self._pending: list[_Batch] = []
+        self._open = False
+        self._head = -1  # while _open: the size of the tables and pending batches together
+        self._changed = threading.Condition(self._lock)
+        self._closing = False
+        self._writer: threading.Thread | None = None
         try:
             self._unapplied = self._recover()
         except BaseException:
@@ -135,7 +157,9 @@ class SqliteStore(SQLStore):
             if (
                 length > journal.MAX_RECORD_BYTES
                 or self._journal.size + length > journal.JOURNAL_BYTES
+                or len(self._pending) >= _MAX_PENDING
             ):
+                self._write_tables()  # the batches before it, in order
                 with self._durably(), self._transaction():
                     self._write_batch(old_size, entries, tiles, checkpoint)
                 # every batch so far is durable in SQLite now; the journal is emptied under the
@@ -144,29 +168,150 @@ class SqliteStore(SQLStore):
                     with self._transaction():
                         self._journal.truncate(0)
                 return
-            before = -1
+            if not self._open:
+                self._lease(wait=True)
             try:
-                with self._transaction():
-                    self._write_batch(old_size, entries, tiles, checkpoint)
-                    record = journal.encode(old_size, entries)
-                    before = self._journal.append(record)  # the last step before COMMIT
+                if self._head != old_size:
+                    raise ConflictError(
+                        f"the log is at size {self._head}, not {old_size}: another writer"
+                    )
+                self._journal.append(journal.encode(old_size, entries))
             except BaseException:
-                if before >= 0:  # COMMIT failed: the batch must not come back at the next open
-                    self._undo(before)
+                if not self._pending:  # nothing waits for the lock: give it back
+                    self._rollback()
                 raise
             try:
                 self._journal.sync()
             except StorageError as exc:
-                # committed in SQLite but maybe not on disk: no later batch may build on it
+                # maybe on disk, maybe not: nothing may build on it until the log is reopened
                 self._failed = f"{exc}; reopen the log"
                 raise
+            self._pending.append((old_size, list(entries), list(tiles), checkpoint))
+            self._head = checkpoint[0]
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_later, name="verinfer-log-tables", daemon=True
+                )
+                self._writer.start()
+            if len(self._pending) == 1:  # else the writer is gathering them already
+                self._changed.notify()
 
-    def _undo(self, length: int) -> None:
+    def _lease(self, *, wait: bool) -> None:
+        """Take SQLite's writer lock (a write transaction left open) and read the tables' size:
+        while it is held no other process can write, so the size stays known, a journal record
+        can be written without a query, and no other opener replays it before the tables hold
+        it. ``wait=False``: give up at once if another process holds the lock."""
+        if not wait:
+            self._query("PRAGMA busy_timeout = 0")
         try:
-            self._journal.truncate(length)
-        except StorageError as exc:
-            self._failed = f"{exc}; reopen the log"
+            self._query("BEGIN IMMEDIATE")
+            self._open = True
+            self._head = self._size()
+        except BaseException:
+            self._rollback()
             raise
+        finally:
+            if not wait:
+                self._query(f"PRAGMA busy_timeout = {_BUSY_MS}")
+
+    def _write_later(self) -> None:
+        """The table writer: inserts the journal's batches into the tables, off the answer
+        path, a moment after they were committed (with whatever was committed meanwhile), then
+        takes the writer lock again for the next ones; it gives the lock back when no commit
+        came for ``_LEASE`` seconds."""
+        with self._lock:
+            while not self._closing or self._pending:
+                if not self._pending:
+                    if not self._changed.wait(_LEASE if self._open else None) and not (
+                        self._pending
+                    ):
+                        self._rollback()  # idle: another opener may take the lock now
+                    continue
+                if not self._closing:
+                    self._changed.wait(_GATHER)  # releases the lock: commits go on meanwhile
+                try:
+                    self._write_tables()
+                    if not self._closing:
+                        self._lease(wait=False)
+                except StorageError:
+                    if self._failed:
+                        return  # the batches stay in memory and in the journal; commits refuse
+            self._rollback()
+
+    def _write_tables(self) -> None:
+        """Insert the pending batches into the tables and commit them (under ``_lock``). On
+        failure they stay readable from memory, the journal keeps them for the next open, and
+        the store refuses commits until then."""
+        if not self._open:
+            return
+        batches = list(self._pending)
+        try:
+            for batch in batches:
+                self._write_batch(*batch)
+            self._query("COMMIT")
+        except BaseException as exc:
+            self._rollback()
+            self._failed = (
+                f"cannot write the log's tables ({exc}); the journal keeps the batches: reopen "
+                "the log"
+            )
+            raise StorageError(self._failed) from exc
+        self._open = False
+        del self._pending[: len(batches)]
+
+    def _rollback(self) -> None:
+        self._open = False
+        if self._db.in_transaction:  # a broken connection's lock goes when it is closed
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    # reads see the pending batches too: they are durable, and the log already serves them
+
+    def head(self) -> tuple[int, str]:
+        with self._lock:
+            return self._pending[-1][3] if self._pending else super().head()
+
+    def checkpoint(self, size: int) -> str | None:
+        with self._lock:
+            for _, _, _, (issued, note) in self._pending:
+                if issued == size:
+                    return note
+            return super().checkpoint(size)
+
+    def checkpoint_sizes(self) -> list[int]:
+        with self._lock:
+            return super().checkpoint_sizes() + [batch[3][0] for batch in self._pending]
+
+    def read_tiles(
+        self, keys: Collection[tuple[int, int]]
+    ) -> dict[tuple[int, int], tuple[int, bytes]]:
+        with self._lock:
+            found = super().read_tiles(keys)
+            if self._pending:
+                wanted = set(keys)
+                for _, _, tiles, _ in self._pending:  # in order: a later row is wider
+                    for level, index, width, hashes in tiles:
+                        if (level, index) in wanted:
+                            found[level, index] = (width, hashes)
+            return found
+
+    def find_leaf_tiles(self, leaf_hash: bytes) -> list[tuple[int, bytes]]:
+        with self._lock:
+            found = dict(super().find_leaf_tiles(leaf_hash))
+            for _, _, tiles, _ in self._pending:
+                for level, index, _, hashes in tiles:
+                    if level == 0 and leaf_hash in hashes:
+                        found[index] = hashes
+            return list(found.items())
+
+    def read_entries(self, start: int, end: int) -> list[bytes]:
+        with self._lock:
+            rows = super().read_entries(start, end)
+            for first, entries, _, _ in self._pending:
+                low, high = max(start, first), min(end, first + len(entries))
+                if low < high:
+                    rows.extend(entries[low - first : high - first])
+            return rows
 
     def _recover(self) -> list[tuple[int, list[bytes]]]:
         """The journal's batches that the tables lost (a power cut after an unsynced commit)."""
@@ -211,7 +356,17 @@ class SqliteStore(SQLStore):
             raise StorageError(f"log database error: {exc}") from exc
 
     def close(self) -> None:
+        """Insert the pending batches into the tables (the table writer does, then stops), and
+        close the database and the journal."""
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            with self._lock:
+                self._closing = True
+                self._changed.notify_all()
+            writer.join()
         with self._lock:
+            if getattr(self, "_open", False):  # the writer failed: the journal keeps them
+                self._rollback()
             self._db.close()
             if hasattr(self, "_journal"):
                 self._journal.close()
