@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from verinfer import merkle, note
-from verinfer.errors import ConflictError, StorageError
+from verinfer.errors import StorageError
 from verinfer.log import Log, journal, sqlite
 from verinfer.log.sqlite import FILENAME, SqliteStore
 
@@ -253,25 +253,6 @@ def test_a_failed_table_write_loses_no_answered_batch(
         log.verify()
 
 
-def test_a_second_writer_waits_for_the_table_writer_and_forks_nothing(
-    tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sqlite, "_LEASE", 0.05)
-    data = tmp_path / "node"
-    with Log.open(data, signer) as first:
-        first.append(batch(0, 2))  # its record is in the journal; the tables follow
-        with Log.open(data, signer) as second:  # waits for SQLite's writer lock: no replay
-            assert second.size == 2
-            first.append(batch(2, 1))
-            with pytest.raises(ConflictError, match="another writer"):
-                second.append([b"fork"])  # a tree of size 3 that is not the first's
-            assert second.size == 2
-        first.append(batch(3, 1))
-    with Log.open(data, signer) as log:
-        assert log.entries(0, 4) == batch(0, 4)
-        log.verify()
-
-
 def test_a_failed_sync_stops_the_writer_until_the_log_is_reopened(
     tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,21 +271,7 @@ def test_a_failed_sync_stops_the_writer_until_the_log_is_reopened(
         with pytest.raises(StorageError, match="reopen the log"):  # nothing builds on it
             log.append(batch(1, 1))
         assert log.size == 1
-    with Log.open(data, signer) as log:  # SQLite had committed it: it is there, consistent
+    with Log.open(data, signer) as log:  # the record reached the file: replayed, consistent
         assert log.size == 2
         log.append(batch(2, 1))
         log.verify()
-
-
-def test_a_second_opener_replays_nothing_the_first_committed(
-    tmp_path: Path, signer: note.Signer
-) -> None:
-    data = tmp_path / "node"
-    with Log.open(data, signer) as writer:
-        writer.append(batch(0, 3))
-        writer.append(batch(3, 2))
-        with Log.open(data, signer) as reader:  # the journal holds both batches; both applied
-            assert reader.size == 5
-            assert reader.signed_checkpoint == writer.signed_checkpoint
-        writer.append(batch(5, 1))  # the writer was not moved by the second opener
-        assert writer.size == 6

@@ -4,6 +4,7 @@ uploads share a quota and expire. Against a real uvicorn server on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -92,11 +93,15 @@ def test_peers_are_changed_with_the_token_and_kept_across_restarts(served: Serve
         assert admin.peers() == kept  # a refused change changes nothing
     with Client(served.url) as anonymous, pytest.raises(AuthError, match="HTTP 401"):
         anonymous.set_peers([])
-    with Node(served.node.data) as reopened:  # the same data directory, restarted
+    # a restart finds them: a node on a copy of the data directory (the served node holds its
+    # log: one opener at a time)
+    copy = served.node.data.parent / "restarted"
+    shutil.copytree(served.node.data, copy)
+    with Node(copy) as reopened:
         assert reopened.peers == kept
-    (served.node.data / PEERS_FILE).write_text("{not json")
+    (copy / PEERS_FILE).write_text("{not json")
     with pytest.raises(InputError, match=r"peers\.json' is malformed"):
-        Node(served.node.data)
+        Node(copy)
 
 
 def test_only_unpublished_blobs_can_be_deleted(served: Served) -> None:

@@ -478,7 +478,7 @@ class Log:
         :class:`VerificationError` naming the first inconsistency.
         """
         size = self.size
-        sizes = self.checkpoint_sizes()
+        sizes = [s for s in self.checkpoint_sizes() if s <= size]  # later ones: not this tree
         boundaries = sorted({*sizes, *range(_REPLAY_CHUNK, size, _REPLAY_CHUNK), size})
         checkpoints = set(sizes)
         frontier = Frontier()
@@ -506,9 +506,20 @@ class Log:
         )
 
     def _compare_tiles(self, rows: Sequence[tuple[int, int, int, bytes]]) -> None:
+        """The stored tiles hold ``rows``; a stored tile a later batch widened (appends go on
+        while a log is verified) must extend the row: each of its rows starts with the row's."""
         stored = self._store.read_tiles([(level, index) for level, index, _, _ in rows])
         for level, index, width, data in rows:
-            if stored.get((level, index)) != (width, data):
+            found_width, found = stored.get((level, index), (0, b""))
+            if (
+                not width <= found_width <= TILE_WIDTH
+                or len(found) != stored_size(found_width)
+                or any(
+                    found[row_offset(found_width, row) :][: HASH_SIZE * (width >> row)]
+                    != data[row_offset(width, row) : row_offset(width, row + 1)]
+                    for row in range(TILE_HEIGHT)
+                )
+            ):
                 raise VerificationError(
                     f"stored tile ({level}, {index}) does not match the entries"
                 )

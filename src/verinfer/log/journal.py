@@ -23,9 +23,11 @@ first short or mismatching record and cuts the file there (that batch was never 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import struct
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,20 +89,45 @@ class Journal:
     """An append-only file of batch records next to the database. Not thread-safe: the store
     calls it under its own lock and inside its write transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, wait: float = 0.0) -> None:
+        """Open (creating) the journal at ``path`` and lock it for this opener alone (``flock``,
+        released when it is closed or its process dies), waiting up to ``wait`` seconds for
+        another opener to let go."""
         self.path = path
         created = not path.exists()
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open the log journal {str(path)!r}: {exc}") from exc
+        try:
+            self._lock(wait)
             if created:  # the file's name must survive a crash as well as its records
                 directory = os.open(path.parent, os.O_RDONLY)
                 try:
                     os.fsync(directory)
                 finally:
                     os.close(directory)
-            self.size = os.fstat(self._fd).st_size
-        except OSError as exc:
-            raise StorageError(f"cannot open the log journal {str(path)!r}: {exc}") from exc
+            self.size = os.fstat(self._fd).st_size  # under the lock: nobody appends now
+        except BaseException as exc:
+            os.close(self._fd)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot open the log journal {str(path)!r}: {exc}") from exc
+            raise
+
+    def _lock(self, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StorageError(
+                        f"the log at {str(self.path.parent)!r} is open elsewhere (its journal "
+                        f"{self.path.name!r} is locked by another process, or by a log of this "
+                        "process not closed): one opener at a time"
+                    ) from None
+                time.sleep(0.05)
 
     def read(self) -> list[Batch]:
         """Every whole record, in order; a torn tail is cut off the file."""

@@ -8,13 +8,13 @@ itself (``synchronous=FULL``).
 A small batch is in the tables only a moment later: the commit returns once its journal record
 is synced, and a writer thread inserts the batches so far into the tables, in one unsynced
 (``synchronous=NORMAL``) transaction, a millisecond later, off the answer path. Until then the
-store's reads see them from memory, and SQLite's writer lock, taken before the record was
-written, stays held, so no other opener can replay them from the journal meanwhile.
+store's reads see them from memory. One opener at a time: the store locks the journal (``flock``)
+for as long as it is open, so no other opener can replay, overwrite or cut a record the tables
+do not hold yet; a killed process's lock goes with it, and the next opener replays the journal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -32,8 +32,7 @@ __all__ = ["FILENAME", "SqliteStore"]
 
 FILENAME = "log.sqlite"
 _GATHER = 1e-3  # the table writer waits this long after a commit, to insert what follows with it
-_LEASE = 0.5  # it gives SQLite's writer lock back after this long without a commit
-_BUSY_MS = 10_000  # how long a statement waits for another process's lock
+_OPEN_WAIT = 5.0  # seconds an opener waits for another (a node restarting) to let the log go
 _MAX_PENDING = 256  # batches durable in the journal only: a commit past it writes them itself
 
 _Batch = tuple[int, Sequence[bytes], Sequence[TileRow], tuple[int, str]]
@@ -70,9 +69,11 @@ class SqliteStore(SQLStore):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
         self.path = Path(path)
+        # first: while this opener holds the journal's lock, nobody else touches the log
+        self._journal = journal.Journal(self.path.with_suffix(".journal"), wait=_OPEN_WAIT)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+            self._db.execute("PRAGMA busy_timeout = 10000")
             # a stored tile is ~16 KiB: one page each, no overflow chains (measured: 1.2-1.4x
             # append throughput over 4 KiB pages). Takes effect when the file is created.
             self._db.execute("PRAGMA page_size = 16384")
@@ -81,22 +82,21 @@ class SqliteStore(SQLStore):
             self._db.executescript(_SCHEMA)  # durably: the batch journal never holds the schema
             self._db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
+            self._journal.close()
             raise StorageError(f"cannot open log database {str(self.path)!r}: {exc}") from exc
-        self._journal = journal.Journal(self.path.with_suffix(".journal"))
         self._failed = ""  # set when a synced write or a table write failed: reopen the log
-        # batches durable in the journal, not yet in the tables (under _lock), and whether a
-        # write transaction is open for them (holding SQLite's writer lock since their record)
-        self._pending: list[_Batch] = []
-        self._open = False
-        self._head = -1  # while _open: the size of the tables and pending batches together
+        self._pending: list[_Batch] = []  # durable in the journal, not in the tables (_lock)
         self._changed = threading.Condition(self._lock)
         self._closing = False
         self._writer: threading.Thread | None = None
         try:
             self._unapplied = self._recover()
+            self._head = self._size()  # the tables and the pending batches together
         except BaseException:
             self.close()
             raise
+        # the journal's batches the log is about to append again: their records are there
+        self._replays = [start for start, _ in self._unapplied]
 
     @classmethod
     def in_directory(cls, directory: str | os.PathLike[str]) -> SqliteStore:
@@ -133,6 +133,7 @@ class SqliteStore(SQLStore):
     def initialize(self, meta: dict[str, str], checkpoint: str) -> None:
         with self._lock, self._durably():
             super().initialize(meta, checkpoint)
+            self._head = 0
 
     @contextmanager
     def _durably(self) -> Iterator[None]:
@@ -152,40 +153,38 @@ class SqliteStore(SQLStore):
     ) -> None:
         length = journal.size(entries)
         with self._lock:
+            if self._closing:
+                raise StorageError("the log is closed")
             if self._failed:
                 raise StorageError(self._failed)
-            if (
+            if self._head != old_size:
+                raise ConflictError(f"the log is at size {self._head}, not {old_size}")
+            if self._replays and self._replays[0] == old_size:
+                # a batch of the journal appended again on open: its record is synced already,
+                # and the journal may not be emptied before the tables hold every such batch
+                del self._replays[0]
+            elif (
                 length > journal.MAX_RECORD_BYTES
                 or self._journal.size + length > journal.JOURNAL_BYTES
                 or len(self._pending) >= _MAX_PENDING
-            ):
+            ) and not self._replays:
                 self._write_tables()  # the batches before it, in order
                 with self._durably(), self._transaction():
                     self._write_batch(old_size, entries, tiles, checkpoint)
-                # every batch so far is durable in SQLite now; the journal is emptied under the
-                # writer lock, so no other process is between its record and its commit
+                self._head = checkpoint[0]
+                # every batch so far is durable in SQLite now: the journal is emptied
                 if self._journal.size:
-                    with self._transaction():
-                        self._journal.truncate(0)
+                    self._journal.truncate(0)
                 return
-            if not self._open:
-                self._lease(wait=True)
-            try:
-                if self._head != old_size:
-                    raise ConflictError(
-                        f"the log is at size {self._head}, not {old_size}: another writer"
-                    )
+            else:
                 self._journal.append(journal.encode(old_size, entries))
-            except BaseException:
-                if not self._pending:  # nothing waits for the lock: give it back
-                    self._rollback()
-                raise
-            try:
-                self._journal.sync()
-            except StorageError as exc:
-                # maybe on disk, maybe not: nothing may build on it until the log is reopened
-                self._failed = f"{exc}; reopen the log"
-                raise
+                try:
+                    self._journal.sync()
+                except StorageError as exc:
+                    # maybe on disk, maybe not: nothing may build on it until the log is
+                    # reopened, which replays it if it is there
+                    self._failed = f"{exc}; reopen the log"
+                    raise
             self._pending.append((old_size, list(entries), list(tiles), checkpoint))
             self._head = checkpoint[0]
             if self._writer is None:
@@ -196,74 +195,39 @@ class SqliteStore(SQLStore):
             if len(self._pending) == 1:  # else the writer is gathering them already
                 self._changed.notify()
 
-    def _lease(self, *, wait: bool) -> None:
-        """Take SQLite's writer lock (a write transaction left open) and read the tables' size:
-        while it is held no other process can write, so the size stays known, a journal record
-        can be written without a query, and no other opener replays it before the tables hold
-        it. ``wait=False``: give up at once if another process holds the lock."""
-        if not wait:
-            self._query("PRAGMA busy_timeout = 0")
-        try:
-            self._query("BEGIN IMMEDIATE")
-            self._open = True
-            self._head = self._size()
-        except BaseException:
-            self._rollback()
-            raise
-        finally:
-            if not wait:
-                self._query(f"PRAGMA busy_timeout = {_BUSY_MS}")
-
     def _write_later(self) -> None:
         """The table writer: inserts the journal's batches into the tables, off the answer
-        path, a moment after they were committed (with whatever was committed meanwhile), then
-        takes the writer lock again for the next ones; it gives the lock back when no commit
-        came for ``_LEASE`` seconds."""
+        path, a moment after they were committed (with whatever was committed meanwhile)."""
         with self._lock:
             while not self._closing or self._pending:
                 if not self._pending:
-                    if not self._changed.wait(_LEASE if self._open else None) and not (
-                        self._pending
-                    ):
-                        self._rollback()  # idle: another opener may take the lock now
+                    self._changed.wait()
                     continue
                 if not self._closing:
                     self._changed.wait(_GATHER)  # releases the lock: commits go on meanwhile
                 try:
                     self._write_tables()
-                    if not self._closing:
-                        self._lease(wait=False)
                 except StorageError:
-                    if self._failed:
-                        return  # the batches stay in memory and in the journal; commits refuse
-            self._rollback()
+                    return  # the batches stay in memory and in the journal; commits refuse
 
     def _write_tables(self) -> None:
-        """Insert the pending batches into the tables and commit them (under ``_lock``). On
+        """Insert the pending batches into the tables in one transaction (under ``_lock``). On
         failure they stay readable from memory, the journal keeps them for the next open, and
         the store refuses commits until then."""
-        if not self._open:
+        if not self._pending:
             return
         batches = list(self._pending)
         try:
-            for batch in batches:
-                self._write_batch(*batch)
-            self._query("COMMIT")
+            with self._transaction():
+                for batch in batches:
+                    self._write_batch(*batch)
         except BaseException as exc:
-            self._rollback()
             self._failed = (
                 f"cannot write the log's tables ({exc}); the journal keeps the batches: reopen "
                 "the log"
             )
             raise StorageError(self._failed) from exc
-        self._open = False
         del self._pending[: len(batches)]
-
-    def _rollback(self) -> None:
-        self._open = False
-        if self._db.in_transaction:  # a broken connection's lock goes when it is closed
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
 
     # reads see the pending batches too: they are durable, and the log already serves them
 
@@ -357,16 +321,12 @@ class SqliteStore(SQLStore):
 
     def close(self) -> None:
         """Insert the pending batches into the tables (the table writer does, then stops), and
-        close the database and the journal."""
-        writer = getattr(self, "_writer", None)
-        if writer is not None:
-            with self._lock:
-                self._closing = True
-                self._changed.notify_all()
-            writer.join()
+        close the database and the journal (which lets the next opener in)."""
         with self._lock:
-            if getattr(self, "_open", False):  # the writer failed: the journal keeps them
-                self._rollback()
+            self._closing = True
+            self._changed.notify_all()
+        if self._writer is not None:
+            self._writer.join()
+        with self._lock:
             self._db.close()
-            if hasattr(self, "_journal"):
-                self._journal.close()
+            self._journal.close()
