@@ -15,6 +15,7 @@ do not hold yet; a killed process's lock goes with it, and the next opener repla
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -160,9 +161,18 @@ class SqliteStore(SQLStore):
             if self._head != old_size:
                 raise ConflictError(f"the log is at size {self._head}, not {old_size}")
             if self._replays and self._replays[0] == old_size:
-                # a batch of the journal appended again on open: its record is synced already,
-                # and the journal may not be emptied before the tables hold every such batch
+                # a batch of the journal appended again on open: its record is not written
+                # again, and the journal is not emptied before the tables hold every such batch
                 del self._replays[0]
+                if not self._replays:
+                    # the last one: all of them into the tables now, synced, before the log
+                    # serves their checkpoints (a record read back may never have been synced:
+                    # its writer was killed first, or its sync failed)
+                    self._pending.append((old_size, list(entries), list(tiles), checkpoint))
+                    self._head = checkpoint[0]
+                    with self._durably():
+                        self._write_tables()
+                    return
             elif (
                 length > journal.MAX_RECORD_BYTES
                 or self._journal.size + length > journal.JOURNAL_BYTES
@@ -172,9 +182,12 @@ class SqliteStore(SQLStore):
                 with self._durably(), self._transaction():
                     self._write_batch(old_size, entries, tiles, checkpoint)
                 self._head = checkpoint[0]
-                # every batch so far is durable in SQLite now: the journal is emptied
+                # every batch so far is durable in SQLite now: the journal is emptied (if that
+                # fails, the batch is committed all the same: the next open skips the records
+                # the tables hold)
                 if self._journal.size:
-                    self._journal.truncate(0)
+                    with contextlib.suppress(StorageError):
+                        self._journal.truncate(0)
                 return
             else:
                 self._journal.append(journal.encode(old_size, entries))
@@ -301,6 +314,8 @@ class SqliteStore(SQLStore):
                     "the journal or the database is corrupt"
                 )
             # else applied before (the tables check each entry against its leaf hash on read)
+        if batches:  # their writer may have been killed before its sync: synced before served
+            self._journal.sync()
         return batches
 
     def unapplied(self) -> list[tuple[int, list[bytes]]]:

@@ -308,7 +308,12 @@ class TensorArchive:
     def __init__(self, root: str | os.PathLike[str], *, retention: float = DEFAULT_RETENTION):
         self.root = Path(root)
         self._segments_dir = self.root / "segments"
-        self._segments_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._segments_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the tensor archive {str(self.root)!r}: {exc}"
+            ) from exc
         self._root = str(self.root)
         self.retention = retention
         self._lock = threading.Lock()  # pending, index, segments, counters

@@ -211,6 +211,11 @@ class Node:
     ) -> None:
         if not 1 <= merge_delay <= 86400:
             raise InputError(f"merge delay {merge_delay} s must be 1 s to a day")
+        if not 10 <= window <= retention:
+            raise InputError(
+                f"challenge window {window} s must be 10 s or more and within the tensor "
+                f"retention ({retention:g} s): a challenged node must still hold the tensors"
+            )
         self.merge_delay = merge_delay  # what a promise gives the node to log its receipt
         self.promises = 0  # promises made, and those broken (their receipt landed elsewhere,
         self.broken_promises = 0  # or failed): a broken one is evidence against this node
@@ -224,17 +229,6 @@ class Node:
             self.peers = _read_peers(self.data)
         else:
             self.set_peers(peers)
-        self.witness = Witness(
-            self.data / "witness.sqlite", load_or_create_witness_key(self.data, name)
-        )  # this node witnesses its peers' logs (C2SP tlog-witness)
-        self.log = Log.open(log or self.data, self.signer)
-        # group_commit=False: every receipt its own commit and signature (a baseline, and for
-        # operators who want no batching at all)
-        self.sequencer = Sequencer(self.log, max_batch=MAX_BATCH if group_commit else 1)
-        self.hub = hub or Hub(self.data / "hub")
-        self._own_hub = hub is None
-        self.engine = engine or Engine()
-        self.max_input_bytes = max_input_bytes
         self._manifests: dict[str, Manifest] = {}  # by manifest CID: immutable
         self._random_operators: dict[str, list[str]] = {}  # by model CID, see _check_judgeable
         self._names: dict[str, tuple[str | None, str]] = {}  # ref -> (history head, manifest)
@@ -244,32 +238,64 @@ class Node:
         self._circuits: dict[str, Any] = {}  # zk circuits by addendum CID
         self._zk_failures: dict[str, str] = {}  # addenda whose circuit could not be built
         self._zk_slot = threading.BoundedSemaphore(1)
-        # the work runs on a few worker threads, however many callers wait: on CPython, dozens
-        # of threads running Python at once spend more CPU handing the GIL around than working
-        self._pipeline: Pipeline[_Computed, Result] = Pipeline(
-            self._compute,
-            _finish,
-            self.sequencer,
-            workers=workers or os.cpu_count() or 2,
-            estimate=self._estimate if group_commit else lambda args: None,
-            promise=lambda computed: computed[4],
-            pledge=self._pledge,
-            settle=self._settle,
-        )
-        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
         # per (model ref, mode): the largest input (bytes) seen to run short, the average run
         self._runs: dict[tuple[str, str], tuple[int, float]] = {}
         self._ticks = itertools.count()  # a known short model's runs are timed one in eight
-        if not 10 <= window <= retention:
-            raise InputError(
-                f"challenge window {window} s must be 10 s or more and within the tensor "
-                f"retention ({retention:g} s): a challenged node must still hold the tensors"
-            )
+        self.max_input_bytes = max_input_bytes
         self.window = window  # how long an optimistic answer may be challenged
-        self.archive = TensorArchive(self.data / "tensors", retention=retention)  # for audits
-        self.access = TensorAccess(self.data, self.admin_token)  # who reads private tensors
-        self.cosigner = Cosigner(self, interval=cosign_interval)
-        self.disputes = Disputes(self)  # a side of its optimistic answers' disputes, a referee
+        self._open(name, log, hub, engine, group_commit, workers, retention, cosign_interval)
+
+    def _open(  # noqa: PLR0917 - __init__'s arguments, passed on
+        self,
+        name: str,
+        log: str | None,
+        hub: Hub | None,
+        engine: Engine | None,
+        group_commit: bool,
+        workers: int | None,
+        retention: float,
+        cosign_interval: float,
+    ) -> None:
+        """Open the node's parts; what is opened is closed again if a later step fails."""
+        # the log's journal stays locked while it is open: a failed start lets it go
+        with contextlib.ExitStack() as undo:
+            self.witness = Witness(
+                self.data / "witness.sqlite", load_or_create_witness_key(self.data, name)
+            )  # this node witnesses its peers' logs (C2SP tlog-witness)
+            undo.callback(self.witness.close)
+            self.log = Log.open(log or self.data, self.signer)
+            undo.callback(self.log.close)
+            # group_commit=False: every receipt its own commit and signature (a baseline, and for
+            # operators who want no batching at all)
+            self.sequencer = Sequencer(self.log, max_batch=MAX_BATCH if group_commit else 1)
+            undo.callback(self.sequencer.close)
+            self.hub = hub or Hub(self.data / "hub")
+            self._own_hub = hub is None
+            if self._own_hub:
+                undo.callback(self.hub.close)
+            self.engine = engine or Engine()
+            # the work runs on a few worker threads, however many callers wait: on CPython, dozens
+            # of threads running Python at once spend more CPU handing the GIL around than working
+            self._pipeline: Pipeline[_Computed, Result] = Pipeline(
+                self._compute,
+                _finish,
+                self.sequencer,
+                workers=workers or os.cpu_count() or 2,
+                estimate=self._estimate if group_commit else lambda args: None,
+                promise=lambda computed: computed[4],
+                pledge=self._pledge,
+                settle=self._settle,
+            )
+            undo.callback(self._pipeline.close)
+            self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verinfer-hash")
+            undo.callback(self._hasher.shutdown)
+            self.archive = TensorArchive(self.data / "tensors", retention=retention)  # for audits
+            undo.callback(self.archive.close)
+            self.access = TensorAccess(self.data, self.admin_token)  # who reads private tensors
+            self.cosigner = Cosigner(self, interval=cosign_interval)
+            undo.callback(self.cosigner.close)
+            self.disputes = Disputes(self)  # a side of its optimistic answers' disputes, a referee
+            undo.pop_all()  # started: close() closes them
 
     @property
     def vkey(self) -> str:
