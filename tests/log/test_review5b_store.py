@@ -112,3 +112,33 @@ def test_a_journal_that_cannot_be_emptied_does_not_fail_a_committed_batch(
         # is kept
         assert log.size == (3 if answered else 1)
         log.verify()
+
+
+def test_a_failed_append_whose_bytes_stay_stops_the_writer(
+    tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "node"
+    with Log.open(data, signer) as log:
+        log.append(batch(0, 1))
+        write, ftruncate = os.write, os.ftruncate
+
+        def short(fd: int, record: bytes) -> int:
+            return write(fd, bytes(record)[:7])  # a disk that filled up mid-record
+
+        def failing(fd: int, length: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "write", short)
+        monkeypatch.setattr(os, "ftruncate", failing)
+        with pytest.raises(StorageError, match="short write"):
+            log.append(batch(1, 1))
+        monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "ftruncate", ftruncate)
+        with pytest.raises(StorageError, match="reopen the log"):  # it would land after them
+            log.append(batch(1, 1))
+    with Log.open(data, signer) as log:  # the torn bytes are cut off; the log goes on
+        assert log.size == 1
+        log.append(batch(1, 1))
+    with Log.open(data, signer) as log:
+        assert log.entries(0, 2) == batch(0, 2)
+        log.verify()

@@ -30,6 +30,7 @@ import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from verinfer.errors import StorageError
 
@@ -108,6 +109,7 @@ class Journal:
                 finally:
                     os.close(directory)
             self.size = os.fstat(self._fd).st_size  # under the lock: nobody appends now
+            self.torn = False  # a failed append left bytes behind that could not be cut off
         except BaseException as exc:
             os.close(self._fd)
             if isinstance(exc, OSError):
@@ -125,7 +127,8 @@ class Journal:
                     raise StorageError(
                         f"the log at {str(self.path.parent)!r} is open elsewhere (its journal "
                         f"{self.path.name!r} is locked by another process, or by a log of this "
-                        "process not closed): one opener at a time"
+                        "process not closed): one opener at a time; while a node serves this "
+                        "directory, ask it through its URL (verinfer infer --node URL)"
                     ) from None
                 time.sleep(0.05)
 
@@ -141,18 +144,27 @@ class Journal:
         return batches
 
     def append(self, record: bytes) -> int:
-        """Write ``record`` (not yet synced); return the file's length before it."""
+        """Write ``record`` (not yet synced); return the file's length before it. If the write
+        fails and its bytes cannot be cut off again, :attr:`torn` says so: a record appended
+        after them would be cut off with them at the next open."""
         before = self.size
         try:
             written = os.write(self._fd, record)
         except OSError as exc:
-            self.truncate(before)
-            raise StorageError(f"cannot write the log journal: {exc}") from exc
+            self._cut(before, f"cannot write the log journal: {exc}")
         self.size += written
         if written != len(record):
-            self.truncate(before)
-            raise StorageError("cannot write the log journal: short write (is the disk full?)")
+            self._cut(before, "cannot write the log journal: short write (is the disk full?)")
         return before
+
+    def _cut(self, length: int, failure: str) -> NoReturn:
+        """Cut a failed append's bytes off again, and raise ``failure``."""
+        try:
+            self.truncate(length)
+        except StorageError as exc:
+            self.torn = True
+            raise StorageError(f"{failure}; its bytes stay: {exc}") from exc
+        raise StorageError(failure)
 
     def sync(self) -> None:
         """Make every appended record durable."""

@@ -190,7 +190,12 @@ class SqliteStore(SQLStore):
                         self._journal.truncate(0)
                 return
             else:
-                self._journal.append(journal.encode(old_size, entries))
+                try:
+                    self._journal.append(journal.encode(old_size, entries))
+                except StorageError as exc:
+                    if self._journal.torn:  # a record after the torn bytes would be lost
+                        self._failed = f"{exc}; reopen the log"
+                    raise
                 try:
                     self._journal.sync()
                 except StorageError as exc:
