@@ -1,8 +1,10 @@
 """A log writer that a crash test kills: ``crash_writer.py LOCATION SKEY MODE PAUSE_AT``.
 
 Appends batches forever and prints ``COMMITTED <size> <root hex>`` after each durable commit.
-In mode ``pause`` the batch number PAUSE_AT stops inside its transaction (entries and tiles
-written, checkpoint not yet) and prints ``IN-TRANSACTION``, so the test can kill it exactly there.
+In mode ``pause`` the batch number PAUSE_AT (each one too large for the journal) stops inside its
+SQLite transaction (entries and tiles written, checkpoint not yet) and prints ``IN-TRANSACTION``,
+so the test can kill it exactly there. In mode ``random`` batches take the journal's path and
+SQLite's in turn.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from verinfer import note
 from verinfer.log import Log
 from verinfer.log.tiles import TileRow
 
-BATCH = 1500
+BATCH = 1500  # a record of ~320 KB: the journal's path (synced append, tables a moment later)
+LARGE = 5200  # over the journal's 1 MiB record cap: committed by SQLite itself, synced
 
 
 def main(location: str, skey: str, mode: str, pause_at: int) -> None:
@@ -34,7 +37,9 @@ def main(location: str, skey: str, mode: str, pause_at: int) -> None:
         store._upsert_tiles = paused  # type: ignore[attr-defined]
     while True:
         start = log.size
-        appended = log.append([b"crash-%d-" % i + b"r" * 200 for i in range(start, start + BATCH)])
+        # pause: inside SQLite's own transaction; random: both paths, in turn
+        count = LARGE if mode == "pause" or batches % 2 else BATCH
+        appended = log.append([b"crash-%d-" % i + b"r" * 200 for i in range(start, start + count)])
         print(f"COMMITTED {appended.end} {appended.checkpoint.root.hex()}", flush=True)
         batches += 1
 

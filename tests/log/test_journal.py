@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def test_large_batches_and_a_full_journal_are_made_durable_by_sqlite_itself(
     with Log.open(data, signer) as log:
         log.append(batch(0, 1))
         assert path.stat().st_size > 0
-        log.append([b"x" * 40_000, b"y" * 40_000])  # above MAX_RECORD_BYTES: SQLite syncs it
+        log.append([b"x" * 65_000] * 17)  # above MAX_RECORD_BYTES (1 MiB): SQLite syncs it
         assert path.stat().st_size == 0  # and every batch before it: the journal is emptied
         monkeypatch.setattr(journal, "JOURNAL_BYTES", 200)
         sizes = []
@@ -156,7 +157,37 @@ def test_large_batches_and_a_full_journal_are_made_durable_by_sqlite_itself(
         assert max(sizes) <= 200
         assert 0 in sizes[1:]  # it filled up and was emptied again
     with Log.open(data, signer) as log:
-        assert log.size == 15
+        assert log.size == 30
+        log.verify()
+
+
+def test_the_table_writer_empties_a_full_journal_off_the_answer_path(
+    tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal, "ROTATE_BYTES", 300)
+    monkeypatch.setattr(sqlite, "_GATHER", 0.0)
+    data = tmp_path / "node"
+    path = data / "log.journal"
+    with Log.open(data, signer) as log:
+        store = log._store
+        assert isinstance(store, SqliteStore)
+        sizes = []
+        durable = store._durably
+        emptied = []
+
+        def spied() -> object:
+            emptied.append(threading.current_thread().name)
+            return durable()
+
+        monkeypatch.setattr(store, "_durably", spied)
+        for _ in range(40):
+            log.append(batch(log.size, 1))
+            sizes.append(path.stat().st_size)
+        assert set(emptied) == {"verinfer-log-tables"}  # by the writer, never by a commit
+        assert max(sizes) < 300 + journal.size(batch(0, 1)) * 3  # emptied as it went
+        assert min(sizes) < 300
+    with Log.open(data, signer) as log:
+        assert log.entries(0, 40) == batch(0, 40)
         log.verify()
 
 

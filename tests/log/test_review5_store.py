@@ -124,6 +124,8 @@ def test_verify_passes_while_a_batch_is_committed_during_it(
 def test_a_replay_killed_midway_keeps_the_batches_it_had_not_replayed(
     tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(journal, "JOURNAL_BYTES", 1 << 20)  # small: a quick test
+    monkeypatch.setattr(journal, "ROTATE_BYTES", 1 << 30)  # the writer leaves it full
     data = tmp_path / "node"
     entry = b"r" * 15000  # one batch: a 15 KiB record, under MAX_RECORD_BYTES
     count = (journal.JOURNAL_BYTES - 1) // journal.size([entry])  # a journal just under 1 MiB

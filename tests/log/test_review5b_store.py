@@ -87,6 +87,7 @@ def test_a_replayed_record_is_durable_before_its_checkpoint_is_served(
 def test_a_journal_that_cannot_be_emptied_does_not_fail_a_committed_batch(
     tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(journal, "MAX_RECORD_BYTES", 16 << 10)
     data = tmp_path / "node"
     large = [b"L" * 20_000]  # a record over MAX_RECORD_BYTES: committed by SQLite itself
     assert journal.size(large) > journal.MAX_RECORD_BYTES

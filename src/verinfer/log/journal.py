@@ -3,17 +3,19 @@
 A durable SQLite commit syncs every page the batch changed: the entry rows, the right-edge tiles
 (16 KiB pages) and the checkpoint, 0.6-1.6 ms on the development disk for a one-entry batch. The
 entries alone determine the rest: the tiles are hashes of them, and the checkpoint is an Ed25519
-signature (deterministic, RFC 8032) over the note of the tree they make. So a small batch is
-appended here and synced (one small write: 0.2 ms, or 0.6 ms once the disk idled), and the
+signature (deterministic, RFC 8032) over the note of the tree they make. So a batch is
+appended here and synced (one sequential write: 0.2 ms, or 0.6 ms once the disk idled), and the
 commit returns; the store's table writer inserts it into the tables a moment later, without
 syncing, which survives a killed process but not a power cut. On
 open, a batch the journal holds and the database lost is replayed through the same path as an
 append; its checkpoint comes out byte for byte as it was issued, so nobody can hold a
 conflicting one.
 
-A large batch, or one that would grow the journal past :data:`JOURNAL_BYTES`, is committed
-durably by SQLite itself (``synchronous=FULL``), which makes every earlier batch durable too; the
-journal is then emptied.
+Once the journal holds :data:`ROTATE_BYTES`, the table writer commits durably
+(``synchronous=FULL``, which makes every earlier batch durable too) and empties it, off the
+answer path. A batch whose record exceeds :data:`MAX_RECORD_BYTES`, or one that would grow the
+journal past :data:`JOURNAL_BYTES` (the writer fell behind), is committed that way by its own
+commit.
 
 A record is ``u32 n | payload (n bytes) | SHA-256(payload)``, payload ``u64 first index | u32
 count | u16 length * count | the entries, concatenated``, integers big-endian. Records are
@@ -34,12 +36,21 @@ from typing import NoReturn
 
 from verinfer.errors import StorageError
 
-__all__ = ["JOURNAL_BYTES", "MAX_RECORD_BYTES", "Journal", "encode", "parse", "size"]
+__all__ = [
+    "JOURNAL_BYTES",
+    "MAX_RECORD_BYTES",
+    "ROTATE_BYTES",
+    "Journal",
+    "encode",
+    "parse",
+    "size",
+]
 
-JOURNAL_BYTES = 1 << 20  # emptied after a durable SQLite commit once it would grow past this
-# the journal wins while a record is much smaller than the 16 KiB pages SQLite would sync (five or
-# more per batch); at 33 KiB (100 receipts) both cost the same, and larger records lose
-MAX_RECORD_BYTES = 16 << 10
+# with the tables written off the answer path, an append of the entries beats SQLite syncing
+# them with their tiles at any size; the caps bound what an open reads and replays
+MAX_RECORD_BYTES = 1 << 20
+ROTATE_BYTES = 4 << 20  # the table writer empties the journal once it holds this much
+JOURNAL_BYTES = 16 << 20  # a commit that would grow it past this is made durable by SQLite
 _HEAD = struct.Struct(">QI")
 _LENGTH = struct.Struct(">I")
 _DIGEST = hashlib.sha256().digest_size

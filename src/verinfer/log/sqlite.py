@@ -224,7 +224,13 @@ class SqliteStore(SQLStore):
                 if not self._closing:
                     self._changed.wait(_GATHER)  # releases the lock: commits go on meanwhile
                 try:
-                    self._write_tables()
+                    if self._journal.size < journal.ROTATE_BYTES or self._replays:
+                        self._write_tables()
+                        continue
+                    with self._durably():  # every batch so far durable in SQLite: the journal
+                        self._write_tables()  # is emptied (a failure: the next open skips it)
+                    with contextlib.suppress(StorageError):
+                        self._journal.truncate(0)
                 except StorageError:
                     return  # the batches stay in memory and in the journal; commits refuse
 
