@@ -19,6 +19,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,7 +98,7 @@ class SqliteStore(SQLStore):
             self.close()
             raise
         # the journal's batches the log is about to append again: their records are there
-        self._replays = [start for start, _ in self._unapplied]
+        self._replays = deque(start for start, _ in self._unapplied)
 
     @classmethod
     def in_directory(cls, directory: str | os.PathLike[str]) -> SqliteStore:
@@ -163,7 +164,7 @@ class SqliteStore(SQLStore):
             if self._replays and self._replays[0] == old_size:
                 # a batch of the journal appended again on open: its record is not written
                 # again, and the journal is not emptied before the tables hold every such batch
-                del self._replays[0]
+                self._replays.popleft()
                 if not self._replays:
                     # the last one: all of them into the tables now, synced, before the log
                     # serves their checkpoints (a record read back may never have been synced:
