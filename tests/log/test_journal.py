@@ -276,6 +276,9 @@ def test_a_failed_table_write_loses_no_answered_batch(
         assert log.entries(0, 3) == batch(0, 3)  # still served
         with pytest.raises(StorageError, match="reopen the log"):  # nothing builds on it
             log.append(batch(3, 1))
+        monkeypatch.setattr(sqlite, "_OPEN_WAIT", 0.0)
+        with pytest.raises(StorageError, match="open elsewhere"):  # nor another opener
+            Log.open(data, signer)
     with Log.open(data, signer) as log:  # the journal brings it back, under the same note
         assert log.size == 3
         assert log.checkpoint_at(3) == answered.signed_checkpoint

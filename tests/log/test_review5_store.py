@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ import pytest
 from verinfer import note
 from verinfer.errors import StorageError
 from verinfer.log import Log, journal, sqlite
-from verinfer.log.sqlite import SqliteStore
 
 # the child opens the log, appends one batch (the table writer kept waiting, as if the process
 # were killed in the millisecond before it runs), prints the checkpoint it answered with, dies
@@ -73,35 +71,6 @@ def test_one_opener_at_a_time_and_a_killed_one_lets_the_next_replay(
         assert log.size == 2
         assert log.signed_checkpoint == killed.stdout
         log.verify()
-
-
-def test_a_failed_table_write_lets_no_other_opener_fork_the_batch(
-    tmp_path: Path, signer: note.Signer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data = tmp_path / "node"
-    with Log.open(data, signer) as first:
-        first.append([b"first"])
-        store = first._store
-        assert isinstance(store, SqliteStore)
-        query = store._query
-
-        def failing_commit(sql: str, params: object = ()) -> list[tuple[object, ...]]:
-            if sql == "COMMIT":
-                raise StorageError("log database error: disk I/O error")
-            return query(sql, params)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(store, "_query", failing_commit)
-        answered = first.append([b"acknowledged"]).signed_checkpoint
-        deadline = time.monotonic() + 10
-        while not store._failed and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert store._failed
-        monkeypatch.setattr(store, "_query", query)
-        with pytest.raises(StorageError, match="open elsewhere"):  # nobody writes at index 1
-            Log.open(data, signer)
-    with Log.open(data, signer) as log:
-        assert log.checkpoint_at(2) == answered
-        assert log.entries(0, 2) == [b"first", b"acknowledged"]
 
 
 def test_verify_passes_while_a_batch_is_committed_during_it(
