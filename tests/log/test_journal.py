@@ -298,13 +298,97 @@ def test_a_failed_sync_stops_the_writer_until_the_log_is_reopened(
             raise OSError(5, "Input/output error")
 
         monkeypatch.setattr(os, "fdatasync", failing)
+        before = log.signed_checkpoint
         with pytest.raises(StorageError, match="cannot sync the log journal"):
-            log.append(batch(1, 1))
+            log.append(batch(1, 1))  # its note was signed aside meanwhile: never handed out
+        assert (log.size, log.signed_checkpoint) == (1, before)
         monkeypatch.setattr(os, "fdatasync", sync)
         with pytest.raises(StorageError, match="reopen the log"):  # nothing builds on it
             log.append(batch(1, 1))
         assert log.size == 1
     with Log.open(data, signer) as log:  # the record reached the file: replayed, consistent
         assert log.size == 2
+        log.append(batch(2, 1))
+        log.verify()
+
+
+class WatchedSigner(note.Signer):
+    """A signer that records, for each note it signs, its thread and whether a journal sync was
+    in progress; ``fail`` makes the next signature raise."""
+
+    def __init__(self, skey: str) -> None:
+        super().__init__(skey)
+        self.syncing = False
+        self.signed: list[tuple[str, bool]] = []
+        self.fail = False
+
+    def sign(self, text: str) -> str:
+        if self.fail:
+            self.fail = False
+            raise MemoryError("no memory for the signature")
+        self.signed.append((threading.current_thread().name, self.syncing))
+        return super().sign(text)
+
+
+def watch_syncs(monkeypatch: pytest.MonkeyPatch, signer: WatchedSigner, log: Log) -> list[int]:
+    """Mark ``signer`` as syncing during each ``fdatasync``, which first waits for a signature
+    handed aside (if any) and records the size the log serves meanwhile."""
+    sync = os.fdatasync
+    served: list[int] = []
+
+    def watched(fd: int) -> None:
+        signer.syncing = True
+        try:
+            deadline = time.monotonic() + 10
+            while log._signing._owed and not log._signing._notes.qsize():
+                assert time.monotonic() < deadline, "the note handed aside was never signed"
+                time.sleep(0.001)
+            served.append(log.size)
+            sync(fd)
+        finally:
+            signer.syncing = False
+
+    monkeypatch.setattr(os, "fdatasync", watched)
+    return served
+
+
+def test_a_lone_entry_is_signed_while_its_record_syncs_and_served_only_after(
+    tmp_path: Path, log_key: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signer = WatchedSigner(log_key[0])
+    with Log.open(tmp_path / "node", signer) as log:
+        served = watch_syncs(monkeypatch, signer, log)
+        signer.signed.clear()
+        lone = log.append(batch(0, 1))
+        assert signer.signed == [("verinfer-log-signer", True)]  # aside, during the sync
+        assert served == [0]  # signed, not served: the log stayed at 0 until the sync returned
+        assert log.signed_checkpoint == lone.signed_checkpoint
+        note.verify_checkpoint(lone.signed_checkpoint, [signer.vkey])
+        several = log.append(batch(1, 5))  # under load: signed by the committing thread
+        assert signer.signed[1] == (threading.current_thread().name, False)
+        assert served == [0, 1]
+        checkpoint, _ = note.verify_checkpoint(several.signed_checkpoint, [signer.vkey])
+        assert checkpoint.size == 6
+        log.verify()
+    assert not [t for t in threading.enumerate() if t.name == "verinfer-log-signer"]  # closed
+
+
+def test_a_signature_that_fails_aside_stops_the_log_until_it_is_reopened(
+    tmp_path: Path, log_key: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signer = WatchedSigner(log_key[0])
+    data = tmp_path / "node"
+    with Log.open(data, signer) as log:
+        log.append(batch(0, 1))
+        before = log.signed_checkpoint
+        signer.fail = True
+        with pytest.raises(StorageError, match=r"cannot sign the checkpoint of size 2 .*reopen"):
+            log.append(batch(1, 1))
+        assert (log.size, log.signed_checkpoint) == (1, before)  # nothing of it handed out
+        with pytest.raises(StorageError, match="reopen the log"):  # nothing builds on it
+            log.append(batch(1, 1))
+    with Log.open(data, note.Signer(log_key[0])) as log:  # its record is durable: replayed
+        assert log.size == 2
+        assert log.entries(0, 2) == batch(0, 2)
         log.append(batch(2, 1))
         log.verify()

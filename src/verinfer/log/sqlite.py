@@ -27,7 +27,7 @@ from typing import Any
 
 from verinfer.errors import ConflictError, StorageError
 from verinfer.log import journal
-from verinfer.log.store import SQLStore
+from verinfer.log.store import Signing, SQLStore
 from verinfer.log.tiles import TileRow
 
 __all__ = ["FILENAME", "SqliteStore"]
@@ -151,8 +151,9 @@ class SqliteStore(SQLStore):
         old_size: int,
         entries: Sequence[bytes],
         tiles: Sequence[TileRow],
-        checkpoint: tuple[int, str],
-    ) -> None:
+        checkpoint: tuple[int, Signing],
+    ) -> str:
+        size, sign = checkpoint
         length = journal.size(entries)
         with self._lock:
             if self._closing:
@@ -165,47 +166,37 @@ class SqliteStore(SQLStore):
                 # a batch of the journal appended again on open: its record is not written
                 # again, and the journal is not emptied before the tables hold every such batch
                 self._replays.popleft()
+                note = sign()
                 if not self._replays:
                     # the last one: all of them into the tables now, synced, before the log
                     # serves their checkpoints (a record read back may never have been synced:
                     # its writer was killed first, or its sync failed)
-                    self._pending.append((old_size, list(entries), list(tiles), checkpoint))
-                    self._head = checkpoint[0]
+                    self._pending.append((old_size, list(entries), list(tiles), (size, note)))
+                    self._head = size
                     with self._durably():
                         self._write_tables()
-                    return
+                    return note
             elif (
                 length > journal.MAX_RECORD_BYTES
                 or self._journal.size + length > journal.JOURNAL_BYTES
                 or len(self._pending) >= _MAX_PENDING
             ) and not self._replays:
+                note = sign()
                 self._write_tables()  # the batches before it, in order
                 with self._durably(), self._transaction():
-                    self._write_batch(old_size, entries, tiles, checkpoint)
-                self._head = checkpoint[0]
+                    self._write_batch(old_size, entries, tiles, (size, note))
+                self._head = size
                 # every batch so far is durable in SQLite now: the journal is emptied (if that
                 # fails, the batch is committed all the same: the next open skips the records
                 # the tables hold)
                 if self._journal.size:
                     with contextlib.suppress(StorageError):
                         self._journal.truncate(0)
-                return
+                return note
             else:
-                try:
-                    self._journal.append(journal.encode(old_size, entries))
-                except StorageError as exc:
-                    if self._journal.torn:  # a record after the torn bytes would be lost
-                        self._failed = f"{exc}; reopen the log"
-                    raise
-                try:
-                    self._journal.sync()
-                except StorageError as exc:
-                    # maybe on disk, maybe not: nothing may build on it until the log is
-                    # reopened, which replays it if it is there
-                    self._failed = f"{exc}; reopen the log"
-                    raise
-            self._pending.append((old_size, list(entries), list(tiles), checkpoint))
-            self._head = checkpoint[0]
+                note = self._journal_batch(old_size, entries, size, sign)
+            self._pending.append((old_size, list(entries), list(tiles), (size, note)))
+            self._head = size
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_later, name="verinfer-log-tables", daemon=True
@@ -213,6 +204,35 @@ class SqliteStore(SQLStore):
                 self._writer.start()
             if len(self._pending) == 1:  # else the writer is gathering them already
                 self._changed.notify()
+            return note
+
+    def _journal_batch(
+        self, old_size: int, entries: Sequence[bytes], size: int, sign: Signing
+    ) -> str:
+        """Make a batch durable by one synced journal record (under ``_lock``). Its checkpoint
+        is signed on another thread meanwhile, and handed out only once the record is synced."""
+        try:
+            self._journal.append(journal.encode(old_size, entries))
+        except StorageError as exc:
+            if self._journal.torn:  # a record after the torn bytes would be lost
+                self._failed = f"{exc}; reopen the log"
+            raise
+        sign.aside()
+        try:
+            self._journal.sync()
+        except StorageError as exc:
+            # maybe on disk, maybe not: nothing may build on it until the log is reopened,
+            # which replays it if it is there
+            self._failed = f"{exc}; reopen the log"
+            with contextlib.suppress(Exception):
+                sign()  # collected all the same, never handed out: the signer is free again
+            raise
+        try:
+            return sign()
+        except Exception as exc:
+            # the record is durable and its batch not committed: the open replays it
+            self._failed = f"cannot sign the checkpoint of size {size} ({exc}); reopen the log"
+            raise StorageError(self._failed) from exc
 
     def _write_later(self) -> None:
         """The table writer: inserts the journal's batches into the tables, off the answer

@@ -19,14 +19,25 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from verinfer.errors import ConflictError, StorageError
 from verinfer.log.tiles import TileRow
 
-__all__ = ["SCHEMA_VERSION", "SQLStore", "Store"]
+__all__ = ["SCHEMA_VERSION", "SQLStore", "Signing", "Store"]
 
 SCHEMA_VERSION = "1"
+
+
+class Signing(Protocol):
+    """The signed note of a batch's checkpoint, for :meth:`Store.commit` to write: calling it
+    returns the note, signed on the calling thread unless :meth:`aside` handed it to another."""
+
+    def aside(self) -> None:
+        """Sign on another thread from now on. A store calls it just before it waits for its
+        disk, which then hides the signature's time; the note is still called for afterwards."""
+
+    def __call__(self) -> str: ...
 
 
 class Store(ABC):
@@ -72,9 +83,10 @@ class Store(ABC):
         old_size: int,
         entries: Sequence[bytes],
         tiles: Sequence[TileRow],
-        checkpoint: tuple[int, str],
-    ) -> None:
-        """Append ``entries`` at ``old_size``, write ``tiles`` and ``checkpoint``, atomically.
+        checkpoint: tuple[int, Signing],
+    ) -> str:
+        """Append ``entries`` at ``old_size``, write ``tiles`` and the checkpoint of the new size,
+        atomically; return the checkpoint's note (``checkpoint``: the size, and its note to sign).
 
         Raises :class:`~verinfer.errors.ConflictError` if the log is no longer at ``old_size``.
         """
@@ -180,10 +192,13 @@ class SQLStore(Store):
         old_size: int,
         entries: Sequence[bytes],
         tiles: Sequence[TileRow],
-        checkpoint: tuple[int, str],
-    ) -> None:
+        checkpoint: tuple[int, Signing],
+    ) -> str:
+        size, sign = checkpoint
+        note = sign()  # written in the batch's own transaction: signed first
         with self._lock, self._transaction():
-            self._write_batch(old_size, entries, tiles, checkpoint)
+            self._write_batch(old_size, entries, tiles, (size, note))
+        return note
 
     def _write_batch(
         self,
