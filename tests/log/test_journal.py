@@ -300,7 +300,7 @@ def test_a_failed_sync_stops_the_writer_until_the_log_is_reopened(
         monkeypatch.setattr(os, "fdatasync", failing)
         before = log.signed_checkpoint
         with pytest.raises(StorageError, match="cannot sync the log journal"):
-            log.append(batch(1, 1))  # its note was signed aside meanwhile: never handed out
+            log.append(batch(1, 1), waited=True)  # its note, signed aside: never handed out
         assert (log.size, log.signed_checkpoint) == (1, before)
         monkeypatch.setattr(os, "fdatasync", sync)
         with pytest.raises(StorageError, match="reopen the log"):  # nothing builds on it
@@ -359,12 +359,12 @@ def test_a_lone_entry_is_signed_while_its_record_syncs_and_served_only_after(
     with Log.open(tmp_path / "node", signer) as log:
         served = watch_syncs(monkeypatch, signer, log)
         signer.signed.clear()
-        lone = log.append(batch(0, 1))
+        lone = log.append(batch(0, 1), waited=True)
         assert signer.signed == [("verinfer-log-signer", True)]  # aside, during the sync
         assert served == [0]  # signed, not served: the log stayed at 0 until the sync returned
         assert log.signed_checkpoint == lone.signed_checkpoint
         note.verify_checkpoint(lone.signed_checkpoint, [signer.vkey])
-        several = log.append(batch(1, 5))  # under load: signed by the committing thread
+        several = log.append(batch(1, 5))  # nobody waits alone: signed by this thread
         assert signer.signed[1] == (threading.current_thread().name, False)
         assert served == [0, 1]
         checkpoint, _ = note.verify_checkpoint(several.signed_checkpoint, [signer.vkey])
@@ -383,7 +383,7 @@ def test_a_signature_that_fails_aside_stops_the_log_until_it_is_reopened(
         before = log.signed_checkpoint
         signer.fail = True
         with pytest.raises(StorageError, match=r"cannot sign the checkpoint of size 2 .*reopen"):
-            log.append(batch(1, 1))
+            log.append(batch(1, 1), waited=True)
         assert (log.size, log.signed_checkpoint) == (1, before)  # nothing of it handed out
         with pytest.raises(StorageError, match="reopen the log"):  # nothing builds on it
             log.append(batch(1, 1))

@@ -113,11 +113,11 @@ def test_a_replay_killed_midway_keeps_the_batches_it_had_not_replayed(
     appended = []
     append = Log.append
 
-    def killed_midway(self: Log, entries: list[bytes]) -> object:
+    def killed_midway(self: Log, entries: list[bytes], **options: bool) -> object:
         if len(appended) == count // 2:
             raise KeyboardInterrupt("killed here")  # as os._exit: nothing after it runs
         appended.append(entries)
-        return append(self, entries)
+        return append(self, entries, **options)
 
     monkeypatch.setattr(Log, "append", killed_midway)
     with pytest.raises(KeyboardInterrupt, match="killed here"):

@@ -83,11 +83,11 @@ def test_a_failed_commit_fails_its_callers_and_the_next_one_works(
         real_append = log.append
         calls = []
 
-        def failing_once(entries: list[bytes]) -> object:
+        def failing_once(entries: list[bytes], **options: bool) -> object:
             calls.append(len(entries))
             if len(calls) == 1:
                 raise StorageError("disk full")
-            return real_append(entries)
+            return real_append(entries, **options)
 
         log.append = failing_once  # type: ignore[assignment,method-assign]
         with pytest.raises(StorageError, match="disk full"):
@@ -208,12 +208,12 @@ def test_a_failed_batch_breaks_only_the_promises_queued_behind_it(
         real_append = log.append
         entered, release = threading.Event(), threading.Event()
 
-        def failing_first(entries: list[bytes]) -> object:
+        def failing_first(entries: list[bytes], **options: bool) -> object:
             if b"doomed" in entries:
                 entered.set()
                 release.wait(30)
                 raise StorageError("disk full")
-            return real_append(entries)
+            return real_append(entries, **options)
 
         log.append = failing_first  # type: ignore[assignment,method-assign]
         outcomes: dict[bytes, tuple[int, Committed | BaseException]] = {}

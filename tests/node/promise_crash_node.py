@@ -21,7 +21,7 @@ def main(data: str, port: int, mode: str) -> None:
     node = Node(data)
     never = threading.Event()
 
-    def stuck(entries: object) -> object:
+    def stuck(entries: object, **options: object) -> object:
         never.wait()  # the commit never happens: the process is killed here
         raise AssertionError("unreachable")
 

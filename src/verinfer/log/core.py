@@ -54,7 +54,7 @@ class _Signing:
     def __init__(self, signer: Signer) -> None:
         self._signer = signer
         self._text = ""
-        self._lone = False
+        self._aside = False
         self._owed = False  # handed aside, not collected yet
         self._jobs: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._notes: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
@@ -70,19 +70,18 @@ class _Signing:
             raise note
         return note
 
-    def sign(self, text: str, *, lone: bool) -> _Signing:
-        """Ready to sign ``text``: this object, for the store's commit. ``lone``: the batch is
-        one entry, a caller waiting alone; a batch of several is committed under load, when the
-        other threads keep the GIL busy and a handoff costs more CPU than it hides."""
+    def sign(self, text: str, *, aside: bool) -> _Signing:
+        """Ready to sign ``text``: this object, for the store's commit. ``aside``: the store may
+        hand the signature to this object's thread (see :meth:`Log.append`)."""
         if self._owed:  # a commit that failed after handing the last one aside
             self._owed = False
             self._notes.get()
         self._text = text
-        self._lone = lone
+        self._aside = aside
         return self
 
     def aside(self) -> None:
-        if self._closed or not self._lone:
+        if self._closed or not self._aside:
             return  # signed by the caller instead
         if self._thread is None:
             self._thread = threading.Thread(
@@ -285,11 +284,14 @@ class Log:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def append(self, entries: Sequence[bytes]) -> Appended:
+    def append(self, entries: Sequence[bytes], *, waited: bool = False) -> Appended:
         """Append a batch of entries and commit it with a new signed checkpoint.
 
         Returns when the batch is durable. On any error nothing of the batch is committed and the
-        log is unchanged.
+        log is unchanged. ``waited``: a caller is waiting for this batch alone, so the store may
+        have the checkpoint signed on another thread while it syncs (a thread handoff costs CPU
+        that only a waiting caller's latency repays; under load, or for promised entries, the
+        CPU is what counts).
         """
         if not entries:
             raise InputError("cannot append an empty batch")
@@ -306,7 +308,7 @@ class Log:
             old = self._frontier
             new, tiles = old.grow(leaf_hashes)
             checkpoint = Checkpoint(self.origin, new.size, new.root)
-            signing = self._signing.sign(checkpoint.text, lone=len(entries) == 1)
+            signing = self._signing.sign(checkpoint.text, aside=waited)
             signed = self._store.commit(old.size, entries, tiles, (new.size, signing))
             self._frontier, self._signed = new, signed
         return Appended(old.size, checkpoint, signed)

@@ -205,10 +205,10 @@ class Sequencer:
                 return None
             start = self._next
             self._next += 1
-        return self._in_turn(start, [entry])[0]
+        return self._in_turn(start, [entry], waited=True)[0]
 
     def _in_turn(
-        self, start: int, entries: list[bytes], *, proofs: bool = True
+        self, start: int, entries: list[bytes], *, proofs: bool = True, waited: bool = False
     ) -> list[Committed | BaseException]:
         """Commit the batch of tickets ``[start, start + len(entries))`` once every earlier
         ticket is done: appends happen in ticket order, one at a time."""
@@ -216,14 +216,16 @@ class Sequencer:
             while self._done != start:
                 self._turn.wait()
             try:
-                return self._commit(entries, proofs)
+                return self._commit(entries, proofs, waited)
             finally:
                 self._done = start + len(entries)
                 self._turn.notify_all()
 
-    def _commit(self, entries: list[bytes], proofs: bool = True) -> list[Committed | BaseException]:
+    def _commit(
+        self, entries: list[bytes], proofs: bool = True, waited: bool = False
+    ) -> list[Committed | BaseException]:
         try:
-            appended = self.log.append(entries)
+            appended = self.log.append(entries, waited=waited)
         except Error as exc:
             self._failed(len(entries))
             return [exc] * len(entries)
