@@ -3,8 +3,9 @@
 Appends batches forever and prints ``COMMITTED <size> <root hex>`` after each durable commit.
 In mode ``pause`` the batch number PAUSE_AT (each one too large for the journal) stops inside its
 SQLite transaction (entries and tiles written, checkpoint not yet) and prints ``IN-TRANSACTION``,
-so the test can kill it exactly there. In mode ``random`` batches take the journal's path and
-SQLite's in turn.
+so the test can kill it exactly there. In mode ``random`` batches take the journal's path,
+SQLite's, and the lone waited-for entry's (its checkpoint signed on another thread while its
+record syncs) in turn.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ def main(location: str, skey: str, mode: str, pause_at: int) -> None:
         store._upsert_tiles = paused  # type: ignore[attr-defined]
     while True:
         start = log.size
-        # pause: inside SQLite's own transaction; random: both paths, in turn
-        count = LARGE if mode == "pause" or batches % 2 else BATCH
-        appended = log.append([b"crash-%d-" % i + b"r" * 200 for i in range(start, start + count)])
+        # pause: inside SQLite's own transaction; random: the three paths, in turn
+        count = LARGE if mode == "pause" else (BATCH, LARGE, 1)[batches % 3]
+        appended = log.append(
+            [b"crash-%d-" % i + b"r" * 200 for i in range(start, start + count)], waited=count == 1
+        )
         print(f"COMMITTED {appended.end} {appended.checkpoint.root.hex()}", flush=True)
         batches += 1
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -330,11 +331,18 @@ class WatchedSigner(note.Signer):
         return super().sign(text)
 
 
-def watch_syncs(monkeypatch: pytest.MonkeyPatch, signer: WatchedSigner, log: Log) -> list[int]:
+def watch_syncs(
+    monkeypatch: pytest.MonkeyPatch, signer: WatchedSigner, log: Log
+) -> Callable[[], list[tuple[int, bool]]]:
     """Mark ``signer`` as syncing during each ``fdatasync``, which first waits for a signature
-    handed aside (if any) and records the size the log serves meanwhile."""
+    handed aside (if any), then has another thread read the store's head. Returns what the
+    readers saw, once they are done: the size each got, and whether the sync had returned."""
     sync = os.fdatasync
-    served: list[int] = []
+    seen: list[tuple[int, bool]] = []
+    readers: list[threading.Thread] = []
+
+    def read() -> None:
+        seen.append((log._store.head()[0], not signer.syncing))
 
     def watched(fd: int) -> None:
         signer.syncing = True
@@ -343,10 +351,17 @@ def watch_syncs(monkeypatch: pytest.MonkeyPatch, signer: WatchedSigner, log: Log
             while log._signing._owed and not log._signing._notes.qsize():
                 assert time.monotonic() < deadline, "the note handed aside was never signed"
                 time.sleep(0.001)
-            served.append(log.size)
+            readers.append(threading.Thread(target=read))
+            readers[-1].start()
+            time.sleep(0.01)  # its chance to read while the record is not yet durable
             sync(fd)
         finally:
             signer.syncing = False
+
+    def served() -> list[tuple[int, bool]]:
+        for reader in readers:
+            reader.join(10)
+        return seen
 
     monkeypatch.setattr(os, "fdatasync", watched)
     return served
@@ -361,12 +376,13 @@ def test_a_lone_entry_is_signed_while_its_record_syncs_and_served_only_after(
         signer.signed.clear()
         lone = log.append(batch(0, 1), waited=True)
         assert signer.signed == [("verinfer-log-signer", True)]  # aside, during the sync
-        assert served == [0]  # signed, not served: the log stayed at 0 until the sync returned
+        # signed, not served: a reader during the sync gets the new head only once it returned
+        assert served() in ([(0, False)], [(1, True)])
         assert log.signed_checkpoint == lone.signed_checkpoint
         note.verify_checkpoint(lone.signed_checkpoint, [signer.vkey])
         several = log.append(batch(1, 5))  # nobody waits alone: signed by this thread
         assert signer.signed[1] == (threading.current_thread().name, False)
-        assert served == [0, 1]
+        assert served()[1] in ((1, False), (6, True))
         checkpoint, _ = note.verify_checkpoint(several.signed_checkpoint, [signer.vkey])
         assert checkpoint.size == 6
         log.verify()

@@ -59,13 +59,14 @@ class _Signing:
         self._jobs: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._notes: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self._closed = False
 
     def __call__(self) -> str:
         if not self._owed:
             return self._signer.sign(self._text)
-        self._owed = False
         note = self._notes.get()
+        self._owed = False
         if isinstance(note, BaseException):
             raise note
         return note
@@ -81,15 +82,18 @@ class _Signing:
         return self
 
     def aside(self) -> None:
-        if self._closed or not self._aside:
-            return  # signed by the caller instead
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="verinfer-log-signer", daemon=True
-            )
-            self._thread.start()
-        self._owed = True
-        self._jobs.put(self._text)
+        with self._lock:  # against close(): a job queued is a job signed
+            if self._closed or not self._aside or self._owed:
+                return  # signed by the caller instead
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="verinfer-log-signer", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to spare: the caller signs
+                    return
+                self._thread = thread
+            self._owed = True
+            self._jobs.put(self._text)
 
     def _run(self) -> None:
         while (text := self._jobs.get()) is not None:
@@ -99,10 +103,13 @@ class _Signing:
                 self._notes.put(exc)
 
     def close(self) -> None:
-        self._closed = True
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread.join()
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._jobs.put(None)  # after any job queued: the signer signs it first
+        if thread is not None:
+            thread.join()
 
 
 class _LRU:
@@ -288,7 +295,9 @@ class Log:
         """Append a batch of entries and commit it with a new signed checkpoint.
 
         Returns when the batch is durable. On any error nothing of the batch is committed and the
-        log is unchanged. ``waited``: a caller is waiting for this batch alone, so the store may
+        log is unchanged, unless the store had made it durable (a failure after its journal record
+        was written: the store then refuses commits until the log is reopened, which replays the
+        record). ``waited``: a caller is waiting for this batch alone, so the store may
         have the checkpoint signed on another thread while it syncs (a thread handoff costs CPU
         that only a waiting caller's latency repays; under load, or for promised entries, the
         CPU is what counts).
@@ -310,6 +319,10 @@ class Log:
             checkpoint = Checkpoint(self.origin, new.size, new.root)
             signing = self._signing.sign(checkpoint.text, aside=waited)
             signed = self._store.commit(old.size, entries, tiles, (new.size, signing))
+            if not isinstance(signed, str) or not signed.startswith(checkpoint.text):
+                raise StorageError(
+                    f"the store returned no note of the checkpoint of size {new.size}"
+                )
             self._frontier, self._signed = new, signed
         return Appended(old.size, checkpoint, signed)
 

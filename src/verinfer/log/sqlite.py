@@ -217,10 +217,10 @@ class SqliteStore(SQLStore):
             if self._journal.torn:  # a record after the torn bytes would be lost
                 self._failed = f"{exc}; reopen the log"
             raise
-        sign.aside()
         try:
+            sign.aside()
             self._journal.sync()
-        except StorageError as exc:
+        except BaseException as exc:
             # maybe on disk, maybe not: nothing may build on it until the log is reopened,
             # which replays it if it is there
             self._failed = f"{exc}; reopen the log"
@@ -229,9 +229,11 @@ class SqliteStore(SQLStore):
             raise
         try:
             return sign()
-        except Exception as exc:
+        except BaseException as exc:
             # the record is durable and its batch not committed: the open replays it
             self._failed = f"cannot sign the checkpoint of size {size} ({exc}); reopen the log"
+            if not isinstance(exc, Exception):
+                raise
             raise StorageError(self._failed) from exc
 
     def _write_later(self) -> None:
