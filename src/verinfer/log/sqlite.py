@@ -223,7 +223,7 @@ class SqliteStore(SQLStore):
         except BaseException as exc:
             # maybe on disk, maybe not: nothing may build on it until the log is reopened,
             # which replays it if it is there
-            self._failed = f"{exc}; reopen the log"
+            self._failed = f"{exc or type(exc).__name__}; reopen the log"
             with contextlib.suppress(Exception):
                 sign()  # collected all the same, never handed out: the signer is free again
             raise
@@ -231,7 +231,10 @@ class SqliteStore(SQLStore):
             return sign()
         except BaseException as exc:
             # the record is durable and its batch not committed: the open replays it
-            self._failed = f"cannot sign the checkpoint of size {size} ({exc}); reopen the log"
+            self._failed = (
+                f"cannot sign the checkpoint of size {size} ({exc or type(exc).__name__}); "
+                "reopen the log"
+            )
             if not isinstance(exc, Exception):
                 raise
             raise StorageError(self._failed) from exc
