@@ -167,6 +167,35 @@ def test_concurrent_requests_share_checkpoints(node: Node, alice: note.Signer) -
     verify_bundles(bundles, [node.vkey])
 
 
+def test_an_idle_nodes_durable_answer_is_signed_while_its_record_syncs(
+    node: Node, alice: note.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller alone waits for its entry: its checkpoint is signed by the log's signer thread
+    (while the journal syncs). A promised entry is committed after its answer, and its
+    checkpoint signed by the thread that commits it."""
+    node.hub.publish(sklearn_model("iris"), repository="alice/iris", version="1", signer=alice)
+    threads: dict[str, str] = {}  # checkpoint text -> the thread that signed it
+    sign = note.Signer.sign
+
+    def recording(self: note.Signer, text: str) -> str:
+        threads[text] = threading.current_thread().name
+        return sign(self, text)
+
+    def text_of(signed: str) -> str:
+        return signed[: signed.index("\n\n") + 1]
+
+    monkeypatch.setattr(note.Signer, "sign", recording)
+    durable = node.infer("alice/iris", {"X": IRIS})
+    assert threads[text_of(durable.bundle.checkpoint)] == "verinfer-log-signer"
+    verify_bundle(durable.bundle, [node.vkey], inputs={"X": IRIS}, outputs=durable.outputs)
+    promised = node.infer("alice/iris", {"X": IRIS}, durability="promise")
+    deadline = time.monotonic() + 30
+    while node.log.size <= promised.bundle.index:
+        assert time.monotonic() < deadline, "the promised entry was never logged"
+        time.sleep(0.01)
+    assert threads[text_of(node.log.signed_checkpoint)] != "verinfer-log-signer"
+
+
 def test_asyncio_callers_get_their_own_answers_in_shared_batches(
     node: Node, alice: note.Signer
 ) -> None:
