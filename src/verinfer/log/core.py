@@ -71,7 +71,7 @@ class _Signing:
             raise note
         return note
 
-    def sign(self, text: str, *, aside: bool) -> _Signing:
+    def prepare(self, text: str, *, aside: bool) -> _Signing:
         """Ready to sign ``text``: this object, for the store's commit. ``aside``: the store may
         hand the signature to this object's thread (see :meth:`Log.append`)."""
         if self._owed:  # a commit that failed after handing the last one aside
@@ -317,7 +317,7 @@ class Log:
             old = self._frontier
             new, tiles = old.grow(leaf_hashes)
             checkpoint = Checkpoint(self.origin, new.size, new.root)
-            signing = self._signing.sign(checkpoint.text, aside=waited)
+            signing = self._signing.prepare(checkpoint.text, aside=waited)
             signed = self._store.commit(old.size, entries, tiles, (new.size, signing))
             if not isinstance(signed, str) or not signed.startswith(checkpoint.text):
                 raise StorageError(
