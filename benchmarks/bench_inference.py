@@ -174,13 +174,12 @@ def upgrade_delays(
 def before_after(rounds: int) -> None:
     """The answer-path costs this issue removed, the old way and the new, timed in this run."""
     missing = os.path.join(tempfile.gettempdir(), "verinfer-bench-missing", "x.npz")
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
+
+    def touch() -> None:
         with contextlib.suppress(FileNotFoundError):
             os.utime(missing)  # before: every new digest's archive.put tried this first
-        times.append(time.perf_counter() - start)
-    utime = statistics.median(times)
+
+    utime = statistics.median(timed(touch, rounds))
     print(
         f"before/after: the archive's failed utime per new digest {utime * 1e6:5.1f} us, twice "
         "an answer, now on its writer thread"
